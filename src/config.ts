@@ -1,0 +1,136 @@
+/**
+ * Configuration: parsed once from the environment (zod), then frozen. Nothing else in
+ * Patchbay reads `process.env`; everything takes a `Config`.
+ */
+import path from "node:path";
+import * as z from "zod";
+
+const intMs = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
+const url = (def: string) =>
+  z
+    .string()
+    .default(def)
+    .refine((s) => /^(https?|file):\/\//.test(s), "must be an http(s):// or file:// URL")
+    .transform((s) => s.replace(/\/+$/, ""));
+const optionalString = z
+  .string()
+  .optional()
+  .transform((s) => (s && s.trim() !== "" ? s : undefined));
+
+/** Environment variables Patchbay reads, with their defaults. Keys are env variable names. */
+export const EnvSchema = z.object({
+  PATCHBAY_DATA_DIR: z.string().min(1).default("./data"),
+  PATCHBAY_SANDBOX: z.enum(["local", "bwrap", "e2b"]).default("local"),
+  PATCHBAY_GIT_BASE_URL: url("https://github.com"),
+  PATCHBAY_GITHUB_API_URL: url("https://api.github.com"),
+  GITHUB_TOKEN: optionalString,
+  GITHUB_APP_ID: optionalString,
+  GITHUB_APP_PRIVATE_KEY: optionalString,
+  PATCHBAY_OPENROUTER_BASE_URL: url("https://openrouter.ai/api/v1"),
+  OPENROUTER_API_KEY: optionalString,
+  PATCHBAY_DEFAULT_MODEL: z.string().min(1).default("anthropic/claude-sonnet-4.6"),
+  /** Comma-separated list of allowed model ids; empty means any id is accepted. */
+  PATCHBAY_MODELS: optionalString,
+  PATCHBAY_SESSION_TTL_MS: intMs(1_800_000, 1000),
+  /** Longest a single turn may run before it is ended as failed. */
+  PATCHBAY_TURN_TIMEOUT_MS: intMs(1_800_000, 1000),
+  /** Longest the OpenCode event stream may stay silent before the driver re-reads the session. */
+  PATCHBAY_WATCHDOG_MS: intMs(30_000, 100),
+  PATCHBAY_SECRET_KEY: optionalString.refine(
+    (s) => s === undefined || Buffer.from(s, "base64").length === 32,
+    "must be 32 bytes, base64-encoded",
+  ),
+  E2B_API_KEY: optionalString,
+  PATCHBAY_E2B_TEMPLATE: z.string().min(1).default("opencode"),
+  PATCHBAY_HOST: z.string().min(1).default("127.0.0.1"),
+  PORT: z.coerce.number().int().min(0).max(65535).default(8787),
+  /** Owner of runs started without an API key (`patchbay mcp`, `patchbay run`). */
+  PATCHBAY_LOCAL_OWNER: z.string().min(1).default("local"),
+  /** Path of the `opencode` binary; by default the one installed with Patchbay. */
+  PATCHBAY_OPENCODE_BIN: optionalString,
+  PATCHBAY_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+});
+
+export interface Config {
+  readonly dataDir: string;
+  readonly sandbox: "local" | "bwrap" | "e2b";
+  readonly gitBaseUrl: string;
+  readonly githubApiUrl: string;
+  readonly githubToken?: string;
+  readonly githubAppId?: string;
+  readonly githubAppPrivateKey?: string;
+  readonly openrouterBaseUrl: string;
+  readonly openrouterApiKey?: string;
+  readonly defaultModel: string;
+  /** Allowed model ids; empty means any. The default model is always allowed. */
+  readonly models: readonly string[];
+  readonly sessionTtlMs: number;
+  readonly turnTimeoutMs: number;
+  readonly watchdogMs: number;
+  readonly secretKey?: string;
+  readonly e2bApiKey?: string;
+  readonly e2bTemplate: string;
+  readonly host: string;
+  readonly port: number;
+  readonly localOwner: string;
+  readonly opencodeBin?: string;
+  readonly logLevel: "debug" | "info" | "warn" | "error" | "silent";
+}
+
+/** Thrown when an environment variable holds an invalid value; the message is one line. */
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "ConfigError";
+  }
+}
+
+/** Parse the environment into a frozen Config. Throws ConfigError naming the first bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Partial<Config> = {}): Config {
+  const parsed = EnvSchema.safeParse(env);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const variable = String(issue.path[0] ?? "environment");
+    const shown = env[variable] === undefined ? "" : ` (got ${JSON.stringify(redact(variable, env[variable]!))})`;
+    throw new ConfigError(variable, `invalid ${variable}: ${issue.message}${shown}`);
+  }
+  const e = parsed.data;
+  const models = (e.PATCHBAY_MODELS ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const config: Config = {
+    dataDir: path.resolve(e.PATCHBAY_DATA_DIR),
+    sandbox: e.PATCHBAY_SANDBOX,
+    gitBaseUrl: e.PATCHBAY_GIT_BASE_URL,
+    githubApiUrl: e.PATCHBAY_GITHUB_API_URL,
+    githubToken: e.GITHUB_TOKEN,
+    githubAppId: e.GITHUB_APP_ID,
+    githubAppPrivateKey: e.GITHUB_APP_PRIVATE_KEY,
+    openrouterBaseUrl: e.PATCHBAY_OPENROUTER_BASE_URL,
+    openrouterApiKey: e.OPENROUTER_API_KEY,
+    defaultModel: e.PATCHBAY_DEFAULT_MODEL,
+    models: models.length && !models.includes(e.PATCHBAY_DEFAULT_MODEL) ? [e.PATCHBAY_DEFAULT_MODEL, ...models] : models,
+    sessionTtlMs: e.PATCHBAY_SESSION_TTL_MS,
+    turnTimeoutMs: e.PATCHBAY_TURN_TIMEOUT_MS,
+    watchdogMs: e.PATCHBAY_WATCHDOG_MS,
+    secretKey: e.PATCHBAY_SECRET_KEY,
+    e2bApiKey: e.E2B_API_KEY,
+    e2bTemplate: e.PATCHBAY_E2B_TEMPLATE,
+    host: e.PATCHBAY_HOST,
+    port: e.PORT,
+    localOwner: e.PATCHBAY_LOCAL_OWNER,
+    opencodeBin: e.PATCHBAY_OPENCODE_BIN,
+    logLevel: e.PATCHBAY_LOG_LEVEL,
+    ...overrides,
+  };
+  return Object.freeze(config);
+}
+
+const SECRET_VARS = /KEY|TOKEN|SECRET|PASSWORD/i;
+function redact(variable: string, value: string): string {
+  return SECRET_VARS.test(variable) ? "[redacted]" : value.length > 80 ? value.slice(0, 77) + "..." : value;
+}

@@ -1,0 +1,51 @@
+/**
+ * The agent port: one coding agent (an OpenCode server and session) working in a sandbox.
+ * Nothing outside `engine/agent` speaks OpenCode's API.
+ */
+import type { BuilderEventData } from "../events/schema.ts";
+import type { TaskKind, Usage } from "../run/schema.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
+
+export interface AgentStartOptions {
+  sandbox: Sandbox;
+  /** OpenAI-compatible base URL the agent calls (the engine's model gateway), as reachable from inside the sandbox. */
+  modelBaseUrl: string;
+  /** Per-run gateway token the agent sends as its API key. Worthless outside Patchbay. */
+  modelToken: string;
+  modelId: string;
+  /** Silence on the event stream after which the session status is re-read. */
+  watchdogMs: number;
+  signal?: AbortSignal;
+}
+
+export interface TurnOptions {
+  prompt: string;
+  kind: TaskKind;
+  timeoutMs: number;
+  onEvent: (event: BuilderEventData) => void;
+  signal?: AbortSignal;
+}
+
+export interface TurnOutcome {
+  /** The agent's final text. */
+  summary: string;
+  /** Set when the turn failed (model error, timeout, crash). */
+  error?: { code: "model_error" | "turn_timeout" | "agent_crashed" | "agent_failed" | "cancelled"; message: string };
+  usage?: Usage;
+}
+
+/** A started agent: one OpenCode server and one session, reused across turns. */
+export interface AgentSession {
+  readonly sessionId: string;
+  /** PIDs of the processes the agent holds (for cleanup after a crash). */
+  readonly pids: number[];
+  runTurn(opts: TurnOptions): Promise<TurnOutcome>;
+  /** Stop the current turn, if any. */
+  abort(): Promise<void>;
+  /** Stop the OpenCode server. Idempotent. */
+  close(): Promise<void>;
+}
+
+export interface AgentDriver {
+  start(opts: AgentStartOptions): Promise<AgentSession>;
+}

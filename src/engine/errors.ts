@@ -1,0 +1,71 @@
+/**
+ * The engine's one error type. Every failure a caller may need to tell apart carries a
+ * literal `code`; each front maps codes to its own shape once (HTTP status, MCP tool error).
+ */
+
+export const ERROR_CODES = [
+  // request problems
+  "invalid_request",
+  "invalid_repository",
+  "invalid_ref",
+  "model_not_allowed",
+  "prompt_too_long",
+  // lookups
+  "run_not_found",
+  "repository_not_found",
+  "event_not_found",
+  // state conflicts
+  "session_busy",
+  "session_ended",
+  "idempotency_conflict",
+  // auth and limits
+  "unauthorized",
+  "forbidden",
+  "rate_limited",
+  "too_many_active_runs",
+  "shutting_down",
+  // run failures (recorded on the run as error.code)
+  "clone_failed",
+  "sandbox_failed",
+  "agent_failed",
+  "agent_crashed",
+  "model_error",
+  "no_model_key",
+  "turn_timeout",
+  "cancelled",
+  "server_restart",
+  "publish_failed",
+  "publish_not_configured",
+  "internal",
+  // infrastructure
+  "store_locked",
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/** Thrown by the engine for every failure a caller can act on. */
+export class EngineError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = "EngineError";
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return { code: this.code, message: this.message, ...(this.details ? { details: this.details } : {}) };
+  }
+}
+
+export function isEngineError(e: unknown): e is EngineError {
+  return e instanceof EngineError;
+}
+
+/** Wrap anything thrown into an EngineError, keeping an EngineError as it is. */
+export function toEngineError(e: unknown, fallback: ErrorCode = "internal"): EngineError {
+  if (e instanceof EngineError) return e;
+  const message = e instanceof Error ? e.message : String(e);
+  return new EngineError(fallback, message);
+}

@@ -1,0 +1,196 @@
+/**
+ * Shapes of runs, shared by the engine, the store, the REST API and the MCP tools.
+ * One schema per shape; the TypeScript type carries the schema's name.
+ */
+import * as z from "zod";
+
+export const RunStatus = z.enum(["queued", "running", "idle", "completed", "failed", "cancelled"]);
+export type RunStatus = z.infer<typeof RunStatus>;
+export const TERMINAL_STATUSES: readonly RunStatus[] = ["completed", "failed", "cancelled"];
+export const isTerminal = (s: RunStatus) => TERMINAL_STATUSES.includes(s);
+
+/** `owner/name`: letters, digits, `-`, `_`, `.`; never a URL or `..`. */
+export const RepositoryFullName = z
+  .string()
+  .max(200)
+  .regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/, "must be owner/name")
+  .refine((s) => !s.split("/")[1]!.startsWith(".") && !s.endsWith(".git") && !s.includes(".."), "must be owner/name");
+export type RepositoryFullName = z.infer<typeof RepositoryFullName>;
+
+/** A git ref as a user writes it (branch, tag, sha); checked again with `git check-ref-format`. */
+export const GitRefInput = z
+  .string()
+  .min(1)
+  .max(255)
+  .regex(/^[^\s~^:?*[\\\x00-\x1f\x7f]+$/, "is not a valid git ref")
+  .refine((s) => !s.startsWith("-") && !s.includes("..") && !s.includes("@{") && !s.endsWith(".lock") && !s.endsWith("/") && !s.endsWith("."), "is not a valid git ref");
+
+export const TaskKind = z.enum(["code", "plan"]);
+export type TaskKind = z.infer<typeof TaskKind>;
+export const ValidationMode = z.enum(["basic", "tests", "minimal"]);
+export type ValidationMode = z.infer<typeof ValidationMode>;
+
+export const PublishInput = z
+  .object({
+    mode: z.enum(["draft_pr", "none"]).default("none"),
+    branch: GitRefInput.optional(),
+  })
+  .strict();
+export type PublishInput = z.infer<typeof PublishInput>;
+
+export const BillingInput = z
+  .object({
+    mode: z.enum(["managed", "openrouter"]).default("managed"),
+    openRouterApiKey: z.string().min(1).max(500).optional(),
+  })
+  .strict()
+  .refine((b) => b.mode !== "openrouter" || !!b.openRouterApiKey, {
+    message: "openRouterApiKey is required when billing.mode is openrouter",
+    path: ["openRouterApiKey"],
+  });
+export type BillingInput = z.infer<typeof BillingInput>;
+
+export const MAX_PROMPT_CHARS = 120_000;
+export const Prompt = z.string().min(1, "prompt must not be empty").max(MAX_PROMPT_CHARS, `prompt must be at most ${MAX_PROMPT_CHARS} characters`);
+
+/** Body of `POST /runs` and input of the `start_run` tool. Unknown fields are refused. */
+export const CreateRunInput = z
+  .object({
+    repository: RepositoryFullName.optional(),
+    repositoryFullName: RepositoryFullName.optional(),
+    repositoryId: z.union([z.string().regex(/^\d{1,20}$/), z.number().int().positive()]).optional(),
+    prompt: Prompt,
+    modelId: z.string().min(1).max(200).regex(/^[\w.:/@-]+$/, "is not a model id").optional(),
+    taskKind: TaskKind.optional(),
+    baseRef: GitRefInput.optional(),
+    gitCheckoutRef: GitRefInput.optional(),
+    validationMode: ValidationMode.optional(),
+    publish: PublishInput.optional(),
+    billing: BillingInput.optional(),
+  })
+  .strict()
+  .refine((b) => !!(b.repository || b.repositoryFullName || b.repositoryId !== undefined), {
+    message: "one of repository, repositoryFullName or repositoryId is required",
+    path: ["repository"],
+  })
+  .refine((b) => !(b.repository && b.repositoryFullName && b.repository !== b.repositoryFullName), {
+    message: "repository and repositoryFullName disagree",
+    path: ["repositoryFullName"],
+  })
+  .refine((b) => !(b.baseRef && b.gitCheckoutRef && b.baseRef !== b.gitCheckoutRef), {
+    message: "baseRef and gitCheckoutRef disagree",
+    path: ["gitCheckoutRef"],
+  });
+export type CreateRunInput = z.infer<typeof CreateRunInput>;
+
+/** Body of `POST /runs/{id}/messages` and input of `send_message`. */
+export const MessageInput = z
+  .object({
+    prompt: Prompt.optional(),
+    publish: PublishInput.optional(),
+    endSession: z.boolean().optional(),
+  })
+  .strict()
+  .refine((b) => b.endSession === true || !!b.prompt, {
+    message: "prompt is required unless endSession is true",
+    path: ["prompt"],
+  });
+export type MessageInput = z.infer<typeof MessageInput>;
+
+export const DiffStats = z.object({ files: z.number().int(), additions: z.number().int(), deletions: z.number().int() });
+export type DiffStats = z.infer<typeof DiffStats>;
+
+export const RunError = z.object({ code: z.string(), message: z.string() });
+export type RunError = z.infer<typeof RunError>;
+
+export const Usage = z.object({
+  inputTokens: z.number().int(),
+  outputTokens: z.number().int(),
+  costUsd: z.number().optional(),
+});
+export type Usage = z.infer<typeof Usage>;
+
+export const RepositoryRef = z.object({
+  fullName: RepositoryFullName,
+  owner: z.string(),
+  name: z.string(),
+  /** GitHub's numeric repository id, when known. */
+  id: z.string().optional(),
+});
+export type RepositoryRef = z.infer<typeof RepositoryRef>;
+
+export const DraftPullRequest = z.object({
+  number: z.number().int(),
+  url: z.string(),
+  branch: z.string(),
+  headSha: z.string(),
+  base: z.string(),
+});
+export type DraftPullRequest = z.infer<typeof DraftPullRequest>;
+
+export const PublishState = z.object({
+  mode: z.enum(["draft_pr", "none"]),
+  branch: z.string().optional(),
+  status: z.enum(["pending", "published", "failed", "skipped"]).optional(),
+  error: RunError.optional(),
+});
+export type PublishState = z.infer<typeof PublishState>;
+
+export const ValidationCommand = z.object({
+  command: z.string(),
+  exitCode: z.number().int().nullable(),
+  durationMs: z.number(),
+  outputTail: z.string(),
+});
+export const ValidationResult = z.object({
+  mode: ValidationMode,
+  status: z.enum(["passed", "failed", "skipped"]),
+  commands: z.array(ValidationCommand),
+});
+export type ValidationResult = z.infer<typeof ValidationResult>;
+
+/** A run as stored. The public view (`RunView`) is derived from it. */
+export const RunRecord = z.object({
+  id: z.string(),
+  ownerId: z.string(),
+  status: RunStatus,
+  repository: RepositoryRef,
+  modelId: z.string(),
+  taskKind: TaskKind,
+  baseRef: z.string().optional(),
+  /** The commit the workspace was checked out at. */
+  baseSha: z.string().optional(),
+  validationMode: ValidationMode,
+  publish: PublishState,
+  billingMode: z.enum(["managed", "openrouter"]),
+  turnCount: z.number().int(),
+  sessionExpiresAt: z.string().nullable(),
+  summary: z.string().nullable(),
+  changedPaths: z.array(z.string()),
+  diffStats: DiffStats.nullable(),
+  hasPatch: z.boolean(),
+  draftPullRequest: DraftPullRequest.nullable(),
+  validation: ValidationResult.nullable(),
+  error: RunError.nullable(),
+  usage: Usage,
+  chainedFrom: z.string().nullable(),
+  idempotencyKey: z.string().optional(),
+  idempotencyHash: z.string().optional(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+  startedAt: z.string().nullable(),
+  finishedAt: z.string().nullable(),
+});
+export type RunRecord = z.infer<typeof RunRecord>;
+
+export const TurnRecord = z.object({
+  runId: z.string(),
+  n: z.number().int(),
+  prompt: z.string(),
+  status: z.enum(["running", "done", "failed", "cancelled"]),
+  summary: z.string().nullable(),
+  error: RunError.nullable(),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+});
+export type TurnRecord = z.infer<typeof TurnRecord>;

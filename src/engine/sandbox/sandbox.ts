@@ -1,0 +1,86 @@
+/**
+ * The sandbox port. A sandbox holds one run's repository checkout and the processes that
+ * work on it (the OpenCode server, validation commands). Providers: `local` (no isolation),
+ * `bwrap` (Linux namespaces), `e2b` (remote microVM). Nothing outside `engine/sandbox`
+ * knows which provider runs.
+ */
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** True when the command was killed for running past `timeoutMs`. */
+  timedOut?: boolean;
+}
+
+export interface ExecOptions {
+  /** Working directory inside the sandbox; defaults to the workdir. */
+  cwd?: string;
+  /** Extra environment. The sandbox never inherits Patchbay's own environment. */
+  env?: Record<string, string>;
+  timeoutMs?: number;
+  stdin?: string;
+}
+
+/** A long-running process inside the sandbox. */
+export interface ProcessHandle {
+  readonly pid: number | undefined;
+  /** Resolves when the process exits. */
+  readonly exited: Promise<{ code: number | null; signal: string | null }>;
+  /** Called with each chunk of stdout/stderr text. */
+  onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void;
+  /** Kill the process and everything it started; resolves when it is gone. */
+  kill(): Promise<void>;
+}
+
+/** Credentials for git over HTTP, applied per command from the engine side, never stored in the workspace. */
+export interface GitCredential {
+  /** Value of an `Authorization` header (e.g. `Basic base64(x-access-token:TOKEN)`). */
+  authorizationHeader: string;
+}
+
+export interface SandboxCreateOptions {
+  runId: string;
+  ownerId: string;
+  repository: {
+    fullName: string;
+    /** `${PATCHBAY_GIT_BASE_URL}/owner/name.git` */
+    cloneUrl: string;
+  };
+  /** Branch, tag or sha to check out; the default branch when unset. Already validated. */
+  ref?: string;
+  credential?: GitCredential;
+  signal?: AbortSignal;
+}
+
+export interface Sandbox {
+  readonly id: string;
+  readonly provider: "local" | "bwrap" | "e2b";
+  /** Absolute path of the repository checkout, as seen inside the sandbox. */
+  readonly workdir: string;
+  /** The commit checked out at creation. */
+  readonly baseSha: string;
+  /** The ref that was checked out (the default branch name when none was asked). */
+  readonly baseRef: string;
+  /** Run a command (argument array, never a shell string) inside the sandbox. */
+  exec(argv: string[], opts?: ExecOptions): Promise<ExecResult>;
+  /** Start a long-running process inside the sandbox. */
+  spawn(argv: string[], opts?: ExecOptions): ProcessHandle;
+  /** A free TCP port inside the sandbox. */
+  freePort(): Promise<number>;
+  /** Base URL (no trailing slash) at which the engine reaches `port` inside the sandbox. */
+  endpoint(port: number): Promise<string>;
+  /** Base URL at which code inside the sandbox reaches `port` on the engine's loopback. */
+  engineUrl(port: number): string;
+  /** Stop every process and delete the sandbox. Idempotent. */
+  kill(): Promise<void>;
+}
+
+export interface SandboxProvider {
+  readonly name: "local" | "bwrap" | "e2b";
+  /** Create a sandbox with the repository checked out at the ref. Throws EngineError (clone_failed, invalid_ref, sandbox_failed). */
+  create(opts: SandboxCreateOptions): Promise<Sandbox>;
+  /** Kill sandboxes no live run owns (after a restart). */
+  reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
+  close?(): Promise<void>;
+}

@@ -1,0 +1,68 @@
+/** Shared test helpers: temp dirs under the suite root, git repositories, waiting. */
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+/** A fresh directory under the per-suite root (checked for leftover processes at the end). */
+export function tempDir(prefix = "t"): string {
+  const root = process.env.PATCHBAY_TEST_ROOT ?? path.join(os.tmpdir(), "patchbay-test-adhoc");
+  fs.mkdirSync(root, { recursive: true });
+  return fs.mkdtempSync(path.join(root, `${prefix}-`));
+}
+
+const GIT_ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "Test",
+  GIT_AUTHOR_EMAIL: "test@example.com",
+  GIT_COMMITTER_NAME: "Test",
+  GIT_COMMITTER_EMAIL: "test@example.com",
+  GIT_CONFIG_NOSYSTEM: "1",
+};
+
+export function git(cwd: string, ...args: string[]): string {
+  return execFileSync("git", args, { cwd, env: GIT_ENV, encoding: "utf8" }).trim();
+}
+
+/**
+ * Create a bare repository `<base>/<owner>/<name>.git` with the given files committed on
+ * `main`, so that `PATCHBAY_GIT_BASE_URL=file://<base>` serves it. Returns the base dir.
+ */
+export function makeRepo(
+  base: string,
+  fullName: string,
+  files: Record<string, string>,
+  opts: { branches?: Record<string, Record<string, string>> } = {},
+): { base: string; baseUrl: string; bare: string; headSha: string } {
+  const bare = path.join(base, `${fullName}.git`);
+  fs.mkdirSync(path.dirname(bare), { recursive: true });
+  const work = fs.mkdtempSync(path.join(base, "work-"));
+  git(work, "init", "-q", "-b", "main");
+  for (const [file, content] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(work, file)), { recursive: true });
+    fs.writeFileSync(path.join(work, file), content);
+  }
+  git(work, "add", "-A");
+  git(work, "commit", "-q", "-m", "initial");
+  const headSha = git(work, "rev-parse", "HEAD");
+  for (const [branch, bfiles] of Object.entries(opts.branches ?? {})) {
+    git(work, "checkout", "-q", "-b", branch, "main");
+    for (const [file, content] of Object.entries(bfiles)) fs.writeFileSync(path.join(work, file), content);
+    git(work, "add", "-A");
+    git(work, "commit", "-q", "-m", `on ${branch}`);
+    git(work, "checkout", "-q", "main");
+  }
+  git(base, "clone", "-q", "--bare", work, bare);
+  fs.rmSync(work, { recursive: true, force: true });
+  return { base, baseUrl: `file://${base}`, bare, headSha };
+}
+
+export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<NonNullable<T>> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? "condition"}`);
+    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
+  }
+}
