@@ -72,6 +72,12 @@ export interface Sandbox {
   endpoint(port: number): Promise<string>;
   /** Base URL at which code inside the sandbox reaches `port` on the engine's loopback. */
   engineUrl(port: number): string;
+  /** Address servers inside the sandbox listen on to be reachable by the engine (default 127.0.0.1). */
+  readonly listenHost?: string;
+  /** Path of a tool's binary inside the sandbox, when the provider ships its own (e.g. an E2B template). */
+  binaryPath?(name: "opencode"): string | undefined;
+  /** PIDs of host processes this sandbox holds (for cleanup after a crash). */
+  pids?(): number[];
   /** Stop every process and delete the sandbox. Idempotent. */
   kill(): Promise<void>;
 }

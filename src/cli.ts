@@ -1,0 +1,190 @@
+/**
+ * The `patchbay` command line: `serve`, `mcp`, `keys create|list|revoke`, `run`.
+ * The only place that reads argv, binds ports or stdio, and calls process.exit.
+ */
+import http from "node:http";
+import { parseArgs } from "node:util";
+import { ConfigError, loadConfig, type Config } from "./config.ts";
+import { isEngineError, openPatchbay } from "./engine/index.ts";
+import type { RunEvent } from "./engine/events/schema.ts";
+import { createHttpApp } from "./http/app.ts";
+
+const USAGE = `Usage: patchbay <command> [options]
+
+Commands:
+  serve                                  REST API, /mcp and health routes on PATCHBAY_HOST:PORT
+  mcp                                    MCP over stdio (engine in-process)
+  keys create --name NAME [--scopes read:builder,write:builder]
+                                         create an API key; prints the key alone on stdout
+  keys list                              list keys (never the keys themselves)
+  keys revoke ID                         revoke a key
+  run --repo owner/name --prompt TEXT [--model ID] [--ref REF] [--plan] [--keep]
+                                         run one turn in-process; prints summary and patch
+
+Configuration comes from environment variables (see README).`;
+
+class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case "serve":
+        return await serve(loadConfig());
+      case "mcp": {
+        const { runStdio } = await import("./mcp/stdio.ts");
+        return await runStdio(loadConfig());
+      }
+      case "keys":
+        return await keys(loadConfig(), rest);
+      case "run":
+        return await runOnce(loadConfig(), rest);
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        process.stdout.write(USAGE + "\n");
+        return;
+      default:
+        throw new UsageError(`unknown command "${command}"`);
+    }
+  } catch (e) {
+    if (e instanceof ConfigError) fail(`patchbay: ${e.message}`, 2);
+    if (e instanceof UsageError) fail(`patchbay: ${e.message}\n\n${USAGE}`, 2);
+    if (isEngineError(e)) fail(`patchbay: ${e.message} (${e.code})`, 1);
+    if (e instanceof Error && "code" in e && typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS")) fail(`patchbay: ${e.message}`, 2);
+    throw e;
+  }
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(message + "\n");
+  process.exit(code);
+}
+
+async function serve(config: Config): Promise<void> {
+  const pb = await openPatchbay(config);
+  if (!(await pb.keys.hasAnyKey())) {
+    const { key } = await pb.keys.create({ name: "admin", scopes: ["read:builder", "write:builder", "admin"] });
+    process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);
+  }
+  const app = createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config });
+  const server = http.createServer(app);
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(config.port, config.host, resolve);
+  });
+  const addr = server.address();
+  const port = typeof addr === "object" && addr ? addr.port : config.port;
+  pb.log.info("patchbay listening", { url: `http://${config.host}:${port}`, sandbox: config.sandbox, dataDir: config.dataDir });
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    pb.log.info("shutting down", { signal });
+    server.close();
+    server.closeAllConnections();
+    await pb.close();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => void stop("SIGINT"));
+  process.on("SIGTERM", () => void stop("SIGTERM"));
+}
+
+async function keys(config: Config, args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  const pb = await openPatchbay(config, {});
+  try {
+    if (sub === "create") {
+      const { values } = parseArgs({ args: rest, options: { name: { type: "string" }, scopes: { type: "string" }, owner: { type: "string" } } });
+      if (!values.name) throw new UsageError("keys create needs --name");
+      const scopes = (values.scopes ?? "read:builder,write:builder").split(",").map((s) => s.trim());
+      for (const s of scopes) if (!["read:builder", "write:builder", "admin"].includes(s)) throw new UsageError(`unknown scope "${s}"`);
+      const { key } = await pb.keys.create({
+        name: values.name,
+        scopes: scopes as ("read:builder" | "write:builder" | "admin")[],
+        ...(values.owner ? { ownerId: values.owner } : {}),
+      });
+      process.stdout.write(key + "\n");
+    } else if (sub === "list") {
+      for (const k of await pb.keys.list()) {
+        process.stdout.write(
+          `${k.id}\t${k.name}\t${k.prefix}…\t${k.scopes.join(",")}\towner=${k.ownerId}\t${k.revokedAt ? `revoked ${k.revokedAt}` : "active"}\n`,
+        );
+      }
+    } else if (sub === "revoke") {
+      const id = rest[0];
+      if (!id) throw new UsageError("keys revoke needs an ID");
+      await pb.keys.revoke(id);
+      process.stderr.write(`revoked ${id}\n`);
+    } else {
+      throw new UsageError(`unknown keys command "${sub ?? ""}"`);
+    }
+  } finally {
+    await pb.close();
+  }
+}
+
+function describe(ev: RunEvent): string | undefined {
+  if (ev.type === "run.status") return `status: ${ev.data.status}${ev.data.error ? ` (${ev.data.error.code}: ${ev.data.error.message})` : ""}`;
+  const d = ev.data;
+  switch (d.kind) {
+    case "tool":
+      return d.status === "running" ? undefined : `tool ${d.tool} ${d.status}${d.title ? `: ${d.title}` : ""}`;
+    case "file.edited":
+      return `edited ${d.path}`;
+    case "text":
+      return `agent: ${d.text.split("\n")[0]!.slice(0, 120)}`;
+    case "error":
+      return `error ${d.code}: ${d.message}`;
+    case "log":
+      return d.message;
+    default:
+      return undefined;
+  }
+}
+
+async function runOnce(config: Config, args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      repo: { type: "string" },
+      prompt: { type: "string" },
+      model: { type: "string" },
+      ref: { type: "string" },
+      plan: { type: "boolean" },
+    },
+  });
+  if (!values.repo || !values.prompt) throw new UsageError("run needs --repo owner/name and --prompt TEXT");
+  const pb = await openPatchbay(config);
+  const owner = config.localOwner;
+  try {
+    const run = await pb.engine.startRun(owner, {
+      repository: values.repo,
+      prompt: values.prompt,
+      ...(values.model ? { modelId: values.model } : {}),
+      ...(values.ref ? { baseRef: values.ref } : {}),
+      ...(values.plan ? { taskKind: "plan" } : {}),
+    });
+    process.stderr.write(`run ${run.id} on ${run.repository.fullName} with ${run.modelId}\n`);
+    const unsubscribe = await pb.engine.subscribe(owner, run.id, (ev) => {
+      const line = describe(ev);
+      if (line) process.stderr.write(`  · ${line}\n`);
+    });
+    const done = await pb.engine.waitForTurn(owner, run.id);
+    unsubscribe();
+    const { patch } = await pb.engine.getPatch(owner, run.id);
+    if (done.status === "failed") {
+      process.stderr.write(`run failed: ${done.error?.code}: ${done.error?.message}\n`);
+      process.exitCode = 1;
+    }
+    process.stdout.write(`# Summary\n\n${done.summary ?? "(none)"}\n\n`);
+    if (done.diffStats) {
+      process.stdout.write(`# Changes: ${done.diffStats.files} files, +${done.diffStats.additions} -${done.diffStats.deletions}\n\n`);
+    }
+    process.stdout.write(patch ? patch : "(no changes)\n");
+    if (done.status === "idle") await pb.engine.endSession(owner, run.id);
+  } finally {
+    await pb.close();
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * The OpenCode configuration Patchbay generates for each agent: one OpenAI-compatible
+ * provider pointing at the model gateway (with the per-run token as its key), permissions
+ * that never block a headless run, and everything that phones home turned off.
+ */
+
+/** Provider id under which the gateway appears inside OpenCode. */
+export const PROVIDER_ID = "patchbay";
+
+export interface OpencodeConfigInput {
+  modelBaseUrl: string;
+  modelToken: string;
+  modelId: string;
+  /** Upper bound for a silent model stream before OpenCode gives up on it. */
+  chunkTimeoutMs?: number;
+}
+
+export function buildOpencodeConfig(input: OpencodeConfigInput): Record<string, unknown> {
+  const model = `${PROVIDER_ID}/${input.modelId}`;
+  return {
+    $schema: "https://opencode.ai/config.json",
+    autoupdate: false,
+    share: "disabled",
+    model,
+    small_model: model,
+    enabled_providers: [PROVIDER_ID],
+    // Rules are order-sensitive, the last match wins: allow everything first, then deny the
+    // one tool that waits for a human answer. `ask` anywhere would block a headless run.
+    permission: { "*": "allow", question: "deny", doom_loop: "allow", external_directory: "allow" },
+    provider: {
+      [PROVIDER_ID]: {
+        npm: "@ai-sdk/openai-compatible",
+        name: "Patchbay model gateway",
+        options: {
+          baseURL: input.modelBaseUrl,
+          apiKey: input.modelToken,
+          ...(input.chunkTimeoutMs ? { chunkTimeout: input.chunkTimeoutMs } : {}),
+        },
+        models: {
+          [input.modelId]: {
+            name: input.modelId,
+            tool_call: true,
+            attachment: false,
+            limit: { context: 200_000, output: 32_000 },
+          },
+        },
+      },
+    },
+  };
+}
+
+/** Environment for `opencode serve`: only what it needs; never Patchbay's own environment. */
+export function opencodeEnv(config: Record<string, unknown>, password: string): Record<string, string> {
+  return {
+    OPENCODE_CONFIG_CONTENT: JSON.stringify(config),
+    OPENCODE_SERVER_PASSWORD: password,
+    OPENCODE_SERVER_USERNAME: "opencode",
+    // A repository's own opencode.json could add plugins or MCP servers that run code at
+    // start-up, or loosen permissions: ignore it, the generated config is the whole config.
+    OPENCODE_DISABLE_PROJECT_CONFIG: "1",
+    OPENCODE_DISABLE_MODELS_FETCH: "1",
+    OPENCODE_DISABLE_AUTOUPDATE: "1",
+    OPENCODE_DISABLE_SHARE: "1",
+    OPENCODE_DISABLE_LSP_DOWNLOAD: "1",
+    OPENCODE_DISABLE_CLAUDE_CODE: "1",
+    OPENCODE_DISABLE_DEFAULT_PLUGINS: "1",
+  };
+}
+
+/** Tools turned off for read-only plan turns, so a plan can never touch the working tree. */
+export const PLAN_DISABLED_TOOLS: Record<string, boolean> = {
+  write: false,
+  edit: false,
+  patch: false,
+  multiedit: false,
+  bash: false,
+  todowrite: false,
+  task: false,
+};

@@ -1,0 +1,286 @@
+/**
+ * The OpenCode agent driver: starts `opencode serve` inside a sandbox with a generated
+ * password and config, creates one session, and runs turns on it with `prompt_async` plus
+ * the event stream (a synchronous prompt would hit Node's 300 s header timeout).
+ *
+ * A turn ends when OpenCode reports the session idle. A watchdog re-reads the session status
+ * when the event stream goes silent (the SDK reconnects without replaying missed events),
+ * and a turn timeout aborts the session and ends the turn as failed, never hung.
+ */
+import { randomBytes } from "node:crypto";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
+import { EngineError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { silentLogger } from "../log.ts";
+import type { ProcessHandle } from "../sandbox/sandbox.ts";
+import type { AgentDriver, AgentSession, AgentStartOptions, TurnOptions, TurnOutcome } from "./agent.ts";
+import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
+import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
+
+export interface OpencodeDriverOptions {
+  /** Path of the `opencode` binary on the host; default: the one installed with Patchbay. */
+  opencodeBin?: string;
+  /** How long `opencode serve` may take to start listening. Default 60 s. */
+  startTimeoutMs?: number;
+  log?: Logger;
+}
+
+/** Path of the `opencode` binary that ships in the `opencode-ai` npm package. */
+export function bundledOpencodeBin(): string {
+  const require = createRequire(import.meta.url);
+  return path.join(path.dirname(require.resolve("opencode-ai/package.json")), "bin", "opencode.exe");
+}
+
+export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): AgentDriver {
+  const log = opts.log ?? silentLogger;
+  const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
+  return {
+    async start(start: AgentStartOptions): Promise<AgentSession> {
+      const { sandbox } = start;
+      const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
+      const password = randomBytes(24).toString("base64url");
+      const port = await sandbox.freePort();
+      const config = buildOpencodeConfig({
+        modelBaseUrl: start.modelBaseUrl,
+        modelToken: start.modelToken,
+        modelId: start.modelId,
+      });
+      const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
+        env: opencodeEnv(config, password),
+      });
+      const alog = log.child({ sandbox: sandbox.id });
+      try {
+        await waitListening(proc, startTimeoutMs, start.signal);
+      } catch (e) {
+        await proc.kill();
+        throw e;
+      }
+      const baseUrl = await sandbox.endpoint(port);
+      const client = createOpencodeClient({
+        baseUrl,
+        directory: sandbox.workdir,
+        headers: { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` },
+      });
+      try {
+        return await openSession({ client, proc, workdir: sandbox.workdir, modelId: start.modelId, watchdogMs: start.watchdogMs, log: alog });
+      } catch (e) {
+        await proc.kill();
+        throw e;
+      }
+    },
+  };
+}
+
+/** Resolve when the server prints its "listening" line; fail on exit, timeout or abort. */
+function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    let output = "";
+    let done = false;
+    const finish = (err?: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", onAbort);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onAbort = () => finish(new EngineError("cancelled", "cancelled while the agent was starting"));
+    const timer = setTimeout(
+      () => finish(new EngineError("agent_crashed", `opencode serve did not start within ${timeoutMs} ms: ${output.slice(-500)}`)),
+      timeoutMs,
+    );
+    signal?.addEventListener("abort", onAbort);
+    proc.onOutput((chunk) => {
+      output = (output + chunk).slice(-4000);
+      if (/listening on https?:\/\//.test(output)) finish();
+    });
+    void proc.exited.then(({ code, signal: sig }) =>
+      finish(new EngineError("agent_crashed", `opencode serve exited (${code ?? sig}) before listening: ${output.slice(-500)}`)),
+    );
+  });
+}
+
+interface ActiveTurn {
+  onEvent: TurnOptions["onEvent"];
+  sawBusy: boolean;
+  lastActivity: number;
+  settle: (why: "idle" | "crashed") => void;
+}
+
+interface OpenSessionInput {
+  client: OpencodeClient;
+  proc: ProcessHandle;
+  workdir: string;
+  modelId: string;
+  watchdogMs: number;
+  log: Logger;
+}
+
+async function openSession(input: OpenSessionInput): Promise<AgentSession> {
+  const { client, proc, log } = input;
+  // A title up front spares a title-generation call to the model on the first prompt.
+  const created = await client.session.create({ title: "Patchbay run" });
+  if (!created.data) throw new EngineError("agent_failed", `could not create an OpenCode session: ${JSON.stringify(created.error)}`);
+  const sessionId = created.data.id;
+  const mapper = createEventMapper({ sessionId, workdir: input.workdir });
+
+  /** The turn in progress, fed by the event loop. */
+  const turnState: { active: ActiveTurn | null } = { active: null };
+  let closed = false;
+  let exited = false;
+
+  const streamAbort = new AbortController();
+  void proc.exited.then(() => {
+    exited = true;
+    turnState.active?.settle("crashed");
+  });
+
+  // One event subscription for the life of the server, shared by all turns.
+  void (async () => {
+    while (!closed && !exited) {
+      try {
+        const sub = await client.event.subscribe(undefined, { signal: streamAbort.signal, sseMaxRetryAttempts: 1 });
+        for await (const raw of sub.stream) {
+          const parsed = OpencodeEvent.safeParse(raw);
+          if (!parsed.success || !turnState.active) continue;
+          const ev = parsed.data;
+          turnState.active.lastActivity = Date.now();
+          const sid = (ev.properties as { sessionID?: unknown }).sessionID;
+          if (ev.type === "session.status" && sid === sessionId) {
+            const type = (ev.properties as { status?: { type?: string } }).status?.type;
+            if (type === "busy" || type === "retry") turnState.active.sawBusy = true;
+            if (type === "idle" && turnState.active.sawBusy) turnState.active.settle("idle");
+          } else if (ev.type === "session.idle" && sid === sessionId && turnState.active.sawBusy) {
+            turnState.active.settle("idle");
+          }
+          for (const row of mapper.map(ev)) turnState.active?.onEvent(row);
+        }
+      } catch (e) {
+        if (closed || exited) return;
+        log.warn("opencode event stream broke; reconnecting", { error: e });
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    }
+  })();
+
+  const pids = proc.pid ? [proc.pid] : [];
+
+  const session: AgentSession = {
+    sessionId,
+    pids,
+    async runTurn(turn: TurnOptions): Promise<TurnOutcome> {
+      if (turnState.active) throw new EngineError("session_busy", "a turn is already running on this session");
+      if (exited) return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server has exited" } };
+      const startedAt = Date.now();
+      let outcome: "idle" | "crashed" | "timeout" | "cancelled" | undefined;
+      let settle!: () => void;
+      const finished = new Promise<void>((resolve) => (settle = resolve));
+      const end = (why: NonNullable<typeof outcome>) => {
+        outcome ??= why;
+        settle();
+      };
+      turnState.active = { onEvent: turn.onEvent, sawBusy: false, lastActivity: Date.now(), settle: end };
+      const timer = setTimeout(() => end("timeout"), turn.timeoutMs);
+      const onAbort = () => end("cancelled");
+      turn.signal?.addEventListener("abort", onAbort, { once: true });
+      if (turn.signal?.aborted) end("cancelled");
+      // Watchdog: when the event stream is silent, ask OpenCode for the status directly.
+      const watchdog = setInterval(
+        () => {
+          const a = turnState.active;
+          if (!a || Date.now() - a.lastActivity < input.watchdogMs) return;
+          a.lastActivity = Date.now();
+          void client.session.status().then(
+            (res) => {
+              const st = res.data?.[sessionId];
+              if (!st || st.type === "idle") a.settle("idle");
+            },
+            (e: unknown) => log.warn("watchdog could not read session status", { error: e }),
+          );
+        },
+        Math.max(100, Math.min(input.watchdogMs, 5000)),
+      );
+      const cleanup = () => {
+        clearTimeout(timer);
+        clearInterval(watchdog);
+        turn.signal?.removeEventListener("abort", onAbort);
+        turnState.active = null;
+      };
+
+      const sent = await client.session.promptAsync({
+        sessionID: sessionId,
+        parts: [{ type: "text", text: turn.prompt }],
+        model: { providerID: PROVIDER_ID, modelID: input.modelId },
+        agent: turn.kind === "plan" ? "plan" : "build",
+        ...(turn.kind === "plan" ? { tools: PLAN_DISABLED_TOOLS } : {}),
+      });
+      if (sent.error !== undefined || (sent.response && sent.response.status >= 300)) {
+        cleanup();
+        return { summary: "", error: { code: "agent_failed", message: `OpenCode refused the prompt: ${JSON.stringify(sent.error)}` } };
+      }
+
+      await finished;
+      cleanup();
+
+      if (outcome === "crashed") {
+        return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server exited during the turn" } };
+      }
+      if (outcome === "timeout" || outcome === "cancelled") {
+        await abortQuietly(client, sessionId, log);
+        const summary = await lastAssistantText(client, sessionId, startedAt).then((r) => r.summary, () => "");
+        return outcome === "timeout"
+          ? { summary, error: { code: "turn_timeout", message: `the turn did not finish within ${turn.timeoutMs} ms` } }
+          : { summary, error: { code: "cancelled", message: "the turn was cancelled" } };
+      }
+      const result = await lastAssistantText(client, sessionId, startedAt);
+      if (result.error) return { summary: result.summary, error: { code: "model_error", message: result.error } };
+      return { summary: result.summary };
+    },
+    async abort() {
+      if (turnState.active) turnState.active.settle("idle");
+      await abortQuietly(client, sessionId, log);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      turnState.active?.settle("crashed");
+      streamAbort.abort();
+      await proc.kill();
+    },
+  };
+  return session;
+}
+
+async function abortQuietly(client: OpencodeClient, sessionId: string, log: Logger): Promise<void> {
+  try {
+    await client.session.abort({ sessionID: sessionId });
+  } catch (e) {
+    log.warn("could not abort the OpenCode session", { error: e });
+  }
+}
+
+/** The final text of the turn's last assistant message, and its error if it failed. */
+async function lastAssistantText(
+  client: OpencodeClient,
+  sessionId: string,
+  since: number,
+): Promise<{ summary: string; error?: string }> {
+  const res = await client.session.messages({ sessionID: sessionId });
+  const messages = res.data ?? [];
+  const turnMessages = messages.filter((m) => m.info.role === "assistant" && m.info.time.created >= since - 1000);
+  const last = turnMessages.at(-1);
+  if (!last) return { summary: "", error: "the model produced no answer" };
+  const summary = last.parts
+    .filter((p) => p.type === "text" && !(p as { synthetic?: boolean }).synthetic)
+    .map((p) => (p as { text: string }).text)
+    .join("\n")
+    .trim();
+  const err = last.info.role === "assistant" ? last.info.error : undefined;
+  if (err) {
+    const { name, message } = describeOpencodeError(err);
+    if (name !== "MessageAbortedError") return { summary, error: `${name}: ${message}` };
+  }
+  return { summary };
+}

@@ -1,0 +1,80 @@
+/**
+ * The engine's public face: `openPatchbay(config)` composes the store, secrets, model
+ * gateway, sandbox provider and agent driver into a running engine. Fronts (HTTP, MCP, CLI)
+ * import from here only.
+ */
+import type { Config } from "../config.ts";
+import { createOpencodeDriver } from "./agent/opencode.ts";
+import type { AgentDriver } from "./agent/agent.ts";
+import { createModelGateway } from "./gateway/http.ts";
+import type { ModelGateway } from "./gateway/gateway.ts";
+import { createKeyService, type KeyService } from "./keys/keys.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { createEngine, type Engine } from "./run/engine.ts";
+import { createSandboxProvider } from "./sandbox/providers.ts";
+import type { SandboxProvider } from "./sandbox/sandbox.ts";
+import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
+import { createLowdbStore } from "./store/lowdb.ts";
+import type { RunStore } from "./store/store.ts";
+
+export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
+export type { Engine, GetRunOptions, ModelCatalog } from "./run/engine.ts";
+export type { RunView } from "./run/view.ts";
+export type { KeyService } from "./keys/keys.ts";
+export type { Logger } from "./log.ts";
+export { createLogger } from "./log.ts";
+
+export interface Patchbay {
+  config: Config;
+  engine: Engine;
+  keys: KeyService;
+  store: RunStore;
+  gateway: ModelGateway;
+  log: Logger;
+  /** Stop every session and process, flush and unlock the store. */
+  close(): Promise<void>;
+}
+
+export interface OpenOptions {
+  log?: Logger;
+  /** Replace parts (tests, benchmarks). */
+  sandboxes?: SandboxProvider;
+  agents?: AgentDriver;
+}
+
+export async function openPatchbay(config: Config, opts: OpenOptions = {}): Promise<Patchbay> {
+  const log = opts.log ?? createLogger({ level: config.logLevel });
+  log.redact(config.openrouterApiKey);
+  log.redact(config.githubToken);
+  log.redact(config.githubAppPrivateKey);
+  log.redact(config.e2bApiKey);
+  const store = await createLowdbStore({ dataDir: config.dataDir, log });
+  const cleanups: (() => Promise<void>)[] = [() => store.close()];
+  try {
+    const secrets = createSecretBox(await loadOrCreateSecretKey({ dataDir: config.dataDir, ...(config.secretKey ? { secretKey: config.secretKey } : {}) }));
+    const gateway = await createModelGateway({ upstreamBaseUrl: config.openrouterBaseUrl, log });
+    cleanups.unshift(() => gateway.close());
+    const sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
+    if (sandboxes.close) cleanups.unshift(() => sandboxes.close!());
+    const agents = opts.agents ?? createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
+    const engine = await createEngine({ config, store, sandboxes, agents, gateway, secrets, log });
+    cleanups.unshift(() => engine.close());
+    const keys = createKeyService({ store });
+    let closed: Promise<void> | undefined;
+    return {
+      config,
+      engine,
+      keys,
+      store,
+      gateway,
+      log,
+      close: () =>
+        (closed ??= (async () => {
+          for (const c of cleanups) await c();
+        })()),
+    };
+  } catch (e) {
+    for (const c of cleanups) await c().catch(() => undefined);
+    throw e;
+  }
+}

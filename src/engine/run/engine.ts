@@ -1,0 +1,665 @@
+/**
+ * The run engine: the one facade both fronts (REST, MCP) and the CLI call.
+ *
+ * A run is a sandbox with the repository checked out, an agent session in it, and an
+ * ordered event log. Turns run in the background; callers follow them through the event
+ * log (`events`, `subscribe`) or `waitForTurn`. Lifecycle (DESIGN.md):
+ *   queued -> running -> idle --(message)--> running -> idle ...
+ *   idle --(endSession | expiry)--> completed; any step --(error)--> failed;
+ *   running --(cancel)--> cancelled
+ */
+import { randomBytes, createHash } from "node:crypto";
+import { EventEmitter } from "node:events";
+import type { Config } from "../../config.ts";
+import type { AgentDriver, AgentSession } from "../agent/agent.ts";
+import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
+import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
+import type { ModelGateway } from "../gateway/gateway.ts";
+import { applyPatch, computeDiff, validateRef, type GitRunner } from "../git/git.ts";
+import type { Logger } from "../log.ts";
+import type { SecretBox } from "../secrets/secrets.ts";
+import type { Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
+import type { RunStore } from "../store/store.ts";
+import {
+  CreateRunInput,
+  isTerminal,
+  MessageInput,
+  RepositoryFullName,
+  type RepositoryRef,
+  type RunRecord,
+  type RunStatus,
+  type Usage,
+} from "./schema.ts";
+import { toRunView, type RunView } from "./view.ts";
+
+export interface EngineDeps {
+  config: Config;
+  store: RunStore;
+  sandboxes: SandboxProvider;
+  agents: AgentDriver;
+  gateway: ModelGateway;
+  secrets: SecretBox;
+  log: Logger;
+  /** Injectable clock (tests). */
+  now?: () => Date;
+}
+
+export interface GetRunOptions {
+  patch?: boolean;
+  events?: boolean;
+}
+
+export interface StartRunOptions {
+  /** Same key + same body from the same owner returns the same run. */
+  idempotencyKey?: string;
+}
+
+export interface ModelCatalog {
+  defaultModel: string;
+  /** Allowed ids; empty means any id is accepted. */
+  models: string[];
+}
+
+export type EventListener = (event: RunEvent) => void;
+
+export interface Engine {
+  startRun(ownerId: string, input: unknown, opts?: StartRunOptions): Promise<RunView>;
+  /** Continue an idle run, end its session (`endSession`), or start a chained run. */
+  sendMessage(ownerId: string, runId: string, input: unknown): Promise<RunView>;
+  getRun(ownerId: string, runId: string, opts?: GetRunOptions): Promise<RunView>;
+  listRuns(ownerId: string, opts?: { limit?: number; cursor?: string }): Promise<{ runs: RunView[]; nextCursor: string | null }>;
+  /** The patch of the last finished turn (null when there is none yet). */
+  getPatch(ownerId: string, runId: string): Promise<{ runId: string; status: RunStatus; patch: string | null }>;
+  /** Events with id > after, in order. Throws event_not_found for a cursor past the end. */
+  events(ownerId: string, runId: string, after?: number, limit?: number): Promise<RunEvent[]>;
+  /** Live events of a run (after the ownership check). Returns the unsubscribe function. */
+  subscribe(ownerId: string, runId: string, listener: EventListener): Promise<() => void>;
+  endSession(ownerId: string, runId: string): Promise<RunView>;
+  cancel(ownerId: string, runId: string): Promise<RunView>;
+  /** Resolves once the run is no longer queued or running (idle or terminal). */
+  waitForTurn(ownerId: string, runId: string, signal?: AbortSignal): Promise<RunView>;
+  models(): ModelCatalog;
+  /** Stop every live session (sandboxes, agents). Runs that were mid-turn are marked failed. */
+  close(): Promise<void>;
+}
+
+/** What the engine holds for a run whose sandbox is alive. */
+interface LiveSession {
+  sandbox: Sandbox;
+  agent: AgentSession | null;
+  token: string | null;
+  /** Aborts the turn in progress (cancel, shutdown). */
+  turnAbort: AbortController | null;
+  turnDone: Promise<void> | null;
+  expiryTimer: NodeJS.Timeout | null;
+}
+
+const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
+
+export function newRunId(): string {
+  // Time-prefixed so ids sort roughly by creation; random tail so they cannot be guessed.
+  return `run_${Date.now().toString(36)}${randomBytes(9).toString("base64url").replace(/[-_]/g, "x")}`;
+}
+
+export async function createEngine(deps: EngineDeps): Promise<Engine> {
+  const { config, store, log } = deps;
+  const now = deps.now ?? (() => new Date());
+  const iso = () => now().toISOString();
+  const bus = new EventEmitter();
+  bus.setMaxListeners(0);
+  const live = new Map<string, LiveSession>();
+  /** Runs with a transition in flight (start of a turn, end of session): refuse concurrent messages. */
+  const busy = new Set<string>();
+  let closing = false;
+
+  // ---------- helpers ----------
+
+  async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
+    const run = /^[A-Za-z0-9_-]{1,64}$/.test(runId) ? await store.getRun(runId) : undefined;
+    // Another owner's run is "not found", never "forbidden": existence must not leak.
+    if (!run || run.ownerId !== ownerId) throw new EngineError("run_not_found", `run ${runId} not found`);
+    return run;
+  }
+
+  function emit(runId: string, ev: NewRunEvent): RunEvent {
+    const stored = store.appendEvent(runId, ev);
+    bus.emit(runId, stored);
+    return stored;
+  }
+
+  async function setStatus(run: RunRecord, status: RunStatus, fields: Partial<RunRecord> = {}): Promise<RunRecord> {
+    const t = iso();
+    const updated = await store.updateRun(run.id, {
+      ...fields,
+      status,
+      updatedAt: t,
+      ...(isTerminal(status) ? { finishedAt: t, sessionExpiresAt: null } : {}),
+    });
+    emit(run.id, {
+      type: "run.status",
+      turn: updated.turnCount,
+      data: {
+        status,
+        turn: updated.turnCount,
+        ...(updated.error && status === "failed" ? { error: updated.error } : {}),
+        ...(status === "idle" ? { sessionExpiresAt: updated.sessionExpiresAt } : {}),
+      },
+    });
+    return updated;
+  }
+
+  function view(run: RunRecord, extra: { patch?: string | null; events?: RunEvent[] } = {}): RunView {
+    return toRunView(run, now(), extra);
+  }
+
+  function resolveModel(modelId: string | undefined): string {
+    const id = modelId ?? config.defaultModel;
+    if (config.models.length && !config.models.includes(id)) {
+      throw new EngineError("model_not_allowed", `model ${id} is not in this server's catalog`, { allowed: config.models });
+    }
+    return id;
+  }
+
+  function repositoryRef(fullName: string, id?: string): RepositoryRef {
+    const [owner, name] = fullName.split("/") as [string, string];
+    return { fullName, owner, name, ...(id ? { id } : {}) };
+  }
+
+  async function resolveRepository(input: CreateRunInput): Promise<RepositoryRef> {
+    const fullName = input.repository ?? input.repositoryFullName;
+    if (fullName) {
+      const known = await store.getRepositoryByName(fullName);
+      return repositoryRef(fullName, known?.id);
+    }
+    const id = String(input.repositoryId);
+    const known = await store.getRepositoryById(id);
+    if (!known) throw new EngineError("repository_not_found", `repository id ${id} is not known to this server; pass repository as owner/name once`);
+    return repositoryRef(RepositoryFullName.parse(known.fullName), id);
+  }
+
+  const SECRET_NAME = "openRouterApiKey";
+
+  async function upstreamKey(run: RunRecord): Promise<string | undefined> {
+    if (run.billingMode === "managed") return config.openrouterApiKey;
+    const sealed = await store.getSecret(run.id, SECRET_NAME);
+    return sealed ? deps.secrets.open(sealed) : undefined;
+  }
+
+  function addUsage(runId: string, delta: Usage): void {
+    void (async () => {
+      const run = await store.getRun(runId);
+      if (!run) return;
+      const usage: Usage = {
+        inputTokens: run.usage.inputTokens + delta.inputTokens,
+        outputTokens: run.usage.outputTokens + delta.outputTokens,
+        ...(run.usage.costUsd !== undefined || delta.costUsd !== undefined
+          ? { costUsd: (run.usage.costUsd ?? 0) + (delta.costUsd ?? 0) }
+          : {}),
+      };
+      await store.updateRun(runId, { usage });
+    })().catch((e: unknown) => log.warn("could not record usage", { runId, error: e }));
+  }
+
+  function gitIn(sandbox: Sandbox): GitRunner {
+    return (args, opts) => sandbox.exec(["git", ...args], opts);
+  }
+
+  const BIN_SUFFIX = "_bin";
+
+  // ---------- sessions ----------
+
+  async function teardown(runId: string): Promise<void> {
+    const s = live.get(runId);
+    if (!s) return;
+    live.delete(runId);
+    if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    if (s.token) deps.gateway.revokeToken(s.token);
+    try {
+      await s.agent?.close();
+    } catch (e) {
+      log.warn("agent did not close cleanly", { runId, error: e });
+    }
+    try {
+      await s.sandbox.kill();
+    } catch (e) {
+      log.warn("sandbox did not die cleanly", { runId, error: e });
+    }
+  }
+
+  function scheduleExpiry(runId: string, expiresAt: string): void {
+    const s = live.get(runId);
+    if (!s) return;
+    if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    const ms = Math.max(0, Date.parse(expiresAt) - now().getTime());
+    s.expiryTimer = setTimeout(() => {
+      void expire(runId).catch((e: unknown) => log.error("session expiry failed", { runId, error: e }));
+    }, ms);
+    s.expiryTimer.unref();
+  }
+
+  async function expire(runId: string): Promise<void> {
+    const run = await store.getRun(runId);
+    if (!run || run.status !== "idle" || busy.has(runId)) return;
+    if (run.sessionExpiresAt && Date.parse(run.sessionExpiresAt) > now().getTime()) {
+      scheduleExpiry(runId, run.sessionExpiresAt);
+      return;
+    }
+    await finishSession(run, "completed");
+  }
+
+  /** End the session of an idle run: kill the sandbox, forget the run's secrets. */
+  async function finishSession(run: RunRecord, status: "completed" | "failed" | "cancelled", error?: { code: ErrorCode; message: string }): Promise<RunRecord> {
+    await teardown(run.id);
+    await store.deleteSecrets(run.id);
+    return setStatus(run, status, error ? { error } : {});
+  }
+
+  /** Start a turn in the background. The caller has already put the run into `running`. */
+  function launchTurn(runId: string, prompt: string, chainFrom?: RunRecord): void {
+    const abort = new AbortController();
+    const s = live.get(runId);
+    if (s) s.turnAbort = abort;
+    const done = executeTurn(runId, prompt, abort, chainFrom)
+      .catch((e: unknown) => log.error("turn crashed", { runId, error: e }))
+      .finally(() => busy.delete(runId));
+    if (s) s.turnDone = done;
+    pendingTurns.set(runId, { abort, done });
+    void done.finally(() => {
+      if (pendingTurns.get(runId)?.done === done) pendingTurns.delete(runId);
+    });
+  }
+  const pendingTurns = new Map<string, { abort: AbortController; done: Promise<void> }>();
+
+  async function executeTurn(runId: string, prompt: string, abort: AbortController, chainFrom?: RunRecord): Promise<void> {
+    let run = (await store.getRun(runId))!;
+    const rlog = log.child({ runId, turn: run.turnCount });
+    const onEvent = (data: BuilderEventData) => emit(runId, { type: "builder.event", turn: run.turnCount, data });
+    try {
+      let s = live.get(runId);
+      if (!s) {
+        const key = await upstreamKey(run);
+        if (!key) {
+          throw new EngineError(
+            "no_model_key",
+            run.billingMode === "managed"
+              ? "no model key: the server has no OPENROUTER_API_KEY for managed billing; set it or use billing.mode openrouter"
+              : "no model key: the run's openRouterApiKey is gone (sessions forget it when they end)",
+          );
+        }
+        onEvent({ kind: "log", message: `preparing sandbox (${deps.sandboxes.name}) for ${run.repository.fullName}` });
+        const ref = chainFrom?.baseSha ?? run.baseRef;
+        const sandbox = await deps.sandboxes.create({
+          runId,
+          ownerId: run.ownerId,
+          repository: { fullName: run.repository.fullName, cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git` },
+          ...(ref ? { ref } : {}),
+          signal: abort.signal,
+        });
+        s = { sandbox, agent: null, token: null, turnAbort: abort, turnDone: null, expiryTimer: null };
+        live.set(runId, s);
+        run = await store.updateRun(runId, {
+          baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
+          baseRef: run.baseRef ?? sandbox.baseRef,
+        });
+        if (chainFrom) {
+          const prior = await store.getPatch(chainFrom.id + BIN_SUFFIX);
+          if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
+        }
+        if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
+        const token = deps.gateway.issueToken({
+          runId,
+          upstreamKey: () => upstreamKey(run),
+          allowedModels: [run.modelId],
+          onUsage: (u) => addUsage(runId, u),
+        });
+        s.token = token;
+        onEvent({ kind: "log", message: "starting agent" });
+        s.agent = await deps.agents.start({
+          sandbox,
+          modelBaseUrl: `${sandbox.engineUrl(deps.gateway.port)}/v1`,
+          modelToken: token,
+          modelId: run.modelId,
+          watchdogMs: config.watchdogMs,
+          signal: abort.signal,
+        });
+      }
+      s.turnAbort = abort;
+      const outcome = await s.agent!.runTurn({
+        prompt,
+        kind: run.taskKind,
+        timeoutMs: config.turnTimeoutMs,
+        onEvent,
+        signal: abort.signal,
+      });
+      // The patch is computed even for a failed or cancelled turn: work done is kept.
+      const diff = await computeDiff(gitIn(s.sandbox), s.sandbox.workdir, run.baseSha!);
+      await store.putPatch(runId, diff.patch);
+      await store.putPatch(runId + BIN_SUFFIX, diff.binaryPatch);
+      run = (await store.getRun(runId))!;
+      const results: Partial<RunRecord> = {
+        summary: outcome.summary || run.summary,
+        changedPaths: diff.changedPaths,
+        diffStats: diff.diffStats,
+        hasPatch: diff.patch.length > 0,
+      };
+      await store.updateTurn(runId, run.turnCount, {
+        status: outcome.error ? (outcome.error.code === "cancelled" ? "cancelled" : "failed") : "done",
+        summary: outcome.summary,
+        error: outcome.error ?? null,
+        finishedAt: iso(),
+      });
+      if (run.status === "cancelled") return; // cancel() already finished the run
+      if (outcome.error) {
+        if (outcome.error.code === "cancelled") {
+          await store.updateRun(runId, results);
+          return;
+        }
+        emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", code: outcome.error.code, message: outcome.error.message } });
+        await store.updateRun(runId, results);
+        await finishSession(run, "failed", outcome.error);
+        return;
+      }
+      const expiresAt = new Date(now().getTime() + config.sessionTtlMs).toISOString();
+      await setStatus(run, "idle", { ...results, error: null, sessionExpiresAt: expiresAt });
+      scheduleExpiry(runId, expiresAt);
+      rlog.info("turn finished", { changedPaths: diff.changedPaths.length });
+    } catch (e) {
+      const err = abort.signal.aborted ? new EngineError("cancelled", "the run was cancelled") : toEngineError(e, "agent_failed");
+      const current = await store.getRun(runId);
+      await store.updateTurn(runId, run.turnCount, {
+        status: err.code === "cancelled" ? "cancelled" : "failed",
+        error: { code: err.code, message: err.message },
+        finishedAt: iso(),
+      });
+      if (!current || isTerminal(current.status)) {
+        await teardown(runId);
+        return;
+      }
+      rlog.warn("turn failed", { code: err.code, message: err.message });
+      emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", code: err.code, message: err.message } });
+      await finishSession(current, err.code === "cancelled" ? "cancelled" : "failed", { code: err.code, message: err.message });
+    }
+  }
+
+  /** Put a run into `running` for a new turn and launch it. */
+  async function beginTurn(run: RunRecord, prompt: string, chainFrom?: RunRecord): Promise<RunRecord> {
+    const n = run.turnCount + 1;
+    await store.addTurn({ runId: run.id, n, prompt, status: "running", summary: null, error: null, startedAt: iso(), finishedAt: null });
+    const s = live.get(run.id);
+    if (s?.expiryTimer) {
+      clearTimeout(s.expiryTimer);
+      s.expiryTimer = null;
+    }
+    const updated = await setStatus(run, "running", {
+      turnCount: n,
+      sessionExpiresAt: null,
+      error: null,
+      startedAt: run.startedAt ?? iso(),
+    });
+    launchTurn(run.id, prompt, chainFrom);
+    return updated;
+  }
+
+  function idempotencyHash(input: CreateRunInput): string {
+    return createHash("sha256").update(JSON.stringify(input)).digest("hex");
+  }
+
+  async function createRun(ownerId: string, input: CreateRunInput, extra: { chainedFrom?: RunRecord; idempotencyKey?: string } = {}): Promise<RunRecord> {
+    if (closing) throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
+    const repository = await resolveRepository(input);
+    const modelId = resolveModel(input.modelId);
+    const ref = input.baseRef ?? input.gitCheckoutRef;
+    if (ref) await validateRef(ref);
+    const billingMode = input.billing?.mode ?? "managed";
+    if (billingMode === "managed" && !config.openrouterApiKey) {
+      throw new EngineError("no_model_key", "managed billing needs OPENROUTER_API_KEY on the server; set it, or pass billing.mode openrouter with openRouterApiKey");
+    }
+    const t = iso();
+    const run: RunRecord = {
+      id: newRunId(),
+      ownerId,
+      status: "queued",
+      repository,
+      modelId,
+      taskKind: input.taskKind ?? "code",
+      ...(ref ? { baseRef: ref } : {}),
+      validationMode: input.validationMode ?? "basic",
+      publish: { mode: input.publish?.mode ?? "none", ...(input.publish?.branch ? { branch: input.publish.branch } : {}) },
+      billingMode,
+      turnCount: 0,
+      sessionExpiresAt: null,
+      summary: null,
+      changedPaths: [],
+      diffStats: null,
+      hasPatch: false,
+      draftPullRequest: null,
+      validation: null,
+      error: null,
+      usage: { inputTokens: 0, outputTokens: 0 },
+      chainedFrom: extra.chainedFrom?.id ?? null,
+      ...(extra.idempotencyKey ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) } : {}),
+      createdAt: t,
+      updatedAt: t,
+      startedAt: null,
+      finishedAt: null,
+    };
+    await store.createRun(run);
+    if (billingMode === "openrouter") {
+      await store.putSecret(deps.secrets.seal(run.id, SECRET_NAME, input.billing!.openRouterApiKey!));
+    }
+    emit(run.id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
+    return run;
+  }
+
+  function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, input: unknown): T {
+    const r = schema.safeParse(input);
+    if (r.success) return r.data;
+    const issue = r.error.issues[0]!;
+    const where = issue.path.length ? issue.path.map(String).join(".") : "body";
+    throw new EngineError("invalid_request", `${where}: ${issue.message}`, {
+      issues: r.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
+    });
+  }
+
+  function chainedPrompt(prior: RunRecord, turns: { prompt: string }[], prompt: string): string {
+    const history = turns.map((t, i) => `${i + 1}. ${t.prompt}`).join("\n");
+    return [
+      `You are continuing earlier work on ${prior.repository.fullName} (run ${prior.id}).`,
+      `Earlier requests:\n${history}`,
+      prior.summary ? `Summary of that work:\n${prior.summary}` : "",
+      prior.hasPatch ? "The changes from that work are already applied in the working tree." : "",
+      `New request:\n${prompt}`,
+    ]
+      .filter(Boolean)
+      .join("\n\n");
+  }
+
+  // ---------- recovery ----------
+
+  // Runs a previous process left mid-flight have lost their sandbox and agent.
+  for (const run of await store.runsByStatus(ACTIVE)) {
+    if (run.status === "idle") {
+      await store.deleteSecrets(run.id);
+      await setStatus(run, "completed", {});
+    } else {
+      await setStatus(run, "failed", { error: { code: "server_restart", message: "the server restarted while this run was in progress" } });
+      await store.deleteSecrets(run.id);
+    }
+  }
+
+  // ---------- the facade ----------
+
+  const engine: Engine = {
+    async startRun(ownerId, rawInput, opts = {}) {
+      const input = parse(CreateRunInput, rawInput);
+      if (opts.idempotencyKey) {
+        const existing = await store.findRunByIdempotencyKey(ownerId, opts.idempotencyKey);
+        if (existing) {
+          if (existing.idempotencyHash !== idempotencyHash(input)) {
+            throw new EngineError("idempotency_conflict", "this Idempotency-Key was used with a different body");
+          }
+          return view(existing);
+        }
+      }
+      const run = await createRun(ownerId, input, opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {});
+      busy.add(run.id);
+      return view(await beginTurn(run, input.prompt));
+    },
+
+    async sendMessage(ownerId, runId, rawInput) {
+      const input = parse(MessageInput, rawInput);
+      const run = await ownedRun(ownerId, runId);
+      if (input.endSession) return engine.endSession(ownerId, runId);
+      const prompt = input.prompt!;
+      if (run.status === "queued" || run.status === "running" || busy.has(runId)) {
+        throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", { retryAfterSeconds: 5 });
+      }
+      const sessionLive =
+        run.status === "idle" && live.has(runId) && !!run.sessionExpiresAt && Date.parse(run.sessionExpiresAt) > now().getTime();
+      if (sessionLive) {
+        busy.add(runId);
+        try {
+          const updated = input.publish
+            ? await store.updateRun(runId, { publish: { ...run.publish, mode: input.publish.mode, ...(input.publish.branch ? { branch: input.publish.branch } : {}) } })
+            : run;
+          return view(await beginTurn(updated, prompt));
+        } catch (e) {
+          busy.delete(runId);
+          throw e;
+        }
+      }
+      // Expired or terminal: a chained run in a new sandbox, with the prior patch applied.
+      if (run.status === "idle") await finishSession(run, "completed");
+      const turns = await store.listTurns(runId);
+      const prior = (await store.getRun(runId))!;
+      const chained = await createRun(
+        ownerId,
+        {
+          repository: prior.repository.fullName,
+          prompt,
+          modelId: prior.modelId,
+          taskKind: prior.taskKind,
+          ...(prior.baseRef ? { baseRef: prior.baseRef } : {}),
+          validationMode: prior.validationMode,
+          publish: input.publish ?? { mode: prior.publish.mode, ...(prior.publish.branch ? { branch: prior.publish.branch } : {}) },
+          billing: { mode: "managed" },
+        },
+        { chainedFrom: prior },
+      );
+      busy.add(chained.id);
+      return view(await beginTurn(chained, chainedPrompt(prior, turns, prompt), prior));
+    },
+
+    async getRun(ownerId, runId, opts = {}) {
+      const run = await ownedRun(ownerId, runId);
+      const extra: { patch?: string | null; events?: RunEvent[] } = {};
+      if (opts.patch) extra.patch = run.hasPatch && run.status !== "running" && run.status !== "queued" ? ((await store.getPatch(runId)) ?? null) : null;
+      if (opts.events) extra.events = await store.readEvents(runId, 0);
+      return view(run, extra);
+    },
+
+    async listRuns(ownerId, opts = {}) {
+      const limit = Math.min(100, Math.max(1, opts.limit ?? 20));
+      const page = await store.listRuns(ownerId, { limit, ...(opts.cursor ? { cursor: opts.cursor } : {}) });
+      return { runs: page.runs.map((r) => view(r)), nextCursor: page.nextCursor };
+    },
+
+    async getPatch(ownerId, runId) {
+      const run = await ownedRun(ownerId, runId);
+      const patch = run.hasPatch ? ((await store.getPatch(runId)) ?? null) : null;
+      return { runId, status: run.status, patch };
+    },
+
+    async events(ownerId, runId, after = 0, limit) {
+      await ownedRun(ownerId, runId);
+      const last = store.lastEventId(runId);
+      if (!Number.isInteger(after) || after < 0 || after > last) {
+        throw new EngineError("event_not_found", `event ${after} does not exist in run ${runId} (last event is ${last})`, { lastEventId: last });
+      }
+      return store.readEvents(runId, after, limit);
+    },
+
+    async subscribe(ownerId, runId, listener) {
+      await ownedRun(ownerId, runId);
+      bus.on(runId, listener);
+      return () => bus.off(runId, listener);
+    },
+
+    async endSession(ownerId, runId) {
+      const run = await ownedRun(ownerId, runId);
+      if (isTerminal(run.status)) return view(run);
+      if (run.status !== "idle" || busy.has(runId)) {
+        throw new EngineError("session_busy", "the run is busy with a turn; cancel it or wait until it is idle", { retryAfterSeconds: 5 });
+      }
+      busy.add(runId);
+      try {
+        return view(await finishSession(run, "completed"));
+      } finally {
+        busy.delete(runId);
+      }
+    },
+
+    async cancel(ownerId, runId) {
+      const run = await ownedRun(ownerId, runId);
+      if (isTerminal(run.status)) return view(run);
+      if (run.status === "idle") {
+        return view(await finishSession(run, "cancelled"));
+      }
+      // Mark first so the turn, when it unwinds, does not overwrite the outcome.
+      const pending = pendingTurns.get(runId);
+      const s = live.get(runId);
+      pending?.abort.abort();
+      s?.turnAbort?.abort();
+      try {
+        await s?.agent?.abort();
+      } catch (e) {
+        log.warn("agent abort failed", { runId, error: e });
+      }
+      // Let the turn unwind (it computes the patch it had), then kill everything.
+      await Promise.race([pending?.done, new Promise((r) => setTimeout(r, 15_000))]);
+      const current = (await store.getRun(runId))!;
+      if (isTerminal(current.status)) {
+        await teardown(runId);
+        return view(current);
+      }
+      return view(await finishSession(current, "cancelled", { code: "cancelled", message: "the run was cancelled" }));
+    },
+
+    async waitForTurn(ownerId, runId, signal) {
+      let run = await ownedRun(ownerId, runId);
+      if (run.status !== "queued" && run.status !== "running") return view(run);
+      await new Promise<void>((resolve, reject) => {
+        const onEvent = (ev: RunEvent) => {
+          if (ev.type === "run.status" && ev.data.status !== "running" && ev.data.status !== "queued") finish();
+        };
+        const onAbort = () => finish(new EngineError("cancelled", "stopped waiting"));
+        const finish = (err?: Error) => {
+          bus.off(runId, onEvent);
+          signal?.removeEventListener("abort", onAbort);
+          if (err) reject(err);
+          else resolve();
+        };
+        bus.on(runId, onEvent);
+        signal?.addEventListener("abort", onAbort, { once: true });
+        // The status may have changed between the read and the subscription.
+        void store.getRun(runId).then((r) => {
+          if (r && r.status !== "queued" && r.status !== "running") finish();
+        });
+      });
+      run = await ownedRun(ownerId, runId);
+      return view(run);
+    },
+
+    models() {
+      return { defaultModel: config.defaultModel, models: [...config.models] };
+    },
+
+    async close() {
+      closing = true;
+      for (const { abort } of pendingTurns.values()) abort.abort();
+      await Promise.allSettled([...pendingTurns.values()].map((p) => p.done));
+      await Promise.allSettled([...live.keys()].map((id) => teardown(id)));
+    },
+  };
+  return engine;
+}
