@@ -1,0 +1,427 @@
+/**
+ * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
+ * and secrets; one JSONL event log per run (`events/<runId>.jsonl`, see event-log.ts); one
+ * diff file per run (`patches/<runId>.diff`). One process owns the data dir (lock.ts).
+ *
+ * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
+ * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
+ * same tick share one write, writes never overlap, and each mutation's promise settles when
+ * a write that includes it has reached the disk.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { Low, type Adapter } from "lowdb";
+import * as z from "zod";
+import { EngineError } from "../errors.ts";
+import { silentLogger, type Logger } from "../log.ts";
+import { RunRecord, TurnRecord, type RunStatus } from "../run/schema.ts";
+import { assertSafeRunId, createEventLogs } from "./event-log.ts";
+import { acquireDataDirLock } from "./lock.ts";
+import { ApiKeyRecord, RepositoryRecord, SecretRecord, type ListRunsOptions, type RunPage, type RunStore } from "./store.ts";
+
+/** The shape of store.json. `version` lets a later release migrate old files. */
+const StoreFile = z.object({
+  version: z.literal(1),
+  runs: z.array(RunRecord),
+  turns: z.array(TurnRecord),
+  keys: z.array(ApiKeyRecord),
+  repositories: z.array(RepositoryRecord),
+  secrets: z.array(SecretRecord),
+});
+type StoreFile = z.infer<typeof StoreFile>;
+
+const emptyStore = (): StoreFile => ({ version: 1, runs: [], turns: [], keys: [], repositories: [], secrets: [] });
+
+const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
+
+export interface LowdbStoreOptions {
+  dataDir: string;
+  log?: Logger;
+  /** Time source for event timestamps; default the system clock. */
+  now?: () => Date;
+}
+
+/**
+ * Open (or create) the store in `dataDir`, taking the data-dir lock.
+ * Throws EngineError `store_locked` if another live process holds it, and `internal` if
+ * store.json is not valid JSON or holds a record that does not match its schema.
+ */
+export async function createLowdbStore(opts: LowdbStoreOptions): Promise<RunStore> {
+  const dataDir = path.resolve(opts.dataDir);
+  const log = (opts.log ?? silentLogger).child({ component: "store" });
+  const lock = await acquireDataDirLock(dataDir);
+  try {
+    return await open(dataDir, log, opts.now ?? (() => new Date()), lock.release);
+  } catch (e) {
+    await lock.release();
+    throw e;
+  }
+}
+
+async function open(dataDir: string, log: Logger, now: () => Date, releaseLock: () => Promise<void>): Promise<RunStore> {
+  const eventsDir = path.join(dataDir, "events");
+  const patchesDir = path.join(dataDir, "patches");
+  fs.mkdirSync(eventsDir, { recursive: true, mode: 0o700 });
+  fs.mkdirSync(patchesDir, { recursive: true, mode: 0o700 });
+
+  const file = path.join(dataDir, "store.json");
+  const db = new Low<unknown>(new PrivateJsonFile(file), emptyStore());
+  await db.read();
+  const checked = StoreFile.safeParse(db.data);
+  if (!checked.success) {
+    const issue = checked.error.issues[0]!;
+    throw new EngineError(
+      "internal",
+      `store file ${file} is corrupt: ${issue.path.join(".") || "(root)"}: ${issue.message}; restore it from a backup or move it away to start empty`,
+      { file },
+    );
+  }
+  const data = checked.data;
+
+  const runs = new Map(data.runs.map((r) => [r.id, r]));
+  const turns = new Map<string, TurnRecord[]>();
+  for (const t of data.turns) turns.set(t.runId, [...(turns.get(t.runId) ?? []), t]);
+  for (const list of turns.values()) list.sort((a, b) => a.n - b.n);
+  const keys = new Map(data.keys.map((k) => [k.id, k]));
+  const keyIdByHash = new Map(data.keys.map((k) => [k.hash, k.id]));
+  const repos = new Map(data.repositories.map((r) => [r.id, r]));
+  // GitHub names are case-insensitive: `Octo/Repo` and `octo/repo` are one repository.
+  const repoIdByName = new Map(data.repositories.map((r) => [r.fullName.toLowerCase(), r.id]));
+  const secrets = new Map<string, Map<string, SecretRecord>>();
+  for (const s of data.secrets) secretsOf(s.runId).set(s.name, s);
+
+  function secretsOf(runId: string): Map<string, SecretRecord> {
+    let m = secrets.get(runId);
+    if (!m) secrets.set(runId, (m = new Map()));
+    return m;
+  }
+
+  const snapshot = (): StoreFile => ({
+    version: 1,
+    runs: [...runs.values()],
+    turns: [...turns.values()].flat(),
+    keys: [...keys.values()],
+    repositories: [...repos.values()],
+    secrets: [...secrets.values()].flatMap((m) => [...m.values()]),
+  });
+
+  // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
+  // the newest write started or queued, which the next one waits for.
+  let queued: Promise<void> | undefined;
+  let last: Promise<void> = Promise.resolve();
+  let closed = false;
+
+  function persist(): Promise<void> {
+    if (queued) return queued;
+    const previous = last;
+    const write = (async () => {
+      // A failed write was already reported to its callers and logged; this write carries
+      // the whole state, so it retries that one's changes too.
+      await previous.then(noop, noop);
+      // Let the rest of this tick's mutations join this write.
+      await new Promise((r) => setImmediate(r));
+      queued = undefined;
+      db.data = snapshot();
+      try {
+        await db.write();
+      } catch (e) {
+        log.error("store write failed", { file, err: e });
+        throw e;
+      }
+    })();
+    queued = write;
+    last = write;
+    return write;
+  }
+
+  function usable(): void {
+    if (closed) throw new EngineError("shutting_down", "the store is closed");
+  }
+
+  const events = createEventLogs({ dir: eventsDir, log, now });
+
+  const store: RunStore = {
+    // --- runs
+    async createRun(run) {
+      usable();
+      assertSafeRunId(run.id);
+      if (runs.has(run.id)) throw new EngineError("internal", `run ${run.id} already exists`);
+      runs.set(run.id, valid(RunRecord, run, "run"));
+      await persist();
+    },
+    async getRun(id) {
+      usable();
+      return copy(runs.get(id));
+    },
+    async updateRun(id, patch) {
+      usable();
+      const current = runs.get(id);
+      if (!current) throw new EngineError("run_not_found", `run ${id} not found`, { runId: id });
+      const next = valid(RunRecord, { ...current, ...patch, id }, "run");
+      runs.set(id, next);
+      await persist();
+      return copy(next);
+    },
+    async listRuns(ownerId, opts) {
+      usable();
+      return listRuns([...runs.values()].filter((r) => r.ownerId === ownerId), opts);
+    },
+    async runsByStatus(statuses) {
+      usable();
+      return [...runs.values()].filter((r) => statuses.includes(r.status)).map(copy);
+    },
+    async findRunByIdempotencyKey(ownerId, key) {
+      usable();
+      for (const r of runs.values()) if (r.ownerId === ownerId && r.idempotencyKey === key) return copy(r);
+      return undefined;
+    },
+    async countActiveRuns(ownerId) {
+      usable();
+      let n = 0;
+      for (const r of runs.values()) if (r.ownerId === ownerId && ACTIVE.includes(r.status)) n++;
+      return n;
+    },
+
+    // --- turns
+    async addTurn(turn) {
+      usable();
+      const list = turns.get(turn.runId) ?? [];
+      if (list.some((t) => t.n === turn.n)) throw new EngineError("internal", `run ${turn.runId} already has turn ${turn.n}`);
+      list.push(valid(TurnRecord, turn, "turn"));
+      list.sort((a, b) => a.n - b.n);
+      turns.set(turn.runId, list);
+      await persist();
+    },
+    async updateTurn(runId, n, patch) {
+      usable();
+      const list = turns.get(runId);
+      const i = list?.findIndex((t) => t.n === n) ?? -1;
+      if (!list || i < 0) throw new EngineError("run_not_found", `run ${runId} has no turn ${n}`, { runId, turn: n });
+      list[i] = valid(TurnRecord, { ...list[i]!, ...patch, runId, n }, "turn");
+      await persist();
+    },
+    async listTurns(runId) {
+      usable();
+      return (turns.get(runId) ?? []).map(copy);
+    },
+
+    // --- events
+    appendEvent(runId, event) {
+      usable();
+      return events.append(runId, event);
+    },
+    async readEvents(runId, after = 0, limit = Number.POSITIVE_INFINITY) {
+      usable();
+      return events.read(runId, after, limit);
+    },
+    lastEventId(runId) {
+      usable();
+      return events.lastId(runId);
+    },
+
+    // --- patches
+    async putPatch(runId, patch) {
+      usable();
+      assertSafeRunId(runId);
+      await writePrivateFile(path.join(patchesDir, `${runId}.diff`), patch);
+    },
+    async getPatch(runId) {
+      usable();
+      assertSafeRunId(runId);
+      try {
+        return await fs.promises.readFile(path.join(patchesDir, `${runId}.diff`), "utf8");
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+        throw e;
+      }
+    },
+
+    // --- API keys
+    async createKey(key) {
+      usable();
+      if (keys.has(key.id)) throw new EngineError("internal", `key ${key.id} already exists`);
+      const record = valid(ApiKeyRecord, key, "API key");
+      keys.set(record.id, record);
+      keyIdByHash.set(record.hash, record.id);
+      await persist();
+    },
+    async findKeyByHash(hash) {
+      usable();
+      const id = keyIdByHash.get(hash);
+      return id === undefined ? undefined : copy(keys.get(id));
+    },
+    async listKeys() {
+      usable();
+      return [...keys.values()].map(copy);
+    },
+    async updateKey(id, patch) {
+      usable();
+      const current = keys.get(id);
+      if (!current) return undefined;
+      // The hash names the key; changing it would make a different key.
+      const next = valid(ApiKeyRecord, { ...current, ...patch, id, hash: current.hash }, "API key");
+      keys.set(id, next);
+      await persist();
+      return copy(next);
+    },
+
+    // --- repositories
+    async upsertRepository(repo) {
+      usable();
+      const record = valid(RepositoryRecord, repo, "repository");
+      const old = repos.get(record.id);
+      if (old) repoIdByName.delete(old.fullName.toLowerCase());
+      repos.set(record.id, record);
+      repoIdByName.set(record.fullName.toLowerCase(), record.id);
+      await persist();
+    },
+    async getRepositoryById(id) {
+      usable();
+      return copy(repos.get(id));
+    },
+    async getRepositoryByName(fullName) {
+      usable();
+      const id = repoIdByName.get(fullName.toLowerCase());
+      return id === undefined ? undefined : copy(repos.get(id));
+    },
+
+    // --- secrets
+    async putSecret(secret) {
+      usable();
+      const record = valid(SecretRecord, secret, "secret");
+      secretsOf(record.runId).set(record.name, record);
+      await persist();
+    },
+    async getSecret(runId, name) {
+      usable();
+      return copy(secrets.get(runId)?.get(name));
+    },
+    async deleteSecrets(runId) {
+      usable();
+      if (!secrets.delete(runId)) return;
+      await persist();
+    },
+
+    async close() {
+      if (closed) return;
+      closed = true;
+      try {
+        await last;
+      } finally {
+        await releaseLock();
+      }
+    },
+  };
+  return store;
+}
+
+function noop(): void {}
+
+/** Callers get copies: changing a returned record must not change the store behind its back. */
+function copy<T>(v: T): T {
+  return v === undefined ? v : structuredClone(v);
+}
+
+/**
+ * Check a record before it is stored. A bad record written now would make store.json
+ * refuse to load at the next start, so it is refused here, where the bug is.
+ */
+function valid<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
+  const parsed = schema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const issue = parsed.error.issues[0]!;
+  throw new EngineError("internal", `refusing to store an invalid ${what}: ${issue.path.join(".")}: ${issue.message}`);
+}
+
+/** Cursor: the last run of the previous page, as base64url JSON. */
+const Cursor = z.object({ c: z.string(), i: z.string() });
+
+function listRuns(owned: RunRecord[], opts: ListRunsOptions): RunPage {
+  if (!Number.isInteger(opts.limit) || opts.limit < 1) {
+    throw new EngineError("invalid_request", `limit must be a positive integer (got ${opts.limit})`);
+  }
+  // Newest first: createdAt descending, then id descending to break ties stably.
+  // Plain code-unit comparison: ISO times sort as text, and localeCompare would depend on the locale.
+  const desc = (x: string, y: string) => (x < y ? 1 : x > y ? -1 : 0);
+  const newer = (a: { createdAt: string; id: string }, b: { createdAt: string; id: string }) =>
+    desc(a.createdAt, b.createdAt) || desc(a.id, b.id);
+  owned.sort(newer);
+  let start = 0;
+  if (opts.cursor !== undefined) {
+    const after = decodeCursor(opts.cursor);
+    const pos = { createdAt: after.c, id: after.i };
+    // First run strictly after the cursor in this order (the cursor's run may be gone).
+    start = owned.findIndex((r) => newer(pos, r) < 0);
+    if (start < 0) start = owned.length;
+  }
+  const page = owned.slice(start, start + opts.limit);
+  const lastRun = page[page.length - 1];
+  const more = start + opts.limit < owned.length;
+  return {
+    runs: page.map(copy),
+    nextCursor: more && lastRun ? Buffer.from(JSON.stringify({ c: lastRun.createdAt, i: lastRun.id })).toString("base64url") : null,
+  };
+}
+
+function decodeCursor(cursor: string): z.infer<typeof Cursor> {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
+  } catch (e) {
+    if (!(e instanceof SyntaxError)) throw e;
+    // Falls through to the schema check below, which names the problem.
+  }
+  const parsed = Cursor.safeParse(json);
+  if (!parsed.success) throw new EngineError("invalid_request", "invalid cursor: pass back the nextCursor of a previous page");
+  return parsed.data;
+}
+
+/**
+ * lowdb adapter for store.json. Unlike lowdb's JSONFile (steno), it creates the file 0600
+ * (the store holds key hashes and encrypted secrets) and fsyncs before the rename, so a
+ * crash leaves the old file or the new one, never an empty one. Writes are serialised by
+ * the store, so one temp name is enough.
+ */
+class PrivateJsonFile implements Adapter<unknown> {
+  constructor(private readonly file: string) {}
+
+  async read(): Promise<unknown> {
+    let text: string;
+    try {
+      text = await fs.promises.readFile(this.file, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+      throw e;
+    }
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e;
+      throw new EngineError("internal", `store file ${this.file} is not valid JSON (${e.message}); restore it from a backup or move it away to start empty`, {
+        file: this.file,
+      });
+    }
+  }
+
+  async write(data: unknown): Promise<void> {
+    await writePrivateFile(this.file, JSON.stringify(data, null, 2));
+  }
+}
+
+/** Write a file readable only by us, atomically: temp file, fsync, rename. */
+async function writePrivateFile(file: string, text: string): Promise<void> {
+  // Unique temp name: two writes of one patch may overlap, and must not share a temp file.
+  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(6).toString("hex")}.tmp`);
+  const fh = await fs.promises.open(tmp, "wx", 0o600);
+  try {
+    await fh.writeFile(text, "utf8");
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await fs.promises.rm(tmp, { force: true });
+    throw e;
+  }
+  await fh.close();
+  await fs.promises.rename(tmp, file);
+}
