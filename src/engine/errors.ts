@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   "run_not_found",
   "repository_not_found",
   "event_not_found",
+  "key_not_found",
   // state conflicts
   "session_busy",
   "session_ended",
