@@ -1,0 +1,630 @@
+/**
+ * The model gateway over node:http: a loopback OpenAI-compatible endpoint that OpenCode
+ * calls with a per-run token (as its provider "API key"). Each request is checked against
+ * the token's grant, re-signed with the real upstream key, and forwarded to the upstream
+ * (OpenRouter or any OpenAI-compatible server) with the response streamed back unbuffered.
+ * Usage reported by the upstream is metered back to the run through `grant.onUsage`.
+ *
+ * The real key exists only in this process: it is never logged (registered with
+ * `log.redact`), never echoed back (scrubbed from error bodies and headers) and never sent
+ * to the sandbox.
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import http from "node:http";
+import https from "node:https";
+import type { AddressInfo, Socket } from "node:net";
+import { StringDecoder } from "node:string_decoder";
+import { silentLogger, type Logger } from "../log.ts";
+import type { Usage } from "../run/schema.ts";
+import type { GatewayGrant, ModelGateway } from "./gateway.ts";
+
+/** Options for {@link createModelGateway}. */
+export interface ModelGatewayOptions {
+  /** OpenAI-compatible base URL the gateway forwards to, ending in `/v1` or similar (PATCHBAY_OPENROUTER_BASE_URL). */
+  upstreamBaseUrl: string;
+  /** Where request lines go; default silent. */
+  log?: Logger;
+  /** Interface to listen on; default `127.0.0.1` (the gateway is never meant to be public). */
+  host?: string;
+  /** Port to listen on; default 0 (any free port). */
+  port?: number;
+  /** Largest request body accepted, in bytes; default 32 MiB (long agent contexts with images). */
+  maxBodyBytes?: number;
+  /** OpenRouter app attribution headers; default referer `https://github.com/patchbay`, title `Patchbay`. */
+  attribution?: { referer: string; title: string };
+}
+
+/** The message an agent surfaces when a run has no model key; kept stable for callers to match. */
+export const NO_MODEL_KEY_MESSAGE =
+  "no model key configured for this run (set OPENROUTER_API_KEY or use billing.mode openrouter)";
+
+const TOKEN_PREFIX = "pbgw_";
+const DEFAULT_MAX_BODY = 32 * 1024 * 1024;
+/** Error bodies are small; buffering them lets us scrub an echoed key before the agent sees it. */
+const MAX_ERROR_BODY = 1024 * 1024;
+/** Non-streaming JSON bodies are kept (up to this size) only to read `usage` at the end. */
+const MAX_USAGE_BODY = 16 * 1024 * 1024;
+
+/** Paths (after `/v1`) the gateway forwards, by method. */
+const ROUTES: Record<string, ReadonlySet<string>> = {
+  POST: new Set(["/chat/completions", "/completions", "/responses"]),
+  GET: new Set(["/models"]),
+};
+/** Endpoints whose streaming form accepts `stream_options.include_usage` (Responses reports usage by itself). */
+const STREAM_OPTIONS_PATHS = new Set(["/chat/completions", "/completions"]);
+
+/** RFC 9110 hop-by-hop headers plus ones a proxy must recompute or must not forward. */
+const HOP_BY_HOP = new Set([
+  "connection",
+  "keep-alive",
+  "proxy-authenticate",
+  "proxy-authorization",
+  "proxy-connection",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "host",
+  "content-length",
+]);
+/** Incoming headers that may carry the gateway token (or other credentials) and so never go upstream. */
+const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "api-key", "cookie"]);
+
+interface TokenEntry {
+  /** sha256 of the token: the Map key, and what is compared in constant time. */
+  digest: Buffer;
+  grant: GatewayGrant;
+  /** Upstream requests in flight for this token, aborted on revoke. */
+  inFlight: Set<AbortController>;
+}
+
+/** OpenAI error shape, so the agent's SDK reports our refusals like any provider error. */
+interface GatewayErrorBody {
+  error: { message: string; type: string; code: string };
+}
+
+function sha256(s: string): Buffer {
+  return createHash("sha256").update(s).digest();
+}
+
+/**
+ * Scans an SSE stream, chunk by chunk, for the `usage` object OpenAI-compatible servers send
+ * in the final chunk (chat/completions with `include_usage`) or in `response.completed`
+ * (Responses API). Lines may be split anywhere across chunks, including inside a UTF-8 sequence.
+ */
+export interface SseUsageScanner {
+  /** Feed the next chunk of the stream as received. */
+  push(chunk: Buffer): void;
+  /** Flush a final unterminated line and return the last usage seen, if any. */
+  end(): Usage | undefined;
+}
+
+/** A line longer than this is no usage chunk we can use; dropping it bounds memory on a hostile stream. */
+const MAX_SSE_LINE = 4 * 1024 * 1024;
+
+/** Create an {@link SseUsageScanner}. Malformed lines are skipped: metering must never break the stream. */
+export function createSseUsageScanner(): SseUsageScanner {
+  const decoder = new StringDecoder("utf8");
+  let carry = "";
+  let overlong = false;
+  let usage: Usage | undefined;
+
+  const line = (raw: string) => {
+    if (!raw.startsWith("data:")) return;
+    const data = raw.slice(5).trim();
+    // Cheap pre-check: only the usage chunk is worth a JSON.parse.
+    if (!data.includes('"usage"')) return;
+    const found = usageFromJson(data);
+    if (found) usage = found;
+  };
+  const feed = (text: string) => {
+    let start = 0;
+    for (let nl = text.indexOf("\n", start); nl !== -1; nl = text.indexOf("\n", start)) {
+      const piece = text.slice(start, nl);
+      start = nl + 1;
+      if (overlong) {
+        // The tail of a line already dropped as too long.
+        overlong = false;
+        carry = "";
+        continue;
+      }
+      line((carry + piece).replace(/\r$/, ""));
+      carry = "";
+    }
+    if (overlong) return;
+    carry += text.slice(start);
+    if (carry.length > MAX_SSE_LINE) {
+      carry = "";
+      overlong = true;
+    }
+  };
+  return {
+    push: (chunk) => feed(decoder.write(chunk)),
+    end() {
+      feed(decoder.end());
+      if (carry && !overlong) line(carry.replace(/\r$/, ""));
+      carry = "";
+      return usage;
+    },
+  };
+}
+
+/** Read `usage` from a chat/completions, completions or Responses JSON payload (stream chunk or whole body). */
+function usageFromJson(text: string): Usage | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    // Not JSON (a malformed chunk or a truncated body): there is simply no usage to meter.
+    return undefined;
+  }
+  if (!parsed || typeof parsed !== "object") return undefined;
+  const obj = parsed as { usage?: unknown; response?: { usage?: unknown } };
+  const raw = obj.usage ?? obj.response?.usage;
+  if (!raw || typeof raw !== "object") return undefined;
+  const u = raw as Record<string, unknown>;
+  const input = num(u.prompt_tokens) ?? num(u.input_tokens);
+  const output = num(u.completion_tokens) ?? num(u.output_tokens);
+  if (input === undefined && output === undefined) return undefined;
+  const cost = num(u.cost);
+  return {
+    inputTokens: Math.round(input ?? 0),
+    outputTokens: Math.round(output ?? 0),
+    ...(cost !== undefined ? { costUsd: cost } : {}),
+  };
+}
+
+function num(v: unknown): number | undefined {
+  return typeof v === "number" && Number.isFinite(v) ? v : undefined;
+}
+
+/** Why a gateway request stopped early: the run's token was revoked, or the gateway is closing. */
+class GatewayAbort extends Error {
+  constructor(readonly reason: "revoked" | "client_gone" | "closing") {
+    super(`gateway request aborted: ${reason}`);
+    this.name = "GatewayAbort";
+  }
+}
+
+/** Thrown while reading a request body that is larger than allowed. */
+class BodyTooLarge extends Error {
+  constructor() {
+    super("request body too large");
+    this.name = "BodyTooLarge";
+  }
+}
+
+/**
+ * Start the model gateway on loopback. The agent is configured with an OpenAI-compatible
+ * provider whose `baseURL` is `gateway.url` and whose API key is a token from `issueToken`.
+ */
+export async function createModelGateway(opts: ModelGatewayOptions): Promise<ModelGateway> {
+  const log = (opts.log ?? silentLogger).child({ component: "gateway" });
+  const upstreamBase = new URL(opts.upstreamBaseUrl.replace(/\/+$/, "") + "/");
+  const upstreamIsHttps = upstreamBase.protocol === "https:";
+  if (!upstreamIsHttps && upstreamBase.protocol !== "http:") {
+    throw new TypeError(`upstreamBaseUrl must be http(s), got ${upstreamBase.protocol}`);
+  }
+  const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const attribution = opts.attribution ?? { referer: "https://github.com/patchbay", title: "Patchbay" };
+  // Our own keep-alive agent, so close() can drop pooled upstream sockets too.
+  const agent = upstreamIsHttps ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+
+  /** Keyed by the token's sha256 hex, so a lookup never compares the token itself char by char. */
+  const tokens = new Map<string, TokenEntry>();
+  const sockets = new Set<Socket>();
+  const allInFlight = new Set<AbortController>();
+  let closing = false;
+
+  const authenticate = (header: string | undefined): TokenEntry | undefined => {
+    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+    if (!m || !m[1]!.startsWith(TOKEN_PREFIX)) return undefined;
+    const digest = sha256(m[1]!);
+    const entry = tokens.get(digest.toString("hex"));
+    // The Map lookup already matched on the digest; the constant-time compare keeps the
+    // check honest should the map ever be keyed differently.
+    return entry && timingSafeEqual(entry.digest, digest) ? entry : undefined;
+  };
+
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e: unknown) => {
+      // Last resort: a bug in the handler must cost one request, never the server.
+      log.error("gateway request failed", { err: e });
+      if (!res.headersSent) sendError(res, 500, "internal gateway error", "server_error", "internal");
+      else res.destroy();
+    });
+  });
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  server.on("clientError", (err, socket) => {
+    // Malformed HTTP from a client: answer 400 if we still can, and keep serving others.
+    log.debug("gateway client error", { err });
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n");
+    else socket.destroy();
+  });
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const started = Date.now();
+    const url = new URL(req.url ?? "/", "http://gateway.invalid");
+    const sub = url.pathname.startsWith("/v1/") ? url.pathname.slice(3) : undefined;
+    const method = req.method ?? "GET";
+    if (!sub || !ROUTES[method]?.has(sub)) {
+      req.resume();
+      sendError(res, 404, `no route ${method} ${url.pathname}`, "invalid_request_error", "not_found");
+      return;
+    }
+    const entry = authenticate(req.headers.authorization);
+    if (!entry) {
+      req.resume();
+      sendError(res, 401, "invalid or revoked gateway token", "authentication_error", "unauthorized");
+      return;
+    }
+    const { grant } = entry;
+    const rlog = log.child({ runId: grant.runId, path: sub });
+
+    // Registered before any await, so a revoke or close during body read or key lookup stops us.
+    const controller = new AbortController();
+    entry.inFlight.add(controller);
+    allInFlight.add(controller);
+    const onClientGone = () => {
+      if (!res.writableFinished) controller.abort(new GatewayAbort("client_gone"));
+    };
+    res.on("close", onClientGone);
+    try {
+      let body: Buffer | undefined;
+      let model: string | undefined;
+      let stream = false;
+      if (method === "POST") {
+        const declared = Number(req.headers["content-length"]);
+        if (Number.isFinite(declared) && declared > maxBody) {
+          sendTooLarge(res, maxBody);
+          return;
+        }
+        try {
+          body = await readBody(req, maxBody, controller.signal);
+        } catch (e) {
+          if (e instanceof BodyTooLarge) {
+            sendTooLarge(res, maxBody);
+            return;
+          }
+          throw e;
+        }
+        let json: unknown;
+        try {
+          json = JSON.parse(body.toString("utf8"));
+        } catch (e) {
+          rlog.debug("gateway rejected a malformed body", { err: e });
+          sendError(res, 400, "request body is not valid JSON", "invalid_request_error", "invalid_request");
+          return;
+        }
+        if (!json || typeof json !== "object" || Array.isArray(json)) {
+          sendError(res, 400, "request body must be a JSON object", "invalid_request_error", "invalid_request");
+          return;
+        }
+        const fields = json as Record<string, unknown>;
+        model = typeof fields.model === "string" ? fields.model : undefined;
+        stream = fields.stream === true;
+        if (grant.allowedModels.length > 0 && (model === undefined || !grant.allowedModels.includes(model))) {
+          rlog.warn("gateway refused a model outside the run's grant", { model });
+          sendError(
+            res,
+            403,
+            `model ${JSON.stringify(model ?? null)} is not allowed for this run`,
+            "permission_error",
+            "model_not_allowed",
+          );
+          return;
+        }
+        if (stream && STREAM_OPTIONS_PATHS.has(sub)) {
+          // Without include_usage a streamed completion reports no tokens and the run goes unmetered.
+          const prior = fields.stream_options && typeof fields.stream_options === "object" ? fields.stream_options : {};
+          fields.stream_options = { ...prior, include_usage: true };
+          body = Buffer.from(JSON.stringify(fields), "utf8");
+        }
+      }
+
+      let key: string | undefined;
+      try {
+        key = await grant.upstreamKey();
+      } catch (e) {
+        // Key resolution failed (e.g. the stored key cannot be decrypted): the agent sees a
+        // model error; the detail stays in our log, never in the response.
+        rlog.error("gateway could not resolve the upstream key", { err: e });
+        sendError(res, 500, "could not resolve the model key for this run", "server_error", "no_model_key");
+        return;
+      }
+      if (controller.signal.aborted) return finishAborted(res, controller.signal);
+      if (!key) {
+        sendError(res, 401, NO_MODEL_KEY_MESSAGE, "authentication_error", "no_model_key");
+        return;
+      }
+      log.redact(key);
+
+      const target = new URL(sub.slice(1) + url.search, upstreamBase);
+      const headers = forwardHeaders(req.headers, key, attribution, body?.length);
+      const status = await forward({ target, method, headers, body, key, res, signal: controller.signal, grant, rlog });
+      rlog.info("gateway request", { model, stream, status, ms: Date.now() - started });
+    } finally {
+      res.off("close", onClientGone);
+      entry.inFlight.delete(controller);
+      allInFlight.delete(controller);
+    }
+  }
+
+  interface ForwardArgs {
+    target: URL;
+    method: string;
+    headers: http.OutgoingHttpHeaders;
+    body: Buffer | undefined;
+    key: string;
+    res: http.ServerResponse;
+    signal: AbortSignal;
+    grant: GatewayGrant;
+    rlog: Logger;
+  }
+
+  /** Send the request upstream and pipe the answer back; resolves with the status the client got. */
+  function forward(a: ForwardArgs): Promise<number> {
+    const { res, signal, rlog } = a;
+    return new Promise<number>((resolve) => {
+      let settled = false;
+      const done = (status: number) => {
+        if (!settled) {
+          settled = true;
+          resolve(status);
+        }
+      };
+      const client = upstreamIsHttps ? https : http;
+      const up = client.request(a.target, { method: a.method, headers: a.headers, agent, signal });
+      up.on("error", (err: NodeJS.ErrnoException) => {
+        if (signal.aborted) {
+          finishAborted(res, signal);
+          return done(res.statusCode);
+        }
+        // Only the error code is reported: messages can carry URLs or details we do not vet.
+        const code = err.code ?? "unknown";
+        rlog.warn("gateway upstream request failed", { code });
+        if (!res.headersSent)
+          sendError(res, 502, `model upstream unreachable (${code})`, "upstream_error", "bad_gateway");
+        else res.destroy();
+        done(502);
+      });
+      up.on("response", (upRes) => {
+        const status = upRes.statusCode ?? 502;
+        const outHeaders = responseHeaders(upRes.headers, a.key);
+        const contentType = String(upRes.headers["content-type"] ?? "");
+        upRes.on("error", (err: NodeJS.ErrnoException) => {
+          // Handled on "close" below; a listener is needed so the error cannot crash the process.
+          if (!signal.aborted) rlog.warn("gateway upstream response broke off", { code: err.code });
+        });
+        upRes.on("close", () => {
+          if (upRes.complete) return;
+          // The body stopped early (upstream dropped, token revoked, gateway closing): cut the
+          // client too, so a truncated stream is never mistaken for a complete answer.
+          if (signal.aborted) finishAborted(res, signal);
+          else res.destroy();
+          done(status);
+        });
+
+        if (status >= 400) {
+          // Error bodies are buffered (they are small) so an upstream that echoes the key
+          // ("Incorrect API key provided: sk-...") cannot leak it to the sandbox.
+          const chunks: Buffer[] = [];
+          let size = 0;
+          upRes.on("data", (c: Buffer) => {
+            size += c.length;
+            if (size <= MAX_ERROR_BODY) chunks.push(c);
+          });
+          upRes.on("end", () => {
+            const text = scrub(Buffer.concat(chunks).toString("utf8"), a.key);
+            delete outHeaders["content-length"];
+            res.writeHead(status, outHeaders);
+            res.end(text);
+            rlog.warn("gateway upstream answered with an error", { status });
+            done(status);
+          });
+          return;
+        }
+
+        res.writeHead(status, outHeaders);
+        // Send headers now: the agent should see the response start before the first token.
+        res.flushHeaders();
+        const isSse = contentType.includes("text/event-stream");
+        const scanner = isSse ? createSseUsageScanner() : undefined;
+        const jsonChunks: Buffer[] | undefined = !isSse && contentType.includes("json") ? [] : undefined;
+        let jsonSize = 0;
+        upRes.on("data", (c: Buffer) => {
+          // Write before metering: the client never waits on our parsing. A slow client
+          // pauses the upstream rather than growing our memory.
+          if (!res.write(c)) {
+            upRes.pause();
+            res.once("drain", () => upRes.resume());
+          }
+          if (scanner) scanner.push(c);
+          else if (jsonChunks) {
+            jsonSize += c.length;
+            if (jsonSize <= MAX_USAGE_BODY) jsonChunks.push(c);
+          }
+        });
+        upRes.on("end", () => {
+          res.end();
+          const usage = scanner
+            ? scanner.end()
+            : jsonChunks && jsonSize <= MAX_USAGE_BODY
+              ? usageFromJson(Buffer.concat(jsonChunks).toString("utf8"))
+              : undefined;
+          if (usage) report(a.grant, usage, rlog);
+          done(status);
+        });
+      });
+      up.end(a.body);
+    });
+  }
+
+  function report(grant: GatewayGrant, usage: Usage, rlog: Logger): void {
+    try {
+      grant.onUsage(usage);
+    } catch (e) {
+      // A metering bug must not turn a good model answer into a failure for the agent.
+      rlog.error("gateway onUsage callback threw", { err: e });
+    }
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port ?? 0, opts.host ?? "127.0.0.1", () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (err) => log.error("gateway server error", { err }));
+  const address = server.address() as AddressInfo;
+  const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
+  log.info("model gateway listening", { port: address.port, upstream: upstreamBase.origin });
+
+  return {
+    port: address.port,
+    url: `http://${urlHost}:${address.port}/v1`,
+    issueToken(grant) {
+      const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
+      const digest = sha256(token);
+      tokens.set(digest.toString("hex"), { digest, grant, inFlight: new Set() });
+      // The token is a credential too: keep it out of our own log lines.
+      log.redact(token);
+      return token;
+    },
+    revokeToken(token) {
+      const hex = sha256(token).toString("hex");
+      const entry = tokens.get(hex);
+      if (!entry) return;
+      tokens.delete(hex);
+      for (const c of entry.inFlight) c.abort(new GatewayAbort("revoked"));
+    },
+    async close() {
+      closing = true;
+      for (const c of allInFlight) c.abort(new GatewayAbort("closing"));
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      for (const s of sockets) s.destroy();
+      agent.destroy();
+      await closed;
+    },
+  };
+
+  /** After an abort: answer if nothing was sent yet, else cut the connection. */
+  function finishAborted(res: http.ServerResponse, signal: AbortSignal): void {
+    const reason = signal.reason instanceof GatewayAbort ? signal.reason.reason : "client_gone";
+    if (reason === "client_gone" || res.headersSent || closing) {
+      res.destroy();
+      return;
+    }
+    sendError(res, 401, "gateway token was revoked", "authentication_error", "unauthorized");
+  }
+}
+
+/** Read a request body up to `limit` bytes. */
+function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onAbort = () => {
+      cleanup();
+      reject(signal.reason instanceof Error ? signal.reason : new GatewayAbort("client_gone"));
+    };
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        cleanup();
+        // Stop buffering but drain the rest, so the 413 can still be written on this socket.
+        req.resume();
+        reject(new BodyTooLarge());
+        return;
+      }
+      chunks.push(c);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(Buffer.concat(chunks));
+    };
+    const onError = (e: Error) => {
+      cleanup();
+      reject(e);
+    };
+    const cleanup = () => {
+      req.off("data", onData);
+      req.off("end", onEnd);
+      req.off("error", onError);
+      signal.removeEventListener("abort", onAbort);
+    };
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort);
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.on("error", onError);
+  });
+}
+
+/** Headers for the upstream request: the client's, minus credentials and hop-by-hop, plus ours. */
+function forwardHeaders(
+  incoming: http.IncomingHttpHeaders,
+  key: string,
+  attribution: { referer: string; title: string },
+  bodyLength: number | undefined,
+): http.OutgoingHttpHeaders {
+  const out: http.OutgoingHttpHeaders = {};
+  const connectionListed = new Set(
+    String(incoming.connection ?? "")
+      .split(",")
+      .map((h) => h.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  for (const [name, value] of Object.entries(incoming)) {
+    const lower = name.toLowerCase();
+    if (value === undefined || HOP_BY_HOP.has(lower) || CREDENTIAL_HEADERS.has(lower) || connectionListed.has(lower))
+      continue;
+    out[lower] = value;
+  }
+  out.authorization = `Bearer ${key}`;
+  // Identity encoding: we scan the bytes for usage and pass them through as they come.
+  out["accept-encoding"] = "identity";
+  out["http-referer"] = attribution.referer;
+  out["x-title"] = attribution.title;
+  if (bodyLength !== undefined) out["content-length"] = bodyLength;
+  return out;
+}
+
+/** Headers for the client: the upstream's, minus hop-by-hop and anything that contains the key. */
+function responseHeaders(incoming: http.IncomingHttpHeaders, key: string): http.OutgoingHttpHeaders {
+  const out: http.OutgoingHttpHeaders = {};
+  for (const [name, value] of Object.entries(incoming)) {
+    const lower = name.toLowerCase();
+    if (value === undefined || lower === "host" || lower === "set-cookie") continue;
+    if (HOP_BY_HOP.has(lower) && lower !== "content-length") continue;
+    if ((Array.isArray(value) ? value.join(",") : String(value)).includes(key)) continue;
+    out[lower] = value;
+  }
+  // Proxies between us and the agent (none by default) must not hold the stream back.
+  out["x-accel-buffering"] = "no";
+  return out;
+}
+
+function scrub(text: string, key: string): string {
+  return key && text.includes(key) ? text.split(key).join("[redacted]") : text;
+}
+
+function sendError(res: http.ServerResponse, status: number, message: string, type: string, code: string): void {
+  if (res.headersSent || res.destroyed) {
+    res.destroy();
+    return;
+  }
+  const body: GatewayErrorBody = { error: { message, type, code } };
+  res.writeHead(status, { "content-type": "application/json" });
+  res.end(JSON.stringify(body));
+}
+
+function sendTooLarge(res: http.ServerResponse, limit: number): void {
+  // The rest of an oversized body is not worth reading: close the connection after answering.
+  res.setHeader("connection", "close");
+  sendError(res, 413, `request body exceeds ${limit} bytes`, "invalid_request_error", "payload_too_large");
+}

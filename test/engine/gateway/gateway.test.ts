@@ -1,0 +1,380 @@
+/**
+ * The model gateway over real loopback HTTP, with the scripted model as its upstream.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { describe, expect, it } from "vitest";
+import { createSseUsageScanner, createModelGateway, NO_MODEL_KEY_MESSAGE } from "../../../src/engine/gateway/http.ts";
+import type { GatewayGrant, ModelGateway } from "../../../src/engine/gateway/gateway.ts";
+import { createLogger } from "../../../src/engine/log.ts";
+import type { Usage } from "../../../src/engine/run/schema.ts";
+import { startScriptedModel, type ScriptedModel, type Step } from "../../fixtures/scripted-model.ts";
+import { waitFor } from "../../helpers.ts";
+
+const REAL_KEY = "sk-or-v1-canary-9f3b2c7d1e5a4b6c8d0e2f4a6b8c0d1e";
+const MODEL = "test/gateway-model";
+
+interface Fixture {
+  model: ScriptedModel;
+  gw: ModelGateway;
+  lines: string[];
+  usage: Usage[];
+  grant(over?: Partial<GatewayGrant>): string;
+  [Symbol.asyncDispose](): Promise<void>;
+}
+
+/** A scripted model and a gateway in front of it; every log line is collected. */
+async function setup(
+  steps: Step[] = [{ text: "hello" }],
+  opts: { maxBodyBytes?: number; upstreamBaseUrl?: string } = {},
+): Promise<Fixture> {
+  const model = await startScriptedModel({ scripts: { [MODEL]: [steps] } });
+  const lines: string[] = [];
+  const log = createLogger({ level: "debug", write: (l) => lines.push(l) });
+  const gw = await createModelGateway({
+    upstreamBaseUrl: opts.upstreamBaseUrl ?? model.baseUrl,
+    log,
+    maxBodyBytes: opts.maxBodyBytes,
+  });
+  const usage: Usage[] = [];
+  return {
+    model,
+    gw,
+    lines,
+    usage,
+    grant: (over = {}) =>
+      gw.issueToken({
+        runId: "run_test",
+        upstreamKey: async () => REAL_KEY,
+        allowedModels: [MODEL],
+        onUsage: (u) => usage.push(u),
+        ...over,
+      }),
+    async [Symbol.asyncDispose]() {
+      await gw.close();
+      await model.close();
+    },
+  };
+}
+
+/** The scripted model treats tool-less requests as side requests; a tool keeps us on the script. */
+function chatBody(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    model: MODEL,
+    messages: [{ role: "user", content: "hi" }],
+    tools: [{ type: "function", function: { name: "noop", parameters: { type: "object", properties: {} } } }],
+    ...extra,
+  };
+}
+
+function chat(gw: ModelGateway, token: string | undefined, body: unknown, signal?: AbortSignal): Promise<Response> {
+  return fetch(`${gw.url}/chat/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(token ? { authorization: `Bearer ${token}` } : {}) },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+    signal,
+  });
+}
+
+async function errorOf(res: Response): Promise<{ message: string; type: string; code: string }> {
+  const json = (await res.json()) as { error: { message: string; type: string; code: string } };
+  return json.error;
+}
+
+describe("model gateway", () => {
+  it("a request with a valid token reaches the upstream with the real key, and the token never does", async () => {
+    await using f = await setup([{ text: "hello there", usage: { prompt_tokens: 7, completion_tokens: 3 } }]);
+    const token = f.grant();
+    expect(token).toMatch(/^pbgw_[A-Za-z0-9_-]{43}$/);
+
+    const res = await chat(f.gw, token, chatBody());
+    expect(res.status).toBe(200);
+    const json = (await res.json()) as { choices: { message: { content: string } }[] };
+    expect(json.choices[0]!.message.content).toBe("hello there");
+
+    expect(f.model.requests).toHaveLength(1);
+    const seen = f.model.requests[0]!;
+    expect(seen.authorization).toBe(`Bearer ${REAL_KEY}`);
+    expect(seen.headers["x-title"]).toBe("Patchbay");
+    expect(seen.headers["http-referer"]).toBeTruthy();
+    expect(JSON.stringify(seen.headers) + JSON.stringify(seen.body)).not.toContain(token);
+    // Non-streaming usage is read from the JSON body.
+    expect(f.usage).toEqual([{ inputTokens: 7, outputTokens: 3 }]);
+  });
+
+  it("unknown and revoked tokens get 401 and nothing reaches the upstream", async () => {
+    await using f = await setup();
+    const token = f.grant();
+    f.gw.revokeToken(token);
+
+    for (const t of [undefined, "pbgw_not-a-real-token", "sk-something-else", token]) {
+      const res = await chat(f.gw, t, chatBody());
+      expect(res.status).toBe(401);
+      const err = await errorOf(res);
+      expect(err.type).toBe("authentication_error");
+      expect(err.code).toBe("unauthorized");
+    }
+    expect(f.model.requests).toHaveLength(0);
+  });
+
+  it("revoking a token aborts its request in flight", async () => {
+    await using f = await setup([{ hang: true }]);
+    const token = f.grant();
+    const pending = chat(f.gw, token, chatBody());
+    const seen = await f.model.nextRequest(MODEL);
+    f.gw.revokeToken(token);
+
+    const res = await pending;
+    expect(res.status).toBe(401);
+    await seen.closed; // the upstream connection was dropped, not left hanging
+  });
+
+  it("revoking a token mid-stream cuts the client's stream", async () => {
+    await using f = await setup([{ stallAfter: "partial" }]);
+    const token = f.grant();
+    const res = await chat(f.gw, token, chatBody({ stream: true }));
+    const reader = res.body!.getReader();
+    await reader.read();
+    const seen = f.model.requests[0]!;
+
+    f.gw.revokeToken(token);
+    // The stream errors instead of ending cleanly: a half answer must not look complete.
+    await expect(reader.read()).rejects.toThrow();
+    await seen.closed;
+  });
+
+  it("a model outside the grant gets 403 and nothing reaches the upstream", async () => {
+    await using f = await setup();
+    const token = f.grant();
+    const res = await chat(f.gw, token, chatBody({ model: "openai/gpt-5-expensive" }));
+    expect(res.status).toBe(403);
+    expect((await errorOf(res)).code).toBe("model_not_allowed");
+    expect(f.model.requests).toHaveLength(0);
+  });
+
+  it("streaming is passed through unbuffered", async () => {
+    const delay = 150;
+    // 5 text chunks of 16 chars plus role and finish chunks: 6 pauses between them.
+    await using f = await setup([{ text: "abcdefghijklmnop".repeat(5), chunkDelayMs: delay }]);
+    const token = f.grant();
+    const res = await chat(f.gw, token, chatBody({ stream: true }));
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("text/event-stream");
+
+    const reader = res.body!.getReader();
+    const decoder = new TextDecoder();
+    let firstAt = 0;
+    let text = "";
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      if (!firstAt) firstAt = Date.now();
+      text += decoder.decode(value, { stream: true });
+    }
+    const endAt = Date.now();
+    expect(text.startsWith("data: ")).toBe(true);
+    expect(text).toContain("data: [DONE]");
+    // Buffering would deliver everything at once at the end.
+    expect(endAt - firstAt).toBeGreaterThan(delay * 4);
+  });
+
+  it("usage from the stream's final chunk is reported via onUsage", async () => {
+    await using f = await setup([
+      { text: "counted", usage: { prompt_tokens: 1234, completion_tokens: 56, cost: 0.0042 } },
+    ]);
+    const token = f.grant();
+    const res = await chat(f.gw, token, chatBody({ stream: true, stream_options: { foo: 1 } }));
+    await res.text();
+
+    await waitFor(() => f.usage.length > 0, { what: "usage", timeoutMs: 5000 });
+    expect(f.usage).toEqual([{ inputTokens: 1234, outputTokens: 56, costUsd: 0.0042 }]);
+    // The gateway asked for usage in the stream, keeping what the agent sent.
+    expect((f.model.requests[0]!.body as unknown as { stream_options: unknown }).stream_options).toEqual({
+      foo: 1,
+      include_usage: true,
+    });
+  });
+
+  it("the usage scanner copes with lines split anywhere across chunks", () => {
+    const stream =
+      'data: {"choices":[{"delta":{"content":"héllo ✓"}}]}\r\n\r\n' +
+      'data: {"choices":[],"usage":{"prompt_tokens":11,"completion_tokens":22,"cost":0.5}}\n\n' +
+      "data: [DONE]\n\n";
+    const bytes = Buffer.from(stream, "utf8");
+    const scanner = createSseUsageScanner();
+    // One byte at a time splits every line and every multi-byte character.
+    for (let i = 0; i < bytes.length; i++) scanner.push(bytes.subarray(i, i + 1));
+    expect(scanner.end()).toEqual({ inputTokens: 11, outputTokens: 22, costUsd: 0.5 });
+
+    // Responses API: usage arrives in `response.completed`, in a last line without a newline.
+    const responses = createSseUsageScanner();
+    responses.push(
+      Buffer.from(
+        'event: response.completed\ndata: {"type":"response.completed","response":{"usage":{"input_tokens":3,',
+      ),
+    );
+    responses.push(Buffer.from('"output_tokens":4}}}'));
+    expect(responses.end()).toEqual({ inputTokens: 3, outputTokens: 4 });
+
+    const malformed = createSseUsageScanner();
+    malformed.push(Buffer.from('data: {"usage": nope\n\ndata: [DONE]\n\n'));
+    expect(malformed.end()).toBeUndefined();
+  });
+
+  it("upstream 500 and 429 with retry-after pass through with their status", async () => {
+    await using f = await setup([
+      {
+        respond: (req) =>
+          req.lastUser === "rate"
+            ? { error: { status: 429, message: "slow down", headers: { "retry-after": "7" } } }
+            : { error: { status: 500, message: "upstream exploded" } },
+      },
+    ]);
+    const token = f.grant();
+
+    const r500 = await chat(f.gw, token, chatBody());
+    expect(r500.status).toBe(500);
+    expect((await errorOf(r500)).message).toBe("upstream exploded");
+
+    const r429 = await chat(f.gw, token, chatBody({ messages: [{ role: "user", content: "rate" }] }));
+    expect(r429.status).toBe(429);
+    expect(r429.headers.get("retry-after")).toBe("7");
+    expect((await errorOf(r429)).message).toBe("slow down");
+    expect(f.usage).toEqual([]);
+  });
+
+  it("an unreachable upstream answers 502", async () => {
+    // A port that was just free: nothing listens there.
+    const probe = http.createServer();
+    await new Promise<void>((r) => probe.listen(0, "127.0.0.1", r));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise<void>((r) => probe.close(() => r()));
+
+    await using f = await setup(undefined, { upstreamBaseUrl: `http://127.0.0.1:${port}/v1` });
+    const res = await chat(f.gw, f.grant(), chatBody());
+    expect(res.status).toBe(502);
+    const err = await errorOf(res);
+    expect(err.code).toBe("bad_gateway");
+    expect(err.message).toContain("ECONNREFUSED");
+  });
+
+  it("a run without a model key gets 401 with a clear message", async () => {
+    await using f = await setup();
+    const token = f.grant({ upstreamKey: async () => undefined });
+    const res = await chat(f.gw, token, chatBody());
+    expect(res.status).toBe(401);
+    const err = await errorOf(res);
+    expect(err.message).toBe(NO_MODEL_KEY_MESSAGE);
+    expect(err.message).toContain("OPENROUTER_API_KEY");
+    expect(err.code).toBe("no_model_key");
+    expect(f.model.requests).toHaveLength(0);
+  });
+
+  it("the real key appears in no response body, response header or log line", async () => {
+    await using f = await setup([
+      {
+        respond: (req) =>
+          req.lastUser === "echo"
+            ? // Like real providers: "Incorrect API key provided: sk-...".
+              {
+                error: {
+                  status: 401,
+                  message: `Incorrect API key provided: ${req.authorization}`,
+                  headers: { "x-debug-key": REAL_KEY },
+                },
+              }
+            : { text: "fine" },
+      },
+    ]);
+    const token = f.grant();
+    const seen: string[] = [];
+    const record = async (res: Response) => {
+      seen.push(String(res.status), JSON.stringify([...res.headers]), await res.text());
+    };
+    await record(await chat(f.gw, token, chatBody()));
+    await record(await chat(f.gw, token, chatBody({ stream: true })));
+    await record(await chat(f.gw, token, chatBody({ messages: [{ role: "user", content: "echo" }] })));
+    await record(await chat(f.gw, token, chatBody({ model: "not/allowed" })));
+    await record(await chat(f.gw, token, "{broken"));
+    await record(await fetch(`${f.gw.url}/models`, { headers: { authorization: `Bearer ${token}` } }));
+
+    expect(f.model.requests.length).toBeGreaterThanOrEqual(3);
+    const echoed = seen.join("\n");
+    expect(echoed).toContain("Incorrect API key provided: Bearer [redacted]");
+    expect(echoed).not.toContain(REAL_KEY);
+    expect(f.lines.length).toBeGreaterThan(0);
+    expect(f.lines.join("")).not.toContain(REAL_KEY);
+    expect(f.lines.join("")).not.toContain(token);
+  });
+
+  it("an @ai-sdk/openai-compatible style client reaches ${baseURL}/chat/completions", async () => {
+    await using f = await setup([{ text: "via sdk path" }]);
+    // The SDK joins `${baseURL}${path}` with path "/chat/completions", and sends the API key as a bearer.
+    const baseURL = f.gw.url;
+    expect(baseURL).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/v1$/);
+    const res = await fetch(`${baseURL}/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${f.grant()}` },
+      body: JSON.stringify(chatBody({ stream: true })),
+    });
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("via sdk path".slice(0, 12));
+    expect(f.model.requests[0]!.path).toBe("/v1/chat/completions");
+  });
+
+  it("other OpenAI routes pass through, and unknown routes answer 404", async () => {
+    await using f = await setup();
+    const token = f.grant();
+    const auth = { authorization: `Bearer ${token}` };
+
+    const models = await fetch(`${f.gw.url}/models`, { headers: auth });
+    expect(models.status).toBe(200);
+    expect(((await models.json()) as { data: { id: string }[] }).data.map((m) => m.id)).toContain(MODEL);
+
+    // The scripted model has no /completions route: its own 404 proves the request got there.
+    const completions = await fetch(`${f.gw.url}/completions`, {
+      method: "POST",
+      headers: { ...auth, "content-type": "application/json" },
+      body: JSON.stringify({ model: MODEL, prompt: "hi" }),
+    });
+    expect(completions.status).toBe(404);
+    expect((await errorOf(completions)).message).toBe("no route POST /v1/completions");
+
+    const unknown = await fetch(`${f.gw.url}/embeddings`, { method: "POST", headers: auth, body: "{}" });
+    expect(unknown.status).toBe(404);
+    expect((await errorOf(unknown)).code).toBe("not_found");
+  });
+
+  it("a malformed body gets 400 and an oversized body 413, and the gateway keeps serving", async () => {
+    await using f = await setup([{ text: "still here" }], { maxBodyBytes: 4096 });
+    const token = f.grant();
+
+    const bad = await chat(f.gw, token, "{not json");
+    expect(bad.status).toBe(400);
+    expect((await errorOf(bad)).code).toBe("invalid_request");
+
+    const notObject = await chat(f.gw, token, "[1,2]");
+    expect(notObject.status).toBe(400);
+
+    const big = await chat(f.gw, token, chatBody({ messages: [{ role: "user", content: "x".repeat(10_000) }] }));
+    expect(big.status).toBe(413);
+    expect((await errorOf(big)).code).toBe("payload_too_large");
+
+    const ok = await chat(f.gw, token, chatBody());
+    expect(ok.status).toBe(200);
+    expect(f.model.requests).toHaveLength(1);
+  });
+
+  it("a client that disconnects mid-stream aborts the upstream request", async () => {
+    await using f = await setup([{ stallAfter: "partial" }]);
+    const abort = new AbortController();
+    const res = await chat(f.gw, f.grant(), chatBody({ stream: true }), abort.signal);
+    const reader = res.body!.getReader();
+    const first = await reader.read();
+    expect(new TextDecoder().decode(first.value)).toContain("partial");
+
+    const seen = f.model.requests[0]!;
+    abort.abort();
+    await seen.closed; // would hang forever if the gateway kept the upstream open
+  });
+});
