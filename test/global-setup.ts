@@ -21,8 +21,8 @@ function leftovers(): { pid: number; cmd: string }[] {
       env = fs.readFileSync(`/proc/${entry}/environ`, "utf8");
       cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
     } catch (e) {
-      // The process ended while we looked, or is not ours to read.
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT" && (e as NodeJS.ErrnoException).code !== "EACCES") throw e;
+      // The process ended while we looked (ENOENT, ESRCH), or is not ours to read (EACCES).
+      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
     }
     if (!/opencode/.test(cmd)) continue;
     if (cmd.includes(root) || env.includes(root) || cwd.startsWith(root)) found.push({ pid: Number(entry), cmd });

@@ -27,7 +27,7 @@ function opencodePids(dataDir: string, runId: string): number[] {
       const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
       if (cmd.includes("opencode") && cwd.startsWith(dir)) pids.push(Number(entry));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT" && (e as NodeJS.ErrnoException).code !== "EACCES") throw e;
+      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
     }
   }
   return pids;
