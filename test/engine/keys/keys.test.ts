@@ -1,0 +1,110 @@
+import fs from "node:fs";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { createKeyService, hashKey } from "../../../src/engine/keys/keys.ts";
+import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import type { RunStore } from "../../../src/engine/store/store.ts";
+import { tempDir } from "../../helpers.ts";
+
+async function withStore(fn: (store: RunStore, dataDir: string) => Promise<void>): Promise<void> {
+  const dataDir = tempDir("keys");
+  const store = await createLowdbStore({ dataDir });
+  try {
+    await fn(store, dataDir);
+  } finally {
+    await store.close();
+  }
+}
+
+describe("API keys", () => {
+  it("creates a pb_ key that verifies, with default scopes and its own owner", async () => {
+    await withStore(async (store) => {
+      const keys = createKeyService({ store });
+      expect(await keys.hasAnyKey()).toBe(false);
+      const a = await keys.create({ name: "ci" });
+      const b = await keys.create({ name: "laptop" });
+      expect(a.key).toMatch(/^pb_[A-Za-z0-9_-]{43}$/);
+      expect(a.record.scopes).toEqual(["read:builder", "write:builder"]);
+      expect(a.record.ownerId).not.toBe(b.record.ownerId);
+      expect(a.key.startsWith(a.record.prefix)).toBe(true);
+      expect(await keys.verify(a.key)).toMatchObject({ id: a.record.id, name: "ci" });
+      expect(await keys.hasAnyKey()).toBe(true);
+
+      const shared = await keys.create({ name: "admin", ownerId: "own_team", scopes: ["admin", "read:builder"] });
+      expect(shared.record).toMatchObject({ ownerId: "own_team", scopes: ["admin", "read:builder"] });
+    });
+  });
+
+  it("stores only the key's hash: the plaintext never appears in store.json", async () => {
+    await withStore(async (store, dataDir) => {
+      const { key, record } = await createKeyService({ store }).create({ name: "ci" });
+      const json = fs.readFileSync(path.join(dataDir, "store.json"), "utf8");
+      expect(json).not.toContain(key);
+      expect(json).not.toContain(key.slice(record.prefix.length));
+      expect(json).toContain(hashKey(key));
+    });
+  });
+
+  it("refuses unknown, malformed and near-miss keys", async () => {
+    await withStore(async (store) => {
+      const keys = createKeyService({ store });
+      const { key } = await keys.create({ name: "ci" });
+      const flipped = key.slice(0, -1) + (key.endsWith("A") ? "B" : "A");
+      for (const k of [flipped, key + "x", key.slice(0, -1), "", "pb_", key.slice(3), "x".repeat(10_000)]) {
+        expect(await keys.verify(k)).toBeUndefined();
+      }
+    });
+  });
+
+  it("compares the full hash in constant time, even when the store's lookup returns a wrong record", async () => {
+    await withStore(async (store) => {
+      const keys = createKeyService({ store });
+      const { key, record } = await keys.create({ name: "ci" });
+      // A store whose lookup matches loosely (say, on a prefix of the hash) must not let a key in.
+      const loose: RunStore = { ...store, findKeyByHash: async () => ({ ...record, hash: "0".repeat(64) }) };
+      expect(await createKeyService({ store: loose }).verify(key)).toBeUndefined();
+      const short: RunStore = { ...store, findKeyByHash: async () => ({ ...record, hash: record.hash.slice(0, 32) }) };
+      expect(await createKeyService({ store: short }).verify(key)).toBeUndefined();
+    });
+  });
+
+  it("a revoked key no longer verifies; revoking an unknown id is key_not_found", async () => {
+    await withStore(async (store) => {
+      let now = new Date("2026-01-01T00:00:00.000Z");
+      const keys = createKeyService({ store, clock: () => now });
+      const { key, record } = await keys.create({ name: "ci" });
+      const revoked = await keys.revoke(record.id);
+      expect(revoked.revokedAt).toBe("2026-01-01T00:00:00.000Z");
+      expect(await keys.verify(key)).toBeUndefined();
+      now = new Date("2026-02-01T00:00:00.000Z");
+      expect((await keys.revoke(record.id)).revokedAt).toBe("2026-01-01T00:00:00.000Z");
+      await expect(keys.revoke("key_missing")).rejects.toMatchObject({ code: "key_not_found" });
+      // A revoked key still counts: the first-start admin key is not issued again.
+      expect(await keys.hasAnyKey()).toBe(true);
+      expect((await keys.list()).map((k) => k.id)).toEqual([record.id]);
+    });
+  });
+
+  it("records lastUsedAt at most once a minute", async () => {
+    await withStore(async (store) => {
+      let now = new Date("2026-01-01T00:00:00.000Z");
+      const keys = createKeyService({ store, clock: () => now });
+      const { key, record } = await keys.create({ name: "ci" });
+      expect((await keys.verify(key))!.lastUsedAt).toBe("2026-01-01T00:00:00.000Z");
+      now = new Date("2026-01-01T00:00:59.000Z");
+      expect((await keys.verify(key))!.lastUsedAt).toBe("2026-01-01T00:00:00.000Z");
+      now = new Date("2026-01-01T00:01:00.000Z");
+      await keys.verify(key);
+      expect((await store.findKeyByHash(record.hash))!.lastUsedAt).toBe("2026-01-01T00:01:00.000Z");
+    });
+  });
+
+  it("refuses a key without a name or with an unknown scope", async () => {
+    await withStore(async (store) => {
+      const keys = createKeyService({ store });
+      await expect(keys.create({ name: " " })).rejects.toMatchObject({ code: "invalid_request" });
+      await expect(keys.create({ name: "x", scopes: ["root" as never] })).rejects.toMatchObject({ code: "invalid_request" });
+      await expect(keys.create({ name: "x", scopes: [] })).rejects.toMatchObject({ code: "invalid_request" });
+    });
+  });
+});
