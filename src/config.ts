@@ -49,6 +49,10 @@ export const EnvSchema = z.object({
   /** Path of the `opencode` binary; by default the one installed with Patchbay. */
   PATCHBAY_OPENCODE_BIN: optionalString,
   PATCHBAY_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  /** REST: most runs one owner may have queued, running or idle at once (429 beyond). */
+  PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: z.coerce.number().int().min(1).default(5),
+  /** REST: requests per minute per API key (429 with Retry-After beyond). */
+  PATCHBAY_RATE_LIMIT_PER_MIN: z.coerce.number().int().min(1).default(300),
 });
 
 export interface Config {
@@ -75,6 +79,8 @@ export interface Config {
   readonly localOwner: string;
   readonly opencodeBin?: string;
   readonly logLevel: "debug" | "info" | "warn" | "error" | "silent";
+  readonly maxActiveRunsPerKey: number;
+  readonly rateLimitPerMin: number;
 }
 
 /** Thrown when an environment variable holds an invalid value; the message is one line. */
@@ -125,6 +131,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     localOwner: e.PATCHBAY_LOCAL_OWNER,
     opencodeBin: e.PATCHBAY_OPENCODE_BIN,
     logLevel: e.PATCHBAY_LOG_LEVEL,
+    maxActiveRunsPerKey: e.PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY,
+    rateLimitPerMin: e.PATCHBAY_RATE_LIMIT_PER_MIN,
     ...overrides,
   };
   return Object.freeze(config);
