@@ -8,9 +8,10 @@
  * not glue onto them), and every line is validated as a RunEvent on read, so a bad line is
  * skipped rather than served.
  *
- * Reads: a byte offset is remembered for every event appended by this process, and for the
- * events already on disk once a read reaches back before them (one streaming pass per run
- * per process). A read then binary-searches the first wanted id and reads only its bytes.
+ * Reads: a byte offset is remembered for every event appended by this process. Offsets of the
+ * events already on disk are learnt by reading the file backwards from the end, only as far
+ * as a read reaches back, and kept. A read then binary-searches the first wanted id and reads
+ * only its bytes: resuming near the end of a long log after a restart stays cheap.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -37,21 +38,20 @@ interface RunLog {
   lastId: number;
   /** Bytes in the file; always the end of a complete line. */
   size: number;
-  /** Last id and size found on disk when the log was first opened in this process. */
-  diskLastId: number;
-  diskSize: number;
   /**
-   * Ids and byte offsets of the events in the file, ascending. Until `indexed`, they cover only
-   * the events appended by this process (offsets >= diskSize); the older ones are added by
-   * `indexOnDisk` the first time a read needs them.
+   * Ids and byte offsets of the events from byte `indexedFrom` to the end, ids ascending.
+   * Every event with an id above `coveredAbove` is in them.
    */
   ids: number[];
   offsets: number[];
-  indexed: boolean;
-  indexing?: Promise<void>;
+  indexedFrom: number;
+  coveredAbove: number;
+  /** The backward pass in progress, if any; passes run one at a time. */
+  extending?: Promise<void>;
 }
 
 const TAIL_WINDOW = 64 * 1024;
+const READ_WINDOW = 256 * 1024;
 const NEWLINE = 0x0a;
 
 export function createEventLogs(opts: EventLogsOptions): EventLogs {
@@ -73,42 +73,75 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
         fs.closeSync(fd);
       }
     }
-    const state: RunLog = { file, lastId, size, diskLastId: lastId, diskSize: size, ids: [], offsets: [], indexed: size === 0 };
+    // Nothing on disk is indexed yet; everything this process appends will be.
+    const state: RunLog = { file, lastId, size, ids: [], offsets: [], indexedFrom: size, coveredAbove: lastId };
     runs.set(runId, state);
     return state;
   }
 
-  /** One streaming pass over the bytes that were on disk at open, validating each line. */
-  function indexOnDisk(runId: string, st: RunLog): Promise<void> {
-    st.indexing ??= (async () => {
-      const ids: number[] = [];
-      const offsets: number[] = [];
-      let prev = 0;
-      let pending: Buffer = Buffer.alloc(0);
-      let pendingAt = 0;
-      const stream = fs.createReadStream(st.file, { start: 0, end: st.diskSize - 1, highWaterMark: 256 * 1024 });
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        const buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-        let lineStart = 0;
-        for (let nl = buf.indexOf(NEWLINE); nl !== -1; nl = buf.indexOf(NEWLINE, lineStart)) {
-          const ev = parseLine(buf.toString("utf8", lineStart, nl), runId);
-          // Ids only grow in a log we wrote; anything else is damage and is skipped.
-          if (ev && ev.id > prev) {
-            ids.push(ev.id);
-            offsets.push(pendingAt + lineStart);
-            prev = ev.id;
+  /** Index the file backwards from `indexedFrom` until every event with id > `after` is indexed. */
+  function reachBack(runId: string, st: RunLog, after: number): Promise<void> {
+    const pass = async () => {
+      if (st.coveredAbove <= after) return;
+      const idChunks: number[][] = [];
+      const offsetChunks: number[][] = [];
+      let from = st.indexedFrom;
+      let covered = st.coveredAbove;
+      // Ids only grow in a log we wrote; going backwards each kept id must be below the last.
+      let below = st.ids[0] ?? st.lastId + 1;
+      let window = READ_WINDOW;
+      const fh = await fs.promises.open(st.file, "r");
+      try {
+        while (covered > after && from > 0) {
+          const start = Math.max(0, from - window);
+          const buf = Buffer.alloc(from - start);
+          await fh.read(buf, 0, buf.length, start);
+          // Unless the window starts the file, its first line is cut: leave it to the next window.
+          let lineStart = 0;
+          if (start > 0) {
+            const nl = buf.indexOf(NEWLINE);
+            if (nl === -1 || nl === buf.length - 1) {
+              window *= 4; // one line longer than the window
+              continue;
+            }
+            lineStart = nl + 1;
           }
-          lineStart = nl + 1;
+          const found: RunEvent[] = [];
+          const at: number[] = [];
+          for (let nl = buf.indexOf(NEWLINE, lineStart); nl !== -1; nl = buf.indexOf(NEWLINE, lineStart)) {
+            const ev = parseLine(buf.toString("utf8", lineStart, nl), runId);
+            if (ev) {
+              found.push(ev);
+              at.push(start + lineStart);
+            }
+            lineStart = nl + 1;
+          }
+          const ids: number[] = [];
+          const offsets: number[] = [];
+          for (let i = found.length - 1; i >= 0; i--) {
+            if (found[i]!.id >= below) continue;
+            below = found[i]!.id;
+            ids.push(below);
+            offsets.push(at[i]!);
+          }
+          idChunks.push(ids.reverse());
+          offsetChunks.push(offsets.reverse());
+          from = start === 0 ? 0 : start + buf.indexOf(NEWLINE) + 1;
+          covered = from === 0 ? 0 : Math.min(covered, below - 1);
         }
-        pending = buf.subarray(lineStart);
-        pendingAt += lineStart;
+      } finally {
+        await fh.close();
       }
-      // Appends made while we streamed are already in st.ids (all after diskSize): keep them last.
-      st.ids = ids.concat(st.ids);
-      st.offsets = offsets.concat(st.offsets);
-      st.indexed = true;
-    })();
-    return st.indexing;
+      // Publish in one synchronous step, so a concurrent read never sees half an index.
+      // Appends made meanwhile were pushed onto st.ids: they stay at the end.
+      st.ids = idChunks.reverse().flat().concat(st.ids);
+      st.offsets = offsetChunks.reverse().flat().concat(st.offsets);
+      st.indexedFrom = from;
+      st.coveredAbove = covered;
+    };
+    // After a failed pass (its reader got the error) the next one simply tries again.
+    st.extending = (st.extending ?? Promise.resolve()).then(pass, pass);
+    return st.extending;
   }
 
   return {
@@ -119,7 +152,10 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
       const parsed = RunEvent.safeParse(candidate);
       if (!parsed.success) {
         const issue = parsed.error.issues[0];
-        throw new EngineError("internal", `refusing to store an invalid ${event.type} event for run ${runId}: ${issue?.path.join(".")}: ${issue?.message}`);
+        throw new EngineError(
+          "internal",
+          `refusing to store an invalid ${event.type} event for run ${runId}: ${issue?.path.join(".")}: ${issue?.message}`,
+        );
       }
       const line = JSON.stringify(parsed.data) + "\n";
       try {
@@ -141,9 +177,7 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
       assertSafeRunId(runId);
       const st = open(runId);
       if (after >= st.lastId || limit <= 0) return [];
-      // Events after diskLastId were all appended by this process and are indexed already;
-      // only a read reaching further back needs the one-time pass over the file.
-      if (!st.indexed && after < st.diskLastId) await indexOnDisk(runId, st);
+      if (after < st.coveredAbove) await reachBack(runId, st, after);
       // From here to the read below nothing awaits, so ids, offsets and size agree.
       const from = firstAbove(st.ids, after);
       if (from >= st.ids.length) return [];
@@ -178,7 +212,10 @@ const SAFE_RUN_ID = /^[A-Za-z0-9_-]{1,64}$/;
 /** Run ids name files: refuse anything that could leave the directory or surprise a shell. */
 export function assertSafeRunId(runId: string): void {
   if (typeof runId !== "string" || !SAFE_RUN_ID.test(runId)) {
-    throw new EngineError("invalid_request", `invalid run id ${JSON.stringify(String(runId)).slice(0, 80)}: expected 1-64 letters, digits, - or _`);
+    throw new EngineError(
+      "invalid_request",
+      `invalid run id ${JSON.stringify(String(runId)).slice(0, 80)}: expected 1-64 letters, digits, - or _`,
+    );
   }
 }
 

@@ -9,13 +9,23 @@ const text = (t: string): NewRunEvent => ({ type: "builder.event", turn: 1, data
 
 describe("event logs", () => {
   it("numbers events 1..n and reads exactly those after a cursor", async () => {
-    const store = await createLowdbStore({ dataDir: tempDir("events"), now: () => new Date("2026-01-02T03:04:05.000Z") });
+    const store = await createLowdbStore({
+      dataDir: tempDir("events"),
+      now: () => new Date("2026-01-02T03:04:05.000Z"),
+    });
     try {
       expect(store.lastEventId("run_1")).toBe(0);
       expect(await store.readEvents("run_1")).toEqual([]);
       const appended = Array.from({ length: 10 }, (_, i) => store.appendEvent("run_1", text(`e${i + 1}`)));
       expect(appended.map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-      expect(appended[0]).toEqual({ id: 1, runId: "run_1", at: "2026-01-02T03:04:05.000Z", turn: 1, type: "builder.event", data: { kind: "text", text: "e1" } });
+      expect(appended[0]).toEqual({
+        id: 1,
+        runId: "run_1",
+        at: "2026-01-02T03:04:05.000Z",
+        turn: 1,
+        type: "builder.event",
+        data: { kind: "text", text: "e1" },
+      });
       expect(store.lastEventId("run_1")).toBe(10);
 
       expect((await store.readEvents("run_1", 0)).map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
@@ -57,6 +67,34 @@ describe("event logs", () => {
     }
   });
 
+  it("after a restart, a read at any cursor returns exactly the events after it, however long the lines", async () => {
+    const dataDir = tempDir("events");
+    const first = await createLowdbStore({ dataDir });
+    // ~1 MB over several read windows, with a few lines longer than a window.
+    for (let i = 1; i <= 3000; i++)
+      first.appendEvent("run_1", text(i % 1000 === 0 ? "L".repeat(600_000) : `event ${i} `.repeat(20)));
+    await first.close();
+
+    const ids = (events: { id: number }[]) => events.map((e) => e.id);
+    const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
+    const store = await createLowdbStore({ dataDir });
+    try {
+      expect(ids(await store.readEvents("run_1", 2995))).toEqual(range(2996, 3000));
+      expect(ids(await store.readEvents("run_1", 1995, 10))).toEqual(range(1996, 2005));
+      // Two reads reaching back at once share the index without losing or repeating events.
+      const [a, b] = await Promise.all([store.readEvents("run_1", 10, 5), store.readEvents("run_1", 500, 3)]);
+      expect(ids(a)).toEqual(range(11, 15));
+      expect(ids(b)).toEqual(range(501, 503));
+      const all = await store.readEvents("run_1", 0);
+      expect(ids(all)).toEqual(range(1, 3000));
+      expect(all[999]!.type === "builder.event" && all[999]!.data.kind === "text" && all[999]!.data.text.length).toBe(
+        600_000,
+      );
+    } finally {
+      await store.close();
+    }
+  });
+
   it("a torn last line (kill -9 mid-write) is ignored on read and on id recovery", async () => {
     const dataDir = tempDir("events");
     const first = await createLowdbStore({ dataDir });
@@ -85,8 +123,21 @@ describe("event logs", () => {
     await first.close();
     const file = path.join(dataDir, "events", "run_1.jsonl");
     fs.appendFileSync(file, "not json\n");
-    fs.appendFileSync(file, JSON.stringify({ id: 2, runId: "run_1", at: "x", turn: 1, type: "builder.event", data: { kind: "nope" } }) + "\n");
-    fs.appendFileSync(file, JSON.stringify({ id: 2, runId: "run_9", at: "x", turn: 1, type: "builder.event", data: { kind: "text", text: "foreign" } }) + "\n");
+    fs.appendFileSync(
+      file,
+      JSON.stringify({ id: 2, runId: "run_1", at: "x", turn: 1, type: "builder.event", data: { kind: "nope" } }) + "\n",
+    );
+    fs.appendFileSync(
+      file,
+      JSON.stringify({
+        id: 2,
+        runId: "run_9",
+        at: "x",
+        turn: 1,
+        type: "builder.event",
+        data: { kind: "text", text: "foreign" },
+      }) + "\n",
+    );
 
     const store = await createLowdbStore({ dataDir });
     try {
