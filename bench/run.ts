@@ -1,0 +1,38 @@
+/**
+ * `npm run bench [-- name...]`: run the benchmark modules (all, or those named), print a
+ * table for each, and write bench/results/<name>.json and .md.
+ */
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { eventAppend } from "./event-append.ts";
+import { toTable, writeResult, type BenchModule } from "./harness.ts";
+
+/** Add new modules here. */
+const MODULES: BenchModule[] = [eventAppend];
+
+async function main(): Promise<void> {
+  const wanted = process.argv.slice(2);
+  const unknown = wanted.filter((w) => !MODULES.some((m) => m.name === w));
+  if (unknown.length) {
+    process.stderr.write(
+      `unknown benchmark(s): ${unknown.join(", ")}; known: ${MODULES.map((m) => m.name).join(", ")}\n`,
+    );
+    process.exit(2);
+  }
+  const resultsDir = path.join(path.dirname(fileURLToPath(import.meta.url)), "results");
+  const meta = {
+    date: new Date().toISOString(),
+    node: process.version,
+    platform: `${os.platform()} ${os.arch()}`,
+    cpu: os.cpus()[0]?.model ?? "unknown",
+  };
+  for (const m of MODULES.filter((m) => !wanted.length || wanted.includes(m.name))) {
+    const started = Date.now();
+    const result = await m.run();
+    process.stdout.write(toTable(result) + `\n(${((Date.now() - started) / 1000).toFixed(1)} s)\n\n`);
+    writeResult(resultsDir, result, meta);
+  }
+}
+
+await main();
