@@ -28,7 +28,11 @@ export interface SecretKeyOptions {
 export function loadOrCreateSecretKey(opts: SecretKeyOptions): Buffer {
   if (opts.secretKey !== undefined) {
     const key = Buffer.from(opts.secretKey, "base64");
-    if (key.length !== KEY_BYTES) throw new EngineError("invalid_request", `PATCHBAY_SECRET_KEY must be ${KEY_BYTES} bytes, base64-encoded (got ${key.length} bytes)`);
+    if (key.length !== KEY_BYTES)
+      throw new EngineError(
+        "invalid_request",
+        `PATCHBAY_SECRET_KEY must be ${KEY_BYTES} bytes, base64-encoded (got ${key.length} bytes)`,
+      );
     return key;
   }
   fs.mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
@@ -43,7 +47,10 @@ export function loadOrCreateSecretKey(opts: SecretKeyOptions): Buffer {
   }
   const key = fs.readFileSync(file);
   if (key.length !== KEY_BYTES) {
-    throw new EngineError("internal", `${file} is corrupt: expected ${KEY_BYTES} bytes, found ${key.length}; remove it to generate a new key (stored per-run secrets will be lost)`);
+    throw new EngineError(
+      "internal",
+      `${file} is corrupt: expected ${KEY_BYTES} bytes, found ${key.length}; remove it to generate a new key (stored per-run secrets will be lost)`,
+    );
   }
   return key;
 }
@@ -56,14 +63,21 @@ export interface SecretBox {
 }
 
 export function createSecretBox(key: Buffer): SecretBox {
-  if (key.length !== KEY_BYTES) throw new EngineError("internal", `the secrets key must be ${KEY_BYTES} bytes (got ${key.length})`);
+  if (key.length !== KEY_BYTES)
+    throw new EngineError("internal", `the secrets key must be ${KEY_BYTES} bytes (got ${key.length})`);
   return {
     seal(runId, name, plaintext) {
       const iv = crypto.randomBytes(IV_BYTES);
       const cipher = crypto.createCipheriv("aes-256-gcm", key, iv, { authTagLength: TAG_BYTES });
       cipher.setAAD(associatedData(runId, name));
       const data = Buffer.concat([cipher.update(plaintext, "utf8"), cipher.final()]);
-      return { runId, name, iv: iv.toString("base64"), tag: cipher.getAuthTag().toString("base64"), data: data.toString("base64") };
+      return {
+        runId,
+        name,
+        iv: iv.toString("base64"),
+        tag: cipher.getAuthTag().toString("base64"),
+        data: data.toString("base64"),
+      };
     },
 
     open(record) {
@@ -98,5 +112,8 @@ function associatedData(runId: string, name: string): Buffer {
 }
 
 function cannotOpen(record: SecretRecord, why: string): EngineError {
-  return new EngineError("internal", `cannot decrypt secret "${record.name}" of run ${record.runId}: ${why}`, { runId: record.runId, name: record.name });
+  return new EngineError("internal", `cannot decrypt secret "${record.name}" of run ${record.runId}: ${why}`, {
+    runId: record.runId,
+    name: record.name,
+  });
 }

@@ -65,9 +65,13 @@ export async function acquireDataDirLock(dataDir: string): Promise<DataDirLock> 
     // file we judged, not one a racing process has just created in its place.
     removeIfUnchanged(file, holder);
   }
-  throw new EngineError("store_locked", `data dir ${dataDir}: could not take ${file} (another process keeps racing for it)`, {
-    dataDir,
-  });
+  throw new EngineError(
+    "store_locked",
+    `data dir ${dataDir}: could not take ${file} (another process keeps racing for it)`,
+    {
+      dataDir,
+    },
+  );
 }
 
 function tryCreate(file: string, me: LockContent): boolean {

@@ -18,7 +18,14 @@ import { silentLogger, type Logger } from "../log.ts";
 import { RunRecord, TurnRecord, type RunStatus } from "../run/schema.ts";
 import { assertSafeRunId, createEventLogs } from "./event-log.ts";
 import { acquireDataDirLock } from "./lock.ts";
-import { ApiKeyRecord, RepositoryRecord, SecretRecord, type ListRunsOptions, type RunPage, type RunStore } from "./store.ts";
+import {
+  ApiKeyRecord,
+  RepositoryRecord,
+  SecretRecord,
+  type ListRunsOptions,
+  type RunPage,
+  type RunStore,
+} from "./store.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -59,7 +66,12 @@ export async function createLowdbStore(opts: LowdbStoreOptions): Promise<RunStor
   }
 }
 
-async function open(dataDir: string, log: Logger, now: () => Date, releaseLock: () => Promise<void>): Promise<RunStore> {
+async function open(
+  dataDir: string,
+  log: Logger,
+  now: () => Date,
+  releaseLock: () => Promise<void>,
+): Promise<RunStore> {
   const eventsDir = path.join(dataDir, "events");
   const patchesDir = path.join(dataDir, "patches");
   fs.mkdirSync(eventsDir, { recursive: true, mode: 0o700 });
@@ -165,7 +177,10 @@ async function open(dataDir: string, log: Logger, now: () => Date, releaseLock: 
     },
     async listRuns(ownerId, opts) {
       usable();
-      return listRuns([...runs.values()].filter((r) => r.ownerId === ownerId), opts);
+      return listRuns(
+        [...runs.values()].filter((r) => r.ownerId === ownerId),
+        opts,
+      );
     },
     async runsByStatus(statuses) {
       usable();
@@ -187,7 +202,8 @@ async function open(dataDir: string, log: Logger, now: () => Date, releaseLock: 
     async addTurn(turn) {
       usable();
       const list = turns.get(turn.runId) ?? [];
-      if (list.some((t) => t.n === turn.n)) throw new EngineError("internal", `run ${turn.runId} already has turn ${turn.n}`);
+      if (list.some((t) => t.n === turn.n))
+        throw new EngineError("internal", `run ${turn.runId} already has turn ${turn.n}`);
       list.push(valid(TurnRecord, turn, "turn"));
       list.sort((a, b) => a.n - b.n);
       turns.set(turn.runId, list);
@@ -360,7 +376,10 @@ function listRuns(owned: RunRecord[], opts: ListRunsOptions): RunPage {
   const more = start + opts.limit < owned.length;
   return {
     runs: page.map(copy),
-    nextCursor: more && lastRun ? Buffer.from(JSON.stringify({ c: lastRun.createdAt, i: lastRun.id })).toString("base64url") : null,
+    nextCursor:
+      more && lastRun
+        ? Buffer.from(JSON.stringify({ c: lastRun.createdAt, i: lastRun.id })).toString("base64url")
+        : null,
   };
 }
 
@@ -373,7 +392,8 @@ function decodeCursor(cursor: string): z.infer<typeof Cursor> {
     // Falls through to the schema check below, which names the problem.
   }
   const parsed = Cursor.safeParse(json);
-  if (!parsed.success) throw new EngineError("invalid_request", "invalid cursor: pass back the nextCursor of a previous page");
+  if (!parsed.success)
+    throw new EngineError("invalid_request", "invalid cursor: pass back the nextCursor of a previous page");
   return parsed.data;
 }
 
@@ -398,9 +418,13 @@ class PrivateJsonFile implements Adapter<unknown> {
       return JSON.parse(text);
     } catch (e) {
       if (!(e instanceof SyntaxError)) throw e;
-      throw new EngineError("internal", `store file ${this.file} is not valid JSON (${e.message}); restore it from a backup or move it away to start empty`, {
-        file: this.file,
-      });
+      throw new EngineError(
+        "internal",
+        `store file ${this.file} is not valid JSON (${e.message}); restore it from a backup or move it away to start empty`,
+        {
+          file: this.file,
+        },
+      );
     }
   }
 

@@ -103,7 +103,9 @@ describe("API keys", () => {
     await withStore(async (store) => {
       const keys = createKeyService({ store });
       await expect(keys.create({ name: " " })).rejects.toMatchObject({ code: "invalid_request" });
-      await expect(keys.create({ name: "x", scopes: ["root" as never] })).rejects.toMatchObject({ code: "invalid_request" });
+      await expect(keys.create({ name: "x", scopes: ["root" as never] })).rejects.toMatchObject({
+        code: "invalid_request",
+      });
       await expect(keys.create({ name: "x", scopes: [] })).rejects.toMatchObject({ code: "invalid_request" });
     });
   });

@@ -22,7 +22,9 @@ describe("per-run secrets", () => {
   it("a ciphertext moved to another run, or renamed, fails to decrypt", () => {
     const box = createSecretBox(crypto.randomBytes(32));
     const sealed = box.seal("run_1", "openrouter", PLAINTEXT);
-    expect(() => box.open({ ...sealed, runId: "run_2" })).toThrow(expect.objectContaining({ code: "internal", message: expect.stringContaining("moved from another run") }));
+    expect(() => box.open({ ...sealed, runId: "run_2" })).toThrow(
+      expect.objectContaining({ code: "internal", message: expect.stringContaining("moved from another run") }),
+    );
     expect(() => box.open({ ...sealed, name: "github" })).toThrow(expect.objectContaining({ code: "internal" }));
   });
 
@@ -34,9 +36,13 @@ describe("per-run secrets", () => {
     const mine = other.seal("run_1", "openrouter", PLAINTEXT);
     const data = Buffer.from(mine.data, "base64");
     data[0]! ^= 1;
-    expect(() => other.open({ ...mine, data: data.toString("base64") })).toThrow(expect.objectContaining({ code: "internal" }));
+    expect(() => other.open({ ...mine, data: data.toString("base64") })).toThrow(
+      expect.objectContaining({ code: "internal" }),
+    );
     const shortTag = Buffer.from(mine.tag, "base64").subarray(0, 4).toString("base64");
-    expect(() => other.open({ ...mine, tag: shortTag })).toThrow(expect.objectContaining({ code: "internal", message: expect.stringContaining("malformed") }));
+    expect(() => other.open({ ...mine, tag: shortTag })).toThrow(
+      expect.objectContaining({ code: "internal", message: expect.stringContaining("malformed") }),
+    );
   });
 
   it("the plaintext never reaches store.json", async () => {
@@ -68,8 +74,12 @@ describe("per-run secrets", () => {
     const configured = crypto.randomBytes(32);
     expect(loadOrCreateSecretKey({ dataDir, secretKey: configured.toString("base64") }).equals(configured)).toBe(true);
     expect(fs.existsSync(path.join(dataDir, SECRET_KEY_FILE))).toBe(false);
-    expect(() => loadOrCreateSecretKey({ dataDir, secretKey: crypto.randomBytes(16).toString("base64") })).toThrow(expect.objectContaining({ code: "invalid_request" }));
+    expect(() => loadOrCreateSecretKey({ dataDir, secretKey: crypto.randomBytes(16).toString("base64") })).toThrow(
+      expect.objectContaining({ code: "invalid_request" }),
+    );
     fs.writeFileSync(path.join(dataDir, SECRET_KEY_FILE), "short");
-    expect(() => loadOrCreateSecretKey({ dataDir })).toThrow(expect.objectContaining({ code: "internal", message: expect.stringContaining("corrupt") }));
+    expect(() => loadOrCreateSecretKey({ dataDir })).toThrow(
+      expect.objectContaining({ code: "internal", message: expect.stringContaining("corrupt") }),
+    );
   });
 });

@@ -31,5 +31,13 @@ export function runRecord(over: Partial<RunRecord> & { id: string }): RunRecord 
 }
 
 export function turnRecord(over: Partial<TurnRecord> & { runId: string; n: number }): TurnRecord {
-  return { prompt: "do it", status: "running", summary: null, error: null, startedAt: "2026-01-01T00:00:00.000Z", finishedAt: null, ...over };
+  return {
+    prompt: "do it",
+    status: "running",
+    summary: null,
+    error: null,
+    startedAt: "2026-01-01T00:00:00.000Z",
+    finishedAt: null,
+    ...over,
+  };
 }

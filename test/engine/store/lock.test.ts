@@ -19,7 +19,10 @@ async function holdStoreInChild(dataDir: string): Promise<ChildProcess> {
     process.stdout.write("ready\\n");
     setInterval(() => {}, 1000);
   `;
-  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d.toString()));
   await new Promise<void>((resolve, reject) => {
@@ -41,7 +44,10 @@ describe("data-dir lock", () => {
     const dataDir = tempDir("lock");
     const first = await createLowdbStore({ dataDir });
     try {
-      await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({ code: "store_locked", message: expect.stringContaining(`pid ${process.pid}`) });
+      await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({
+        code: "store_locked",
+        message: expect.stringContaining(`pid ${process.pid}`),
+      });
     } finally {
       await first.close();
     }
@@ -57,7 +63,9 @@ describe("data-dir lock", () => {
     try {
       const refused = createLowdbStore({ dataDir });
       await expect(refused).rejects.toMatchObject({ code: "store_locked" });
-      await expect(refused).rejects.toThrow(`data dir ${dataDir} is in use by another Patchbay process (pid ${child.pid}); stop it or set PATCHBAY_DATA_DIR to another directory`);
+      await expect(refused).rejects.toThrow(
+        `data dir ${dataDir} is in use by another Patchbay process (pid ${child.pid}); stop it or set PATCHBAY_DATA_DIR to another directory`,
+      );
 
       await killHard(child);
       // The lock file is still there (nobody released it), but its owner is dead.
@@ -78,7 +86,15 @@ describe("data-dir lock", () => {
   it("a lock left by an earlier process that had our pid (container restart) is taken over", async () => {
     const dataDir = tempDir("lock");
     const file = path.join(dataDir, LOCK_FILE);
-    fs.writeFileSync(file, JSON.stringify({ pid: process.pid, startedAt: "2020-01-01T00:00:00.000Z", procStart: "another-boot:1", token: "old" }));
+    fs.writeFileSync(
+      file,
+      JSON.stringify({
+        pid: process.pid,
+        startedAt: "2020-01-01T00:00:00.000Z",
+        procStart: "another-boot:1",
+        token: "old",
+      }),
+    );
     const store = await createLowdbStore({ dataDir });
     try {
       expect(JSON.parse(fs.readFileSync(file, "utf8")).token).not.toBe("old");

@@ -23,14 +23,25 @@ describe("lowdb store", () => {
       await store.updateRun("run_1", { status: "running", startedAt: "2026-01-01T00:00:01.000Z" });
       await store.addTurn(turnRecord({ runId: "run_1", n: 1 }));
       await store.updateTurn("run_1", 1, { status: "done", summary: "ok" });
-      await store.createKey({ id: "key_1", name: "ci", ownerId: "own_a", hash: "ab".repeat(32), prefix: "pb_abc", scopes: ["read:builder"], createdAt: "2026-01-01T00:00:00.000Z", revokedAt: null });
+      await store.createKey({
+        id: "key_1",
+        name: "ci",
+        ownerId: "own_a",
+        hash: "ab".repeat(32),
+        prefix: "pb_abc",
+        scopes: ["read:builder"],
+        createdAt: "2026-01-01T00:00:00.000Z",
+        revokedAt: null,
+      });
       await store.upsertRepository({ id: "42", fullName: "Octo/Demo", updatedAt: "2026-01-01T00:00:00.000Z" });
       await store.putSecret({ runId: "run_1", name: "openrouter", iv: "aXY=", tag: "dGFn", data: "ZGF0YQ==" });
       await store.putPatch("run_1", "diff --git a/x b/x\n");
     });
     await withStore(dataDir, async (store) => {
       expect(await store.getRun("run_1")).toMatchObject({ status: "running", startedAt: "2026-01-01T00:00:01.000Z" });
-      expect(await store.listTurns("run_1")).toEqual([expect.objectContaining({ n: 1, status: "done", summary: "ok" })]);
+      expect(await store.listTurns("run_1")).toEqual([
+        expect.objectContaining({ n: 1, status: "done", summary: "ok" }),
+      ]);
       expect(await store.findKeyByHash("ab".repeat(32))).toMatchObject({ id: "key_1", name: "ci" });
       expect(await store.getRepositoryByName("octo/demo")).toMatchObject({ id: "42" });
       expect(await store.getRepositoryById("42")).toMatchObject({ fullName: "Octo/Demo" });
@@ -81,7 +92,10 @@ describe("lowdb store", () => {
   it("refuses an invalid record instead of writing a file that would not load again", async () => {
     await withStore(tempDir("store"), async (store) => {
       await store.createRun(runRecord({ id: "run_1" }));
-      await expect(store.updateRun("run_1", { status: "bogus" as never })).rejects.toMatchObject({ code: "internal", message: expect.stringContaining("status") });
+      await expect(store.updateRun("run_1", { status: "bogus" as never })).rejects.toMatchObject({
+        code: "internal",
+        message: expect.stringContaining("status"),
+      });
       expect((await store.getRun("run_1"))!.status).toBe("queued");
     });
   });
@@ -92,7 +106,9 @@ describe("lowdb store", () => {
         await expect(store.createRun(runRecord({ id }))).rejects.toMatchObject({ code: "invalid_request" });
         await expect(store.putPatch(id, "x")).rejects.toMatchObject({ code: "invalid_request" });
         await expect(store.readEvents(id)).rejects.toMatchObject({ code: "invalid_request" });
-        expect(() => store.appendEvent(id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } })).toThrow(expect.objectContaining({ code: "invalid_request" }));
+        expect(() =>
+          store.appendEvent(id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } }),
+        ).toThrow(expect.objectContaining({ code: "invalid_request" }));
       }
     });
   });
@@ -106,10 +122,16 @@ describe("lowdb store", () => {
     const json = JSON.parse(fs.readFileSync(file, "utf8"));
     json.runs[0].status = "exploded";
     fs.writeFileSync(file, JSON.stringify(json));
-    await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({ code: "internal", message: expect.stringMatching(/store\.json is corrupt: runs\.0\.status/) });
+    await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({
+      code: "internal",
+      message: expect.stringMatching(/store\.json is corrupt: runs\.0\.status/),
+    });
 
     fs.writeFileSync(file, '{"version": 1, "runs": [');
-    await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({ code: "internal", message: expect.stringContaining("is not valid JSON") });
+    await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({
+      code: "internal",
+      message: expect.stringContaining("is not valid JSON"),
+    });
     // The failed opens released the lock: a good file opens again.
     fs.writeFileSync(file, JSON.stringify({ ...json, runs: [] }));
     await withStore(dataDir, async (store) => expect(await store.getRun("run_1")).toBeUndefined());
@@ -135,7 +157,13 @@ describe("lowdb store", () => {
   it("lists an owner's runs newest first, page by page, with an opaque cursor", async () => {
     await withStore(tempDir("store"), async (store) => {
       // Two runs share a createdAt: the id breaks the tie so no run is skipped or repeated.
-      const times = ["2026-01-01T00:00:01Z", "2026-01-01T00:00:03Z", "2026-01-01T00:00:02Z", "2026-01-01T00:00:03Z", "2026-01-01T00:00:05Z"];
+      const times = [
+        "2026-01-01T00:00:01Z",
+        "2026-01-01T00:00:03Z",
+        "2026-01-01T00:00:02Z",
+        "2026-01-01T00:00:03Z",
+        "2026-01-01T00:00:05Z",
+      ];
       for (const [i, t] of times.entries()) await store.createRun(runRecord({ id: `run_${i}`, createdAt: t }));
       await store.createRun(runRecord({ id: "run_other", ownerId: "own_b", createdAt: "2026-01-01T00:00:09Z" }));
 
@@ -154,7 +182,9 @@ describe("lowdb store", () => {
       const exact = await store.listRuns("own_a", { limit: 5 });
       expect(exact.nextCursor).toBeNull();
       expect((await store.listRuns("own_c", { limit: 5 })).runs).toEqual([]);
-      await expect(store.listRuns("own_a", { limit: 2, cursor: "not-a-cursor" })).rejects.toMatchObject({ code: "invalid_request" });
+      await expect(store.listRuns("own_a", { limit: 2, cursor: "not-a-cursor" })).rejects.toMatchObject({
+        code: "invalid_request",
+      });
       await expect(store.listRuns("own_a", { limit: 0 })).rejects.toMatchObject({ code: "invalid_request" });
     });
   });
