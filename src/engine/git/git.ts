@@ -52,7 +52,18 @@ export interface HostGitOptions {
  * Proxy and TLS settings a host may need to reach its git server at all. They hold no
  * secrets Patchbay owns, so they pass through; everything else in the environment does not.
  */
-const PASS_THROUGH = ["http_proxy", "https_proxy", "no_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR"];
+const PASS_THROUGH = [
+  "http_proxy",
+  "https_proxy",
+  "no_proxy",
+  "all_proxy",
+  "HTTP_PROXY",
+  "HTTPS_PROXY",
+  "NO_PROXY",
+  "ALL_PROXY",
+  "SSL_CERT_FILE",
+  "SSL_CERT_DIR",
+];
 
 /**
  * A `GitRunner` for the host. The environment is built from scratch: no inherited `GIT_*`
@@ -91,7 +102,13 @@ export function createHostGit(opts: HostGitOptions = {}): GitRunner {
       GIT_COMMITTER_EMAIL: PATCHBAY_IDENTITY.email,
       ...runOpts.env,
     };
-    return runProcess("git", args, { cwd: runOpts.cwd, env, stdin: runOpts.stdin, timeoutMs: runOpts.timeoutMs ?? defaultTimeoutMs, signal: runOpts.signal });
+    return runProcess("git", args, {
+      cwd: runOpts.cwd,
+      env,
+      stdin: runOpts.stdin,
+      timeoutMs: runOpts.timeoutMs ?? defaultTimeoutMs,
+      signal: runOpts.signal,
+    });
   };
 }
 
@@ -150,7 +167,8 @@ function runProcess(
       opts.signal?.removeEventListener("abort", onAbort);
       const stderr = Buffer.concat(err).toString("utf8") + (spawnError ? `${spawnError.message}\n` : "");
       resolve({
-        exitCode: code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : spawnError ? 127 : 1),
+        // git missing reports a negative errno as its code: say 127, "command not found".
+        exitCode: spawnError ? 127 : (code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1)),
         stdout: Buffer.concat(out).toString("utf8"),
         stderr,
         ...(timedOut ? { timedOut } : {}),
@@ -196,7 +214,8 @@ function gitReason(stderr: string): string {
 export async function validateRef(run: GitRunner, ref: string): Promise<void> {
   checkRefSyntax(ref, "ref");
   const res = await run(["check-ref-format", "--allow-onelevel", ref]);
-  if (res.exitCode !== 0) throw new EngineError("invalid_ref", `ref ${JSON.stringify(ref)} is not a valid git ref name`, { ref });
+  if (res.exitCode !== 0)
+    throw new EngineError("invalid_ref", `ref ${JSON.stringify(ref)} is not a valid git ref name`, { ref });
 }
 
 /**
@@ -211,14 +230,21 @@ export async function validateBranchName(run: GitRunner, name: string): Promise<
     throw new EngineError("invalid_ref", `branch name ${JSON.stringify(name)} is not allowed`, { ref: name });
   }
   const res = await run(["check-ref-format", "--branch", name]);
-  if (res.exitCode !== 0) throw new EngineError("invalid_ref", `branch name ${JSON.stringify(name)} is not a valid git branch name`, { ref: name });
+  if (res.exitCode !== 0)
+    throw new EngineError("invalid_ref", `branch name ${JSON.stringify(name)} is not a valid git branch name`, {
+      ref: name,
+    });
 }
 
 function checkRefSyntax(ref: string, kind: string): void {
   // A leading dash would be read as an option (`--upload-pack=...`): refuse it explicitly
   // even though the schema refuses it too, because this is the line that must never move.
   if (typeof ref !== "string" || ref.startsWith("-") || !GitRefInput.safeParse(ref).success) {
-    throw new EngineError("invalid_ref", `${kind} ${JSON.stringify(String(ref)).slice(0, 300)} is not a valid git ref name`, { ref: String(ref).slice(0, 300) });
+    throw new EngineError(
+      "invalid_ref",
+      `${kind} ${JSON.stringify(String(ref)).slice(0, 300)} is not a valid git ref name`,
+      { ref: String(ref).slice(0, 300) },
+    );
   }
 }
 
@@ -303,7 +329,16 @@ export interface DiffResult {
  * write `.git/config`: `diff.noprefix` or `diff.external` would otherwise change or run
  * things), so the patch always applies with `git apply`.
  */
-const DIFF_FLAGS = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-renames", "--no-relative", "--src-prefix=a/", "--dst-prefix=b/", "-U3"];
+const DIFF_FLAGS = [
+  "--no-color",
+  "--no-ext-diff",
+  "--no-textconv",
+  "--no-renames",
+  "--no-relative",
+  "--src-prefix=a/",
+  "--dst-prefix=b/",
+  "-U3",
+];
 
 /**
  * The working tree's changes against `baseSha`: tracked changes, deletions and new
@@ -313,12 +348,24 @@ const DIFF_FLAGS = ["--no-color", "--no-ext-diff", "--no-textconv", "--no-rename
  */
 export async function computeDiff(run: GitRunner, workdir: string, baseSha: string): Promise<DiffResult> {
   // The base comes from the engine, but it is still an argument: make sure it is an object name.
-  if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(baseSha)) throw new EngineError("internal", `base ${JSON.stringify(baseSha)} is not a full commit id`);
-  const gitDir = (await gitOrThrow(run, ["rev-parse", "--absolute-git-dir"], { cwd: workdir, code: "internal", what: "cannot find the repository" })).trim();
+  if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(baseSha))
+    throw new EngineError("internal", `base ${JSON.stringify(baseSha)} is not a full commit id`);
+  const gitDir = (
+    await gitOrThrow(run, ["rev-parse", "--absolute-git-dir"], {
+      cwd: workdir,
+      code: "internal",
+      what: "cannot find the repository",
+    })
+  ).trim();
   // The scratch index lives in the git dir, so the path also exists for a runner that
   // executes inside a sandbox; a random name keeps concurrent diffs of one workdir apart.
   const indexFile = path.posix.join(gitDir, `patchbay-diff-${randomBytes(6).toString("hex")}.index`);
-  const opts = { cwd: workdir, env: { GIT_INDEX_FILE: indexFile }, code: "internal" as const, what: "cannot compute the diff" };
+  const opts = {
+    cwd: workdir,
+    env: { GIT_INDEX_FILE: indexFile },
+    code: "internal" as const,
+    what: "cannot compute the diff",
+  };
   // core.fsmonitor could name a program from the repository's config; never start it.
   const safe = ["-c", "core.fsmonitor=false"];
   try {
@@ -326,8 +373,16 @@ export async function computeDiff(run: GitRunner, workdir: string, baseSha: stri
     await gitOrThrow(run, [...safe, "add", "-A"], opts);
     // One after another: each `git diff` may take the index lock to refresh stat data.
     const patch = await gitOrThrow(run, [...safe, "diff", "--cached", ...DIFF_FLAGS, baseSha, "--"], opts);
-    const binaryPatch = await gitOrThrow(run, [...safe, "diff", "--cached", ...DIFF_FLAGS, "--binary", baseSha, "--"], opts);
-    const numstat = await gitOrThrow(run, [...safe, "diff", "--cached", "--no-renames", "--no-relative", "--numstat", "-z", baseSha, "--"], opts);
+    const binaryPatch = await gitOrThrow(
+      run,
+      [...safe, "diff", "--cached", ...DIFF_FLAGS, "--binary", baseSha, "--"],
+      opts,
+    );
+    const numstat = await gitOrThrow(
+      run,
+      [...safe, "diff", "--cached", "--no-renames", "--no-relative", "--numstat", "-z", baseSha, "--"],
+      opts,
+    );
     const { changedPaths, diffStats } = parseNumstat(numstat);
     return { patch, binaryPatch, changedPaths, diffStats };
   } finally {

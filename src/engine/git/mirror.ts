@@ -71,7 +71,11 @@ export function createMirrorCache(opts: MirrorCacheOptions): MirrorCache {
     if (fs.existsSync(dir)) {
       // The base URL may have changed since the mirror was made (configuration); follow it.
       await gitOrThrow(opts.run, ["config", "remote.origin.url", req.cloneUrl], { ...common, cwd: dir, what });
-      await gitOrThrow(opts.run, ["fetch", "--quiet", "--prune", "origin", "+refs/*:refs/*"], { ...common, cwd: dir, what });
+      await gitOrThrow(opts.run, ["fetch", "--quiet", "--prune", "origin", "+refs/*:refs/*"], {
+        ...common,
+        cwd: dir,
+        what,
+      });
       await followDefaultBranch(dir, req);
       log.debug("mirror fetched", { repository: req.fullName });
       return;
@@ -81,7 +85,10 @@ export function createMirrorCache(opts: MirrorCacheOptions): MirrorCache {
     fs.mkdirSync(path.dirname(dir), { recursive: true });
     const partial = `${dir}.partial-${randomBytes(4).toString("hex")}`;
     try {
-      await gitOrThrow(opts.run, ["clone", "--quiet", "--mirror", "--", req.cloneUrl, partial], { ...common, what: `could not clone ${req.fullName}` });
+      await gitOrThrow(opts.run, ["clone", "--quiet", "--mirror", "--", req.cloneUrl, partial], {
+        ...common,
+        what: `could not clone ${req.fullName}`,
+      });
       fs.renameSync(partial, dir);
     } finally {
       fs.rmSync(partial, { recursive: true, force: true });
@@ -105,7 +112,11 @@ export function createMirrorCache(opts: MirrorCacheOptions): MirrorCache {
     });
     const m = /^ref: (refs\/heads\/\S+)\tHEAD$/m.exec(out);
     if (!m) return; // an empty remote has no default branch to follow
-    await gitOrThrow(opts.run, ["symbolic-ref", "HEAD", m[1]!], { cwd: dir, code: "clone_failed", what: `could not update the default branch of ${req.fullName}` });
+    await gitOrThrow(opts.run, ["symbolic-ref", "HEAD", m[1]!], {
+      cwd: dir,
+      code: "clone_failed",
+      what: `could not update the default branch of ${req.fullName}`,
+    });
   };
 
   return {
@@ -190,9 +201,15 @@ export async function checkoutFromMirror(opts: CheckoutOptions): Promise<Checkou
   if (target.kind === "branch") {
     // A local branch named like the ref, tracking it: what a developer would have after
     // `git clone -b`, so an agent's `git status` and `git log` read naturally.
-    await must(["checkout", "--quiet", "-B", target.baseRef, "--track", `refs/remotes/origin/${target.baseRef}`], `could not check out ${target.baseRef}`);
+    await must(
+      ["checkout", "--quiet", "-B", target.baseRef, "--track", `refs/remotes/origin/${target.baseRef}`],
+      `could not check out ${target.baseRef}`,
+    );
   } else {
-    await must(["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", target.baseSha], `could not check out ${target.baseRef}`);
+    await must(
+      ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", target.baseSha],
+      `could not check out ${target.baseRef}`,
+    );
   }
   await must(["config", "user.name", PATCHBAY_IDENTITY.name], "could not configure the workspace");
   await must(["config", "user.email", PATCHBAY_IDENTITY.email], "could not configure the workspace");
@@ -200,9 +217,21 @@ export async function checkoutFromMirror(opts: CheckoutOptions): Promise<Checkou
 }
 
 /** Branch first, then tag, then commit id; `refs/heads/x` and `refs/tags/x` are understood too. */
-async function resolveRef(ref: string, fullName: string, resolve: (rev: string) => Promise<string | undefined>): Promise<CheckoutResult> {
-  const branch = ref.startsWith("refs/heads/") ? ref.slice("refs/heads/".length) : ref.startsWith("refs/tags/") ? undefined : ref;
-  const tag = ref.startsWith("refs/tags/") ? ref.slice("refs/tags/".length) : ref.startsWith("refs/heads/") ? undefined : ref;
+async function resolveRef(
+  ref: string,
+  fullName: string,
+  resolve: (rev: string) => Promise<string | undefined>,
+): Promise<CheckoutResult> {
+  const branch = ref.startsWith("refs/heads/")
+    ? ref.slice("refs/heads/".length)
+    : ref.startsWith("refs/tags/")
+      ? undefined
+      : ref;
+  const tag = ref.startsWith("refs/tags/")
+    ? ref.slice("refs/tags/".length)
+    : ref.startsWith("refs/heads/")
+      ? undefined
+      : ref;
   if (branch) {
     const sha = await resolve(`refs/remotes/origin/${branch}`);
     if (sha) return { baseSha: sha, baseRef: branch, kind: "branch" };

@@ -28,7 +28,9 @@ function workRepo(): { dir: string; baseSha: string } {
   return { dir, baseSha: git(dir, "rev-parse", "HEAD") };
 }
 
-const PNG_BYTES = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0xff]);
+const PNG_BYTES = Buffer.from([
+  0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0xff,
+]);
 
 /** Modify a.txt, delete gone.txt, add new.txt and a binary pic.bin, and an ignored file. */
 function makeChanges(dir: string): void {
@@ -120,20 +122,29 @@ describe("validateRef", () => {
     await expect(validateRef(run, ref)).resolves.toBeUndefined();
   });
 
-  it.each(["--upload-pack=x", "-b", "a..b", "refs/heads/x;rm -rf /", "x y", "a@{1}", "x.lock", "a/", "HEAD~1", "a:b", ""])(
-    "refuses %j before git runs",
-    async (ref) => {
-      const calls: string[][] = [];
-      const spy: GitRunner = async (args) => {
-        calls.push(args);
-        return { exitCode: 0, stdout: "", stderr: "" };
-      };
-      const err = await validateRef(spy, ref).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(EngineError);
-      expect((err as EngineError).code).toBe("invalid_ref");
-      expect(calls).toEqual([]);
-    },
-  );
+  it.each([
+    "--upload-pack=x",
+    "-b",
+    "a..b",
+    "refs/heads/x;rm -rf /",
+    "x y",
+    "a@{1}",
+    "x.lock",
+    "a/",
+    "HEAD~1",
+    "a:b",
+    "",
+  ])("refuses %j before git runs", async (ref) => {
+    const calls: string[][] = [];
+    const spy: GitRunner = async (args) => {
+      calls.push(args);
+      return { exitCode: 0, stdout: "", stderr: "" };
+    };
+    const err = await validateRef(spy, ref).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(EngineError);
+    expect((err as EngineError).code).toBe("invalid_ref");
+    expect(calls).toEqual([]);
+  });
 
   it("refuses what only git check-ref-format knows to be invalid", async () => {
     await expect(validateRef(run, "a//b")).rejects.toMatchObject({ code: "invalid_ref" });
@@ -181,10 +192,20 @@ describe("credentials", () => {
     expect(out).toContain("https://***@github.com/a/b");
 
     // git echoing the token must not reach the EngineError either.
-    const echo: GitRunner = async () => ({ exitCode: 128, stdout: "", stderr: `fatal: could not read from https://github.com (${token})\n` });
-    const err = await gitOrThrow(echo, ["fetch"], { code: "clone_failed", what: "could not fetch acme/widget", credential }).catch((e: unknown) => e);
+    const echo: GitRunner = async () => ({
+      exitCode: 128,
+      stdout: "",
+      stderr: `fatal: could not read from https://github.com (${token})\n`,
+    });
+    const err = await gitOrThrow(echo, ["fetch"], {
+      code: "clone_failed",
+      what: "could not fetch acme/widget",
+      credential,
+    }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: "clone_failed" });
-    expect((err as EngineError).message).toBe("could not fetch acme/widget: fatal: could not read from https://github.com ([redacted])");
+    expect((err as EngineError).message).toBe(
+      "could not fetch acme/widget: fatal: could not read from https://github.com ([redacted])",
+    );
   });
 });
 
@@ -206,9 +227,17 @@ describe("computeDiff", () => {
     const { dir, baseSha } = workRepo();
     makeChanges(dir);
     git(dir, "add", "new.txt"); // the agent's own staging must survive
-    const before = { head: git(dir, "rev-parse", "HEAD"), staged: git(dir, "diff", "--cached", "--name-only"), status: git(dir, "status", "--porcelain") };
+    const before = {
+      head: git(dir, "rev-parse", "HEAD"),
+      staged: git(dir, "diff", "--cached", "--name-only"),
+      status: git(dir, "status", "--porcelain"),
+    };
     await computeDiff(run, dir, baseSha);
-    expect({ head: git(dir, "rev-parse", "HEAD"), staged: git(dir, "diff", "--cached", "--name-only"), status: git(dir, "status", "--porcelain") }).toEqual(before);
+    expect({
+      head: git(dir, "rev-parse", "HEAD"),
+      staged: git(dir, "diff", "--cached", "--name-only"),
+      status: git(dir, "status", "--porcelain"),
+    }).toEqual(before);
     expect(fs.readdirSync(path.join(dir, ".git")).filter((f) => f.startsWith("patchbay-diff"))).toEqual([]);
   });
 
@@ -228,7 +257,12 @@ describe("computeDiff", () => {
     const { dir, baseSha } = workRepo();
     fs.mkdirSync(path.join(dir, "ignored"));
     fs.writeFileSync(path.join(dir, "ignored", "x"), "x");
-    expect(await computeDiff(run, dir, baseSha)).toEqual({ patch: "", binaryPatch: "", changedPaths: [], diffStats: { files: 0, additions: 0, deletions: 0 } });
+    expect(await computeDiff(run, dir, baseSha)).toEqual({
+      patch: "",
+      binaryPatch: "",
+      changedPaths: [],
+      diffStats: { files: 0, additions: 0, deletions: 0 },
+    });
   });
 
   it("refuses a base that is not a commit id", async () => {
@@ -262,6 +296,9 @@ describe("applyPatch", () => {
     makeChanges(dir);
     const diff = await computeDiff(run, dir, baseSha);
     // Applying the same patch twice cannot work: the files are already changed.
-    await expect(applyPatch(run, dir, diff.binaryPatch)).rejects.toMatchObject({ code: "sandbox_failed", message: expect.stringMatching(/does not apply: error:/) });
+    await expect(applyPatch(run, dir, diff.binaryPatch)).rejects.toMatchObject({
+      code: "sandbox_failed",
+      message: expect.stringMatching(/does not apply: error:/),
+    });
   });
 });

@@ -17,7 +17,12 @@ function pushCommit(bare: string, branch: string, file: string, content: string)
 }
 
 function setup() {
-  const repo = makeRepo(tempDir("remote"), "acme/widget", { "README.md": "# widget\n" }, { branches: { next: { "NEXT.md": "next\n" } } });
+  const repo = makeRepo(
+    tempDir("remote"),
+    "acme/widget",
+    { "README.md": "# widget\n" },
+    { branches: { next: { "NEXT.md": "next\n" } } },
+  );
   const dataDir = tempDir("data");
   const run = createHostGit({ home: tempDir("home") });
   const mirrors = createMirrorCache({ dataDir, run });
@@ -80,9 +85,15 @@ describe("mirror cache", () => {
     const token = "ghp_supersecrettoken123";
     const credential = { authorizationHeader: `Bearer ${token}` };
     const err = await mirrors
-      .withMirror({ fullName: "acme/missing", cloneUrl: `file://${tempDir("nowhere")}/acme/missing.git`, credential }, async () => undefined)
+      .withMirror(
+        { fullName: "acme/missing", cloneUrl: `file://${tempDir("nowhere")}/acme/missing.git`, credential },
+        async () => undefined,
+      )
       .catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: "clone_failed", message: expect.stringMatching(/^could not clone acme\/missing: fatal: /) });
+    expect(err).toMatchObject({
+      code: "clone_failed",
+      message: expect.stringMatching(/^could not clone acme\/missing: fatal: /),
+    });
     expect(String((err as Error).message)).not.toContain(token);
     expect(fs.readdirSync(path.join(dataDir, "mirrors", "acme"))).toEqual([]);
   });
@@ -99,7 +110,9 @@ describe("checkoutFromMirror", () => {
   it("clones from the mirror without the network and points origin at the real remote", async () => {
     const { repo, run, mirrors, req } = setup();
     const workdir = path.join(tempDir("ws"), "repo");
-    const out = await mirrors.withMirror(req, (mirrorDir) => checkoutFromMirror({ run, mirrorDir, workdir, cloneUrl: req.cloneUrl, fullName: req.fullName }));
+    const out = await mirrors.withMirror(req, (mirrorDir) =>
+      checkoutFromMirror({ run, mirrorDir, workdir, cloneUrl: req.cloneUrl, fullName: req.fullName }),
+    );
     expect(out).toEqual({ baseSha: repo.headSha, baseRef: "main", kind: "branch" });
     expect(git(workdir, "remote", "get-url", "origin")).toBe(req.cloneUrl);
     expect(git(workdir, "config", "user.email")).toBe("patchbay@localhost");
