@@ -79,6 +79,8 @@ export interface Engine {
   /** Resolves once the run is no longer queued or running (idle or terminal). */
   waitForTurn(ownerId: string, runId: string, signal?: AbortSignal): Promise<RunView>;
   models(): ModelCatalog;
+  /** How many of the owner's runs are queued, running or idle (per-key limits of the fronts). */
+  activeRunCount(ownerId: string): Promise<number>;
   /** Stop every live session (sandboxes, agents). Runs that were mid-turn are marked failed. */
   close(): Promise<void>;
 }
@@ -653,6 +655,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     models() {
       return { defaultModel: config.defaultModel, models: [...config.models] };
     },
+
+    activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
 
     async close() {
       closing = true;
