@@ -6,6 +6,7 @@ import { EngineError } from "../../../src/engine/errors.ts";
 import { computeDiff, createHostGit, type GitRunner } from "../../../src/engine/git/git.ts";
 import { createLocalProvider } from "../../../src/engine/sandbox/local.ts";
 import type { Sandbox, SandboxCreateOptions } from "../../../src/engine/sandbox/sandbox.ts";
+import { startGitHttpServer } from "../../fixtures/git-http-server.ts";
 import { git, makeRepo, tempDir, waitFor } from "../../helpers.ts";
 
 const alive = (pid: number) =>
@@ -162,6 +163,14 @@ describe("local sandbox: checkout", () => {
     expect(diff.diffStats).toEqual({ files: 1, additions: 1, deletions: 1 });
   });
 
+  it("a cancelled creation ends as cancelled and leaves nothing behind", async () => {
+    const { create, dataDir } = setup();
+    const ac = new AbortController();
+    ac.abort();
+    await expect(create({ runId: "run_cancelled", signal: ac.signal })).rejects.toMatchObject({ code: "cancelled" });
+    expect(fs.existsSync(path.join(dataDir, "sandboxes", "run_cancelled"))).toBe(false);
+  });
+
   it("refuses a run id that cannot name a directory", async () => {
     const { create } = setup();
     await expect(create({ runId: "../escape" })).rejects.toMatchObject({ code: "sandbox_failed" });
@@ -300,5 +309,90 @@ describe("local provider", () => {
     expect(fs.existsSync(kept)).toBe(true);
     await new Promise((r) => (stray.exitCode !== null || stray.signalCode !== null ? r(null) : stray.once("exit", r)));
     expect(stray.signalCode).toBe("SIGKILL");
+  });
+});
+
+describe("local provider: a private repository over HTTP", () => {
+  const TOKEN = "ghs_privateRepoToken0042";
+  const basic = (token: string) => ({
+    authorizationHeader: `Basic ${Buffer.from(`x-access-token:${token}`).toString("base64")}`,
+  });
+
+  it("sends the credential with each request and stores it nowhere on disk", async () => {
+    const root = tempDir("remote");
+    makeRepo(root, "acme/private", { "README.md": "secret project\n" });
+    const server = await startGitHttpServer({ root, authorize: (token) => token === TOKEN });
+    try {
+      const dataDir = tempDir("data");
+      const provider = createLocalProvider({ dataDir });
+      const repository = { fullName: "acme/private", cloneUrl: `${server.baseUrl}/acme/private.git` };
+      const first = await provider.create({
+        runId: "run_private1",
+        ownerId: "o",
+        repository,
+        credential: basic(TOKEN),
+      });
+      sandboxes.push(first);
+      const afterFirst = server.requests.length;
+      // The second run fetches into the mirror: those requests must carry the credential too.
+      const second = await provider.create({
+        runId: "run_private2",
+        ownerId: "o",
+        repository,
+        credential: basic(TOKEN),
+      });
+      sandboxes.push(second);
+      expect(read(second, "README.md")).toBe("secret project\n");
+      const served = server.requests.filter((r) => r.status === 200);
+      expect(server.requests.slice(afterFirst).filter((r) => r.status === 200).length).toBeGreaterThan(0);
+      for (const r of served) expect(r.authorization).toBe(basic(TOKEN).authorizationHeader);
+
+      // Neither the mirror's nor the workspace's files hold the token.
+      const b64 = basic(TOKEN).authorizationHeader.slice("Basic ".length);
+      const grep = (dir: string) => {
+        const hits: string[] = [];
+        const walk = (d: string) => {
+          for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+            const p = path.join(d, e.name);
+            if (e.isDirectory()) walk(p);
+            else if (e.isFile()) {
+              const text = fs.readFileSync(p, "latin1");
+              if (text.includes(TOKEN) || text.includes(b64)) hits.push(p);
+            }
+          }
+        };
+        walk(dir);
+        return hits;
+      };
+      expect(grep(dataDir)).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it("a refused credential is clone_failed, and the message does not carry it", async () => {
+    const root = tempDir("remote");
+    makeRepo(root, "acme/private", { "README.md": "secret project\n" });
+    const server = await startGitHttpServer({ root, authorize: (token) => token === TOKEN });
+    try {
+      const provider = createLocalProvider({ dataDir: tempDir("data") });
+      const wrong = "ghs_wrongTokenValue9999";
+      const err = await provider
+        .create({
+          runId: "run_refused",
+          ownerId: "o",
+          repository: { fullName: "acme/private", cloneUrl: `${server.baseUrl}/acme/private.git` },
+          credential: basic(wrong),
+        })
+        .catch((e: unknown) => e);
+      expect(err).toMatchObject({
+        code: "clone_failed",
+        message: expect.stringMatching(/^could not clone acme\/private: /),
+      });
+      expect(JSON.stringify(err)).not.toContain(wrong);
+      expect(JSON.stringify(err)).not.toContain(basic(wrong).authorizationHeader.slice(6));
+    } finally {
+      await server.close();
+    }
   });
 });
