@@ -1,0 +1,48 @@
+/**
+ * Plugs MCP over Streamable HTTP into the serve app at `/mcp`, through the app's
+ * `mountMcp` hook: the route is guarded by the REST auth middleware (the same Bearer keys,
+ * 401/403 bodies and route inventory as every REST route), after the Host/Origin check.
+ *
+ * The HTTP layer asks for `read:builder` (every MCP use reads); each tool then checks its
+ * own scope, so a read-only key can list and read but gets a `forbidden` tool error from
+ * `start_run`.
+ */
+import type express from "express";
+import type { Engine, Logger } from "../engine/index.ts";
+import { createMcpHttpHandler, type McpHttpOptions } from "../mcp/http.ts";
+import type { AuthMiddlewareFactory } from "./auth.ts";
+
+export interface McpMountDeps {
+  engine: Engine;
+  log: Logger;
+  /** The address the app binds to (`config.host`); picks the Host allow-list. */
+  host?: string;
+  /** Further handler options (allowed hosts/origins, idle timeout). */
+  options?: Partial<Pick<McpHttpOptions, "allowedHosts" | "allowedOrigins" | "sessionIdleMs">>;
+}
+
+export interface McpMount {
+  /** Pass as `createHttpApp({ mountMcp })`. */
+  mount(app: express.Express, auth: AuthMiddlewareFactory): void;
+  /** Close every MCP session (shutdown). */
+  close(): Promise<void>;
+}
+
+/** Prepare the `/mcp` mount for `createHttpApp`'s `mountMcp` hook. */
+export function createMcpMount(deps: McpMountDeps): McpMount {
+  let close: () => Promise<void> = async () => undefined;
+  return {
+    mount(app, auth) {
+      const handler = createMcpHttpHandler({
+        engine: deps.engine,
+        log: deps.log,
+        authenticate: auth("read:builder"),
+        ...(deps.host ? { host: deps.host } : {}),
+        ...deps.options,
+      });
+      close = () => handler.close();
+      app.all("/mcp", ...handler.chain);
+    },
+    close: () => close(),
+  };
+}

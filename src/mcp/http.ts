@@ -1,0 +1,219 @@
+/**
+ * MCP over Streamable HTTP: an express router for `/mcp` with stateful sessions.
+ *
+ * Every request passes, in order: the Host check and the Origin check (403, against DNS
+ * rebinding from a browser page), the Bearer key (401, the same keys and scopes as REST),
+ * then session routing. A session id is a random UUID (crypto) bound to the key that opened
+ * it: the same id presented with another key answers 404, exactly like an unknown id, so a
+ * session's existence does not leak. Each session has its own McpServer (the SDK binds one
+ * server to one transport); the engine behind them is shared.
+ */
+import { randomUUID } from "node:crypto";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import express from "express";
+import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
+import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
+import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import type { Engine, Logger } from "../engine/index.ts";
+import { createMcpServer } from "./server.ts";
+import type { McpCaller, ToolExtra } from "./tool.ts";
+
+/** What a verified key tells the MCP front. */
+export interface VerifiedKey {
+  id: string;
+  ownerId: string;
+  scopes: readonly string[];
+}
+
+/** The caller an authentication middleware leaves on `res.locals.caller` (as the REST auth does). */
+export interface HttpCaller {
+  keyId: string;
+  ownerId: string;
+  scopes: readonly string[];
+}
+
+export interface McpHttpOptions {
+  engine: Engine;
+  log: Logger;
+  /**
+   * Authenticates a request: sets `res.locals.caller` ({keyId, ownerId, scopes}) or answers
+   * 401/403 itself. The REST app's `auth("read:builder")` fits. Give this or `verifyKey`.
+   */
+  authenticate?: express.RequestHandler;
+  /** Verify a presented Bearer key (undefined when unknown or revoked); used when `authenticate` is not given. */
+  verifyKey?(key: string): Promise<VerifiedKey | undefined>;
+  /** The address the server binds to; picks the default Host allow-list. Default `127.0.0.1`. */
+  host?: string;
+  /**
+   * Host header names accepted (without port). Default: the loopback names when `host` is a
+   * loopback address, else `host` plus the loopback names; no check when bound to all
+   * interfaces (`0.0.0.0`, `::`) and no list is given, where the Bearer key is the guard.
+   */
+  allowedHosts?: readonly string[];
+  /** Origins accepted when a request has an Origin header. Default: any loopback origin. */
+  allowedOrigins?: readonly string[];
+  /** A session with no request in flight for this long is closed. Default 1 hour. */
+  sessionIdleMs?: number;
+}
+
+export interface McpHttpHandler {
+  /**
+   * The middleware chain for `/mcp`, in order: Host/Origin check, authentication, JSON body,
+   * session routing. Mount with `app.all("/mcp", ...handler.chain)`.
+   */
+  chain: express.RequestHandler[];
+  /** Open sessions (tests, health). */
+  sessionCount(): number;
+  /** Close every session (shutdown). Runs are not touched. */
+  close(): Promise<void>;
+}
+
+interface Session {
+  transport: StreamableHTTPServerTransport;
+  keyId: string;
+  inFlight: number;
+  lastSeen: number;
+  close(): Promise<void>;
+}
+
+const LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"];
+const ALL_INTERFACES = ["0.0.0.0", "::", "[::]"];
+
+/** A JSON-RPC error response, the shape MCP clients expect even outside a session. */
+function rpcError(res: express.Response, status: number, code: number, message: string, data?: Record<string, unknown>): void {
+  res.status(status).json({ jsonrpc: "2.0", error: { code, message, ...(data ? { data } : {}) }, id: null });
+}
+
+function defaultAllowedHosts(host: string): readonly string[] | undefined {
+  if (ALL_INTERFACES.includes(host)) return undefined;
+  const name = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  return LOOPBACK_HOSTS.includes(name) || name === "::1" ? LOOPBACK_HOSTS : [name, ...LOOPBACK_HOSTS];
+}
+
+function isLoopbackOrigin(origin: string): boolean {
+  // "null" (sandboxed frames, file://) and garbage do not parse, and are not loopback origins.
+  return URL.canParse(origin) && LOOPBACK_HOSTS.includes(new URL(origin).hostname);
+}
+
+/** The caller of a tool call, from the key the HTTP layer verified (`req.auth`). */
+export function callerFromAuthInfo(extra: ToolExtra): McpCaller | undefined {
+  const auth = extra.authInfo;
+  const ownerId = auth?.extra?.["ownerId"];
+  if (!auth || typeof ownerId !== "string") return undefined;
+  return { ownerId, scopes: auth.scopes };
+}
+
+/** Build the `/mcp` router. Never listens. */
+export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
+  const { engine, log } = opts;
+  const allowedHosts = opts.allowedHosts ?? defaultAllowedHosts(opts.host ?? "127.0.0.1");
+  const originAllowed = (origin: string) => (opts.allowedOrigins ? opts.allowedOrigins.includes(origin) : isLoopbackOrigin(origin));
+  const sessionIdleMs = opts.sessionIdleMs ?? 60 * 60_000;
+  const sessions = new Map<string, Session>();
+
+  const guard: express.RequestHandler = (req, res, next) => {
+    if (allowedHosts) {
+      const url = `http://${req.headers.host ?? ""}`;
+      const hostname = req.headers.host && URL.canParse(url) ? new URL(url).hostname : undefined;
+      if (!hostname || !allowedHosts.includes(hostname)) return rpcError(res, 403, -32000, `Host not allowed: ${req.headers.host ?? "(none)"}`, { code: "forbidden" });
+    }
+    const origin = req.headers.origin;
+    if (origin !== undefined && !originAllowed(origin)) return rpcError(res, 403, -32000, `Origin not allowed: ${origin}`, { code: "forbidden" });
+    next();
+  };
+
+  const bearerAuth: express.RequestHandler = (req, res, next) => {
+    const verifyKey = opts.verifyKey;
+    if (!verifyKey) return next(new TypeError("createMcpHttpHandler needs authenticate or verifyKey"));
+    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? "");
+    const deny = (message: string) => {
+      res.setHeader("WWW-Authenticate", 'Bearer realm="patchbay"');
+      rpcError(res, 401, -32001, message, { code: "unauthorized" });
+    };
+    if (!m) return deny("missing API key: send Authorization: Bearer <key>");
+    verifyKey(m[1]!).then(
+      (key) => {
+        if (!key) return deny("invalid or revoked API key");
+        res.locals.caller = { keyId: key.id, ownerId: key.ownerId, scopes: key.scopes } satisfies HttpCaller;
+        next();
+      },
+      (e: unknown) => next(e),
+    );
+  };
+
+  const route: express.RequestHandler = (req, res, next) => {
+    const caller = res.locals.caller as HttpCaller | undefined;
+    if (!caller) return rpcError(res, 401, -32001, "missing API key: send Authorization: Bearer <key>", { code: "unauthorized" });
+    // The SDK hands `req.auth` to every handler as `extra.authInfo`: that is how tools learn the caller.
+    const auth: AuthInfo = { token: "(verified)", clientId: caller.keyId, scopes: [...caller.scopes], extra: { ownerId: caller.ownerId } };
+    (req as IncomingMessage & { auth?: AuthInfo }).auth = auth;
+    const sid = req.headers["mcp-session-id"];
+    if (typeof sid === "string") {
+      const session = sessions.get(sid);
+      if (!session || session.keyId !== auth.clientId) return rpcError(res, 404, -32001, "Session not found");
+      return handle(session, req, res).catch(next);
+    }
+    if (req.method !== "POST" || !isInitializeRequest(req.body)) {
+      return rpcError(res, 400, -32000, "Bad Request: no valid session id; start with an initialize request");
+    }
+    openSession(auth.clientId)
+      .then((session) => handle(session, req, res))
+      .catch(next);
+  };
+
+  async function handle(session: Session, req: express.Request, res: express.Response): Promise<void> {
+    session.inFlight += 1;
+    session.lastSeen = Date.now();
+    res.once("close", () => {
+      session.inFlight -= 1;
+      session.lastSeen = Date.now();
+    });
+    await session.transport.handleRequest(req as IncomingMessage & { auth?: AuthInfo }, res as ServerResponse, req.body);
+  }
+
+  async function openSession(keyId: string): Promise<Session> {
+    const { server, dispose } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
+    let session: Session;
+    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (sid) => {
+        sessions.set(sid, session);
+        log.debug("MCP session opened", { sessionId: sid.slice(0, 8), keyId });
+      },
+    });
+    let closed = false;
+    const close = async () => {
+      if (closed) return;
+      closed = true;
+      if (transport.sessionId) sessions.delete(transport.sessionId);
+      dispose();
+      await server.close();
+    };
+    // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
+    transport.onclose = () => void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+    session = { transport, keyId, inFlight: 0, lastSeen: Date.now(), close };
+    await server.connect(transport);
+    return session;
+  }
+
+  const sweeper = setInterval(() => {
+    const now = Date.now();
+    for (const [sid, s] of sessions) {
+      if (s.inFlight === 0 && now - s.lastSeen > sessionIdleMs) {
+        log.debug("MCP session idle, closing", { sessionId: sid.slice(0, 8) });
+        void s.close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+      }
+    }
+  }, Math.min(60_000, sessionIdleMs));
+  sweeper.unref();
+
+  return {
+    // The REST app may already have parsed the body; express.json() skips it then.
+    chain: [guard, opts.authenticate ?? bearerAuth, express.json({ limit: "4mb" }), route],
+    sessionCount: () => sessions.size,
+    async close() {
+      clearInterval(sweeper);
+      await Promise.allSettled([...sessions.values()].map((s) => s.close()));
+    },
+  };
+}

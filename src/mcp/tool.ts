@@ -1,0 +1,76 @@
+/**
+ * What an MCP tool is in Patchbay: a name, a model-facing description, a shared input
+ * schema, an output schema, annotations, the scope it needs, and a handler that only calls
+ * the engine. `server.ts` registers every tool through one wrapper, which checks the scope
+ * and maps every failure to one kind of tool error (`toolError`).
+ */
+import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
+import type { CallToolResult, ServerNotification, ServerRequest, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
+import type * as z from "zod";
+import { toEngineError, type EngineError } from "../engine/errors.ts";
+import type { Engine, Logger } from "../engine/index.ts";
+
+/** A scope an API key may carry (the same ones REST checks). */
+export type McpScope = "read:builder" | "write:builder";
+
+/** Who is calling: the owner whose runs the tools see, and what the caller may do. */
+export interface McpCaller {
+  ownerId: string;
+  scopes: readonly string[];
+}
+
+/** The `extra` the SDK hands to request handlers (signal, progress token, notifications). */
+export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
+
+/** What a tool handler gets besides its arguments. */
+export interface ToolContext {
+  engine: Engine;
+  caller: McpCaller;
+  extra: ToolExtra;
+  log: Logger;
+}
+
+/** What a tool handler returns: the structured result and a short text for people and models. */
+export interface ToolOutput<O> {
+  structured: O;
+  text: string;
+}
+
+/** One MCP tool, bound to the engine only through `run`. */
+export interface PatchbayTool<I extends z.ZodObject = z.ZodObject, O extends z.ZodObject = z.ZodObject> {
+  name: string;
+  title: string;
+  description: string;
+  input: I;
+  output: O;
+  annotations: ToolAnnotations;
+  /** The scope a key needs to call the tool. */
+  scope: McpScope;
+  run(args: z.output<I>, ctx: ToolContext): Promise<ToolOutput<z.output<O>>>;
+}
+
+/** Identity helper that keeps the schema types of a tool definition. */
+export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(tool: PatchbayTool<I, O>): PatchbayTool<I, O> {
+  return tool;
+}
+
+/** Where the error of an `isError` result is, in structured form (`result._meta[ERROR_META]`). */
+export const ERROR_META = "patchbay/error";
+
+/**
+ * A tool error result carrying the engine's error code, the same code REST answers with.
+ *
+ * The code travels in the text (what a model reads) and in `_meta` (what a program reads).
+ * It is deliberately not in `structuredContent`: the SDK's client validates structured
+ * content against the tool's output schema even on error results, so an error object there
+ * would make a conforming client reject the whole response.
+ */
+export function toolError(e: unknown): CallToolResult {
+  const err: EngineError = toEngineError(e);
+  const error = err.toJSON();
+  return {
+    isError: true,
+    content: [{ type: "text", text: `Error ${error.code}: ${error.message}` }],
+    _meta: { [ERROR_META]: error },
+  };
+}

@@ -1,0 +1,28 @@
+/** `list_models`: which model ids a run may use. */
+import * as z from "zod";
+import { defineTool } from "../tool.ts";
+
+export const ListModelsArgs = z.object({}).strict();
+
+export const ListModelsResult = z.object({
+  defaultModel: z.string().describe("Used when start_run names no modelId"),
+  models: z.array(z.string()).describe("Allowed model ids; empty means any id the model provider serves is accepted"),
+  anyModel: z.boolean().describe("true when any model id is accepted"),
+});
+
+export const listModelsTool = defineTool({
+  name: "list_models",
+  title: "List models",
+  description:
+    "List the model ids this Patchbay server accepts for start_run's modelId (OpenRouter-style ids such as anthropic/claude-sonnet-4.6), and the default model used when none is given. Returns defaultModel, models, and anyModel (true when the server accepts any id).",
+  input: ListModelsArgs,
+  output: ListModelsResult,
+  annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
+  scope: "read:builder",
+  async run(_args, ctx) {
+    const { defaultModel, models } = ctx.engine.models();
+    const structured = { defaultModel, models, anyModel: models.length === 0 };
+    const text = `Default model: ${defaultModel}\n${models.length ? `Allowed: ${models.join(", ")}` : "Any model id is accepted."}`;
+    return { structured, text };
+  },
+});

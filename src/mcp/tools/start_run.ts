@@ -1,0 +1,29 @@
+/** `start_run`: start a run, optionally waiting for its first turn. */
+import * as z from "zod";
+import { CreateRunInput } from "../../engine/run/schema.ts";
+import { describeRun } from "../describe.ts";
+import { sidecar } from "../sidecar.ts";
+import { defineTool } from "../tool.ts";
+import { TurnResult, WaitField, waitForTurnWithProgress } from "../wait.ts";
+
+export const StartRunArgs = CreateRunInput.extend({ wait: WaitField });
+
+export const startRunTool = defineTool({
+  name: "start_run",
+  title: "Start a coding-agent run",
+  description: sidecar(import.meta.url, "start_run.md"),
+  input: StartRunArgs,
+  output: TurnResult,
+  // Not read-only, not idempotent (every call starts a run); open world: it may publish a PR.
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
+  scope: "write:builder",
+  async run({ wait, ...input }, ctx) {
+    const started = await ctx.engine.startRun(ctx.caller.ownerId, input);
+    const { run, waited } = wait ? await waitForTurnWithProgress(ctx, started.id) : { run: started, waited: false };
+    const structured: TurnResult = { ...run, waited };
+    const next = waited ? "" : "\nThe turn is still running: follow it with stream_events or get_run.";
+    return { structured, text: describeRun(run) + next };
+  },
+});
+
+export type StartRunArgs = z.infer<typeof StartRunArgs>;

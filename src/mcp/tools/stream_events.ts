@@ -1,0 +1,89 @@
+/** `stream_events`: long-poll a run's event log from a cursor. */
+import * as z from "zod";
+import { RunEvent } from "../../engine/events/schema.ts";
+import { RunStatus } from "../../engine/run/schema.ts";
+import type { Engine } from "../../engine/index.ts";
+import { describeEvent } from "../describe.ts";
+import { RunIdField } from "../fields.ts";
+import { sidecar } from "../sidecar.ts";
+import { defineTool } from "../tool.ts";
+
+/** Longest a call may wait for new events: below common client request timeouts (60 s). */
+export const MAX_WAIT_MS = 30_000;
+const DEFAULT_WAIT_MS = 10_000;
+const DEFAULT_LIMIT = 100;
+
+export const StreamEventsArgs = z
+  .object({
+    runId: RunIdField,
+    after: z.number().int().min(0).optional().describe("Return events with an id greater than this (nextCursor of the previous call); default 0, from the start"),
+    waitMs: z.number().int().min(0).max(MAX_WAIT_MS).optional().describe(`How long to wait for new events when there are none yet (0-${MAX_WAIT_MS} ms, default ${DEFAULT_WAIT_MS})`),
+    limit: z.number().int().min(1).max(500).optional().describe(`Most events to return (1-500, default ${DEFAULT_LIMIT})`),
+  })
+  .strict();
+
+export const StreamEventsResult = z.object({
+  events: z.array(RunEvent),
+  nextCursor: z.number().int().describe("Pass as `after` in the next call"),
+  status: RunStatus,
+  done: z.boolean().describe("true when the run stopped working and every event so far was returned"),
+});
+type StreamEventsResult = z.infer<typeof StreamEventsResult>;
+
+/** A status event that ends a turn: the run stopped working, no event follows on its own. */
+function endsTurn(ev: RunEvent | undefined): boolean {
+  return ev?.type === "run.status" && ev.data.status !== "queued" && ev.data.status !== "running";
+}
+
+/**
+ * Whether the log up to `cursor` is complete for now: the event at the cursor ends a turn.
+ * (Reading the run's status instead would race: the status is stored before its event.)
+ */
+async function settledAt(engine: Engine, ownerId: string, runId: string, cursor: number): Promise<boolean> {
+  if (cursor === 0) return false;
+  const [last] = await engine.events(ownerId, runId, cursor - 1, 1);
+  return endsTurn(last);
+}
+
+export const streamEventsTool = defineTool({
+  name: "stream_events",
+  title: "Stream a run's events",
+  description: sidecar(import.meta.url, "stream_events.md"),
+  input: StreamEventsArgs,
+  output: StreamEventsResult,
+  annotations: { readOnlyHint: true, openWorldHint: false },
+  scope: "read:builder",
+  async run({ runId, after = 0, waitMs = DEFAULT_WAIT_MS, limit = DEFAULT_LIMIT }, ctx) {
+    const { engine, caller, extra } = ctx;
+    const owner = caller.ownerId;
+    // Subscribe before the first read, so an event landing between the read and the wait wakes us.
+    let wake: () => void = () => undefined;
+    let pending = new Promise<void>((r) => (wake = r));
+    const unsubscribe = await engine.subscribe(owner, runId, () => wake());
+    let events: RunEvent[];
+    try {
+      events = await engine.events(owner, runId, after, limit);
+      const deadline = Date.now() + waitMs;
+      while (events.length === 0 && !extra.signal.aborted && Date.now() < deadline && !(await settledAt(engine, owner, runId, after))) {
+        let timer: NodeJS.Timeout | undefined;
+        const onAbort = () => wake();
+        extra.signal.addEventListener("abort", onAbort, { once: true });
+        await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, deadline - Date.now())))]);
+        clearTimeout(timer);
+        extra.signal.removeEventListener("abort", onAbort);
+        pending = new Promise<void>((r) => (wake = r));
+        events = await engine.events(owner, runId, after, limit);
+      }
+    } finally {
+      unsubscribe();
+    }
+    const nextCursor = events.at(-1)?.id ?? after;
+    // Fewer than `limit` events means we read to the end of the log.
+    const done = events.length < limit && (events.length ? endsTurn(events.at(-1)) : await settledAt(engine, owner, runId, nextCursor));
+    const { status } = await engine.getRun(owner, runId);
+    const structured: StreamEventsResult = { events, nextCursor, status, done };
+    const head = `${events.length} event(s) of run ${runId} after ${after}; next cursor ${nextCursor}; status ${status}${done ? "; done (the run stopped working)" : ""}.`;
+    const text = [head, ...events.map(describeEvent)].join("\n");
+    return { structured, text };
+  },
+});

@@ -1,0 +1,50 @@
+/**
+ * Waiting for a turn on behalf of a tool call (`start_run` / `send_message` with `wait`),
+ * with one MCP progress notification per meaningful agent step when the client asked for
+ * progress. Waiting is tied to the request: if the client cancels it or goes away, the wait
+ * stops and the run carries on (an assistant can pick it up with `get_run`/`stream_events`).
+ */
+import * as z from "zod";
+import { RunView } from "../engine/run/view.ts";
+import { describeStep } from "./describe.ts";
+import type { ToolContext } from "./tool.ts";
+
+/** Result of `start_run` and `send_message`: the run, and whether the turn was waited for. */
+export const TurnResult = RunView.extend({
+  waited: z.boolean().describe("true when the tool waited until the turn ended (wait: true); the summary, changedPaths and diffStats are then final for this turn"),
+});
+export type TurnResult = z.infer<typeof TurnResult>;
+
+/** Input field shared by the tools that start a turn. */
+export const WaitField = z
+  .boolean()
+  .optional()
+  .describe("Wait until the turn ends (the run is idle, completed, failed or cancelled) and return its summary, changedPaths and diffStats. Progress notifications are sent per agent step when you pass a progressToken. Default false: return at once with the run id.");
+
+/** Wait for the run's current turn to end; never cancels the run. */
+export async function waitForTurnWithProgress(ctx: ToolContext, runId: string): Promise<{ run: RunView; waited: boolean }> {
+  const { engine, caller, extra, log } = ctx;
+  const progressToken = extra._meta?.progressToken;
+  let progress = 0;
+  const unsubscribe =
+    progressToken === undefined
+      ? () => undefined
+      : await engine.subscribe(caller.ownerId, runId, (ev) => {
+          const message = describeStep(ev);
+          if (!message) return;
+          progress += 1;
+          extra
+            .sendNotification({ method: "notifications/progress", params: { progressToken, progress, message } })
+            // A lost progress notification must not fail the tool call.
+            .catch((e: unknown) => log.debug("progress notification not sent", { runId, error: e }));
+        });
+  try {
+    return { run: await engine.waitForTurn(caller.ownerId, runId, extra.signal), waited: true };
+  } catch (e) {
+    // The client cancelled the request or disconnected: stop waiting, leave the run alone.
+    if (extra.signal.aborted) return { run: await engine.getRun(caller.ownerId, runId), waited: false };
+    throw e;
+  } finally {
+    unsubscribe();
+  }
+}
