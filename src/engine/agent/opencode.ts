@@ -19,6 +19,9 @@ import type { AgentDriver, AgentSession, AgentStartOptions, TurnOptions, TurnOut
 import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
 import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
 
+/** Model failures OpenCode may retry before the turn fails with model_error. */
+const MAX_MODEL_RETRIES = 2;
+
 export interface OpencodeDriverOptions {
   /** Path of the `opencode` binary on the host; default: the one installed with Patchbay. */
   opencodeBin?: string;
@@ -106,7 +109,9 @@ interface ActiveTurn {
   onEvent: TurnOptions["onEvent"];
   sawBusy: boolean;
   lastActivity: number;
-  settle: (why: "idle" | "crashed") => void;
+  settle: (why: "idle" | "crashed" | "retries") => void;
+  /** Last retry reason OpenCode reported (a failing model). */
+  retryMessage?: string;
 }
 
 interface OpenSessionInput {
@@ -149,8 +154,15 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
           turnState.active.lastActivity = Date.now();
           const sid = (ev.properties as { sessionID?: unknown }).sessionID;
           if (ev.type === "session.status" && sid === sessionId) {
-            const type = (ev.properties as { status?: { type?: string } }).status?.type;
+            const status = (ev.properties as { status?: { type?: string; attempt?: number; message?: string } }).status;
+            const type = status?.type;
             if (type === "busy" || type === "retry") turnState.active.sawBusy = true;
+            // OpenCode retries a failing model with backoff for as long as it takes; a run
+            // should fail with the model's message instead of waiting for the turn timeout.
+            if (type === "retry") {
+              turnState.active.retryMessage = status?.message ?? "the model keeps failing";
+              if ((status?.attempt ?? 0) >= MAX_MODEL_RETRIES) turnState.active.settle("retries");
+            }
             if (type === "idle" && turnState.active.sawBusy) turnState.active.settle("idle");
           } else if (ev.type === "session.idle" && sid === sessionId && turnState.active.sawBusy) {
             turnState.active.settle("idle");
@@ -174,7 +186,7 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
       if (turnState.active) throw new EngineError("session_busy", "a turn is already running on this session");
       if (exited) return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server has exited" } };
       const startedAt = Date.now();
-      let outcome: "idle" | "crashed" | "timeout" | "cancelled" | undefined;
+      let outcome: "idle" | "crashed" | "timeout" | "cancelled" | "retries" | undefined;
       let settle!: () => void;
       const finished = new Promise<void>((resolve) => (settle = resolve));
       const end = (why: NonNullable<typeof outcome>) => {
@@ -222,8 +234,14 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
       }
 
       await finished;
+      const retryMessage = turnState.active?.retryMessage;
       cleanup();
 
+      if (outcome === "retries") {
+        const message = retryMessage ?? "the model keeps failing";
+        await abortQuietly(client, sessionId, log);
+        return { summary: "", error: { code: "model_error", message: `the model failed ${MAX_MODEL_RETRIES} times: ${message}` } };
+      }
       if (outcome === "crashed") {
         return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server exited during the turn" } };
       }

@@ -15,7 +15,7 @@ import type { AgentDriver, AgentSession } from "../agent/agent.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
-import { applyPatch, computeDiff, validateRef, type GitRunner } from "../git/git.ts";
+import { applyPatch, computeDiff, createHostGit, validateRef, type GitRunner } from "../git/git.ts";
 import type { Logger } from "../log.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
@@ -97,6 +97,7 @@ interface LiveSession {
 }
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
+const SHUTDOWN_MESSAGE = "the server shut down while this turn was running; send the message again";
 
 export function newRunId(): string {
   // Time-prefixed so ids sort roughly by creation; random tail so they cannot be guessed.
@@ -113,6 +114,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   /** Runs with a transition in flight (start of a turn, end of session): refuse concurrent messages. */
   const busy = new Set<string>();
   let closing = false;
+  /** Host git, used only for checks that need no repository (ref syntax). */
+  const hostGit = createHostGit();
 
   // ---------- helpers ----------
 
@@ -352,10 +355,12 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       });
       if (run.status === "cancelled") return; // cancel() already finished the run
       if (outcome.error) {
-        if (outcome.error.code === "cancelled") {
+        if (outcome.error.code === "cancelled" && !closing) {
+          // cancel() finishes the run once this turn has unwound.
           await store.updateRun(runId, results);
           return;
         }
+        if (closing) outcome.error = { code: "shutting_down", message: SHUTDOWN_MESSAGE };
         emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", code: outcome.error.code, message: outcome.error.message } });
         await store.updateRun(runId, results);
         await finishSession(run, "failed", outcome.error);
@@ -366,7 +371,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       scheduleExpiry(runId, expiresAt);
       rlog.info("turn finished", { changedPaths: diff.changedPaths.length });
     } catch (e) {
-      const err = abort.signal.aborted ? new EngineError("cancelled", "the run was cancelled") : toEngineError(e, "agent_failed");
+      const err = closing
+        ? new EngineError("shutting_down", SHUTDOWN_MESSAGE)
+        : abort.signal.aborted
+          ? new EngineError("cancelled", "the run was cancelled")
+          : toEngineError(e, "agent_failed");
       const current = await store.getRun(runId);
       await store.updateTurn(runId, run.turnCount, {
         status: err.code === "cancelled" ? "cancelled" : "failed",
@@ -411,7 +420,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     const repository = await resolveRepository(input);
     const modelId = resolveModel(input.modelId);
     const ref = input.baseRef ?? input.gitCheckoutRef;
-    if (ref) await validateRef(ref);
+    if (ref) await validateRef(hostGit, ref);
     const billingMode = input.billing?.mode ?? "managed";
     if (billingMode === "managed" && !config.openrouterApiKey) {
       throw new EngineError("no_model_key", "managed billing needs OPENROUTER_API_KEY on the server; set it, or pass billing.mode openrouter with openRouterApiKey");
