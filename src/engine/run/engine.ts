@@ -360,10 +360,12 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
           await store.updateRun(runId, results);
           return;
         }
-        if (closing) outcome.error = { code: "shutting_down", message: SHUTDOWN_MESSAGE };
-        emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", code: outcome.error.code, message: outcome.error.message } });
+        const error: { code: ErrorCode; message: string } = closing
+          ? { code: "shutting_down", message: SHUTDOWN_MESSAGE }
+          : outcome.error;
+        emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
         await store.updateRun(runId, results);
-        await finishSession(run, "failed", outcome.error);
+        await finishSession(run, "failed", error);
         return;
       }
       const expiresAt = new Date(now().getTime() + config.sessionTtlMs).toISOString();
