@@ -1,24 +1,172 @@
 /**
- * The HTTP front: an express app over the engine facade. `createHttpApp` never listens;
- * only the CLI binds ports.
+ * The HTTP front: an express app over the engine facade and the key service.
+ * `createHttpApp` never listens; only the CLI binds ports.
+ *
+ * Every route comes from the route table (`runRoutes`, `keyRoutes`, `metaRoutes`) and is
+ * registered as: scope check -> per-key rate limit -> JSON-only body -> body parser (1 MB)
+ * -> query validation -> handler. Unknown paths answer 404, known paths with another
+ * method 405 (with `Allow`), and every error is JSON via the one error middleware.
  */
 import express from "express";
+import * as z from "zod";
 import type { Config } from "../config.ts";
 import type { Engine, KeyService, Logger } from "../engine/index.ts";
+import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
+import { errorHandler, sendError } from "./errors.ts";
+import { keyRoutes } from "./keys.ts";
+import { createActiveRunGate, createRateLimit } from "./limits.ts";
+import { buildOpenApi, renderDocsPage } from "./openapi.ts";
+import { parseWith, pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
+import { runRoutes } from "./runs.ts";
+import type { SseOptions } from "./sse.ts";
+
+export type { AuthMiddlewareFactory, ScopedMiddleware } from "./auth.ts";
+export type { RouteSpec } from "./routes.ts";
+
+/** Largest JSON body accepted: a 120k-character prompt in 4-byte UTF-8 is under half of it. */
+export const BODY_LIMIT = "1mb";
 
 export interface HttpAppDeps {
   engine: Engine;
   keys: KeyService;
   log: Logger;
   config: Config;
+  /**
+   * Mount more routes on the app before the 404/405 fallback and the error middleware, e.g.
+   * MCP over Streamable HTTP at `/mcp`. Guard each route with `auth(scope)`, which answers
+   * 401/403 as JSON and sets `res.locals.caller` ({keyId, ownerId, scopes}); that middleware
+   * also makes the route pass the route-inventory test. No body parser runs for these routes.
+   */
+  mountMcp?: (app: express.Express, auth: AuthMiddlewareFactory) => void;
+  /** SSE heartbeat and retry hint (tests shorten the heartbeat). */
+  sse?: SseOptions;
+  /** Readiness for `/readyz`; default ready. */
+  isReady?: () => boolean | Promise<boolean>;
+  /** Version shown in the OpenAPI document. Default 0.1.0. */
+  version?: string;
 }
 
+const EmptyQuery = z.object({}).strict();
+
+/** The public routes: health, readiness, the OpenAPI document and its HTML rendering. */
+export function metaRoutes(getDoc: () => Record<string, unknown>, isReady: () => boolean | Promise<boolean>): RouteSpec[] {
+  const ok = z.object({ ok: z.literal(true) });
+  return [
+    {
+      method: "get",
+      path: "/healthz",
+      scope: "public",
+      tag: "meta",
+      summary: "Liveness",
+      description: "Answers 200 while the process serves HTTP.",
+      responses: { 200: { description: "Alive", schema: ok } },
+      handler(_req, res) {
+        res.json({ ok: true });
+      },
+    },
+    {
+      method: "get",
+      path: "/readyz",
+      scope: "public",
+      tag: "meta",
+      summary: "Readiness",
+      description: "Answers 200 when the engine accepts runs, 503 while starting or shutting down.",
+      responses: { 200: { description: "Ready", schema: z.object({ ready: z.literal(true) }) }, 503: { description: "Not ready" } },
+      async handler(_req, res) {
+        if (await isReady()) res.json({ ready: true });
+        else sendError(res, "shutting_down", "not ready");
+      },
+    },
+    {
+      method: "get",
+      path: "/api/v1/openapi.json",
+      scope: "public",
+      tag: "meta",
+      summary: "This API as OpenAPI 3.1",
+      responses: { 200: { description: "The OpenAPI document", schema: z.record(z.string(), z.unknown()) } },
+      handler(_req, res) {
+        res.json(getDoc());
+      },
+    },
+    {
+      method: "get",
+      path: "/api/v1/docs",
+      scope: "public",
+      tag: "meta",
+      summary: "This API as an HTML page",
+      description: "A self-contained page rendering the OpenAPI document (no scripts, works offline).",
+      responses: { 200: { description: "HTML", contentType: "text/html", schema: z.string() } },
+      handler(_req, res) {
+        res.type("html").send(renderDocsPage(getDoc()));
+      },
+    },
+  ];
+}
+
+/** Build the express app. */
 export function createHttpApp(deps: HttpAppDeps): express.Express {
+  const { engine, keys, log, config } = deps;
   const app = express();
   app.disable("x-powered-by");
-  app.get("/healthz", (_req, res) => {
-    res.json({ ok: true });
+  // `simple` (node:querystring): flat string or string[] values, no nested objects to smuggle.
+  app.set("query parser", "simple");
+
+  app.use((req, res, next) => {
+    const t0 = Date.now();
+    // Path only: query strings and bodies are never logged.
+    res.on("finish", () => log.debug("http", { method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - t0 }));
+    next();
   });
-  void deps;
+
+  const auth = createAuth(keys);
+  const limiter = createRateLimit({ limit: config.rateLimitPerMin });
+  const gate = createActiveRunGate(engine, config.maxActiveRunsPerKey);
+  const json = express.json({ limit: BODY_LIMIT, strict: true, type: "application/json" });
+
+  let doc: Record<string, unknown> | undefined;
+  const routes: RouteSpec[] = [
+    ...runRoutes({ engine, gate, ...(deps.sse ? { sse: deps.sse } : {}) }),
+    ...keyRoutes({ keys }),
+    ...metaRoutes(() => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })), deps.isReady ?? (() => true)),
+  ];
+
+  for (const spec of routes) {
+    const validateQuery: express.RequestHandler = (req, _res, next) => {
+      parseWith(spec.query ?? EmptyQuery, req.query, "query");
+      next();
+    };
+    app[spec.method](spec.path, auth(spec.scope), limiter, requireJsonBody, json, validateQuery, async (req, res) => {
+      await spec.handler(req, res);
+    });
+  }
+
+  deps.mountMcp?.(app, auth);
+
+  const known = routes.map((r) => ({ re: pathMatcher(r.path), method: r.method.toUpperCase() }));
+  app.use((req, res) => {
+    const allowed = [...new Set(known.filter((k) => k.re.test(req.path)).map((k) => k.method))];
+    if (allowed.length) {
+      if (allowed.includes("GET")) allowed.push("HEAD");
+      res.setHeader("Allow", allowed.join(", "));
+      sendError(res, "method_not_allowed", `${req.method} is not allowed on ${req.path}; allowed: ${allowed.join(", ")}`);
+      return;
+    }
+    sendError(res, "not_found", `no route ${req.method} ${req.path}`);
+  });
+  app.use(errorHandler(log));
   return app;
+}
+
+/** The scope each route of an app declares, read from its router (route inventory, tests). */
+export function declaredRoutes(app: express.Express): { method: string; path: string; scope: string | undefined }[] {
+  const stack = (app as unknown as { router: { stack: { route?: { path: string; methods: Record<string, boolean>; stack: { handle: unknown }[] } }[] } }).router.stack;
+  const out: { method: string; path: string; scope: string | undefined }[] = [];
+  for (const layer of stack) {
+    if (!layer.route) continue;
+    const scoped = layer.route.stack.map((l) => l.handle as Partial<ScopedMiddleware>).find((h) => typeof h.scope === "string");
+    for (const [method, on] of Object.entries(layer.route.methods)) {
+      if (on && method !== "_all") out.push({ method, path: layer.route.path, scope: scoped?.scope });
+    }
+  }
+  return out;
 }

@@ -1,0 +1,83 @@
+/**
+ * Admin routes for API keys (`/api/v1/keys`), for automation; `patchbay keys …` does the same
+ * from a shell. A key's hash never leaves the server; the key itself is shown once, on create.
+ */
+import * as z from "zod";
+import type { KeyService } from "../engine/index.ts";
+import { CreateKeyInput } from "../engine/keys/keys.ts";
+import { ApiKeyRecord } from "../engine/store/store.ts";
+import { callerOf } from "./auth.ts";
+import { ErrorBody } from "./errors.ts";
+import { parseWith, type ResponseSpec, type RouteSpec } from "./routes.ts";
+
+/** A key as listed: the record without its hash. */
+export const ApiKeyView = ApiKeyRecord.omit({ hash: true });
+export type ApiKeyView = z.infer<typeof ApiKeyView>;
+
+export const CreatedKeyView = z.object({
+  /** The key itself. Shown once: it is not stored and cannot be recovered. */
+  key: z.string(),
+  apiKey: ApiKeyView,
+});
+
+export const KeyList = z.object({ keys: z.array(ApiKeyView) });
+
+export const KeyIdParams = z.object({ id: z.string().meta({ description: "Key id (`key_…`)" }) }).strict();
+
+function toView(record: ApiKeyRecord): ApiKeyView {
+  const { hash: _hash, ...view } = record;
+  return view;
+}
+
+const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
+const AUTH_ERRORS = { 401: err("Missing, invalid or revoked API key"), 403: err("The key lacks the admin scope"), 429: err("Rate limit reached") };
+
+export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
+  return [
+    {
+      method: "post",
+      path: "/api/v1/keys",
+      scope: "admin",
+      tag: "keys",
+      summary: "Create an API key",
+      description:
+        "Creates a key with `scopes` (default `read:builder`, `write:builder`). Without `ownerId` the key gets a new owner and sees only its own runs; " +
+        "with the `ownerId` of an existing key it acts as that owner. The key is in the answer once and is stored only as a hash.",
+      body: CreateKeyInput,
+      bodyRequired: true,
+      responses: { 201: { description: "The new key", schema: CreatedKeyView }, 400: err("Invalid body"), ...AUTH_ERRORS, 413: err("Body too large"), 415: err("Body is not application/json") },
+      async handler(req, res) {
+        callerOf(res);
+        const body = parseWith(CreateKeyInput, req.body, "body");
+        const { key, record } = await keys.create(body);
+        res.status(201).json({ key, apiKey: toView(record) } satisfies z.infer<typeof CreatedKeyView>);
+      },
+    },
+    {
+      method: "get",
+      path: "/api/v1/keys",
+      scope: "admin",
+      tag: "keys",
+      summary: "List API keys",
+      description: "Every key, revoked ones included, without the keys themselves.",
+      responses: { 200: { description: "The keys", schema: KeyList }, ...AUTH_ERRORS },
+      async handler(req, res) {
+        parseWith(z.object({}).strict(), req.query, "query");
+        res.json({ keys: (await keys.list()).map(toView) } satisfies z.infer<typeof KeyList>);
+      },
+    },
+    {
+      method: "delete",
+      path: "/api/v1/keys/:id",
+      scope: "admin",
+      tag: "keys",
+      summary: "Revoke an API key",
+      description: "Revokes the key at once; requests with it answer 401 from then on. Revoking twice keeps the first time.",
+      params: KeyIdParams,
+      responses: { 200: { description: "The revoked key", schema: ApiKeyView }, ...AUTH_ERRORS, 404: err("No such key") },
+      async handler(req, res) {
+        res.json(toView(await keys.revoke(String(req.params.id))));
+      },
+    },
+  ];
+}

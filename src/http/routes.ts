@@ -1,0 +1,88 @@
+/**
+ * The route table: every route of the REST API is one `RouteSpec`, declaring its method,
+ * path, scope, the zod schemas it validates with and its answers. The app registers routes
+ * from the table only, and the OpenAPI document is generated from the same table, so a
+ * route cannot exist without a scope or be missing from the document.
+ */
+import type { Request, RequestHandler, Response } from "express";
+import * as z from "zod";
+import type { RouteScope } from "./auth.ts";
+import { HttpError } from "./errors.ts";
+
+export type Method = "get" | "post" | "delete";
+
+/** One answer of a route, for the OpenAPI document. */
+export interface ResponseSpec {
+  description: string;
+  schema?: z.ZodType;
+  /** Default `application/json` when a schema is given. */
+  contentType?: string;
+  /** Response headers worth documenting (name -> description). */
+  headers?: Record<string, string>;
+}
+
+export interface RouteSpec {
+  method: Method;
+  /** Express path, with `:name` parameters. */
+  path: string;
+  scope: RouteScope;
+  summary: string;
+  description?: string;
+  tag: string;
+  params?: z.ZodObject;
+  query?: z.ZodObject;
+  /** Request headers the route reads (name -> schema). */
+  headers?: Record<string, z.ZodType>;
+  body?: z.ZodType;
+  /** Whether a body is required (documented; the engine's schema decides what is valid). */
+  bodyRequired?: boolean;
+  responses: Record<number, ResponseSpec>;
+  handler: (req: Request, res: Response) => Promise<void> | void;
+}
+
+/** Parse a request part with its schema; a failure is a 400 naming the field. */
+export function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  const path = issue.path.length ? `${where}.${issue.path.map(String).join(".")}` : where;
+  throw new HttpError("invalid_request", `${path}: ${issue.message}`, {
+    issues: r.error.issues.map((i) => ({ path: [where, ...i.path.map(String)].join("."), message: i.message })),
+  });
+}
+
+/** `1`/`true` or `0`/`false`, as query flags are written. */
+export const QueryFlag = z
+  .enum(["1", "0", "true", "false"])
+  .transform((v) => v === "1" || v === "true")
+  .meta({ description: "1/true or 0/false" });
+
+/** A non-negative integer written in a query string or header. */
+export const DecimalId = z
+  .string()
+  .regex(/^\d{1,15}$/, "must be a non-negative integer")
+  .transform(Number);
+
+/** Express path `/a/:id` as OpenAPI `/a/{id}`. */
+export function openApiPath(path: string): string {
+  return path.replace(/:([A-Za-z_]\w*)/g, "{$1}");
+}
+
+/** A matcher for a route path, used to answer 405 for a known path with a wrong method. */
+export function pathMatcher(path: string): RegExp {
+  const src = path
+    .split("/")
+    .map((seg) => (seg.startsWith(":") ? "[^/]+" : seg.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")))
+    .join("/");
+  return new RegExp(`^${src}/?$`);
+}
+
+/** Refuse a body that is not JSON before anything reads it. */
+export const requireJsonBody: RequestHandler = (req, _res, next) => {
+  const hasBody = Number(req.get("content-length") ?? 0) > 0 || req.get("transfer-encoding") !== undefined;
+  if (hasBody && !req.is("application/json")) {
+    next(new HttpError("unsupported_media_type", "send the body as application/json"));
+    return;
+  }
+  next();
+};
