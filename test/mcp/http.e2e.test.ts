@@ -1,0 +1,290 @@
+/**
+ * MCP over Streamable HTTP, end to end: the serve app (REST + the /mcp mount) on
+ * 127.0.0.1:0 over a real engine (local sandbox, real OpenCode, scripted model), driven by
+ * the SDK's own Client. One run is reused across the tests below, in order.
+ */
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { ResourceUpdatedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHttpApp } from "../../src/http/app.ts";
+import { createMcpMount, type McpMount } from "../../src/http/mcp-mount.ts";
+import { patchUri, runUri } from "../../src/mcp/resources.ts";
+import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
+import { makeRepo, tempDir, waitFor } from "../helpers.ts";
+import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
+import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, REPO_FILES } from "./support.ts";
+
+const OWNER = "owner-mcp";
+let model: ScriptedModel;
+let pb: TestPatchbay;
+let server: http.Server;
+let mcp: McpMount;
+let url: URL;
+let rwKey: string;
+let readKey: string;
+let otherKey: string;
+let client: Client;
+let transport: StreamableHTTPClientTransport;
+const clients: Client[] = [];
+let runId: string;
+
+async function connect(key: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+  const c = new Client({ name: "patchbay-test", version: "1.0.0" });
+  const t = new StreamableHTTPClientTransport(url, { requestInit: { headers: { Authorization: `Bearer ${key}` } } });
+  await c.connect(t);
+  clients.push(c);
+  return { client: c, transport: t };
+}
+
+const call = (c: Client, name: string, args: Record<string, unknown>, options?: Parameters<Client["callTool"]>[2]) =>
+  c.callTool({ name, arguments: args }, undefined, options) as Promise<CallToolResult>;
+
+/** A raw JSON-RPC POST to /mcp, for what the SDK client would never send. */
+async function rawPost(headers: Record<string, string>, body: unknown = { jsonrpc: "2.0", id: 1, method: "ping" }): Promise<Response> {
+  return fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers },
+    body: JSON.stringify(body),
+  });
+}
+
+const initialize = {
+  jsonrpc: "2.0",
+  id: 1,
+  method: "initialize",
+  params: { protocolVersion: "2025-06-18", capabilities: {}, clientInfo: { name: "raw", version: "1" } },
+};
+
+beforeAll(async () => {
+  model = await startScriptedModel({ scripts: { [MAIN_MODEL]: MAIN_SCRIPT } });
+  const repoBase = tempDir("repos");
+  makeRepo(repoBase, "acme/web", REPO_FILES);
+  pb = await openTestPatchbay({
+    PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+    OPENROUTER_API_KEY: "sk-or-v1-test-mcp-http",
+    PATCHBAY_SESSION_TTL_MS: "120000",
+    PATCHBAY_TURN_TIMEOUT_MS: "30000",
+    PATCHBAY_WATCHDOG_MS: "2000",
+  });
+  rwKey = (await pb.keys.create({ name: "rw", ownerId: OWNER, scopes: ["read:builder", "write:builder"] })).key;
+  readKey = (await pb.keys.create({ name: "ro", ownerId: OWNER, scopes: ["read:builder"] })).key;
+  otherKey = (await pb.keys.create({ name: "other", ownerId: OWNER, scopes: ["read:builder", "write:builder"] })).key;
+  mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: "127.0.0.1" });
+  const app = createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config, mountMcp: mcp.mount });
+  server = http.createServer(app);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`);
+  ({ client, transport } = await connect(rwKey));
+});
+
+afterAll(async () => {
+  for (const c of clients) await c.close().catch(() => undefined);
+  await mcp?.close();
+  server?.closeAllConnections();
+  await new Promise((r) => server?.close(r));
+  await pb?.close();
+  await model?.close();
+});
+
+describe("MCP over Streamable HTTP", () => {
+  it("lists the nine tools with input and output schemas and the right annotations", async () => {
+    const { tools } = await client.listTools();
+    const byName = new Map(tools.map((t) => [t.name, t]));
+    expect([...byName.keys()].sort()).toEqual(
+      ["cancel_run", "end_session", "get_patch", "get_run", "list_models", "list_runs", "send_message", "start_run", "stream_events"].sort(),
+    );
+    for (const t of tools) {
+      expect(t.description!.length, t.name).toBeGreaterThan(80);
+      expect(t.inputSchema.type).toBe("object");
+      expect(t.outputSchema?.type, t.name).toBe("object");
+    }
+    const start = byName.get("start_run")!;
+    expect(Object.keys(start.inputSchema.properties!)).toEqual(expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "wait"]));
+    expect(start.inputSchema.required).toEqual(["prompt"]);
+    expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
+    expect(Object.keys(start.outputSchema!.properties!)).toEqual(expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "waited"]));
+    expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
+    expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
+    expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(expect.arrayContaining(["runId", "prompt", "endSession", "wait"]));
+    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"]) expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
+    for (const destructive of ["cancel_run", "end_session"]) expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);
+    expect(byName.get("stream_events")!.inputSchema.properties!["waitMs"]).toMatchObject({ maximum: 30000 });
+  });
+
+  it("start_run with wait returns summary, changedPaths and diffStats, with progress notifications per agent step", async () => {
+    const progress: { progress: number; message?: string }[] = [];
+    const result = await call(client, "start_run", { repository: "acme/web", prompt: "Add notes and fix the greeting", modelId: MAIN_MODEL, wait: true }, {
+      onprogress: (p) => progress.push(p),
+      resetTimeoutOnProgress: true,
+    });
+    expect(result.isError).toBeFalsy();
+    const run = result.structuredContent as Record<string, unknown>;
+    runId = run["id"] as string;
+    expect(run).toMatchObject({
+      status: "idle",
+      sessionActive: true,
+      waited: true,
+      turnCount: 1,
+      summary: "Added NOTES.md and changed the greeting.",
+      changedPaths: ["NOTES.md", "src/app.js"],
+      diffStats: { files: 2, additions: 3, deletions: 1 },
+    });
+    expect(result.content[0]).toMatchObject({ type: "text", text: expect.stringContaining(`Run ${runId}`) });
+    // One notification per meaningful step: both tool calls, and the status at the end.
+    const messages = progress.map((p) => p.message ?? "");
+    expect(messages.some((m) => m.startsWith("write done"))).toBe(true);
+    expect(messages.some((m) => m.startsWith("edit done"))).toBe(true);
+    expect(messages.at(-1)).toBe("status: idle");
+    expect(progress.map((p) => p.progress)).toEqual(progress.map((_, i) => i + 1));
+  });
+
+  it("send_message continues the same session; a subscribed resource is told when the run changes status", async () => {
+    const updated: string[] = [];
+    client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => void updated.push(n.params.uri));
+    await client.subscribeResource({ uri: runUri(runId) });
+
+    const result = await call(client, "send_message", { runId, prompt: "Also add a guide", wait: true });
+    expect(result.isError).toBeFalsy();
+    expect(result.structuredContent).toMatchObject({
+      id: runId,
+      status: "idle",
+      turnCount: 2,
+      waited: true,
+      summary: "Added a guide.",
+      changedPaths: ["NOTES.md", "docs/guide.md", "src/app.js"],
+    });
+    // The same OpenCode session saw both prompts.
+    expect(model.agentRequests(MAIN_MODEL).at(-1)!.body.messages.filter((m) => m.role === "user")).toHaveLength(2);
+    await waitFor(() => updated.filter((u) => u === runUri(runId)).length >= 2, { what: "resource updates (running, idle)", timeoutMs: 5000 });
+    await client.unsubscribeResource({ uri: runUri(runId) });
+
+    const read = await client.readResource({ uri: runUri(runId) });
+    expect(JSON.parse((read.contents[0] as { text: string }).text)).toMatchObject({ id: runId, status: "idle", turnCount: 2 });
+    const patch = await client.readResource({ uri: patchUri(runId) });
+    expect(patch.contents[0]).toMatchObject({ mimeType: "text/x-diff", text: expect.stringContaining("docs/guide.md") });
+    const listed = await client.listResources();
+    expect(listed.resources.map((r) => r.uri)).toContain(runUri(runId));
+  });
+
+  it("stream_events, called in a loop while a turn runs, returns every event exactly once", async () => {
+    const sent = await call(client, "send_message", { runId, prompt: "Add more docs" });
+    expect(sent.structuredContent).toMatchObject({ status: "running", waited: false });
+    // A small page size makes the loop page through the earlier turns, then wait on the live one.
+    const { events, pages } = await followEvents(client, runId, { limit: 7 });
+    const stored = await pb.engine.events(OWNER, runId, 0);
+    expect(events.map((e) => e.id)).toEqual(stored.map((e) => e.id));
+    expect(events).toEqual(stored);
+    expect(pages.at(-1)).toMatchObject({ status: "idle", done: true, nextCursor: stored.at(-1)!.id });
+    // The loop never spun: a call with nothing new waited for the next event instead of returning empty.
+    expect(pages.filter((p) => p.events.length === 0)).toEqual([]);
+    // Nothing more after done: an immediate call returns no events and is still done.
+    const again = await call(client, "stream_events", { runId, after: stored.at(-1)!.id, waitMs: 0 });
+    expect(again.structuredContent).toMatchObject({ events: [], done: true, status: "idle" });
+  });
+
+  it("a client that stops waiting does not cancel the run", async () => {
+    const abort = new AbortController();
+    const pending = call(client, "send_message", { runId, prompt: "A slow change", wait: true }, {
+      signal: abort.signal,
+      onprogress: (p) => {
+        // The first finished tool call: the agent is mid-turn. Walk away.
+        if (p.message?.startsWith("write done")) abort.abort();
+      },
+    });
+    await expect(pending).rejects.toThrow(/abort/i);
+    expect((await pb.engine.getRun(OWNER, runId)).status).toBe("running");
+    // Busy, not lost: a message to the working run is refused with the REST code.
+    expect(errorCodeOf(await call(client, "send_message", { runId, prompt: "meanwhile" }))).toBe("session_busy");
+    const done = await pb.engine.waitForTurn(OWNER, runId);
+    expect(done).toMatchObject({ status: "idle", turnCount: 4, summary: "Slow turn done." });
+  });
+
+  it("get_patch returns the diff, filtered by paths and capped by maxBytes", async () => {
+    const full = (await call(client, "get_patch", { runId })).structuredContent as { patch: string; files: string[]; truncated: boolean; totalBytes: number };
+    expect(full.files.sort()).toEqual(["NOTES.md", "docs/guide.md", "docs/more.md", "slow.txt", "src/app.js"]);
+    expect(full.truncated).toBe(false);
+    expect(full.totalBytes).toBe(Buffer.byteLength(full.patch));
+    expect(full.patch).toContain("-  return 'hello';\n+  return 'hello, world';\n");
+
+    const docs = (await call(client, "get_patch", { runId, paths: ["docs"] })).structuredContent as typeof full;
+    expect(docs.files.sort()).toEqual(["docs/guide.md", "docs/more.md"]);
+    expect(docs.patch).not.toContain("NOTES.md");
+    expect(docs.patch.startsWith("diff --git a/docs/")).toBe(true);
+
+    const capped = (await call(client, "get_patch", { runId, maxBytes: 120 })).structuredContent as typeof full;
+    expect(capped.truncated).toBe(true);
+    expect(Buffer.byteLength(capped.patch)).toBeLessThanOrEqual(120);
+    expect(capped.patch.endsWith("\n")).toBe(true);
+    expect(capped.totalBytes).toBe(full.totalBytes);
+  });
+
+  it("answers an unknown run, bad input and a cursor past the end with tool errors carrying the REST error codes", async () => {
+    expect(errorCodeOf(await call(client, "get_run", { runId: "run_doesnotexist" }))).toBe("run_not_found");
+    expect(errorCodeOf(await call(client, "get_patch", { runId: "run_doesnotexist" }))).toBe("run_not_found");
+    expect(errorCodeOf(await call(client, "start_run", { repository: "https://evil/x", prompt: "" }))).toBe("invalid_request");
+    expect(errorCodeOf(await call(client, "start_run", { repository: "acme/web", prompt: "x", unknownField: 1 }))).toBe("invalid_request");
+    expect(errorCodeOf(await call(client, "send_message", { runId }))).toBe("invalid_request");
+    expect(errorCodeOf(await call(client, "stream_events", { runId, waitMs: 999_999 }))).toBe("invalid_request");
+    expect(errorCodeOf(await call(client, "stream_events", { runId, after: 10_000 }))).toBe("event_not_found");
+    // The server is still fine.
+    expect((await call(client, "list_models", {})).structuredContent).toMatchObject({ defaultModel: expect.any(String) });
+  });
+
+  it("end_session completes the run and frees its session; ending again changes nothing", async () => {
+    const ended = await call(client, "end_session", { runId });
+    expect(ended.structuredContent).toMatchObject({ id: runId, status: "completed", sessionActive: false });
+    const again = await call(client, "end_session", { runId });
+    expect(again.structuredContent).toMatchObject({ status: "completed" });
+    expect(errorCodeOf(await call(client, "cancel_run", { runId: "run_nope" }))).toBe("run_not_found");
+    const listed = (await call(client, "list_runs", { limit: 10 })).structuredContent as { runs: { id: string; status: string }[] };
+    expect(listed.runs.find((r) => r.id === runId)?.status).toBe("completed");
+  });
+
+  describe("security", () => {
+    it("answers 401 without a key or with a bad one", async () => {
+      const none = await rawPost({}, initialize);
+      expect(none.status).toBe(401);
+      expect((await none.json()) as unknown).toMatchObject({ error: { code: "unauthorized" } });
+      expect((await rawPost({ authorization: "Bearer pb_notakey" }, initialize)).status).toBe(401);
+    });
+
+    it("a read-only key can read but start_run answers a forbidden tool error", async () => {
+      const { client: ro } = await connect(readKey);
+      expect((await ro.listTools()).tools.length).toBe(9);
+      expect((await call(ro, "get_run", { runId })).structuredContent).toMatchObject({ id: runId });
+      expect(errorCodeOf(await call(ro, "start_run", { repository: "acme/web", prompt: "x" }))).toBe("forbidden");
+      expect(errorCodeOf(await call(ro, "cancel_run", { runId }))).toBe("forbidden");
+    });
+
+    it("refuses a foreign Origin and a foreign Host with 403", async () => {
+      const evil = await rawPost({ authorization: `Bearer ${rwKey}`, origin: "http://evil.example" }, initialize);
+      expect(evil.status).toBe(403);
+      const local = await rawPost({ authorization: `Bearer ${rwKey}`, origin: `http://localhost:${url.port}` }, initialize);
+      expect(local.status).toBe(200);
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = http.request(url, { method: "POST", headers: { host: "evil.example", authorization: `Bearer ${rwKey}`, "content-type": "application/json" } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on("error", reject);
+        req.end(JSON.stringify(initialize));
+      });
+      expect(status).toBe(403);
+    });
+
+    it("a session answers 404 to another key, and to an unknown id", async () => {
+      const sid = transport.sessionId!;
+      expect(sid).toMatch(/^[0-9a-f-]{36}$/);
+      const headers = { "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18" };
+      expect((await rawPost({ ...headers, authorization: `Bearer ${rwKey}` })).status).toBe(200);
+      expect((await rawPost({ ...headers, authorization: `Bearer ${otherKey}` })).status).toBe(404);
+      expect((await rawPost({ ...headers, "mcp-session-id": "00000000-0000-4000-8000-000000000000", authorization: `Bearer ${rwKey}` })).status).toBe(404);
+      // The rightful owner's session still works.
+      expect((await client.listTools()).tools.length).toBe(9);
+    });
+  });
+});
