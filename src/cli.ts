@@ -5,7 +5,7 @@
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
-import { isEngineError, openPatchbay } from "./engine/index.ts";
+import { createLogger, isEngineError, openPatchbay } from "./engine/index.ts";
 import type { RunEvent } from "./engine/events/schema.ts";
 import { createHttpApp } from "./http/app.ts";
 
@@ -93,7 +93,7 @@ async function serve(config: Config): Promise<void> {
 
 async function keys(config: Config, args: string[]): Promise<void> {
   const [sub, ...rest] = args;
-  const pb = await openPatchbay(config, {});
+  const pb = await openPatchbay(config, { log: createLogger({ level: config.logLevel ?? "warn" }) });
   try {
     if (sub === "create") {
       const { values } = parseArgs({ args: rest, options: { name: { type: "string" }, scopes: { type: "string" }, owner: { type: "string" } } });
@@ -156,7 +156,8 @@ async function runOnce(config: Config, args: string[]): Promise<void> {
     },
   });
   if (!values.repo || !values.prompt) throw new UsageError("run needs --repo owner/name and --prompt TEXT");
-  const pb = await openPatchbay(config);
+  // Progress lines go to stderr; JSON log lines would drown them unless asked for.
+  const pb = await openPatchbay(config, { log: createLogger({ level: config.logLevel ?? "warn" }) });
   const owner = config.localOwner;
   try {
     const run = await pb.engine.startRun(owner, {
@@ -167,10 +168,20 @@ async function runOnce(config: Config, args: string[]): Promise<void> {
       ...(values.plan ? { taskKind: "plan" } : {}),
     });
     process.stderr.write(`run ${run.id} on ${run.repository.fullName} with ${run.modelId}\n`);
-    const unsubscribe = await pb.engine.subscribe(owner, run.id, (ev) => {
+    // Subscribe first, then replay what was logged before: no event is missed or shown twice.
+    let shown = 0;
+    const show = (ev: RunEvent) => {
+      if (ev.id <= shown) return;
+      shown = ev.id;
       const line = describe(ev);
       if (line) process.stderr.write(`  · ${line}\n`);
-    });
+    };
+    const buffered: RunEvent[] = [];
+    let replayed = false;
+    const unsubscribe = await pb.engine.subscribe(owner, run.id, (ev) => (replayed ? show(ev) : buffered.push(ev)));
+    for (const ev of await pb.engine.events(owner, run.id, 0)) show(ev);
+    for (const ev of buffered) show(ev);
+    replayed = true;
     const done = await pb.engine.waitForTurn(owner, run.id);
     unsubscribe();
     const { patch } = await pb.engine.getPatch(owner, run.id);

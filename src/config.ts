@@ -48,7 +48,8 @@ export const EnvSchema = z.object({
   PATCHBAY_LOCAL_OWNER: z.string().min(1).default("local"),
   /** Path of the `opencode` binary; by default the one installed with Patchbay. */
   PATCHBAY_OPENCODE_BIN: optionalString,
-  PATCHBAY_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).default("info"),
+  /** Unset: each command picks its own (`serve` info, `run` warn). */
+  PATCHBAY_LOG_LEVEL: z.enum(["debug", "info", "warn", "error", "silent"]).optional(),
   /** REST: most runs one owner may have queued, running or idle at once (429 beyond). */
   PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: z.coerce.number().int().min(1).default(5),
   /** REST: requests per minute per API key (429 with Retry-After beyond). */
@@ -78,7 +79,8 @@ export interface Config {
   readonly port: number;
   readonly localOwner: string;
   readonly opencodeBin?: string;
-  readonly logLevel: "debug" | "info" | "warn" | "error" | "silent";
+  /** Undefined when PATCHBAY_LOG_LEVEL is unset: each command picks its default. */
+  readonly logLevel?: "debug" | "info" | "warn" | "error" | "silent";
   readonly maxActiveRunsPerKey: number;
   readonly rateLimitPerMin: number;
 }

@@ -43,7 +43,7 @@ export interface OpenOptions {
 }
 
 export async function openPatchbay(config: Config, opts: OpenOptions = {}): Promise<Patchbay> {
-  const log = opts.log ?? createLogger({ level: config.logLevel });
+  const log = opts.log ?? createLogger({ level: config.logLevel ?? "info" });
   log.redact(config.openrouterApiKey);
   log.redact(config.githubToken);
   log.redact(config.githubAppPrivateKey);
