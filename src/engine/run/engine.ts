@@ -31,6 +31,7 @@ import {
   type Usage,
 } from "./schema.ts";
 import { toRunView, type RunView } from "./view.ts";
+import { validateTurn } from "../validation/validation.ts";
 
 export interface EngineDeps {
   config: Config;
@@ -337,12 +338,34 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         signal: abort.signal,
       });
       // The patch is computed even for a failed or cancelled turn: work done is kept.
-      const diff = await computeDiff(gitIn(s.sandbox), s.sandbox.workdir, run.baseSha!);
+      let diff = await computeDiff(gitIn(s.sandbox), s.sandbox.workdir, run.baseSha!);
+      // validationMode: checks inside the sandbox after a good turn; `tests` may run one repair turn.
+      let summary = outcome.summary;
+      const sb = s.sandbox;
+      const agent = s.agent!;
+      const validation =
+        outcome.error || run.taskKind === "plan"
+          ? null
+          : await validateTurn({
+              sandbox: sb,
+              mode: run.validationMode,
+              baseSha: run.baseSha!,
+              patch: diff.binaryPatch,
+              signal: abort.signal,
+              onLog: (message) => onEvent({ kind: "log", message }),
+              repair: async (prompt) => {
+                const again = await agent.runTurn({ prompt, kind: run.taskKind, timeoutMs: config.turnTimeoutMs, onEvent, signal: abort.signal });
+                if (again.summary) summary = again.summary;
+                diff = await computeDiff(gitIn(sb), sb.workdir, run.baseSha!);
+                return diff.binaryPatch;
+              },
+            });
       await store.putPatch(runId, diff.patch);
       await store.putPatch(runId + BIN_SUFFIX, diff.binaryPatch);
       run = (await store.getRun(runId))!;
       const results: Partial<RunRecord> = {
-        summary: outcome.summary || run.summary,
+        summary: summary || run.summary,
+        ...(validation ? { validation } : {}),
         changedPaths: diff.changedPaths,
         diffStats: diff.diffStats,
         hasPatch: diff.patch.length > 0,
@@ -499,6 +522,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       await store.deleteSecrets(run.id);
     }
   }
+
+  // Sandboxes (and their OpenCode processes) a killed predecessor left behind belong to no run now.
+  await deps.sandboxes.reap?.(new Set());
 
   // ---------- the facade ----------
 

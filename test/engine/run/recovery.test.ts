@@ -1,0 +1,80 @@
+/**
+ * Crash recovery: a Patchbay process killed with SIGKILL mid-turn leaves its run and its
+ * OpenCode process behind; the next process on the same data dir marks the run failed
+ * (server_restart) and kills what the dead one left running.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.ts";
+import { createLogger, openPatchbay } from "../../../src/engine/index.ts";
+import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
+import { makeRepo, tempDir, waitFor } from "../../helpers.ts";
+
+let model: ScriptedModel;
+let repoBase: string;
+
+beforeAll(async () => {
+  model = await startScriptedModel({ scripts: { "test/hang": [[{ hang: true }]] } });
+  repoBase = tempDir("repos");
+  makeRepo(repoBase, "acme/web", { "README.md": "hi\n" });
+});
+afterAll(async () => {
+  await model.close();
+});
+
+function opencodeUnder(dir: string): number[] {
+  return fs.readdirSync("/proc").flatMap((entry) => {
+    if (!/^\d+$/.test(entry)) return [];
+    try {
+      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
+      return cmd.includes("opencode") && fs.readlinkSync(`/proc/${entry}/cwd`).startsWith(dir) ? [Number(entry)] : [];
+    } catch (e) {
+      if (["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) return [];
+      throw e;
+    }
+  });
+}
+
+describe("crash recovery", () => {
+  it("after kill -9 mid-turn, the next start marks the run failed with server_restart and leaves no OpenCode process", async () => {
+    const dataDir = tempDir("data");
+    const env = {
+      ...process.env,
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      OPENROUTER_API_KEY: "sk-test-recovery",
+    };
+    const child = spawn(process.execPath, ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify({ repository: "acme/web", prompt: "hang", modelId: "test/hang" })], {
+      env,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const runId = await waitFor(() => out.trim().split("\n")[0] || undefined, { timeoutMs: 30_000, what: "the child to start a run" });
+    await model.nextRequest("test/hang");
+    const sandboxDir = path.join(dataDir, "sandboxes", runId);
+    expect(opencodeUnder(sandboxDir).length).toBeGreaterThan(0);
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    // The orphaned OpenCode server survives its parent...
+    expect(opencodeUnder(sandboxDir).length).toBeGreaterThan(0);
+
+    // ...until the next Patchbay on the same data dir starts.
+    const config = loadConfig({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_GIT_BASE_URL: `file://${repoBase}`, PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl, OPENROUTER_API_KEY: "sk-test-recovery" });
+    const pb = await openPatchbay(config, { log: createLogger({ level: "silent" }) });
+    try {
+      const run = await pb.engine.getRun("owner-1", runId, { events: true });
+      expect(run.status).toBe("failed");
+      expect(run.error?.code).toBe("server_restart");
+      const ids = run.events!.map((e) => e.id);
+      expect(ids).toEqual(ids.map((_, i) => i + 1)); // nothing lost, nothing duplicated
+      await waitFor(() => opencodeUnder(sandboxDir).length === 0, { what: "orphaned opencode to be killed" });
+      expect(fs.existsSync(sandboxDir)).toBe(false);
+    } finally {
+      await pb.close();
+    }
+  });
+});
