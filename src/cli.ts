@@ -52,7 +52,8 @@ export async function main(argv: string[]): Promise<void> {
     if (e instanceof ConfigError) fail(`patchbay: ${e.message}`, 2);
     if (e instanceof UsageError) fail(`patchbay: ${e.message}\n\n${USAGE}`, 2);
     if (isEngineError(e)) fail(`patchbay: ${e.message} (${e.code})`, 1);
-    if (e instanceof Error && "code" in e && typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS")) fail(`patchbay: ${e.message}`, 2);
+    if (e instanceof Error && "code" in e && typeof e.code === "string" && e.code.startsWith("ERR_PARSE_ARGS"))
+      fail(`patchbay: ${e.message}`, 2);
     throw e;
   }
 }
@@ -76,7 +77,11 @@ async function serve(config: Config): Promise<void> {
   });
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.port;
-  pb.log.info("patchbay listening", { url: `http://${config.host}:${port}`, sandbox: config.sandbox, dataDir: config.dataDir });
+  pb.log.info("patchbay listening", {
+    url: `http://${config.host}:${port}`,
+    sandbox: config.sandbox,
+    dataDir: config.dataDir,
+  });
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
@@ -96,10 +101,14 @@ async function keys(config: Config, args: string[]): Promise<void> {
   const pb = await openPatchbay(config, { log: createLogger({ level: config.logLevel ?? "warn" }) });
   try {
     if (sub === "create") {
-      const { values } = parseArgs({ args: rest, options: { name: { type: "string" }, scopes: { type: "string" }, owner: { type: "string" } } });
+      const { values } = parseArgs({
+        args: rest,
+        options: { name: { type: "string" }, scopes: { type: "string" }, owner: { type: "string" } },
+      });
       if (!values.name) throw new UsageError("keys create needs --name");
       const scopes = (values.scopes ?? "read:builder,write:builder").split(",").map((s) => s.trim());
-      for (const s of scopes) if (!["read:builder", "write:builder", "admin"].includes(s)) throw new UsageError(`unknown scope "${s}"`);
+      for (const s of scopes)
+        if (!["read:builder", "write:builder", "admin"].includes(s)) throw new UsageError(`unknown scope "${s}"`);
       const { key } = await pb.keys.create({
         name: values.name,
         scopes: scopes as ("read:builder" | "write:builder" | "admin")[],
@@ -126,7 +135,8 @@ async function keys(config: Config, args: string[]): Promise<void> {
 }
 
 function describe(ev: RunEvent): string | undefined {
-  if (ev.type === "run.status") return `status: ${ev.data.status}${ev.data.error ? ` (${ev.data.error.code}: ${ev.data.error.message})` : ""}`;
+  if (ev.type === "run.status")
+    return `status: ${ev.data.status}${ev.data.error ? ` (${ev.data.error.code}: ${ev.data.error.message})` : ""}`;
   const d = ev.data;
   switch (d.kind) {
     case "tool":
@@ -191,7 +201,9 @@ async function runOnce(config: Config, args: string[]): Promise<void> {
     }
     process.stdout.write(`# Summary\n\n${done.summary ?? "(none)"}\n\n`);
     if (done.diffStats) {
-      process.stdout.write(`# Changes: ${done.diffStats.files} files, +${done.diffStats.additions} -${done.diffStats.deletions}\n\n`);
+      process.stdout.write(
+        `# Changes: ${done.diffStats.files} files, +${done.diffStats.additions} -${done.diffStats.deletions}\n\n`,
+      );
     }
     process.stdout.write(patch ? patch : "(no changes)\n");
     if (done.status === "idle") await pb.engine.endSession(owner, run.id);

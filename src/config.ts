@@ -121,7 +121,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     openrouterBaseUrl: e.PATCHBAY_OPENROUTER_BASE_URL,
     openrouterApiKey: e.OPENROUTER_API_KEY,
     defaultModel: e.PATCHBAY_DEFAULT_MODEL,
-    models: models.length && !models.includes(e.PATCHBAY_DEFAULT_MODEL) ? [e.PATCHBAY_DEFAULT_MODEL, ...models] : models,
+    models:
+      models.length && !models.includes(e.PATCHBAY_DEFAULT_MODEL) ? [e.PATCHBAY_DEFAULT_MODEL, ...models] : models,
     sessionTtlMs: e.PATCHBAY_SESSION_TTL_MS,
     turnTimeoutMs: e.PATCHBAY_TURN_TIMEOUT_MS,
     watchdogMs: e.PATCHBAY_WATCHDOG_MS,

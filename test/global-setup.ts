@@ -47,7 +47,9 @@ export default function setup() {
     }
     fs.rmSync(root, { recursive: true, force: true });
     if (left.length) {
-      throw new Error(`opencode processes left running after the suite: ${left.map((p) => `${p.pid} ${p.cmd}`).join("; ")}`);
+      throw new Error(
+        `opencode processes left running after the suite: ${left.map((p) => `${p.pid} ${p.cmd}`).join("; ")}`,
+      );
     }
   };
 }

@@ -57,7 +57,10 @@ export function makeRepo(
   return { base, baseUrl: `file://${base}`, bare, headSha };
 }
 
-export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  fn: () => T | Promise<T>,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
   for (;;) {
     const v = await fn();

@@ -51,12 +51,18 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   const store = await createLowdbStore({ dataDir: config.dataDir, log });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
-    const secrets = createSecretBox(await loadOrCreateSecretKey({ dataDir: config.dataDir, ...(config.secretKey ? { secretKey: config.secretKey } : {}) }));
+    const secrets = createSecretBox(
+      await loadOrCreateSecretKey({
+        dataDir: config.dataDir,
+        ...(config.secretKey ? { secretKey: config.secretKey } : {}),
+      }),
+    );
     const gateway = await createModelGateway({ upstreamBaseUrl: config.openrouterBaseUrl, log });
     cleanups.unshift(() => gateway.close());
     const sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
     if (sandboxes.close) cleanups.unshift(() => sandboxes.close!());
-    const agents = opts.agents ?? createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
+    const agents =
+      opts.agents ?? createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
     const engine = await createEngine({ config, store, sandboxes, agents, gateway, secrets, log });
     cleanups.unshift(() => engine.close());
     const keys = createKeyService({ store });

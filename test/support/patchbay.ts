@@ -8,7 +8,10 @@ export interface TestPatchbay extends Patchbay {
   logLines: string[];
 }
 
-export async function openTestPatchbay(env: Record<string, string>, overrides: Partial<Config> = {}): Promise<TestPatchbay> {
+export async function openTestPatchbay(
+  env: Record<string, string>,
+  overrides: Partial<Config> = {},
+): Promise<TestPatchbay> {
   const dataDir = tempDir("data");
   const config = loadConfig({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_LOG_LEVEL: "debug", ...env }, overrides);
   const logLines: string[] = [];

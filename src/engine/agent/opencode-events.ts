@@ -35,7 +35,9 @@ const Part = z
   })
   .loose();
 
-export const OpencodeEvent = z.object({ type: z.string(), properties: z.record(z.string(), z.unknown()).default({}) }).loose();
+export const OpencodeEvent = z
+  .object({ type: z.string(), properties: z.record(z.string(), z.unknown()).default({}) })
+  .loose();
 export type OpencodeEvent = z.infer<typeof OpencodeEvent>;
 
 const truncate = (s: string, n: number) => (s.length > n ? `${s.slice(0, n)}… [${s.length - n} more characters]` : s);

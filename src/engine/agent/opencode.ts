@@ -67,7 +67,14 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): AgentDri
         headers: { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` },
       });
       try {
-        return await openSession({ client, proc, workdir: sandbox.workdir, modelId: start.modelId, watchdogMs: start.watchdogMs, log: alog });
+        return await openSession({
+          client,
+          proc,
+          workdir: sandbox.workdir,
+          modelId: start.modelId,
+          watchdogMs: start.watchdogMs,
+          log: alog,
+        });
       } catch (e) {
         await proc.kill();
         throw e;
@@ -91,7 +98,13 @@ function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSig
     };
     const onAbort = () => finish(new EngineError("cancelled", "cancelled while the agent was starting"));
     const timer = setTimeout(
-      () => finish(new EngineError("agent_crashed", `opencode serve did not start within ${timeoutMs} ms: ${output.slice(-500)}`)),
+      () =>
+        finish(
+          new EngineError(
+            "agent_crashed",
+            `opencode serve did not start within ${timeoutMs} ms: ${output.slice(-500)}`,
+          ),
+        ),
       timeoutMs,
     );
     signal?.addEventListener("abort", onAbort);
@@ -100,7 +113,12 @@ function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSig
       if (/listening on https?:\/\//.test(output)) finish();
     });
     void proc.exited.then(({ code, signal: sig }) =>
-      finish(new EngineError("agent_crashed", `opencode serve exited (${code ?? sig}) before listening: ${output.slice(-500)}`)),
+      finish(
+        new EngineError(
+          "agent_crashed",
+          `opencode serve exited (${code ?? sig}) before listening: ${output.slice(-500)}`,
+        ),
+      ),
     );
   });
 }
@@ -127,7 +145,8 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
   const { client, proc, log } = input;
   // A title up front spares a title-generation call to the model on the first prompt.
   const created = await client.session.create({ title: "Patchbay run" });
-  if (!created.data) throw new EngineError("agent_failed", `could not create an OpenCode session: ${JSON.stringify(created.error)}`);
+  if (!created.data)
+    throw new EngineError("agent_failed", `could not create an OpenCode session: ${JSON.stringify(created.error)}`);
   const sessionId = created.data.id;
   const mapper = createEventMapper({ sessionId, workdir: input.workdir });
 
@@ -230,7 +249,10 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
       });
       if (sent.error !== undefined || (sent.response && sent.response.status >= 300)) {
         cleanup();
-        return { summary: "", error: { code: "agent_failed", message: `OpenCode refused the prompt: ${JSON.stringify(sent.error)}` } };
+        return {
+          summary: "",
+          error: { code: "agent_failed", message: `OpenCode refused the prompt: ${JSON.stringify(sent.error)}` },
+        };
       }
 
       await finished;
@@ -240,14 +262,20 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
       if (outcome === "retries") {
         const message = retryMessage ?? "the model keeps failing";
         await abortQuietly(client, sessionId, log);
-        return { summary: "", error: { code: "model_error", message: `the model failed ${MAX_MODEL_RETRIES} times: ${message}` } };
+        return {
+          summary: "",
+          error: { code: "model_error", message: `the model failed ${MAX_MODEL_RETRIES} times: ${message}` },
+        };
       }
       if (outcome === "crashed") {
         return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server exited during the turn" } };
       }
       if (outcome === "timeout" || outcome === "cancelled") {
         await abortQuietly(client, sessionId, log);
-        const summary = await lastAssistantText(client, sessionId, startedAt).then((r) => r.summary, () => "");
+        const summary = await lastAssistantText(client, sessionId, startedAt).then(
+          (r) => r.summary,
+          () => "",
+        );
         return outcome === "timeout"
           ? { summary, error: { code: "turn_timeout", message: `the turn did not finish within ${turn.timeoutMs} ms` } }
           : { summary, error: { code: "cancelled", message: "the turn was cancelled" } };

@@ -68,7 +68,10 @@ export interface Engine {
   /** Continue an idle run, end its session (`endSession`), or start a chained run. */
   sendMessage(ownerId: string, runId: string, input: unknown): Promise<RunView>;
   getRun(ownerId: string, runId: string, opts?: GetRunOptions): Promise<RunView>;
-  listRuns(ownerId: string, opts?: { limit?: number; cursor?: string }): Promise<{ runs: RunView[]; nextCursor: string | null }>;
+  listRuns(
+    ownerId: string,
+    opts?: { limit?: number; cursor?: string },
+  ): Promise<{ runs: RunView[]; nextCursor: string | null }>;
   /** The patch of the last finished turn (null when there is none yet). */
   getPatch(ownerId: string, runId: string): Promise<{ runId: string; status: RunStatus; patch: string | null }>;
   /** Events with id > after, in order. Throws event_not_found for a cursor past the end. */
@@ -161,7 +164,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   function resolveModel(modelId: string | undefined): string {
     const id = modelId ?? config.defaultModel;
     if (config.models.length && !config.models.includes(id)) {
-      throw new EngineError("model_not_allowed", `model ${id} is not in this server's catalog`, { allowed: config.models });
+      throw new EngineError("model_not_allowed", `model ${id} is not in this server's catalog`, {
+        allowed: config.models,
+      });
     }
     return id;
   }
@@ -179,7 +184,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     }
     const id = String(input.repositoryId);
     const known = await store.getRepositoryById(id);
-    if (!known) throw new EngineError("repository_not_found", `repository id ${id} is not known to this server; pass repository as owner/name once`);
+    if (!known)
+      throw new EngineError(
+        "repository_not_found",
+        `repository id ${id} is not known to this server; pass repository as owner/name once`,
+      );
     return repositoryRef(RepositoryFullName.parse(known.fullName), id);
   }
 
@@ -254,7 +263,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   }
 
   /** End the session of an idle run: kill the sandbox, forget the run's secrets. */
-  async function finishSession(run: RunRecord, status: "completed" | "failed" | "cancelled", error?: { code: ErrorCode; message: string }): Promise<RunRecord> {
+  async function finishSession(
+    run: RunRecord,
+    status: "completed" | "failed" | "cancelled",
+    error?: { code: ErrorCode; message: string },
+  ): Promise<RunRecord> {
     await teardown(run.id);
     await store.deleteSecrets(run.id);
     return setStatus(run, status, error ? { error } : {});
@@ -276,7 +289,12 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   }
   const pendingTurns = new Map<string, { abort: AbortController; done: Promise<void> }>();
 
-  async function executeTurn(runId: string, prompt: string, abort: AbortController, chainFrom?: RunRecord): Promise<void> {
+  async function executeTurn(
+    runId: string,
+    prompt: string,
+    abort: AbortController,
+    chainFrom?: RunRecord,
+  ): Promise<void> {
     let run = (await store.getRun(runId))!;
     const rlog = log.child({ runId, turn: run.turnCount });
     const onEvent = (data: BuilderEventData) => emit(runId, { type: "builder.event", turn: run.turnCount, data });
@@ -297,7 +315,10 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         const sandbox = await deps.sandboxes.create({
           runId,
           ownerId: run.ownerId,
-          repository: { fullName: run.repository.fullName, cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git` },
+          repository: {
+            fullName: run.repository.fullName,
+            cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
+          },
           ...(ref ? { ref } : {}),
           signal: abort.signal,
         });
@@ -354,7 +375,13 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
               signal: abort.signal,
               onLog: (message) => onEvent({ kind: "log", message }),
               repair: async (prompt) => {
-                const again = await agent.runTurn({ prompt, kind: run.taskKind, timeoutMs: config.turnTimeoutMs, onEvent, signal: abort.signal });
+                const again = await agent.runTurn({
+                  prompt,
+                  kind: run.taskKind,
+                  timeoutMs: config.turnTimeoutMs,
+                  onEvent,
+                  signal: abort.signal,
+                });
                 if (again.summary) summary = again.summary;
                 diff = await computeDiff(gitIn(sb), sb.workdir, run.baseSha!);
                 return diff.binaryPatch;
@@ -412,15 +439,31 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         return;
       }
       rlog.warn("turn failed", { code: err.code, message: err.message });
-      emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", code: err.code, message: err.message } });
-      await finishSession(current, err.code === "cancelled" ? "cancelled" : "failed", { code: err.code, message: err.message });
+      emit(runId, {
+        type: "builder.event",
+        turn: run.turnCount,
+        data: { kind: "error", code: err.code, message: err.message },
+      });
+      await finishSession(current, err.code === "cancelled" ? "cancelled" : "failed", {
+        code: err.code,
+        message: err.message,
+      });
     }
   }
 
   /** Put a run into `running` for a new turn and launch it. */
   async function beginTurn(run: RunRecord, prompt: string, chainFrom?: RunRecord): Promise<RunRecord> {
     const n = run.turnCount + 1;
-    await store.addTurn({ runId: run.id, n, prompt, status: "running", summary: null, error: null, startedAt: iso(), finishedAt: null });
+    await store.addTurn({
+      runId: run.id,
+      n,
+      prompt,
+      status: "running",
+      summary: null,
+      error: null,
+      startedAt: iso(),
+      finishedAt: null,
+    });
     const s = live.get(run.id);
     if (s?.expiryTimer) {
       clearTimeout(s.expiryTimer);
@@ -440,7 +483,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     return createHash("sha256").update(JSON.stringify(input)).digest("hex");
   }
 
-  async function createRun(ownerId: string, input: CreateRunInput, extra: { chainedFrom?: RunRecord; idempotencyKey?: string } = {}): Promise<RunRecord> {
+  async function createRun(
+    ownerId: string,
+    input: CreateRunInput,
+    extra: { chainedFrom?: RunRecord; idempotencyKey?: string } = {},
+  ): Promise<RunRecord> {
     if (closing) throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
     const repository = await resolveRepository(input);
     const modelId = resolveModel(input.modelId);
@@ -448,7 +495,10 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     if (ref) await validateRef(hostGit, ref);
     const billingMode = input.billing?.mode ?? "managed";
     if (billingMode === "managed" && !config.openrouterApiKey) {
-      throw new EngineError("no_model_key", "managed billing needs OPENROUTER_API_KEY on the server; set it, or pass billing.mode openrouter with openRouterApiKey");
+      throw new EngineError(
+        "no_model_key",
+        "managed billing needs OPENROUTER_API_KEY on the server; set it, or pass billing.mode openrouter with openRouterApiKey",
+      );
     }
     const t = iso();
     const run: RunRecord = {
@@ -460,7 +510,10 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       taskKind: input.taskKind ?? "code",
       ...(ref ? { baseRef: ref } : {}),
       validationMode: input.validationMode ?? "basic",
-      publish: { mode: input.publish?.mode ?? "none", ...(input.publish?.branch ? { branch: input.publish.branch } : {}) },
+      publish: {
+        mode: input.publish?.mode ?? "none",
+        ...(input.publish?.branch ? { branch: input.publish.branch } : {}),
+      },
       billingMode,
       turnCount: 0,
       sessionExpiresAt: null,
@@ -473,7 +526,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       error: null,
       usage: { inputTokens: 0, outputTokens: 0 },
       chainedFrom: extra.chainedFrom?.id ?? null,
-      ...(extra.idempotencyKey ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) } : {}),
+      ...(extra.idempotencyKey
+        ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }
+        : {}),
       createdAt: t,
       updatedAt: t,
       startedAt: null,
@@ -487,7 +542,14 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     return run;
   }
 
-  function parse<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } } }, input: unknown): T {
+  function parse<T>(
+    schema: {
+      safeParse(
+        v: unknown,
+      ): { success: true; data: T } | { success: false; error: { issues: { path: PropertyKey[]; message: string }[] } };
+    },
+    input: unknown,
+  ): T {
     const r = schema.safeParse(input);
     if (r.success) return r.data;
     const issue = r.error.issues[0]!;
@@ -518,7 +580,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       await store.deleteSecrets(run.id);
       await setStatus(run, "completed", {});
     } else {
-      await setStatus(run, "failed", { error: { code: "server_restart", message: "the server restarted while this run was in progress" } });
+      await setStatus(run, "failed", {
+        error: { code: "server_restart", message: "the server restarted while this run was in progress" },
+      });
       await store.deleteSecrets(run.id);
     }
   }
@@ -551,15 +615,26 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       if (input.endSession) return engine.endSession(ownerId, runId);
       const prompt = input.prompt!;
       if (run.status === "queued" || run.status === "running" || busy.has(runId)) {
-        throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", { retryAfterSeconds: 5 });
+        throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", {
+          retryAfterSeconds: 5,
+        });
       }
       const sessionLive =
-        run.status === "idle" && live.has(runId) && !!run.sessionExpiresAt && Date.parse(run.sessionExpiresAt) > now().getTime();
+        run.status === "idle" &&
+        live.has(runId) &&
+        !!run.sessionExpiresAt &&
+        Date.parse(run.sessionExpiresAt) > now().getTime();
       if (sessionLive) {
         busy.add(runId);
         try {
           const updated = input.publish
-            ? await store.updateRun(runId, { publish: { ...run.publish, mode: input.publish.mode, ...(input.publish.branch ? { branch: input.publish.branch } : {}) } })
+            ? await store.updateRun(runId, {
+                publish: {
+                  ...run.publish,
+                  mode: input.publish.mode,
+                  ...(input.publish.branch ? { branch: input.publish.branch } : {}),
+                },
+              })
             : run;
           return view(await beginTurn(updated, prompt));
         } catch (e) {
@@ -580,7 +655,10 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
           taskKind: prior.taskKind,
           ...(prior.baseRef ? { baseRef: prior.baseRef } : {}),
           validationMode: prior.validationMode,
-          publish: input.publish ?? { mode: prior.publish.mode, ...(prior.publish.branch ? { branch: prior.publish.branch } : {}) },
+          publish: input.publish ?? {
+            mode: prior.publish.mode,
+            ...(prior.publish.branch ? { branch: prior.publish.branch } : {}),
+          },
           billing: { mode: "managed" },
         },
         { chainedFrom: prior },
@@ -592,7 +670,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     async getRun(ownerId, runId, opts = {}) {
       const run = await ownedRun(ownerId, runId);
       const extra: { patch?: string | null; events?: RunEvent[] } = {};
-      if (opts.patch) extra.patch = run.hasPatch && run.status !== "running" && run.status !== "queued" ? ((await store.getPatch(runId)) ?? null) : null;
+      if (opts.patch)
+        extra.patch =
+          run.hasPatch && run.status !== "running" && run.status !== "queued"
+            ? ((await store.getPatch(runId)) ?? null)
+            : null;
       if (opts.events) extra.events = await store.readEvents(runId, 0);
       return view(run, extra);
     },
@@ -613,7 +695,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       await ownedRun(ownerId, runId);
       const last = store.lastEventId(runId);
       if (!Number.isInteger(after) || after < 0 || after > last) {
-        throw new EngineError("event_not_found", `event ${after} does not exist in run ${runId} (last event is ${last})`, { lastEventId: last });
+        throw new EngineError(
+          "event_not_found",
+          `event ${after} does not exist in run ${runId} (last event is ${last})`,
+          { lastEventId: last },
+        );
       }
       return store.readEvents(runId, after, limit);
     },
@@ -628,7 +714,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       const run = await ownedRun(ownerId, runId);
       if (isTerminal(run.status)) return view(run);
       if (run.status !== "idle" || busy.has(runId)) {
-        throw new EngineError("session_busy", "the run is busy with a turn; cancel it or wait until it is idle", { retryAfterSeconds: 5 });
+        throw new EngineError("session_busy", "the run is busy with a turn; cancel it or wait until it is idle", {
+          retryAfterSeconds: 5,
+        });
       }
       busy.add(runId);
       try {

@@ -23,7 +23,16 @@ export const GitRefInput = z
   .min(1)
   .max(255)
   .regex(/^[^\s~^:?*[\\\x00-\x1f\x7f]+$/, "is not a valid git ref")
-  .refine((s) => !s.startsWith("-") && !s.includes("..") && !s.includes("@{") && !s.endsWith(".lock") && !s.endsWith("/") && !s.endsWith("."), "is not a valid git ref");
+  .refine(
+    (s) =>
+      !s.startsWith("-") &&
+      !s.includes("..") &&
+      !s.includes("@{") &&
+      !s.endsWith(".lock") &&
+      !s.endsWith("/") &&
+      !s.endsWith("."),
+    "is not a valid git ref",
+  );
 
 export const TaskKind = z.enum(["code", "plan"]);
 export type TaskKind = z.infer<typeof TaskKind>;
@@ -51,7 +60,10 @@ export const BillingInput = z
 export type BillingInput = z.infer<typeof BillingInput>;
 
 export const MAX_PROMPT_CHARS = 120_000;
-export const Prompt = z.string().min(1, "prompt must not be empty").max(MAX_PROMPT_CHARS, `prompt must be at most ${MAX_PROMPT_CHARS} characters`);
+export const Prompt = z
+  .string()
+  .min(1, "prompt must not be empty")
+  .max(MAX_PROMPT_CHARS, `prompt must be at most ${MAX_PROMPT_CHARS} characters`);
 
 /** Body of `POST /runs` and input of the `start_run` tool. Unknown fields are refused. */
 export const CreateRunInput = z
@@ -60,7 +72,12 @@ export const CreateRunInput = z
     repositoryFullName: RepositoryFullName.optional(),
     repositoryId: z.union([z.string().regex(/^\d{1,20}$/), z.number().int().positive()]).optional(),
     prompt: Prompt,
-    modelId: z.string().min(1).max(200).regex(/^[\w.:/@-]+$/, "is not a model id").optional(),
+    modelId: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[\w.:/@-]+$/, "is not a model id")
+      .optional(),
     taskKind: TaskKind.optional(),
     baseRef: GitRefInput.optional(),
     gitCheckoutRef: GitRefInput.optional(),
@@ -97,7 +114,11 @@ export const MessageInput = z
   });
 export type MessageInput = z.infer<typeof MessageInput>;
 
-export const DiffStats = z.object({ files: z.number().int(), additions: z.number().int(), deletions: z.number().int() });
+export const DiffStats = z.object({
+  files: z.number().int(),
+  additions: z.number().int(),
+  deletions: z.number().int(),
+});
 export type DiffStats = z.infer<typeof DiffStats>;
 
 export const RunError = z.object({ code: z.string(), message: z.string() });

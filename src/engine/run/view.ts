@@ -54,7 +54,11 @@ export const RunView = z.object({
 });
 export type RunView = z.infer<typeof RunView>;
 
-export function toRunView(r: RunRecord, now: Date, extra: { patch?: string | null; events?: RunEvent[] } = {}): RunView {
+export function toRunView(
+  r: RunRecord,
+  now: Date,
+  extra: { patch?: string | null; events?: RunEvent[] } = {},
+): RunView {
   const sessionActive = r.status === "idle" && !!r.sessionExpiresAt && Date.parse(r.sessionExpiresAt) > now.getTime();
   return {
     id: r.id,

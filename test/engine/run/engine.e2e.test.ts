@@ -36,10 +36,15 @@ function opencodePids(dataDir: string, runId: string): number[] {
 beforeAll(async () => {
   model = await startScriptedModel();
   repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", {
-    "README.md": "# Web\n\nHello.\n",
-    "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
-  }, { branches: { feature: { "FEATURE.md": "feature branch\n" } } });
+  makeRepo(
+    repoBase,
+    "acme/web",
+    {
+      "README.md": "# Web\n\nHello.\n",
+      "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
+    },
+    { branches: { feature: { "FEATURE.md": "feature branch\n" } } },
+  );
   pb = await openTestPatchbay({
     PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
     PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
@@ -61,7 +66,14 @@ describe("the run engine", () => {
       [
         { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "first line\nsecond line\n" } }] },
         { toolCalls: [{ name: "read", args: { filePath: "src/app.js" } }] },
-        { toolCalls: [{ name: "edit", args: { filePath: "src/app.js", oldString: "return 'hello';", newString: "return 'hello, world';" } }] },
+        {
+          toolCalls: [
+            {
+              name: "edit",
+              args: { filePath: "src/app.js", oldString: "return 'hello';", newString: "return 'hello, world';" },
+            },
+          ],
+        },
         { text: "Added NOTES.md and changed the greeting." },
       ],
       [
@@ -69,7 +81,11 @@ describe("the run engine", () => {
         { text: "Added a guide." },
       ],
     ]);
-    const started = await pb.engine.startRun(OWNER, { repository: "acme/web", prompt: "Add notes and fix greeting", modelId: "test/one-turn" });
+    const started = await pb.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "Add notes and fix greeting",
+      modelId: "test/one-turn",
+    });
     expect(started.status).toBe("running");
     expect(started.turnCount).toBe(1);
     const run = await pb.engine.waitForTurn(OWNER, started.id);
@@ -88,7 +104,9 @@ describe("the run engine", () => {
     expect(events.map((e) => e.id)).toEqual(events.map((_, i) => i + 1));
     const statuses = events.filter((e) => e.type === "run.status").map((e) => e.data.status);
     expect(statuses).toEqual(["queued", "running", "idle"]);
-    const tools = events.flatMap((e) => (e.type === "builder.event" && e.data.kind === "tool" && e.data.status === "completed" ? [e.data.tool] : []));
+    const tools = events.flatMap((e) =>
+      e.type === "builder.event" && e.data.kind === "tool" && e.data.status === "completed" ? [e.data.tool] : [],
+    );
     expect(tools).toEqual(["write", "read", "edit"]);
 
     // (b) a follow-up reuses the same OpenCode session and the patch accumulates
@@ -121,7 +139,9 @@ describe("the run engine", () => {
   it("a message to a running run is refused as busy, and another owner cannot see the run", async () => {
     model.script("test/slow", [[{ text: "slow answer", delayMs: 1500 }]]);
     const run = await pb.engine.startRun(OWNER, { repository: "acme/web", prompt: "slow", modelId: "test/slow" });
-    await expect(pb.engine.sendMessage(OWNER, run.id, { prompt: "again" })).rejects.toMatchObject({ code: "session_busy" });
+    await expect(pb.engine.sendMessage(OWNER, run.id, { prompt: "again" })).rejects.toMatchObject({
+      code: "session_busy",
+    });
     await expect(pb.engine.getRun("someone-else", run.id)).rejects.toMatchObject({ code: "run_not_found" });
     const done = await pb.engine.waitForTurn(OWNER, run.id);
     expect(done.status).toBe("idle");
@@ -135,7 +155,12 @@ describe("the run engine", () => {
         { text: "Plan:\n1. Edit README.md\n2. Add tests" },
       ],
     ]);
-    const run = await pb.engine.startRun(OWNER, { repository: "acme/web", prompt: "Plan a change", modelId: "test/plan", taskKind: "plan" });
+    const run = await pb.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "Plan a change",
+      modelId: "test/plan",
+      taskKind: "plan",
+    });
     const done = await pb.engine.waitForTurn(OWNER, run.id);
     expect(done.status).toBe("idle");
     expect(done.summary).toBe("Plan:\n1. Edit README.md\n2. Add tests");
@@ -153,13 +178,22 @@ describe("the run engine", () => {
   });
 
   it("checks out the requested ref", async () => {
-    model.script("test/ref", [[{ toolCalls: [{ name: "bash", args: { command: "ls", description: "list" } }] }, { text: "listed" }]]);
-    const run = await pb.engine.startRun(OWNER, { repository: "acme/web", prompt: "list", modelId: "test/ref", baseRef: "feature" });
+    model.script("test/ref", [
+      [{ toolCalls: [{ name: "bash", args: { command: "ls", description: "list" } }] }, { text: "listed" }],
+    ]);
+    const run = await pb.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "list",
+      modelId: "test/ref",
+      baseRef: "feature",
+    });
     const done = await pb.engine.waitForTurn(OWNER, run.id);
     expect(done.status).toBe("idle");
     expect(done.baseRef).toBe("feature");
     const events = await pb.engine.events(OWNER, run.id, 0);
-    const ls = events.find((e) => e.type === "builder.event" && e.data.kind === "tool" && e.data.status === "completed");
+    const ls = events.find(
+      (e) => e.type === "builder.event" && e.data.kind === "tool" && e.data.status === "completed",
+    );
     expect(ls && ls.type === "builder.event" && ls.data.kind === "tool" ? ls.data.output : "").toContain("FEATURE.md");
     await pb.engine.endSession(OWNER, run.id);
   });
@@ -172,7 +206,8 @@ describe("the run engine", () => {
             {
               name: "bash",
               args: {
-                command: "env; cat ~/.config/opencode/* 2>/dev/null; cat /proc/self/environ | tr '\\0' '\\n'; ps -eo args 2>/dev/null | grep -i opencode",
+                command:
+                  "env; cat ~/.config/opencode/* 2>/dev/null; cat /proc/self/environ | tr '\\0' '\\n'; ps -eo args 2>/dev/null | grep -i opencode",
                 description: "inspect",
               },
             },
@@ -185,7 +220,9 @@ describe("the run engine", () => {
     const done = await pb.engine.waitForTurn(OWNER, run.id);
     expect(done.status).toBe("idle");
     const events = await pb.engine.events(OWNER, run.id, 0);
-    const output = events.flatMap((e) => (e.type === "builder.event" && e.data.kind === "tool" && e.data.output ? [e.data.output] : [])).join("\n");
+    const output = events
+      .flatMap((e) => (e.type === "builder.event" && e.data.kind === "tool" && e.data.output ? [e.data.output] : []))
+      .join("\n");
     expect(output).toContain("OPENCODE_CONFIG_CONTENT"); // the command really ran and saw its environment
     expect(output).not.toContain(CANARY_KEY);
     expect(output).not.toContain("sk-or-v1");
@@ -234,7 +271,12 @@ describe("the run engine", () => {
   });
 
   it("an unknown ref ends the run failed with invalid_ref", async () => {
-    const run = await pb.engine.startRun(OWNER, { repository: "acme/web", prompt: "x", modelId: "test/none", baseRef: "no-such-branch" });
+    const run = await pb.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "x",
+      modelId: "test/none",
+      baseRef: "no-such-branch",
+    });
     const done = await pb.engine.waitForTurn(OWNER, run.id);
     expect(done.status).toBe("failed");
     expect(done.error?.code).toBe("invalid_ref");
@@ -251,14 +293,26 @@ describe("the run engine", () => {
     try {
       model.script("test/chain", [
         [
-          { respond: (req) => (req.lastUser.includes("New request") ? { toolCalls: [{ name: "write", args: { filePath: "second.txt", content: "two\n" } }] } : { toolCalls: [{ name: "write", args: { filePath: "first.txt", content: "one\n" } }] }) },
+          {
+            respond: (req) =>
+              req.lastUser.includes("New request")
+                ? { toolCalls: [{ name: "write", args: { filePath: "second.txt", content: "two\n" } }] }
+                : { toolCalls: [{ name: "write", args: { filePath: "first.txt", content: "one\n" } }] },
+          },
           { respond: (req) => ({ text: req.lastUser.includes("New request") ? "second done" : "first done" }) },
         ],
       ]);
-      const run = await short.engine.startRun(OWNER, { repository: "acme/web", prompt: "write first", modelId: "test/chain" });
+      const run = await short.engine.startRun(OWNER, {
+        repository: "acme/web",
+        prompt: "write first",
+        modelId: "test/chain",
+      });
       const first = await short.engine.waitForTurn(OWNER, run.id);
       expect(first.status).toBe("idle");
-      await waitFor(async () => (await short.engine.getRun(OWNER, run.id)).status === "completed", { what: "expiry", timeoutMs: 10_000 });
+      await waitFor(async () => (await short.engine.getRun(OWNER, run.id)).status === "completed", {
+        what: "expiry",
+        timeoutMs: 10_000,
+      });
       expect(opencodePids(short.dataDir, run.id)).toEqual([]);
       const chained = await short.engine.sendMessage(OWNER, run.id, { prompt: "write second" });
       expect(chained.id).not.toBe(run.id);

@@ -47,13 +47,25 @@ describe("crash recovery", () => {
       PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
       OPENROUTER_API_KEY: "sk-test-recovery",
     };
-    const child = spawn(process.execPath, ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify({ repository: "acme/web", prompt: "hang", modelId: "test/hang" })], {
-      env,
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const child = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "test/fixtures/engine-child.ts",
+        JSON.stringify({ repository: "acme/web", prompt: "hang", modelId: "test/hang" }),
+      ],
+      {
+        env,
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    const runId = await waitFor(() => out.trim().split("\n")[0] || undefined, { timeoutMs: 30_000, what: "the child to start a run" });
+    const runId = await waitFor(() => out.trim().split("\n")[0] || undefined, {
+      timeoutMs: 30_000,
+      what: "the child to start a run",
+    });
     await model.nextRequest("test/hang");
     const sandboxDir = path.join(dataDir, "sandboxes", runId);
     expect(opencodeUnder(sandboxDir).length).toBeGreaterThan(0);
@@ -63,7 +75,12 @@ describe("crash recovery", () => {
     expect(opencodeUnder(sandboxDir).length).toBeGreaterThan(0);
 
     // ...until the next Patchbay on the same data dir starts.
-    const config = loadConfig({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_GIT_BASE_URL: `file://${repoBase}`, PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl, OPENROUTER_API_KEY: "sk-test-recovery" });
+    const config = loadConfig({
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      OPENROUTER_API_KEY: "sk-test-recovery",
+    });
     const pb = await openPatchbay(config, { log: createLogger({ level: "silent" }) });
     try {
       const run = await pb.engine.getRun("owner-1", runId, { events: true });
