@@ -21,18 +21,29 @@ export const WaitField = z
   .optional()
   .describe("Wait until the turn ends (the run is idle, completed, failed or cancelled) and return its summary, changedPaths and diffStats. Progress notifications are sent per agent step when you pass a progressToken. Default false: return at once with the run id.");
 
+/**
+ * How long a result waits after the last progress notification. The SDK's client handles
+ * notifications a microtask late but responses at once, so a notification read in the same
+ * chunk as the response finds its progress handler already gone and is dropped.
+ */
+const PROGRESS_SETTLE_MS = 50;
+
 /** Wait for the run's current turn to end; never cancels the run. */
 export async function waitForTurnWithProgress(ctx: ToolContext, runId: string): Promise<{ run: RunView; waited: boolean }> {
   const { engine, caller, extra, log } = ctx;
   const progressToken = extra._meta?.progressToken;
   let progress = 0;
+  let lastSentAt = 0;
   const unsubscribe =
     progressToken === undefined
       ? () => undefined
       : await engine.subscribe(caller.ownerId, runId, (ev) => {
+          // The status that ends the turn is the result itself, not progress.
+          if (ev.type === "run.status" && ev.data.status !== "running" && ev.data.status !== "queued") return;
           const message = describeStep(ev);
           if (!message) return;
           progress += 1;
+          lastSentAt = Date.now();
           extra
             .sendNotification({ method: "notifications/progress", params: { progressToken, progress, message } })
             // A lost progress notification must not fail the tool call.
@@ -46,5 +57,7 @@ export async function waitForTurnWithProgress(ctx: ToolContext, runId: string): 
     throw e;
   } finally {
     unsubscribe();
+    const sinceLast = Date.now() - lastSentAt;
+    if (sinceLast < PROGRESS_SETTLE_MS) await new Promise((r) => setTimeout(r, PROGRESS_SETTLE_MS - sinceLast));
   }
 }

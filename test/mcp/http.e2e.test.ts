@@ -134,11 +134,11 @@ describe("MCP over Streamable HTTP", () => {
       diffStats: { files: 2, additions: 3, deletions: 1 },
     });
     expect(result.content[0]).toMatchObject({ type: "text", text: expect.stringContaining(`Run ${runId}`) });
-    // One notification per meaningful step: both tool calls, and the status at the end.
+    // One notification per meaningful step: each tool call, each file edited.
     const messages = progress.map((p) => p.message ?? "");
     expect(messages.some((m) => m.startsWith("write done"))).toBe(true);
     expect(messages.some((m) => m.startsWith("edit done"))).toBe(true);
-    expect(messages.at(-1)).toBe("status: idle");
+    expect(messages.filter((m) => m.startsWith("edited "))).toEqual(["edited NOTES.md", "edited src/app.js"]);
     expect(progress.map((p) => p.progress)).toEqual(progress.map((_, i) => i + 1));
   });
 
