@@ -8,6 +8,7 @@ import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createLogger, isEngineError, openPatchbay } from "./engine/index.ts";
 import type { RunEvent } from "./engine/events/schema.ts";
 import { createHttpApp } from "./http/app.ts";
+import { createMcpMount } from "./http/mcp-mount.ts";
 
 const USAGE = `Usage: patchbay <command> [options]
 
@@ -69,7 +70,8 @@ async function serve(config: Config): Promise<void> {
     const { key } = await pb.keys.create({ name: "admin", scopes: ["read:builder", "write:builder", "admin"] });
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);
   }
-  const app = createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config });
+  const mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: config.host });
+  const app = createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config, mountMcp: mcp.mount });
   const server = http.createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -89,6 +91,7 @@ async function serve(config: Config): Promise<void> {
     pb.log.info("shutting down", { signal });
     server.close();
     server.closeAllConnections();
+    await mcp.close();
     await pb.close();
     process.exit(0);
   };
