@@ -25,7 +25,7 @@ async function pollUntilSettled(id: string, key?: string): Promise<RunView> {
       const run = r.json as RunView;
       return run.status === "queued" || run.status === "running" ? undefined : run;
     },
-    { timeoutMs: 45_000, intervalMs: 100, what: `run ${id} to settle` },
+    { timeoutMs: 45_000, intervalMs: 200, what: `run ${id} to settle` },
   );
 }
 

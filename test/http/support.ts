@@ -94,6 +94,8 @@ export async function startHarness(opts: { env?: Record<string, string>; overrid
       PATCHBAY_SESSION_TTL_MS: "120000",
       PATCHBAY_TURN_TIMEOUT_MS: "30000",
       PATCHBAY_WATCHDOG_MS: "2000",
+      // Tests poll; the limit itself is tested on an app of its own.
+      PATCHBAY_RATE_LIMIT_PER_MIN: "100000",
       ...opts.env,
     },
     opts.overrides,
