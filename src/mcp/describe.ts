@@ -7,10 +7,20 @@ import type { RunView } from "../engine/index.ts";
 
 /** One paragraph about a run: status, turn, changes, summary, error. */
 export function describeRun(run: RunView): string {
-  const parts = [`Run ${run.id} on ${run.repository.fullName} is ${run.status} (turn ${run.turnCount}, model ${run.modelId}).`];
+  const parts = [
+    `Run ${run.id} on ${run.repository.fullName} is ${run.status} (turn ${run.turnCount}, model ${run.modelId}).`,
+  ];
   if (run.chainedFrom) parts.push(`It continues run ${run.chainedFrom} in a new session.`);
-  if (run.status === "idle") parts.push(run.sessionActive ? `The session is warm until ${run.sessionExpiresAt}: send_message continues it.` : "The session has expired.");
-  if (run.diffStats) parts.push(`Changes: ${run.diffStats.files} file(s), +${run.diffStats.additions} -${run.diffStats.deletions}: ${run.changedPaths.join(", ") || "none"}.`);
+  if (run.status === "idle")
+    parts.push(
+      run.sessionActive
+        ? `The session is warm until ${run.sessionExpiresAt}: send_message continues it.`
+        : "The session has expired.",
+    );
+  if (run.diffStats)
+    parts.push(
+      `Changes: ${run.diffStats.files} file(s), +${run.diffStats.additions} -${run.diffStats.deletions}: ${run.changedPaths.join(", ") || "none"}.`,
+    );
   if (run.error) parts.push(`Error ${run.error.code}: ${run.error.message}`);
   if (run.draftPullRequest) parts.push(`Draft PR: ${run.draftPullRequest.url}`);
   if (run.summary) parts.push(`Summary:\n${run.summary}`);
@@ -41,7 +51,8 @@ export function describeStep(ev: RunEvent): string | undefined {
 /** One compact line for any event, for the text of `stream_events`. */
 export function describeEvent(ev: RunEvent): string {
   const head = `#${ev.id} turn ${ev.turn}`;
-  if (ev.type === "run.status") return `${head} status ${ev.data.status}${ev.data.error ? ` (${ev.data.error.code}: ${ev.data.error.message})` : ""}`;
+  if (ev.type === "run.status")
+    return `${head} status ${ev.data.status}${ev.data.error ? ` (${ev.data.error.code}: ${ev.data.error.message})` : ""}`;
   const d = ev.data;
   const clip = (s: string) => (s.length > 200 ? s.slice(0, 197) + "..." : s).replace(/\s+/g, " ");
   switch (d.kind) {

@@ -80,7 +80,13 @@ const LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"];
 const ALL_INTERFACES = ["0.0.0.0", "::", "[::]"];
 
 /** A JSON-RPC error response, the shape MCP clients expect even outside a session. */
-function rpcError(res: express.Response, status: number, code: number, message: string, data?: Record<string, unknown>): void {
+function rpcError(
+  res: express.Response,
+  status: number,
+  code: number,
+  message: string,
+  data?: Record<string, unknown>,
+): void {
   res.status(status).json({ jsonrpc: "2.0", error: { code, message, ...(data ? { data } : {}) }, id: null });
 }
 
@@ -107,7 +113,8 @@ export function callerFromAuthInfo(extra: ToolExtra): McpCaller | undefined {
 export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
   const { engine, log } = opts;
   const allowedHosts = opts.allowedHosts ?? defaultAllowedHosts(opts.host ?? "127.0.0.1");
-  const originAllowed = (origin: string) => (opts.allowedOrigins ? opts.allowedOrigins.includes(origin) : isLoopbackOrigin(origin));
+  const originAllowed = (origin: string) =>
+    opts.allowedOrigins ? opts.allowedOrigins.includes(origin) : isLoopbackOrigin(origin);
   const sessionIdleMs = opts.sessionIdleMs ?? 60 * 60_000;
   const sessions = new Map<string, Session>();
 
@@ -115,10 +122,12 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     if (allowedHosts) {
       const url = `http://${req.headers.host ?? ""}`;
       const hostname = req.headers.host && URL.canParse(url) ? new URL(url).hostname : undefined;
-      if (!hostname || !allowedHosts.includes(hostname)) return rpcError(res, 403, -32000, `Host not allowed: ${req.headers.host ?? "(none)"}`, { code: "forbidden" });
+      if (!hostname || !allowedHosts.includes(hostname))
+        return rpcError(res, 403, -32000, `Host not allowed: ${req.headers.host ?? "(none)"}`, { code: "forbidden" });
     }
     const origin = req.headers.origin;
-    if (origin !== undefined && !originAllowed(origin)) return rpcError(res, 403, -32000, `Origin not allowed: ${origin}`, { code: "forbidden" });
+    if (origin !== undefined && !originAllowed(origin))
+      return rpcError(res, 403, -32000, `Origin not allowed: ${origin}`, { code: "forbidden" });
     next();
   };
 
@@ -143,9 +152,15 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
 
   const route: express.RequestHandler = (req, res, next) => {
     const caller = res.locals.caller as HttpCaller | undefined;
-    if (!caller) return rpcError(res, 401, -32001, "missing API key: send Authorization: Bearer <key>", { code: "unauthorized" });
+    if (!caller)
+      return rpcError(res, 401, -32001, "missing API key: send Authorization: Bearer <key>", { code: "unauthorized" });
     // The SDK hands `req.auth` to every handler as `extra.authInfo`: that is how tools learn the caller.
-    const auth: AuthInfo = { token: "(verified)", clientId: caller.keyId, scopes: [...caller.scopes], extra: { ownerId: caller.ownerId } };
+    const auth: AuthInfo = {
+      token: "(verified)",
+      clientId: caller.keyId,
+      scopes: [...caller.scopes],
+      extra: { ownerId: caller.ownerId },
+    };
     (req as IncomingMessage & { auth?: AuthInfo }).auth = auth;
     const sid = req.headers["mcp-session-id"];
     if (typeof sid === "string") {
@@ -168,12 +183,15 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       session.inFlight -= 1;
       session.lastSeen = Date.now();
     });
-    await session.transport.handleRequest(req as IncomingMessage & { auth?: AuthInfo }, res as ServerResponse, req.body);
+    await session.transport.handleRequest(
+      req as IncomingMessage & { auth?: AuthInfo },
+      res as ServerResponse,
+      req.body,
+    );
   }
 
   async function openSession(keyId: string): Promise<Session> {
     const { server, dispose } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
-    let session: Session;
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (sid) => {
@@ -190,21 +208,26 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       await server.close();
     };
     // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
-    transport.onclose = () => void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
-    session = { transport, keyId, inFlight: 0, lastSeen: Date.now(), close };
+    transport.onclose = () =>
+      void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+    // Declared after the transport, read by onsessioninitialized only once a request is handled.
+    const session: Session = { transport, keyId, inFlight: 0, lastSeen: Date.now(), close };
     await server.connect(transport);
     return session;
   }
 
-  const sweeper = setInterval(() => {
-    const now = Date.now();
-    for (const [sid, s] of sessions) {
-      if (s.inFlight === 0 && now - s.lastSeen > sessionIdleMs) {
-        log.debug("MCP session idle, closing", { sessionId: sid.slice(0, 8) });
-        void s.close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+  const sweeper = setInterval(
+    () => {
+      const now = Date.now();
+      for (const [sid, s] of sessions) {
+        if (s.inFlight === 0 && now - s.lastSeen > sessionIdleMs) {
+          log.debug("MCP session idle, closing", { sessionId: sid.slice(0, 8) });
+          void s.close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+        }
       }
-    }
-  }, Math.min(60_000, sessionIdleMs));
+    },
+    Math.min(60_000, sessionIdleMs),
+  );
   sweeper.unref();
 
   return {

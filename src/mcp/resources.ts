@@ -7,7 +7,12 @@
  * registered here on the low-level server (see sdk-facts §3).
  */
 import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { ErrorCode, McpError, SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import {
+  ErrorCode,
+  McpError,
+  SubscribeRequestSchema,
+  UnsubscribeRequestSchema,
+} from "@modelcontextprotocol/sdk/types.js";
 import { isEngineError, type Engine, type Logger } from "../engine/index.ts";
 import type { McpCaller, McpScope, ToolExtra } from "./tool.ts";
 
@@ -31,7 +36,8 @@ export interface ResourceDeps {
 function resourceError(e: unknown, uri: string): McpError {
   if (e instanceof McpError) return e;
   if (isEngineError(e)) {
-    if (e.code === "run_not_found") return new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri, code: e.code });
+    if (e.code === "run_not_found")
+      return new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri, code: e.code });
     return new McpError(ErrorCode.InvalidRequest, `${e.code}: ${e.message}`, { uri, code: e.code });
   }
   return new McpError(ErrorCode.InternalError, "internal error", { uri, code: "internal" });
@@ -62,7 +68,8 @@ export function registerRunResources(server: McpServer, deps: ResourceDeps): () 
     }),
     {
       title: "Run",
-      description: "A Patchbay run as JSON: status, summary, changedPaths, diffStats, error. Subscribe to be told when its status changes.",
+      description:
+        "A Patchbay run as JSON: status, summary, changedPaths, diffStats, error. Subscribe to be told when its status changes.",
       mimeType: "application/json",
     },
     async (uri, { runId }, extra) => {

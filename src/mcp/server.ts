@@ -63,13 +63,16 @@ export interface PatchbayMcpServer {
 export function createMcpServer(engine: Engine, opts: McpServerOptions): PatchbayMcpServer {
   const log = opts.log ?? createLogger();
   if (!opts.ownerId && !opts.resolveCaller) throw new TypeError("createMcpServer needs ownerId or resolveCaller");
-  const fixed: McpCaller | undefined = opts.ownerId ? { ownerId: opts.ownerId, scopes: opts.scopes ?? ["read:builder", "write:builder"] } : undefined;
+  const fixed: McpCaller | undefined = opts.ownerId
+    ? { ownerId: opts.ownerId, scopes: opts.scopes ?? ["read:builder", "write:builder"] }
+    : undefined;
 
   /** The caller of a request, checked for `scope`. Throws `unauthorized` / `forbidden`. */
   const caller = (extra: ToolExtra, scope: McpScope): McpCaller => {
     const who = opts.resolveCaller ? opts.resolveCaller(extra) : fixed;
     if (!who) throw new EngineError("unauthorized", "this request carries no API key");
-    if (!who.scopes.includes(scope)) throw new EngineError("forbidden", `this key lacks the ${scope} scope`, { requiredScope: scope });
+    if (!who.scopes.includes(scope))
+      throw new EngineError("forbidden", `this key lacks the ${scope} scope`, { requiredScope: scope });
     return who;
   };
 
@@ -82,7 +85,13 @@ export function createMcpServer(engine: Engine, opts: McpServerOptions): Patchba
   for (const tool of TOOLS) {
     server.registerTool(
       tool.name,
-      { title: tool.title, description: tool.description, inputSchema: tool.input, outputSchema: tool.output, annotations: { title: tool.title, ...tool.annotations } },
+      {
+        title: tool.title,
+        description: tool.description,
+        inputSchema: tool.input,
+        outputSchema: tool.output,
+        annotations: { title: tool.title, ...tool.annotations },
+      },
       async (args: unknown, extra: ToolExtra): Promise<CallToolResult> => {
         try {
           const ctx = { engine, caller: caller(extra, tool.scope), extra, log };
@@ -112,9 +121,15 @@ export function createMcpServer(engine: Engine, opts: McpServerOptions): Patchba
  */
 function mapSdkToolErrors(server: McpServer): void {
   const target = server as unknown as { createToolError?: (message: string) => CallToolResult };
-  if (typeof target.createToolError !== "function") throw new Error("@modelcontextprotocol/sdk changed: McpServer.createToolError is gone");
+  if (typeof target.createToolError !== "function")
+    throw new Error("@modelcontextprotocol/sdk changed: McpServer.createToolError is gone");
   target.createToolError = (message: string) => {
-    const code = /^(Input validation error|MCP error -32602: Input validation error|MCP error -32602: Tool .* not found)/.test(message) ? "invalid_request" : "internal";
+    const code =
+      /^(Input validation error|MCP error -32602: Input validation error|MCP error -32602: Tool .* not found)/.test(
+        message,
+      )
+        ? "invalid_request"
+        : "internal";
     return toolError(new EngineError(code, message.replace(/^MCP error -?\d+: /, "")));
   };
 }

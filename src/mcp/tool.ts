@@ -5,7 +5,12 @@
  * and maps every failure to one kind of tool error (`toolError`).
  */
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
-import type { CallToolResult, ServerNotification, ServerRequest, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
+import type {
+  CallToolResult,
+  ServerNotification,
+  ServerRequest,
+  ToolAnnotations,
+} from "@modelcontextprotocol/sdk/types.js";
 import type * as z from "zod";
 import { toEngineError, type EngineError } from "../engine/errors.ts";
 import type { Engine, Logger } from "../engine/index.ts";

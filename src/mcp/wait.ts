@@ -11,7 +11,11 @@ import type { ToolContext } from "./tool.ts";
 
 /** Result of `start_run` and `send_message`: the run, and whether the turn was waited for. */
 export const TurnResult = RunView.extend({
-  waited: z.boolean().describe("true when the tool waited until the turn ended (wait: true); the summary, changedPaths and diffStats are then final for this turn"),
+  waited: z
+    .boolean()
+    .describe(
+      "true when the tool waited until the turn ended (wait: true); the summary, changedPaths and diffStats are then final for this turn",
+    ),
 });
 export type TurnResult = z.infer<typeof TurnResult>;
 
@@ -19,7 +23,9 @@ export type TurnResult = z.infer<typeof TurnResult>;
 export const WaitField = z
   .boolean()
   .optional()
-  .describe("Wait until the turn ends (the run is idle, completed, failed or cancelled) and return its summary, changedPaths and diffStats. Progress notifications are sent per agent step when you pass a progressToken. Default false: return at once with the run id.");
+  .describe(
+    "Wait until the turn ends (the run is idle, completed, failed or cancelled) and return its summary, changedPaths and diffStats. Progress notifications are sent per agent step when you pass a progressToken. Default false: return at once with the run id.",
+  );
 
 /**
  * How long a result waits after the last progress notification. The SDK's client handles
@@ -29,7 +35,10 @@ export const WaitField = z
 const PROGRESS_SETTLE_MS = 50;
 
 /** Wait for the run's current turn to end; never cancels the run. */
-export async function waitForTurnWithProgress(ctx: ToolContext, runId: string): Promise<{ run: RunView; waited: boolean }> {
+export async function waitForTurnWithProgress(
+  ctx: ToolContext,
+  runId: string,
+): Promise<{ run: RunView; waited: boolean }> {
   const { engine, caller, extra, log } = ctx;
   const progressToken = extra._meta?.progressToken;
   let progress = 0;

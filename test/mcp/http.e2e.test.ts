@@ -43,7 +43,10 @@ const call = (c: Client, name: string, args: Record<string, unknown>, options?: 
   c.callTool({ name, arguments: args }, undefined, options) as Promise<CallToolResult>;
 
 /** A raw JSON-RPC POST to /mcp, for what the SDK client would never send. */
-async function rawPost(headers: Record<string, string>, body: unknown = { jsonrpc: "2.0", id: 1, method: "ping" }): Promise<Response> {
+async function rawPost(
+  headers: Record<string, string>,
+  body: unknown = { jsonrpc: "2.0", id: 1, method: "ping" },
+): Promise<Response> {
   return fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers },
@@ -95,7 +98,17 @@ describe("MCP over Streamable HTTP", () => {
     const { tools } = await client.listTools();
     const byName = new Map(tools.map((t) => [t.name, t]));
     expect([...byName.keys()].sort()).toEqual(
-      ["cancel_run", "end_session", "get_patch", "get_run", "list_models", "list_runs", "send_message", "start_run", "stream_events"].sort(),
+      [
+        "cancel_run",
+        "end_session",
+        "get_patch",
+        "get_run",
+        "list_models",
+        "list_runs",
+        "send_message",
+        "start_run",
+        "stream_events",
+      ].sort(),
     );
     for (const t of tools) {
       expect(t.description!.length, t.name).toBeGreaterThan(80);
@@ -103,24 +116,37 @@ describe("MCP over Streamable HTTP", () => {
       expect(t.outputSchema?.type, t.name).toBe("object");
     }
     const start = byName.get("start_run")!;
-    expect(Object.keys(start.inputSchema.properties!)).toEqual(expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "wait"]));
+    expect(Object.keys(start.inputSchema.properties!)).toEqual(
+      expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "wait"]),
+    );
     expect(start.inputSchema.required).toEqual(["prompt"]);
     expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
-    expect(Object.keys(start.outputSchema!.properties!)).toEqual(expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "waited"]));
+    expect(Object.keys(start.outputSchema!.properties!)).toEqual(
+      expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "waited"]),
+    );
     expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
     expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
-    expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(expect.arrayContaining(["runId", "prompt", "endSession", "wait"]));
-    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"]) expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
-    for (const destructive of ["cancel_run", "end_session"]) expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);
+    expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(
+      expect.arrayContaining(["runId", "prompt", "endSession", "wait"]),
+    );
+    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"])
+      expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
+    for (const destructive of ["cancel_run", "end_session"])
+      expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);
     expect(byName.get("stream_events")!.inputSchema.properties!["waitMs"]).toMatchObject({ maximum: 30000 });
   });
 
   it("start_run with wait returns summary, changedPaths and diffStats, with progress notifications per agent step", async () => {
     const progress: { progress: number; message?: string }[] = [];
-    const result = await call(client, "start_run", { repository: "acme/web", prompt: "Add notes and fix the greeting", modelId: MAIN_MODEL, wait: true }, {
-      onprogress: (p) => progress.push(p),
-      resetTimeoutOnProgress: true,
-    });
+    const result = await call(
+      client,
+      "start_run",
+      { repository: "acme/web", prompt: "Add notes and fix the greeting", modelId: MAIN_MODEL, wait: true },
+      {
+        onprogress: (p) => progress.push(p),
+        resetTimeoutOnProgress: true,
+      },
+    );
     expect(result.isError).toBeFalsy();
     const run = result.structuredContent as Record<string, unknown>;
     runId = run["id"] as string;
@@ -158,14 +184,29 @@ describe("MCP over Streamable HTTP", () => {
       changedPaths: ["NOTES.md", "docs/guide.md", "src/app.js"],
     });
     // The same OpenCode session saw both prompts.
-    expect(model.agentRequests(MAIN_MODEL).at(-1)!.body.messages.filter((m) => m.role === "user")).toHaveLength(2);
-    await waitFor(() => updated.filter((u) => u === runUri(runId)).length >= 2, { what: "resource updates (running, idle)", timeoutMs: 5000 });
+    expect(
+      model
+        .agentRequests(MAIN_MODEL)
+        .at(-1)!
+        .body.messages.filter((m) => m.role === "user"),
+    ).toHaveLength(2);
+    await waitFor(() => updated.filter((u) => u === runUri(runId)).length >= 2, {
+      what: "resource updates (running, idle)",
+      timeoutMs: 5000,
+    });
     await client.unsubscribeResource({ uri: runUri(runId) });
 
     const read = await client.readResource({ uri: runUri(runId) });
-    expect(JSON.parse((read.contents[0] as { text: string }).text)).toMatchObject({ id: runId, status: "idle", turnCount: 2 });
+    expect(JSON.parse((read.contents[0] as { text: string }).text)).toMatchObject({
+      id: runId,
+      status: "idle",
+      turnCount: 2,
+    });
     const patch = await client.readResource({ uri: patchUri(runId) });
-    expect(patch.contents[0]).toMatchObject({ mimeType: "text/x-diff", text: expect.stringContaining("docs/guide.md") });
+    expect(patch.contents[0]).toMatchObject({
+      mimeType: "text/x-diff",
+      text: expect.stringContaining("docs/guide.md"),
+    });
     const listed = await client.listResources();
     expect(listed.resources.map((r) => r.uri)).toContain(runUri(runId));
   });
@@ -188,13 +229,18 @@ describe("MCP over Streamable HTTP", () => {
 
   it("a client that stops waiting does not cancel the run", async () => {
     const abort = new AbortController();
-    const pending = call(client, "send_message", { runId, prompt: "A slow change", wait: true }, {
-      signal: abort.signal,
-      onprogress: (p) => {
-        // The first finished tool call: the agent is mid-turn. Walk away.
-        if (p.message?.startsWith("write done")) abort.abort();
+    const pending = call(
+      client,
+      "send_message",
+      { runId, prompt: "A slow change", wait: true },
+      {
+        signal: abort.signal,
+        onprogress: (p) => {
+          // The first finished tool call: the agent is mid-turn. Walk away.
+          if (p.message?.startsWith("write done")) abort.abort();
+        },
       },
-    });
+    );
     await expect(pending).rejects.toThrow(/abort/i);
     expect((await pb.engine.getRun(OWNER, runId)).status).toBe("running");
     // Busy, not lost: a message to the working run is refused with the REST code.
@@ -204,7 +250,12 @@ describe("MCP over Streamable HTTP", () => {
   });
 
   it("get_patch returns the diff, filtered by paths and capped by maxBytes", async () => {
-    const full = (await call(client, "get_patch", { runId })).structuredContent as { patch: string; files: string[]; truncated: boolean; totalBytes: number };
+    const full = (await call(client, "get_patch", { runId })).structuredContent as {
+      patch: string;
+      files: string[];
+      truncated: boolean;
+      totalBytes: number;
+    };
     expect(full.files.sort()).toEqual(["NOTES.md", "docs/guide.md", "docs/more.md", "slow.txt", "src/app.js"]);
     expect(full.truncated).toBe(false);
     expect(full.totalBytes).toBe(Buffer.byteLength(full.patch));
@@ -225,13 +276,19 @@ describe("MCP over Streamable HTTP", () => {
   it("answers an unknown run, bad input and a cursor past the end with tool errors carrying the REST error codes", async () => {
     expect(errorCodeOf(await call(client, "get_run", { runId: "run_doesnotexist" }))).toBe("run_not_found");
     expect(errorCodeOf(await call(client, "get_patch", { runId: "run_doesnotexist" }))).toBe("run_not_found");
-    expect(errorCodeOf(await call(client, "start_run", { repository: "https://evil/x", prompt: "" }))).toBe("invalid_request");
-    expect(errorCodeOf(await call(client, "start_run", { repository: "acme/web", prompt: "x", unknownField: 1 }))).toBe("invalid_request");
+    expect(errorCodeOf(await call(client, "start_run", { repository: "https://evil/x", prompt: "" }))).toBe(
+      "invalid_request",
+    );
+    expect(errorCodeOf(await call(client, "start_run", { repository: "acme/web", prompt: "x", unknownField: 1 }))).toBe(
+      "invalid_request",
+    );
     expect(errorCodeOf(await call(client, "send_message", { runId }))).toBe("invalid_request");
     expect(errorCodeOf(await call(client, "stream_events", { runId, waitMs: 999_999 }))).toBe("invalid_request");
     expect(errorCodeOf(await call(client, "stream_events", { runId, after: 10_000 }))).toBe("event_not_found");
     // The server is still fine.
-    expect((await call(client, "list_models", {})).structuredContent).toMatchObject({ defaultModel: expect.any(String) });
+    expect((await call(client, "list_models", {})).structuredContent).toMatchObject({
+      defaultModel: expect.any(String),
+    });
   });
 
   it("end_session completes the run and frees its session; ending again changes nothing", async () => {
@@ -240,7 +297,9 @@ describe("MCP over Streamable HTTP", () => {
     const again = await call(client, "end_session", { runId });
     expect(again.structuredContent).toMatchObject({ status: "completed" });
     expect(errorCodeOf(await call(client, "cancel_run", { runId: "run_nope" }))).toBe("run_not_found");
-    const listed = (await call(client, "list_runs", { limit: 10 })).structuredContent as { runs: { id: string; status: string }[] };
+    const listed = (await call(client, "list_runs", { limit: 10 })).structuredContent as {
+      runs: { id: string; status: string }[];
+    };
     expect(listed.runs.find((r) => r.id === runId)?.status).toBe("completed");
   });
 
@@ -263,13 +322,23 @@ describe("MCP over Streamable HTTP", () => {
     it("refuses a foreign Origin and a foreign Host with 403", async () => {
       const evil = await rawPost({ authorization: `Bearer ${rwKey}`, origin: "http://evil.example" }, initialize);
       expect(evil.status).toBe(403);
-      const local = await rawPost({ authorization: `Bearer ${rwKey}`, origin: `http://localhost:${url.port}` }, initialize);
+      const local = await rawPost(
+        { authorization: `Bearer ${rwKey}`, origin: `http://localhost:${url.port}` },
+        initialize,
+      );
       expect(local.status).toBe(200);
       const status = await new Promise<number>((resolve, reject) => {
-        const req = http.request(url, { method: "POST", headers: { host: "evil.example", authorization: `Bearer ${rwKey}`, "content-type": "application/json" } }, (res) => {
-          res.resume();
-          resolve(res.statusCode!);
-        });
+        const req = http.request(
+          url,
+          {
+            method: "POST",
+            headers: { host: "evil.example", authorization: `Bearer ${rwKey}`, "content-type": "application/json" },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          },
+        );
         req.on("error", reject);
         req.end(JSON.stringify(initialize));
       });
@@ -282,7 +351,15 @@ describe("MCP over Streamable HTTP", () => {
       const headers = { "mcp-session-id": sid, "mcp-protocol-version": "2025-06-18" };
       expect((await rawPost({ ...headers, authorization: `Bearer ${rwKey}` })).status).toBe(200);
       expect((await rawPost({ ...headers, authorization: `Bearer ${otherKey}` })).status).toBe(404);
-      expect((await rawPost({ ...headers, "mcp-session-id": "00000000-0000-4000-8000-000000000000", authorization: `Bearer ${rwKey}` })).status).toBe(404);
+      expect(
+        (
+          await rawPost({
+            ...headers,
+            "mcp-session-id": "00000000-0000-4000-8000-000000000000",
+            authorization: `Bearer ${rwKey}`,
+          })
+        ).status,
+      ).toBe(404);
       // The rightful owner's session still works.
       expect((await client.listTools()).tools.length).toBe(9);
     });

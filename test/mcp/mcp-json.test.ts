@@ -17,7 +17,10 @@ interface Entry {
 }
 
 describe("mcp.json", () => {
-  const config = JSON.parse(fs.readFileSync(path.join(ROOT, "mcp.json"), "utf8")) as Record<string, { mcpServers?: Record<string, Entry> }>;
+  const config = JSON.parse(fs.readFileSync(path.join(ROOT, "mcp.json"), "utf8")) as Record<
+    string,
+    { mcpServers?: Record<string, Entry> }
+  >;
 
   it("has a block for Claude Desktop, Claude Code and Cursor, each with a stdio entry", () => {
     for (const client of ["claudeDesktop", "claudeCode", "cursor"]) {
@@ -38,7 +41,8 @@ describe("mcp.json", () => {
         expect(entry.command).toBe("npx");
         expect(entry.args).toContain("--no-install");
         expect(entry.args!.slice(-2)).toEqual(["patchbay", "mcp"]);
-        for (const variable of Object.keys(entry.env ?? {})) expect(known, `${client}.${name} env ${variable}`).toContain(variable);
+        for (const variable of Object.keys(entry.env ?? {}))
+          expect(known, `${client}.${name} env ${variable}`).toContain(variable);
         expect(path.isAbsolute(entry.env!["PATCHBAY_DATA_DIR"]!)).toBe(true);
       }
     }

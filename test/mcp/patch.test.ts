@@ -11,7 +11,12 @@ const PATCH = [
 
 describe("get_patch cutting", () => {
   it("splits a diff into file sections with the paths each touches, not fooled by content lines", () => {
-    expect(splitPatch(PATCH).map((s) => s.paths)).toEqual([["NOTES.md"], ["src/app.js"], ["old name.txt", "docs/new name.txt"], ["empty.txt"]]);
+    expect(splitPatch(PATCH).map((s) => s.paths)).toEqual([
+      ["NOTES.md"],
+      ["src/app.js"],
+      ["old name.txt", "docs/new name.txt"],
+      ["empty.txt"],
+    ]);
   });
 
   it("keeps only the sections of the asked-for files and directories", () => {
@@ -19,8 +24,15 @@ describe("get_patch cutting", () => {
     const docs = cutPatch(PATCH, { paths: ["docs/"], maxBytes: 1e6 });
     expect(docs.files).toEqual(["old name.txt", "docs/new name.txt"]);
     expect(docs.patch.startsWith("diff --git a/old name.txt")).toBe(true);
-    expect(cutPatch(PATCH, { paths: ["empty.txt"], maxBytes: 1e6 }).patch).toBe(PATCH.slice(PATCH.indexOf("diff --git a/empty.txt")));
-    expect(cutPatch(PATCH, { paths: ["nothing"], maxBytes: 1e6 })).toMatchObject({ patch: "", files: [], truncated: false, totalBytes: 0 });
+    expect(cutPatch(PATCH, { paths: ["empty.txt"], maxBytes: 1e6 }).patch).toBe(
+      PATCH.slice(PATCH.indexOf("diff --git a/empty.txt")),
+    );
+    expect(cutPatch(PATCH, { paths: ["nothing"], maxBytes: 1e6 })).toMatchObject({
+      patch: "",
+      files: [],
+      truncated: false,
+      totalBytes: 0,
+    });
     // A prefix of a name is not a directory.
     expect(cutPatch(PATCH, { paths: ["src/app"], maxBytes: 1e6 }).files).toEqual([]);
   });
@@ -39,7 +51,9 @@ describe("get_patch cutting", () => {
     const cut = cutPatch(PATCH, { maxBytes: Buffer.byteLength(PATCH.slice(0, accent + 2)) });
     expect(cut.truncated).toBe(true);
     expect(cut.totalBytes).toBe(Buffer.byteLength(PATCH));
-    expect(cut.patch.endsWith("+++ b/src/app.js\n@@ -1,3 +1,3 @@\n export function greet() {\n-  return 'hello';\n")).toBe(true);
+    expect(
+      cut.patch.endsWith("+++ b/src/app.js\n@@ -1,3 +1,3 @@\n export function greet() {\n-  return 'hello';\n"),
+    ).toBe(true);
     expect(cutPatch(PATCH, { maxBytes: 5 }).patch).toBe("");
   });
 });

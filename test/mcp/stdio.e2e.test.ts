@@ -64,7 +64,17 @@ describe("patchbay mcp (stdio)", () => {
   it("lists the nine tools with input and output schemas", async () => {
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(
-      ["cancel_run", "end_session", "get_patch", "get_run", "list_models", "list_runs", "send_message", "start_run", "stream_events"].sort(),
+      [
+        "cancel_run",
+        "end_session",
+        "get_patch",
+        "get_run",
+        "list_models",
+        "list_runs",
+        "send_message",
+        "start_run",
+        "stream_events",
+      ].sort(),
     );
     for (const t of tools) {
       expect(t.inputSchema.type).toBe("object");
@@ -76,10 +86,14 @@ describe("patchbay mcp (stdio)", () => {
 
   it("start_run with wait runs a turn as the local owner and reports progress", async () => {
     const progress: string[] = [];
-    const result = await call("start_run", { repository: "acme/web", prompt: "Add notes and fix the greeting", modelId: MAIN_MODEL, wait: true }, {
-      onprogress: (p) => progress.push(p.message ?? ""),
-      resetTimeoutOnProgress: true,
-    });
+    const result = await call(
+      "start_run",
+      { repository: "acme/web", prompt: "Add notes and fix the greeting", modelId: MAIN_MODEL, wait: true },
+      {
+        onprogress: (p) => progress.push(p.message ?? ""),
+        resetTimeoutOnProgress: true,
+      },
+    );
     expect(result.isError).toBeFalsy();
     expect(result.structuredContent).toMatchObject({
       status: "idle",
@@ -102,11 +116,20 @@ describe("patchbay mcp (stdio)", () => {
     expect(statuses).toEqual(["queued", "running", "idle", "running", "idle"]);
     collected = events;
     const run = await call("get_run", { runId });
-    expect(run.structuredContent).toMatchObject({ status: "idle", turnCount: 2, summary: "Added a guide.", changedPaths: ["NOTES.md", "docs/guide.md", "src/app.js"] });
+    expect(run.structuredContent).toMatchObject({
+      status: "idle",
+      turnCount: 2,
+      summary: "Added a guide.",
+      changedPaths: ["NOTES.md", "docs/guide.md", "src/app.js"],
+    });
   });
 
   it("get_patch returns the accumulated diff, and only the asked-for files", async () => {
-    const full = (await call("get_patch", { runId })).structuredContent as { patch: string; files: string[]; truncated: boolean };
+    const full = (await call("get_patch", { runId })).structuredContent as {
+      patch: string;
+      files: string[];
+      truncated: boolean;
+    };
     expect(full.files.sort()).toEqual(["NOTES.md", "docs/guide.md", "src/app.js"]);
     expect(full.patch).toContain("diff --git a/NOTES.md b/NOTES.md\nnew file mode 100644");
     const one = (await call("get_patch", { runId, paths: ["src/app.js"] })).structuredContent as typeof full;
@@ -137,7 +160,9 @@ describe("patchbay mcp (stdio)", () => {
     expect(transport.stderr).toContain("MCP stdio server ready");
 
     // Reopen the data dir the server left (its lock is released) and read the log directly.
-    const pb = await openPatchbay(loadConfig({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_LOG_LEVEL: "silent" }), { log: createLogger({ level: "silent" }) });
+    const pb = await openPatchbay(loadConfig({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_LOG_LEVEL: "silent" }), {
+      log: createLogger({ level: "silent" }),
+    });
     try {
       expect(await pb.engine.events("local", runId, 0)).toEqual(collected);
     } finally {
@@ -155,17 +180,33 @@ describe("patchbay mcp (stdio)", () => {
 describe("the MCP Inspector CLI against patchbay mcp", () => {
   const run = promisify(execFile);
   const inspector = (args: string[]) =>
-    run("npx", ["--no-install", "@modelcontextprotocol/inspector", "--cli", process.execPath, BIN, "mcp", "-e", `PATCHBAY_DATA_DIR=${tempDir("inspector")}`, ...args], {
-      cwd: ROOT,
-      env: process.env,
-      timeout: 60_000,
-    });
+    run(
+      "npx",
+      [
+        "--no-install",
+        "@modelcontextprotocol/inspector",
+        "--cli",
+        process.execPath,
+        BIN,
+        "mcp",
+        "-e",
+        `PATCHBAY_DATA_DIR=${tempDir("inspector")}`,
+        ...args,
+      ],
+      {
+        cwd: ROOT,
+        env: process.env,
+        timeout: 60_000,
+      },
+    );
 
   it("lists the tools and calls list_models", async () => {
     const listed = JSON.parse((await inspector(["--method", "tools/list"])).stdout) as { tools: { name: string }[] };
     expect(listed.tools.map((t) => t.name)).toContain("start_run");
     expect(listed.tools).toHaveLength(9);
-    const called = JSON.parse((await inspector(["--method", "tools/call", "--tool-name", "list_models"])).stdout) as CallToolResult;
+    const called = JSON.parse(
+      (await inspector(["--method", "tools/call", "--tool-name", "list_models"])).stdout,
+    ) as CallToolResult;
     expect(called.isError).toBeFalsy();
     expect(called.structuredContent).toMatchObject({ defaultModel: expect.any(String), anyModel: true });
   });

@@ -27,7 +27,11 @@ export class RecordingStdioTransport implements Transport {
   constructor(private readonly opts: { command: string; args: string[]; env: NodeJS.ProcessEnv; cwd?: string }) {}
 
   async start(): Promise<void> {
-    const child = spawn(this.opts.command, this.opts.args, { env: this.opts.env, cwd: this.opts.cwd, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(this.opts.command, this.opts.args, {
+      env: this.opts.env,
+      cwd: this.opts.cwd,
+      stdio: ["pipe", "pipe", "pipe"],
+    });
     this.child = child;
     this.exited = new Promise((resolve) => child.once("exit", (code) => resolve(code)));
     child.stdout!.setEncoding("utf8").on("data", (chunk: string) => {
@@ -89,12 +93,28 @@ export const MAIN_MODEL = "test/mcp-main";
 export const MAIN_SCRIPT: Step[][] = [
   [
     { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "first line\nsecond line\n" } }] },
-    { toolCalls: [{ name: "edit", args: { filePath: "src/app.js", oldString: "return 'hello';", newString: "return 'hello, world';" } }] },
+    {
+      toolCalls: [
+        {
+          name: "edit",
+          args: { filePath: "src/app.js", oldString: "return 'hello';", newString: "return 'hello, world';" },
+        },
+      ],
+    },
     { text: "Added NOTES.md and changed the greeting." },
   ],
-  [{ toolCalls: [{ name: "write", args: { filePath: "docs/guide.md", content: "guide\n" } }] }, { text: "Added a guide." }],
-  [{ toolCalls: [{ name: "write", args: { filePath: "docs/more.md", content: "more\n" } }] }, { text: "Added more docs." }],
-  [{ toolCalls: [{ name: "write", args: { filePath: "slow.txt", content: "slow\n" } }] }, { text: "Slow turn done.", delayMs: 1500 }],
+  [
+    { toolCalls: [{ name: "write", args: { filePath: "docs/guide.md", content: "guide\n" } }] },
+    { text: "Added a guide." },
+  ],
+  [
+    { toolCalls: [{ name: "write", args: { filePath: "docs/more.md", content: "more\n" } }] },
+    { text: "Added more docs." },
+  ],
+  [
+    { toolCalls: [{ name: "write", args: { filePath: "slow.txt", content: "slow\n" } }] },
+    { text: "Slow turn done.", delayMs: 1500 },
+  ],
 ];
 
 export const REPO_FILES = {
@@ -107,7 +127,8 @@ export function errorCodeOf(result: CallToolResult): string | undefined {
   if (!result.isError) return undefined;
   const meta = result._meta?.["patchbay/error"] as { code?: string } | undefined;
   const text = result.content[0]?.type === "text" ? result.content[0].text : "";
-  if (meta?.code && !text.startsWith(`Error ${meta.code}:`)) throw new Error(`error text does not carry the code: ${text}`);
+  if (meta?.code && !text.startsWith(`Error ${meta.code}:`))
+    throw new Error(`error text does not carry the code: ${text}`);
   return meta?.code;
 }
 
@@ -119,12 +140,19 @@ export interface StreamPage {
 }
 
 /** Follow a run with stream_events from `after` until `done`, as an assistant would. */
-export async function followEvents(client: Client, runId: string, opts: { after?: number; limit?: number; maxCalls?: number } = {}): Promise<{ events: RunEvent[]; pages: StreamPage[] }> {
+export async function followEvents(
+  client: Client,
+  runId: string,
+  opts: { after?: number; limit?: number; maxCalls?: number } = {},
+): Promise<{ events: RunEvent[]; pages: StreamPage[] }> {
   const events: RunEvent[] = [];
   const pages: StreamPage[] = [];
   let cursor = opts.after ?? 0;
   for (let i = 0; i < (opts.maxCalls ?? 200); i++) {
-    const result = (await client.callTool({ name: "stream_events", arguments: { runId, after: cursor, waitMs: 5000, limit: opts.limit ?? 100 } })) as CallToolResult;
+    const result = (await client.callTool({
+      name: "stream_events",
+      arguments: { runId, after: cursor, waitMs: 5000, limit: opts.limit ?? 100 },
+    })) as CallToolResult;
     if (result.isError) throw new Error(`stream_events failed: ${JSON.stringify(result.content)}`);
     const page = result.structuredContent as unknown as StreamPage;
     pages.push(page);

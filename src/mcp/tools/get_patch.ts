@@ -15,21 +15,28 @@ export const GetPatchArgs = z
       .array(z.string().min(1).max(1000))
       .max(200)
       .optional()
-      .describe("Only the diff of these files (repository-relative paths; a directory path includes the files under it)"),
+      .describe(
+        "Only the diff of these files (repository-relative paths; a directory path includes the files under it)",
+      ),
     maxBytes: z
       .number()
       .int()
       .min(1)
       .max(10_000_000)
       .optional()
-      .describe(`Cap on the returned patch in bytes (default ${DEFAULT_PATCH_MAX_BYTES}); the patch is cut at a line boundary and truncated is true`),
+      .describe(
+        `Cap on the returned patch in bytes (default ${DEFAULT_PATCH_MAX_BYTES}); the patch is cut at a line boundary and truncated is true`,
+      ),
   })
   .strict();
 
 export const GetPatchResult = z.object({
   runId: z.string(),
   status: RunStatus,
-  patch: z.string().nullable().describe("Unified diff (git format) against the run's base commit; null when the run has no changes yet"),
+  patch: z
+    .string()
+    .nullable()
+    .describe("Unified diff (git format) against the run's base commit; null when the run has no changes yet"),
   files: z.array(z.string()).describe("Files in the returned diff"),
   truncated: z.boolean().describe("true when the patch was cut at maxBytes"),
   totalBytes: z.number().int().describe("Size of the (filtered) patch before the cap"),

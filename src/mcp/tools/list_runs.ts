@@ -25,9 +25,14 @@ export const listRunsTool = defineTool({
   annotations: { readOnlyHint: true, openWorldHint: false },
   scope: "read:builder",
   async run({ limit, cursor }, ctx) {
-    const page = await ctx.engine.listRuns(ctx.caller.ownerId, { ...(limit ? { limit } : {}), ...(cursor ? { cursor } : {}) });
+    const page = await ctx.engine.listRuns(ctx.caller.ownerId, {
+      ...(limit ? { limit } : {}),
+      ...(cursor ? { cursor } : {}),
+    });
     const lines = page.runs.map((r) => `${r.id}  ${r.status.padEnd(9)}  ${r.repository.fullName}  ${r.createdAt}`);
-    const text = page.runs.length ? `${page.runs.length} run(s):\n${lines.join("\n")}${page.nextCursor ? "\nMore: pass cursor " + page.nextCursor : ""}` : "No runs.";
+    const text = page.runs.length
+      ? `${page.runs.length} run(s):\n${lines.join("\n")}${page.nextCursor ? "\nMore: pass cursor " + page.nextCursor : ""}`
+      : "No runs.";
     return { structured: page, text };
   },
 });

@@ -26,9 +26,11 @@ export const sendMessageTool = defineTool({
   async run({ runId, wait, ...message }, ctx) {
     const sent = await ctx.engine.sendMessage(ctx.caller.ownerId, runId, message);
     const turnRunning = sent.status === "queued" || sent.status === "running";
-    const { run, waited } = wait && turnRunning ? await waitForTurnWithProgress(ctx, sent.id) : { run: sent, waited: false };
+    const { run, waited } =
+      wait && turnRunning ? await waitForTurnWithProgress(ctx, sent.id) : { run: sent, waited: false };
     const structured: TurnResult = { ...run, waited: waited || (wait === true && !turnRunning) };
-    const next = run.status === "running" ? "\nThe turn is still running: follow it with stream_events or get_run." : "";
+    const next =
+      run.status === "running" ? "\nThe turn is still running: follow it with stream_events or get_run." : "";
     return { structured, text: describeRun(run) + next };
   },
 });

@@ -16,9 +16,30 @@ const DEFAULT_LIMIT = 100;
 export const StreamEventsArgs = z
   .object({
     runId: RunIdField,
-    after: z.number().int().min(0).optional().describe("Return events with an id greater than this (nextCursor of the previous call); default 0, from the start"),
-    waitMs: z.number().int().min(0).max(MAX_WAIT_MS).optional().describe(`How long to wait for new events when there are none yet (0-${MAX_WAIT_MS} ms, default ${DEFAULT_WAIT_MS})`),
-    limit: z.number().int().min(1).max(500).optional().describe(`Most events to return (1-500, default ${DEFAULT_LIMIT})`),
+    after: z
+      .number()
+      .int()
+      .min(0)
+      .optional()
+      .describe(
+        "Return events with an id greater than this (nextCursor of the previous call); default 0, from the start",
+      ),
+    waitMs: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_WAIT_MS)
+      .optional()
+      .describe(
+        `How long to wait for new events when there are none yet (0-${MAX_WAIT_MS} ms, default ${DEFAULT_WAIT_MS})`,
+      ),
+    limit: z
+      .number()
+      .int()
+      .min(1)
+      .max(500)
+      .optional()
+      .describe(`Most events to return (1-500, default ${DEFAULT_LIMIT})`),
   })
   .strict();
 
@@ -64,7 +85,12 @@ export const streamEventsTool = defineTool({
     try {
       events = await engine.events(owner, runId, after, limit);
       const deadline = Date.now() + waitMs;
-      while (events.length === 0 && !extra.signal.aborted && Date.now() < deadline && !(await settledAt(engine, owner, runId, after))) {
+      while (
+        events.length === 0 &&
+        !extra.signal.aborted &&
+        Date.now() < deadline &&
+        !(await settledAt(engine, owner, runId, after))
+      ) {
         let timer: NodeJS.Timeout | undefined;
         const onAbort = () => wake();
         extra.signal.addEventListener("abort", onAbort, { once: true });
@@ -79,7 +105,9 @@ export const streamEventsTool = defineTool({
     }
     const nextCursor = events.at(-1)?.id ?? after;
     // Fewer than `limit` events means we read to the end of the log.
-    const done = events.length < limit && (events.length ? endsTurn(events.at(-1)) : await settledAt(engine, owner, runId, nextCursor));
+    const done =
+      events.length < limit &&
+      (events.length ? endsTurn(events.at(-1)) : await settledAt(engine, owner, runId, nextCursor));
     const { status } = await engine.getRun(owner, runId);
     const structured: StreamEventsResult = { events, nextCursor, status, done };
     const head = `${events.length} event(s) of run ${runId} after ${after}; next cursor ${nextCursor}; status ${status}${done ? "; done (the run stopped working)" : ""}.`;
