@@ -37,6 +37,12 @@ export const ERROR_CODES = [
   "server_restart",
   "publish_failed",
   "publish_not_configured",
+  // GitHub (repository access and publishing)
+  "repository_not_installed",
+  "permission_denied",
+  "branch_protected",
+  "pr_exists",
+  "github_rate_limited",
   "internal",
   // infrastructure
   "store_locked",
