@@ -53,6 +53,12 @@ const STATUS: Record<HttpErrorCode, number> = {
   unsupported_media_type: 415,
   rate_limited: 429,
   too_many_active_runs: 429,
+  // Publishing (draft PRs) is recorded on the run; these answer only if a front ever throws them.
+  repository_not_installed: 400,
+  permission_denied: 403,
+  branch_protected: 409,
+  pr_exists: 409,
+  github_rate_limited: 503,
   clone_failed: 502,
   model_error: 502,
   publish_failed: 502,
