@@ -49,7 +49,10 @@ export interface HttpAppDeps {
 const EmptyQuery = z.object({}).strict();
 
 /** The public routes: health, readiness, the OpenAPI document and its HTML rendering. */
-export function metaRoutes(getDoc: () => Record<string, unknown>, isReady: () => boolean | Promise<boolean>): RouteSpec[] {
+export function metaRoutes(
+  getDoc: () => Record<string, unknown>,
+  isReady: () => boolean | Promise<boolean>,
+): RouteSpec[] {
   const ok = z.object({ ok: z.literal(true) });
   return [
     {
@@ -71,7 +74,10 @@ export function metaRoutes(getDoc: () => Record<string, unknown>, isReady: () =>
       tag: "meta",
       summary: "Readiness",
       description: "Answers 200 when the engine accepts runs, 503 while starting or shutting down.",
-      responses: { 200: { description: "Ready", schema: z.object({ ready: z.literal(true) }) }, 503: { description: "Not ready" } },
+      responses: {
+        200: { description: "Ready", schema: z.object({ ready: z.literal(true) }) },
+        503: { description: "Not ready" },
+      },
       async handler(_req, res) {
         if (await isReady()) res.json({ ready: true });
         else sendError(res, "shutting_down", "not ready");
@@ -114,7 +120,9 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
   app.use((req, res, next) => {
     const t0 = Date.now();
     // Path only: query strings and bodies are never logged.
-    res.on("finish", () => log.debug("http", { method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - t0 }));
+    res.on("finish", () =>
+      log.debug("http", { method: req.method, path: req.path, status: res.statusCode, ms: Date.now() - t0 }),
+    );
     next();
   });
 
@@ -127,7 +135,10 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
   const routes: RouteSpec[] = [
     ...runRoutes({ engine, gate, ...(deps.sse ? { sse: deps.sse } : {}) }),
     ...keyRoutes({ keys }),
-    ...metaRoutes(() => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })), deps.isReady ?? (() => true)),
+    ...metaRoutes(
+      () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
+      deps.isReady ?? (() => true),
+    ),
   ];
 
   for (const spec of routes) {
@@ -148,7 +159,11 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     if (allowed.length) {
       if (allowed.includes("GET")) allowed.push("HEAD");
       res.setHeader("Allow", allowed.join(", "));
-      sendError(res, "method_not_allowed", `${req.method} is not allowed on ${req.path}; allowed: ${allowed.join(", ")}`);
+      sendError(
+        res,
+        "method_not_allowed",
+        `${req.method} is not allowed on ${req.path}; allowed: ${allowed.join(", ")}`,
+      );
       return;
     }
     sendError(res, "not_found", `no route ${req.method} ${req.path}`);
@@ -159,11 +174,17 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
 
 /** The scope each route of an app declares, read from its router (route inventory, tests). */
 export function declaredRoutes(app: express.Express): { method: string; path: string; scope: string | undefined }[] {
-  const stack = (app as unknown as { router: { stack: { route?: { path: string; methods: Record<string, boolean>; stack: { handle: unknown }[] } }[] } }).router.stack;
+  const stack = (
+    app as unknown as {
+      router: { stack: { route?: { path: string; methods: Record<string, boolean>; stack: { handle: unknown }[] } }[] };
+    }
+  ).router.stack;
   const out: { method: string; path: string; scope: string | undefined }[] = [];
   for (const layer of stack) {
     if (!layer.route) continue;
-    const scoped = layer.route.stack.map((l) => l.handle as Partial<ScopedMiddleware>).find((h) => typeof h.scope === "string");
+    const scoped = layer.route.stack
+      .map((l) => l.handle as Partial<ScopedMiddleware>)
+      .find((h) => typeof h.scope === "string");
     for (const [method, on] of Object.entries(layer.route.methods)) {
       if (on && method !== "_all") out.push({ method, path: layer.route.path, scope: scoped?.scope });
     }

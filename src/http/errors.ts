@@ -9,11 +9,7 @@ import { isEngineError, type ErrorCode, type Logger } from "../engine/index.ts";
 
 /** Codes the HTTP layer answers with on its own (before the engine is reached). */
 export type HttpOnlyCode =
-  | "invalid_json"
-  | "payload_too_large"
-  | "unsupported_media_type"
-  | "not_found"
-  | "method_not_allowed";
+  "invalid_json" | "payload_too_large" | "unsupported_media_type" | "not_found" | "method_not_allowed";
 
 export type HttpErrorCode = ErrorCode | HttpOnlyCode;
 
@@ -93,7 +89,13 @@ export class HttpError extends Error {
 }
 
 /** Write an error answer. Also sets `Retry-After` when the error says when to come back. */
-export function sendError(res: Response, code: HttpErrorCode, message: string, details?: Record<string, unknown>, retryAfterSeconds?: number): void {
+export function sendError(
+  res: Response,
+  code: HttpErrorCode,
+  message: string,
+  details?: Record<string, unknown>,
+  retryAfterSeconds?: number,
+): void {
   if (res.headersSent) {
     // Mid-stream (SSE) there is no status left to set; end the response instead of corrupting it.
     res.end();
@@ -123,14 +125,23 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     if (isEngineError(err)) {
       const retry = typeof err.details?.retryAfterSeconds === "number" ? err.details.retryAfterSeconds : undefined;
       const status = statusFor(err.code);
-      if (status >= 500) log.error("request failed", { method: req.method, path: req.path, code: err.code, message: err.message });
-      return sendError(res, err.code, err.message, err.details, retry ?? (status === 409 && err.code === "session_busy" ? 5 : undefined));
+      if (status >= 500)
+        log.error("request failed", { method: req.method, path: req.path, code: err.code, message: err.message });
+      return sendError(
+        res,
+        err.code,
+        err.message,
+        err.details,
+        retry ?? (status === 409 && err.code === "session_busy" ? 5 : undefined),
+      );
     }
-    const type = typeof err === "object" && err !== null && "type" in err ? String((err as { type: unknown }).type) : undefined;
+    const type =
+      typeof err === "object" && err !== null && "type" in err ? String((err as { type: unknown }).type) : undefined;
     const mapped = type ? BODY_PARSER_ERRORS[type] : undefined;
     if (mapped) return sendError(res, mapped[0], mapped[1]);
     // Anything else with a 4xx status from a library (e.g. a malformed URI) stays a client error.
-    const status = typeof err === "object" && err !== null && "status" in err ? Number((err as { status: unknown }).status) : NaN;
+    const status =
+      typeof err === "object" && err !== null && "status" in err ? Number((err as { status: unknown }).status) : NaN;
     if (status >= 400 && status < 500) return sendError(res, "invalid_request", "the request could not be understood");
     log.error("unhandled error", { method: req.method, path: req.path, error: err });
     sendError(res, "internal", "internal error");

@@ -30,7 +30,11 @@ function toView(record: ApiKeyRecord): ApiKeyView {
 }
 
 const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
-const AUTH_ERRORS = { 401: err("Missing, invalid or revoked API key"), 403: err("The key lacks the admin scope"), 429: err("Rate limit reached") };
+const AUTH_ERRORS = {
+  401: err("Missing, invalid or revoked API key"),
+  403: err("The key lacks the admin scope"),
+  429: err("Rate limit reached"),
+};
 
 export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
   return [
@@ -45,7 +49,13 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
         "with the `ownerId` of an existing key it acts as that owner. The key is in the answer once and is stored only as a hash.",
       body: CreateKeyInput,
       bodyRequired: true,
-      responses: { 201: { description: "The new key", schema: CreatedKeyView }, 400: err("Invalid body"), ...AUTH_ERRORS, 413: err("Body too large"), 415: err("Body is not application/json") },
+      responses: {
+        201: { description: "The new key", schema: CreatedKeyView },
+        400: err("Invalid body"),
+        ...AUTH_ERRORS,
+        413: err("Body too large"),
+        415: err("Body is not application/json"),
+      },
       async handler(req, res) {
         callerOf(res);
         const body = parseWith(CreateKeyInput, req.body, "body");
@@ -72,9 +82,14 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
       scope: "admin",
       tag: "keys",
       summary: "Revoke an API key",
-      description: "Revokes the key at once; requests with it answer 401 from then on. Revoking twice keeps the first time.",
+      description:
+        "Revokes the key at once; requests with it answer 401 from then on. Revoking twice keeps the first time.",
       params: KeyIdParams,
-      responses: { 200: { description: "The revoked key", schema: ApiKeyView }, ...AUTH_ERRORS, 404: err("No such key") },
+      responses: {
+        200: { description: "The revoked key", schema: ApiKeyView },
+        ...AUTH_ERRORS,
+        404: err("No such key"),
+      },
       async handler(req, res) {
         res.json(toView(await keys.revoke(String(req.params.id))));
       },

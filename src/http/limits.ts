@@ -34,7 +34,13 @@ export function createRateLimit({ limit, windowMs = 60_000 }: RateLimitOptions):
     handler: (req, res) => {
       const info = (req as unknown as { rateLimit?: { resetTime?: Date } }).rateLimit;
       const seconds = info?.resetTime ? (info.resetTime.getTime() - Date.now()) / 1000 : windowMs / 1000;
-      sendError(res, "rate_limited", `too many requests for this API key: at most ${limit} per ${Math.round(windowMs / 1000)} s`, { limit }, seconds);
+      sendError(
+        res,
+        "rate_limited",
+        `too many requests for this API key: at most ${limit} per ${Math.round(windowMs / 1000)} s`,
+        { limit },
+        seconds,
+      );
     },
   });
 }

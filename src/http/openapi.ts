@@ -75,9 +75,15 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
       responses[status] = {
         description: spec.description,
         ...(spec.headers
-          ? { headers: Object.fromEntries(Object.entries(spec.headers).map(([h, d]) => [h, { description: d, schema: { type: "string" } }])) }
+          ? {
+              headers: Object.fromEntries(
+                Object.entries(spec.headers).map(([h, d]) => [h, { description: d, schema: { type: "string" } }]),
+              ),
+            }
           : {}),
-        ...(spec.schema ? { content: { [spec.contentType ?? "application/json"]: { schema: ref(spec.schema, "output") } } } : {}),
+        ...(spec.schema
+          ? { content: { [spec.contentType ?? "application/json"]: { schema: ref(spec.schema, "output") } } }
+          : {}),
       };
     }
     (paths[openApiPath(r.path)] ??= {})[r.method] = {
@@ -89,7 +95,12 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
       security: r.scope === "public" ? [] : [{ bearerAuth: [r.scope] }],
       ...(parameters.length ? { parameters } : {}),
       ...(r.body
-        ? { requestBody: { required: r.bodyRequired === true, content: { "application/json": { schema: ref(r.body, "input") } } } }
+        ? {
+            requestBody: {
+              required: r.bodyRequired === true,
+              content: { "application/json": { schema: ref(r.body, "input") } },
+            },
+          }
         : {}),
       responses,
     };
@@ -112,7 +123,13 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
       { name: "meta", description: "Health, readiness and this document" },
     ],
     components: {
-      securitySchemes: { bearerAuth: { type: "http", scheme: "bearer", description: "An API key from `patchbay keys create` or `POST /api/v1/keys`" } },
+      securitySchemes: {
+        bearerAuth: {
+          type: "http",
+          scheme: "bearer",
+          description: "An API key from `patchbay keys create` or `POST /api/v1/keys`",
+        },
+      },
       schemas: components,
     },
     paths,
@@ -124,14 +141,21 @@ function operationId(r: RouteSpec): string {
     .replace(/^\/api\/v1\/(coding-agent\/)?/, "")
     .split("/")
     .filter(Boolean)
-    .map((seg) => (seg.startsWith(":") ? "By" + seg[1]!.toUpperCase() + seg.slice(2) : seg.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? "").toUpperCase())));
+    .map((seg) =>
+      seg.startsWith(":")
+        ? "By" + seg[1]!.toUpperCase() + seg.slice(2)
+        : seg.replace(/[^A-Za-z0-9]+(.)?/g, (_m, c: string | undefined) => (c ?? "").toUpperCase()),
+    );
   const joined = words.map((w, i) => (i === 0 ? w : w[0]!.toUpperCase() + w.slice(1))).join("");
   return r.method + joined[0]!.toUpperCase() + joined.slice(1);
 }
 
 const esc = (s: string) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;").replace(/"/g, "&quot;");
 /** Inline code spans of the descriptions (`x`) as <code>, after escaping. */
-const prose = (s: string) => esc(s).replace(/`([^`]+)`/g, "<code>$1</code>").replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>");
+const prose = (s: string) =>
+  esc(s)
+    .replace(/`([^`]+)`/g, "<code>$1</code>")
+    .replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>");
 
 /** A self-contained HTML rendering of the document: every route, its parameters, bodies and answers. */
 export function renderDocsPage(doc: JsonSchema): string {
@@ -141,7 +165,9 @@ export function renderDocsPage(doc: JsonSchema): string {
   const pretty = (v: unknown) => `<pre>${esc(JSON.stringify(v, null, 2))}</pre>`;
   const schemaHtml = (s: unknown) => {
     const r = (s as { $ref?: string }).$ref;
-    return r ? `<a href="#schema-${esc(r.split("/").pop()!)}">${esc(r.split("/").pop()!)}</a>` : `<details><summary>schema</summary>${pretty(s)}</details>`;
+    return r
+      ? `<a href="#schema-${esc(r.split("/").pop()!)}">${esc(r.split("/").pop()!)}</a>`
+      : `<details><summary>schema</summary>${pretty(s)}</details>`;
   };
   const ops: string[] = [];
   const toc: string[] = [];
@@ -149,9 +175,14 @@ export function renderDocsPage(doc: JsonSchema): string {
     for (const [m, op] of Object.entries(methods)) {
       const id = String(op.operationId);
       toc.push(`<li><a href="#${esc(id)}"><span class="m ${m}">${m.toUpperCase()}</span> ${esc(p)}</a></li>`);
-      const params = (op.parameters as { name: string; in: string; required: boolean; description?: string; schema: unknown }[] | undefined) ?? [];
+      const params =
+        (op.parameters as
+          { name: string; in: string; required: boolean; description?: string; schema: unknown }[] | undefined) ?? [];
       const body = op.requestBody as { required: boolean; content: Record<string, { schema: unknown }> } | undefined;
-      const responses = op.responses as Record<string, { description: string; content?: Record<string, { schema: unknown }> }>;
+      const responses = op.responses as Record<
+        string,
+        { description: string; content?: Record<string, { schema: unknown }> }
+      >;
       ops.push(`<section id="${esc(id)}">
 <h3><span class="m ${m}">${m.toUpperCase()}</span> <code>${esc(p)}</code></h3>
 <p class="summary">${esc(String(op.summary))} <span class="scope">scope: ${esc(String(op["x-scope"]))}</span></p>
@@ -167,7 +198,9 @@ ${body ? `<p><strong>Body</strong> (${body.required ? "required" : "optional"}, 
 </section>`);
     }
   }
-  const schemaSections = Object.entries(schemas).map(([name, s]) => `<section id="schema-${esc(name)}"><h3>${esc(name)}</h3>${pretty(s)}</section>`);
+  const schemaSections = Object.entries(schemas).map(
+    ([name, s]) => `<section id="schema-${esc(name)}"><h3>${esc(name)}</h3>${pretty(s)}</section>`,
+  );
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>${esc(info.title)}</title>

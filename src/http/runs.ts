@@ -32,14 +32,18 @@ export const ListRunsQuery = z
 
 export const GetRunQuery = z
   .object({
-    patch: QueryFlag.optional().meta({ description: "Include `patch` (unified diff against the base) when a turn has finished" }),
+    patch: QueryFlag.optional().meta({
+      description: "Include `patch` (unified diff against the base) when a turn has finished",
+    }),
     events: QueryFlag.optional().meta({ description: "Include `events`, the run's whole event log" }),
   })
   .strict();
 
 export const StreamQuery = z
   .object({
-    after: DecimalId.optional().meta({ description: "Resume after this event id (0 = from the start). `Last-Event-ID` wins when both are sent." }),
+    after: DecimalId.optional().meta({
+      description: "Resume after this event id (0 = from the start). `Last-Event-ID` wins when both are sent.",
+    }),
   })
   .strict();
 
@@ -63,7 +67,9 @@ const IdempotencyKey = z
   .min(1)
   .max(255)
   .regex(/^[\x21-\x7e]+$/, "must be printable ASCII without spaces")
-  .meta({ description: "Same key + same body from the same owner returns the first run instead of starting a second one" });
+  .meta({
+    description: "Same key + same body from the same owner returns the first run instead of starting a second one",
+  });
 
 const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
 const AUTH_ERRORS = {
@@ -94,7 +100,11 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       body: CreateRunInput,
       bodyRequired: true,
       responses: {
-        201: { description: "The run was started", schema: RunView, headers: { Location: "URL of the run", "Idempotency-Replayed": "true when an earlier run was returned" } },
+        201: {
+          description: "The run was started",
+          schema: RunView,
+          headers: { Location: "URL of the run", "Idempotency-Replayed": "true when an earlier run was returned" },
+        },
         400: err("Invalid body (the message names the field), unknown model, invalid ref, or no usable model key"),
         ...AUTH_ERRORS,
         409: err("Idempotency-Key reused with a different body"),
@@ -104,7 +114,8 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       async handler(req, res) {
         const { ownerId } = callerOf(res);
         const idem = req.get("idempotency-key");
-        const idempotencyKey = idem === undefined ? undefined : parseWith(IdempotencyKey, idem, "header.Idempotency-Key");
+        const idempotencyKey =
+          idem === undefined ? undefined : parseWith(IdempotencyKey, idem, "header.Idempotency-Key");
         const started = Date.now();
         const run = await gate.admit(ownerId, async () => {
           // A replay of an idempotent request must not be refused by the cap it already counts in.
@@ -120,13 +131,21 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       scope: "read:builder",
       tag: "runs",
       summary: "List recent runs",
-      description: "The caller's runs, newest first. `limit` 1–100 (default 20); pass `nextCursor` as `cursor` for the next page.",
+      description:
+        "The caller's runs, newest first. `limit` 1–100 (default 20); pass `nextCursor` as `cursor` for the next page.",
       query: ListRunsQuery,
-      responses: { 200: { description: "A page of runs", schema: RunList }, 400: err("Invalid limit or cursor"), ...AUTH_ERRORS },
+      responses: {
+        200: { description: "A page of runs", schema: RunList },
+        400: err("Invalid limit or cursor"),
+        ...AUTH_ERRORS,
+      },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
         const q = parseWith(ListRunsQuery, req.query, "query");
-        const page = await engine.listRuns(ownerId, { ...(q.limit ? { limit: q.limit } : {}), ...(q.cursor ? { cursor: q.cursor } : {}) });
+        const page = await engine.listRuns(ownerId, {
+          ...(q.limit ? { limit: q.limit } : {}),
+          ...(q.cursor ? { cursor: q.cursor } : {}),
+        });
         res.json(page satisfies z.infer<typeof RunList>);
       },
     },
@@ -141,11 +160,18 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         "`?events=1` adds the event log. Poll until `status` is `idle` or terminal. Another owner's run answers 404.",
       params: RunIdParams,
       query: GetRunQuery,
-      responses: { 200: { description: "The run", schema: RunView }, 400: err("Invalid query"), ...AUTH_ERRORS, 404: err("No such run for this key") },
+      responses: {
+        200: { description: "The run", schema: RunView },
+        400: err("Invalid query"),
+        ...AUTH_ERRORS,
+        404: err("No such run for this key"),
+      },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
         const q = parseWith(GetRunQuery, req.query, "query");
-        res.json(await engine.getRun(ownerId, String(req.params.id), { patch: q.patch === true, events: q.events === true }));
+        res.json(
+          await engine.getRun(ownerId, String(req.params.id), { patch: q.patch === true, events: q.events === true }),
+        );
       },
     },
     {
@@ -164,7 +190,11 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       bodyRequired: true,
       responses: {
         200: { description: "Session ended (`endSession`)", schema: RunView },
-        201: { description: "A chained run was started (`chainedFrom` set)", schema: RunView, headers: { Location: "URL of the new run" } },
+        201: {
+          description: "A chained run was started (`chainedFrom` set)",
+          schema: RunView,
+          headers: { Location: "URL of the new run" },
+        },
         202: { description: "The live session continues with a new turn", schema: RunView },
         400: err("Invalid body"),
         ...AUTH_ERRORS,
@@ -206,9 +236,18 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         "A `: keepalive` comment is sent every 15 s. An event id past the end of the log answers 400 `event_not_found`.",
       params: RunIdParams,
       query: StreamQuery,
-      headers: { "Last-Event-ID": z.string().regex(/^\d{1,15}$/).meta({ description: "Resume after this event id" }) },
+      headers: {
+        "Last-Event-ID": z
+          .string()
+          .regex(/^\d{1,15}$/)
+          .meta({ description: "Resume after this event id" }),
+      },
       responses: {
-        200: { description: "An SSE stream; each `data:` is one RunEvent as JSON", schema: RunEvent, contentType: "text/event-stream" },
+        200: {
+          description: "An SSE stream; each `data:` is one RunEvent as JSON",
+          schema: RunEvent,
+          contentType: "text/event-stream",
+        },
         400: err("Invalid cursor, or an event id that does not exist in this run (`event_not_found`)"),
         ...AUTH_ERRORS,
         404: err("No such run for this key"),
@@ -218,7 +257,8 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         const q = parseWith(StreamQuery, req.query, "query");
         const lastEventId = req.get("last-event-id");
         // On reconnect an EventSource sends Last-Event-ID but keeps the original ?after=; the header is newer.
-        const after = lastEventId !== undefined ? parseWith(DecimalId, lastEventId.trim(), "header.Last-Event-ID") : (q.after ?? 0);
+        const after =
+          lastEventId !== undefined ? parseWith(DecimalId, lastEventId.trim(), "header.Last-Event-ID") : (q.after ?? 0);
         await streamRunEvents(engine, ownerId, String(req.params.id), after, req, res, sse);
       },
     },
@@ -232,7 +272,12 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         "Stops the agent and every process of the run before answering; the run becomes `cancelled` and keeps the patch it had. Cancelling a finished run answers it unchanged.",
       params: RunIdParams,
       body: CancelInput,
-      responses: { 200: { description: "The run, now cancelled (or already finished)", schema: RunView }, 400: err("A body with fields"), ...AUTH_ERRORS, 404: err("No such run for this key") },
+      responses: {
+        200: { description: "The run, now cancelled (or already finished)", schema: RunView },
+        400: err("A body with fields"),
+        ...AUTH_ERRORS,
+        404: err("No such run for this key"),
+      },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
         if (req.body !== undefined) parseWith(CancelInput, req.body, "body");

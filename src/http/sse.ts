@@ -23,7 +23,8 @@ export interface SseOptions {
 export function formatEvent(ev: RunEvent): string {
   if (!Number.isInteger(ev.id) || ev.id < 1) throw new Error(`refusing to write an SSE frame with id ${String(ev.id)}`);
   const type: string = ev.type;
-  if (type !== "builder.event" && type !== "run.status") throw new Error(`refusing to write an SSE frame of type ${type}`);
+  if (type !== "builder.event" && type !== "run.status")
+    throw new Error(`refusing to write an SSE frame of type ${type}`);
   // JSON.stringify escapes every line break, so the data stays on one `data:` line.
   return `id: ${ev.id}\nevent: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`;
 }
@@ -34,14 +35,22 @@ const isFinal = (ev: RunEvent) => ev.type === "run.status" && isTerminal(ev.data
  * Stream a run's events after `after` (0 = from the start). Throws (before any byte is
  * written) `run_not_found` or `event_not_found`, which the error middleware answers as JSON.
  */
-export async function streamRunEvents(engine: Engine, ownerId: string, runId: string, after: number, req: Request, res: Response, opts: SseOptions = {}): Promise<void> {
+export async function streamRunEvents(
+  engine: Engine,
+  ownerId: string,
+  runId: string,
+  after: number,
+  req: Request,
+  res: Response,
+  opts: SseOptions = {},
+): Promise<void> {
   const heartbeatMs = opts.heartbeatMs ?? 15_000;
   const retryMs = opts.retryMs ?? 3000;
   let live = false;
   let lastId = after;
   let closed = false;
   const buffered: RunEvent[] = [];
-  let heartbeat: NodeJS.Timeout | undefined;
+  const timer: { heartbeat?: NodeJS.Timeout } = {};
 
   const write = (ev: RunEvent) => {
     if (closed || ev.id <= lastId) return;
@@ -57,7 +66,7 @@ export async function streamRunEvents(engine: Engine, ownerId: string, runId: st
     if (closed) return;
     closed = true;
     unsubscribe();
-    if (heartbeat) clearInterval(heartbeat);
+    if (timer.heartbeat) clearInterval(timer.heartbeat);
     res.end();
   }
 
@@ -88,10 +97,10 @@ export async function streamRunEvents(engine: Engine, ownerId: string, runId: st
   buffered.length = 0;
   live = true;
   if (closed) return;
-  heartbeat = setInterval(() => {
+  timer.heartbeat = setInterval(() => {
     if (!closed) res.write(": keepalive\n\n");
   }, heartbeatMs);
-  heartbeat.unref();
+  timer.heartbeat.unref();
 
   // A finished run whose terminal status lies at or before the cursor sends nothing live:
   // catch up once more and close, so a resume on a finished run never hangs.

@@ -16,10 +16,14 @@ let runId: string;
 beforeAll(async () => {
   h = await startHarness();
   // A run of owner-a that fails at once (no such ref): a real run record, no OpenCode.
-  const r = await h.api("POST", `${API}/runs`, { body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" } });
+  const r = await h.api("POST", `${API}/runs`, {
+    body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" },
+  });
   expect(r.status).toBe(201);
   runId = r.json.id;
-  await waitFor(async () => (await h.api("GET", `${API}/runs/${runId}`)).json.status === "failed", { what: "the run to fail" });
+  await waitFor(async () => (await h.api("GET", `${API}/runs/${runId}`)).json.status === "failed", {
+    what: "the run to fail",
+  });
 });
 
 afterAll(async () => {
@@ -55,14 +59,35 @@ interface Case {
 }
 const PUBLIC = { none: 200, bad: 200, revoked: 200, readOnly: 200, otherOwner: 200 };
 const MATRIX: Record<string, Case> = {
-  "post /api/v1/coding-agent/runs": { path: () => `${API}/runs`, body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" }, expect: { readOnly: 403, otherOwner: "skip" } },
+  "post /api/v1/coding-agent/runs": {
+    path: () => `${API}/runs`,
+    body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" },
+    expect: { readOnly: 403, otherOwner: "skip" },
+  },
   "get /api/v1/coding-agent/runs": { path: () => `${API}/runs`, expect: { readOnly: 200, otherOwner: 200 } },
-  "get /api/v1/coding-agent/runs/:id": { path: () => `${API}/runs/${runId}`, expect: { readOnly: 200, otherOwner: 404 } },
-  "post /api/v1/coding-agent/runs/:id/messages": { path: () => `${API}/runs/${runId}/messages`, body: { endSession: true }, expect: { readOnly: 403, otherOwner: 404 } },
-  "get /api/v1/coding-agent/runs/:id/stream": { path: () => `${API}/runs/${runId}/stream`, expect: { readOnly: 200, otherOwner: 404 } },
-  "post /api/v1/coding-agent/runs/:id/cancel": { path: () => `${API}/runs/${runId}/cancel`, expect: { readOnly: 403, otherOwner: 404 } },
+  "get /api/v1/coding-agent/runs/:id": {
+    path: () => `${API}/runs/${runId}`,
+    expect: { readOnly: 200, otherOwner: 404 },
+  },
+  "post /api/v1/coding-agent/runs/:id/messages": {
+    path: () => `${API}/runs/${runId}/messages`,
+    body: { endSession: true },
+    expect: { readOnly: 403, otherOwner: 404 },
+  },
+  "get /api/v1/coding-agent/runs/:id/stream": {
+    path: () => `${API}/runs/${runId}/stream`,
+    expect: { readOnly: 200, otherOwner: 404 },
+  },
+  "post /api/v1/coding-agent/runs/:id/cancel": {
+    path: () => `${API}/runs/${runId}/cancel`,
+    expect: { readOnly: 403, otherOwner: 404 },
+  },
   "get /api/v1/coding-agent/models": { path: () => `${API}/models`, expect: { readOnly: 200, otherOwner: 200 } },
-  "post /api/v1/keys": { path: () => "/api/v1/keys", body: { name: "matrix" }, expect: { readOnly: 403, otherOwner: 403 } },
+  "post /api/v1/keys": {
+    path: () => "/api/v1/keys",
+    body: { name: "matrix" },
+    expect: { readOnly: 403, otherOwner: 403 },
+  },
   "get /api/v1/keys": { path: () => "/api/v1/keys", expect: { readOnly: 403, otherOwner: 403 } },
   "delete /api/v1/keys/:id": { path: () => "/api/v1/keys/key_nope", expect: { readOnly: 403, otherOwner: 403 } },
   "get /healthz": { path: () => "/healthz", expect: PUBLIC },
@@ -104,8 +129,12 @@ describe("authorization", () => {
         const isPublic = c.expect === PUBLIC;
         const want = c.expect[cred] ?? (isPublic ? 200 : 401);
         if (want === "skip") continue;
-        const r = await h.api(method, c.path(), { key: keyFor(cred, h.keys), ...(c.body !== undefined ? { body: c.body } : {}) });
-        if (r.status !== want) failures.push(`${route} as ${cred}: ${r.status} (wanted ${want}) ${r.text.slice(0, 120)}`);
+        const r = await h.api(method, c.path(), {
+          key: keyFor(cred, h.keys),
+          ...(c.body !== undefined ? { body: c.body } : {}),
+        });
+        if (r.status !== want)
+          failures.push(`${route} as ${cred}: ${r.status} (wanted ${want}) ${r.text.slice(0, 120)}`);
         if (r.status >= 400) {
           expect(r.json?.error?.code, `${route} as ${cred}`).toEqual(expect.any(String));
           if (r.status === 401) expect(r.headers.get("www-authenticate")).toContain("Bearer");
@@ -120,7 +149,10 @@ describe("authorization", () => {
   });
 
   it("admin key routes create a key shown once, list keys without hashes, and revoke at once", async () => {
-    const created = await h.api("POST", "/api/v1/keys", { key: h.keys.admin, body: { name: "ci bot", scopes: ["read:builder"] } });
+    const created = await h.api("POST", "/api/v1/keys", {
+      key: h.keys.admin,
+      body: { name: "ci bot", scopes: ["read:builder"] },
+    });
     expect(created.status).toBe(201);
     expect(created.json.key).toMatch(/^pb_/);
     expect(created.json.apiKey).toMatchObject({ name: "ci bot", scopes: ["read:builder"], revokedAt: null });
@@ -135,8 +167,12 @@ describe("authorization", () => {
     expect(revoked.status).toBe(200);
     expect(revoked.json.revokedAt).not.toBeNull();
     expect((await h.api("GET", `${API}/runs`, { key })).status).toBe(401);
-    expect((await h.api("DELETE", "/api/v1/keys/key_nope", { key: h.keys.admin })).json.error.code).toBe("key_not_found");
-    expect((await h.api("POST", "/api/v1/keys", { key: h.keys.admin, body: { name: "x", hash: "h" } })).status).toBe(400);
+    expect((await h.api("DELETE", "/api/v1/keys/key_nope", { key: h.keys.admin })).json.error.code).toBe(
+      "key_not_found",
+    );
+    expect((await h.api("POST", "/api/v1/keys", { key: h.keys.admin, body: { name: "x", hash: "h" } })).status).toBe(
+      400,
+    );
   });
 });
 
@@ -149,13 +185,21 @@ describe("the error contract", () => {
     expect(wrong.status).toBe(405);
     expect(wrong.headers.get("allow")).toBe("GET, HEAD");
     expect(wrong.json.error.code).toBe("method_not_allowed");
-    const malformed = await h.api("POST", `${API}/runs`, { raw: '{"repository": "acme/web",', headers: { "content-type": "application/json" } });
+    const malformed = await h.api("POST", `${API}/runs`, {
+      raw: '{"repository": "acme/web",',
+      headers: { "content-type": "application/json" },
+    });
     expect(malformed.status).toBe(400);
     expect(malformed.json.error.code).toBe("invalid_json");
-    const huge = await h.api("POST", `${API}/runs`, { body: { repository: "acme/web", prompt: "x".repeat(1_200_000) } });
+    const huge = await h.api("POST", `${API}/runs`, {
+      body: { repository: "acme/web", prompt: "x".repeat(1_200_000) },
+    });
     expect(huge.status).toBe(413);
     expect(huge.json.error.code).toBe("payload_too_large");
-    const text = await h.api("POST", `${API}/runs`, { raw: "repository=acme/web", headers: { "content-type": "application/x-www-form-urlencoded" } });
+    const text = await h.api("POST", `${API}/runs`, {
+      raw: "repository=acme/web",
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+    });
     expect(text.status).toBe(415);
     expect(text.json.error.code).toBe("unsupported_media_type");
   });
@@ -179,7 +223,9 @@ describe("the error contract", () => {
       expect(r.json.error.message).toContain(field);
     }
     expect((await h.api("GET", `${API}/runs?limit=100`)).json.runs.length).toBe(before);
-    const exactly = await h.api("POST", `${API}/runs`, { body: { repository: "acme/web", prompt: "x".repeat(120_000), baseRef: "no-such-branch" } });
+    const exactly = await h.api("POST", `${API}/runs`, {
+      body: { repository: "acme/web", prompt: "x".repeat(120_000), baseRef: "no-such-branch" },
+    });
     expect(exactly.status).toBe(201);
   });
 
@@ -197,17 +243,28 @@ describe("the error contract", () => {
   it("a key at its active-run cap answers 429 with Retry-After until a run ends", async () => {
     const base = await h.extraApp({ maxActiveRunsPerKey: 1 });
     h.model.script("test/hold", [[{ hang: true }]]);
-    const first = await h.api("POST", `${base}${API}/runs`, { key: h.keys.other, body: { repository: "acme/web", prompt: "hold", modelId: "test/hold" } });
+    const first = await h.api("POST", `${base}${API}/runs`, {
+      key: h.keys.other,
+      body: { repository: "acme/web", prompt: "hold", modelId: "test/hold" },
+    });
     expect(first.status).toBe(201);
     try {
-      const second = await h.api("POST", `${base}${API}/runs`, { key: h.keys.other, body: { repository: "acme/web", prompt: "again", modelId: "test/hold" } });
+      const second = await h.api("POST", `${base}${API}/runs`, {
+        key: h.keys.other,
+        body: { repository: "acme/web", prompt: "again", modelId: "test/hold" },
+      });
       expect(second.status).toBe(429);
       expect(second.json.error.code).toBe("too_many_active_runs");
       expect(Number(second.headers.get("retry-after"))).toBeGreaterThan(0);
     } finally {
-      expect((await h.api("POST", `${base}${API}/runs/${first.json.id}/cancel`, { key: h.keys.other })).json.status).toBe("cancelled");
+      expect(
+        (await h.api("POST", `${base}${API}/runs/${first.json.id}/cancel`, { key: h.keys.other })).json.status,
+      ).toBe("cancelled");
     }
-    const third = await h.api("POST", `${base}${API}/runs`, { key: h.keys.other, body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" } });
+    const third = await h.api("POST", `${base}${API}/runs`, {
+      key: h.keys.other,
+      body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" },
+    });
     expect(third.status).toBe(201);
   });
 
@@ -217,6 +274,11 @@ describe("the error contract", () => {
     const docs = await h.api("GET", "/api/v1/docs", { key: null });
     expect(docs.headers.get("content-type")).toContain("text/html");
     expect(docs.text).not.toMatch(/<script/i);
-    for (const p of ["/api/v1/coding-agent/runs/{id}/stream", "/api/v1/coding-agent/runs/{id}/messages", "/api/v1/keys"]) expect(docs.text).toContain(p);
+    for (const p of [
+      "/api/v1/coding-agent/runs/{id}/stream",
+      "/api/v1/coding-agent/runs/{id}/messages",
+      "/api/v1/keys",
+    ])
+      expect(docs.text).toContain(p);
   });
 });

@@ -21,7 +21,11 @@ beforeAll(async () => {
         toolCalls: [
           {
             name: "bash",
-            args: { command: "env; cat /proc/self/environ | tr '\\0' '\\n'; ps -eo args 2>/dev/null; cat ~/.config/opencode/* 2>/dev/null", description: "look for keys" },
+            args: {
+              command:
+                "env; cat /proc/self/environ | tr '\\0' '\\n'; ps -eo args 2>/dev/null; cat ~/.config/opencode/* 2>/dev/null",
+              description: "look for keys",
+            },
           },
         ],
       },
@@ -66,7 +70,12 @@ function filesHolding(dir: string, needle: string): string[] {
 describe("the openRouterApiKey canary", () => {
   it("reaches the model as the bearer key and nothing else, before and after the session ends", async () => {
     const created = await h.api("POST", `${API}/runs`, {
-      body: { repository: "acme/web", prompt: "look for secrets", modelId: "test/canary", billing: { mode: "openrouter", openRouterApiKey: CANARY } },
+      body: {
+        repository: "acme/web",
+        prompt: "look for secrets",
+        modelId: "test/canary",
+        billing: { mode: "openrouter", openRouterApiKey: CANARY },
+      },
     });
     expect(created.status).toBe(201);
     const id = created.json.id as string;

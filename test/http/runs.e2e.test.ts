@@ -42,7 +42,11 @@ beforeAll(async () => {
   h = await startHarness();
   h.model.script("anthropic/claude-sonnet-4.6", [
     [
-      { toolCalls: [{ name: "write", args: { filePath: "webhook.js", content: "export const verify = () => true;\n" } }] },
+      {
+        toolCalls: [
+          { name: "write", args: { filePath: "webhook.js", content: "export const verify = () => true;\n" } },
+        ],
+      },
       { text: "Added webhook verification." },
     ],
     [
@@ -107,7 +111,11 @@ describe("runs over HTTP", () => {
     const withEvents = await h.api("GET", `${API}/runs/${runA.id}?events=1`);
     const events = withEvents.json.events as { id: number; type: string; data: { status?: string } }[];
     expect(events.map((e) => e.id)).toEqual(events.map((_, i) => i + 1));
-    expect(events.filter((e) => e.type === "run.status").map((e) => e.data.status)).toEqual(["queued", "running", "idle"]);
+    expect(events.filter((e) => e.type === "run.status").map((e) => e.data.status)).toEqual([
+      "queued",
+      "running",
+      "idle",
+    ]);
     expect(withEvents.json.patch).toBeUndefined();
   });
 
@@ -171,7 +179,9 @@ describe("runs over HTTP", () => {
 
   it("an idle run's stream sends heartbeats, and an event id past the end answers 400 event_not_found", async () => {
     const fast = await h.extraApp({}, { sse: { heartbeatMs: 50 } });
-    const res = await fetch(`${fast}${API}/runs/${runA.id}/stream?after=1`, { headers: { authorization: `Bearer ${h.keys.rw}` } });
+    const res = await fetch(`${fast}${API}/runs/${runA.id}/stream?after=1`, {
+      headers: { authorization: `Bearer ${h.keys.rw}` },
+    });
     const reader = res.body!.getReader();
     let raw = "";
     while (!raw.includes(": keepalive")) raw += new TextDecoder().decode((await reader.read()).value);
@@ -202,14 +212,19 @@ describe("runs over HTTP", () => {
     const cuts = fc.sample(fc.integer({ min: 0, max: last }), { numRuns: 20, seed: 42 });
     expect(cuts).toHaveLength(20);
     for (const [i, cut] of cuts.entries()) {
-      const s = await h.sse(`${API}/runs/${runA.id}/stream${i % 2 ? `?after=${cut}` : ""}`, i % 2 ? {} : { headers: { "last-event-id": String(cut) } });
+      const s = await h.sse(
+        `${API}/runs/${runA.id}/stream${i % 2 ? `?after=${cut}` : ""}`,
+        i % 2 ? {} : { headers: { "last-event-id": String(cut) } },
+      );
       expect(s.closedByServer).toBe(true);
       const ids = s.frames.filter((f) => f.id).map((f) => Number(f.id));
       expect(ids).toEqual(all.slice(cut).map((e) => e.id));
       expect(s.frames.filter((f) => f.data).map((f) => JSON.parse(f.data!))).toEqual(all.slice(cut));
     }
     // Last-Event-ID wins over the ?after= an EventSource keeps in its URL.
-    const both = await h.sse(`${API}/runs/${runA.id}/stream?after=1`, { headers: { "last-event-id": String(last - 1) } });
+    const both = await h.sse(`${API}/runs/${runA.id}/stream?after=1`, {
+      headers: { "last-event-id": String(last - 1) },
+    });
     expect(both.frames.filter((f) => f.id).map((f) => Number(f.id))).toEqual([last]);
   });
 
@@ -227,7 +242,9 @@ describe("runs over HTTP", () => {
     const lastReq = h.model.agentRequests("anthropic/claude-sonnet-4.6").at(-1)!;
     expect(lastReq.lastUser).toContain("Add Stripe webhook signature verification");
     expect(lastReq.lastUser).toContain("One more thing.");
-    expect((await h.api("POST", `${API}/runs/${chained.id}/messages`, { body: { endSession: true } })).json.status).toBe("completed");
+    expect(
+      (await h.api("POST", `${API}/runs/${chained.id}/messages`, { body: { endSession: true } })).json.status,
+    ).toBe("completed");
   });
 
   it("the reference's OpenRouter-billing curl example starts a run whose key reaches the model and never comes back", async () => {
@@ -275,7 +292,10 @@ describe("runs over HTTP", () => {
     expect(again.status).toBe(201);
     expect(again.json.id).toBe(first.json.id);
     expect(again.headers.get("idempotency-replayed")).toBe("true");
-    const conflict = await h.api("POST", `${API}/runs`, { body: { ...body, prompt: "other" }, headers: { "idempotency-key": "idem-1" } });
+    const conflict = await h.api("POST", `${API}/runs`, {
+      body: { ...body, prompt: "other" },
+      headers: { "idempotency-key": "idem-1" },
+    });
     expect(conflict.status).toBe(409);
     expect(conflict.json.error.code).toBe("idempotency_conflict");
     // Another owner's identical request is its own run (keys are per owner) — not made here: it would start one more OpenCode.

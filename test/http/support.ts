@@ -16,6 +16,8 @@ export interface Answer {
   status: number;
   headers: Headers;
   text: string;
+  // Tests read arbitrary fields of answers; typing each would restate the response schemas.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   json: any;
 }
 
@@ -35,9 +37,21 @@ export interface HttpHarness {
   keys: Keys;
   /** Every response body received through `api` and `sse`, for leak scans. */
   transcript: string[];
-  api(method: string, p: string, opts?: { key?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> }): Promise<Answer>;
+  api(
+    method: string,
+    p: string,
+    opts?: { key?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> },
+  ): Promise<Answer>;
   /** Open an SSE stream and collect frames until `until` says stop or the server closes it. */
-  sse(p: string, opts?: { key?: string; headers?: Record<string, string>; until?: (frames: SseFrame[]) => boolean; timeoutMs?: number }): Promise<{ status: number; headers: Headers; frames: SseFrame[]; raw: string; closedByServer: boolean }>;
+  sse(
+    p: string,
+    opts?: {
+      key?: string;
+      headers?: Record<string, string>;
+      until?: (frames: SseFrame[]) => boolean;
+      timeoutMs?: number;
+    },
+  ): Promise<{ status: number; headers: Headers; frames: SseFrame[]; raw: string; closedByServer: boolean }>;
   /** Start another app over the same engine (other limits, heartbeat). */
   extraApp(overrides: Partial<Config>, deps?: Partial<HttpAppDeps>): Promise<string>;
   close(): Promise<void>;
@@ -77,13 +91,16 @@ async function listen(app: http.RequestListener, servers: http.Server[]): Promis
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
-export async function startHarness(opts: { env?: Record<string, string>; overrides?: Partial<Config>; deps?: Partial<HttpAppDeps> } = {}): Promise<HttpHarness> {
+export async function startHarness(
+  opts: { env?: Record<string, string>; overrides?: Partial<Config>; deps?: Partial<HttpAppDeps> } = {},
+): Promise<HttpHarness> {
   const model = await startScriptedModel();
   const repoBase = tempDir("repos");
   makeRepo(repoBase, "acme/web", {
     "README.md": "# Web\n\nHello.\n",
     "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
-    "package.json": JSON.stringify({ name: "web", version: "1.0.0", scripts: { test: "node test.js" } }, null, 2) + "\n",
+    "package.json":
+      JSON.stringify({ name: "web", version: "1.0.0", scripts: { test: "node test.js" } }, null, 2) + "\n",
     "test.js": "require('node:fs');\nconsole.log('tests ok');\n",
   });
   const pb = await openTestPatchbay(
@@ -101,14 +118,21 @@ export async function startHarness(opts: { env?: Record<string, string>; overrid
     opts.overrides,
   );
   const servers: http.Server[] = [];
-  const base = await listen(createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config, ...opts.deps }), servers);
+  const base = await listen(
+    createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config, ...opts.deps }),
+    servers,
+  );
   const mk = async (name: string, scopes: ("read:builder" | "write:builder" | "admin")[], ownerId?: string) =>
     (await pb.keys.create({ name, scopes, ...(ownerId ? { ownerId } : {}) })).key;
   const adminKey = await mk("admin", ["admin"]);
   const rw = await pb.keys.create({ name: "rw", scopes: ["read:builder", "write:builder"], ownerId: "owner-a" });
   const ro = await mk("ro", ["read:builder"], "owner-a");
   const other = await mk("other", ["read:builder", "write:builder"], "owner-b");
-  const revokedKey = await pb.keys.create({ name: "revoked", scopes: ["read:builder", "write:builder", "admin"], ownerId: "owner-a" });
+  const revokedKey = await pb.keys.create({
+    name: "revoked",
+    scopes: ["read:builder", "write:builder", "admin"],
+    ownerId: "owner-a",
+  });
   await pb.keys.revoke(revokedKey.record.id);
   const keys: Keys = { admin: adminKey, rw: rw.key, ro, other, revoked: revokedKey.key };
   const transcript: string[] = [];
@@ -129,7 +153,11 @@ export async function startHarness(opts: { env?: Record<string, string>; overrid
         body = JSON.stringify(o.body);
         headers["content-type"] ??= "application/json";
       }
-      const res = await fetch(p.startsWith("http") ? p : base + p, { method, headers, ...(body !== undefined ? { body } : {}) });
+      const res = await fetch(p.startsWith("http") ? p : base + p, {
+        method,
+        headers,
+        ...(body !== undefined ? { body } : {}),
+      });
       const text = await res.text();
       transcript.push(text);
       let json: unknown;

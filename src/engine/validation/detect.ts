@@ -33,7 +33,14 @@ export interface RepoFacts {
 }
 
 /** The files detection reads, so the caller knows what to fetch from the sandbox. */
-export const FILES_READ = ["package.json", "Makefile", "pyproject.toml", "setup.cfg", "tox.ini", ".patchbay.json"] as const;
+export const FILES_READ = [
+  "package.json",
+  "Makefile",
+  "pyproject.toml",
+  "setup.cfg",
+  "tox.ini",
+  ".patchbay.json",
+] as const;
 
 /** The `.patchbay.json` config file; unknown keys are ignored so the file can grow. */
 export const RepoValidationConfig = z.object({
@@ -69,7 +76,11 @@ function parseJson<T>(schema: z.ZodType<T>, text: string | undefined): T | undef
 }
 
 const fromConfig = (stage: Stage, entries: (string | string[])[]): PlannedCommand[] =>
-  entries.map((e) => (typeof e === "string" ? { stage, label: e, argv: ["sh", "-c", e], requires: "sh" } : { stage, label: e.join(" "), argv: e, requires: e[0]! }));
+  entries.map((e) =>
+    typeof e === "string"
+      ? { stage, label: e, argv: ["sh", "-c", e], requires: "sh" }
+      : { stage, label: e.join(" "), argv: e, requires: e[0]! },
+  );
 
 /** Plan the commands of all three stages; the caller picks stages by validation mode. */
 export function detectChecks(facts: RepoFacts): PlannedCommand[] {
@@ -96,18 +107,30 @@ export function detectChecks(facts: RepoFacts): PlannedCommand[] {
     const scripts = pkg.scripts ?? {};
     const script = scripts.typecheck !== undefined ? "typecheck" : scripts.build !== undefined ? "build" : undefined;
     if (script) check.push({ stage: "check", label: `${pm} run ${script}`, argv: [pm, "run", script], requires: pm });
-    if (scripts.test !== undefined && !NPM_PLACEHOLDER.test(scripts.test)) test.push({ stage: "test", label: `${pm} test`, argv: [pm, "test"], requires: pm });
+    if (scripts.test !== undefined && !NPM_PLACEHOLDER.test(scripts.test))
+      test.push({ stage: "test", label: `${pm} test`, argv: [pm, "test"], requires: pm });
   }
   if (has("go.mod")) {
     check.push({ stage: "check", label: "go build ./...", argv: ["go", "build", "./..."], requires: "go" });
     test.push({ stage: "test", label: "go test ./...", argv: ["go", "test", "./..."], requires: "go" });
   }
   if (has("Cargo.toml")) {
-    check.push({ stage: "check", label: "cargo check --quiet", argv: ["cargo", "check", "--quiet"], requires: "cargo" });
+    check.push({
+      stage: "check",
+      label: "cargo check --quiet",
+      argv: ["cargo", "check", "--quiet"],
+      requires: "cargo",
+    });
     test.push({ stage: "test", label: "cargo test --quiet", argv: ["cargo", "test", "--quiet"], requires: "cargo" });
   }
   const python = has("pyproject.toml") || has("setup.py") || has("requirements.txt");
-  if (python) check.push({ stage: "check", label: "python3 -m compileall -q .", argv: ["python3", "-m", "compileall", "-q", "."], requires: "python3" });
+  if (python)
+    check.push({
+      stage: "check",
+      label: "python3 -m compileall -q .",
+      argv: ["python3", "-m", "compileall", "-q", "."],
+      requires: "python3",
+    });
   const pytest =
     has("pytest.ini") ||
     has("conftest.py") ||
@@ -115,8 +138,15 @@ export function detectChecks(facts: RepoFacts): PlannedCommand[] {
     /pytest/.test(facts.files["pyproject.toml"] ?? "") ||
     /\[tool:pytest\]/.test(facts.files["setup.cfg"] ?? "") ||
     /\[pytest\]/.test(facts.files["tox.ini"] ?? "");
-  if (pytest) test.push({ stage: "test", label: "python3 -m pytest -q", argv: ["python3", "-m", "pytest", "-q"], requires: "python3" });
-  if (test.length === 0 && /^test\s*:/m.test(facts.files.Makefile ?? "")) test.push({ stage: "test", label: "make test", argv: ["make", "test"], requires: "make" });
+  if (pytest)
+    test.push({
+      stage: "test",
+      label: "python3 -m pytest -q",
+      argv: ["python3", "-m", "pytest", "-q"],
+      requires: "python3",
+    });
+  if (test.length === 0 && /^test\s*:/m.test(facts.files.Makefile ?? ""))
+    test.push({ stage: "test", label: "make test", argv: ["make", "test"], requires: "make" });
 
   const cfg = parseJson(RepoValidationConfig, facts.files[".patchbay.json"])?.validation;
   return [

@@ -50,7 +50,11 @@ type CommandResult = ValidationResult["commands"][number];
 
 const OUTPUT_TAIL = 2000;
 const GIT_SAFE = ["-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null"];
-const STAGES_BY_MODE: Record<ValidationMode, readonly Stage[]> = { minimal: [], basic: ["install", "check"], tests: ["install", "check", "test"] };
+const STAGES_BY_MODE: Record<ValidationMode, readonly Stage[]> = {
+  minimal: [],
+  basic: ["install", "check"],
+  tests: ["install", "check", "test"],
+};
 
 const tail = (s: string) => (s.length > OUTPUT_TAIL ? s.slice(-OUTPUT_TAIL) : s);
 
@@ -61,12 +65,20 @@ export async function validateTurn(opts: ValidateTurnOptions): Promise<Validatio
   const timeouts: ValidationTimeouts = { installMs: 300_000, checkMs: 180_000, testMs: 600_000, ...opts.timeouts };
   const first = await attempt(opts, opts.patch, timeouts);
   if (first.failed.length === 0 || mode !== "tests" || !opts.repair || opts.signal?.aborted) {
-    return { mode, status: first.ran ? (first.failed.length ? "failed" : "passed") : "skipped", commands: first.commands };
+    return {
+      mode,
+      status: first.ran ? (first.failed.length ? "failed" : "passed") : "skipped",
+      commands: first.commands,
+    };
   }
   opts.onLog?.("validation failed; giving the agent one chance to fix it");
   const patch = await opts.repair(repairPrompt(first.failed));
   const second = await attempt(opts, patch, timeouts);
-  return { mode, status: second.failed.length ? "failed" : "passed", commands: [...first.commands, ...second.commands] };
+  return {
+    mode,
+    status: second.failed.length ? "failed" : "passed",
+    commands: [...first.commands, ...second.commands],
+  };
 }
 
 function repairPrompt(failed: CommandResult[]): string {
@@ -88,7 +100,9 @@ async function attempt(opts: ValidateTurnOptions, patch: string, timeouts: Valid
   const commands: CommandResult[] = [];
   const record = (c: CommandResult, counts = true) => {
     commands.push(c);
-    opts.onLog?.(`validation: ${c.command} → ${c.exitCode === null ? "not run" : `exit ${c.exitCode}`} (${Math.round(c.durationMs)} ms)`);
+    opts.onLog?.(
+      `validation: ${c.command} → ${c.exitCode === null ? "not run" : `exit ${c.exitCode}`} (${Math.round(c.durationMs)} ms)`,
+    );
     return counts;
   };
   const failed: CommandResult[] = [];
@@ -108,10 +122,16 @@ async function attempt(opts: ValidateTurnOptions, patch: string, timeouts: Valid
     for (const cmd of planned) {
       if (opts.signal?.aborted) break;
       if (cmd.requires && !(await available(sandbox, cmd.requires))) {
-        record({ command: cmd.label, exitCode: null, durationMs: 0, outputTail: `${cmd.requires} is not installed in the sandbox; skipped` });
+        record({
+          command: cmd.label,
+          exitCode: null,
+          durationMs: 0,
+          outputTail: `${cmd.requires} is not installed in the sandbox; skipped`,
+        });
         continue;
       }
-      const timeoutMs = cmd.stage === "install" ? timeouts.installMs : cmd.stage === "check" ? timeouts.checkMs : timeouts.testMs;
+      const timeoutMs =
+        cmd.stage === "install" ? timeouts.installMs : cmd.stage === "check" ? timeouts.checkMs : timeouts.testMs;
       const r = await runCommand(sandbox, cmd, timeoutMs);
       ran = true;
       record(r);
@@ -133,7 +153,12 @@ async function runCommand(sandbox: Sandbox, cmd: PlannedCommand, timeoutMs: numb
   try {
     res = await sandbox.exec(cmd.argv, { timeoutMs, env: { CI: "1" } });
   } catch (e) {
-    return { command: cmd.label, exitCode: null, durationMs: performance.now() - t0, outputTail: tail(e instanceof Error ? e.message : String(e)) };
+    return {
+      command: cmd.label,
+      exitCode: null,
+      durationMs: performance.now() - t0,
+      outputTail: tail(e instanceof Error ? e.message : String(e)),
+    };
   }
   const output = [res.stdout, res.stderr].filter(Boolean).join("\n");
   return {
@@ -153,8 +178,20 @@ async function checkPatchApplies(sandbox: Sandbox, baseSha: string, patch: strin
   const env = { GIT_INDEX_FILE: index };
   try {
     const read = await sandbox.exec(["git", ...GIT_SAFE, "read-tree", baseSha], { env, timeoutMs: 60_000 });
-    const r = read.exitCode !== 0 ? read : await sandbox.exec(["git", ...GIT_SAFE, "apply", "--check", "--cached", "--binary", "-"], { env, stdin: patch, timeoutMs: 60_000 });
-    return { command: label, exitCode: r.exitCode, durationMs: Math.round(performance.now() - t0), outputTail: tail([r.stdout, r.stderr].filter(Boolean).join("\n")) };
+    const r =
+      read.exitCode !== 0
+        ? read
+        : await sandbox.exec(["git", ...GIT_SAFE, "apply", "--check", "--cached", "--binary", "-"], {
+            env,
+            stdin: patch,
+            timeoutMs: 60_000,
+          });
+    return {
+      command: label,
+      exitCode: r.exitCode,
+      durationMs: Math.round(performance.now() - t0),
+      outputTail: tail([r.stdout, r.stderr].filter(Boolean).join("\n")),
+    };
   } finally {
     await sandbox.exec(["rm", "-f", index]);
   }

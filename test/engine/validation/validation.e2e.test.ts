@@ -16,10 +16,13 @@ beforeAll(async () => {
   const repos = tempDir("repos");
   makeRepo(repos, "acme/checked", {
     "README.md": "# Checked\n",
-    "package.json": JSON.stringify({ name: "checked", scripts: { typecheck: "node check.js", test: "node test.js" } }) + "\n",
+    "package.json":
+      JSON.stringify({ name: "checked", scripts: { typecheck: "node check.js", test: "node test.js" } }) + "\n",
     // The quick check leaves an untracked build artifact and touches a tracked file.
-    "check.js": "const fs = require('fs');\nfs.writeFileSync('build-output.txt', 'built');\nfs.appendFileSync('README.md', 'touched by the check\\n');\nconsole.log('check ok');\n",
-    "test.js": "const fs = require('fs');\nif (!fs.existsSync('fixed.txt')) { console.error('fixed.txt is missing'); process.exit(1); }\nconsole.log('tests ok');\n",
+    "check.js":
+      "const fs = require('fs');\nfs.writeFileSync('build-output.txt', 'built');\nfs.appendFileSync('README.md', 'touched by the check\\n');\nconsole.log('check ok');\n",
+    "test.js":
+      "const fs = require('fs');\nif (!fs.existsSync('fixed.txt')) { console.error('fixed.txt is missing'); process.exit(1); }\nconsole.log('tests ok');\n",
   });
   pb = await openTestPatchbay({
     PATCHBAY_GIT_BASE_URL: `file://${repos}`,
@@ -38,10 +41,21 @@ afterAll(async () => {
 describe("validationMode", () => {
   it("tests: failing tests give the agent one repair turn in the same session, then everything runs again", async () => {
     model.script("test/repair", [
-      [{ toolCalls: [{ name: "write", args: { filePath: "feature.txt", content: "feature\n" } }] }, { text: "Added the feature." }],
-      [{ toolCalls: [{ name: "write", args: { filePath: "fixed.txt", content: "fixed\n" } }] }, { text: "Fixed the tests." }],
+      [
+        { toolCalls: [{ name: "write", args: { filePath: "feature.txt", content: "feature\n" } }] },
+        { text: "Added the feature." },
+      ],
+      [
+        { toolCalls: [{ name: "write", args: { filePath: "fixed.txt", content: "fixed\n" } }] },
+        { text: "Fixed the tests." },
+      ],
     ]);
-    const started = await pb.engine.startRun(OWNER, { repository: "acme/checked", prompt: "add feature", modelId: "test/repair", validationMode: "tests" });
+    const started = await pb.engine.startRun(OWNER, {
+      repository: "acme/checked",
+      prompt: "add feature",
+      modelId: "test/repair",
+      validationMode: "tests",
+    });
     const run = await pb.engine.waitForTurn(OWNER, started.id);
     expect(run.status).toBe("idle");
     const v = run.validation!;
@@ -69,12 +83,25 @@ describe("validationMode", () => {
   });
 
   it("basic runs the quick checks but not the tests; minimal runs nothing", async () => {
-    model.script("test/basic", [[{ toolCalls: [{ name: "write", args: { filePath: "a.txt", content: "a\n" } }] }, { text: "ok" }]]);
+    model.script("test/basic", [
+      [{ toolCalls: [{ name: "write", args: { filePath: "a.txt", content: "a\n" } }] }, { text: "ok" }],
+    ]);
     const basic = await pb.engine.startRun(OWNER, { repository: "acme/checked", prompt: "a", modelId: "test/basic" });
-    const minimal = await pb.engine.startRun(OWNER, { repository: "acme/checked", prompt: "a", modelId: "test/basic", validationMode: "minimal" });
-    const [b, m] = await Promise.all([pb.engine.waitForTurn(OWNER, basic.id), pb.engine.waitForTurn(OWNER, minimal.id)]);
+    const minimal = await pb.engine.startRun(OWNER, {
+      repository: "acme/checked",
+      prompt: "a",
+      modelId: "test/basic",
+      validationMode: "minimal",
+    });
+    const [b, m] = await Promise.all([
+      pb.engine.waitForTurn(OWNER, basic.id),
+      pb.engine.waitForTurn(OWNER, minimal.id),
+    ]);
     expect(b.validation).toMatchObject({ mode: "basic", status: "passed" });
-    expect(b.validation!.commands.map((c) => c.command)).toEqual([expect.stringMatching(/^git apply --check/), "npm run typecheck"]);
+    expect(b.validation!.commands.map((c) => c.command)).toEqual([
+      expect.stringMatching(/^git apply --check/),
+      "npm run typecheck",
+    ]);
     expect(b.changedPaths).toEqual(["a.txt"]);
     expect(m.validation).toEqual({ mode: "minimal", status: "skipped", commands: [] });
     await Promise.all([pb.engine.endSession(OWNER, b.id), pb.engine.endSession(OWNER, m.id)]);
