@@ -259,7 +259,7 @@ describe("publishing failures", () => {
   it("no permission to push fails with permission_denied and the credential scrubbed from the message", async () => {
     const locked = (await access.resolve({ fullName: "acme/locked" })).ref;
     const ws = await changedWorkspace("acme/locked", { "L.md": "l\n" });
-    const err = await publisher.publish(await request("run_locked", locked, ws)).catch((e: unknown) => e as Error);
+    const err = (await publisher.publish(await request("run_locked", locked, ws)).catch((e: unknown) => e)) as Error;
     expect(err).toMatchObject({ code: "permission_denied" });
     expect(err.message).not.toMatch(/ghs_|x-access-token|Basic /);
   });
@@ -306,7 +306,7 @@ describe("publishing failures", () => {
       headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": String(reset) },
     });
     const started = Date.now();
-    const err = await publisher.publish(await request("run_limit", web, ws)).catch((e: unknown) => e as { code: string; details?: { retryAfterSeconds?: number } });
+    const err = (await publisher.publish(await request("run_limit", web, ws)).catch((e: unknown) => e)) as { code: string; details?: { retryAfterSeconds?: number } };
     expect(err).toMatchObject({ code: "github_rate_limited" });
     expect(err.details!.retryAfterSeconds).toBeGreaterThan(3500);
     expect(Date.now() - started).toBeLessThan(10_000);
