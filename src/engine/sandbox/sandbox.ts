@@ -82,10 +82,24 @@ export interface Sandbox {
   kill(): Promise<void>;
 }
 
+/**
+ * A sandbox made before its run is known (a warm pool): its processes can run (an agent
+ * server can start), its workspace is still empty.
+ */
+export interface WarmSandbox extends Omit<Sandbox, "baseSha" | "baseRef"> {
+  /**
+   * Check the run's repository out into the empty workspace; the sandbox then belongs to
+   * `opts.runId` and is returned as a full Sandbox. Throws like `SandboxProvider.create`.
+   */
+  adopt(opts: SandboxCreateOptions): Promise<Sandbox>;
+}
+
 export interface SandboxProvider {
   readonly name: "local" | "bwrap" | "e2b";
   /** Create a sandbox with the repository checked out at the ref. Throws EngineError (clone_failed, invalid_ref, sandbox_failed). */
   create(opts: SandboxCreateOptions): Promise<Sandbox>;
+  /** Make a sandbox with an empty workspace for a warm pool (providers that can). */
+  prepare?(): Promise<WarmSandbox>;
   /** Kill sandboxes no live run owns (after a restart). */
   reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
   close?(): Promise<void>;
