@@ -57,7 +57,9 @@ export interface RepositoryAccess {
   forPublishing(repo: RepositoryRef): Promise<PublishingClient>;
 }
 
-export interface RepositoryAccessOptions extends Partial<Pick<GitHubClientOptions, "maxRateLimitWaitSeconds" | "rateLimitRetries">> {
+export interface RepositoryAccessOptions extends Partial<
+  Pick<GitHubClientOptions, "maxRateLimitWaitSeconds" | "rateLimitRetries">
+> {
   log?: Logger;
 }
 
@@ -73,7 +75,11 @@ export function basicCredential(token: string): GitCredential {
 /**
  * Create the repository access for a server. Makes no network call until a run asks.
  */
-export function createRepositoryAccess(config: Config, store: RunStore, opts: RepositoryAccessOptions = {}): RepositoryAccess {
+export function createRepositoryAccess(
+  config: Config,
+  store: RunStore,
+  opts: RepositoryAccessOptions = {},
+): RepositoryAccess {
   const log = opts.log ?? silentLogger;
   const OctokitClass = createOctokitClass({
     baseUrl: config.githubApiUrl,
@@ -81,12 +87,17 @@ export function createRepositoryAccess(config: Config, store: RunStore, opts: Re
     ...(opts.maxRateLimitWaitSeconds !== undefined ? { maxRateLimitWaitSeconds: opts.maxRateLimitWaitSeconds } : {}),
     ...(opts.rateLimitRetries !== undefined ? { rateLimitRetries: opts.rateLimitRetries } : {}),
   });
-  const mode: AccessMode = config.githubAppId && config.githubAppPrivateKey ? "app" : config.githubToken ? "token" : "public";
+  const mode: AccessMode =
+    config.githubAppId && config.githubAppPrivateKey ? "app" : config.githubToken ? "token" : "public";
 
   // Keys pasted into an environment variable often carry literal "\n" instead of newlines.
   const app =
     mode === "app"
-      ? new App({ appId: config.githubAppId!, privateKey: config.githubAppPrivateKey!.replace(/\\n/g, "\n"), Octokit: OctokitClass })
+      ? new App({
+          appId: config.githubAppId!,
+          privateKey: config.githubAppPrivateKey!.replace(/\\n/g, "\n"),
+          Octokit: OctokitClass,
+        })
       : undefined;
   const tokenOctokit = mode === "token" ? new OctokitClass({ auth: config.githubToken }) : undefined;
   log.redact(config.githubToken);
@@ -97,7 +108,11 @@ export function createRepositoryAccess(config: Config, store: RunStore, opts: Re
     return { fullName, owner, name, ...(id !== undefined ? { id: String(id) } : {}) };
   };
 
-  async function remember(data: { id: number; full_name: string; default_branch?: string }): Promise<ResolvedRepository> {
+  async function remember(data: {
+    id: number;
+    full_name: string;
+    default_branch?: string;
+  }): Promise<ResolvedRepository> {
     const fullName = RepositoryFullName.parse(data.full_name);
     await store.upsertRepository({
       id: String(data.id),
@@ -122,7 +137,10 @@ export function createRepositoryAccess(config: Config, store: RunStore, opts: Re
       return data.id;
     } catch (e) {
       installations.delete(fullName);
-      const err = toGitHubError(e, `looking up the GitHub App installation of ${fullName}`, { notFound: "repository_not_installed", fallback: "clone_failed" });
+      const err = toGitHubError(e, `looking up the GitHub App installation of ${fullName}`, {
+        notFound: "repository_not_installed",
+        fallback: "clone_failed",
+      });
       if (err.code === "repository_not_installed") {
         throw new EngineError(
           "repository_not_installed",
@@ -135,10 +153,19 @@ export function createRepositoryAccess(config: Config, store: RunStore, opts: Re
   }
 
   /** A fresh-or-cached installation token for one repository with the given permissions. */
-  async function installationToken(fullName: string, permissions: Record<string, "read" | "write">, fresh = false): Promise<string> {
+  async function installationToken(
+    fullName: string,
+    permissions: Record<string, "read" | "write">,
+    fresh = false,
+  ): Promise<string> {
     const id = await installationId(fullName, fresh);
     try {
-      const auth = (await app!.octokit.auth({ type: "installation", installationId: id, repositoryNames: [split(fullName)[1]], permissions })) as { token: string };
+      const auth = (await app!.octokit.auth({
+        type: "installation",
+        installationId: id,
+        repositoryNames: [split(fullName)[1]],
+        permissions,
+      })) as { token: string };
       log.redact(auth.token);
       return auth.token;
     } catch (e) {
@@ -159,28 +186,51 @@ export function createRepositoryAccess(config: Config, store: RunStore, opts: Re
         else if (mode === "token") {
           // A token can read a repository by id; an App JWT cannot, and public mode makes no calls.
           try {
-            const { data } = await tokenOctokit!.request("GET /repositories/{repository_id}", { repository_id: Number(id) });
+            const { data } = await tokenOctokit!.request("GET /repositories/{repository_id}", {
+              repository_id: Number(id),
+            });
             return await remember(data);
           } catch (e) {
-            const err = toGitHubError(e, `looking up repository id ${id}`, { notFound: "repository_not_found", fallback: "clone_failed" });
+            const err = toGitHubError(e, `looking up repository id ${id}`, {
+              notFound: "repository_not_found",
+              fallback: "clone_failed",
+            });
             if (err.code !== "repository_not_found") throw err;
           }
         }
-        if (!fullName) throw new EngineError("repository_not_found", `repository id ${id} is not known to this server; pass repository as owner/name once`, { repositoryId: id });
+        if (!fullName)
+          throw new EngineError(
+            "repository_not_found",
+            `repository id ${id} is not known to this server; pass repository as owner/name once`,
+            { repositoryId: id },
+          );
       }
       const [owner, repo] = split(fullName);
       if (mode === "public") {
         const known = await store.getRepositoryByName(fullName);
-        return { ref: refOf(fullName, known?.id), ...(known?.defaultBranch ? { defaultBranch: known.defaultBranch } : {}) };
+        return {
+          ref: refOf(fullName, known?.id),
+          ...(known?.defaultBranch ? { defaultBranch: known.defaultBranch } : {}),
+        };
       }
-      const octokit = mode === "token" ? tokenOctokit! : new OctokitClass({ auth: await installationToken(fullName, READ_PERMISSIONS, true) });
+      const octokit =
+        mode === "token"
+          ? tokenOctokit!
+          : new OctokitClass({ auth: await installationToken(fullName, READ_PERMISSIONS, true) });
       try {
         const { data } = await octokit.rest.repos.get({ owner, repo });
         return await remember(data);
       } catch (e) {
-        const err = toGitHubError(e, `looking up ${fullName}`, { notFound: "repository_not_found", fallback: "clone_failed" });
+        const err = toGitHubError(e, `looking up ${fullName}`, {
+          notFound: "repository_not_found",
+          fallback: "clone_failed",
+        });
         if (err.code === "repository_not_found") {
-          throw new EngineError("repository_not_found", `repository ${fullName} was not found, or this server's credentials cannot see it`, { repository: fullName });
+          throw new EngineError(
+            "repository_not_found",
+            `repository ${fullName} was not found, or this server's credentials cannot see it`,
+            { repository: fullName },
+          );
         }
         throw err;
       }
@@ -194,7 +244,10 @@ export function createRepositoryAccess(config: Config, store: RunStore, opts: Re
 
     async forPublishing(repo) {
       if (mode === "public") {
-        throw new EngineError("publish_not_configured", "publishing needs a GitHub App (GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY) or GITHUB_TOKEN on the server");
+        throw new EngineError(
+          "publish_not_configured",
+          "publishing needs a GitHub App (GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY) or GITHUB_TOKEN on the server",
+        );
       }
       const known = await store.getRepositoryByName(repo.fullName);
       const token = mode === "token" ? config.githubToken! : await installationToken(repo.fullName, WRITE_PERMISSIONS);

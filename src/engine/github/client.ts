@@ -34,9 +34,19 @@ export function createOctokitClass(opts: GitHubClientOptions): GitHubOctokit {
   const log = opts.log.child({ component: "github" });
   const onLimit =
     (kind: string) =>
-    (retryAfter: number, options: { method?: string; url?: string }, _octokit: unknown, retryCount: number): boolean => {
+    (
+      retryAfter: number,
+      options: { method?: string; url?: string },
+      _octokit: unknown,
+      retryCount: number,
+    ): boolean => {
       const retry = retryCount < retries && retryAfter <= maxWait;
-      log.warn(`GitHub ${kind} rate limit`, { method: options.method, url: options.url, retryAfterSeconds: retryAfter, retrying: retry });
+      log.warn(`GitHub ${kind} rate limit`, {
+        method: options.method,
+        url: options.url,
+        retryAfterSeconds: retryAfter,
+        retrying: retry,
+      });
       return retry;
     };
   return Octokit.defaults({

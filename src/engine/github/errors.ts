@@ -47,7 +47,9 @@ function isRateLimited(e: RequestErrorLike): boolean {
   if (e.status === 429) return true;
   if (e.status !== 403) return false;
   const h = e.response?.headers ?? {};
-  return String(h["x-ratelimit-remaining"]) === "0" || h["retry-after"] !== undefined || /rate limit/i.test(githubMessage(e));
+  return (
+    String(h["x-ratelimit-remaining"]) === "0" || h["retry-after"] !== undefined || /rate limit/i.test(githubMessage(e))
+  );
 }
 
 /**
@@ -55,7 +57,11 @@ function isRateLimited(e: RequestErrorLike): boolean {
  * ("opening the draft pull request"); `notFound` is the code for a 404 (GitHub answers 404,
  * not 403, for a repository a credential cannot see).
  */
-export function toGitHubError(e: unknown, what: string, opts: { notFound?: ErrorCode; fallback?: ErrorCode } = {}): EngineError {
+export function toGitHubError(
+  e: unknown,
+  what: string,
+  opts: { notFound?: ErrorCode; fallback?: ErrorCode } = {},
+): EngineError {
   if (e instanceof EngineError) return e;
   const fallback = opts.fallback ?? "publish_failed";
   if (!isRequestError(e)) {
@@ -70,9 +76,14 @@ export function toGitHubError(e: unknown, what: string, opts: { notFound?: Error
       wait !== undefined ? { retryAfterSeconds: wait } : undefined,
     );
   }
-  if (e.status === 401) return new EngineError("permission_denied", `${what}: GitHub rejected the credentials (${msg})`);
+  if (e.status === 401)
+    return new EngineError("permission_denied", `${what}: GitHub rejected the credentials (${msg})`);
   if (e.status === 403) return new EngineError("permission_denied", `${what}: no permission (${msg})`);
-  if (e.status === 404) return new EngineError(opts.notFound ?? "permission_denied", `${what}: not found, or the credentials cannot see it (${msg})`);
+  if (e.status === 404)
+    return new EngineError(
+      opts.notFound ?? "permission_denied",
+      `${what}: not found, or the credentials cannot see it (${msg})`,
+    );
   if (e.status === 422 && /already exists/i.test(msg)) return new EngineError("pr_exists", `${what}: ${msg}`);
   if (e.status === 422 && /protected branch/i.test(msg)) return new EngineError("branch_protected", `${what}: ${msg}`);
   return new EngineError(fallback, `${what}: GitHub answered ${e.status} (${msg})`);

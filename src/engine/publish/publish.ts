@@ -18,7 +18,14 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Config } from "../../config.ts";
 import { EngineError } from "../errors.ts";
-import { createHostGit, credentialEnv, gitOrThrow, scrubCredential, validateBranchName, type GitRunner } from "../git/git.ts";
+import {
+  createHostGit,
+  credentialEnv,
+  gitOrThrow,
+  scrubCredential,
+  validateBranchName,
+  type GitRunner,
+} from "../git/git.ts";
 import type { PublishingClient, RepositoryAccess } from "../github/access.ts";
 import { toGitHubError } from "../github/errors.ts";
 import type { Logger } from "../log.ts";
@@ -88,7 +95,11 @@ interface PullSummary {
   html_url: string;
   base: { ref: string };
 }
-const pullSummary = (p: PullSummary): PullSummary => ({ number: p.number, html_url: p.html_url, base: { ref: p.base.ref } });
+const pullSummary = (p: PullSummary): PullSummary => ({
+  number: p.number,
+  html_url: p.html_url,
+  base: { ref: p.base.ref },
+});
 
 /** Branch names a publish never pushes to, whatever the repository calls its default. */
 const MAIN_LINES = new Set(["main", "master"]);
@@ -108,13 +119,25 @@ export function createPublisher(opts: PublisherOptions): Publisher {
   async function checkBranch(branch: string, guarded: (string | undefined)[]): Promise<void> {
     await validateBranchName(git, branch);
     if (MAIN_LINES.has(branch) || guarded.includes(branch)) {
-      throw new EngineError("invalid_ref", `publish.branch ${JSON.stringify(branch)} is the repository's main line; Patchbay publishes to a branch of its own`, { ref: branch });
+      throw new EngineError(
+        "invalid_ref",
+        `publish.branch ${JSON.stringify(branch)} is the repository's main line; Patchbay publishes to a branch of its own`,
+        { ref: branch },
+      );
     }
   }
 
   /** Run git; on failure classify the reason (GitHub's own words) and scrub the credential. */
-  async function remoteGit(args: string[], o: { cwd: string; credential: GitCredential; url: string; what: string; signal?: AbortSignal }): Promise<string> {
-    const res = await git(args, { cwd: o.cwd, env: credentialEnv(o.credential, o.url), timeoutMs, ...(o.signal ? { signal: o.signal } : {}) });
+  async function remoteGit(
+    args: string[],
+    o: { cwd: string; credential: GitCredential; url: string; what: string; signal?: AbortSignal },
+  ): Promise<string> {
+    const res = await git(args, {
+      cwd: o.cwd,
+      env: credentialEnv(o.credential, o.url),
+      timeoutMs,
+      ...(o.signal ? { signal: o.signal } : {}),
+    });
     if (res.exitCode === 0) return res.stdout;
     const text = scrubCredential(res.timedOut ? "git timed out" : res.stderr, o.credential);
     const reason = text
@@ -123,22 +146,38 @@ export function createPublisher(opts: PublisherOptions): Publisher {
       .filter((l) => l && !/^To |^hint:/.test(l))
       .join("; ")
       .slice(0, 1500);
-    if (/GH006|protected branch/i.test(text)) throw new EngineError("branch_protected", `${o.what}: the branch is protected (${reason})`);
-    if (/error: 403|returned error: 403|Permission to .* denied|permission denied|write access .* not granted/i.test(text)) {
+    if (/GH006|protected branch/i.test(text))
+      throw new EngineError("branch_protected", `${o.what}: the branch is protected (${reason})`);
+    if (
+      /error: 403|returned error: 403|Permission to .* denied|permission denied|write access .* not granted/i.test(text)
+    ) {
       throw new EngineError("permission_denied", `${o.what}: no permission (${reason})`);
     }
     if (/Authentication failed|returned error: 401|could not read Username/i.test(text)) {
       throw new EngineError("permission_denied", `${o.what}: the git server rejected the credentials (${reason})`);
     }
     if (/non-fast-forward|fetch first|\[rejected\]/i.test(text)) {
-      throw new EngineError("publish_failed", `${o.what}: the branch moved on the remote while publishing; publish again (${reason})`);
+      throw new EngineError(
+        "publish_failed",
+        `${o.what}: the branch moved on the remote while publishing; publish again (${reason})`,
+      );
     }
     throw new EngineError("publish_failed", `${o.what}: ${reason || `git exited with code ${res.exitCode}`}`);
   }
 
-  async function findOpenPull(client: PublishingClient, repo: RepositoryRef, branch: string): Promise<PullSummary | undefined> {
+  async function findOpenPull(
+    client: PublishingClient,
+    repo: RepositoryRef,
+    branch: string,
+  ): Promise<PullSummary | undefined> {
     try {
-      const { data } = await client.octokit.rest.pulls.list({ owner: repo.owner, repo: repo.name, head: `${repo.owner}:${branch}`, state: "open", per_page: 5 });
+      const { data } = await client.octokit.rest.pulls.list({
+        owner: repo.owner,
+        repo: repo.name,
+        head: `${repo.owner}:${branch}`,
+        state: "open",
+        per_page: 5,
+      });
       return data[0] && pullSummary(data[0]);
     } catch (e) {
       throw toGitHubError(e, `looking for an open pull request for ${branch}`);
@@ -148,7 +187,10 @@ export function createPublisher(opts: PublisherOptions): Publisher {
   return {
     async check(input) {
       if (!opts.access.canPublish) {
-        throw new EngineError("publish_not_configured", "publish.mode draft_pr needs a GitHub App (GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY) or GITHUB_TOKEN on the server");
+        throw new EngineError(
+          "publish_not_configured",
+          "publish.mode draft_pr needs a GitHub App (GITHUB_APP_ID + GITHUB_APP_PRIVATE_KEY) or GITHUB_TOKEN on the server",
+        );
       }
       if (input.branch !== undefined) await checkBranch(input.branch, [input.defaultBranch, input.baseRef]);
     },
@@ -156,48 +198,84 @@ export function createPublisher(opts: PublisherOptions): Publisher {
     async publish(req) {
       const branch = publishBranch(req.runId, req.branch);
       const repo = req.repository;
-      if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(req.baseSha)) throw new EngineError("internal", `base ${JSON.stringify(req.baseSha)} is not a full commit id`);
+      if (!/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(req.baseSha))
+        throw new EngineError("internal", `base ${JSON.stringify(req.baseSha)} is not a full commit id`);
       const client = await opts.access.forPublishing(repo);
       await checkBranch(branch, [client.defaultBranch, req.baseRef]);
       // A pull request's base must be a branch: a run started from a commit id targets the default branch.
       const base = /^[0-9a-f]{7,64}$/.test(req.baseRef) && client.defaultBranch ? client.defaultBranch : req.baseRef;
       const url = `${opts.config.gitBaseUrl}/${repo.fullName}.git`;
       const plog = log.child({ runId: req.runId, repository: repo.fullName, branch });
-      const text = { runId: req.runId, prompts: req.prompts, summary: req.summary, diffStats: req.diffStats, changedPaths: req.changedPaths };
+      const text = {
+        runId: req.runId,
+        prompts: req.prompts,
+        summary: req.summary,
+        diffStats: req.diffStats,
+        changedPaths: req.changedPaths,
+      };
 
       fs.mkdirSync(workRoot, { recursive: true, mode: 0o700 });
       const scratch = path.join(workRoot, `${req.runId}-${randomBytes(4).toString("hex")}.git`);
-      const remote = { cwd: scratch, credential: client.credential, url, ...(req.signal ? { signal: req.signal } : {}) };
+      const remote = {
+        cwd: scratch,
+        credential: client.credential,
+        url,
+        ...(req.signal ? { signal: req.signal } : {}),
+      };
       const local = { cwd: scratch, code: "publish_failed" as const, ...(req.signal ? { signal: req.signal } : {}) };
       let headSha: string;
       let committed = false;
       try {
-        await gitOrThrow(git, ["init", "--quiet", "--bare", scratch], { code: "publish_failed", what: "could not make a scratch repository" });
-        const heads = await remoteGit(["ls-remote", "--heads", "--", url, `refs/heads/${branch}`], { ...remote, what: `could not read ${repo.fullName}` });
+        await gitOrThrow(git, ["init", "--quiet", "--bare", scratch], {
+          code: "publish_failed",
+          what: "could not make a scratch repository",
+        });
+        const heads = await remoteGit(["ls-remote", "--heads", "--", url, `refs/heads/${branch}`], {
+          ...remote,
+          what: `could not read ${repo.fullName}`,
+        });
         const remoteHead = /^([0-9a-f]{40,64})\trefs\/heads\//m.exec(heads)?.[1];
         // Shallow is enough: the new commit needs its parent's id and the base's tree, and the
         // remote already has both histories.
-        await remoteGit(["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, req.baseSha, ...(remoteHead ? [remoteHead] : [])], {
-          ...remote,
-          what: `could not fetch ${repo.fullName}`,
-        });
+        await remoteGit(
+          ["fetch", "--quiet", "--no-tags", "--depth=1", "--", url, req.baseSha, ...(remoteHead ? [remoteHead] : [])],
+          {
+            ...remote,
+            what: `could not fetch ${repo.fullName}`,
+          },
+        );
 
         const index = path.join(scratch, "publish.index");
         const withIndex = { ...local, env: { GIT_INDEX_FILE: index } };
         await gitOrThrow(git, ["read-tree", req.baseSha], { ...withIndex, what: "could not read the base tree" });
         if (req.binaryPatch.trim() !== "") {
-          await gitOrThrow(git, ["apply", "--cached", "--binary", "--whitespace=nowarn", "-"], { ...withIndex, stdin: req.binaryPatch, what: "the run's patch does not apply to its base" });
+          await gitOrThrow(git, ["apply", "--cached", "--binary", "--whitespace=nowarn", "-"], {
+            ...withIndex,
+            stdin: req.binaryPatch,
+            what: "the run's patch does not apply to its base",
+          });
         }
         const tree = (await gitOrThrow(git, ["write-tree"], { ...withIndex, what: "could not write the tree" })).trim();
         const parent = remoteHead ?? req.baseSha;
-        const parentTree = (await gitOrThrow(git, ["rev-parse", `${parent}^{tree}`], { ...local, what: "could not read the branch" })).trim();
+        const parentTree = (
+          await gitOrThrow(git, ["rev-parse", `${parent}^{tree}`], { ...local, what: "could not read the branch" })
+        ).trim();
         if (tree === parentTree) {
           if (!remoteHead) return { status: "skipped", branch, reason: "the run has no changes to publish" };
           headSha = remoteHead; // the branch already holds exactly these changes
         } else {
-          headSha = (await gitOrThrow(git, ["commit-tree", tree, "-p", parent, "-F", "-"], { ...local, stdin: commitMessage(text), what: "could not commit" })).trim();
+          headSha = (
+            await gitOrThrow(git, ["commit-tree", tree, "-p", parent, "-F", "-"], {
+              ...local,
+              stdin: commitMessage(text),
+              what: "could not commit",
+            })
+          ).trim();
           // Never forced: if someone moved the branch since ls-remote, the push is refused.
-          await remoteGit(["push", "--quiet", "--no-verify", "--", url, `${headSha}:refs/heads/${branch}`], { ...remote, what: `could not push ${branch}` });
+          await remoteGit(["push", "--quiet", "--no-verify", "--", url, `${headSha}:refs/heads/${branch}`], {
+            ...remote,
+            what: `could not push ${branch}`,
+          });
           committed = true;
           plog.info("pushed", { headSha });
         }
@@ -211,7 +289,15 @@ export function createPublisher(opts: PublisherOptions): Publisher {
       let created = false;
       if (!pull) {
         try {
-          const { data } = await client.octokit.rest.pulls.create({ owner: repo.owner, repo: repo.name, head: branch, base, title, body, draft: true });
+          const { data } = await client.octokit.rest.pulls.create({
+            owner: repo.owner,
+            repo: repo.name,
+            head: branch,
+            base,
+            title,
+            body,
+            draft: true,
+          });
           pull = pullSummary(data);
           created = true;
         } catch (e) {
@@ -224,7 +310,12 @@ export function createPublisher(opts: PublisherOptions): Publisher {
       }
       if (!created) {
         try {
-          await client.octokit.rest.pulls.update({ owner: repo.owner, repo: repo.name, pull_number: pull.number, body });
+          await client.octokit.rest.pulls.update({
+            owner: repo.owner,
+            repo: repo.name,
+            pull_number: pull.number,
+            body,
+          });
         } catch (e) {
           throw toGitHubError(e, `updating pull request #${pull.number}`);
         }

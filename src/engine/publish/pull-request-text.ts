@@ -50,7 +50,9 @@ export function pullRequestBody(input: PullRequestTextInput): string {
       .map((l) => `> ${l}`)
       .join("\n");
   const requests =
-    input.prompts.length === 1 ? quote(input.prompts[0]!) : input.prompts.map((p, i) => `**Turn ${i + 1}**\n\n${quote(p)}`).join("\n\n");
+    input.prompts.length === 1
+      ? quote(input.prompts[0]!)
+      : input.prompts.map((p, i) => `**Turn ${i + 1}**\n\n${quote(p)}`).join("\n\n");
   const paths = input.changedPaths.slice(0, MAX_PATHS).map((p) => `- \`${p.replace(/`/g, "'")}\``);
   if (input.changedPaths.length > MAX_PATHS) paths.push(`- … and ${input.changedPaths.length - MAX_PATHS} more`);
   const body = [

@@ -16,20 +16,13 @@ import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import { applyPatch, computeDiff, createHostGit, validateRef, type GitRunner } from "../git/git.ts";
+import { createRepositoryAccess, type RepositoryAccess, type ResolvedRepository } from "../github/access.ts";
 import type { Logger } from "../log.ts";
+import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
 import type { RunStore } from "../store/store.ts";
-import {
-  CreateRunInput,
-  isTerminal,
-  MessageInput,
-  RepositoryFullName,
-  type RepositoryRef,
-  type RunRecord,
-  type RunStatus,
-  type Usage,
-} from "./schema.ts";
+import { CreateRunInput, isTerminal, MessageInput, type RunRecord, type RunStatus, type Usage } from "./schema.ts";
 import { toRunView, type RunView } from "./view.ts";
 import { validateTurn } from "../validation/validation.ts";
 
@@ -43,6 +36,10 @@ export interface EngineDeps {
   log: Logger;
   /** Injectable clock (tests). */
   now?: () => Date;
+  /** Repository resolution and GitHub credentials. Default: from the config (App, token or public). */
+  repositories?: RepositoryAccess;
+  /** Commits, pushes and opens draft PRs after turns of `publish.mode: draft_pr` runs. Default: from the config. */
+  publisher?: Publisher;
 }
 
 export interface GetRunOptions {
@@ -120,6 +117,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   let closing = false;
   /** Host git, used only for checks that need no repository (ref syntax). */
   const hostGit = createHostGit();
+  const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
+  const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
 
   // ---------- helpers ----------
 
@@ -171,25 +170,56 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     return id;
   }
 
-  function repositoryRef(fullName: string, id?: string): RepositoryRef {
-    const [owner, name] = fullName.split("/") as [string, string];
-    return { fullName, owner, name, ...(id ? { id } : {}) };
+  /**
+   * Before any sandbox exists: which repository, reachable with this server's credentials
+   * (a repository on no App installation is refused here, as repository_not_installed).
+   */
+  async function resolveRepository(input: CreateRunInput): Promise<ResolvedRepository> {
+    const fullName = input.repository ?? input.repositoryFullName;
+    return repositories.resolve(fullName ? { fullName } : { id: String(input.repositoryId) });
   }
 
-  async function resolveRepository(input: CreateRunInput): Promise<RepositoryRef> {
-    const fullName = input.repository ?? input.repositoryFullName;
-    if (fullName) {
-      const known = await store.getRepositoryByName(fullName);
-      return repositoryRef(fullName, known?.id);
+  /**
+   * Publish a turn's changes as a draft PR. A failure is recorded on the run (publish.status
+   * failed, with the error), never fails the run: the patch stays available either way.
+   */
+  async function publishTurn(
+    run: RunRecord,
+    binaryPatch: string,
+    results: Partial<RunRecord>,
+    onEvent: (data: BuilderEventData) => void,
+    signal: AbortSignal,
+  ): Promise<Partial<RunRecord>> {
+    onEvent({ kind: "log", message: "publishing…" });
+    try {
+      const turns = await store.listTurns(run.id);
+      const r = await publisher.publish({
+        runId: run.id,
+        repository: run.repository,
+        baseSha: run.baseSha!,
+        baseRef: run.baseRef!,
+        ...(run.publish.branch ? { branch: run.publish.branch } : {}),
+        binaryPatch,
+        prompts: turns.map((t) => t.prompt),
+        summary: results.summary ?? null,
+        diffStats: results.diffStats ?? null,
+        changedPaths: results.changedPaths ?? [],
+        signal,
+      });
+      if (r.status === "skipped") {
+        onEvent({ kind: "log", message: `nothing published: ${r.reason}` });
+        return { publish: { mode: run.publish.mode, branch: r.branch, status: "skipped" } };
+      }
+      const pr = r.draftPullRequest;
+      onEvent({ kind: "log", message: `${r.created ? "opened" : "updated"} draft PR #${pr.number}: ${pr.url}` });
+      // The branch is recorded so a follow-up (or a chained run) publishes to the same one.
+      return { publish: { mode: run.publish.mode, branch: r.branch, status: "published" }, draftPullRequest: pr };
+    } catch (e) {
+      const err = toEngineError(e, "publish_failed");
+      log.warn("publish failed", { runId: run.id, code: err.code, message: err.message });
+      onEvent({ kind: "log", message: `publish failed (${err.code}): ${err.message}` });
+      return { publish: { ...run.publish, status: "failed", error: { code: err.code, message: err.message } } };
     }
-    const id = String(input.repositoryId);
-    const known = await store.getRepositoryById(id);
-    if (!known)
-      throw new EngineError(
-        "repository_not_found",
-        `repository id ${id} is not known to this server; pass repository as owner/name once`,
-      );
-    return repositoryRef(RepositoryFullName.parse(known.fullName), id);
   }
 
   const SECRET_NAME = "openRouterApiKey";
@@ -312,6 +342,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         }
         onEvent({ kind: "log", message: `preparing sandbox (${deps.sandboxes.name}) for ${run.repository.fullName}` });
         const ref = chainFrom?.baseSha ?? run.baseRef;
+        // Engine-side only: the provider uses it per git command and never stores it.
+        const credential = await repositories.cloneCredential(run.repository);
         const sandbox = await deps.sandboxes.create({
           runId,
           ownerId: run.ownerId,
@@ -320,6 +352,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
             cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
           },
           ...(ref ? { ref } : {}),
+          ...(credential ? { credential } : {}),
           signal: abort.signal,
         });
         s = { sandbox, agent: null, token: null, turnAbort: abort, turnDone: null, expiryTimer: null };
@@ -418,6 +451,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         await finishSession(run, "failed", error);
         return;
       }
+      if (run.publish.mode === "draft_pr") {
+        Object.assign(results, await publishTurn(run, diff.binaryPatch, results, onEvent, abort.signal));
+      }
       const expiresAt = new Date(now().getTime() + config.sessionTtlMs).toISOString();
       await setStatus(run, "idle", { ...results, error: null, sessionExpiresAt: expiresAt });
       scheduleExpiry(runId, expiresAt);
@@ -489,10 +525,19 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     extra: { chainedFrom?: RunRecord; idempotencyKey?: string } = {},
   ): Promise<RunRecord> {
     if (closing) throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
-    const repository = await resolveRepository(input);
+    const resolved = await resolveRepository(input);
+    const repository = resolved.ref;
     const modelId = resolveModel(input.modelId);
     const ref = input.baseRef ?? input.gitCheckoutRef;
     if (ref) await validateRef(hostGit, ref);
+    if (input.publish?.mode === "draft_pr") {
+      await publisher.check({
+        repository,
+        ...(input.publish.branch ? { branch: input.publish.branch } : {}),
+        ...(resolved.defaultBranch ? { defaultBranch: resolved.defaultBranch } : {}),
+        ...(ref ? { baseRef: ref } : {}),
+      });
+    }
     const billingMode = input.billing?.mode ?? "managed";
     if (billingMode === "managed" && !config.openrouterApiKey) {
       throw new EngineError(
@@ -627,6 +672,13 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       if (sessionLive) {
         busy.add(runId);
         try {
+          if (input.publish?.mode === "draft_pr") {
+            await publisher.check({
+              repository: run.repository,
+              ...(input.publish.branch ? { branch: input.publish.branch } : {}),
+              ...(run.baseRef ? { baseRef: run.baseRef } : {}),
+            });
+          }
           const updated = input.publish
             ? await store.updateRun(runId, {
                 publish: {

@@ -56,7 +56,8 @@ beforeAll(async () => {
   gitServer = await startGitHttpServer({
     root: gitRoot,
     // acme/locked: the token may read but not push (as with a read-only installation).
-    authorize: (token, repo, service) => stub.tokenAllows(token, repo) && !(repo === "acme/locked" && service === "receive-pack"),
+    authorize: (token, repo, service) =>
+      stub.tokenAllows(token, repo) && !(repo === "acme/locked" && service === "receive-pack"),
   });
   const dataDir = tempDir("gh-data");
   config = loadConfig({
@@ -84,7 +85,11 @@ async function changedWorkspace(fullName: string, files: Record<string, string>,
   const dir = from ?? path.join(tempDir("ws"), "repo");
   if (!from) {
     const url = `${gitServer.baseUrl}/${fullName}.git`;
-    const credential = await access.cloneCredential({ fullName, owner: fullName.split("/")[0]!, name: fullName.split("/")[1]! });
+    const credential = await access.cloneCredential({
+      fullName,
+      owner: fullName.split("/")[0]!,
+      name: fullName.split("/")[1]!,
+    });
     const res = await hostGit(["clone", "--quiet", "--", url, dir], { env: credentialEnv(credential, url) });
     expect(res.stderr).toBe("");
     expect(res.exitCode).toBe(0);
@@ -96,7 +101,12 @@ async function changedWorkspace(fullName: string, files: Record<string, string>,
   return dir;
 }
 
-async function request(runId: string, repo: RepositoryRef, workdir: string, extra: Partial<PublishRequest> = {}): Promise<PublishRequest> {
+async function request(
+  runId: string,
+  repo: RepositoryRef,
+  workdir: string,
+  extra: Partial<PublishRequest> = {},
+): Promise<PublishRequest> {
   const sha = git(workdir, "rev-parse", "HEAD");
   const diff = await computeDiff(hostGit, workdir, sha);
   return {
@@ -114,7 +124,8 @@ async function request(runId: string, repo: RepositoryRef, workdir: string, extr
 }
 
 const bare = (fullName: string) => path.join(gitRoot, `${fullName}.git`);
-const pullPosts = (branch: string) => stub.requests.filter((r) => r.method === "POST" && r.path.endsWith("/pulls") && r.body?.head === branch);
+const pullPosts = (branch: string) =>
+  stub.requests.filter((r) => r.method === "POST" && r.path.endsWith("/pulls") && r.body?.head === branch);
 
 describe("repository access", () => {
   it("an App resolves a repository with a JWT installation lookup and a token scoped to that one repository", async () => {
@@ -132,22 +143,40 @@ describe("repository access", () => {
   });
 
   it("a repository on no installation is refused, and an unknown id is not found", async () => {
-    await expect(access.resolve({ fullName: "acme/elsewhere" })).rejects.toMatchObject({ code: "repository_not_installed" });
-    await expect(access.resolve({ fullName: "acme/nothing" })).rejects.toMatchObject({ code: "repository_not_installed" });
+    await expect(access.resolve({ fullName: "acme/elsewhere" })).rejects.toMatchObject({
+      code: "repository_not_installed",
+    });
+    await expect(access.resolve({ fullName: "acme/nothing" })).rejects.toMatchObject({
+      code: "repository_not_installed",
+    });
     await expect(access.resolve({ id: "999" })).rejects.toMatchObject({ code: "repository_not_found" });
   });
 
   it("with a token, the token is used for the API (by id too) and for git", async () => {
-    const tokenStub = await startGitHubApiStub({ repositories: [{ id: 7, fullName: "acme/web" }], tokens: ["ghp_personal0123456789"] });
+    const tokenStub = await startGitHubApiStub({
+      repositories: [{ id: 7, fullName: "acme/web" }],
+      tokens: ["ghp_personal0123456789"],
+    });
     const tokenStore = await createLowdbStore({ dataDir: tempDir("gh-token-data") });
     try {
-      const tokenAccess = createRepositoryAccess(loadConfig({ PATCHBAY_DATA_DIR: tempDir("x"), PATCHBAY_GITHUB_API_URL: tokenStub.baseUrl, GITHUB_TOKEN: "ghp_personal0123456789" }), tokenStore);
+      const tokenAccess = createRepositoryAccess(
+        loadConfig({
+          PATCHBAY_DATA_DIR: tempDir("x"),
+          PATCHBAY_GITHUB_API_URL: tokenStub.baseUrl,
+          GITHUB_TOKEN: "ghp_personal0123456789",
+        }),
+        tokenStore,
+      );
       expect(tokenAccess.mode).toBe("token");
       const resolved = await tokenAccess.resolve({ id: "7" });
       expect(resolved.ref).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: "7" });
-      expect(tokenStub.requests.map((r) => `${r.method} ${r.path} ${r.authorization}`)).toEqual(["GET /repositories/7 token ghp_personal0123456789"]);
+      expect(tokenStub.requests.map((r) => `${r.method} ${r.path} ${r.authorization}`)).toEqual([
+        "GET /repositories/7 token ghp_personal0123456789",
+      ]);
       const cred = await tokenAccess.cloneCredential(resolved.ref);
-      expect(Buffer.from(cred!.authorizationHeader.replace(/^Basic /, ""), "base64").toString()).toBe("x-access-token:ghp_personal0123456789");
+      expect(Buffer.from(cred!.authorizationHeader.replace(/^Basic /, ""), "base64").toString()).toBe(
+        "x-access-token:ghp_personal0123456789",
+      );
     } finally {
       await tokenStore.close();
       await tokenStub.close();
@@ -163,7 +192,9 @@ describe("repository access", () => {
       expect(publicAccess.mode).toBe("public");
       expect((await publicAccess.resolve({ fullName: "acme/web" })).ref.fullName).toBe("acme/web");
       expect(await publicAccess.cloneCredential(web)).toBeUndefined();
-      await expect(createPublisher({ access: publicAccess, config: cfg }).check({ repository: web })).rejects.toMatchObject({ code: "publish_not_configured" });
+      await expect(
+        createPublisher({ access: publicAccess, config: cfg }).check({ repository: web }),
+      ).rejects.toMatchObject({ code: "publish_not_configured" });
       await expect(publicAccess.forPublishing(web)).rejects.toMatchObject({ code: "publish_not_configured" });
       expect(publicStub.requests).toEqual([]);
     } finally {
@@ -175,33 +206,57 @@ describe("repository access", () => {
 
 describe("publishing a draft pull request", () => {
   it("commits on patchbay/<run id>, pushes with the installation token and opens a draft PR; a follow-up adds a commit and updates the same PR", async () => {
-    const ws = await changedWorkspace("acme/web", { "NOTES.md": "release notes\n", "src/app.js": "export const x = 2;\n" });
+    const ws = await changedWorkspace("acme/web", {
+      "NOTES.md": "release notes\n",
+      "src/app.js": "export const x = 2;\n",
+    });
     const first = await publisher.publish(await request("run_one", web, ws));
     expect(first.status).toBe("published");
     if (first.status !== "published") return;
     expect(first.created).toBe(true);
     expect(first.branch).toBe("patchbay/run_one");
-    expect(first.draftPullRequest).toMatchObject({ branch: "patchbay/run_one", base: "main", url: expect.stringContaining("/pull/") });
+    expect(first.draftPullRequest).toMatchObject({
+      branch: "patchbay/run_one",
+      base: "main",
+      url: expect.stringContaining("/pull/"),
+    });
     // The branch exists on the server with the agent's change, on top of the base.
     expect(git(bare("acme/web"), "rev-parse", "patchbay/run_one")).toBe(first.draftPullRequest.headSha);
     expect(git(bare("acme/web"), "show", "patchbay/run_one:NOTES.md")).toBe("release notes");
     expect(git(bare("acme/web"), "rev-parse", "patchbay/run_one^")).toBe(baseSha);
-    expect(git(bare("acme/web"), "log", "-1", "--format=%an <%ae>%n%s", "patchbay/run_one")).toBe("Patchbay <patchbay@localhost>\nAdd release notes");
+    expect(git(bare("acme/web"), "log", "-1", "--format=%an <%ae>%n%s", "patchbay/run_one")).toBe(
+      "Patchbay <patchbay@localhost>\nAdd release notes",
+    );
     // The push carried the installation token, and the token was minted for this one repository with write access.
     const pushes = gitServer.requests.filter((r) => r.service === "receive-pack" && r.method === "POST");
     const pushToken = Buffer.from(pushes.at(-1)!.authorization!.replace(/^Basic /, ""), "base64").toString();
     expect(pushToken).toMatch(/^x-access-token:ghs_/);
     const writeMint = stub.minted.find((m) => m.token === pushToken.slice("x-access-token:".length))!;
-    expect(writeMint).toMatchObject({ installationId: 42, repositories: ["web"], permissions: { contents: "write", pull_requests: "write" } });
+    expect(writeMint).toMatchObject({
+      installationId: 42,
+      repositories: ["web"],
+      permissions: { contents: "write", pull_requests: "write" },
+    });
     const [post] = pullPosts("patchbay/run_one");
     expect(post!.authorization).toBe(`token ${writeMint.token}`);
-    expect(post!.body).toMatchObject({ draft: true, base: "main", head: "patchbay/run_one", title: "Add release notes" });
+    expect(post!.body).toMatchObject({
+      draft: true,
+      base: "main",
+      head: "patchbay/run_one",
+      title: "Add release notes",
+    });
     expect(String(post!.body!.body)).toContain("Added NOTES.md.");
     expect(String(post!.body!.body)).toContain("2 files changed, +2 −1");
 
     // Follow-up turn: more changes (cumulative patch against the same base).
     await changedWorkspace("acme/web", { "docs/guide.md": "guide\n" }, ws);
-    const second = await publisher.publish(await request("run_one", web, ws, { baseSha, prompts: ["Add release notes", "Also a guide"], summary: "Added a guide." }));
+    const second = await publisher.publish(
+      await request("run_one", web, ws, {
+        baseSha,
+        prompts: ["Add release notes", "Also a guide"],
+        summary: "Added a guide.",
+      }),
+    );
     expect(second).toMatchObject({ status: "published", created: false, committed: true });
     if (second.status !== "published") return;
     expect(second.draftPullRequest.number).toBe(first.draftPullRequest.number);
@@ -209,18 +264,31 @@ describe("publishing a draft pull request", () => {
     expect(git(bare("acme/web"), "show", "patchbay/run_one:docs/guide.md")).toBe("guide");
     expect(pullPosts("patchbay/run_one")).toHaveLength(1);
     expect(stub.pulls.get("acme/web")!.filter((p) => p.head === "patchbay/run_one")).toHaveLength(1);
-    const patch = stub.requests.filter((r) => r.method === "PATCH" && r.path === `/repos/acme/web/pulls/${first.draftPullRequest.number}`);
+    const patch = stub.requests.filter(
+      (r) => r.method === "PATCH" && r.path === `/repos/acme/web/pulls/${first.draftPullRequest.number}`,
+    );
     expect(patch).toHaveLength(1);
     expect(String(patch[0]!.body!.body)).toContain("Also a guide");
 
     // Publishing again with nothing new: no commit, same PR.
     const third = await publisher.publish(await request("run_one", web, ws, { baseSha }));
-    expect(third).toMatchObject({ status: "published", committed: false, draftPullRequest: { headSha: second.draftPullRequest.headSha } });
+    expect(third).toMatchObject({
+      status: "published",
+      committed: false,
+      draftPullRequest: { headSha: second.draftPullRequest.headSha },
+    });
   });
 
   it("after a crash between push and record, the open PR for the branch is found and no second one is created", async () => {
     const ws = await changedWorkspace("acme/web", { "CRASH.md": "x\n" });
-    const existing = stub.addPull("acme/web", { title: "earlier", body: "", head: "patchbay/run_crash", base: "main", draft: true, state: "open" });
+    const existing = stub.addPull("acme/web", {
+      title: "earlier",
+      body: "",
+      head: "patchbay/run_crash",
+      base: "main",
+      draft: true,
+      state: "open",
+    });
     const res = await publisher.publish(await request("run_crash", web, ws));
     expect(res).toMatchObject({ status: "published", created: false, draftPullRequest: { number: existing.number } });
     expect(pullPosts("patchbay/run_crash")).toHaveLength(0);
@@ -234,14 +302,20 @@ describe("publishing a draft pull request", () => {
 
   it("refuses the main line and invalid names as publish branches", async () => {
     await expect(publisher.check({ repository: web, branch: "main" })).rejects.toMatchObject({ code: "invalid_ref" });
-    await expect(publisher.check({ repository: web, branch: "trunk", defaultBranch: "trunk" })).rejects.toMatchObject({ code: "invalid_ref" });
-    await expect(publisher.check({ repository: web, branch: "release", baseRef: "release" })).rejects.toMatchObject({ code: "invalid_ref" });
+    await expect(publisher.check({ repository: web, branch: "trunk", defaultBranch: "trunk" })).rejects.toMatchObject({
+      code: "invalid_ref",
+    });
+    await expect(publisher.check({ repository: web, branch: "release", baseRef: "release" })).rejects.toMatchObject({
+      code: "invalid_ref",
+    });
     await expect(publisher.check({ repository: web, branch: "-evil" })).rejects.toMatchObject({ code: "invalid_ref" });
     await expect(publisher.check({ repository: web, branch: "a..b" })).rejects.toMatchObject({ code: "invalid_ref" });
     await expect(publisher.check({ repository: web, branch: "HEAD" })).rejects.toMatchObject({ code: "invalid_ref" });
     await expect(publisher.check({ repository: web, branch: "feature/ok" })).resolves.toBeUndefined();
     const ws = await changedWorkspace("acme/web", { "X.md": "x\n" });
-    await expect(publisher.publish(await request("run_main", web, ws, { branch: "main" }))).rejects.toMatchObject({ code: "invalid_ref" });
+    await expect(publisher.publish(await request("run_main", web, ws, { branch: "main" }))).rejects.toMatchObject({
+      code: "invalid_ref",
+    });
     expect(git(bare("acme/web"), "rev-parse", "main")).toBe(baseSha);
   });
 });
@@ -249,7 +323,10 @@ describe("publishing a draft pull request", () => {
 describe("publishing failures", () => {
   it("no permission to open the PR (403) fails with permission_denied", async () => {
     const ws = await changedWorkspace("acme/web", { "P.md": "p\n" });
-    stub.failNext("POST", /\/repos\/acme\/web\/pulls$/, { status: 403, message: "Resource not accessible by integration" });
+    stub.failNext("POST", /\/repos\/acme\/web\/pulls$/, {
+      status: 403,
+      message: "Resource not accessible by integration",
+    });
     await expect(publisher.publish(await request("run_noperm", web, ws))).rejects.toMatchObject({
       code: "permission_denied",
       message: expect.stringContaining("Resource not accessible by integration"),
@@ -267,7 +344,9 @@ describe("publishing failures", () => {
   it("a protected branch fails with branch_protected", async () => {
     gitServer.protectBranch("acme/web", "patchbay/protected");
     const ws = await changedWorkspace("acme/web", { "B.md": "b\n" });
-    await expect(publisher.publish(await request("run_prot", web, ws, { branch: "patchbay/protected" }))).rejects.toMatchObject({
+    await expect(
+      publisher.publish(await request("run_prot", web, ws, { branch: "patchbay/protected" })),
+    ).rejects.toMatchObject({
       code: "branch_protected",
       message: expect.stringContaining("GH006"),
     });
@@ -278,9 +357,20 @@ describe("publishing failures", () => {
     stub.failNext("POST", /\/repos\/acme\/web\/pulls$/, {
       status: 422,
       message: "Validation Failed",
-      body: { errors: [{ resource: "PullRequest", code: "custom", message: "A pull request already exists for other:patchbay/run_exists." }] },
+      body: {
+        errors: [
+          {
+            resource: "PullRequest",
+            code: "custom",
+            message: "A pull request already exists for other:patchbay/run_exists.",
+          },
+        ],
+      },
     });
-    await expect(publisher.publish(await request("run_exists", web, ws))).rejects.toMatchObject({ code: "pr_exists", message: expect.stringContaining("already exists") });
+    await expect(publisher.publish(await request("run_exists", web, ws))).rejects.toMatchObject({
+      code: "pr_exists",
+      message: expect.stringContaining("already exists"),
+    });
   });
 
   it("a secondary rate limit is retried after the retry-after GitHub sent", async () => {
@@ -306,7 +396,10 @@ describe("publishing failures", () => {
       headers: { "x-ratelimit-remaining": "0", "x-ratelimit-reset": String(reset) },
     });
     const started = Date.now();
-    const err = (await publisher.publish(await request("run_limit", web, ws)).catch((e: unknown) => e)) as { code: string; details?: { retryAfterSeconds?: number } };
+    const err = (await publisher.publish(await request("run_limit", web, ws)).catch((e: unknown) => e)) as {
+      code: string;
+      details?: { retryAfterSeconds?: number };
+    };
     expect(err).toMatchObject({ code: "github_rate_limited" });
     expect(err.details!.retryAfterSeconds).toBeGreaterThan(3500);
     expect(Date.now() - started).toBeLessThan(10_000);
