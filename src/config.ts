@@ -42,6 +42,14 @@ export const EnvSchema = z.object({
   ),
   E2B_API_KEY: optionalString,
   PATCHBAY_E2B_TEMPLATE: z.string().min(1).default("opencode"),
+  /** Sandboxes kept started with an OpenCode server, ready for new runs (local and bwrap). */
+  PATCHBAY_WARM_POOL_SIZE: z.coerce.number().int().min(0).max(32).default(0),
+  /** The model gateway as reachable from remote sandboxes (e2b), e.g. `https://patchbay.example.com/gateway`. */
+  PATCHBAY_PUBLIC_GATEWAY_URL: z
+    .string()
+    .optional()
+    .transform((s) => (s && s.trim() !== "" ? s.replace(/\/+$/, "") : undefined))
+    .refine((s) => s === undefined || /^https?:\/\//.test(s), "must be an http(s):// URL"),
   PATCHBAY_HOST: z.string().min(1).default("127.0.0.1"),
   PORT: z.coerce.number().int().min(0).max(65535).default(8787),
   /** Owner of runs started without an API key (`patchbay mcp`, `patchbay run`). */
@@ -75,6 +83,10 @@ export interface Config {
   readonly secretKey?: string;
   readonly e2bApiKey?: string;
   readonly e2bTemplate: string;
+  /** Warm sandboxes kept ready (0: off). */
+  readonly warmPoolSize: number;
+  /** Base URL (no trailing slash) at which remote sandboxes reach the model gateway; required for e2b. */
+  readonly publicGatewayUrl?: string;
   readonly host: string;
   readonly port: number;
   readonly localOwner: string;
@@ -129,6 +141,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     secretKey: e.PATCHBAY_SECRET_KEY,
     e2bApiKey: e.E2B_API_KEY,
     e2bTemplate: e.PATCHBAY_E2B_TEMPLATE,
+    warmPoolSize: e.PATCHBAY_WARM_POOL_SIZE,
+    publicGatewayUrl: e.PATCHBAY_PUBLIC_GATEWAY_URL,
     host: e.PATCHBAY_HOST,
     port: e.PORT,
     localOwner: e.PATCHBAY_LOCAL_OWNER,

@@ -11,6 +11,7 @@ import type { ModelGateway } from "./gateway/gateway.ts";
 import { createKeyService, type KeyService } from "./keys/keys.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createEngine, type Engine } from "./run/engine.ts";
+import { createWarmPool, type WarmPool } from "./sandbox/pool.ts";
 import { createSandboxProvider } from "./sandbox/providers.ts";
 import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
@@ -31,6 +32,8 @@ export interface Patchbay {
   store: RunStore;
   gateway: ModelGateway;
   log: Logger;
+  /** The warm pool, when PATCHBAY_WARM_POOL_SIZE > 0 (benchmarks wait on `ready()`). */
+  warmPool?: WarmPool;
   /** Stop every session and process, flush and unlock the store. */
   close(): Promise<void>;
 }
@@ -59,11 +62,27 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     );
     const gateway = await createModelGateway({ upstreamBaseUrl: config.openrouterBaseUrl, log });
     cleanups.unshift(() => gateway.close());
-    const sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
-    if (sandboxes.close) cleanups.unshift(() => sandboxes.close!());
-    const agents =
-      opts.agents ?? createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
+    let sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
+    const driver = createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
+    let agents: AgentDriver = opts.agents ?? driver;
+    // The warm pool wraps the real provider and driver only: replaced parts (tests) run cold.
+    const warmPool =
+      config.warmPoolSize > 0 && !opts.agents
+        ? createWarmPool({
+            provider: sandboxes,
+            driver,
+            size: config.warmPoolSize,
+            gatewayPort: gateway.port,
+            dataDir: config.dataDir,
+            log,
+          })
+        : undefined;
+    if (warmPool) ({ sandboxes, agents } = warmPool);
+    const provider = sandboxes;
+    if (provider.close) cleanups.unshift(() => provider.close!());
     const engine = await createEngine({ config, store, sandboxes, agents, gateway, secrets, log });
+    // After the engine reaped what a previous process left, which would include pool sandboxes.
+    warmPool?.start();
     cleanups.unshift(() => engine.close());
     const keys = createKeyService({ store });
     let closed: Promise<void> | undefined;
@@ -74,6 +93,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       store,
       gateway,
       log,
+      ...(warmPool ? { warmPool } : {}),
       close: () =>
         (closed ??= (async () => {
           for (const c of cleanups) await c();

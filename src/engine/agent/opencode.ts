@@ -14,7 +14,7 @@ import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import type { ProcessHandle } from "../sandbox/sandbox.ts";
+import type { ProcessHandle, Sandbox, WarmSandbox } from "../sandbox/sandbox.ts";
 import type { AgentDriver, AgentSession, AgentStartOptions, TurnOptions, TurnOutcome } from "./agent.ts";
 import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
 import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
@@ -36,10 +36,89 @@ export function bundledOpencodeBin(): string {
   return path.join(path.dirname(require.resolve("opencode-ai/package.json")), "bin", "opencode.exe");
 }
 
-export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): AgentDriver {
+/** An OpenCode server started before its run is known (a warm pool): no token, no model yet. */
+export interface WarmAgent {
+  /** PIDs of the server's processes. */
+  readonly pids: number[];
+  /**
+   * Bind the server to a run (gateway token, model) and open the run's session in
+   * `opts.sandbox.workdir`. `modelBaseUrl` was fixed when the server started.
+   */
+  open(opts: Omit<AgentStartOptions, "modelBaseUrl">): Promise<AgentSession>;
+  /** Stop the server (when it is never handed out). */
+  close(): Promise<void>;
+}
+
+/** The OpenCode driver, which can also start servers ahead of their runs. */
+export interface WarmAgentDriver extends AgentDriver {
+  /** Start `opencode serve` in `sandbox` with the gateway URL only; `WarmAgent.open` binds it to a run. */
+  prestart(opts: { sandbox: Sandbox | WarmSandbox; modelBaseUrl: string; signal?: AbortSignal }): Promise<WarmAgent>;
+}
+
+export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgentDriver {
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   return {
+    async prestart(pre): Promise<WarmAgent> {
+      const { sandbox } = pre;
+      const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
+      const password = randomBytes(24).toString("base64url");
+      const port = await sandbox.freePort();
+      // The run's token and model are not known yet. OPENCODE_CONFIG_CONTENT wins over any
+      // later config change, so they must be left out of it; `open` adds them through the
+      // global config, which a directory's instance reads when it starts (measured with
+      // opencode 1.18.33: an unknown model id fails, a model added this way works).
+      const { server } = splitRunBinding(
+        buildOpencodeConfig({ modelBaseUrl: pre.modelBaseUrl, modelToken: "unbound", modelId: "unbound" }),
+      );
+      const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
+        env: opencodeEnv(server, password),
+      });
+      try {
+        await waitListening(proc, startTimeoutMs, pre.signal);
+      } catch (e) {
+        await proc.kill();
+        throw e;
+      }
+      const baseUrl = await sandbox.endpoint(port);
+      const headers = { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` };
+      return {
+        pids: proc.pid ? [proc.pid] : [],
+        async open(start): Promise<AgentSession> {
+          const { binding } = splitRunBinding(
+            buildOpencodeConfig({
+              modelBaseUrl: pre.modelBaseUrl,
+              modelToken: start.modelToken,
+              modelId: start.modelId,
+            }),
+          );
+          try {
+            const updated = await createOpencodeClient({ baseUrl, headers }).global.config.update({
+              config: binding as never,
+            });
+            if (updated.error !== undefined)
+              throw new EngineError(
+                "agent_failed",
+                `OpenCode refused the run's model: ${JSON.stringify(updated.error)}`,
+              );
+            const client = createOpencodeClient({ baseUrl, directory: start.sandbox.workdir, headers });
+            return await openSession({
+              client,
+              proc,
+              workdir: start.sandbox.workdir,
+              modelId: start.modelId,
+              watchdogMs: start.watchdogMs,
+              log: log.child({ sandbox: start.sandbox.id }),
+            });
+          } catch (e) {
+            await proc.kill();
+            throw e;
+          }
+        },
+        close: () => proc.kill(),
+      };
+    },
+
     async start(start: AgentStartOptions): Promise<AgentSession> {
       const { sandbox } = start;
       const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
@@ -80,6 +159,27 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): AgentDri
         throw e;
       }
     },
+  };
+}
+
+/**
+ * Split a generated config into what a server can start with before its run is known and
+ * the run's binding (token, model), which `WarmAgent.open` applies later.
+ */
+function splitRunBinding(full: Record<string, unknown>): {
+  server: Record<string, unknown>;
+  binding: Record<string, unknown>;
+} {
+  const { model, small_model, provider, ...rest } = full as {
+    model: string;
+    small_model: string;
+    provider: Record<string, { options: Record<string, unknown>; models: Record<string, unknown> }>;
+  };
+  const own = provider[PROVIDER_ID]!;
+  const { apiKey, ...options } = own.options;
+  return {
+    server: { ...rest, provider: { ...provider, [PROVIDER_ID]: { ...own, options, models: {} } } },
+    binding: { model, small_model, provider: { [PROVIDER_ID]: { options: { apiKey }, models: own.models } } },
   };
 }
 
