@@ -7,9 +7,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { eventAppend } from "./event-append.ts";
 import { toTable, writeResult, type BenchModule } from "./harness.ts";
+import { startup } from "./startup.ts";
 
 /** Add new modules here. */
-const MODULES: BenchModule[] = [eventAppend];
+const MODULES: BenchModule[] = [eventAppend, startup];
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

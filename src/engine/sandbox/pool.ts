@@ -231,9 +231,19 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
     name: provider.name,
     async create(c) {
       const entry = idle.shift();
-      if (!entry) return provider.create(c);
-      fill();
-      const sandbox = await entry.adopt(c);
+      if (!entry) {
+        fill();
+        return provider.create(c);
+      }
+      // Refilled once the run's agent is open (below): a refill started now would compete
+      // for the CPU with the very start-up the pool is there to cut.
+      let sandbox: Sandbox;
+      try {
+        sandbox = await entry.adopt(c);
+      } catch (e) {
+        fill();
+        throw e;
+      }
       handed.set(sandbox, entry.agent);
       log.debug("run took a warm sandbox", { runId: c.runId });
       return sandbox;
@@ -250,7 +260,7 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
       const warm = handed.get(o.sandbox);
       if (!warm) return driver.start(o);
       handed.delete(o.sandbox);
-      return warm.open(o);
+      return warm.open(o).finally(fill);
     },
   };
 

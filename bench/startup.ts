@@ -1,0 +1,248 @@
+/**
+ * Start-up benchmark: how long from `POST /api/v1/coding-agent/runs` to the model's first request, and to
+ * the run being `idle` (turn done, patch ready), for the `local` and `bwrap` providers, cold
+ * and with a warm pool. The baseline is measured in the same process: what a hand-written
+ * script gets with `git clone` + `opencode serve` + one prompt driven directly through the
+ * SDK, with no sandbox, no gateway and no store.
+ *
+ * Also the memory an idle session holds: the summed RSS of the processes working inside the
+ * run's sandbox directory and everything they started (OpenCode, bwrap).
+ */
+import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createOpencodeClient } from "@opencode-ai/sdk/v2";
+import { loadConfig } from "../src/config.ts";
+import { buildOpencodeConfig, opencodeEnv, PROVIDER_ID } from "../src/engine/agent/opencode-config.ts";
+import { bundledOpencodeBin } from "../src/engine/agent/opencode.ts";
+import { createLogger, openPatchbay } from "../src/engine/index.ts";
+import { descendants } from "../src/engine/sandbox/bwrap.ts";
+import { createHttpApp } from "../src/http/app.ts";
+import { API_BASE } from "../src/http/runs.ts";
+import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
+import { median, row, type BenchModule, type Row } from "./harness.ts";
+
+const RUNS = 3;
+const FILES = 300;
+
+interface Timing {
+  firstRequestMs: number;
+  idleMs: number;
+  rssMb: number;
+}
+
+const GIT_ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "Bench",
+  GIT_AUTHOR_EMAIL: "bench@example.com",
+  GIT_COMMITTER_NAME: "Bench",
+  GIT_COMMITTER_EMAIL: "bench@example.com",
+  GIT_CONFIG_NOSYSTEM: "1",
+};
+const git = (cwd: string, ...args: string[]) =>
+  execFileSync("git", args, { cwd, env: GIT_ENV, encoding: "utf8" }).trim();
+
+/** A repository of FILES small source files, so the clone is not free. */
+function makeRepository(base: string): string {
+  const work = path.join(base, "work");
+  fs.mkdirSync(path.join(work, "src"), { recursive: true });
+  git(work, "init", "-q", "-b", "main");
+  for (let i = 0; i < FILES; i++) {
+    fs.writeFileSync(path.join(work, "src", `mod${i}.js`), `export const value${i} = ${i};\n`.repeat(20));
+  }
+  git(work, "add", "-A");
+  git(work, "commit", "-q", "-m", "initial");
+  const bare = path.join(base, "acme", "bench.git");
+  fs.mkdirSync(path.dirname(bare), { recursive: true });
+  git(base, "clone", "-q", "--bare", work, bare);
+  return `file://${base}`;
+}
+
+function rssMb(pids: readonly number[]): number {
+  let kb = 0;
+  for (const pid of pids) {
+    try {
+      const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
+      kb += m ? Number(m[1]) : 0;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+  return kb / 1024;
+}
+
+/** Processes working (on the host) inside `dir`, and everything they started. */
+function processesUnder(dir: string): number[] {
+  const roots: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
+      if (cwd === dir || cwd.startsWith(dir + path.sep)) roots.push(Number(entry));
+    } catch (e) {
+      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
+    }
+  }
+  return descendants(roots);
+}
+
+const script = (model: ScriptedModel, id: string) =>
+  model.script(id, [
+    [{ toolCalls: [{ name: "write", args: { filePath: "BENCH.md", content: "bench\n" } }] }, { text: "done" }],
+  ]);
+
+/** The floor: clone, start OpenCode by hand, prompt once. */
+async function baseline(model: ScriptedModel, gitBase: string, root: string, n: number): Promise<Timing> {
+  const modelId = `bench/baseline-${n}`;
+  script(model, modelId);
+  const dir = path.join(root, `baseline-${n}`);
+  const home = path.join(dir, "home");
+  fs.mkdirSync(home, { recursive: true });
+  const t0 = performance.now();
+  const firstRequest = model.nextRequest(modelId).then(() => performance.now() - t0);
+  execFileSync("git", ["clone", "-q", `${gitBase}/acme/bench.git`, path.join(dir, "repo")], { env: GIT_ENV });
+  const config = buildOpencodeConfig({ modelBaseUrl: model.baseUrl, modelToken: "bench", modelId });
+  const port = 4700 + n;
+  const proc = spawn(bundledOpencodeBin(), ["serve", "--hostname=127.0.0.1", `--port=${port}`], {
+    cwd: path.join(dir, "repo"),
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, ...opencodeEnv(config, "bench") },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    await new Promise<void>((resolve, reject) => {
+      proc.stdout.on("data", (d: Buffer) => /listening on/.test(String(d)) && resolve());
+      proc.once("exit", (code) => reject(new Error(`opencode exited ${code}`)));
+    });
+    const client = createOpencodeClient({
+      baseUrl: `http://127.0.0.1:${port}`,
+      directory: path.join(dir, "repo"),
+      headers: { Authorization: `Basic ${Buffer.from("opencode:bench").toString("base64")}` },
+    });
+    const session = await client.session.create({ title: "bench" });
+    await client.session.prompt({
+      sessionID: session.data!.id,
+      parts: [{ type: "text", text: "write the file" }],
+      model: { providerID: PROVIDER_ID, modelID: modelId },
+    });
+    const idleMs = performance.now() - t0;
+    return { firstRequestMs: await firstRequest, idleMs, rssMb: rssMb(descendants([proc.pid!])) };
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}
+
+/** Runs through the real HTTP API of a real Patchbay, `RUNS` times. */
+async function patchbayRuns(
+  model: ScriptedModel,
+  gitBase: string,
+  root: string,
+  sandbox: "local" | "bwrap",
+  poolSize: number,
+): Promise<Timing[]> {
+  const dataDir = fs.mkdtempSync(path.join(root, `${sandbox}-${poolSize}-`));
+  const config = loadConfig({
+    PATCHBAY_DATA_DIR: dataDir,
+    PATCHBAY_SANDBOX: sandbox,
+    PATCHBAY_WARM_POOL_SIZE: String(poolSize),
+    PATCHBAY_GIT_BASE_URL: gitBase,
+    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+    OPENROUTER_API_KEY: "sk-bench",
+    PATCHBAY_LOG_LEVEL: "warn",
+  });
+  const log = createLogger({ level: "warn", write: (l) => process.stderr.write(l + "\n") });
+  const pb = await openPatchbay(config, { log });
+  const server = http.createServer(createHttpApp({ engine: pb.engine, keys: pb.keys, log, config }));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const { key } = await pb.keys.create({ name: "bench", scopes: ["read:builder", "write:builder"] });
+  const timings: Timing[] = [];
+  try {
+    // One unmeasured run first: it fills the mirror cache, as on a server that has seen the repository.
+    for (let n = 0; n <= RUNS; n++) {
+      if (pb.warmPool) await pb.warmPool.ready();
+      const modelId = `bench/${sandbox}-${poolSize}-${n}`;
+      script(model, modelId);
+      const t0 = performance.now();
+      const firstRequest = model.nextRequest(modelId).then(() => performance.now() - t0);
+      const res = await fetch(`${base}${API_BASE}/runs`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        body: JSON.stringify({ repository: "acme/bench", prompt: "write the file", modelId }),
+      });
+      if (res.status >= 300) throw new Error(`POST /runs answered ${res.status}: ${await res.text()}`);
+      const { id } = (await res.json()) as { id: string };
+      const owner = (await ownerOf(pb, id))!;
+      const run = await pb.engine.waitForTurn(owner, id);
+      const idleMs = performance.now() - t0;
+      if (run.status !== "idle") throw new Error(`run ${id} ended ${run.status}: ${JSON.stringify(run.error)}`);
+      const rss = rssMb(processesUnder(path.join(dataDir, "sandboxes", id)));
+      if (n > 0) timings.push({ firstRequestMs: await firstRequest, idleMs, rssMb: rss });
+      await pb.engine.endSession(owner, id);
+    }
+  } finally {
+    await new Promise((r) => server.close(r));
+    await pb.close();
+  }
+  return timings;
+}
+
+async function ownerOf(pb: Awaited<ReturnType<typeof openPatchbay>>, runId: string): Promise<string | undefined> {
+  return (await pb.store.getRun(runId))?.ownerId;
+}
+
+function hasBwrap(): boolean {
+  return process.platform === "linux" && ["/usr/bin/bwrap", "/usr/local/bin/bwrap"].some((p) => fs.existsSync(p));
+}
+
+export const startup: BenchModule = {
+  name: "startup",
+  async run() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-startup-"));
+    const model = await startScriptedModel();
+    const rows: Row[] = [];
+    try {
+      const gitBase = makeRepository(path.join(root, "remote"));
+      const base: Timing[] = [];
+      for (let n = 0; n < RUNS; n++) base.push(await baseline(model, gitBase, root, n));
+      const b = {
+        first: median(base.map((t) => t.firstRequestMs)),
+        idle: median(base.map((t) => t.idleMs)),
+        rss: median(base.map((t) => t.rssMb)),
+      };
+      const providers: ("local" | "bwrap")[] = hasBwrap() ? ["local", "bwrap"] : ["local"];
+      for (const sandbox of providers) {
+        for (const pool of [0, 1]) {
+          const t = await patchbayRuns(model, gitBase, root, sandbox, pool);
+          const label = `${sandbox} ${pool ? "warm" : "cold"}`;
+          const note = `median of ${RUNS}; baseline: clone + opencode serve + prompt`;
+          rows.push(
+            row(
+              `${label}: POST /runs → first model request`,
+              b.first,
+              median(t.map((x) => x.firstRequestMs)),
+              "ms",
+              note,
+            ),
+          );
+          rows.push(row(`${label}: POST /runs → idle`, b.idle, median(t.map((x) => x.idleMs)), "ms", note));
+          rows.push(
+            row(
+              `${label}: RSS of an idle session`,
+              b.rss,
+              median(t.map((x) => x.rssMb)),
+              "MB",
+              "baseline: one opencode serve after one prompt",
+            ),
+          );
+        }
+      }
+    } finally {
+      await model.close();
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+    return { name: "startup", rows };
+  },
+};
