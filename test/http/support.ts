@@ -10,6 +10,7 @@ import type { Config } from "../../src/config.ts";
 import { createHttpApp, type HttpAppDeps } from "../../src/http/app.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
 import { makeRepo, tempDir } from "../helpers.ts";
+import { startGitHubApiStub } from "../fixtures/github-api-stub.ts";
 import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
 
 export interface Answer {
@@ -103,9 +104,17 @@ export async function startHarness(
       JSON.stringify({ name: "web", version: "1.0.0", scripts: { test: "node test.js" } }, null, 2) + "\n",
     "test.js": "require('node:fs');\nconsole.log('tests ok');\n",
   });
+  // GitHub stand-in, so `publish: draft_pr` (refused without GitHub credentials) works end to end.
+  const github = await startGitHubApiStub({
+    repositories: [{ id: 1, fullName: "acme/web" }],
+    tokens: ["ghp_http_test_token"],
+    gitRoot: repoBase,
+  });
   const pb = await openTestPatchbay(
     {
       PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+      PATCHBAY_GITHUB_API_URL: github.baseUrl,
+      GITHUB_TOKEN: "ghp_http_test_token",
       PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
       OPENROUTER_API_KEY: "sk-managed-test-key-0000",
       PATCHBAY_SESSION_TTL_MS: "120000",
@@ -210,6 +219,7 @@ export async function startHarness(
       }
       await pb.close();
       await model.close();
+      await github.close();
     },
   };
   return harness;
