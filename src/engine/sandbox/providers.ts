@@ -4,6 +4,7 @@ import { bundledOpencodeBin } from "../agent/opencode.ts";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { createBwrapProvider } from "./bwrap.ts";
+import { createE2bProvider } from "./e2b.ts";
 import { createLocalProvider } from "./local.ts";
 import type { SandboxProvider } from "./sandbox.ts";
 
@@ -18,7 +19,21 @@ export async function createSandboxProvider(config: Config, log: Logger): Promis
         opencodeBin: config.opencodeBin ?? bundledOpencodeBin(),
         log,
       });
-    default:
-      throw new EngineError("sandbox_failed", `PATCHBAY_SANDBOX=${config.sandbox} is not available in this build yet`);
+    case "e2b":
+      if (!config.e2bApiKey) throw new EngineError("sandbox_failed", "PATCHBAY_SANDBOX=e2b needs E2B_API_KEY");
+      // The gateway listens on this host's loopback, which a cloud VM cannot reach.
+      if (!config.publicGatewayUrl)
+        throw new EngineError(
+          "sandbox_failed",
+          "PATCHBAY_SANDBOX=e2b needs PATCHBAY_PUBLIC_GATEWAY_URL: the URL at which E2B sandboxes reach this server's model gateway",
+        );
+      return createE2bProvider({
+        apiKey: config.e2bApiKey,
+        template: config.e2bTemplate,
+        publicGatewayUrl: config.publicGatewayUrl,
+        sessionTtlMs: config.sessionTtlMs,
+        turnTimeoutMs: config.turnTimeoutMs,
+        log,
+      });
   }
 }

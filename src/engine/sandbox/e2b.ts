@@ -1,0 +1,385 @@
+/**
+ * The `e2b` sandbox provider: each run gets an E2B microVM (template `PATCHBAY_E2B_TEMPLATE`,
+ * default `opencode`, see `e2b/README.md` for a faster template of our own).
+ *
+ *   - created with the run's metadata (`patchbayRunId`, `patchbayOwnerId`), so sandboxes a
+ *     previous Patchbay process left can be found and killed (`reap`);
+ *   - the repository is cloned inside the VM; the git credential comes from the engine for
+ *     that one command (environment, never a file or a remote URL), so no long-lived token
+ *     stays inside;
+ *   - background processes (`opencode serve` on 0.0.0.0 with its generated password) run
+ *     with `timeoutMs: 0`: the SDK's default of 60 s would silently kill the server;
+ *   - the engine reaches a port through `getHost(port)` over HTTPS; the agent reaches the
+ *     model gateway at PATCHBAY_PUBLIC_GATEWAY_URL (the gateway listens on the engine's
+ *     loopback, so it needs a public route, e.g. a reverse proxy);
+ *   - every command pushes the VM's timeout out to cover a whole turn plus the idle session
+ *     TTL, so an idle session stays warm until its expiry and no longer; `kill` ends it at
+ *     endSession, cancel and expiry.
+ *
+ * The SDK is reached through the small `E2bSdk` interface: the real one (`e2bSdk()`) or a
+ * stand-in in tests, since E2B's cloud cannot be reached from CI.
+ */
+import { EngineError, toEngineError } from "../errors.ts";
+import { credentialEnv, validateRef, type GitRunner } from "../git/git.ts";
+import { checkoutFromMirror } from "../git/mirror.ts";
+import type { Logger } from "../log.ts";
+import { silentLogger } from "../log.ts";
+import type {
+  ExecOptions,
+  ExecResult,
+  ProcessHandle,
+  Sandbox,
+  SandboxCreateOptions,
+  SandboxProvider,
+} from "./sandbox.ts";
+
+/** What the provider uses of a live E2B sandbox (a subset of the SDK's `Sandbox`). */
+export interface E2bSandboxHandle {
+  readonly sandboxId: string;
+  commands: {
+    run(
+      cmd: string,
+      opts: {
+        background?: boolean;
+        cwd?: string;
+        envs?: Record<string, string>;
+        timeoutMs?: number;
+        onStdout?: (data: string) => void;
+        onStderr?: (data: string) => void;
+      },
+    ): Promise<unknown>;
+  };
+  getHost(port: number): string;
+  setTimeout(timeoutMs: number): Promise<void>;
+  kill(): Promise<unknown>;
+}
+
+/** A background command's handle (the SDK's `CommandHandle`). */
+export interface E2bCommandHandle {
+  readonly pid: number;
+  wait(): Promise<{ exitCode: number }>;
+  kill(): Promise<boolean>;
+}
+
+/** What the provider uses of the SDK's static API. */
+export interface E2bSdk {
+  create(
+    template: string,
+    opts: { apiKey: string; metadata: Record<string, string>; timeoutMs: number },
+  ): Promise<E2bSandboxHandle>;
+  /** Sandboxes (running or paused) whose metadata matches. */
+  list(opts: {
+    apiKey: string;
+    metadata: Record<string, string>;
+  }): Promise<{ sandboxId: string; metadata: Record<string, string> }[]>;
+  kill(sandboxId: string, opts: { apiKey: string }): Promise<unknown>;
+}
+
+/** Options for {@link createE2bProvider}. */
+export interface E2bProviderOptions {
+  apiKey: string;
+  /** Template name or id. Default `opencode`. */
+  template?: string;
+  /** Base URL (no trailing slash) under which the sandbox reaches the model gateway's `/v1`. */
+  publicGatewayUrl: string;
+  /** How long an idle session stays warm (PATCHBAY_SESSION_TTL_MS). */
+  sessionTtlMs: number;
+  /** Longest turn (PATCHBAY_TURN_TIMEOUT_MS). */
+  turnTimeoutMs: number;
+  /** The SDK; default the real `e2b` package. */
+  sdk?: E2bSdk;
+  log?: Logger;
+}
+
+/** Where things live inside the VM (E2B's default user is `user`). */
+export const E2B_PATHS = { workdir: "/home/user/repo", mirror: "/home/user/.patchbay/mirror.git" } as const;
+const METADATA_TAG = { patchbay: "1" };
+/** Kept on top of the turn and idle time, so a slow last command never races the VM's end. */
+const TIMEOUT_MARGIN_MS = 5 * 60_000;
+
+/** The real SDK behind {@link E2bSdk}, loaded on first use. */
+export function e2bSdk(): E2bSdk {
+  const load = () => import("e2b");
+  return {
+    async create(template, opts) {
+      const { Sandbox } = await load();
+      return (await Sandbox.create(template, opts)) as unknown as E2bSandboxHandle;
+    },
+    async list(opts) {
+      const { Sandbox } = await load();
+      const pages = Sandbox.list({
+        apiKey: opts.apiKey,
+        query: { metadata: opts.metadata, state: ["running", "paused"] },
+      });
+      const out: { sandboxId: string; metadata: Record<string, string> }[] = [];
+      while (pages.hasNext)
+        for (const s of await pages.nextItems()) out.push({ sandboxId: s.sandboxId, metadata: s.metadata });
+      return out;
+    },
+    async kill(id, opts) {
+      const { Sandbox } = await load();
+      return Sandbox.kill(id, opts);
+    },
+  };
+}
+
+/** Quote one argument for `bash -c` (E2B runs every command through a shell). */
+export function shellQuote(arg: string): string {
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Create the `e2b` provider. */
+export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
+  const log = opts.log ?? silentLogger;
+  const sdk = opts.sdk ?? e2bSdk();
+  const template = opts.template ?? "opencode";
+  const keepAliveMs = Math.max(opts.turnTimeoutMs, opts.sessionTtlMs) + TIMEOUT_MARGIN_MS;
+  const live = new Map<string, E2bSandbox>();
+
+  return {
+    name: "e2b",
+
+    async create(c: SandboxCreateOptions): Promise<Sandbox> {
+      if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
+      let handle: E2bSandboxHandle;
+      try {
+        handle = await sdk.create(template, {
+          apiKey: opts.apiKey,
+          metadata: { ...METADATA_TAG, patchbayRunId: c.runId, patchbayOwnerId: c.ownerId },
+          timeoutMs: keepAliveMs,
+        });
+      } catch (e) {
+        throw new EngineError("sandbox_failed", `could not create an E2B sandbox: ${(e as Error).message}`);
+      }
+      const sandbox = new E2bSandbox(handle, c.runId, opts.publicGatewayUrl, keepAliveMs, log, () =>
+        live.delete(c.runId),
+      );
+      live.set(c.runId, sandbox);
+      try {
+        const git: GitRunner = (args, o = {}) =>
+          sandbox.exec(["git", ...args], { ...o, ...(o.cwd ? { cwd: o.cwd } : { cwd: "/home/user" }) });
+        if (c.ref !== undefined) await validateRef(git, c.ref);
+        // The credential travels in this command's environment only.
+        const fetched = await sandbox.exec(
+          ["git", "clone", "--quiet", "--mirror", "--filter=blob:none", "--", c.repository.cloneUrl, E2B_PATHS.mirror],
+          {
+            cwd: "/home/user",
+            env: { GIT_TERMINAL_PROMPT: "0", ...credentialEnv(c.credential, c.repository.cloneUrl) },
+          },
+        );
+        if (fetched.exitCode !== 0) {
+          const reason =
+            fetched.stderr
+              .split("\n")
+              .filter((l) => /^(fatal|error):/.test(l))
+              .join("; ") || `git exited ${fetched.exitCode}`;
+          throw new EngineError("clone_failed", `could not clone ${c.repository.fullName}: ${reason}`);
+        }
+        const checkout = await checkoutFromMirror({
+          run: git,
+          mirrorDir: E2B_PATHS.mirror,
+          workdir: E2B_PATHS.workdir,
+          cloneUrl: c.repository.cloneUrl,
+          fullName: c.repository.fullName,
+          ref: c.ref,
+          signal: c.signal,
+        });
+        if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
+        sandbox.setBase(checkout.baseSha, checkout.baseRef);
+        log.info("e2b sandbox created", { runId: c.runId, sandboxId: handle.sandboxId });
+        return sandbox;
+      } catch (e) {
+        await sandbox.kill();
+        if (c.signal?.aborted && !(e instanceof EngineError && e.code === "cancelled"))
+          throw new EngineError("cancelled", "sandbox creation was cancelled");
+        throw toEngineError(e, "sandbox_failed");
+      }
+    },
+
+    async reap(liveRunIds: ReadonlySet<string>): Promise<void> {
+      for (const s of await sdk.list({ apiKey: opts.apiKey, metadata: METADATA_TAG })) {
+        const runId = s.metadata.patchbayRunId ?? "";
+        if (liveRunIds.has(runId) || live.has(runId)) continue;
+        try {
+          await sdk.kill(s.sandboxId, { apiKey: opts.apiKey });
+          log.info("reaped e2b sandbox", { sandboxId: s.sandboxId, runId });
+        } catch (e) {
+          log.warn("could not kill an orphaned e2b sandbox", { sandboxId: s.sandboxId, error: e });
+        }
+      }
+    },
+
+    async close(): Promise<void> {
+      await Promise.all([...live.values()].map((s) => s.kill()));
+    },
+  };
+}
+
+class E2bSandbox implements Sandbox {
+  readonly provider = "e2b" as const;
+  readonly listenHost = "0.0.0.0";
+  readonly workdir = E2B_PATHS.workdir;
+  baseSha = "";
+  baseRef = "";
+  private killing: Promise<void> | undefined;
+  private readonly procs = new Set<E2bProcess>();
+
+  constructor(
+    private readonly handle: E2bSandboxHandle,
+    readonly id: string,
+    private readonly gatewayUrl: string,
+    private readonly keepAliveMs: number,
+    private readonly log: Logger,
+    private readonly onGone: () => void,
+  ) {}
+
+  setBase(sha: string, ref: string): void {
+    this.baseSha = sha;
+    this.baseRef = ref;
+  }
+
+  private alive(): void {
+    if (this.killing) throw new EngineError("sandbox_failed", `sandbox ${this.id} has been killed`);
+  }
+
+  /** Push the VM's end out: a command means the session is in use. */
+  private touch(): void {
+    this.handle
+      .setTimeout(this.keepAliveMs)
+      .catch((e: unknown) => this.log.warn("could not extend the e2b sandbox", { error: e }));
+  }
+
+  private command(argv: string[], opts: ExecOptions): string {
+    if (argv.length === 0 || !argv[0]) throw new EngineError("sandbox_failed", "no command given");
+    const cmd = argv.map(shellQuote).join(" ");
+    return opts.stdin === undefined ? cmd : `printf %s ${shellQuote(opts.stdin)} | ${cmd}`;
+  }
+
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    this.alive();
+    this.touch();
+    try {
+      const res = (await this.handle.commands.run(this.command(argv, opts), {
+        cwd: opts.cwd ?? this.workdir,
+        envs: opts.env ?? {},
+        timeoutMs: opts.timeoutMs ?? 10 * 60_000,
+      })) as { exitCode: number; stdout: string; stderr: string };
+      return { exitCode: res.exitCode, stdout: res.stdout, stderr: res.stderr };
+    } catch (e) {
+      // The SDK throws for a non-zero exit; that is a result here, like the other providers.
+      const r = e as { exitCode?: unknown; stdout?: unknown; stderr?: unknown; name?: string };
+      if (typeof r.exitCode === "number")
+        return { exitCode: r.exitCode, stdout: String(r.stdout ?? ""), stderr: String(r.stderr ?? "") };
+      if (r.name === "TimeoutError")
+        return { exitCode: 137, stdout: "", stderr: String((e as Error).message), timedOut: true };
+      throw new EngineError("sandbox_failed", `e2b command failed: ${(e as Error).message}`);
+    }
+  }
+
+  spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
+    this.alive();
+    this.touch();
+    const proc = new E2bProcess(this.log);
+    this.procs.add(proc);
+    void proc.exited.then(() => this.procs.delete(proc));
+    // No timeout for a background command: the SDK's default (60 s) would end the server.
+    const started = this.handle.commands.run(this.command(argv, opts), {
+      background: true,
+      cwd: opts.cwd ?? this.workdir,
+      envs: opts.env ?? {},
+      timeoutMs: opts.timeoutMs ?? 0,
+      onStdout: (d) => proc.emit(d, "stdout"),
+      onStderr: (d) => proc.emit(d, "stderr"),
+    }) as Promise<E2bCommandHandle>;
+    proc.attach(started);
+    return proc;
+  }
+
+  async freePort(): Promise<number> {
+    // A VM of its own: nothing else listens there.
+    return 4096;
+  }
+
+  async endpoint(port: number): Promise<string> {
+    return `https://${this.handle.getHost(port)}`;
+  }
+
+  engineUrl(_port: number): string {
+    // The gateway's loopback port means nothing from the cloud: its public URL stands in.
+    return this.gatewayUrl;
+  }
+
+  binaryPath(name: "opencode"): string | undefined {
+    // The template puts opencode on PATH.
+    return name === "opencode" ? "opencode" : undefined;
+  }
+
+  kill(): Promise<void> {
+    this.killing ??= (async () => {
+      await Promise.allSettled([...this.procs].map((p) => p.kill()));
+      try {
+        await this.handle.kill();
+      } catch (e) {
+        this.log.warn("could not kill the e2b sandbox", { sandboxId: this.handle.sandboxId, error: e });
+      }
+      this.onGone();
+    })();
+    return this.killing;
+  }
+}
+
+/** A background command in the VM, as a ProcessHandle. */
+class E2bProcess implements ProcessHandle {
+  pid: number | undefined;
+  readonly exited: Promise<{ code: number | null; signal: string | null }>;
+  private resolveExit!: (v: { code: number | null; signal: string | null }) => void;
+  private handle: Promise<E2bCommandHandle | undefined> = Promise.resolve(undefined);
+  private readonly listeners: ((chunk: string, stream: "stdout" | "stderr") => void)[] = [];
+
+  constructor(private readonly log: Logger) {
+    this.exited = new Promise((r) => (this.resolveExit = r));
+  }
+
+  attach(started: Promise<E2bCommandHandle>): void {
+    this.handle = started.then(
+      (h) => {
+        this.pid = h.pid;
+        h.wait().then(
+          (r) => this.resolveExit({ code: r.exitCode, signal: null }),
+          (e: { exitCode?: number }) =>
+            this.resolveExit({
+              code: typeof e.exitCode === "number" ? e.exitCode : null,
+              signal: typeof e.exitCode === "number" ? null : "SIGKILL",
+            }),
+        );
+        return h;
+      },
+      (e: unknown) => {
+        this.emit(`${(e as Error).message}\n`, "stderr");
+        this.resolveExit({ code: 127, signal: null });
+        return undefined;
+      },
+    );
+  }
+
+  emit(chunk: string, stream: "stdout" | "stderr"): void {
+    for (const l of this.listeners) l(chunk, stream);
+  }
+
+  onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void {
+    this.listeners.push(listener);
+  }
+
+  async kill(): Promise<void> {
+    const h = await this.handle;
+    if (h) {
+      try {
+        await h.kill();
+      } catch (e) {
+        this.log.warn("could not kill an e2b command", { pid: h.pid, error: e });
+      }
+    }
+    this.resolveExit({ code: null, signal: "SIGKILL" });
+    await this.exited;
+  }
+}

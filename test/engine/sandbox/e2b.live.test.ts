@@ -1,0 +1,67 @@
+/**
+ * Opt-in: the e2b provider against E2B's real cloud. Skipped unless E2B_API_KEY is set.
+ *   - with E2B_API_KEY: a real sandbox is created from PATCHBAY_E2B_TEMPLATE (default
+ *     `opencode`), a public repository is cloned inside, commands run, kill ends it;
+ *   - with PATCHBAY_PUBLIC_GATEWAY_URL and OPENROUTER_API_KEY too: a whole run through the
+ *     engine on a real sandbox and a real model (the public URL must route to the gateway
+ *     port this test prints, e.g. through a tunnel).
+ */
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.ts";
+import { createLogger, openPatchbay } from "../../../src/engine/index.ts";
+import { createE2bProvider } from "../../../src/engine/sandbox/e2b.ts";
+import { tempDir } from "../../helpers.ts";
+
+const env = process.env;
+const repository = env.PATCHBAY_LIVE_REPOSITORY ?? "octocat/Hello-World";
+
+describe.skipIf(!env.E2B_API_KEY)("e2b provider, live", () => {
+  it("creates a real sandbox, clones inside, runs commands and kills it", { timeout: 180_000 }, async () => {
+    const provider = createE2bProvider({
+      apiKey: env.E2B_API_KEY!,
+      template: env.PATCHBAY_E2B_TEMPLATE ?? "opencode",
+      publicGatewayUrl: "https://unused.invalid",
+      sessionTtlMs: 60_000,
+      turnTimeoutMs: 60_000,
+    });
+    const s = await provider.create({
+      runId: `run_live_${Date.now().toString(36)}`,
+      ownerId: "live-test",
+      repository: { fullName: repository, cloneUrl: `https://github.com/${repository}.git` },
+    });
+    try {
+      expect(s.baseSha).toMatch(/^[0-9a-f]{40}$/);
+      expect((await s.exec(["git", "rev-parse", "HEAD"])).stdout.trim()).toBe(s.baseSha);
+      expect((await s.exec(["sh", "-c", "exit 3"])).exitCode).toBe(3);
+      expect((await s.exec(["opencode", "--version"])).exitCode).toBe(0);
+    } finally {
+      await s.kill();
+    }
+  });
+
+  it.skipIf(!env.PATCHBAY_PUBLIC_GATEWAY_URL || !env.OPENROUTER_API_KEY)(
+    "runs a whole turn on a real sandbox with a real model",
+    { timeout: 600_000 },
+    async () => {
+      const config = loadConfig({
+        PATCHBAY_DATA_DIR: tempDir("live"),
+        PATCHBAY_SANDBOX: "e2b",
+        E2B_API_KEY: env.E2B_API_KEY,
+        PATCHBAY_PUBLIC_GATEWAY_URL: env.PATCHBAY_PUBLIC_GATEWAY_URL,
+        OPENROUTER_API_KEY: env.OPENROUTER_API_KEY,
+        PATCHBAY_E2B_TEMPLATE: env.PATCHBAY_E2B_TEMPLATE ?? "opencode",
+      });
+      const pb = await openPatchbay(config, { log: createLogger({ level: "info" }) });
+      process.stderr.write(`model gateway listens on 127.0.0.1:${pb.gateway.port}\n`);
+      try {
+        const run = await pb.engine.startRun("live", { repository, prompt: "Add a file HELLO.md saying hello." });
+        const done = await pb.engine.waitForTurn("live", run.id);
+        expect(done.status).toBe("idle");
+        expect(done.changedPaths.length).toBeGreaterThan(0);
+        await pb.engine.endSession("live", run.id);
+      } finally {
+        await pb.close();
+      }
+    },
+  );
+});
