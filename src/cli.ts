@@ -71,7 +71,16 @@ async function serve(config: Config): Promise<void> {
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);
   }
   const mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: config.host });
-  const app = createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config, mountMcp: mcp.mount });
+  let stopping = false;
+  const app = createHttpApp({
+    engine: pb.engine,
+    keys: pb.keys,
+    log: pb.log,
+    config,
+    mountMcp: mcp.mount,
+    // Load balancers stop sending traffic as soon as a drain starts.
+    isReady: () => !stopping,
+  });
   const server = http.createServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -84,15 +93,30 @@ async function serve(config: Config): Promise<void> {
     sandbox: config.sandbox,
     dataDir: config.dataDir,
   });
-  let stopping = false;
+  let skipGrace: () => void = () => undefined;
+  const graceSkipped = new Promise<void>((r) => (skipGrace = r));
   const stop = async (signal: string) => {
-    if (stopping) return;
+    if (stopping) {
+      // A second signal skips what is left of the grace period.
+      skipGrace();
+      return;
+    }
     stopping = true;
-    pb.log.info("shutting down", { signal });
+    pb.log.info("shutting down", { signal, graceMs: config.shutdownGraceMs });
+    // Drain first, still serving: new runs get 503 shutting_down, streams follow the turns
+    // in flight to their end. Whatever is still running at the deadline is stopped by close,
+    // which keeps its patch and marks it failed (shutting_down).
+    await Promise.race([pb.engine.drain(config.shutdownGraceMs), graceSkipped]);
+    // Close may itself hang on a stuck process: never outlive the deadline by much.
+    setTimeout(() => {
+      pb.log.error("shutdown took too long; exiting");
+      process.exit(1);
+    }, 30_000).unref();
     server.close();
     server.closeAllConnections();
     await mcp.close();
     await pb.close();
+    pb.log.info("stopped");
     process.exit(0);
   };
   process.on("SIGINT", () => void stop("SIGINT"));

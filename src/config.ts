@@ -62,6 +62,8 @@ export const EnvSchema = z.object({
   PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: z.coerce.number().int().min(1).default(5),
   /** REST: requests per minute per API key (429 with Retry-After beyond). */
   PATCHBAY_RATE_LIMIT_PER_MIN: z.coerce.number().int().min(1).default(300),
+  /** serve: on SIGTERM, how long turns in flight may run on before they are stopped and checkpointed. */
+  PATCHBAY_SHUTDOWN_GRACE_MS: intMs(30_000, 0),
 });
 
 export interface Config {
@@ -95,6 +97,8 @@ export interface Config {
   readonly logLevel?: "debug" | "info" | "warn" | "error" | "silent";
   readonly maxActiveRunsPerKey: number;
   readonly rateLimitPerMin: number;
+  /** serve: how long a SIGTERM waits for turns in flight before stopping them. */
+  readonly shutdownGraceMs: number;
 }
 
 /** Thrown when an environment variable holds an invalid value; the message is one line. */
@@ -150,6 +154,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     logLevel: e.PATCHBAY_LOG_LEVEL,
     maxActiveRunsPerKey: e.PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY,
     rateLimitPerMin: e.PATCHBAY_RATE_LIMIT_PER_MIN,
+    shutdownGraceMs: e.PATCHBAY_SHUTDOWN_GRACE_MS,
     ...overrides,
   };
   return Object.freeze(config);

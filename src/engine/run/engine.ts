@@ -82,6 +82,11 @@ export interface Engine {
   models(): ModelCatalog;
   /** How many of the owner's runs are queued, running or idle (per-key limits of the fronts). */
   activeRunCount(ownerId: string): Promise<number>;
+  /**
+   * Start shutting down: refuse new runs and turns (shutting_down), and wait up to `graceMs`
+   * for the turns in flight to finish. `close` then stops (and checkpoints) whatever is left.
+   */
+  drain(graceMs: number): Promise<void>;
   /** Stop every live session (sandboxes, agents). Runs that were mid-turn are marked failed. */
   close(): Promise<void>;
 }
@@ -115,6 +120,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   /** Runs with a transition in flight (start of a turn, end of session): refuse concurrent messages. */
   const busy = new Set<string>();
   let closing = false;
+  /** Set by drain: new runs and turns are refused while the ones in flight finish. */
+  let draining = false;
   /** Host git, used only for checks that need no repository (ref syntax). */
   const hostGit = createHostGit();
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
@@ -524,7 +531,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     input: CreateRunInput,
     extra: { chainedFrom?: RunRecord; idempotencyKey?: string } = {},
   ): Promise<RunRecord> {
-    if (closing) throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
+    if (closing || draining)
+      throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
     const resolved = await resolveRepository(input);
     const repository = resolved.ref;
     const modelId = resolveModel(input.modelId);
@@ -658,6 +666,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       const input = parse(MessageInput, rawInput);
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
+      if (closing || draining)
+        throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
       const prompt = input.prompt!;
       if (run.status === "queued" || run.status === "running" || busy.has(runId)) {
         throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", {
@@ -834,6 +844,16 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     },
 
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
+
+    async drain(graceMs) {
+      draining = true;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...pendingTurns.values()].map((p) => p.done)),
+        new Promise((r) => (timer = setTimeout(r, graceMs))),
+      ]);
+      clearTimeout(timer);
+    },
 
     async close() {
       closing = true;
