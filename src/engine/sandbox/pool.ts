@@ -235,8 +235,8 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
         fill();
         return provider.create(c);
       }
-      // Refilled once the run's agent is open (below): a refill started now would compete
-      // for the CPU with the very start-up the pool is there to cut.
+      // Refilled once the run's first turn is done (below): a refill started now would
+      // compete for the CPU with the very start-up the pool is there to cut.
       let sandbox: Sandbox;
       try {
         sandbox = await entry.adopt(c);
@@ -260,7 +260,32 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
       const warm = handed.get(o.sandbox);
       if (!warm) return driver.start(o);
       handed.delete(o.sandbox);
-      return warm.open(o).finally(fill);
+      // Refill after the run's first turn: OpenCode bootstraps the run's directory on the
+      // first prompt (~1-2 s of CPU), and a server starting beside it would slow exactly that.
+      return warm.open(o).then(
+        (session): AgentSession => {
+          let refilled = false;
+          return {
+            get sessionId() {
+              return session.sessionId;
+            },
+            get pids() {
+              return session.pids;
+            },
+            runTurn: (turn) =>
+              session.runTurn(turn).finally(() => {
+                if (!refilled) fill();
+                refilled = true;
+              }),
+            abort: () => session.abort(),
+            close: () => session.close(),
+          };
+        },
+        (e: unknown) => {
+          fill();
+          throw e;
+        },
+      );
     },
   };
 

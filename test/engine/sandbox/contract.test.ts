@@ -57,12 +57,10 @@ afterAll(async () => {
 
 const SECRET = "patchbay-canary-secret-7f3a";
 
-/** Text of the tool results the agent sent back to the model in `req`. */
-function toolResults(req: RecordedRequest): string {
-  return req.body.messages
-    .filter((m) => m.role === "tool")
-    .map((m) => (typeof m.content === "string" ? m.content : JSON.stringify(m.content)))
-    .join("\n");
+/** Text of the last tool result the agent sent back to the model in `req`. */
+function lastToolResult(req: RecordedRequest): string {
+  const m = req.body.messages.filter((x) => x.role === "tool").at(-1);
+  return m === undefined ? "" : typeof m.content === "string" ? m.content : JSON.stringify(m.content);
 }
 
 /** Parsed `/proc/<pid>/stat` state; a zombie counts as gone. */
@@ -89,7 +87,7 @@ for (const c of CASES) {
 
     const turn = async (prompt: string) => {
       turnNo++;
-      const out = await agent!.runTurn({ prompt, kind: "code", timeoutMs: 30_000, onEvent: (e) => events.push(e) });
+      const out = await agent!.runTurn({ prompt, kind: "code", timeoutMs: 90_000, onEvent: (e) => events.push(e) });
       expect(out.error).toBeUndefined();
       return out;
     };
@@ -187,7 +185,7 @@ for (const c of CASES) {
       expect(turnNo).toBe(1);
       await turn("read the notes back");
       const reqs = model.agentRequests(modelId);
-      expect(toolResults(reqs.at(-1)!)).toContain("turn one");
+      expect(lastToolResult(reqs.at(-1)!)).toContain("turn one");
       expect((await sandbox.exec(["cat", "NOTES.md"])).stdout).toBe("turn one\nfrom-bash\n");
       const diff = await computeDiff((args, o) => sandbox.exec(["git", ...args], o), sandbox.workdir, sandbox.baseSha);
       expect(diff.changedPaths).toEqual(["NOTES.md"]);
@@ -199,12 +197,16 @@ for (const c of CASES) {
         : "gives no isolation: an agent bash call reads the data dir and another run's workspace",
       async () => {
         await turn("probe the host");
-        const output = toolResults(model.agentRequests(modelId).at(-1)!);
+        const output = lastToolResult(model.agentRequests(modelId).at(-1)!);
         expect(output).toContain("probe-done");
         if (c.isolates) {
           expect(output).not.toContain(SECRET);
-          expect(output).toMatch(/ls: cannot access '\/root': No such file or directory/);
-          expect(output.match(/No such file or directory/g)?.length).toBe(4);
+          const denied = (p: string) =>
+            new RegExp(`${p.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}'?: No such file or directory`);
+          expect(output).toMatch(denied(path.join(dataDir, "store-canary.json")));
+          expect(output).toMatch(denied(path.join(dataDir, "sandboxes", other.id, "repo", "OTHER_SECRET.md")));
+          expect(output).toMatch(denied("/root"));
+          expect(output).toMatch(denied(dataDir));
         } else {
           expect(output).toContain(SECRET);
         }
