@@ -97,6 +97,8 @@ export interface SseUsageScanner {
   push(chunk: Buffer): void;
   /** Flush a final unterminated line and return the last usage seen, if any. */
   end(): Usage | undefined;
+  /** True once a `data:` line was neither JSON nor `[DONE]`: the stream is garbage. */
+  readonly malformed: boolean;
 }
 
 /** A line longer than this is no usage chunk we can use; dropping it bounds memory on a hostile stream. */
@@ -108,13 +110,23 @@ export function createSseUsageScanner(): SseUsageScanner {
   let carry = "";
   let overlong = false;
   let usage: Usage | undefined;
+  let malformed = false;
 
   const line = (raw: string) => {
     if (!raw.startsWith("data:")) return;
     const data = raw.slice(5).trim();
-    // Cheap pre-check: only the usage chunk is worth a JSON.parse.
-    if (!data.includes('"usage"')) return;
-    const found = usageFromJson(data);
+    if (data === "[DONE]" || data === "" || malformed) return;
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data);
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e;
+      // OpenCode skips a chunk it cannot parse and takes the rest as a complete (empty)
+      // answer, so a garbage stream would end the turn "successfully" with nothing done.
+      malformed = true;
+      return;
+    }
+    const found = usageOf(parsed);
     if (found) usage = found;
   };
   const feed = (text: string) => {
@@ -146,6 +158,9 @@ export function createSseUsageScanner(): SseUsageScanner {
       carry = "";
       return usage;
     },
+    get malformed() {
+      return malformed;
+    },
   };
 }
 
@@ -158,6 +173,11 @@ function usageFromJson(text: string): Usage | undefined {
     // Not JSON (a malformed chunk or a truncated body): there is simply no usage to meter.
     return undefined;
   }
+  return usageOf(parsed);
+}
+
+/** `usage` of a parsed chat/completions, completions or Responses payload. */
+function usageOf(parsed: unknown): Usage | undefined {
   if (!parsed || typeof parsed !== "object") return undefined;
   const obj = parsed as { usage?: unknown; response?: { usage?: unknown } };
   const raw = obj.usage ?? obj.response?.usage;
@@ -435,20 +455,33 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         const scanner = isSse ? createSseUsageScanner() : undefined;
         const jsonChunks: Buffer[] | undefined = !isSse && contentType.includes("json") ? [] : undefined;
         let jsonSize = 0;
+        let broken = false;
         upRes.on("data", (c: Buffer) => {
+          if (broken) return;
           // Write before metering: the client never waits on our parsing. A slow client
           // pauses the upstream rather than growing our memory.
           if (!res.write(c)) {
             upRes.pause();
             res.once("drain", () => upRes.resume());
           }
-          if (scanner) scanner.push(c);
-          else if (jsonChunks) {
+          if (scanner) {
+            scanner.push(c);
+            if (scanner.malformed && !broken) {
+              // Cut the agent's response mid-stream: it sees a failed call (and retries, then
+              // fails the turn with model_error) instead of an empty "complete" answer.
+              broken = true;
+              rlog.warn("gateway: the model sent a malformed event stream; cutting the response");
+              res.destroy();
+              upRes.destroy();
+              done(502);
+            }
+          } else if (jsonChunks) {
             jsonSize += c.length;
             if (jsonSize <= MAX_USAGE_BODY) jsonChunks.push(c);
           }
         });
         upRes.on("end", () => {
+          if (broken) return;
           res.end();
           const usage = scanner
             ? scanner.end()
