@@ -46,6 +46,8 @@ export const ERROR_CODES = [
   "internal",
   // infrastructure
   "store_locked",
+  /** The data dir refused a write (disk full, read-only, gone). */
+  "storage_failed",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

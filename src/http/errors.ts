@@ -60,6 +60,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   publish_failed: 502,
   shutting_down: 503,
   store_locked: 503,
+  storage_failed: 503,
   sandbox_failed: 503,
   agent_failed: 500,
   agent_crashed: 500,

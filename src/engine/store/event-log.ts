@@ -164,7 +164,11 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
         // A failed append (disk full) may leave part of the line: forget what we know so the
         // next open cuts it off again before appending.
         runs.delete(runId);
-        throw e;
+        throw new EngineError(
+          "storage_failed",
+          `could not append to ${runId}.jsonl in the data dir: ${e instanceof Error ? e.message : String(e)}`,
+          { errno: (e as NodeJS.ErrnoException).code },
+        );
       }
       st.ids.push(parsed.data.id);
       st.offsets.push(st.size);
