@@ -1,0 +1,194 @@
+/**
+ * Follow-up latency: from `POST /runs/{id}/messages` on an idle run to the model's first
+ * request of the new turn, against the same prompt sent straight to an OpenCode session
+ * (`opencode serve` in a fresh clone, `session.prompt` through @opencode-ai/sdk/v2) measured
+ * in the same run. The difference is what Patchbay adds: HTTP, auth, store writes, the turn
+ * launch and the model gateway. Target: under 50 ms.
+ */
+import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { createOpencodeClient } from "@opencode-ai/sdk/v2";
+import { loadConfig } from "../src/config.ts";
+import { buildOpencodeConfig, opencodeEnv, PROVIDER_ID } from "../src/engine/agent/opencode-config.ts";
+import { bundledOpencodeBin } from "../src/engine/agent/opencode.ts";
+import { createLogger, openPatchbay } from "../src/engine/index.ts";
+import { createHttpApp } from "../src/http/app.ts";
+import { startScriptedModel, type RecordedRequest, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
+import { median, row, type BenchModule } from "./harness.ts";
+
+const FOLLOW_UPS = 10;
+const API = "/api/v1/coding-agent";
+const GIT_ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "Bench",
+  GIT_AUTHOR_EMAIL: "bench@example.com",
+  GIT_COMMITTER_NAME: "Bench",
+  GIT_COMMITTER_EMAIL: "bench@example.com",
+  GIT_CONFIG_NOSYSTEM: "1",
+};
+
+function makeRepository(base: string): string {
+  const work = path.join(base, "work");
+  fs.mkdirSync(work, { recursive: true });
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: work, env: GIT_ENV });
+  git("init", "-q", "-b", "main");
+  fs.writeFileSync(path.join(work, "README.md"), "# bench\n");
+  git("add", "-A");
+  git("commit", "-q", "-m", "initial");
+  fs.mkdirSync(path.join(base, "acme"), { recursive: true });
+  execFileSync("git", ["clone", "-q", "--bare", work, path.join(base, "acme", "bench.git")], { env: GIT_ENV });
+  return `file://${base}`;
+}
+
+/** The next agent-loop request (not a title or summary side request) for `modelId`. */
+async function nextAgentRequest(model: ScriptedModel, modelId: string): Promise<RecordedRequest> {
+  for (;;) {
+    const r = await model.nextRequest(modelId);
+    if (!r.side) return r;
+  }
+}
+
+/** OpenCode driven by hand: the floor. */
+async function direct(model: ScriptedModel, gitBase: string, root: string): Promise<number[]> {
+  const modelId = "bench/direct";
+  const dir = path.join(root, "direct");
+  const home = path.join(dir, "home");
+  fs.mkdirSync(home, { recursive: true });
+  execFileSync("git", ["clone", "-q", `${gitBase}/acme/bench.git`, path.join(dir, "repo")], { env: GIT_ENV });
+  const config = buildOpencodeConfig({ modelBaseUrl: model.baseUrl, modelToken: "bench", modelId });
+  const proc = spawn(bundledOpencodeBin(), ["serve", "--hostname=127.0.0.1", "--port=0"], {
+    cwd: path.join(dir, "repo"),
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, ...opencodeEnv(config, "bench") },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  try {
+    const url = await new Promise<string>((resolve, reject) => {
+      let out = "";
+      proc.stdout.on("data", (d: Buffer) => {
+        out += String(d);
+        const m = /listening on (http:\/\/\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      proc.once("exit", (code) => reject(new Error(`opencode exited ${code}: ${out}`)));
+    });
+    const client = createOpencodeClient({
+      baseUrl: url,
+      directory: path.join(dir, "repo"),
+      headers: { Authorization: `Basic ${Buffer.from("opencode:bench").toString("base64")}` },
+    });
+    const session = (await client.session.create({ title: "bench" })).data!;
+    const prompt = (text: string) =>
+      client.session.prompt({
+        sessionID: session.id,
+        parts: [{ type: "text", text }],
+        model: { providerID: PROVIDER_ID, modelID: modelId },
+      });
+    await prompt("first turn");
+    const times: number[] = [];
+    for (let i = 0; i < FOLLOW_UPS; i++) {
+      const asked = nextAgentRequest(model, modelId);
+      const t0 = performance.now();
+      const done = prompt(`follow-up ${i}`);
+      await asked;
+      times.push(performance.now() - t0);
+      await done;
+    }
+    return times;
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}
+
+/** The same through Patchbay's REST API. */
+async function throughPatchbay(model: ScriptedModel, gitBase: string, root: string): Promise<number[]> {
+  const modelId = "bench/patchbay";
+  const config = loadConfig({
+    PATCHBAY_DATA_DIR: path.join(root, "data"),
+    PATCHBAY_GIT_BASE_URL: gitBase,
+    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+    OPENROUTER_API_KEY: "sk-bench",
+    PATCHBAY_RATE_LIMIT_PER_MIN: "100000",
+  });
+  const pb = await openPatchbay(config, { log: createLogger({ level: "silent" }) });
+  const server = http.createServer(createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config }));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  try {
+    const { key } = await pb.keys.create({ name: "bench", scopes: ["read:builder", "write:builder"] });
+    const call = async (method: string, p: string, body?: unknown) => {
+      const res = await fetch(base + p, {
+        method,
+        headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+      return (await res.json()) as { id: string; status: string };
+    };
+    const idle = async (id: string) => {
+      for (let i = 0; i < 1200; i++) {
+        const r = await call("GET", `${API}/runs/${id}`);
+        if (r.status === "idle") return;
+        if (r.status !== "running" && r.status !== "queued") throw new Error(`run ended ${r.status}`);
+        await new Promise((res) => setTimeout(res, 25));
+      }
+      throw new Error("run did not become idle");
+    };
+    const run = await call("POST", `${API}/runs`, {
+      repository: "acme/bench",
+      prompt: "first turn",
+      modelId,
+      validationMode: "minimal",
+    });
+    await idle(run.id);
+    const times: number[] = [];
+    for (let i = 0; i < FOLLOW_UPS; i++) {
+      const asked = nextAgentRequest(model, modelId);
+      const t0 = performance.now();
+      await call("POST", `${API}/runs/${run.id}/messages`, { prompt: `follow-up ${i}` });
+      await asked;
+      times.push(performance.now() - t0);
+      await idle(run.id);
+    }
+    await call("POST", `${API}/runs/${run.id}/messages`, { endSession: true });
+    return times;
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    await pb.close();
+  }
+}
+
+export const followUp: BenchModule = {
+  name: "follow-up",
+  async run() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-followup-"));
+    const model = await startScriptedModel({ fallback: [[{ text: "ok" }]] });
+    try {
+      const gitBase = makeRepository(path.join(root, "repos"));
+      const base = await direct(model, gitBase, root);
+      const pb = await throughPatchbay(model, gitBase, root);
+      const b = median(base);
+      const p = median(pb);
+      return {
+        name: "follow-up",
+        rows: [
+          row(
+            "follow-up → model's first request, median",
+            b,
+            p,
+            "ms",
+            `${FOLLOW_UPS} follow-ups; baseline: session.prompt on OpenCode directly`,
+          ),
+          row("same, worst", Math.max(...base), Math.max(...pb), "ms"),
+          row("Patchbay overhead (median difference) vs the 50 ms target", 50, p - b, "ms", "ratio < 1 meets the target"),
+        ],
+      };
+    } finally {
+      await model.close();
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+};
