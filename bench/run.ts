@@ -7,13 +7,14 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { apiLoad } from "./api-load.ts";
 import { followUp } from "./follow-up.ts";
+import { sseFanout } from "./sse-fanout.ts";
 import { eventAppend } from "./event-append.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
 
 /** Add new modules here. */
-const MODULES: BenchModule[] = [eventAppend, storeGrowth, apiLoad, followUp, startup];
+const MODULES: BenchModule[] = [eventAppend, storeGrowth, apiLoad, followUp, sseFanout, startup];
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

@@ -16,6 +16,8 @@ export interface ServerProcess {
   startMs: number;
   /** Resident memory of the server process, in MB. */
   rssMb(): number;
+  /** Everything the server printed so far (stdout and stderr). */
+  output(): string;
   /** SIGTERM, then SIGKILL after `graceMs`. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -42,6 +44,7 @@ export async function startServerProcess(opts: ServerProcessOptions): Promise<Se
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/tmp", ...opts.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  // Collected for the whole life of the child: callers read later lines too.
   let out = "";
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(
@@ -71,6 +74,7 @@ export async function startServerProcess(opts: ServerProcessOptions): Promise<Se
     pid: child.pid!,
     startMs,
     rssMb: () => rssMbOf(child.pid!),
+    output: () => out,
     async stop(graceMs = 15_000) {
       if (child.exitCode !== null || child.signalCode !== null) return;
       child.kill("SIGTERM");
