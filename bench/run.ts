@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { apiLoad } from "./api-load.ts";
+import { concurrency } from "./concurrency.ts";
 import { followUp } from "./follow-up.ts";
 import { sseFanout } from "./sse-fanout.ts";
 import { eventAppend } from "./event-append.ts";
@@ -14,7 +15,7 @@ import { toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
 
 /** Add new modules here. */
-const MODULES: BenchModule[] = [eventAppend, storeGrowth, apiLoad, followUp, sseFanout, startup];
+const MODULES: BenchModule[] = [eventAppend, storeGrowth, apiLoad, followUp, sseFanout, concurrency, startup];
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);

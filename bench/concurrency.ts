@@ -1,0 +1,156 @@
+/**
+ * Concurrency: 10 runs started at once through the REST API (each a real `opencode serve`
+ * in its own sandbox, with the scripted model), wall time until all are idle, against the
+ * same run done 10 times one after another, in the same process. On 2 cores OpenCode's
+ * start-up is CPU-bound, so the ratio says how much waiting Patchbay itself adds. Also the
+ * memory each idle session holds (summed RSS of the processes in its sandbox).
+ */
+import { execFileSync } from "node:child_process";
+import fs from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { loadConfig } from "../src/config.ts";
+import { createLogger, openPatchbay } from "../src/engine/index.ts";
+import { descendants } from "../src/engine/sandbox/bwrap.ts";
+import { createHttpApp } from "../src/http/app.ts";
+import { startScriptedModel } from "../test/fixtures/scripted-model.ts";
+import { row, type BenchModule } from "./harness.ts";
+import { rssMbOf } from "./server-process.ts";
+
+const N = 10;
+const API = "/api/v1/coding-agent";
+const GIT_ENV = {
+  ...process.env,
+  GIT_AUTHOR_NAME: "Bench",
+  GIT_AUTHOR_EMAIL: "bench@example.com",
+  GIT_COMMITTER_NAME: "Bench",
+  GIT_COMMITTER_EMAIL: "bench@example.com",
+};
+
+function makeRepository(base: string): string {
+  const work = path.join(base, "work");
+  fs.mkdirSync(path.join(work, "src"), { recursive: true });
+  const git = (...args: string[]) => execFileSync("git", args, { cwd: work, env: GIT_ENV });
+  git("init", "-q", "-b", "main");
+  for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(work, "src", `m${i}.js`), `export const v${i} = ${i};\n`);
+  git("add", "-A");
+  git("commit", "-q", "-m", "initial");
+  fs.mkdirSync(path.join(base, "acme"), { recursive: true });
+  execFileSync("git", ["clone", "-q", "--bare", work, path.join(base, "acme", "conc.git")], { env: GIT_ENV });
+  return `file://${base}`;
+}
+
+/** Summed RSS (MB) of every process working inside `dir` and their descendants. */
+function sessionRssMb(dir: string): number {
+  const roots: number[] = [];
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (fs.readlinkSync(`/proc/${entry}/cwd`).startsWith(dir)) roots.push(Number(entry));
+    } catch (e) {
+      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
+    }
+  }
+  let mb = 0;
+  for (const pid of descendants(roots)) {
+    try {
+      mb += rssMbOf(pid);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+  return mb;
+}
+
+export const concurrency: BenchModule = {
+  name: "concurrency",
+  async run() {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-conc-"));
+    const model = await startScriptedModel({
+      fallback: [
+        [{ toolCalls: [{ name: "write", args: { filePath: "OUT.md", content: "out\n" } }] }, { text: "Wrote OUT.md." }],
+      ],
+    });
+    const dataDir = path.join(root, "data");
+    const config = loadConfig({
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_GIT_BASE_URL: makeRepository(path.join(root, "repos")),
+      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      OPENROUTER_API_KEY: "sk-bench",
+      PATCHBAY_RATE_LIMIT_PER_MIN: "100000",
+      PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: String(N),
+    });
+    const pb = await openPatchbay(config, { log: createLogger({ level: "silent" }) });
+    const server = http.createServer(createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config }));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const { key } = await pb.keys.create({ name: "bench", scopes: ["read:builder", "write:builder"] });
+      const call = async (method: string, p: string, body?: unknown) => {
+        const res = await fetch(base + p, {
+          method,
+          headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
+          ...(body ? { body: JSON.stringify(body) } : {}),
+        });
+        return (await res.json()) as { id: string; status: string };
+      };
+      const runToIdle = async (i: number): Promise<string> => {
+        const run = await call("POST", `${API}/runs`, {
+          repository: "acme/conc",
+          prompt: `task ${i}`,
+          modelId: `bench/conc`,
+          validationMode: "minimal",
+        });
+        for (let t = 0; t < 2400; t++) {
+          const r = await call("GET", `${API}/runs/${run.id}`);
+          if (r.status === "idle") return run.id;
+          if (r.status !== "running" && r.status !== "queued") throw new Error(`run ${run.id} ended ${r.status}`);
+          await new Promise((res) => setTimeout(res, 50));
+        }
+        throw new Error(`run ${run.id} did not become idle`);
+      };
+      const end = (id: string) => call("POST", `${API}/runs/${id}/messages`, { endSession: true });
+
+      // Warm-up: the first run pays for the mirror and disk caches.
+      await end(await runToIdle(-1));
+      let t0 = performance.now();
+      for (let i = 0; i < N; i++) await end(await runToIdle(i));
+      const sequentialMs = performance.now() - t0;
+
+      t0 = performance.now();
+      const ids = await Promise.all(Array.from({ length: N }, (_, i) => runToIdle(100 + i)));
+      const concurrentMs = performance.now() - t0;
+      const perSession = ids.map((id) => sessionRssMb(path.join(dataDir, "sandboxes", id)));
+      const engineRss = rssMbOf(process.pid);
+      await Promise.all(ids.map(end));
+      const meanSession = perSession.reduce((a, b) => a + b, 0) / N;
+      return {
+        name: "concurrency",
+        rows: [
+          row(
+            `${N} concurrent runs to idle vs one run x ${N} in sequence`,
+            sequentialMs,
+            concurrentMs,
+            "ms",
+            `wall time; ${os.cpus().length} cores; each run starts its own opencode serve`,
+          ),
+          row(
+            `memory per idle session (mean of ${N}) vs the engine process`,
+            engineRss,
+            meanSession,
+            "MB",
+            `summed RSS in each sandbox; max ${Math.max(...perSession).toFixed(0)} MB; engine RSS includes the bench`,
+          ),
+        ],
+      };
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+      await pb.close();
+      await model.close();
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  },
+};
