@@ -65,7 +65,9 @@ function fail(message: string, code: number): never {
 }
 
 async function serve(config: Config): Promise<void> {
-  const pb = await openPatchbay(config);
+  // A long-running server keeps one sandbox warm (~600 MB) to cut a run's start-up by about a
+  // second; E2B sandboxes cost money while they wait, so none there unless asked for.
+  const pb = await openPatchbay(config, { defaultWarmPoolSize: config.sandbox === "e2b" ? 0 : 1 });
   if (!(await pb.keys.hasAnyKey())) {
     const { key } = await pb.keys.create({ name: "admin", scopes: ["read:builder", "write:builder", "admin"] });
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);

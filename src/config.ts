@@ -42,8 +42,11 @@ export const EnvSchema = z.object({
   ),
   E2B_API_KEY: optionalString,
   PATCHBAY_E2B_TEMPLATE: z.string().min(1).default("opencode"),
-  /** Sandboxes kept started with an OpenCode server, ready for new runs (local and bwrap). */
-  PATCHBAY_WARM_POOL_SIZE: z.coerce.number().int().min(0).max(32).default(0),
+  /**
+   * Sandboxes kept started with an OpenCode server, ready for new runs (local and bwrap).
+   * Unset: `serve` keeps 1 for local/bwrap and 0 for e2b; one-shot commands keep none.
+   */
+  PATCHBAY_WARM_POOL_SIZE: z.coerce.number().int().min(0).max(32).optional(),
   /** The model gateway as reachable from remote sandboxes (e2b), e.g. `https://patchbay.example.com/gateway`. */
   PATCHBAY_PUBLIC_GATEWAY_URL: z
     .string()
@@ -85,8 +88,8 @@ export interface Config {
   readonly secretKey?: string;
   readonly e2bApiKey?: string;
   readonly e2bTemplate: string;
-  /** Warm sandboxes kept ready (0: off). */
-  readonly warmPoolSize: number;
+  /** Warm sandboxes kept ready (0: off); undefined when unset, so each command picks its default. */
+  readonly warmPoolSize?: number;
   /** Base URL (no trailing slash) at which remote sandboxes reach the model gateway; required for e2b. */
   readonly publicGatewayUrl?: string;
   readonly host: string;

@@ -43,6 +43,8 @@ export interface OpenOptions {
   /** Replace parts (tests, benchmarks). */
   sandboxes?: SandboxProvider;
   agents?: AgentDriver;
+  /** Warm pool size when PATCHBAY_WARM_POOL_SIZE is unset (a long-running server wants one). */
+  defaultWarmPoolSize?: number;
 }
 
 export async function openPatchbay(config: Config, opts: OpenOptions = {}): Promise<Patchbay> {
@@ -66,12 +68,13 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     const driver = createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
     let agents: AgentDriver = opts.agents ?? driver;
     // The warm pool wraps the real provider and driver only: replaced parts (tests) run cold.
+    const poolSize = config.warmPoolSize ?? opts.defaultWarmPoolSize ?? 0;
     const warmPool =
-      config.warmPoolSize > 0 && !opts.agents
+      poolSize > 0 && !opts.agents
         ? createWarmPool({
             provider: sandboxes,
             driver,
-            size: config.warmPoolSize,
+            size: poolSize,
             gatewayPort: gateway.port,
             dataDir: config.dataDir,
             log,
