@@ -6,7 +6,7 @@
  */
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { makeRepo, tempDir, waitFor } from "../helpers.ts";
+import { waitFor } from "../helpers.ts";
 import { sandboxPids, startHarness, type HttpHarness } from "../http/support.ts";
 import { API } from "./support.ts";
 

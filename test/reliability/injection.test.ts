@@ -93,7 +93,8 @@ function bwrapWorks(): boolean {
     return true;
   } catch (e) {
     // No bwrap, or no user namespaces here: the bwrap mode is skipped, not failed.
-    return !(e instanceof Error);
+    if (e instanceof Error) return false;
+    throw e;
   }
 }
 

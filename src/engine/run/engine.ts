@@ -531,8 +531,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     input: CreateRunInput,
     extra: { chainedFrom?: RunRecord; idempotencyKey?: string } = {},
   ): Promise<RunRecord> {
-    if (closing || draining)
-      throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
+    if (closing || draining) throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
     const resolved = await resolveRepository(input);
     const repository = resolved.ref;
     const modelId = resolveModel(input.modelId);
@@ -666,8 +665,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       const input = parse(MessageInput, rawInput);
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
-      if (closing || draining)
-        throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
+      if (closing || draining) throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
       const prompt = input.prompt!;
       if (run.status === "queued" || run.status === "running" || busy.has(runId)) {
         throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", {
