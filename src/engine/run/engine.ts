@@ -315,9 +315,13 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     const abort = new AbortController();
     const s = live.get(runId);
     if (s) s.turnAbort = abort;
-    const done = executeTurn(runId, prompt, abort, chainFrom)
+    const turn = { released: false };
+    const done = executeTurn(runId, prompt, abort, turn, chainFrom)
       .catch((e: unknown) => log.error("turn crashed", { runId, error: e }))
-      .finally(() => busy.delete(runId));
+      // A turn that went idle released the run already, and the next turn may hold it by now.
+      .finally(() => {
+        if (!turn.released) busy.delete(runId);
+      });
     if (s) s.turnDone = done;
     pendingTurns.set(runId, { abort, done });
     void done.finally(() => {
@@ -330,6 +334,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     runId: string,
     prompt: string,
     abort: AbortController,
+    turn: { released: boolean },
     chainFrom?: RunRecord,
   ): Promise<void> {
     let run = (await store.getRun(runId))!;
@@ -462,7 +467,12 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         Object.assign(results, await publishTurn(run, diff.binaryPatch, results, onEvent, abort.signal));
       }
       const expiresAt = new Date(now().getTime() + config.sessionTtlMs).toISOString();
-      await setStatus(run, "idle", { ...results, error: null, sessionExpiresAt: expiresAt });
+      // Release the run in the same tick the store turns it idle: a client that sees `idle`
+      // and sends a message at once must not get 409 session_busy (found by bench/follow-up).
+      const idle = setStatus(run, "idle", { ...results, error: null, sessionExpiresAt: expiresAt });
+      busy.delete(runId);
+      turn.released = true;
+      await idle;
       scheduleExpiry(runId, expiresAt);
       rlog.info("turn finished", { changedPaths: diff.changedPaths.length });
     } catch (e) {
