@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
-import { descendants } from "../src/engine/sandbox/bwrap.ts";
+import { descendants } from "../src/engine/sandbox/process.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { row, type BenchModule } from "./harness.ts";

@@ -19,7 +19,7 @@ import { loadConfig } from "../src/config.ts";
 import { buildOpencodeConfig, opencodeEnv, PROVIDER_ID } from "../src/engine/agent/opencode-config.ts";
 import { bundledOpencodeBin } from "../src/engine/agent/opencode.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
-import { descendants } from "../src/engine/sandbox/bwrap.ts";
+import { descendants } from "../src/engine/sandbox/process.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { API_BASE } from "../src/http/runs.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";

@@ -45,6 +45,7 @@ import type {
   SandboxProvider,
   WarmSandbox,
 } from "./sandbox.ts";
+import { descendants, GroupProcess, isAlive, Tail, killStrays, removeTree, writeStdin } from "./process.ts";
 
 /** Options for {@link createBwrapProvider}. */
 export interface BwrapProviderOptions {
@@ -333,7 +334,7 @@ class BwrapSandbox implements WarmSandbox, Sandbox {
   private _root: string;
   private _baseSha = "";
   private _baseRef = "";
-  private readonly procs = new Set<BwrapProcess>();
+  private readonly procs = new Set<GroupProcess>();
   private killing: Promise<void> | undefined;
 
   constructor(private readonly init: BwrapSandboxInit) {
@@ -444,7 +445,7 @@ class BwrapSandbox implements WarmSandbox, Sandbox {
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     this.alive();
     const child = this.start(argv, opts);
-    const proc = new BwrapProcess(child, this.init.killGraceMs, this.init.log);
+    const proc = new GroupProcess(child, this.init.killGraceMs, this.init.log);
     this.procs.add(proc);
     const stdout = new Tail(OUTPUT_CAP);
     const stderr = new Tail(OUTPUT_CAP);
@@ -475,7 +476,7 @@ class BwrapSandbox implements WarmSandbox, Sandbox {
   spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
     this.alive();
     const child = this.start(argv, opts);
-    const proc = new BwrapProcess(child, this.init.killGraceMs, this.init.log);
+    const proc = new GroupProcess(child, this.init.killGraceMs, this.init.log);
     this.procs.add(proc);
     void proc.exited.then(() => this.procs.delete(proc));
     writeStdin(child, opts.stdin, this.init.log);
@@ -529,186 +530,5 @@ class BwrapSandbox implements WarmSandbox, Sandbox {
       this.init.log.info("sandbox removed");
     })();
     return this.killing;
-  }
-}
-
-function writeStdin(child: ChildProcess, stdin: string | undefined, log: Logger): void {
-  if (stdin === undefined || !child.stdin) return;
-  child.stdin.on("error", (e: NodeJS.ErrnoException) => {
-    // A command may exit without reading its input; that shows in its exit code, not here.
-    if (e.code !== "EPIPE") log.warn("could not write to a command's stdin", { error: e });
-  });
-  child.stdin.end(stdin);
-}
-
-/** A `bwrap` process (group); killing it tears down its PID namespace with everything inside. */
-class BwrapProcess implements ProcessHandle {
-  readonly pid: number | undefined;
-  readonly exited: Promise<{ code: number | null; signal: string | null }>;
-  running = true;
-  spawnError: Error | undefined;
-  private readonly listeners: ((chunk: string, stream: "stdout" | "stderr") => void)[] = [];
-  private killing: Promise<void> | undefined;
-
-  constructor(
-    child: ChildProcess,
-    private readonly graceMs: number,
-    private readonly log: Logger,
-  ) {
-    this.pid = child.pid;
-    for (const stream of ["stdout", "stderr"] as const) {
-      const s = child[stream];
-      if (!s) continue;
-      s.setEncoding("utf8");
-      s.on("data", (chunk: string) => {
-        for (const l of this.listeners) l(chunk, stream);
-      });
-    }
-    this.exited = new Promise((resolve) => {
-      child.on("error", (e) => {
-        this.spawnError = e;
-      });
-      child.on("close", (code, signal) => {
-        this.running = false;
-        resolve({ code: this.spawnError ? 127 : code, signal });
-      });
-    });
-  }
-
-  onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void {
-    this.listeners.push(listener);
-  }
-
-  signalGroup(signal: NodeJS.Signals): void {
-    if (this.pid === undefined) return;
-    try {
-      process.kill(-this.pid, signal);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ESRCH")
-        this.log.warn("could not signal process group", { pid: this.pid, signal, error: e });
-    }
-  }
-
-  kill(): Promise<void> {
-    this.killing ??= (async () => {
-      this.signalGroup("SIGTERM");
-      const timer = setTimeout(() => this.signalGroup("SIGKILL"), this.graceMs);
-      await this.exited;
-      clearTimeout(timer);
-      this.signalGroup("SIGKILL");
-    })();
-    return this.killing;
-  }
-}
-
-/** Keeps the last `cap` characters of a stream. */
-class Tail {
-  private chunks: string[] = [];
-  private size = 0;
-  constructor(private readonly cap: number) {}
-  push(chunk: string): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.size > this.cap && this.chunks.length > 1) this.size -= this.chunks.shift()!.length;
-    if (this.size > this.cap) {
-      this.chunks[0] = this.chunks[0]!.slice(this.size - this.cap);
-      this.size = this.cap;
-    }
-  }
-  text(): string {
-    return this.chunks.join("");
-  }
-}
-
-/** True while `pid` exists and is not a zombie. */
-function isAlive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw e;
-  }
-}
-
-/**
- * Every process below `roots` (Linux `/proc`), the roots included. Exported for tests and
- * the benchmark, which measure what a sandbox holds.
- */
-export function descendants(roots: readonly number[]): number[] {
-  if (!roots.length) return [];
-  const children = new Map<number, number[]>();
-  let entries: string[];
-  try {
-    entries = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e));
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [...roots];
-    throw e;
-  }
-  for (const entry of entries) {
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ESRCH") continue;
-      throw e;
-    }
-    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-    const list = children.get(ppid) ?? [];
-    list.push(Number(entry));
-    children.set(ppid, list);
-  }
-  const out: number[] = [];
-  const queue = [...roots];
-  while (queue.length) {
-    const pid = queue.shift()!;
-    out.push(pid);
-    queue.push(...(children.get(pid) ?? []));
-  }
-  return out;
-}
-
-/** Remove a tree even where the agent made parts of it read-only. */
-async function removeTree(dir: string): Promise<void> {
-  try {
-    await fs.promises.rm(dir, { recursive: true, force: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EACCES" && (e as NodeJS.ErrnoException).code !== "EPERM") throw e;
-    makeWritable(dir);
-    await fs.promises.rm(dir, { recursive: true, force: true });
-  }
-}
-
-function makeWritable(dir: string): void {
-  fs.chmodSync(dir, 0o700);
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (entry.isDirectory()) makeWritable(path.join(dir, entry.name));
-  }
-}
-
-/** Kill the bwrap processes of an orphaned sandbox: they work (on the host) in its directory. */
-function killStrays(root: string, log: Logger): void {
-  let pids: string[];
-  try {
-    pids = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e));
-  } catch (e) {
-    log.debug("cannot list processes", { error: e });
-    return;
-  }
-  for (const pid of pids) {
-    let cwd: string;
-    try {
-      cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-    } catch (e) {
-      if (["ENOENT", "EACCES", "ESRCH"].includes((e as NodeJS.ErrnoException).code ?? "")) continue;
-      throw e;
-    }
-    if (cwd !== root && !cwd.startsWith(root + path.sep)) continue;
-    try {
-      process.kill(Number(pid), "SIGKILL");
-      log.info("killed stray sandbox process", { pid: Number(pid) });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
-    }
   }
 }

@@ -22,6 +22,7 @@ import type {
   SandboxCreateOptions,
   SandboxProvider,
 } from "./sandbox.ts";
+import { GroupProcess, Tail, killStrays, removeTree, writeStdin } from "./process.ts";
 
 export interface LocalProviderOptions {
   /** Sandboxes live in `<dataDir>/sandboxes`, mirrors in `<dataDir>/mirrors`. */
@@ -179,7 +180,7 @@ class LocalSandbox implements Sandbox {
   readonly workdir: string;
   readonly baseSha: string;
   readonly baseRef: string;
-  private readonly procs = new Set<LocalProcess>();
+  private readonly procs = new Set<GroupProcess>();
   private killing: Promise<void> | undefined;
 
   constructor(private readonly init: LocalSandboxInit) {
@@ -212,7 +213,7 @@ class LocalSandbox implements Sandbox {
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     this.alive();
     const child = this.start(argv, opts);
-    const proc = new LocalProcess(child, this.init.killGraceMs, this.init.log);
+    const proc = new GroupProcess(child, this.init.killGraceMs, this.init.log);
     this.procs.add(proc);
     const stdout = new Tail(OUTPUT_CAP);
     const stderr = new Tail(OUTPUT_CAP);
@@ -245,7 +246,7 @@ class LocalSandbox implements Sandbox {
   spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
     this.alive();
     const child = this.start(argv, opts);
-    const proc = new LocalProcess(child, this.init.killGraceMs, this.init.log);
+    const proc = new GroupProcess(child, this.init.killGraceMs, this.init.log);
     this.procs.add(proc);
     writeStdin(child, opts.stdin, this.init.log);
     if (opts.timeoutMs !== undefined) {
@@ -291,151 +292,5 @@ class LocalSandbox implements Sandbox {
       this.init.log.info("sandbox removed");
     })();
     return this.killing;
-  }
-}
-
-function writeStdin(child: ChildProcess, stdin: string | undefined, log: Logger): void {
-  if (stdin === undefined || !child.stdin) return;
-  // A command may exit without reading its input; that shows in its exit code, not here.
-  child.stdin.on("error", (e: NodeJS.ErrnoException) => {
-    if (e.code !== "EPIPE") log.warn("could not write to a command's stdin", { error: e });
-  });
-  child.stdin.end(stdin);
-}
-
-/** A process (group) started in a sandbox. */
-class LocalProcess implements ProcessHandle {
-  readonly pid: number | undefined;
-  readonly exited: Promise<{ code: number | null; signal: string | null }>;
-  running = true;
-  spawnError: Error | undefined;
-  private readonly listeners: ((chunk: string, stream: "stdout" | "stderr") => void)[] = [];
-  private killing: Promise<void> | undefined;
-
-  constructor(
-    private readonly child: ChildProcess,
-    private readonly graceMs: number,
-    private readonly log: Logger,
-  ) {
-    this.pid = child.pid;
-    for (const stream of ["stdout", "stderr"] as const) {
-      const s = child[stream];
-      if (!s) continue;
-      // Decoding in the stream keeps a multi-byte character split across chunks whole.
-      s.setEncoding("utf8");
-      s.on("data", (chunk: string) => {
-        for (const l of this.listeners) l(chunk, stream);
-      });
-    }
-    this.exited = new Promise((resolve) => {
-      child.on("error", (e) => {
-        this.spawnError = e;
-      });
-      // "close" waits for the output pipes too, so no output arrives after `exited`.
-      child.on("close", (code, signal) => {
-        this.running = false;
-        // A program that could not start reports a negative errno; say 127 like a shell.
-        resolve({ code: this.spawnError ? 127 : code, signal });
-      });
-    });
-  }
-
-  onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void {
-    this.listeners.push(listener);
-  }
-
-  /** Send a signal to the whole process group; a group already gone is fine. */
-  signalGroup(signal: NodeJS.Signals): void {
-    if (this.pid === undefined) return;
-    try {
-      process.kill(-this.pid, signal);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ESRCH")
-        this.log.warn("could not signal process group", { pid: this.pid, signal, error: e });
-    }
-  }
-
-  kill(): Promise<void> {
-    this.killing ??= (async () => {
-      this.signalGroup("SIGTERM");
-      const timer = setTimeout(() => this.signalGroup("SIGKILL"), this.graceMs);
-      await this.exited;
-      clearTimeout(timer);
-      // The leader is gone; children that ignored SIGTERM may still hold the group.
-      this.signalGroup("SIGKILL");
-    })();
-    return this.killing;
-  }
-}
-
-/** Keeps the last `cap` characters of a stream. */
-class Tail {
-  private chunks: string[] = [];
-  private size = 0;
-  constructor(private readonly cap: number) {}
-  push(chunk: string): void {
-    this.chunks.push(chunk);
-    this.size += chunk.length;
-    while (this.size > this.cap && this.chunks.length > 1) this.size -= this.chunks.shift()!.length;
-    if (this.size > this.cap) {
-      this.chunks[0] = this.chunks[0]!.slice(this.size - this.cap);
-      this.size = this.cap;
-    }
-  }
-  text(): string {
-    return this.chunks.join("");
-  }
-}
-
-/**
- * Remove a directory tree even when an agent made parts of it read-only (`chmod -w`), which
- * would otherwise make `rm` fail with EACCES and leave the sandbox behind.
- */
-async function removeTree(dir: string): Promise<void> {
-  try {
-    await fs.promises.rm(dir, { recursive: true, force: true });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code !== "EACCES" && (e as NodeJS.ErrnoException).code !== "EPERM") throw e;
-    makeWritable(dir);
-    await fs.promises.rm(dir, { recursive: true, force: true });
-  }
-}
-
-function makeWritable(dir: string): void {
-  fs.chmodSync(dir, 0o700);
-  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
-    if (entry.isDirectory()) makeWritable(path.join(dir, entry.name));
-  }
-}
-
-/**
- * After a restart the processes of an orphaned sandbox are no longer ours to track: find
- * them by working directory under the sandbox (Linux `/proc`) and kill them.
- */
-function killStrays(root: string, log: Logger): void {
-  let pids: string[];
-  try {
-    pids = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e));
-  } catch (e) {
-    // No /proc (macOS): nothing to look at; the directory is still removed.
-    log.debug("cannot list processes", { error: e });
-    return;
-  }
-  for (const pid of pids) {
-    let cwd: string;
-    try {
-      cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
-    } catch (e) {
-      // Gone meanwhile, or another user's process: neither is one of ours.
-      if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "EACCES") continue;
-      throw e;
-    }
-    if (cwd !== root && !cwd.startsWith(root + path.sep)) continue;
-    try {
-      process.kill(Number(pid), "SIGKILL");
-      log.info("killed stray sandbox process", { pid: Number(pid) });
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
-    }
   }
 }

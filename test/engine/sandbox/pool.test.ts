@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { descendants } from "../../../src/engine/sandbox/bwrap.ts";
+import { descendants } from "../../../src/engine/sandbox/process.ts";
 import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
 import { makeRepo, tempDir, waitFor } from "../../helpers.ts";

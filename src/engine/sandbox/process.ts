@@ -1,0 +1,207 @@
+/**
+ * Process plumbing shared by the sandbox providers that run processes on this host (`local`,
+ * `bwrap`): process groups that die whole, capped output, stdin, and cleanup of what a dead
+ * Patchbay left behind (Linux `/proc`).
+ */
+import type { ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import type { Logger } from "../log.ts";
+import type { ProcessHandle } from "./sandbox.ts";
+
+export function writeStdin(child: ChildProcess, stdin: string | undefined, log: Logger): void {
+  if (stdin === undefined || !child.stdin) return;
+  // A command may exit without reading its input; that shows in its exit code, not here.
+  child.stdin.on("error", (e: NodeJS.ErrnoException) => {
+    if (e.code !== "EPIPE") log.warn("could not write to a command's stdin", { error: e });
+  });
+  child.stdin.end(stdin);
+}
+
+/**
+ * A process started as the leader of its own process group, so that killing it kills
+ * everything it started. Shared by the local and bwrap providers.
+ */
+export class GroupProcess implements ProcessHandle {
+  readonly pid: number | undefined;
+  readonly exited: Promise<{ code: number | null; signal: string | null }>;
+  running = true;
+  spawnError: Error | undefined;
+  private readonly listeners: ((chunk: string, stream: "stdout" | "stderr") => void)[] = [];
+  private killing: Promise<void> | undefined;
+
+  constructor(
+    private readonly child: ChildProcess,
+    private readonly graceMs: number,
+    private readonly log: Logger,
+  ) {
+    this.pid = child.pid;
+    for (const stream of ["stdout", "stderr"] as const) {
+      const s = child[stream];
+      if (!s) continue;
+      // Decoding in the stream keeps a multi-byte character split across chunks whole.
+      s.setEncoding("utf8");
+      s.on("data", (chunk: string) => {
+        for (const l of this.listeners) l(chunk, stream);
+      });
+    }
+    this.exited = new Promise((resolve) => {
+      child.on("error", (e) => {
+        this.spawnError = e;
+      });
+      // "close" waits for the output pipes too, so no output arrives after `exited`.
+      child.on("close", (code, signal) => {
+        this.running = false;
+        // A program that could not start reports a negative errno; say 127 like a shell.
+        resolve({ code: this.spawnError ? 127 : code, signal });
+      });
+    });
+  }
+
+  onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Send a signal to the whole process group; a group already gone is fine. */
+  signalGroup(signal: NodeJS.Signals): void {
+    if (this.pid === undefined) return;
+    try {
+      process.kill(-this.pid, signal);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH")
+        this.log.warn("could not signal process group", { pid: this.pid, signal, error: e });
+    }
+  }
+
+  kill(): Promise<void> {
+    this.killing ??= (async () => {
+      this.signalGroup("SIGTERM");
+      const timer = setTimeout(() => this.signalGroup("SIGKILL"), this.graceMs);
+      await this.exited;
+      clearTimeout(timer);
+      // The leader is gone; children that ignored SIGTERM may still hold the group.
+      this.signalGroup("SIGKILL");
+    })();
+    return this.killing;
+  }
+}
+
+/** Keeps the last `cap` characters of a stream. */
+export class Tail {
+  private chunks: string[] = [];
+  private size = 0;
+  constructor(private readonly cap: number) {}
+  push(chunk: string): void {
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    while (this.size > this.cap && this.chunks.length > 1) this.size -= this.chunks.shift()!.length;
+    if (this.size > this.cap) {
+      this.chunks[0] = this.chunks[0]!.slice(this.size - this.cap);
+      this.size = this.cap;
+    }
+  }
+  text(): string {
+    return this.chunks.join("");
+  }
+}
+
+/**
+ * Remove a directory tree even when an agent made parts of it read-only (`chmod -w`), which
+ * would otherwise make `rm` fail with EACCES and leave the sandbox behind.
+ */
+export async function removeTree(dir: string): Promise<void> {
+  try {
+    await fs.promises.rm(dir, { recursive: true, force: true });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EACCES" && (e as NodeJS.ErrnoException).code !== "EPERM") throw e;
+    makeWritable(dir);
+    await fs.promises.rm(dir, { recursive: true, force: true });
+  }
+}
+
+function makeWritable(dir: string): void {
+  fs.chmodSync(dir, 0o700);
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    if (entry.isDirectory()) makeWritable(path.join(dir, entry.name));
+  }
+}
+
+/**
+ * After a restart the processes of an orphaned sandbox are no longer ours to track: find
+ * them by working directory under the sandbox (Linux `/proc`) and kill them.
+ */
+export function killStrays(root: string, log: Logger): void {
+  let pids: string[];
+  try {
+    pids = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e));
+  } catch (e) {
+    // No /proc (macOS): nothing to look at; the directory is still removed.
+    log.debug("cannot list processes", { error: e });
+    return;
+  }
+  for (const pid of pids) {
+    let cwd: string;
+    try {
+      cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+    } catch (e) {
+      // Gone meanwhile, or another user's process: neither is one of ours.
+      if (["ENOENT", "EACCES", "ESRCH"].includes((e as NodeJS.ErrnoException).code ?? "")) continue;
+      throw e;
+    }
+    if (cwd !== root && !cwd.startsWith(root + path.sep)) continue;
+    try {
+      process.kill(Number(pid), "SIGKILL");
+      log.info("killed stray sandbox process", { pid: Number(pid) });
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e;
+    }
+  }
+}
+
+/** True while `pid` exists and is not a zombie. */
+export function isAlive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) !== "Z";
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ESRCH") return false;
+    throw e;
+  }
+}
+
+/**
+ * Every process below `roots` (Linux `/proc`), the roots included. Exported for tests and
+ * the benchmark, which measure what a sandbox holds.
+ */
+export function descendants(roots: readonly number[]): number[] {
+  if (!roots.length) return [];
+  const children = new Map<number, number[]>();
+  let entries: string[];
+  try {
+    entries = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return [...roots];
+    throw e;
+  }
+  for (const entry of entries) {
+    let stat: string;
+    try {
+      stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ESRCH") continue;
+      throw e;
+    }
+    const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(Number(entry));
+    children.set(ppid, list);
+  }
+  const out: number[] = [];
+  const queue = [...roots];
+  while (queue.length) {
+    const pid = queue.shift()!;
+    out.push(pid);
+    queue.push(...(children.get(pid) ?? []));
+  }
+  return out;
+}
