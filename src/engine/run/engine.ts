@@ -330,6 +330,71 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   }
   const pendingTurns = new Map<string, { abort: AbortController; done: Promise<void> }>();
 
+  /**
+   * First turn of a run (or of a chained run): check the model key, create the sandbox at the
+   * ref (the prior patch applied for a chained run), issue the gateway token, start the agent.
+   */
+  async function openSession(
+    run: RunRecord,
+    abort: AbortController,
+    onEvent: (data: BuilderEventData) => void,
+    chainFrom?: RunRecord,
+  ): Promise<{ session: LiveSession; run: RunRecord }> {
+    const runId = run.id;
+    const key = await upstreamKey(run);
+    if (!key) {
+      throw new EngineError(
+        "no_model_key",
+        run.billingMode === "managed"
+          ? "no model key: the server has no OPENROUTER_API_KEY for managed billing; set it or use billing.mode openrouter"
+          : "no model key: the run's openRouterApiKey is gone (sessions forget it when they end)",
+      );
+    }
+    onEvent({ kind: "log", message: `preparing sandbox (${deps.sandboxes.name}) for ${run.repository.fullName}` });
+    const ref = chainFrom?.baseSha ?? run.baseRef;
+    // Engine-side only: the provider uses it per git command and never stores it.
+    const credential = await repositories.cloneCredential(run.repository);
+    const sandbox = await deps.sandboxes.create({
+      runId,
+      ownerId: run.ownerId,
+      repository: {
+        fullName: run.repository.fullName,
+        cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
+      },
+      ...(ref ? { ref } : {}),
+      ...(credential ? { credential } : {}),
+      signal: abort.signal,
+    });
+    const s: LiveSession = { sandbox, agent: null, token: null, turnAbort: abort, turnDone: null, expiryTimer: null };
+    live.set(runId, s);
+    run = await store.updateRun(runId, {
+      baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
+      baseRef: run.baseRef ?? sandbox.baseRef,
+    });
+    if (chainFrom) {
+      const prior = await store.getPatch(chainFrom.id + BIN_SUFFIX);
+      if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
+    }
+    if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
+    const token = deps.gateway.issueToken({
+      runId,
+      upstreamKey: () => upstreamKey(run),
+      allowedModels: [run.modelId],
+      onUsage: (u) => addUsage(runId, u),
+    });
+    s.token = token;
+    onEvent({ kind: "log", message: "starting agent" });
+    s.agent = await deps.agents.start({
+      sandbox,
+      modelBaseUrl: `${sandbox.engineUrl(deps.gateway.port)}/v1`,
+      modelToken: token,
+      modelId: run.modelId,
+      watchdogMs: config.watchdogMs,
+      signal: abort.signal,
+    });
+    return { session: s, run };
+  }
+
   async function executeTurn(
     runId: string,
     prompt: string,
@@ -342,59 +407,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     const onEvent = (data: BuilderEventData) => emit(runId, { type: "builder.event", turn: run.turnCount, data });
     try {
       let s = live.get(runId);
-      if (!s) {
-        const key = await upstreamKey(run);
-        if (!key) {
-          throw new EngineError(
-            "no_model_key",
-            run.billingMode === "managed"
-              ? "no model key: the server has no OPENROUTER_API_KEY for managed billing; set it or use billing.mode openrouter"
-              : "no model key: the run's openRouterApiKey is gone (sessions forget it when they end)",
-          );
-        }
-        onEvent({ kind: "log", message: `preparing sandbox (${deps.sandboxes.name}) for ${run.repository.fullName}` });
-        const ref = chainFrom?.baseSha ?? run.baseRef;
-        // Engine-side only: the provider uses it per git command and never stores it.
-        const credential = await repositories.cloneCredential(run.repository);
-        const sandbox = await deps.sandboxes.create({
-          runId,
-          ownerId: run.ownerId,
-          repository: {
-            fullName: run.repository.fullName,
-            cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
-          },
-          ...(ref ? { ref } : {}),
-          ...(credential ? { credential } : {}),
-          signal: abort.signal,
-        });
-        s = { sandbox, agent: null, token: null, turnAbort: abort, turnDone: null, expiryTimer: null };
-        live.set(runId, s);
-        run = await store.updateRun(runId, {
-          baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
-          baseRef: run.baseRef ?? sandbox.baseRef,
-        });
-        if (chainFrom) {
-          const prior = await store.getPatch(chainFrom.id + BIN_SUFFIX);
-          if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
-        }
-        if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
-        const token = deps.gateway.issueToken({
-          runId,
-          upstreamKey: () => upstreamKey(run),
-          allowedModels: [run.modelId],
-          onUsage: (u) => addUsage(runId, u),
-        });
-        s.token = token;
-        onEvent({ kind: "log", message: "starting agent" });
-        s.agent = await deps.agents.start({
-          sandbox,
-          modelBaseUrl: `${sandbox.engineUrl(deps.gateway.port)}/v1`,
-          modelToken: token,
-          modelId: run.modelId,
-          watchdogMs: config.watchdogMs,
-          signal: abort.signal,
-        });
-      }
+      if (!s) ({ session: s, run } = await openSession(run, abort, onEvent, chainFrom));
       s.turnAbort = abort;
       const outcome = await s.agent!.runTurn({
         prompt,
