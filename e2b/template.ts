@@ -13,7 +13,9 @@ import { fileURLToPath } from "node:url";
 import { defaultBuildLogger, Template } from "e2b";
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), "..");
-const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as { dependencies: Record<string, string> };
+const pkg = JSON.parse(fs.readFileSync(path.join(root, "package.json"), "utf8")) as {
+  dependencies: Record<string, string>;
+};
 
 /** The template definition (exported so a test or script can inspect it without building). */
 export function patchbayTemplate(opencodeVersion = pkg.dependencies["opencode-ai"]!) {

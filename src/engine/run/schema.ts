@@ -15,7 +15,10 @@ export const RepositoryFullName = z
   .max(200)
   .regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/, "must be owner/name")
   // zod runs refinements even after the regex failed, so the name part may be missing here.
-  .refine((s) => !(s.split("/")[1] ?? "").startsWith(".") && !s.endsWith(".git") && !s.includes(".."), "must be owner/name");
+  .refine(
+    (s) => !(s.split("/")[1] ?? "").startsWith(".") && !s.endsWith(".git") && !s.includes(".."),
+    "must be owner/name",
+  );
 export type RepositoryFullName = z.infer<typeof RepositoryFullName>;
 
 /** A git ref as a user writes it (branch, tag, sha); checked again with `git check-ref-format`. */
