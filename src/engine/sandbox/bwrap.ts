@@ -28,7 +28,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { EngineError, toEngineError } from "../errors.ts";
@@ -45,7 +44,16 @@ import type {
   SandboxProvider,
   WarmSandbox,
 } from "./sandbox.ts";
-import { descendants, GroupProcess, isAlive, Tail, killStrays, removeTree, writeStdin } from "./process.ts";
+import {
+  descendants,
+  GroupProcess,
+  isAlive,
+  Tail,
+  killStrays,
+  removeTree,
+  writeStdin,
+  freeLoopbackPort,
+} from "./process.ts";
 
 /** Options for {@link createBwrapProvider}. */
 export interface BwrapProviderOptions {
@@ -489,18 +497,7 @@ class BwrapSandbox implements WarmSandbox, Sandbox {
 
   freePort(): Promise<number> {
     // The network namespace is the host's: a port free here is free inside.
-    return new Promise((resolve, reject) => {
-      const server = net.createServer();
-      server.unref();
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => {
-        const addr = server.address();
-        const port = typeof addr === "object" && addr ? addr.port : 0;
-        server.close(() =>
-          port ? resolve(port) : reject(new EngineError("sandbox_failed", "could not find a free port")),
-        );
-      });
-    });
+    return freeLoopbackPort();
   }
 
   async endpoint(port: number): Promise<string> {

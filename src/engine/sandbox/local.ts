@@ -6,7 +6,6 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
-import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { EngineError, toEngineError } from "../errors.ts";
@@ -22,7 +21,7 @@ import type {
   SandboxCreateOptions,
   SandboxProvider,
 } from "./sandbox.ts";
-import { GroupProcess, Tail, killStrays, removeTree, writeStdin } from "./process.ts";
+import { GroupProcess, Tail, killStrays, removeTree, writeStdin, freeLoopbackPort } from "./process.ts";
 
 export interface LocalProviderOptions {
   /** Sandboxes live in `<dataDir>/sandboxes`, mirrors in `<dataDir>/mirrors`. */
@@ -257,18 +256,7 @@ class LocalSandbox implements Sandbox {
   }
 
   freePort(): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const server = net.createServer();
-      server.unref();
-      server.once("error", reject);
-      server.listen(0, "127.0.0.1", () => {
-        const addr = server.address();
-        const port = typeof addr === "object" && addr ? addr.port : 0;
-        server.close(() =>
-          port ? resolve(port) : reject(new EngineError("sandbox_failed", "could not find a free port")),
-        );
-      });
-    });
+    return freeLoopbackPort();
   }
 
   async endpoint(port: number): Promise<string> {

@@ -5,7 +5,9 @@
  */
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
+import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ProcessHandle } from "./sandbox.ts";
 
@@ -204,4 +206,20 @@ export function descendants(roots: readonly number[]): number[] {
     queue.push(...(children.get(pid) ?? []));
   }
   return out;
+}
+
+/** A TCP port free on the host's loopback right now (the OS picks it; the caller binds it next). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.unref();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const addr = server.address();
+      const port = typeof addr === "object" && addr ? addr.port : 0;
+      server.close(() =>
+        port ? resolve(port) : reject(new EngineError("sandbox_failed", "could not find a free port")),
+      );
+    });
+  });
 }
