@@ -69,3 +69,25 @@ export async function waitFor<T>(
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
   }
 }
+
+/** PIDs of processes whose working directory is `dir` or below it (Linux `/proc`), optionally only those whose command line matches. */
+export function processesUnder(dir: string, command?: RegExp): number[] {
+  return fs.readdirSync("/proc").flatMap((entry) => {
+    if (!/^\d+$/.test(entry)) return [];
+    try {
+      const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
+      if (cwd !== dir && !cwd.startsWith(dir + path.sep)) return [];
+      if (command && !command.test(fs.readFileSync(`/proc/${entry}/cmdline`, "utf8"))) return [];
+      return [Number(entry)];
+    } catch (e) {
+      // The process ended while we looked (ENOENT, ESRCH), or is not ours to read (EACCES).
+      if (["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) return [];
+      throw e;
+    }
+  });
+}
+
+/** PIDs of `opencode` processes working under `dir` (a data dir, or one run's sandbox). */
+export function opencodeUnder(dir: string): number[] {
+  return processesUnder(dir, /opencode/);
+}

@@ -9,7 +9,7 @@ import path from "node:path";
 import type { Config } from "../../src/config.ts";
 import { createHttpApp, type HttpAppDeps } from "../../src/http/app.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, tempDir } from "../helpers.ts";
+import { makeRepo, processesUnder, tempDir } from "../helpers.ts";
 import { startGitHubApiStub } from "../fixtures/github-api-stub.ts";
 import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
 
@@ -237,17 +237,5 @@ export function walkFiles(dir: string): string[] {
   return out;
 }
 
-/** PIDs of processes whose working directory is inside a run's sandbox. */
-export function sandboxPids(dataDir: string, runId: string): number[] {
-  const dir = path.join(dataDir, "sandboxes", runId);
-  const pids: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (fs.readlinkSync(`/proc/${entry}/cwd`).startsWith(dir)) pids.push(Number(entry));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT" && (e as NodeJS.ErrnoException).code !== "EACCES") throw e;
-    }
-  }
-  return pids;
-}
+/** PIDs of every process working inside a run's sandbox. */
+export const sandboxPids = (dataDir: string, runId: string) => processesUnder(path.join(dataDir, "sandboxes", runId));

@@ -3,7 +3,6 @@
  * start it again on the same data dir, plus process checks shared by the reliability suites.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseSse, type SseFrame } from "../http/support.ts";
@@ -94,20 +93,7 @@ export async function startServe(env: Record<string, string>): Promise<ServeChil
   return child;
 }
 
-/** PIDs of `opencode` processes whose working directory is under `dir`. */
-export function opencodeUnder(dir: string): number[] {
-  return fs.readdirSync("/proc").flatMap((entry) => {
-    if (!/^\d+$/.test(entry)) return [];
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      return cmd.includes("opencode") && fs.readlinkSync(`/proc/${entry}/cwd`).startsWith(dir) ? [Number(entry)] : [];
-    } catch (e) {
-      // The process ended while we looked, or is not ours to read.
-      if (["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) return [];
-      throw e;
-    }
-  });
-}
+export { opencodeUnder } from "../helpers.ts";
 
 /**
  * Follow a run's SSE stream in the background, collecting frames until the server closes it

@@ -8,7 +8,7 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { waitFor } from "../helpers.ts";
+import { opencodeUnder, waitFor } from "../helpers.ts";
 import { sandboxPids, startHarness, type HttpHarness } from "../http/support.ts";
 
 const API = "/api/v1/coding-agent";
@@ -58,16 +58,7 @@ async function settled(id: string, timeoutMs = TURN_TIMEOUT_MS + 20_000): Promis
   }
 }
 
-function opencodeOf(runId: string): number[] {
-  return sandboxPids(h.pb.dataDir, runId).filter((pid) => {
-    try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("opencode");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
-      throw e;
-    }
-  });
-}
+const opencodeOf = (runId: string) => opencodeUnder(path.join(h.pb.dataDir, "sandboxes", runId));
 
 async function healthy(): Promise<void> {
   expect((await h.api("GET", "/healthz", { key: null })).status).toBe(200);

@@ -5,7 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { git, makeRepo, tempDir, waitFor } from "../../helpers.ts";
+import { git, makeRepo, opencodeUnder, tempDir, waitFor } from "../../helpers.ts";
 import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
 
@@ -16,22 +16,8 @@ let model: ScriptedModel;
 let pb: TestPatchbay;
 let repoBase: string;
 
-/** PIDs of opencode processes whose working directory is inside a run's sandbox. */
-function opencodePids(dataDir: string, runId: string): number[] {
-  const dir = path.join(dataDir, "sandboxes", runId);
-  const pids: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
-      if (cmd.includes("opencode") && cwd.startsWith(dir)) pids.push(Number(entry));
-    } catch (e) {
-      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
-    }
-  }
-  return pids;
-}
+/** PIDs of opencode processes inside a run's sandbox. */
+const opencodePids = (dataDir: string, runId: string) => opencodeUnder(path.join(dataDir, "sandboxes", runId));
 
 beforeAll(async () => {
   model = await startScriptedModel();

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.ts";
 import { createLogger, openPatchbay } from "../../../src/engine/index.ts";
 import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
-import { makeRepo, tempDir, waitFor } from "../../helpers.ts";
+import { makeRepo, opencodeUnder, tempDir, waitFor } from "../../helpers.ts";
 
 let model: ScriptedModel;
 let repoBase: string;
@@ -23,19 +23,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await model.close();
 });
-
-function opencodeUnder(dir: string): number[] {
-  return fs.readdirSync("/proc").flatMap((entry) => {
-    if (!/^\d+$/.test(entry)) return [];
-    try {
-      const cmd = fs.readFileSync(`/proc/${entry}/cmdline`, "utf8");
-      return cmd.includes("opencode") && fs.readlinkSync(`/proc/${entry}/cwd`).startsWith(dir) ? [Number(entry)] : [];
-    } catch (e) {
-      if (["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) return [];
-      throw e;
-    }
-  });
-}
 
 describe("crash recovery", () => {
   it("after kill -9 mid-turn, the next start marks the run failed with server_restart and leaves no OpenCode process", async () => {
