@@ -34,9 +34,31 @@ export interface TurnOutcome {
   usage?: Usage;
 }
 
+/**
+ * What a new Patchbay process needs to take a running agent over (sandboxes that outlive
+ * the process, e2b). Holds the server's password: stored sealed, never shown.
+ */
+export interface AgentResume {
+  /** The server's process inside the sandbox. */
+  pid: number;
+  port: number;
+  password: string;
+  sessionId: string;
+}
+
+export interface AgentAttachOptions {
+  sandbox: Sandbox;
+  resume: AgentResume;
+  modelId: string;
+  watchdogMs: number;
+  signal?: AbortSignal;
+}
+
 /** A started agent: one OpenCode server and one session, reused across turns. */
 export interface AgentSession {
   readonly sessionId: string;
+  /** How to take this agent over after a restart. */
+  readonly resume?: AgentResume;
   /** PIDs of the processes the agent holds (for cleanup after a crash). */
   readonly pids: number[];
   runTurn(opts: TurnOptions): Promise<TurnOutcome>;
@@ -48,4 +70,6 @@ export interface AgentSession {
 
 export interface AgentDriver {
   start(opts: AgentStartOptions): Promise<AgentSession>;
+  /** Take over a server and session an earlier Patchbay process started (drivers that can). */
+  attach?(opts: AgentAttachOptions): Promise<AgentSession>;
 }

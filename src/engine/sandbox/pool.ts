@@ -249,6 +249,7 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
       return sandbox;
     },
     ...(provider.reap ? { reap: (ids: ReadonlySet<string>) => provider.reap!(ids) } : {}),
+    ...(provider.connect ? { connect: (id, resume) => provider.connect!(id, resume) } : {}),
     async close() {
       await pool.close();
       await provider.close?.();
@@ -256,6 +257,7 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
   };
 
   const agents: AgentDriver = {
+    ...(driver.attach ? { attach: (o) => driver.attach!(o) } : {}),
     start(o) {
       const warm = handed.get(o.sandbox);
       if (!warm) return driver.start(o);
@@ -271,6 +273,9 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
             },
             get pids() {
               return session.pids;
+            },
+            get resume() {
+              return session.resume;
             },
             runTurn: (turn) =>
               session.runTurn(turn).finally(() => {

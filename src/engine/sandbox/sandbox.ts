@@ -53,6 +53,19 @@ export interface SandboxCreateOptions {
   signal?: AbortSignal;
 }
 
+/**
+ * How a new Patchbay process reaches a sandbox again, for providers whose sandboxes outlive
+ * the process that made them (e2b). The engine stores it sealed with the run: it leads to
+ * the run's workspace.
+ */
+export interface SandboxResume {
+  provider: "e2b";
+  /** The provider's own id of the sandbox. */
+  sandboxId: string;
+  baseSha: string;
+  baseRef: string;
+}
+
 export interface Sandbox {
   readonly id: string;
   readonly provider: "local" | "bwrap" | "e2b";
@@ -78,6 +91,10 @@ export interface Sandbox {
   binaryPath?(name: "opencode"): string | undefined;
   /** PIDs of host processes this sandbox holds (for cleanup after a crash). */
   pids?(): number[];
+  /** What {@link SandboxProvider.connect} needs to reach this sandbox again (providers that can). */
+  resumeInfo?(): SandboxResume;
+  /** A handle on a process an earlier Patchbay process started here (after `connect`). */
+  reconnect?(pid: number): Promise<ProcessHandle>;
   /** Stop every process and delete the sandbox. Idempotent. */
   kill(): Promise<void>;
 }
@@ -100,6 +117,11 @@ export interface SandboxProvider {
   create(opts: SandboxCreateOptions): Promise<Sandbox>;
   /** Make a sandbox with an empty workspace for a warm pool (providers that can). */
   prepare?(): Promise<WarmSandbox>;
+  /**
+   * Reach a live sandbox an earlier Patchbay process made for `runId` (after a restart).
+   * Throws EngineError sandbox_failed when it is gone.
+   */
+  connect?(runId: string, resume: SandboxResume): Promise<Sandbox>;
   /** Kill sandboxes no live run owns (after a restart). */
   reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
   close?(): Promise<void>;
