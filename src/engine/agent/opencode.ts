@@ -15,7 +15,14 @@ import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import type { ProcessHandle, Sandbox, WarmSandbox } from "../sandbox/sandbox.ts";
-import type { AgentDriver, AgentSession, AgentStartOptions, TurnOptions, TurnOutcome } from "./agent.ts";
+import type {
+  AgentAttachOptions,
+  AgentDriver,
+  AgentSession,
+  AgentStartOptions,
+  TurnOptions,
+  TurnOutcome,
+} from "./agent.ts";
 import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
 import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
 
@@ -59,6 +66,40 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   return {
+    async attach(a: AgentAttachOptions): Promise<AgentSession> {
+      const { sandbox, resume } = a;
+      if (!sandbox.reconnect)
+        throw new EngineError("agent_failed", `a ${sandbox.provider} sandbox cannot reconnect to its agent`);
+      const proc = await sandbox.reconnect(resume.pid);
+      const client = createOpencodeClient({
+        baseUrl: await sandbox.endpoint(resume.port),
+        directory: sandbox.workdir,
+        headers: basicAuth(resume.password),
+      });
+      // The server answers and still has the run's session (its history is the agent's memory).
+      const found = await client.session.get(
+        { sessionID: resume.sessionId },
+        { signal: a.signal ?? AbortSignal.timeout(startTimeoutMs) },
+      );
+      if (!found.data)
+        throw new EngineError(
+          "agent_failed",
+          `the OpenCode session ${resume.sessionId} is gone: ${JSON.stringify(found.error)}`,
+        );
+      // A turn the dead process was running has no one to report it: stop it.
+      await abortQuietly(client, resume.sessionId, log);
+      return openSession({
+        client,
+        proc,
+        workdir: sandbox.workdir,
+        modelId: a.modelId,
+        watchdogMs: a.watchdogMs,
+        log: log.child({ sandbox: sandbox.id }),
+        server: { port: resume.port, password: resume.password },
+        sessionId: resume.sessionId,
+      });
+    },
+
     async prestart(pre): Promise<WarmAgent> {
       const { sandbox } = pre;
       const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
@@ -81,7 +122,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
         throw e;
       }
       const baseUrl = await sandbox.endpoint(port);
-      const headers = { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` };
+      const headers = basicAuth(password);
       return {
         pids: proc.pid ? [proc.pid] : [],
         async open(start): Promise<AgentSession> {
@@ -140,11 +181,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
         throw e;
       }
       const baseUrl = await sandbox.endpoint(port);
-      const client = createOpencodeClient({
-        baseUrl,
-        directory: sandbox.workdir,
-        headers: { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` },
-      });
+      const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers: basicAuth(password) });
       try {
         return await openSession({
           client,
@@ -153,6 +190,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
           modelId: start.modelId,
           watchdogMs: start.watchdogMs,
           log: alog,
+          server: { port, password },
         });
       } catch (e) {
         await proc.kill();
@@ -239,15 +277,27 @@ interface OpenSessionInput {
   modelId: string;
   watchdogMs: number;
   log: Logger;
+  /** How the server is reached, for `AgentSession.resume` (absent: the session cannot be taken over). */
+  server?: { port: number; password: string };
+  /** An existing session to continue (attach); a new one is created otherwise. */
+  sessionId?: string;
 }
 
-async function openSession(input: OpenSessionInput): Promise<AgentSession> {
-  const { client, proc, log } = input;
+async function createSession(client: OpencodeClient): Promise<string> {
   // A title up front spares a title-generation call to the model on the first prompt.
   const created = await client.session.create({ title: "Patchbay run" });
   if (!created.data)
     throw new EngineError("agent_failed", `could not create an OpenCode session: ${JSON.stringify(created.error)}`);
-  const sessionId = created.data.id;
+  return created.data.id;
+}
+
+function basicAuth(password: string): Record<string, string> {
+  return { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` };
+}
+
+async function openSession(input: OpenSessionInput): Promise<AgentSession> {
+  const { client, proc, log } = input;
+  const sessionId = input.sessionId ?? (await createSession(client));
   const mapper = createEventMapper({ sessionId, workdir: input.workdir });
 
   /** The turn in progress, fed by the event loop. */
@@ -298,9 +348,14 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
 
   const pids = proc.pid ? [proc.pid] : [];
 
+  const { server } = input;
   const session: AgentSession = {
     sessionId,
     pids,
+    // Read when the engine stores it: a remote process's pid is known once it has started.
+    get resume() {
+      return server && proc.pid !== undefined ? { pid: proc.pid, ...server, sessionId } : undefined;
+    },
     async runTurn(turn: TurnOptions): Promise<TurnOutcome> {
       if (turnState.active) throw new EngineError("session_busy", "a turn is already running on this session");
       if (exited) return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server has exited" } };
