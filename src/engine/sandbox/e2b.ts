@@ -14,7 +14,10 @@
  *     loopback, so it needs a public route, e.g. a reverse proxy);
  *   - every command pushes the VM's timeout out to cover a whole turn plus the idle session
  *     TTL, so an idle session stays warm until its expiry and no longer; `kill` ends it at
- *     endSession, cancel and expiry.
+ *     endSession, cancel and expiry;
+ *   - a VM outlives the Patchbay process that made it: after a restart `connect` reaches it
+ *     again by id (`Sandbox.connect`) and `reconnect` takes its OpenCode server's process
+ *     back (`commands.connect`), so an idle run keeps its session.
  *
  * The SDK is reached through the small `E2bSdk` interface: the real one (`e2bSdk()`) or a
  * stand-in in tests, since E2B's cloud cannot be reached from CI.
@@ -31,6 +34,7 @@ import type {
   Sandbox,
   SandboxCreateOptions,
   SandboxProvider,
+  SandboxResume,
 } from "./sandbox.ts";
 
 /** What the provider uses of a live E2B sandbox (a subset of the SDK's `Sandbox`). */
@@ -48,6 +52,11 @@ export interface E2bSandboxHandle {
         onStderr?: (data: string) => void;
       },
     ): Promise<unknown>;
+    /** Attach to a background command by pid (one started by an earlier client). */
+    connect(
+      pid: number,
+      opts: { timeoutMs?: number; onStdout?: (data: string) => void; onStderr?: (data: string) => void },
+    ): Promise<E2bCommandHandle>;
   };
   getHost(port: number): string;
   setTimeout(timeoutMs: number): Promise<void>;
@@ -67,6 +76,8 @@ export interface E2bSdk {
     template: string,
     opts: { apiKey: string; metadata: Record<string, string>; timeoutMs: number },
   ): Promise<E2bSandboxHandle>;
+  /** Reach a running (or paused: it resumes) sandbox by id. */
+  connect(sandboxId: string, opts: { apiKey: string; timeoutMs: number }): Promise<E2bSandboxHandle>;
   /** Sandboxes (running or paused) whose metadata matches. */
   list(opts: {
     apiKey: string;
@@ -86,6 +97,8 @@ export interface E2bProviderOptions {
   sessionTtlMs: number;
   /** Longest turn (PATCHBAY_TURN_TIMEOUT_MS). */
   turnTimeoutMs: number;
+  /** Port `opencode serve` listens on inside the VM. Default 4096. */
+  opencodePort?: number;
   /** The SDK; default the real `e2b` package. */
   sdk?: E2bSdk;
   log?: Logger;
@@ -104,6 +117,10 @@ export function e2bSdk(): E2bSdk {
     async create(template, opts) {
       const { Sandbox } = await load();
       return (await Sandbox.create(template, opts)) as unknown as E2bSandboxHandle;
+    },
+    async connect(sandboxId, opts) {
+      const { Sandbox } = await load();
+      return (await Sandbox.connect(sandboxId, opts)) as unknown as E2bSandboxHandle;
     },
     async list(opts) {
       const { Sandbox } = await load();
@@ -135,6 +152,12 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
   const template = opts.template ?? "opencode";
   const keepAliveMs = Math.max(opts.turnTimeoutMs, opts.sessionTtlMs) + TIMEOUT_MARGIN_MS;
   const live = new Map<string, E2bSandbox>();
+  const settings = {
+    gatewayUrl: opts.publicGatewayUrl,
+    keepAliveMs,
+    opencodePort: opts.opencodePort ?? 4096,
+    log,
+  };
 
   return {
     name: "e2b",
@@ -151,9 +174,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       } catch (e) {
         throw new EngineError("sandbox_failed", `could not create an E2B sandbox: ${(e as Error).message}`);
       }
-      const sandbox = new E2bSandbox(handle, c.runId, opts.publicGatewayUrl, keepAliveMs, log, () =>
-        live.delete(c.runId),
-      );
+      const sandbox = new E2bSandbox(handle, c.runId, settings, () => live.delete(c.runId));
       live.set(c.runId, sandbox);
       try {
         const git: GitRunner = (args, o = {}) =>
@@ -196,6 +217,24 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       }
     },
 
+    async connect(runId: string, resume: SandboxResume): Promise<Sandbox> {
+      let handle: E2bSandboxHandle;
+      try {
+        // Connecting pushes the VM's end out as a command would (the session is in use again).
+        handle = await sdk.connect(resume.sandboxId, { apiKey: opts.apiKey, timeoutMs: keepAliveMs });
+      } catch (e) {
+        throw new EngineError(
+          "sandbox_failed",
+          `could not reach E2B sandbox ${resume.sandboxId}: ${(e as Error).message}`,
+        );
+      }
+      const sandbox = new E2bSandbox(handle, runId, settings, () => live.delete(runId));
+      sandbox.setBase(resume.baseSha, resume.baseRef);
+      live.set(runId, sandbox);
+      log.info("e2b sandbox reattached", { runId, sandboxId: resume.sandboxId });
+      return sandbox;
+    },
+
     async reap(liveRunIds: ReadonlySet<string>): Promise<void> {
       for (const s of await sdk.list({ apiKey: opts.apiKey, metadata: METADATA_TAG })) {
         const runId = s.metadata.patchbayRunId ?? "";
@@ -224,14 +263,16 @@ class E2bSandbox implements Sandbox {
   private killing: Promise<void> | undefined;
   private readonly procs = new Set<E2bProcess>();
 
+  private readonly log: Logger;
+
   constructor(
     private readonly handle: E2bSandboxHandle,
     readonly id: string,
-    private readonly gatewayUrl: string,
-    private readonly keepAliveMs: number,
-    private readonly log: Logger,
+    private readonly settings: { gatewayUrl: string; keepAliveMs: number; opencodePort: number; log: Logger },
     private readonly onGone: () => void,
-  ) {}
+  ) {
+    this.log = settings.log;
+  }
 
   setBase(sha: string, ref: string): void {
     this.baseSha = sha;
@@ -245,7 +286,7 @@ class E2bSandbox implements Sandbox {
   /** Push the VM's end out: a command means the session is in use. */
   private touch(): void {
     this.handle
-      .setTimeout(this.keepAliveMs)
+      .setTimeout(this.settings.keepAliveMs)
       .catch((e: unknown) => this.log.warn("could not extend the e2b sandbox", { error: e }));
   }
 
@@ -297,16 +338,39 @@ class E2bSandbox implements Sandbox {
 
   async freePort(): Promise<number> {
     // A VM of its own: nothing else listens there.
-    return 4096;
+    return this.settings.opencodePort;
   }
 
   async endpoint(port: number): Promise<string> {
-    return `https://${this.handle.getHost(port)}`;
+    const host = this.handle.getHost(port);
+    // E2B's debug mode (a local envd) answers `localhost:PORT`, over plain HTTP like the SDK.
+    return `${/^(localhost|127\.0\.0\.1)(:|$)/.test(host) ? "http" : "https"}://${host}`;
   }
 
   engineUrl(_port: number): string {
     // The gateway's loopback port means nothing from the cloud: its public URL stands in.
-    return this.gatewayUrl;
+    return this.settings.gatewayUrl;
+  }
+
+  resumeInfo(): SandboxResume {
+    return { provider: "e2b", sandboxId: this.handle.sandboxId, baseSha: this.baseSha, baseRef: this.baseRef };
+  }
+
+  async reconnect(pid: number): Promise<ProcessHandle> {
+    this.alive();
+    const proc = new E2bProcess(this.log);
+    this.procs.add(proc);
+    void proc.exited.then(() => this.procs.delete(proc));
+    proc.attach(
+      this.handle.commands.connect(pid, {
+        timeoutMs: 0,
+        onStdout: (d) => proc.emit(d, "stdout"),
+        onStderr: (d) => proc.emit(d, "stderr"),
+      }),
+    );
+    // A process that is gone fails the connect: the caller learns it here, not at the first turn.
+    await proc.started();
+    return proc;
   }
 
   binaryPath(name: "opencode"): string | undefined {
@@ -335,6 +399,7 @@ class E2bProcess implements ProcessHandle {
   private resolveExit!: (v: { code: number | null; signal: string | null }) => void;
   private handle: Promise<E2bCommandHandle | undefined> = Promise.resolve(undefined);
   private readonly listeners: ((chunk: string, stream: "stdout" | "stderr") => void)[] = [];
+  private failure = "";
 
   constructor(private readonly log: Logger) {
     this.exited = new Promise((r) => (this.resolveExit = r));
@@ -355,11 +420,19 @@ class E2bProcess implements ProcessHandle {
         return h;
       },
       (e: unknown) => {
+        this.failure = (e as Error).message;
         this.emit(`${(e as Error).message}\n`, "stderr");
         this.resolveExit({ code: 127, signal: null });
         return undefined;
       },
     );
+  }
+
+  /** Resolves once the command runs; throws sandbox_failed if it could not start (or be reached). */
+  async started(): Promise<void> {
+    if ((await this.handle) === undefined) {
+      throw new EngineError("sandbox_failed", `could not reach the process in the e2b sandbox: ${this.failure}`);
+    }
   }
 
   emit(chunk: string, stream: "stdout" | "stderr"): void {

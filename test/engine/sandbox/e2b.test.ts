@@ -1,103 +1,19 @@
 /**
  * The e2b provider against an SDK stand-in. E2B's API and its envd (Connect RPC streams)
  * cannot be pointed at a simple local server, so the stand-in is injected through the
- * provider's `sdk` option: it records every SDK call, and runs commands for real with bash
- * on this machine, with `/home/user` mapped to a temp dir, so clone, checkout and exec are
- * the real thing.
+ * provider's `sdk` option (test/fixtures/e2b-cloud.ts): it records every SDK call, and runs
+ * commands for real with bash on this machine, with `/home/user` mapped to a temp dir, so
+ * clone, checkout and exec are the real thing.
  */
-import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.ts";
 import { silentLogger } from "../../../src/engine/log.ts";
 import { createSandboxProvider } from "../../../src/engine/sandbox/providers.ts";
-import {
-  createE2bProvider,
-  shellQuote,
-  type E2bCommandHandle,
-  type E2bSandboxHandle,
-  type E2bSdk,
-} from "../../../src/engine/sandbox/e2b.ts";
+import { createE2bProvider, shellQuote } from "../../../src/engine/sandbox/e2b.ts";
+import { e2bCloud } from "../../fixtures/e2b-cloud.ts";
 import { git, makeRepo, tempDir, waitFor } from "../../helpers.ts";
-
-interface Call {
-  sandboxId?: string;
-  op: string;
-  args: unknown;
-}
-
-function standIn() {
-  const calls: Call[] = [];
-  const alive = new Map<string, { metadata: Record<string, string>; home: string }>();
-  let seq = 0;
-  const run = (home: string, cmd: string, opts: { cwd?: string; envs?: Record<string, string> }) => {
-    const map = (s: string) => s.split("/home/user").join(home);
-    return spawn("bash", ["-c", map(cmd)], {
-      cwd: map(opts.cwd ?? "/home/user"),
-      env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: home, ...opts.envs },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
-    });
-  };
-  const sdk: E2bSdk = {
-    async create(template, opts) {
-      const sandboxId = `sbx${++seq}`;
-      const home = tempDir("e2b-home");
-      alive.set(sandboxId, { metadata: opts.metadata, home });
-      calls.push({ op: "create", args: { template, ...opts, apiKey: "[key]" } });
-      const handle: E2bSandboxHandle = {
-        sandboxId,
-        commands: {
-          async run(cmd, o) {
-            calls.push({ sandboxId, op: "run", args: { cmd, ...o } });
-            const child = run(home, cmd, o);
-            let stdout = "";
-            let stderr = "";
-            child.stdout!.setEncoding("utf8").on("data", (d: string) => (o.onStdout ? o.onStdout(d) : (stdout += d)));
-            child.stderr!.setEncoding("utf8").on("data", (d: string) => (o.onStderr ? o.onStderr(d) : (stderr += d)));
-            const done = new Promise<number>((r) => child.on("close", (code) => r(code ?? 137)));
-            if (o.background) {
-              const h: E2bCommandHandle = {
-                pid: child.pid!,
-                wait: async () => ({ exitCode: await done }),
-                kill: async () => {
-                  process.kill(-child.pid!, "SIGKILL");
-                  return true;
-                },
-              };
-              return h;
-            }
-            const exitCode = await done;
-            // Like the SDK: a non-zero exit throws CommandExitError carrying the result.
-            if (exitCode !== 0) throw Object.assign(new Error(`exit ${exitCode}`), { exitCode, stdout, stderr });
-            return { exitCode, stdout, stderr };
-          },
-        },
-        getHost: (port) => `${port}-${sandboxId}.e2b.app`,
-        async setTimeout(ms) {
-          calls.push({ sandboxId, op: "setTimeout", args: ms });
-        },
-        async kill() {
-          calls.push({ sandboxId, op: "kill", args: null });
-          alive.delete(sandboxId);
-        },
-      };
-      return handle;
-    },
-    async list(opts) {
-      calls.push({ op: "list", args: opts.metadata });
-      return [...alive.entries()]
-        .filter(([, s]) => Object.entries(opts.metadata).every(([k, v]) => s.metadata[k] === v))
-        .map(([sandboxId, s]) => ({ sandboxId, metadata: s.metadata }));
-    },
-    async kill(id) {
-      calls.push({ sandboxId: id, op: "kill", args: null });
-      alive.delete(id);
-    },
-  };
-  return { sdk, calls, alive };
-}
 
 function setup() {
   const repo = makeRepo(
@@ -106,7 +22,7 @@ function setup() {
     { "README.md": "# cloud\n" },
     { branches: { dev: { "DEV.md": "dev\n" } } },
   );
-  const s = standIn();
+  const s = e2bCloud(tempDir("e2b-cloud"));
   const provider = createE2bProvider({
     apiKey: "e2b_test_key",
     template: "patchbay-opencode",
@@ -192,7 +108,7 @@ describe("e2b provider (SDK stand-in)", () => {
     expect(spawnCall?.args).toMatchObject({ background: true, timeoutMs: 0, envs: { OPENCODE_SERVER_PASSWORD: "pw" } });
     await s.kill();
     expect(await proc.exited).toMatchObject({ signal: "SIGKILL" });
-    expect(alive.has("sbx1")).toBe(false);
+    expect(alive().has("sbx1")).toBe(false);
     await expect(s.exec(["true"])).rejects.toMatchObject({ code: "sandbox_failed" });
   });
 
@@ -208,7 +124,61 @@ describe("e2b provider (SDK stand-in)", () => {
     await expect(
       provider.create({ runId: "run_e5", ownerId: "o", repository: { fullName: "acme/cloud", cloneUrl }, ref: "nope" }),
     ).rejects.toMatchObject({ code: "invalid_ref" });
-    expect(alive.size).toBe(0);
+    expect(alive().size).toBe(0);
+  });
+
+  it("a new provider (a restarted Patchbay) connects to a live VM by id and takes its background process back", async () => {
+    const root = tempDir("e2b-cloud");
+    const repo = makeRepo(tempDir("remote"), "acme/cloud", { "README.md": "# cloud\n" });
+    const providerOver = (cloud: ReturnType<typeof e2bCloud>) =>
+      createE2bProvider({
+        apiKey: "e2b_test_key",
+        publicGatewayUrl: "https://patchbay.example.com/gateway",
+        sessionTtlMs: 60_000,
+        turnTimeoutMs: 120_000,
+        sdk: cloud.sdk,
+        log: silentLogger,
+      });
+    const first = providerOver(e2bCloud(root));
+    const s = await first.create({
+      runId: "run_r1",
+      ownerId: "o",
+      repository: { fullName: "acme/cloud", cloneUrl: `${repo.baseUrl}/acme/cloud.git` },
+    });
+    await s.exec(["sh", "-c", "echo work > WORK.md"]);
+    const server = s.spawn(["sh", "-c", "echo up; sleep 60"]);
+    let out = "";
+    server.onOutput((c) => (out += c));
+    await waitFor(() => out.includes("up") && server.pid !== undefined, { what: "the background command" });
+    const resume = s.resumeInfo!();
+    expect(resume).toEqual({ provider: "e2b", sandboxId: "sbx1", baseSha: s.baseSha, baseRef: "main" });
+
+    // The first provider is gone without killing anything (its process died).
+    const cloud = e2bCloud(root);
+    const second = providerOver(cloud);
+    const again = await second.connect!("run_r1", resume);
+    expect(cloud.calls[0]).toMatchObject({
+      op: "connect",
+      sandboxId: "sbx1",
+      args: { timeoutMs: 120_000 + 5 * 60_000 },
+    });
+    expect(again).toMatchObject({ id: "run_r1", baseSha: s.baseSha, baseRef: "main", workdir: "/home/user/repo" });
+    expect((await again.exec(["cat", "WORK.md"])).stdout).toBe("work\n");
+    const proc = await again.reconnect!(server.pid!);
+    expect(proc.pid).toBe(server.pid);
+    expect(
+      cloud.calls.find((c) => c.op === "connect" && c.sandboxId === "sbx1" && (c.args as { pid?: number }).pid),
+    ).toMatchObject({ args: { pid: server.pid, timeoutMs: 0 } });
+    await expect(again.reconnect!(999_999)).rejects.toMatchObject({ code: "sandbox_failed" });
+    // The reaper of the new process spares the VM its run still owns.
+    await second.reap!(new Set());
+    expect(cloud.alive().has("sbx1")).toBe(true);
+
+    await again.kill();
+    expect(await proc.exited).toMatchObject({ signal: "SIGKILL" });
+    await waitFor(() => cloud.processes("sbx1").length === 0, { what: "the VM's processes to end" });
+    expect(cloud.alive().has("sbx1")).toBe(false);
+    await expect(second.connect!("run_r1", resume)).rejects.toMatchObject({ code: "sandbox_failed" });
   });
 
   it("reap kills the Patchbay sandboxes no live run owns, found by metadata", async () => {
@@ -227,7 +197,7 @@ describe("e2b provider (SDK stand-in)", () => {
       repository: { fullName: "acme/cloud", cloneUrl },
     });
     await provider.reap!(new Set(["run_kept"]));
-    const left = [...alive.values()].map((s) => s.metadata.patchbayRunId ?? s.metadata.other);
+    const left = [...alive().values()].map((s) => s.metadata.patchbayRunId ?? s.metadata.other);
     expect(left.sort()).toEqual(["app", "run_kept", "run_live"]);
     await mine.kill();
   });
