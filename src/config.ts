@@ -53,6 +53,12 @@ export const EnvSchema = z.object({
     .optional()
     .transform((s) => (s && s.trim() !== "" ? s.replace(/\/+$/, "") : undefined))
     .refine((s) => s === undefined || /^https?:\/\//.test(s), "must be an http(s):// URL"),
+  /**
+   * Loopback port of the model gateway. 0 (default) picks a free one; e2b wants a fixed one,
+   * behind the reverse proxy PATCHBAY_PUBLIC_GATEWAY_URL names, and stable across restarts
+   * (reattached sandboxes keep calling it).
+   */
+  PATCHBAY_GATEWAY_PORT: z.coerce.number().int().min(0).max(65535).default(0),
   PATCHBAY_HOST: z.string().min(1).default("127.0.0.1"),
   PORT: z.coerce.number().int().min(0).max(65535).default(8787),
   /** Owner of runs started without an API key (`patchbay mcp`, `patchbay run`). */
@@ -92,6 +98,8 @@ export interface Config {
   readonly warmPoolSize?: number;
   /** Base URL (no trailing slash) at which remote sandboxes reach the model gateway; required for e2b. */
   readonly publicGatewayUrl?: string;
+  /** Loopback port of the model gateway (0: any free one). */
+  readonly gatewayPort: number;
   readonly host: string;
   readonly port: number;
   readonly localOwner: string;
@@ -150,6 +158,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     e2bTemplate: e.PATCHBAY_E2B_TEMPLATE,
     warmPoolSize: e.PATCHBAY_WARM_POOL_SIZE,
     publicGatewayUrl: e.PATCHBAY_PUBLIC_GATEWAY_URL,
+    gatewayPort: e.PATCHBAY_GATEWAY_PORT,
     host: e.PATCHBAY_HOST,
     port: e.PORT,
     localOwner: e.PATCHBAY_LOCAL_OWNER,

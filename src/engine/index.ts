@@ -62,7 +62,11 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
         ...(config.secretKey ? { secretKey: config.secretKey } : {}),
       }),
     );
-    const gateway = await createModelGateway({ upstreamBaseUrl: config.openrouterBaseUrl, log });
+    const gateway = await createModelGateway({
+      upstreamBaseUrl: config.openrouterBaseUrl,
+      port: config.gatewayPort,
+      log,
+    });
     cleanups.unshift(() => gateway.close());
     let sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
     const driver = createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });

@@ -23,6 +23,11 @@ export interface ModelGateway {
   readonly url: string;
   /** Issue a fresh random token bound to the grant. */
   issueToken(grant: GatewayGrant): string;
+  /**
+   * Accept again a token an earlier Patchbay process issued (a sandbox that outlived it
+   * still calls with it). Throws for a string that is not such a token.
+   */
+  restoreToken(token: string, grant: GatewayGrant): void;
   /** Revoke a token: later calls with it answer 401. */
   revokeToken(token: string): void;
   close(): Promise<void>;

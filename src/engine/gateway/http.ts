@@ -236,6 +236,14 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   const allInFlight = new Set<AbortController>();
   let closing = false;
 
+  const register = (token: string, grant: GatewayGrant): string => {
+    const digest = sha256(token);
+    tokens.set(digest.toString("hex"), { digest, grant, inFlight: new Set() });
+    // The token is a credential too: keep it out of our own log lines.
+    log.redact(token);
+    return token;
+  };
+
   const authenticate = (header: string | undefined): TokenEntry | undefined => {
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     if (!m || !m[1]!.startsWith(TOKEN_PREFIX)) return undefined;
@@ -521,12 +529,12 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     port: address.port,
     url: `http://${urlHost}:${address.port}/v1`,
     issueToken(grant) {
-      const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
-      const digest = sha256(token);
-      tokens.set(digest.toString("hex"), { digest, grant, inFlight: new Set() });
-      // The token is a credential too: keep it out of our own log lines.
-      log.redact(token);
-      return token;
+      return register(TOKEN_PREFIX + randomBytes(32).toString("base64url"), grant);
+    },
+    restoreToken(token, grant) {
+      if (!token.startsWith(TOKEN_PREFIX) || !/^[A-Za-z0-9_-]{43}$/.test(token.slice(TOKEN_PREFIX.length)))
+        throw new TypeError("not a token this gateway issues");
+      register(token, grant);
     },
     revokeToken(token) {
       const hex = sha256(token).toString("hex");

@@ -117,6 +117,37 @@ describe("model gateway", () => {
     expect(f.model.requests).toHaveLength(0);
   });
 
+  it("a restarted gateway on the same port accepts a restored token, refuses strings it never issues, and keeps it out of logs", async () => {
+    await using first = await setup([{ text: "before" }, { text: "after" }]);
+    const token = first.grant();
+    const port = first.gw.port;
+    await first.gw.close();
+    const lines: string[] = [];
+    const gw = await createModelGateway({
+      upstreamBaseUrl: first.model.baseUrl,
+      port,
+      log: createLogger({ level: "debug", write: (l) => lines.push(l) }),
+    });
+    try {
+      expect(gw.url).toBe(`http://127.0.0.1:${port}/v1`);
+      expect((await chat(gw, token, chatBody())).status).toBe(401); // unknown until restored
+      const usage: Usage[] = [];
+      const grant: GatewayGrant = {
+        runId: "run_test",
+        upstreamKey: async () => REAL_KEY,
+        allowedModels: [MODEL],
+        onUsage: (u) => usage.push(u),
+      };
+      gw.restoreToken(token, grant);
+      expect((await chat(gw, token, chatBody())).status).toBe(200);
+      for (const bad of ["", "pbgw_short", "sk-or-v1-abc", `${token}x`])
+        expect(() => gw.restoreToken(bad, grant)).toThrow(TypeError);
+      expect(lines.join("\n")).not.toContain(token);
+    } finally {
+      await gw.close();
+    }
+  });
+
   it("revoking a token aborts its request in flight", async () => {
     await using f = await setup([{ hang: true }]);
     const token = f.grant();
