@@ -66,6 +66,8 @@ export interface AgentSession {
   abort(): Promise<void>;
   /** Stop the OpenCode server. Idempotent. */
   close(): Promise<void>;
+  /** Stop following the session and leave the server running (for `attach` by a later process). */
+  detach?(): Promise<void>;
 }
 
 export interface AgentDriver {

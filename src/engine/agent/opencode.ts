@@ -25,6 +25,7 @@ import type {
 } from "./agent.ts";
 import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
 import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
+import { warmUpOpencode, withWarmupModel } from "./opencode-warmup.ts";
 
 /** Model failures OpenCode may retry before the turn fails with model_error. */
 const MAX_MODEL_RETRIES = 2;
@@ -113,16 +114,26 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
         buildOpencodeConfig({ modelBaseUrl: pre.modelBaseUrl, modelToken: "unbound", modelId: "unbound" }),
       );
       const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
-        env: opencodeEnv(server, password),
+        env: opencodeEnv(withWarmupModel(server), password),
       });
+      let baseUrl: string;
+      const headers = basicAuth(password);
       try {
         await waitListening(proc, startTimeoutMs, pre.signal);
+        baseUrl = await sandbox.endpoint(port);
+        // The first prompt's lazy work, done here rather than after the run's POST. In the
+        // sandbox's own workdir: the only directory every provider's sandbox has.
+        await warmUpOpencode({
+          client: createOpencodeClient({ baseUrl, headers }),
+          directory: sandbox.workdir,
+          log: log.child({ sandbox: sandbox.id }),
+          ...(pre.signal ? { signal: pre.signal } : {}),
+        });
+        if (pre.signal?.aborted) throw new EngineError("cancelled", "cancelled while the agent was starting");
       } catch (e) {
         await proc.kill();
         throw e;
       }
-      const baseUrl = await sandbox.endpoint(port);
-      const headers = basicAuth(password);
       return {
         pids: proc.pid ? [proc.pid] : [],
         async open(start): Promise<AgentSession> {
@@ -450,6 +461,17 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
       streamAbort.abort();
       await proc.kill();
     },
+    ...(proc.detach
+      ? {
+          async detach() {
+            if (closed) return;
+            closed = true;
+            turnState.active?.settle("crashed");
+            streamAbort.abort();
+            await proc.detach!();
+          },
+        }
+      : {}),
   };
   return session;
 }

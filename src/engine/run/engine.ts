@@ -10,11 +10,12 @@
  */
 import { randomBytes, createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
+import * as z from "zod";
 import type { Config } from "../../config.ts";
 import type { AgentDriver, AgentSession } from "../agent/agent.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
-import type { ModelGateway } from "../gateway/gateway.ts";
+import type { GatewayGrant, ModelGateway } from "../gateway/gateway.ts";
 import { applyPatch, computeDiff, createHostGit, validateRef, type GitRunner } from "../git/git.ts";
 import { createRepositoryAccess, type RepositoryAccess, type ResolvedRepository } from "../github/access.ts";
 import type { Logger } from "../log.ts";
@@ -87,7 +88,11 @@ export interface Engine {
    * for the turns in flight to finish. `close` then stops (and checkpoints) whatever is left.
    */
   drain(graceMs: number): Promise<void>;
-  /** Stop every live session (sandboxes, agents). Runs that were mid-turn are marked failed. */
+  /**
+   * Stop every live session (sandboxes, agents). Runs that were mid-turn are marked failed.
+   * Idle sessions whose sandbox outlives this process (e2b) are left running for the next
+   * start to reattach.
+   */
   close(): Promise<void>;
 }
 
@@ -101,6 +106,17 @@ interface LiveSession {
   turnDone: Promise<void> | null;
   expiryTimer: NodeJS.Timeout | null;
 }
+
+/** How a later process takes an idle session over (sandboxes that outlive this one). */
+const SavedSession = z.object({
+  sandbox: z.object({ provider: z.literal("e2b"), sandboxId: z.string(), baseSha: z.string(), baseRef: z.string() }),
+  agent: z.object({ pid: z.number(), port: z.number(), password: z.string(), sessionId: z.string() }),
+  token: z.string(),
+});
+type SavedSession = z.infer<typeof SavedSession>;
+const RESUME_SECRET = "session";
+/** Longest a restart waits to reach one idle run's sandbox and agent before ending the run. */
+const REATTACH_TIMEOUT_MS = 30_000;
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
 const SHUTDOWN_MESSAGE = "the server shut down while this turn was running; send the message again";
@@ -252,6 +268,29 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     })().catch((e: unknown) => log.warn("could not record usage", { runId, error: e }));
   }
 
+  /** What a run's gateway token may do: its model, metered to it, with its upstream key. */
+  function grantFor(run: RunRecord): GatewayGrant {
+    return {
+      runId: run.id,
+      upstreamKey: () => upstreamKey(run),
+      allowedModels: [run.modelId],
+      onUsage: (u) => addUsage(run.id, u),
+    };
+  }
+
+  /**
+   * For sandboxes that outlive this process (e2b): how a later one takes the session over.
+   * Sealed like the model key (it holds the agent's password and the gateway token), and
+   * deleted with the run's other secrets when the session ends.
+   */
+  async function rememberSession(runId: string, s: LiveSession): Promise<void> {
+    const sandbox = s.sandbox.resumeInfo?.();
+    const agent = s.agent?.resume;
+    if (!sandbox || !agent || !s.token || !deps.agents.attach) return;
+    const saved: SavedSession = { sandbox, agent, token: s.token };
+    await store.putSecret(deps.secrets.seal(runId, RESUME_SECRET, JSON.stringify(saved)));
+  }
+
   function gitIn(sandbox: Sandbox): GitRunner {
     return (args, opts) => sandbox.exec(["git", ...args], opts);
   }
@@ -275,6 +314,32 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       await s.sandbox.kill();
     } catch (e) {
       log.warn("sandbox did not die cleanly", { runId, error: e });
+    }
+  }
+
+  /**
+   * At shutdown: an idle session whose sandbox outlives this process (e2b) is left running
+   * for the next start to reattach (a deploy does not cost users their warm sessions; the
+   * VM ends at its own timeout if no start comes). Every other session is torn down.
+   */
+  async function handOver(runId: string): Promise<void> {
+    const s = live.get(runId);
+    if (!s) return;
+    const run = await store.getRun(runId);
+    const resumable =
+      run?.status === "idle" &&
+      s.sandbox.detach !== undefined &&
+      s.agent?.detach !== undefined &&
+      (await store.getSecret(runId, RESUME_SECRET)) !== undefined;
+    if (!resumable) return teardown(runId);
+    live.delete(runId);
+    if (s.expiryTimer) clearTimeout(s.expiryTimer);
+    try {
+      await s.agent!.detach!();
+      await s.sandbox.detach!();
+      log.info("left an idle run's sandbox running for the next start", { runId });
+    } catch (e) {
+      log.warn("could not hand an idle run over; it ends at the next start", { runId, error: e });
     }
   }
 
@@ -376,12 +441,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
     }
     if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
-    const token = deps.gateway.issueToken({
-      runId,
-      upstreamKey: () => upstreamKey(run),
-      allowedModels: [run.modelId],
-      onUsage: (u) => addUsage(runId, u),
-    });
+    const token = deps.gateway.issueToken(grantFor(run));
     s.token = token;
     onEvent({ kind: "log", message: "starting agent" });
     s.agent = await deps.agents.start({
@@ -392,6 +452,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       watchdogMs: config.watchdogMs,
       signal: abort.signal,
     });
+    await rememberSession(runId, s);
     return { session: s, run };
   }
 
@@ -649,8 +710,57 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
 
   // ---------- recovery ----------
 
-  // Runs a previous process left mid-flight have lost their sandbox and agent.
-  for (const run of await store.runsByStatus(ACTIVE)) {
+  /**
+   * Take an idle run's session back from a previous process: its sandbox (still alive when
+   * the provider's outlive us, e2b), its OpenCode server and session, its gateway token.
+   * False when it cannot (nothing saved, expired, gone); the run is then ended as before.
+   */
+  async function reattach(run: RunRecord): Promise<boolean> {
+    if (!deps.sandboxes.connect || !deps.agents.attach) return false;
+    if (!run.sessionExpiresAt || Date.parse(run.sessionExpiresAt) <= now().getTime()) return false;
+    const sealed = await store.getSecret(run.id, RESUME_SECRET);
+    if (!sealed) return false;
+    let sandbox: Sandbox | undefined;
+    try {
+      const saved = SavedSession.parse(JSON.parse(deps.secrets.open(sealed)));
+      const signal = AbortSignal.timeout(REATTACH_TIMEOUT_MS);
+      sandbox = await deps.sandboxes.connect(run.id, saved.sandbox);
+      const agent = await deps.agents.attach({
+        sandbox,
+        resume: saved.agent,
+        modelId: run.modelId,
+        watchdogMs: config.watchdogMs,
+        signal,
+      });
+      deps.gateway.restoreToken(saved.token, grantFor(run));
+      live.set(run.id, { sandbox, agent, token: saved.token, turnAbort: null, turnDone: null, expiryTimer: null });
+      scheduleExpiry(run.id, run.sessionExpiresAt);
+      emit(run.id, {
+        type: "builder.event",
+        turn: run.turnCount,
+        data: { kind: "log", message: "the server restarted; reattached to this run's sandbox and agent session" },
+      });
+      log.info("reattached an idle run", { runId: run.id });
+      return true;
+    } catch (e) {
+      log.warn("could not reattach an idle run; ending it", { runId: run.id, error: e });
+      await sandbox?.kill().catch(() => undefined);
+      return false;
+    }
+  }
+
+  // Runs a previous process left: idle ones whose sandbox outlived it are taken back; the
+  // others have lost their sandbox and agent.
+  const reattached = new Set<string>();
+  const leftOver = await store.runsByStatus(ACTIVE);
+  const idleRuns = leftOver.filter((r) => r.status === "idle");
+  for (let i = 0; i < idleRuns.length; i += 8) {
+    const batch = idleRuns.slice(i, i + 8);
+    const ok = await Promise.all(batch.map((r) => reattach(r)));
+    batch.forEach((r, j) => ok[j] && reattached.add(r.id));
+  }
+  for (const run of leftOver) {
+    if (reattached.has(run.id)) continue;
     if (run.status === "idle") {
       await store.deleteSecrets(run.id);
       await setStatus(run, "completed", {});
@@ -663,7 +773,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   }
 
   // Sandboxes (and their OpenCode processes) a killed predecessor left behind belong to no run now.
-  await deps.sandboxes.reap?.(new Set());
+  await deps.sandboxes.reap?.(reattached);
 
   // ---------- the facade ----------
 
@@ -880,7 +990,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       closing = true;
       for (const { abort } of pendingTurns.values()) abort.abort();
       await Promise.allSettled([...pendingTurns.values()].map((p) => p.done));
-      await Promise.allSettled([...live.keys()].map((id) => teardown(id)));
+      await Promise.allSettled([...live.keys()].map((id) => handOver(id)));
     },
   };
   return engine;

@@ -68,6 +68,8 @@ export interface E2bCommandHandle {
   readonly pid: number;
   wait(): Promise<{ exitCode: number }>;
   kill(): Promise<boolean>;
+  /** Stop receiving the command's events; it keeps running. */
+  disconnect(): Promise<void>;
 }
 
 /** What the provider uses of the SDK's static API. */
@@ -97,8 +99,6 @@ export interface E2bProviderOptions {
   sessionTtlMs: number;
   /** Longest turn (PATCHBAY_TURN_TIMEOUT_MS). */
   turnTimeoutMs: number;
-  /** Port `opencode serve` listens on inside the VM. Default 4096. */
-  opencodePort?: number;
   /** The SDK; default the real `e2b` package. */
   sdk?: E2bSdk;
   log?: Logger;
@@ -155,7 +155,6 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
   const settings = {
     gatewayUrl: opts.publicGatewayUrl,
     keepAliveMs,
-    opencodePort: opts.opencodePort ?? 4096,
     log,
   };
 
@@ -268,7 +267,7 @@ class E2bSandbox implements Sandbox {
   constructor(
     private readonly handle: E2bSandboxHandle,
     readonly id: string,
-    private readonly settings: { gatewayUrl: string; keepAliveMs: number; opencodePort: number; log: Logger },
+    private readonly settings: { gatewayUrl: string; keepAliveMs: number; log: Logger },
     private readonly onGone: () => void,
   ) {
     this.log = settings.log;
@@ -279,8 +278,19 @@ class E2bSandbox implements Sandbox {
     this.baseRef = ref;
   }
 
+  private detached = false;
+
   private alive(): void {
     if (this.killing) throw new EngineError("sandbox_failed", `sandbox ${this.id} has been killed`);
+    if (this.detached) throw new EngineError("sandbox_failed", `sandbox ${this.id} was handed on`);
+  }
+
+  async detach(): Promise<void> {
+    if (this.killing || this.detached) return;
+    this.detached = true;
+    await Promise.allSettled([...this.procs].map((p) => p.detach()));
+    this.onGone();
+    this.log.info("e2b sandbox left running for the next start", { sandboxId: this.handle.sandboxId });
   }
 
   /** Push the VM's end out: a command means the session is in use. */
@@ -338,7 +348,7 @@ class E2bSandbox implements Sandbox {
 
   async freePort(): Promise<number> {
     // A VM of its own: nothing else listens there.
-    return this.settings.opencodePort;
+    return 4096;
   }
 
   async endpoint(port: number): Promise<string> {
@@ -441,6 +451,15 @@ class E2bProcess implements ProcessHandle {
 
   onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void {
     this.listeners.push(listener);
+  }
+
+  async detach(): Promise<void> {
+    const h = await this.handle;
+    try {
+      await h?.disconnect();
+    } catch (e) {
+      this.log.warn("could not disconnect from an e2b command", { pid: h?.pid, error: e });
+    }
   }
 
   async kill(): Promise<void> {

@@ -284,6 +284,7 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
               }),
             abort: () => session.abort(),
             close: () => session.close(),
+            ...(session.detach ? { detach: () => session.detach!() } : {}),
           };
         },
         (e: unknown) => {

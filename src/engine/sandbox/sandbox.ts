@@ -31,6 +31,8 @@ export interface ProcessHandle {
   onOutput(listener: (chunk: string, stream: "stdout" | "stderr") => void): void;
   /** Kill the process and everything it started; resolves when it is gone. */
   kill(): Promise<void>;
+  /** Stop following the process and leave it running (sandboxes that outlive Patchbay). */
+  detach?(): Promise<void>;
 }
 
 /** Credentials for git over HTTP, applied per command from the engine side, never stored in the workspace. */
@@ -95,6 +97,11 @@ export interface Sandbox {
   resumeInfo?(): SandboxResume;
   /** A handle on a process an earlier Patchbay process started here (after `connect`). */
   reconnect?(pid: number): Promise<ProcessHandle>;
+  /**
+   * Let go of the sandbox and leave it running, for the next Patchbay process to `connect`
+   * to (a graceful restart with idle sessions). Providers whose sandboxes outlive us only.
+   */
+  detach?(): Promise<void>;
   /** Stop every process and delete the sandbox. Idempotent. */
   kill(): Promise<void>;
 }

@@ -1,0 +1,198 @@
+/**
+ * Reattaching after a restart (e2b, whose VMs outlive Patchbay): a process holding an idle
+ * run is killed with SIGKILL; the next one on the same data dir connects to the VM by id,
+ * takes its OpenCode server and session back with the same gateway token, and a follow-up
+ * continues that session (the model sees the first turn). A VM no run owns is killed. A
+ * graceful close leaves idle VMs running for the next start; a VM that ended meanwhile
+ * (E2B's timeout) ends its run completed, its work kept.
+ *
+ * E2B itself is the stand-in of test/fixtures/e2b-cloud.ts (state in a directory, commands
+ * run for real on this machine); OpenCode, the gateway, git and the store are real.
+ */
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.ts";
+import { createLogger, openPatchbay, type Patchbay } from "../../../src/engine/index.ts";
+import { createE2bProvider } from "../../../src/engine/sandbox/e2b.ts";
+import { freeLoopbackPort } from "../../../src/engine/sandbox/process.ts";
+import { e2bCloud } from "../../fixtures/e2b-cloud.ts";
+import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
+import { makeRepo, tempDir, waitFor } from "../../helpers.ts";
+
+const KEY = "sk-or-v1-reattach-canary-5d1f0c9e7b3a";
+const OWNER = "owner-1";
+let model: ScriptedModel;
+let repoBase: string;
+
+beforeAll(async () => {
+  model = await startScriptedModel({
+    scripts: {
+      "test/e2b": [
+        [
+          { toolCalls: [{ name: "write", args: { filePath: "FIRST.md", content: "one\n" } }] },
+          { text: "Wrote FIRST." },
+        ],
+        [
+          { toolCalls: [{ name: "write", args: { filePath: "SECOND.md", content: "two\n" } }] },
+          { text: "Wrote SECOND." },
+        ],
+      ],
+    },
+  });
+  repoBase = tempDir("repos");
+  makeRepo(repoBase, "acme/web", { "README.md": "# web\n" });
+});
+const clouds: ReturnType<typeof e2bCloud>[] = [];
+afterAll(async () => {
+  // A failed test must not leave VMs' processes behind.
+  for (const cloud of clouds) for (const id of cloud.alive().keys()) await cloud.sdk.kill(id, { apiKey: "k" });
+  await model.close();
+});
+
+/** Secrets a process's environment holds (OpenCode's password and config, with the gateway token). */
+function secretsOf(pid: number): string[] {
+  const env = fs.readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
+  const password = env.find((e) => e.startsWith("OPENCODE_SERVER_PASSWORD="))!.split("=")[1]!;
+  const token = /pbgw_[A-Za-z0-9_-]{43}/.exec(env.join("\n"))![0];
+  return [password, token];
+}
+
+/** Every file under `dir`, as text. */
+function filesUnder(dir: string): string {
+  return fs
+    .readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => fs.readFileSync(path.join(e.parentPath, e.name), "utf8"))
+    .join("\n");
+}
+
+describe("reattach after a restart (e2b)", () => {
+  it("kill -9, then a graceful restart: idle runs keep their VM and OpenCode session; gone VMs end their run; orphans are killed", async () => {
+    const dataDir = tempDir("data");
+    const cloudDir = tempDir("e2b-cloud");
+    const gatewayPort = await freeLoopbackPort();
+    const env: Record<string, string> = {
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      OPENROUTER_API_KEY: KEY,
+      PATCHBAY_GATEWAY_PORT: String(gatewayPort),
+      PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
+      PATCHBAY_WATCHDOG_MS: "2000",
+    };
+    const lines: string[] = [];
+    const open = (): Promise<Patchbay> => {
+      const config = loadConfig(env);
+      return openPatchbay(config, {
+        log: createLogger({ level: "debug", write: (l) => lines.push(l) }),
+        sandboxes: createE2bProvider({
+          apiKey: "e2b_test_key",
+          publicGatewayUrl: config.publicGatewayUrl!,
+          sessionTtlMs: config.sessionTtlMs,
+          turnTimeoutMs: config.turnTimeoutMs,
+          sdk: e2bCloud(cloudDir, { hosts: "loopback" }).sdk,
+        }),
+      });
+    };
+    const cloud = e2bCloud(cloudDir);
+    clouds.push(cloud);
+    const body = { repository: "acme/web", prompt: "write first", modelId: "test/e2b", validationMode: "minimal" };
+
+    // A: a process of its own, killed with SIGKILL while its run is idle.
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify(body), "idle"],
+      {
+        env: {
+          ...process.env,
+          ...env,
+          PATCHBAY_TEST_E2B_CLOUD: cloudDir,
+        },
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const [runId, status] = await waitFor(() => /^(run_\S+) (\S+)$/m.exec(out)?.slice(1), {
+      timeoutMs: 60_000,
+      what: "the child's run to finish its first turn",
+    });
+    expect(status).toBe("idle");
+    const [vm] = [...cloud.alive().keys()];
+    const [server] = cloud.processes(vm!);
+    expect(server).toBeGreaterThan(0);
+    const secrets = secretsOf(server!);
+    const orphan = (
+      await cloud.sdk.create("opencode", {
+        apiKey: "k",
+        metadata: { patchbay: "1", patchbayRunId: "run_nobodys" },
+        timeoutMs: 1,
+      })
+    ).sandboxId;
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    expect(cloud.processes(vm!)).toEqual([server]); // a VM's processes outlive the client
+
+    // B: reattaches the idle run, kills the orphan, and continues the same session.
+    const b = await open();
+    let otherId = "";
+    try {
+      const back = await b.engine.getRun(OWNER, runId!, { events: true });
+      expect(back.status).toBe("idle");
+      expect(JSON.stringify(back.events)).toContain("reattached to this run's sandbox and agent session");
+      expect(cloud.alive().has(orphan)).toBe(false);
+      expect(cloud.alive().has(vm!)).toBe(true);
+
+      const seen = model.requests.length;
+      await b.engine.sendMessage(OWNER, runId!, { prompt: "write second" });
+      const after = await b.engine.waitForTurn(OWNER, runId!);
+      expect(after.status).toBe("idle");
+      expect(after.changedPaths).toEqual(["FIRST.md", "SECOND.md"]);
+      expect(after.summary).toBe("Wrote SECOND.");
+      const followUp = model.requests.slice(seen).filter((r) => !r.side);
+      expect(followUp.length).toBeGreaterThan(0);
+      // The same session: the model is sent the first turn's prompt and work as history.
+      expect(JSON.stringify(followUp[0]!.body.messages)).toContain("write first");
+      expect(followUp[0]!.lastUser).toContain("write second");
+      expect(followUp.every((r) => r.authorization === `Bearer ${KEY}`)).toBe(true); // through the restored token
+      expect(cloud.processes(vm!)).toEqual([server]); // the same OpenCode server
+
+      // A second idle run, for the VM that will be gone at the next start.
+      const other = await b.engine.startRun(OWNER, body);
+      expect((await b.engine.waitForTurn(OWNER, other.id)).status).toBe("idle");
+      otherId = other.id;
+    } finally {
+      await b.close(); // graceful: idle VMs are left running
+    }
+    const vms = [...cloud.alive().keys()];
+    expect(vms).toHaveLength(2);
+    expect(cloud.processes(vm!)).toEqual([server]);
+    const otherVm = vms.find((v) => v !== vm)!;
+    await cloud.sdk.kill(otherVm, { apiKey: "k" }); // E2B ended it (its timeout) while no Patchbay ran
+
+    // C: takes run 1 over again; run 2's VM is gone, so run 2 ends completed with its work kept.
+    const c = await open();
+    try {
+      const one = await c.engine.getRun(OWNER, runId!);
+      expect(one.status).toBe("idle");
+      const two = await c.engine.getRun(OWNER, otherId);
+      expect(two.status).toBe("completed");
+      expect(two.changedPaths).toEqual(["FIRST.md"]);
+
+      // Secrets: the sealed session record holds the password and token; no file and no log line shows them.
+      for (const secret of [...secrets, KEY]) {
+        expect(filesUnder(dataDir)).not.toContain(secret);
+        expect(lines.join("\n")).not.toContain(secret);
+      }
+
+      const ended = await c.engine.endSession(OWNER, runId!);
+      expect(ended.status).toBe("completed");
+      expect(cloud.alive().size).toBe(0);
+      await waitFor(() => cloud.processes(vm!).length === 0, { what: "the VM's OpenCode to be killed" });
+    } finally {
+      await c.close();
+    }
+  });
+});
