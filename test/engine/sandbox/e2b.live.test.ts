@@ -2,9 +2,11 @@
  * Opt-in: the e2b provider against E2B's real cloud. Skipped unless E2B_API_KEY is set.
  *   - with E2B_API_KEY: a real sandbox is created from PATCHBAY_E2B_TEMPLATE (default
  *     `opencode`), a public repository is cloned inside, commands run, kill ends it;
- *   - with PATCHBAY_PUBLIC_GATEWAY_URL and OPENROUTER_API_KEY too: a whole run through the
- *     engine on a real sandbox and a real model (the public URL must route to the gateway
- *     port this test prints, e.g. through a tunnel).
+ *   - with PATCHBAY_PUBLIC_GATEWAY_URL, PATCHBAY_GATEWAY_PORT and OPENROUTER_API_KEY too: a
+ *     whole run through the engine on a real sandbox and a real model, a restart of Patchbay
+ *     that reattaches the idle run (Sandbox.connect, commands.connect), and a follow-up on
+ *     the same session (the public URL must route to 127.0.0.1:PATCHBAY_GATEWAY_PORT, e.g.
+ *     through a tunnel).
  */
 import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.ts";
@@ -39,8 +41,8 @@ describe.skipIf(!env.E2B_API_KEY)("e2b provider, live", () => {
     }
   });
 
-  it.skipIf(!env.PATCHBAY_PUBLIC_GATEWAY_URL || !env.OPENROUTER_API_KEY)(
-    "runs a whole turn on a real sandbox with a real model",
+  it.skipIf(!env.PATCHBAY_PUBLIC_GATEWAY_URL || !env.PATCHBAY_GATEWAY_PORT || !env.OPENROUTER_API_KEY)(
+    "runs a whole turn on a real sandbox with a real model, reattaches it after a restart, and continues it",
     { timeout: 600_000 },
     async () => {
       const config = loadConfig({
@@ -48,19 +50,31 @@ describe.skipIf(!env.E2B_API_KEY)("e2b provider, live", () => {
         PATCHBAY_SANDBOX: "e2b",
         E2B_API_KEY: env.E2B_API_KEY,
         PATCHBAY_PUBLIC_GATEWAY_URL: env.PATCHBAY_PUBLIC_GATEWAY_URL,
+        PATCHBAY_GATEWAY_PORT: env.PATCHBAY_GATEWAY_PORT,
         OPENROUTER_API_KEY: env.OPENROUTER_API_KEY,
         PATCHBAY_E2B_TEMPLATE: env.PATCHBAY_E2B_TEMPLATE ?? "opencode",
       });
-      const pb = await openPatchbay(config, { log: createLogger({ level: "info" }) });
-      process.stderr.write(`model gateway listens on 127.0.0.1:${pb.gateway.port}\n`);
+      const first = await openPatchbay(config, { log: createLogger({ level: "info" }) });
+      let runId: string;
       try {
-        const run = await pb.engine.startRun("live", { repository, prompt: "Add a file HELLO.md saying hello." });
-        const done = await pb.engine.waitForTurn("live", run.id);
+        const run = await first.engine.startRun("live", { repository, prompt: "Add a file HELLO.md saying hello." });
+        runId = run.id;
+        const done = await first.engine.waitForTurn("live", run.id);
         expect(done.status).toBe("idle");
-        expect(done.changedPaths.length).toBeGreaterThan(0);
-        await pb.engine.endSession("live", run.id);
+        expect(done.changedPaths).toContain("HELLO.md");
       } finally {
-        await pb.close();
+        await first.close(); // leaves the idle run's VM running
+      }
+      const second = await openPatchbay(config, { log: createLogger({ level: "info" }) });
+      try {
+        expect((await second.engine.getRun("live", runId)).status).toBe("idle");
+        await second.engine.sendMessage("live", runId, { prompt: "Now also add BYE.md saying bye." });
+        const again = await second.engine.waitForTurn("live", runId);
+        expect(again.status).toBe("idle");
+        expect(again.changedPaths).toEqual(expect.arrayContaining(["HELLO.md", "BYE.md"]));
+        await second.engine.endSession("live", runId);
+      } finally {
+        await second.close();
       }
     },
   );
