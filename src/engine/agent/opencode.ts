@@ -161,6 +161,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
               modelId: start.modelId,
               watchdogMs: start.watchdogMs,
               log: log.child({ sandbox: start.sandbox.id }),
+              server: { port, password },
             });
           } catch (e) {
             await proc.kill();
