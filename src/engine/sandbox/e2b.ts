@@ -17,11 +17,15 @@
  *     endSession, cancel and expiry;
  *   - a VM outlives the Patchbay process that made it: after a restart `connect` reaches it
  *     again by id (`Sandbox.connect`) and `reconnect` takes its OpenCode server's process
- *     back (`commands.connect`), so an idle run keeps its session.
+ *     back (`commands.connect`), so an idle run keeps its session;
+ *   - a warm pool may keep VMs ready (`prepare`, opt-in: an idle VM is billed): made under
+ *     a `warm_` id with an empty workspace, pushing their own end out while they wait, and
+ *     given the run's repository by `adopt`.
  *
  * The SDK is reached through the small `E2bSdk` interface: the real one (`e2bSdk()`) or a
  * stand-in in tests, since E2B's cloud cannot be reached from CI.
  */
+import { randomBytes } from "node:crypto";
 import { EngineError, toEngineError } from "../errors.ts";
 import { credentialEnv, validateRef, type GitRunner } from "../git/git.ts";
 import { checkoutFromMirror } from "../git/mirror.ts";
@@ -35,6 +39,7 @@ import type {
   SandboxCreateOptions,
   SandboxProvider,
   SandboxResume,
+  WarmSandbox,
 } from "./sandbox.ts";
 
 /** What the provider uses of a live E2B sandbox (a subset of the SDK's `Sandbox`). */
@@ -158,62 +163,107 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     log,
   };
 
+  const newVm = async (id: string, ownerId: string): Promise<E2bSandbox> => {
+    let handle: E2bSandboxHandle;
+    try {
+      handle = await sdk.create(template, {
+        apiKey: opts.apiKey,
+        metadata: { ...METADATA_TAG, patchbayRunId: id, patchbayOwnerId: ownerId },
+        timeoutMs: keepAliveMs,
+      });
+    } catch (e) {
+      throw new EngineError("sandbox_failed", `could not create an E2B sandbox: ${(e as Error).message}`);
+    }
+    const sandbox: E2bSandbox = new E2bSandbox(handle, id, settings, () => live.delete(sandbox.id));
+    live.set(id, sandbox);
+    return sandbox;
+  };
+
+  /** Clone the run's repository inside the VM and check the ref out. */
+  const checkout = async (sandbox: E2bSandbox, c: SandboxCreateOptions): Promise<Sandbox> => {
+    const git: GitRunner = (args, o = {}) =>
+      sandbox.exec(["git", ...args], { ...o, ...(o.cwd ? { cwd: o.cwd } : { cwd: "/home/user" }) });
+    if (c.ref !== undefined) await validateRef(git, c.ref);
+    // The credential travels in this command's environment only.
+    const fetched = await sandbox.exec(
+      ["git", "clone", "--quiet", "--mirror", "--filter=blob:none", "--", c.repository.cloneUrl, E2B_PATHS.mirror],
+      {
+        cwd: "/home/user",
+        env: { GIT_TERMINAL_PROMPT: "0", ...credentialEnv(c.credential, c.repository.cloneUrl) },
+      },
+    );
+    if (fetched.exitCode !== 0) {
+      const reason =
+        fetched.stderr
+          .split("\n")
+          .filter((l) => /^(fatal|error):/.test(l))
+          .join("; ") || `git exited ${fetched.exitCode}`;
+      throw new EngineError("clone_failed", `could not clone ${c.repository.fullName}: ${reason}`);
+    }
+    const checkedOut = await checkoutFromMirror({
+      run: git,
+      mirrorDir: E2B_PATHS.mirror,
+      workdir: E2B_PATHS.workdir,
+      cloneUrl: c.repository.cloneUrl,
+      fullName: c.repository.fullName,
+      ref: c.ref,
+      signal: c.signal,
+    });
+    if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
+    sandbox.setBase(checkedOut.baseSha, checkedOut.baseRef);
+    log.info("e2b sandbox created", { runId: c.runId, sandboxId: sandbox.sandboxId });
+    return sandbox;
+  };
+
+  const cancelledOr = (e: unknown, signal?: AbortSignal): EngineError =>
+    signal?.aborted && !(e instanceof EngineError && e.code === "cancelled")
+      ? new EngineError("cancelled", "sandbox creation was cancelled")
+      : toEngineError(e, "sandbox_failed");
+
   return {
     name: "e2b",
 
     async create(c: SandboxCreateOptions): Promise<Sandbox> {
       if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
-      let handle: E2bSandboxHandle;
+      const sandbox = await newVm(c.runId, c.ownerId);
       try {
-        handle = await sdk.create(template, {
-          apiKey: opts.apiKey,
-          metadata: { ...METADATA_TAG, patchbayRunId: c.runId, patchbayOwnerId: c.ownerId },
-          timeoutMs: keepAliveMs,
-        });
-      } catch (e) {
-        throw new EngineError("sandbox_failed", `could not create an E2B sandbox: ${(e as Error).message}`);
-      }
-      const sandbox = new E2bSandbox(handle, c.runId, settings, () => live.delete(c.runId));
-      live.set(c.runId, sandbox);
-      try {
-        const git: GitRunner = (args, o = {}) =>
-          sandbox.exec(["git", ...args], { ...o, ...(o.cwd ? { cwd: o.cwd } : { cwd: "/home/user" }) });
-        if (c.ref !== undefined) await validateRef(git, c.ref);
-        // The credential travels in this command's environment only.
-        const fetched = await sandbox.exec(
-          ["git", "clone", "--quiet", "--mirror", "--filter=blob:none", "--", c.repository.cloneUrl, E2B_PATHS.mirror],
-          {
-            cwd: "/home/user",
-            env: { GIT_TERMINAL_PROMPT: "0", ...credentialEnv(c.credential, c.repository.cloneUrl) },
-          },
-        );
-        if (fetched.exitCode !== 0) {
-          const reason =
-            fetched.stderr
-              .split("\n")
-              .filter((l) => /^(fatal|error):/.test(l))
-              .join("; ") || `git exited ${fetched.exitCode}`;
-          throw new EngineError("clone_failed", `could not clone ${c.repository.fullName}: ${reason}`);
-        }
-        const checkout = await checkoutFromMirror({
-          run: git,
-          mirrorDir: E2B_PATHS.mirror,
-          workdir: E2B_PATHS.workdir,
-          cloneUrl: c.repository.cloneUrl,
-          fullName: c.repository.fullName,
-          ref: c.ref,
-          signal: c.signal,
-        });
-        if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
-        sandbox.setBase(checkout.baseSha, checkout.baseRef);
-        log.info("e2b sandbox created", { runId: c.runId, sandboxId: handle.sandboxId });
-        return sandbox;
+        return await checkout(sandbox, c);
       } catch (e) {
         await sandbox.kill();
-        if (c.signal?.aborted && !(e instanceof EngineError && e.code === "cancelled"))
-          throw new EngineError("cancelled", "sandbox creation was cancelled");
+        throw cancelledOr(e, c.signal);
+      }
+    },
+
+    /**
+     * A VM with OpenCode's binary ready and no repository yet, for a warm pool (opt-in:
+     * PATCHBAY_WARM_POOL_SIZE; an idle VM is billed). While it waits, it keeps pushing its
+     * own end out; if this process dies it ends at that timeout, or the next start reaps it.
+     */
+    async prepare(): Promise<WarmSandbox> {
+      const sandbox = await newVm(`warm_${randomBytes(6).toString("hex")}`, "patchbay");
+      try {
+        // OpenCode starts in the workspace before the repository lands (git clones into an empty directory).
+        const made = await sandbox.exec(["mkdir", "-p", E2B_PATHS.workdir], { cwd: "/home/user" });
+        if (made.exitCode !== 0)
+          throw new EngineError("sandbox_failed", `could not make the workspace: ${made.stderr}`);
+      } catch (e) {
+        await sandbox.kill();
         throw toEngineError(e, "sandbox_failed");
       }
+      sandbox.keepWarm();
+      return Object.assign(sandbox, {
+        adopt: async (c: SandboxCreateOptions): Promise<Sandbox> => {
+          try {
+            live.delete(sandbox.id);
+            sandbox.becomes(c.runId);
+            live.set(c.runId, sandbox);
+            return await checkout(sandbox, c);
+          } catch (e) {
+            await sandbox.kill();
+            throw cancelledOr(e, c.signal);
+          }
+        },
+      });
     },
 
     async connect(runId: string, resume: SandboxResume): Promise<Sandbox> {
@@ -227,7 +277,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
           `could not reach E2B sandbox ${resume.sandboxId}: ${(e as Error).message}`,
         );
       }
-      const sandbox = new E2bSandbox(handle, runId, settings, () => live.delete(runId));
+      const sandbox: E2bSandbox = new E2bSandbox(handle, runId, settings, () => live.delete(sandbox.id));
       sandbox.setBase(resume.baseSha, resume.baseRef);
       live.set(runId, sandbox);
       log.info("e2b sandbox reattached", { runId, sandboxId: resume.sandboxId });
@@ -235,9 +285,11 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     },
 
     async reap(liveRunIds: ReadonlySet<string>): Promise<void> {
+      // A warm VM keeps the metadata it was made with: ours are known by VM id as well.
+      const ours = new Set([...live.values()].map((s) => s.sandboxId));
       for (const s of await sdk.list({ apiKey: opts.apiKey, metadata: METADATA_TAG })) {
         const runId = s.metadata.patchbayRunId ?? "";
-        if (liveRunIds.has(runId) || live.has(runId)) continue;
+        if (liveRunIds.has(runId) || live.has(runId) || ours.has(s.sandboxId)) continue;
         try {
           await sdk.kill(s.sandboxId, { apiKey: opts.apiKey });
           log.info("reaped e2b sandbox", { sandboxId: s.sandboxId, runId });
@@ -255,6 +307,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
 
 class E2bSandbox implements Sandbox {
   readonly provider = "e2b" as const;
+  private warmTimer: NodeJS.Timeout | undefined;
   readonly listenHost = "0.0.0.0";
   readonly workdir = E2B_PATHS.workdir;
   baseSha = "";
@@ -266,16 +319,35 @@ class E2bSandbox implements Sandbox {
 
   constructor(
     private readonly handle: E2bSandboxHandle,
-    readonly id: string,
+    public id: string,
     private readonly settings: { gatewayUrl: string; keepAliveMs: number; log: Logger },
     private readonly onGone: () => void,
   ) {
     this.log = settings.log;
   }
 
+  get sandboxId(): string {
+    return this.handle.sandboxId;
+  }
+
   setBase(sha: string, ref: string): void {
     this.baseSha = sha;
     this.baseRef = ref;
+  }
+
+  /** A warm VM waiting for a run: keep pushing its end out (no command does it meanwhile). */
+  keepWarm(): void {
+    this.warmTimer = setInterval(
+      () => this.touch(),
+      Math.max(1000, Math.min(this.settings.keepAliveMs / 3, 5 * 60_000)),
+    );
+    this.warmTimer.unref();
+  }
+
+  /** A warm VM becomes a run's: from now on its commands keep it alive. */
+  becomes(runId: string): void {
+    clearInterval(this.warmTimer);
+    this.id = runId;
   }
 
   private detached = false;
@@ -288,6 +360,7 @@ class E2bSandbox implements Sandbox {
   async detach(): Promise<void> {
     if (this.killing || this.detached) return;
     this.detached = true;
+    clearInterval(this.warmTimer);
     await Promise.allSettled([...this.procs].map((p) => p.detach()));
     this.onGone();
     this.log.info("e2b sandbox left running for the next start", { sandboxId: this.handle.sandboxId });
@@ -389,6 +462,7 @@ class E2bSandbox implements Sandbox {
   }
 
   kill(): Promise<void> {
+    clearInterval(this.warmTimer);
     this.killing ??= (async () => {
       await Promise.allSettled([...this.procs].map((p) => p.kill()));
       try {

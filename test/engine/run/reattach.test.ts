@@ -195,4 +195,71 @@ describe("reattach after a restart (e2b)", () => {
       await c.close();
     }
   });
+
+  it("with a warm pool, a run takes a pre-started VM (made under a warm id), and that VM survives a restart as the run's", async () => {
+    const dataDir = tempDir("data");
+    const cloudDir = tempDir("e2b-cloud");
+    const gatewayPort = await freeLoopbackPort();
+    const env: Record<string, string> = {
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      OPENROUTER_API_KEY: KEY,
+      PATCHBAY_GATEWAY_PORT: String(gatewayPort),
+      PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
+      PATCHBAY_WATCHDOG_MS: "2000",
+    };
+    const cloud = e2bCloud(cloudDir);
+    clouds.push(cloud);
+    const open = (poolSize: number): Promise<Patchbay> => {
+      const config = loadConfig({ ...env, PATCHBAY_WARM_POOL_SIZE: String(poolSize) });
+      return openPatchbay(config, {
+        log: createLogger({ level: "silent" }),
+        sandboxes: createE2bProvider({
+          apiKey: "e2b_test_key",
+          publicGatewayUrl: config.publicGatewayUrl!,
+          sessionTtlMs: config.sessionTtlMs,
+          turnTimeoutMs: config.turnTimeoutMs,
+          sdk: e2bCloud(cloudDir, { hosts: "loopback" }).sdk,
+        }),
+      });
+    };
+
+    const a = await open(1);
+    let runId = "";
+    try {
+      await a.warmPool!.ready();
+      const [warmVm, warm] = [...cloud.alive().entries()][0]!;
+      expect(warm!.metadata.patchbayRunId).toMatch(/^warm_/);
+      expect(cloud.processes(warmVm!)).toHaveLength(1); // OpenCode already started
+      expect(fs.readdirSync(path.join(warm!.home, "repo"))).toEqual([]); // no repository yet
+
+      const run = await a.engine.startRun(OWNER, {
+        repository: "acme/web",
+        prompt: "write first",
+        modelId: "test/e2b",
+        validationMode: "minimal",
+      });
+      runId = run.id;
+      const done = await a.engine.waitForTurn(OWNER, run.id);
+      expect(done.status).toBe("idle");
+      expect(done.changedPaths).toEqual(["FIRST.md"]);
+      expect(fs.readFileSync(path.join(warm!.home, "repo", "FIRST.md"), "utf8")).toBe("one\n");
+    } finally {
+      await a.close(); // the pool's refill is killed; the run's VM is handed over
+    }
+    const left = [...cloud.alive().entries()];
+    expect(left).toHaveLength(1);
+    expect(left[0]![1].metadata.patchbayRunId).toMatch(/^warm_/);
+
+    const b = await open(0);
+    try {
+      expect((await b.engine.getRun(OWNER, runId)).status).toBe("idle");
+      expect(cloud.alive().size).toBe(1); // reaped by VM id, not by its warm metadata
+      await b.engine.endSession(OWNER, runId);
+      expect(cloud.alive().size).toBe(0);
+    } finally {
+      await b.close();
+    }
+  });
 });
