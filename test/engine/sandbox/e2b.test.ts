@@ -2,7 +2,7 @@
  * The e2b provider against an SDK stand-in. E2B's API and its envd (Connect RPC streams)
  * cannot be pointed at a simple local server, so the stand-in is injected through the
  * provider's `sdk` option (test/fixtures/e2b-cloud.ts): it records every SDK call, and runs
- * commands for real with bash on this machine, with `/home/user` mapped to a temp dir, so
+ * commands for real with bash on this machine, with its own `/home/user` (bubblewrap), so
  * clone, checkout and exec are the real thing.
  */
 import fs from "node:fs";
