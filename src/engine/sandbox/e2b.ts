@@ -125,7 +125,8 @@ export function e2bSdk(): E2bSdk {
     },
     async connect(sandboxId, opts) {
       const { Sandbox } = await load();
-      return (await Sandbox.connect(sandboxId, opts)) as unknown as E2bSandboxHandle;
+      // Bounded, so a restart with E2B unreachable ends the idle runs instead of hanging.
+      return (await Sandbox.connect(sandboxId, { ...opts, requestTimeoutMs: 30_000 })) as unknown as E2bSandboxHandle;
     },
     async list(opts) {
       const { Sandbox } = await load();
