@@ -25,6 +25,7 @@ import type {
 } from "./agent.ts";
 import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
 import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
+import { skipPluginInstall } from "./opencode-home.ts";
 import { warmUpOpencode, withWarmupModel } from "./opencode-warmup.ts";
 
 /** Model failures OpenCode may retry before the turn fails with model_error. */
@@ -113,6 +114,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       const { server } = splitRunBinding(
         buildOpencodeConfig({ modelBaseUrl: pre.modelBaseUrl, modelToken: "unbound", modelId: "unbound" }),
       );
+      await skipPluginInstall(sandbox, log.child({ sandbox: sandbox.id }));
       const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
         env: opencodeEnv(withWarmupModel(server), password),
       });
