@@ -1,8 +1,12 @@
 /**
- * The warm pool: sandboxes with an OpenCode server already started, handed to new runs and
- * refilled in the background, so a run skips the server's start-up (~1-3 s, measured in
- * bench/startup.ts). A run takes an entry when one is ready and falls back to a cold start
- * otherwise; nothing waits for the pool.
+ * The warm pool: sandboxes with an OpenCode server already started and warmed (the driver's
+ * `prestart` runs one throw-away prompt), handed to new runs and refilled in the background,
+ * so a run skips the server's start-up and its first prompt's process-wide lazy work (~2 s
+ * together, measured in bench/startup.ts). What a warm run still waits for belongs to its
+ * own directory: the checkout, the binding, and OpenCode's instance for that directory,
+ * built on the first prompt (~0.75 s of the ~1 s to the first model request, 2 cores). A run
+ * takes an entry when one is ready and falls back to a cold start otherwise; nothing waits
+ * for the pool.
  *
  * The pool decorates both ports the engine already uses, so the engine does not know it
  * exists: `sandboxes.create` adopts a warm sandbox (checks the run's repository out into
@@ -10,12 +14,12 @@
  * (token, model) instead of starting one.
  *
  * How a provider makes a warm sandbox:
- *   - one with `prepare()` (bwrap): an empty sandbox whose workspace is filled by `adopt`;
+ *   - one with `prepare()` (bwrap, e2b): an empty sandbox whose workspace is filled by `adopt`;
  *   - `local`: a sandbox holding a tiny seed repository hosts the server, and the run's own
  *     sandbox is created cold (a local clone from the mirror, ~0.1 s). The server serves the
  *     run's workspace as one of its directories (OpenCode's `x-opencode-directory`); its
  *     directory is moved under the run's sandbox, so the run owns every process it holds.
- *   - others (e2b): not pooled; the pool logs that once and hands every run a cold start.
+ *   - others: not pooled; the pool logs that once and hands every run a cold start.
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -263,7 +267,7 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
       if (!warm) return driver.start(o);
       handed.delete(o.sandbox);
       // Refill after the run's first turn: OpenCode bootstraps the run's directory on the
-      // first prompt (~1-2 s of CPU), and a server starting beside it would slow exactly that.
+      // first prompt (~1 s of CPU), and a server starting beside it would slow exactly that.
       return warm.open(o).then(
         (session): AgentSession => {
           let refilled = false;

@@ -5,6 +5,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { WARMUP_MODEL_ID } from "../../../src/engine/agent/opencode-warmup.ts";
 import { descendants } from "../../../src/engine/sandbox/process.ts";
 import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
@@ -40,6 +41,14 @@ function runProcesses(dataDir: string, runId: string): number[] {
     }
   }
   return descendants(roots);
+}
+
+/** OpenCode's global config dirs under a run's sandbox directory (the warm server's home included). */
+function opencodeConfigDirs(dir: string): string[] {
+  return fs
+    .readdirSync(dir, { recursive: true, encoding: "utf8" })
+    .filter((p) => p.endsWith(path.join(".config", "opencode")))
+    .map((p) => path.join(dir, p));
 }
 
 for (const sandbox of ["local", "bwrap"] as const) {
@@ -80,6 +89,12 @@ for (const sandbox of ["local", "bwrap"] as const) {
       const req = model.agentRequests(modelId)[0]!;
       expect(req.authorization).toBe("Bearer sk-or-v1-pool-test");
       expect(pb.logLines.some((l) => l.includes("run took a warm sandbox"))).toBe(true);
+      // The server was warmed with a prompt the gateway refused (no token yet): nothing of it
+      // reached the upstream model, and OpenCode did not install its plugin package from npm.
+      expect(model.requests.some((r) => r.model.includes(WARMUP_MODEL_ID))).toBe(false);
+      const configDirs = opencodeConfigDirs(path.join(pb.dataDir, "sandboxes", run.id));
+      expect(configDirs.length).toBeGreaterThan(0);
+      for (const dir of configDirs) expect(fs.readdirSync(path.join(dir, "node_modules"))).toEqual([]);
       // Every process the session holds lives under the run's sandbox directory.
       const held = runProcesses(pb.dataDir, run.id);
       expect(held.length).toBeGreaterThan(0);
