@@ -178,7 +178,9 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       const { sandbox } = start;
       const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
       const password = randomBytes(24).toString("base64url");
-      const port = await sandbox.freePort();
+      const alog = log.child({ sandbox: sandbox.id });
+      // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
+      const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, alog)]);
       const config = buildOpencodeConfig({
         modelBaseUrl: start.modelBaseUrl,
         modelToken: start.modelToken,
@@ -187,7 +189,6 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
         env: opencodeEnv(config, password),
       });
-      const alog = log.child({ sandbox: sandbox.id });
       try {
         await waitListening(proc, startTimeoutMs, start.signal);
       } catch (e) {

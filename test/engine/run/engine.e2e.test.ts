@@ -28,6 +28,10 @@ beforeAll(async () => {
     {
       "README.md": "# Web\n\nHello.\n",
       "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
+      // A repository's own OpenCode directory: OpenCode must neither load it nor install
+      // its dependencies into the workspace (which would land in the patch).
+      ".opencode/package.json": '{ "dependencies": { "left-pad": "1.3.0" } }\n',
+      ".opencode/agent/helper.md": "---\ndescription: a repository's own agent\n---\nHelp.\n",
     },
     { branches: { feature: { "FEATURE.md": "feature branch\n" } } },
   );
