@@ -30,5 +30,21 @@ export interface ModelGateway {
   restoreToken(token: string, grant: GatewayGrant): void;
   /** Revoke a token: later calls with it answer 401. */
   revokeToken(token: string): void;
+  /**
+   * Issue a token for one agent server that serves many runs (PATCHBAY_SHARED_AGENT). It
+   * carries no grant of its own: each request must name its OpenCode session
+   * (`X-Session-Id`, which OpenCode sends to custom providers) and is authorised as the run
+   * token that session is bound to ({@link bindSession}). Without the header it answers 401,
+   * with a session bound to no live run token 403. Revoke it with `revokeToken`.
+   */
+  issueSharedToken(): string;
+  /**
+   * Authorise requests of `sharedToken` naming `sessionId` as if they carried `runToken`:
+   * the run's grant (models, key, metering) applies, and revoking the run's token refuses
+   * them too. Throws for an unknown shared token or run token.
+   */
+  bindSession(sharedToken: string, sessionId: string, runToken: string): void;
+  /** Forget a session binding; later requests naming it answer 403. */
+  unbindSession(sharedToken: string, sessionId: string): void;
   close(): Promise<void>;
 }

@@ -78,6 +78,15 @@ interface TokenEntry {
   inFlight: Set<AbortController>;
 }
 
+/** A shared agent server's token: OpenCode session id -> digest (hex) of the run token it stands for. */
+interface SharedEntry {
+  digest: Buffer;
+  sessions: Map<string, string>;
+}
+
+/** Headers in which OpenCode names the session of a model request (custom providers, 1.18.33). */
+const SESSION_HEADERS = ["x-session-id", "x-session-affinity"] as const;
+
 /** OpenAI error shape, so the agent's SDK reports our refusals like any provider error. */
 interface GatewayErrorBody {
   error: { message: string; type: string; code: string };
@@ -232,6 +241,8 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
 
   /** Keyed by the token's sha256 hex, so a lookup never compares the token itself char by char. */
   const tokens = new Map<string, TokenEntry>();
+  /** Shared agent servers' tokens, keyed like `tokens`. */
+  const shared = new Map<string, SharedEntry>();
   const sockets = new Set<Socket>();
   const allInFlight = new Set<AbortController>();
   let closing = false;
@@ -244,14 +255,35 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     return token;
   };
 
-  const authenticate = (header: string | undefined): TokenEntry | undefined => {
+  type Auth = { entry: TokenEntry } | { status: 401 | 403; message: string };
+
+  const authenticate = (req: http.IncomingMessage): Auth => {
+    const header = req.headers.authorization;
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    if (!m || !m[1]!.startsWith(TOKEN_PREFIX)) return undefined;
+    const refused: Auth = { status: 401, message: "invalid or revoked gateway token" };
+    if (!m || !m[1]!.startsWith(TOKEN_PREFIX)) return refused;
     const digest = sha256(m[1]!);
-    const entry = tokens.get(digest.toString("hex"));
-    // The Map lookup already matched on the digest; the constant-time compare keeps the
-    // check honest should the map ever be keyed differently.
-    return entry && timingSafeEqual(entry.digest, digest) ? entry : undefined;
+    const hex = digest.toString("hex");
+    // The Map lookups already matched on the digest; the constant-time compares keep the
+    // check honest should the maps ever be keyed differently.
+    const entry = tokens.get(hex);
+    if (entry) return timingSafeEqual(entry.digest, digest) ? { entry } : refused;
+    const sharedEntry = shared.get(hex);
+    if (!sharedEntry || !timingSafeEqual(sharedEntry.digest, digest)) return refused;
+    const ids = SESSION_HEADERS.map((h) => req.headers[h]).filter((v): v is string => typeof v === "string" && !!v);
+    if (ids.length === 0) return { status: 401, message: "a shared gateway token needs an X-Session-Id header" };
+    if (ids.some((id) => id !== ids[0])) return { status: 403, message: "the request names two different sessions" };
+    const runHex = sharedEntry.sessions.get(ids[0]!);
+    const runEntry = runHex === undefined ? undefined : tokens.get(runHex);
+    // A session whose run ended (unbound, or its run token revoked) is no one's any more.
+    if (!runEntry) return { status: 403, message: "this session is bound to no live run" };
+    return { entry: runEntry };
+  };
+
+  const sharedEntryOf = (token: string): SharedEntry => {
+    const entry = shared.get(sha256(token).toString("hex"));
+    if (!entry) throw new TypeError("not a shared token this gateway issued");
+    return entry;
   };
 
   const server = http.createServer((req, res) => {
@@ -283,12 +315,14 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       sendError(res, 404, `no route ${method} ${url.pathname}`, "invalid_request_error", "not_found");
       return;
     }
-    const entry = authenticate(req.headers.authorization);
-    if (!entry) {
+    const auth = authenticate(req);
+    if (!("entry" in auth)) {
       req.resume();
-      sendError(res, 401, "invalid or revoked gateway token", "authentication_error", "unauthorized");
+      if (auth.status === 401) sendError(res, 401, auth.message, "authentication_error", "unauthorized");
+      else sendError(res, 403, auth.message, "permission_error", "session_not_bound");
       return;
     }
+    const { entry } = auth;
     const { grant } = entry;
     const rlog = log.child({ runId: grant.runId, path: sub });
 
@@ -536,8 +570,25 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         throw new TypeError("not a token this gateway issues");
       register(token, grant);
     },
+    issueSharedToken() {
+      const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
+      const digest = sha256(token);
+      shared.set(digest.toString("hex"), { digest, sessions: new Map() });
+      log.redact(token);
+      return token;
+    },
+    bindSession(sharedToken, sessionId, runToken) {
+      const entry = sharedEntryOf(sharedToken);
+      const runHex = sha256(runToken).toString("hex");
+      if (!tokens.has(runHex)) throw new TypeError("not a live run token of this gateway");
+      entry.sessions.set(sessionId, runHex);
+    },
+    unbindSession(sharedToken, sessionId) {
+      shared.get(sha256(sharedToken).toString("hex"))?.sessions.delete(sessionId);
+    },
     revokeToken(token) {
       const hex = sha256(token).toString("hex");
+      shared.delete(hex);
       const entry = tokens.get(hex);
       if (!entry) return;
       tokens.delete(hex);

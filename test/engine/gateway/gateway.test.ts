@@ -117,6 +117,71 @@ describe("model gateway", () => {
     expect(f.model.requests).toHaveLength(0);
   });
 
+  it("a shared token is authorised per session: each bound session as its own run, unknown, unbound, ended or missing ones refused", async () => {
+    await using f = await setup([{ text: "ok", usage: { prompt_tokens: 5, completion_tokens: 1 } }]);
+    const usageA: Usage[] = [];
+    const usageB: Usage[] = [];
+    const tokenA = f.grant({ runId: "run_a", onUsage: (u) => usageA.push(u) });
+    const tokenB = f.grant({ runId: "run_b", onUsage: (u) => usageB.push(u), allowedModels: ["other/model"] });
+    const shared = f.gw.issueSharedToken();
+    const otherShared = f.gw.issueSharedToken();
+    f.gw.bindSession(shared, "ses_a", tokenA);
+    f.gw.bindSession(shared, "ses_b", tokenB);
+    f.gw.bindSession(otherShared, "ses_other", tokenA);
+    expect(() => f.gw.bindSession(shared, "ses_x", "pbgw_never-issued")).toThrow();
+    expect(() => f.gw.bindSession(tokenA, "ses_x", tokenB)).toThrow();
+
+    const as = (token: string, session?: string, extra: Record<string, string> = {}, body = chatBody()) =>
+      fetch(`${f.gw.url}/chat/completions`, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          authorization: `Bearer ${token}`,
+          ...(session ? { "x-session-id": session, "x-session-affinity": session } : {}),
+          ...extra,
+        },
+        body: JSON.stringify(body),
+      });
+
+    // A bound session is its run: the real key upstream, metered to that run only.
+    const ok = await as(shared, "ses_a");
+    expect(ok.status).toBe(200);
+    await ok.text();
+    expect(f.model.requests.at(-1)!.authorization).toBe(`Bearer ${REAL_KEY}`);
+    expect(usageA).toEqual([{ inputTokens: 5, outputTokens: 1 }]);
+    expect(usageB).toEqual([]);
+    // ... and its run's allowed models: run_b may not call MODEL.
+    const wrongModel = await as(shared, "ses_b");
+    expect(wrongModel.status).toBe(403);
+    expect((await errorOf(wrongModel)).code).toBe("model_not_allowed");
+
+    const refused = async (res: Response, status: number, code: string) => {
+      expect(res.status).toBe(status);
+      expect((await errorOf(res)).code).toBe(code);
+    };
+    await refused(await as(shared), 401, "unauthorized");
+    await refused(await as(shared, "ses_unknown"), 403, "session_not_bound");
+    // A session bound under another shared server's token is not this one's.
+    await refused(await as(shared, "ses_other"), 403, "session_not_bound");
+    // Two different sessions named at once.
+    await refused(await as(shared, "ses_a", { "x-session-affinity": "ses_b" }), 403, "session_not_bound");
+    // The run token itself does not accept a session header as a way out of its grant.
+    const direct = await as(tokenB, "ses_a");
+    expect(direct.status).toBe(403);
+
+    f.gw.unbindSession(shared, "ses_a");
+    await refused(await as(shared, "ses_a"), 403, "session_not_bound");
+    // Revoking a run's token ends its bound session too.
+    f.gw.bindSession(shared, "ses_a", tokenA);
+    f.gw.revokeToken(tokenA);
+    await refused(await as(shared, "ses_a"), 403, "session_not_bound");
+    // Revoking the shared token refuses everything sent with it.
+    f.gw.revokeToken(shared);
+    await refused(await as(shared, "ses_b", {}, chatBody({ model: "other/model" })), 401, "unauthorized");
+    expect(usageA).toHaveLength(1);
+    expect(f.model.requests).toHaveLength(1);
+  });
+
   it("a restarted gateway on the same port accepts a restored token, refuses strings it never issues, and keeps it out of logs", async () => {
     await using first = await setup([{ text: "before" }, { text: "after" }]);
     const token = first.grant();
