@@ -25,7 +25,6 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { AgentDriver, AgentSession, AgentStartOptions } from "../agent/agent.ts";
-import { createHostGit, gitOrThrow } from "../git/git.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import type {
@@ -37,6 +36,7 @@ import type {
   SandboxProvider,
   WarmSandbox,
 } from "./sandbox.ts";
+import { ensureSeedRepository, SEED_REPOSITORY } from "./seed.ts";
 
 /** An agent server started ahead of its run (see `WarmAgentDriver` in engine/agent). */
 export interface PooledAgent {
@@ -88,9 +88,6 @@ interface Entry {
   kill(): Promise<void>;
 }
 
-/** Owner name no GitHub account can have (double hyphen), so the seed mirror never meets a real one. */
-const SEED_REPOSITORY = "patchbay--pool/seed";
-
 /** Create a warm pool over `provider` and `driver`. Nothing starts before `start()`. */
 export function createWarmPool(opts: WarmPoolOptions): WarmPool {
   const log = (opts.log ?? silentLogger).child({ component: "warm-pool" });
@@ -117,27 +114,7 @@ export function createWarmPool(opts: WarmPoolOptions): WarmPool {
   };
 
   let seed: Promise<string> | undefined;
-  /** The seed repository the local provider's warm sandboxes check out: one empty commit. */
-  const seedUrl = (): Promise<string> =>
-    (seed ??= (async () => {
-      const bare = path.join(opts.dataDir, "pool-seed", `${SEED_REPOSITORY}.git`);
-      if (!fs.existsSync(path.join(bare, "HEAD"))) {
-        const git = createHostGit({ home: path.join(opts.dataDir, "git-home") });
-        fs.mkdirSync(bare, { recursive: true });
-        const must = (args: string[], stdin?: string) =>
-          gitOrThrow(git, args, {
-            cwd: bare,
-            code: "sandbox_failed",
-            what: "could not make the pool's seed repository",
-            ...(stdin !== undefined ? { stdin } : {}),
-          });
-        await must(["init", "--quiet", "--bare", "--initial-branch=main"]);
-        const tree = (await must(["mktree"], "")).trim();
-        const commit = (await must(["commit-tree", tree, "-m", "warm pool seed"])).trim();
-        await must(["update-ref", "refs/heads/main", commit]);
-      }
-      return `file://${bare}`;
-    })());
+  const seedUrl = (): Promise<string> => (seed ??= ensureSeedRepository(opts.dataDir));
 
   const makeEntry = async (): Promise<Entry> => {
     if (provider.prepare) {
