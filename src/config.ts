@@ -47,6 +47,14 @@ export const EnvSchema = z.object({
    * Unset: `serve` keeps 1 for local/bwrap and 0 for e2b; one-shot commands keep none.
    */
   PATCHBAY_WARM_POOL_SIZE: z.coerce.number().int().min(0).max(32).optional(),
+  /**
+   * local only: one `opencode serve` for every run (each run a session in its own directory)
+   * instead of one per run; trades the little isolation `local` has for memory.
+   */
+  PATCHBAY_SHARED_AGENT: z
+    .enum(["0", "1", "true", "false", ""])
+    .default("0")
+    .transform((s) => s === "1" || s === "true"),
   /** The model gateway as reachable from remote sandboxes (e2b), e.g. `https://patchbay.example.com/gateway`. */
   PATCHBAY_PUBLIC_GATEWAY_URL: z
     .string()
@@ -96,6 +104,8 @@ export interface Config {
   readonly e2bTemplate: string;
   /** Warm sandboxes kept ready (0: off); undefined when unset, so each command picks its default. */
   readonly warmPoolSize?: number;
+  /** PATCHBAY_SHARED_AGENT: local runs share one OpenCode server (one session and directory each). */
+  readonly sharedAgent: boolean;
   /** Base URL (no trailing slash) at which remote sandboxes reach the model gateway; required for e2b. */
   readonly publicGatewayUrl?: string;
   /** Loopback port of the model gateway (0: any free one). */
@@ -157,6 +167,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     e2bApiKey: e.E2B_API_KEY,
     e2bTemplate: e.PATCHBAY_E2B_TEMPLATE,
     warmPoolSize: e.PATCHBAY_WARM_POOL_SIZE,
+    sharedAgent: e.PATCHBAY_SHARED_AGENT,
     publicGatewayUrl: e.PATCHBAY_PUBLIC_GATEWAY_URL,
     gatewayPort: e.PATCHBAY_GATEWAY_PORT,
     host: e.PATCHBAY_HOST,

@@ -5,6 +5,7 @@
  */
 import type { Config } from "../config.ts";
 import { createOpencodeDriver } from "./agent/opencode.ts";
+import { createSharedOpencodeDriver, type SharedOpencodeDriver } from "./agent/opencode-shared.ts";
 import type { AgentDriver } from "./agent/agent.ts";
 import { createModelGateway } from "./gateway/http.ts";
 import type { ModelGateway } from "./gateway/gateway.ts";
@@ -34,6 +35,8 @@ export interface Patchbay {
   log: Logger;
   /** The warm pool, when PATCHBAY_WARM_POOL_SIZE > 0 (benchmarks wait on `ready()`). */
   warmPool?: WarmPool;
+  /** The shared agent driver, when PATCHBAY_SHARED_AGENT=1 (tests and benchmarks read its server's pid). */
+  sharedAgent?: SharedOpencodeDriver;
   /** Stop every session and process, flush and unlock the store. */
   close(): Promise<void>;
 }
@@ -71,8 +74,26 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     let sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
     const driver = createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
     let agents: AgentDriver = opts.agents ?? driver;
+    // One OpenCode server for every run (sandbox providers other than local refused it already).
+    const sharedAgent =
+      config.sharedAgent && !opts.agents
+        ? createSharedOpencodeDriver({
+            provider: sandboxes,
+            gateway,
+            fallback: driver,
+            models: config.models.length ? config.models : [config.defaultModel],
+            dataDir: config.dataDir,
+            ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}),
+            log,
+          })
+        : undefined;
+    if (sharedAgent) agents = sharedAgent;
     // The warm pool wraps the real provider and driver only: replaced parts (tests) run cold.
-    const poolSize = config.warmPoolSize ?? opts.defaultWarmPoolSize ?? 0;
+    // A shared server needs none: it is started once and serves each run at once.
+    const requestedPool = config.warmPoolSize ?? opts.defaultWarmPoolSize ?? 0;
+    const poolSize = sharedAgent ? 0 : requestedPool;
+    if (sharedAgent && config.warmPoolSize)
+      log.info("PATCHBAY_WARM_POOL_SIZE is ignored with PATCHBAY_SHARED_AGENT=1: runs share one agent server");
     const warmPool =
       poolSize > 0 && !opts.agents
         ? createWarmPool({
@@ -87,6 +108,8 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     if (warmPool) ({ sandboxes, agents } = warmPool);
     const provider = sandboxes;
     if (provider.close) cleanups.unshift(() => provider.close!());
+    // After the engine ended every run's session, before the provider removes the server's sandbox.
+    if (sharedAgent) cleanups.unshift(() => sharedAgent.close());
     const engine = await createEngine({ config, store, sandboxes, agents, gateway, secrets, log });
     // After the engine reaped what a previous process left, which would include pool sandboxes.
     warmPool?.start();
@@ -101,6 +124,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       gateway,
       log,
       ...(warmPool ? { warmPool } : {}),
+      ...(sharedAgent ? { sharedAgent } : {}),
       close: () =>
         (closed ??= (async () => {
           for (const c of cleanups) await c();

@@ -11,6 +11,8 @@ export interface OpencodeConfigInput {
   modelBaseUrl: string;
   modelToken: string;
   modelId: string;
+  /** More models to list beside `modelId` (a shared server serves every run's model; unlisted ones fail). */
+  extraModelIds?: readonly string[];
   /** Upper bound for a silent model stream before OpenCode gives up on it. */
   chunkTimeoutMs?: number;
 }
@@ -41,14 +43,12 @@ export function buildOpencodeConfig(input: OpencodeConfigInput): Record<string, 
           apiKey: input.modelToken,
           ...(input.chunkTimeoutMs ? { chunkTimeout: input.chunkTimeoutMs } : {}),
         },
-        models: {
-          [input.modelId]: {
-            name: input.modelId,
-            tool_call: true,
-            attachment: false,
-            limit: { context: 200_000, output: 32_000 },
-          },
-        },
+        models: Object.fromEntries(
+          [input.modelId, ...(input.extraModelIds ?? [])].map((id) => [
+            id,
+            { name: id, tool_call: true, attachment: false, limit: { context: 200_000, output: 32_000 } },
+          ]),
+        ),
       },
     },
   };

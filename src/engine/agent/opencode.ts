@@ -237,7 +237,7 @@ function splitRunBinding(full: Record<string, unknown>): {
 }
 
 /** Resolve when the server prints its "listening" line; fail on exit, timeout or abort. */
-function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+export function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let output = "";
     let done = false;
@@ -285,8 +285,10 @@ interface ActiveTurn {
   retryMessage?: string;
 }
 
-interface OpenSessionInput {
+/** What {@link openSession} needs. */
+export interface OpenSessionInput {
   client: OpencodeClient;
+  /** The server, as the session sees it: its exit crashes the turn; `close()` kills it. */
   proc: ProcessHandle;
   workdir: string;
   modelId: string;
@@ -296,9 +298,15 @@ interface OpenSessionInput {
   server?: { port: number; password: string };
   /** An existing session to continue (attach); a new one is created otherwise. */
   sessionId?: string;
+  /**
+   * Called with each other session created in the client's directory while a turn runs
+   * (the `task` tool's subagents), whose model requests name their own session id.
+   */
+  onOtherSession?: (sessionId: string) => void;
 }
 
-async function createSession(client: OpencodeClient): Promise<string> {
+/** Create a session in the client's directory; its id. */
+export async function createSession(client: OpencodeClient): Promise<string> {
   // A title up front spares a title-generation call to the model on the first prompt.
   const created = await client.session.create({ title: "Patchbay run" });
   if (!created.data)
@@ -306,11 +314,16 @@ async function createSession(client: OpencodeClient): Promise<string> {
   return created.data.id;
 }
 
-function basicAuth(password: string): Record<string, string> {
+/** The Authorization header for a server started with `password`. */
+export function basicAuth(password: string): Record<string, string> {
   return { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` };
 }
 
-async function openSession(input: OpenSessionInput): Promise<AgentSession> {
+/**
+ * Follow a session on a started server and run turns on it: the `AgentSession` every
+ * OpenCode driver hands out (per-run servers, warm ones, the shared one).
+ */
+export async function openSession(input: OpenSessionInput): Promise<AgentSession> {
   const { client, proc, log } = input;
   const sessionId = input.sessionId ?? (await createSession(client));
   const mapper = createEventMapper({ sessionId, workdir: input.workdir });
@@ -333,6 +346,10 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
         const sub = await client.event.subscribe(undefined, { signal: streamAbort.signal, sseMaxRetryAttempts: 1 });
         for await (const raw of sub.stream) {
           const parsed = OpencodeEvent.safeParse(raw);
+          if (parsed.success && parsed.data.type === "session.created" && input.onOtherSession) {
+            const id = (parsed.data.properties as { info?: { id?: unknown } }).info?.id;
+            if (typeof id === "string" && id !== sessionId) input.onOtherSession(id);
+          }
           if (!parsed.success || !turnState.active) continue;
           const ev = parsed.data;
           turnState.active.lastActivity = Date.now();
@@ -480,7 +497,8 @@ async function openSession(input: OpenSessionInput): Promise<AgentSession> {
   return session;
 }
 
-async function abortQuietly(client: OpencodeClient, sessionId: string, log: Logger): Promise<void> {
+/** Abort the session's turn, if any; failures are logged, never thrown. */
+export async function abortQuietly(client: OpencodeClient, sessionId: string, log: Logger): Promise<void> {
   try {
     await client.session.abort({ sessionID: sessionId });
   } catch (e) {

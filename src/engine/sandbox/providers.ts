@@ -10,6 +10,13 @@ import type { SandboxProvider } from "./sandbox.ts";
 
 /** The provider PATCHBAY_SANDBOX names. Throws EngineError("sandbox_failed") when it cannot run here. */
 export async function createSandboxProvider(config: Config, log: Logger): Promise<SandboxProvider> {
+  // One server for every run serves their workspaces as host directories: only `local` has
+  // its runs' workspaces on the host, unisolated, to begin with.
+  if (config.sharedAgent && config.sandbox !== "local")
+    throw new EngineError(
+      "sandbox_failed",
+      `PATCHBAY_SHARED_AGENT=1 needs PATCHBAY_SANDBOX=local (got ${config.sandbox}): a shared OpenCode server would cross the ${config.sandbox} sandboxes' isolation`,
+    );
   switch (config.sandbox) {
     case "local":
       return createLocalProvider({ dataDir: config.dataDir, log });

@@ -81,4 +81,45 @@ describe("crash recovery", () => {
       await pb.close();
     }
   });
+  it("with PATCHBAY_SHARED_AGENT=1, the next start after kill -9 kills the orphaned shared OpenCode server", async () => {
+    const dataDir = tempDir("data");
+    const env = {
+      PATCHBAY_DATA_DIR: dataDir,
+      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      OPENROUTER_API_KEY: "sk-test-recovery",
+      PATCHBAY_SHARED_AGENT: "1",
+      PATCHBAY_DEFAULT_MODEL: "test/hang",
+    };
+    const child = spawn(
+      process.execPath,
+      ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify({ repository: "acme/web", prompt: "hang" })],
+      { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const runId = await waitFor(() => out.trim().split("\n")[0] || undefined, {
+      timeoutMs: 30_000,
+      what: "the child to start a run",
+    });
+    await model.nextRequest("test/hang");
+    child.kill("SIGKILL");
+    await new Promise((r) => child.once("exit", r));
+    // The shared server is no run's: it lives in a sandbox of its own, and outlives its parent...
+    const sandboxes = path.join(dataDir, "sandboxes");
+    expect(opencodeUnder(path.join(sandboxes, runId))).toEqual([]);
+    const orphans = opencodeUnder(sandboxes);
+    expect(orphans).toHaveLength(1);
+    expect(fs.readlinkSync(`/proc/${orphans[0]}/cwd`)).toMatch(/\/sandboxes\/shared_[0-9a-f]+\//);
+
+    // ...until the next Patchbay on the same data dir starts.
+    const pb = await openPatchbay(loadConfig(env), { log: createLogger({ level: "silent" }) });
+    try {
+      expect((await pb.engine.getRun("owner-1", runId)).error?.code).toBe("server_restart");
+      await waitFor(() => opencodeUnder(dataDir).length === 0, { what: "the orphaned shared server to be killed" });
+      expect(fs.readdirSync(sandboxes)).toEqual([]);
+    } finally {
+      await pb.close();
+    }
+  });
 });
