@@ -9,13 +9,23 @@ import { apiLoad } from "./api-load.ts";
 import { concurrency } from "./concurrency.ts";
 import { followUp } from "./follow-up.ts";
 import { sseFanout } from "./sse-fanout.ts";
+import { sharedAgent } from "./shared-agent.ts";
 import { eventAppend } from "./event-append.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
 
 /** Add new modules here. */
-const MODULES: BenchModule[] = [eventAppend, storeGrowth, apiLoad, followUp, sseFanout, concurrency, startup];
+const MODULES: BenchModule[] = [
+  eventAppend,
+  storeGrowth,
+  apiLoad,
+  followUp,
+  sseFanout,
+  concurrency,
+  startup,
+  sharedAgent,
+];
 
 async function main(): Promise<void> {
   const wanted = process.argv.slice(2);
