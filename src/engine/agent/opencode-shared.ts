@@ -213,7 +213,10 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
           watchdogMs: start.watchdogMs,
           log: alog,
           sessionId,
-          onOtherSession: bind,
+          // A subagent's session (and its own subagents') is the run's: its requests name it.
+          onOtherSession: (other) => {
+            if (other.parentId !== undefined && bound.has(other.parentId)) bind(other.id);
+          },
         });
       } catch (e) {
         await proc.kill();

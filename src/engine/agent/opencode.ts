@@ -299,10 +299,10 @@ export interface OpenSessionInput {
   /** An existing session to continue (attach); a new one is created otherwise. */
   sessionId?: string;
   /**
-   * Called with each other session created in the client's directory while a turn runs
-   * (the `task` tool's subagents), whose model requests name their own session id.
+   * Called with each other session created in the client's directory (the `task` tool's
+   * subagents, `parentId` their parent's), whose model requests name their own session id.
    */
-  onOtherSession?: (sessionId: string) => void;
+  onOtherSession?: (session: { id: string; parentId?: string }) => void;
 }
 
 /** Create a session in the client's directory; its id. */
@@ -347,8 +347,12 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
         for await (const raw of sub.stream) {
           const parsed = OpencodeEvent.safeParse(raw);
           if (parsed.success && parsed.data.type === "session.created" && input.onOtherSession) {
-            const id = (parsed.data.properties as { info?: { id?: unknown } }).info?.id;
-            if (typeof id === "string" && id !== sessionId) input.onOtherSession(id);
+            const info = (parsed.data.properties as { info?: { id?: unknown; parentID?: unknown } }).info;
+            if (typeof info?.id === "string" && info.id !== sessionId)
+              input.onOtherSession({
+                id: info.id,
+                ...(typeof info.parentID === "string" ? { parentId: info.parentID } : {}),
+              });
           }
           if (!parsed.success || !turnState.active) continue;
           const ev = parsed.data;

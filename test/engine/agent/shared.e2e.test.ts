@@ -30,16 +30,26 @@ let model: ScriptedModel;
 let pb: TestPatchbay;
 
 /** Input tokens each request of a run reports: metering shows whose it was (under the 200k context, or OpenCode compacts). */
-const TOKENS: Record<string, number> = { alpha: 1000, beta: 20_000, gamma: 3000 };
+const TOKENS: Record<string, number> = { alpha: 1000, beta: 20_000, gamma: 3000, delta: 50 };
 
 /** The prompt names the run (`run=alpha`) and the file to write; the script answers from the request alone. */
 const writeFromPrompt: Step = {
   respond: (req) => {
-    const m = /run=(\w+) file=(\S+)( background)?/.exec(req.lastUser)!;
+    // A subagent's own conversation (the `task` tool): one answer ends it.
+    if (req.lastUser.startsWith("subtask "))
+      return { text: "subtask done", usage: { prompt_tokens: 7, completion_tokens: 1 } };
+    const m = /run=(\w+) file=(\S+)( background| task)?/.exec(req.lastUser)!;
     const usage = { prompt_tokens: TOKENS[m[1]!]!, completion_tokens: 1 };
     const calls: ToolCall[] = [{ name: "write", args: { filePath: m[2]!, content: `${m[1]} ${m[2]}\n` } }];
     // A command the agent leaves running in the background, with its cwd in the workspace.
-    if (m[3]) calls.push({ name: "bash", args: { command: "sleep 300 >/dev/null 2>&1 &", description: "background" } });
+    if (m[3] === " background")
+      calls.push({ name: "bash", args: { command: "sleep 300 >/dev/null 2>&1 &", description: "background" } });
+    // A subagent: a session of its own, whose model requests name that session.
+    if (m[3] === " task")
+      calls.push({
+        name: "task",
+        args: { description: "subtask", prompt: `subtask for ${m[1]}`, subagent_type: "general" },
+      });
     return { toolCalls: calls, usage };
   },
 };
@@ -177,6 +187,8 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
 
     await pb.engine.endSession(OWNER, b.id);
     for (const id of [a.id, b.id]) expect(processesUnder(sandboxOf(id))).toEqual([]);
+    // Both sessions were deleted and their directories' instances disposed on the server.
+    expect(pb.logLines.filter((l) => /could not (abort|delete|dispose)/.test(l))).toEqual([]);
     expect(opencodeUnder(pb.dataDir)).toEqual([server]);
   });
 
@@ -195,6 +207,28 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
     expect(pb.logLines.some((l) => l.includes("does not list this run's model"))).toBe(true);
     await pb.engine.endSession(OWNER, run.id);
     expect(opencodeUnder(sandboxOf(run.id))).toEqual([]);
+  });
+
+  it("a subagent's session (the task tool) is bound to its run too: its requests reach the model, metered to the run", async () => {
+    const run = await pb.engine.startRun(OWNER, { repository: "acme/shared", prompt: "run=delta file=delta.txt task" });
+    const idle = await pb.engine.waitForTurn(OWNER, run.id);
+    expect([idle.status, idle.error, idle.changedPaths]).toEqual(["idle", null, ["delta.txt"]]);
+    const parent = sessionOf(requestsOf("delta")[0]!);
+    const sub = model.requests.filter((r) => r.lastUser === "subtask for delta");
+    expect(sub.length).toBeGreaterThan(0);
+    expect(sessionOf(sub[0]!)).toMatch(/^ses_/);
+    expect(sessionOf(sub[0]!)).not.toBe(parent);
+    const events = await pb.engine.events(OWNER, run.id, 0);
+    const taskStatuses = events.flatMap((e) =>
+      e.type === "builder.event" && e.data.kind === "tool" && e.data.tool === "task" ? [e.data.status] : [],
+    );
+    expect(taskStatuses.at(-1)).toBe("completed");
+    // 2 requests of the run's own session, plus the subagent's.
+    const expected = 2 * TOKENS.delta! + sub.filter((r) => !r.side).length * 7;
+    await waitFor(async () => (await pb.engine.getRun(OWNER, run.id)).usage.inputTokens >= expected, {
+      what: "delta's usage",
+    });
+    await pb.engine.endSession(OWNER, run.id);
   });
 
   it("a server that dies takes its idle runs with it (agent_crashed), and the next run starts it again", async () => {
