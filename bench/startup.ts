@@ -26,6 +26,8 @@ import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripte
 import { median, row, type BenchModule, type Row } from "./harness.ts";
 
 const RUNS = 3;
+/** cold: a server per run started for it; warm: the warm pool; shared: one server for all runs. */
+type Mode = "cold" | "warm" | "shared";
 const FILES = 300;
 
 interface Timing {
@@ -143,10 +145,18 @@ async function patchbayRuns(
   gitBase: string,
   root: string,
   sandbox: "local" | "bwrap",
-  poolSize: number,
+  mode: Mode,
 ): Promise<Timing[]> {
-  const dataDir = fs.mkdtempSync(path.join(root, `${sandbox}-${poolSize}-`));
+  const poolSize = mode === "warm" ? 1 : 0;
+  const dataDir = fs.mkdtempSync(path.join(root, `${sandbox}-${mode}-`));
   const config = loadConfig({
+    // The shared server serves the models it lists; the runs' scripted models must be among them.
+    ...(mode === "shared"
+      ? {
+          PATCHBAY_SHARED_AGENT: "1",
+          PATCHBAY_MODELS: Array.from({ length: RUNS + 1 }, (_, n) => `bench/${sandbox}-${mode}-${n}`).join(","),
+        }
+      : {}),
     PATCHBAY_DATA_DIR: dataDir,
     PATCHBAY_SANDBOX: sandbox,
     PATCHBAY_WARM_POOL_SIZE: String(poolSize),
@@ -176,7 +186,7 @@ async function patchbayRuns(
     // One unmeasured run first: it fills the mirror cache, as on a server that has seen the repository.
     for (let n = 0; n <= RUNS; n++) {
       if (pb.warmPool) await pb.warmPool.ready();
-      const modelId = `bench/${sandbox}-${poolSize}-${n}`;
+      const modelId = `bench/${sandbox}-${mode}-${n}`;
       script(model, modelId);
       const t0 = performance.now();
       const firstRequest = model.nextRequest(modelId).then(() => performance.now() - t0);
@@ -230,9 +240,11 @@ export const startup: BenchModule = {
       };
       const providers: ("local" | "bwrap")[] = hasBwrap() ? ["local", "bwrap"] : ["local"];
       for (const sandbox of providers) {
-        for (const pool of [0, 1]) {
-          const t = await patchbayRuns(model, gitBase, root, sandbox, pool);
-          const label = `${sandbox} ${pool ? "warm" : "cold"}`;
+        // shared: PATCHBAY_SHARED_AGENT=1 (local only), its server started by the unmeasured first run.
+        const modes: Mode[] = sandbox === "local" ? ["cold", "warm", "shared"] : ["cold", "warm"];
+        for (const mode of modes) {
+          const t = await patchbayRuns(model, gitBase, root, sandbox, mode);
+          const label = `${sandbox} ${mode}`;
           const note = `median of ${RUNS}; baseline: clone + opencode serve + prompt`;
           // Where the time to the first request goes: the checkout, then the agent (start or
           // bind OpenCode, open the session, OpenCode's work on the first prompt).
@@ -264,15 +276,17 @@ export const startup: BenchModule = {
             ),
           );
           rows.push(row(`${label}: POST /runs → idle`, b.idle, median(t.map((x) => x.idleMs)), "ms", note));
-          rows.push(
-            row(
-              `${label}: RSS of an idle session`,
-              b.rss,
-              median(t.map((x) => x.rssMb)),
-              "MB",
-              "baseline: one opencode serve after one prompt",
-            ),
-          );
+          // A shared server is no run's: bench/shared-agent.ts measures what each session adds.
+          if (mode !== "shared")
+            rows.push(
+              row(
+                `${label}: RSS of an idle session`,
+                b.rss,
+                median(t.map((x) => x.rssMb)),
+                "MB",
+                "baseline: one opencode serve after one prompt",
+              ),
+            );
         }
       }
     } finally {
