@@ -38,7 +38,7 @@ import { skipPluginInstall } from "./opencode-home.ts";
 /** What the driver needs from the model gateway (`ModelGateway` has it). */
 export interface SessionGateway {
   readonly port: number;
-  issueSharedToken(): string;
+  issueSharedToken(opts?: { resolveSession?: (sessionId: string) => Promise<string | undefined> }): string;
   bindSession(sharedToken: string, sessionId: string, runToken: string): void;
   unbindSession(sharedToken: string, sessionId: string): void;
   revokeToken(token: string): void;
@@ -89,6 +89,27 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
   let current: SharedServer | undefined;
   let starting: Promise<SharedServer> | undefined;
   let closed = false;
+  /** Runs on the server now: their client (bound to their directory), token and bound sessions. */
+  const runs = new Set<{ client: OpencodeClient; runToken: string; bound: Set<string>; bind(id: string): void }>();
+
+  /**
+   * Whose is a session the gateway has not seen bound (a subagent whose first model request
+   * outran the session.created event that binds it)? The run whose directory has it, as a
+   * child of one of its sessions.
+   */
+  const resolveSession = async (sessionId: string): Promise<string | undefined> => {
+    for (const run of runs) {
+      const found = await run.client.session
+        .get({ sessionID: sessionId }, { signal: AbortSignal.timeout(releaseTimeoutMs) })
+        .catch(() => undefined);
+      const parentId = found?.data?.parentID;
+      if (parentId !== undefined && run.bound.has(parentId)) {
+        run.bind(sessionId);
+        return run.runToken;
+      }
+    }
+    return undefined;
+  };
 
   const hostSandbox = (): Promise<Sandbox> =>
     (host ??= (async () =>
@@ -103,7 +124,7 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
 
   const startServer = async (): Promise<SharedServer> => {
     const sandbox = await hostSandbox();
-    token ??= gateway.issueSharedToken();
+    token ??= gateway.issueSharedToken({ resolveSession });
     const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
     const password = randomBytes(24).toString("base64url");
     const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, log)]);
@@ -184,6 +205,8 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
         }
       };
       bind(sessionId);
+      const run = { client, runToken: start.modelToken, bound, bind };
+      runs.add(run);
       let released: Promise<void> | undefined;
       // The session's view of the server: its exit crashes the run's turn, and "killing" it
       // ends only the run's part of it.
@@ -197,6 +220,7 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
             sessionId,
             workdir: sandbox.workdir,
             unbind: () => {
+              runs.delete(run);
               for (const id of bound) gateway.unbindSession(sharedToken, id);
               bound.clear();
             },

@@ -36,8 +36,13 @@ export interface ModelGateway {
    * (`X-Session-Id`, which OpenCode sends to custom providers) and is authorised as the run
    * token that session is bound to ({@link bindSession}). Without the header it answers 401,
    * with a session bound to no live run token 403. Revoke it with `revokeToken`.
+   *
+   * `resolveSession`, when given, is asked about a session not bound yet (a subagent whose
+   * request outran the event that binds it) and answers the run token it belongs to, or
+   * undefined; its answer is bound. Bounded by the gateway (5 s), never trusted past a live
+   * run token.
    */
-  issueSharedToken(): string;
+  issueSharedToken(opts?: { resolveSession?: (sessionId: string) => Promise<string | undefined> }): string;
   /**
    * Authorise requests of `sharedToken` naming `sessionId` as if they carried `runToken`:
    * the run's grant (models, key, metering) applies, and revoking the run's token refuses

@@ -82,7 +82,11 @@ interface TokenEntry {
 interface SharedEntry {
   digest: Buffer;
   sessions: Map<string, string>;
+  resolveSession?: (sessionId: string) => Promise<string | undefined>;
 }
+
+/** Longest the gateway waits for a shared server's driver to say whose an unbound session is. */
+const RESOLVE_TIMEOUT_MS = 5000;
 
 /** Headers in which OpenCode names the session of a model request (custom providers, 1.18.33). */
 const SESSION_HEADERS = ["x-session-id", "x-session-affinity"] as const;
@@ -257,7 +261,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
 
   type Auth = { entry: TokenEntry } | { status: 401 | 403; message: string };
 
-  const authenticate = (req: http.IncomingMessage): Auth => {
+  const authenticate = async (req: http.IncomingMessage): Promise<Auth> => {
     const header = req.headers.authorization;
     const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
     const refused: Auth = { status: 401, message: "invalid or revoked gateway token" };
@@ -273,7 +277,22 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     const ids = SESSION_HEADERS.map((h) => req.headers[h]).filter((v): v is string => typeof v === "string" && !!v);
     if (ids.length === 0) return { status: 401, message: "a shared gateway token needs an X-Session-Id header" };
     if (ids.some((id) => id !== ids[0])) return { status: 403, message: "the request names two different sessions" };
-    const runHex = sharedEntry.sessions.get(ids[0]!);
+    const sessionId = ids[0]!;
+    let runHex = sharedEntry.sessions.get(sessionId);
+    if (runHex === undefined && sharedEntry.resolveSession) {
+      const runToken = await Promise.race([
+        sharedEntry.resolveSession(sessionId).catch((e: unknown) => {
+          log.warn("could not resolve an agent session", { error: e });
+          return undefined;
+        }),
+        new Promise<undefined>((r) => setTimeout(() => r(undefined), RESOLVE_TIMEOUT_MS).unref()),
+      ]);
+      const hex = runToken === undefined ? undefined : sha256(runToken).toString("hex");
+      if (hex !== undefined && tokens.has(hex) && shared.get(digest.toString("hex")) === sharedEntry) {
+        sharedEntry.sessions.set(sessionId, hex);
+        runHex = hex;
+      }
+    }
     const runEntry = runHex === undefined ? undefined : tokens.get(runHex);
     // A session whose run ended (unbound, or its run token revoked) is no one's any more.
     if (!runEntry) return { status: 403, message: "this session is bound to no live run" };
@@ -315,7 +334,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       sendError(res, 404, `no route ${method} ${url.pathname}`, "invalid_request_error", "not_found");
       return;
     }
-    const auth = authenticate(req);
+    const auth = await authenticate(req);
     if (!("entry" in auth)) {
       req.resume();
       if (auth.status === 401) sendError(res, 401, auth.message, "authentication_error", "unauthorized");
@@ -570,10 +589,14 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         throw new TypeError("not a token this gateway issues");
       register(token, grant);
     },
-    issueSharedToken() {
+    issueSharedToken(o = {}) {
       const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
       const digest = sha256(token);
-      shared.set(digest.toString("hex"), { digest, sessions: new Map() });
+      shared.set(digest.toString("hex"), {
+        digest,
+        sessions: new Map(),
+        ...(o.resolveSession ? { resolveSession: o.resolveSession } : {}),
+      });
       log.redact(token);
       return token;
     },

@@ -182,6 +182,49 @@ describe("model gateway", () => {
     expect(f.model.requests).toHaveLength(1);
   });
 
+  it("a shared token asks its resolver about a session not bound yet, binds a live run's answer, and refuses otherwise", async () => {
+    await using f = await setup([{ text: "ok", usage: { prompt_tokens: 2, completion_tokens: 1 } }]);
+    const usage: Usage[] = [];
+    const runToken = f.grant({ runId: "run_sub", onUsage: (u) => usage.push(u) });
+    const asked: string[] = [];
+    const shared = f.gw.issueSharedToken({
+      resolveSession: async (id) => {
+        asked.push(id);
+        if (id === "ses_child") return runToken;
+        if (id === "ses_boom") throw new Error("server unreachable");
+        if (id === "ses_forged") return "pbgw_not-a-live-token";
+        return undefined;
+      },
+    });
+    const as = (session: string) =>
+      fetch(`${f.gw.url}/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${shared}`, "x-session-id": session },
+        body: JSON.stringify(chatBody()),
+      });
+    // A subagent's request that outran the event binding its session: resolved, then bound.
+    const first = await as("ses_child");
+    expect(first.status).toBe(200);
+    await first.text();
+    const second = await as("ses_child");
+    expect(second.status).toBe(200);
+    await second.text();
+    expect(asked.filter((id) => id === "ses_child")).toHaveLength(1);
+    expect(usage).toEqual([
+      { inputTokens: 2, outputTokens: 1 },
+      { inputTokens: 2, outputTokens: 1 },
+    ]);
+    for (const id of ["ses_nobody", "ses_boom", "ses_forged"]) {
+      const res = await as(id);
+      expect(res.status).toBe(403);
+      expect((await errorOf(res)).code).toBe("session_not_bound");
+    }
+    // Once its run ends, the resolved session is refused like a bound one.
+    f.gw.revokeToken(runToken);
+    expect((await as("ses_child")).status).toBe(403);
+    expect(f.model.requests).toHaveLength(2);
+  });
+
   it("a restarted gateway on the same port accepts a restored token, refuses strings it never issues, and keeps it out of logs", async () => {
     await using first = await setup([{ text: "before" }, { text: "after" }]);
     const token = first.grant();
