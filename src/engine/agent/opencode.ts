@@ -78,18 +78,16 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
         directory: sandbox.workdir,
         headers: basicAuth(resume.password),
       });
+      const signal = a.signal ?? AbortSignal.timeout(startTimeoutMs);
       // The server answers and still has the run's session (its history is the agent's memory).
-      const found = await client.session.get(
-        { sessionID: resume.sessionId },
-        { signal: a.signal ?? AbortSignal.timeout(startTimeoutMs) },
-      );
+      const found = await client.session.get({ sessionID: resume.sessionId }, { signal });
       if (!found.data)
         throw new EngineError(
           "agent_failed",
           `the OpenCode session ${resume.sessionId} is gone: ${JSON.stringify(found.error)}`,
         );
       // A turn the dead process was running has no one to report it: stop it.
-      await abortQuietly(client, resume.sessionId, log);
+      await abortQuietly(client, resume.sessionId, log, signal);
       return openSession({
         client,
         proc,
@@ -306,9 +304,9 @@ export interface OpenSessionInput {
 }
 
 /** Create a session in the client's directory; its id. */
-export async function createSession(client: OpencodeClient): Promise<string> {
+export async function createSession(client: OpencodeClient, signal?: AbortSignal): Promise<string> {
   // A title up front spares a title-generation call to the model on the first prompt.
-  const created = await client.session.create({ title: "Patchbay run" });
+  const created = await client.session.create({ title: "Patchbay run" }, signal ? { signal } : {});
   if (!created.data)
     throw new EngineError("agent_failed", `could not create an OpenCode session: ${JSON.stringify(created.error)}`);
   return created.data.id;
@@ -502,9 +500,14 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
 }
 
 /** Abort the session's turn, if any; failures are logged, never thrown. */
-export async function abortQuietly(client: OpencodeClient, sessionId: string, log: Logger): Promise<void> {
+export async function abortQuietly(
+  client: OpencodeClient,
+  sessionId: string,
+  log: Logger,
+  signal?: AbortSignal,
+): Promise<void> {
   try {
-    await client.session.abort({ sessionID: sessionId });
+    await client.session.abort({ sessionID: sessionId }, signal ? { signal } : {});
   } catch (e) {
     log.warn("could not abort the OpenCode session", { error: e });
   }

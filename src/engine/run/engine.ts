@@ -317,6 +317,17 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     }
   }
 
+  /** Session endings in flight (endSession, cancel, expiry): close() waits for them. */
+  const transitions = new Set<Promise<unknown>>();
+  function track<T>(p: Promise<T>): Promise<T> {
+    transitions.add(p);
+    void p.then(
+      () => transitions.delete(p),
+      () => transitions.delete(p),
+    );
+    return p;
+  }
+
   /**
    * At shutdown: an idle session whose sandbox outlives this process (e2b) is left running
    * for the next start to reattach (a deploy does not cost users their warm sessions; the
@@ -328,6 +339,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     const run = await store.getRun(runId);
     const resumable =
       run?.status === "idle" &&
+      !busy.has(runId) &&
       s.sandbox.detach !== undefined &&
       s.agent?.detach !== undefined &&
       (await store.getSecret(runId, RESUME_SECRET)) !== undefined;
@@ -349,12 +361,14 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     const ms = Math.max(0, Date.parse(expiresAt) - now().getTime());
     s.expiryTimer = setTimeout(() => {
-      void expire(runId).catch((e: unknown) => log.error("session expiry failed", { runId, error: e }));
+      void track(expire(runId)).catch((e: unknown) => log.error("session expiry failed", { runId, error: e }));
     }, ms);
     s.expiryTimer.unref();
   }
 
   async function expire(runId: string): Promise<void> {
+    // Shutting down: close() hands the session over or tears it down.
+    if (closing) return;
     const run = await store.getRun(runId);
     if (!run || run.status !== "idle" || busy.has(runId)) return;
     if (run.sessionExpiresAt && Date.parse(run.sessionExpiresAt) > now().getTime()) {
@@ -720,20 +734,33 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     if (!run.sessionExpiresAt || Date.parse(run.sessionExpiresAt) <= now().getTime()) return false;
     const sealed = await store.getSecret(run.id, RESUME_SECRET);
     if (!sealed) return false;
-    let sandbox: Sandbox | undefined;
+    const signal = AbortSignal.timeout(REATTACH_TIMEOUT_MS);
+    let taken: { sandbox: Sandbox; agent: AgentSession } | undefined;
     try {
       const saved = SavedSession.parse(JSON.parse(deps.secrets.open(sealed)));
-      const signal = AbortSignal.timeout(REATTACH_TIMEOUT_MS);
-      sandbox = await deps.sandboxes.connect(run.id, saved.sandbox);
-      const agent = await deps.agents.attach({
-        sandbox,
-        resume: saved.agent,
-        modelId: run.modelId,
-        watchdogMs: config.watchdogMs,
-        signal,
-      });
+      const attempt = takeBack(run, saved, signal);
+      // Bounded as a whole (a VM or server that accepts and never answers must not hold the
+      // start); an attempt that succeeds after the deadline lets go of what it took.
+      const timedOut = new Promise<undefined>((resolve) =>
+        signal.addEventListener("abort", () => resolve(undefined), { once: true }),
+      );
+      taken = await Promise.race([attempt, timedOut]);
+      if (!taken) {
+        void attempt.then(
+          (late) => release(late),
+          () => undefined,
+        );
+        throw new EngineError("sandbox_failed", `reattaching took over ${REATTACH_TIMEOUT_MS} ms`);
+      }
       deps.gateway.restoreToken(saved.token, grantFor(run));
-      live.set(run.id, { sandbox, agent, token: saved.token, turnAbort: null, turnDone: null, expiryTimer: null });
+      live.set(run.id, {
+        sandbox: taken.sandbox,
+        agent: taken.agent,
+        token: saved.token,
+        turnAbort: null,
+        turnDone: null,
+        expiryTimer: null,
+      });
       scheduleExpiry(run.id, run.sessionExpiresAt);
       emit(run.id, {
         type: "builder.event",
@@ -744,9 +771,36 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       return true;
     } catch (e) {
       log.warn("could not reattach an idle run; ending it", { runId: run.id, error: e });
-      await sandbox?.kill().catch(() => undefined);
+      if (taken) await release(taken);
       return false;
     }
+  }
+
+  /** Connect to a run's sandbox and attach to its agent; the sandbox is killed if the agent cannot be had. */
+  async function takeBack(
+    run: RunRecord,
+    saved: SavedSession,
+    signal: AbortSignal,
+  ): Promise<{ sandbox: Sandbox; agent: AgentSession }> {
+    const sandbox = await deps.sandboxes.connect!(run.id, saved.sandbox);
+    try {
+      const agent = await deps.agents.attach!({
+        sandbox,
+        resume: saved.agent,
+        modelId: run.modelId,
+        watchdogMs: config.watchdogMs,
+        signal,
+      });
+      return { sandbox, agent };
+    } catch (e) {
+      await sandbox.kill().catch(() => undefined);
+      throw e;
+    }
+  }
+
+  async function release(taken: { sandbox: Sandbox; agent: AgentSession }): Promise<void> {
+    await taken.agent.close().catch(() => undefined);
+    await taken.sandbox.kill().catch(() => undefined);
   }
 
   // Runs a previous process left: idle ones whose sandbox outlived it are taken back; the
@@ -772,8 +826,40 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     }
   }
 
-  // Sandboxes (and their OpenCode processes) a killed predecessor left behind belong to no run now.
-  await deps.sandboxes.reap?.(reattached);
+  // Sandboxes (and their OpenCode processes) a killed predecessor left behind belong to no run
+  // now. A failure here (E2B's API down for a moment) must not fail the start: that would
+  // close the provider and kill the sandboxes just reattached. Orphans wait for the next start.
+  try {
+    await deps.sandboxes.reap?.(reattached);
+  } catch (e) {
+    log.warn("could not reap sandboxes a previous process left; the next start tries again", { error: e });
+  }
+
+  async function cancelRun(ownerId: string, runId: string): Promise<RunView> {
+    const run = await ownedRun(ownerId, runId);
+    if (isTerminal(run.status)) return view(run);
+    if (run.status === "idle") {
+      return view(await finishSession(run, "cancelled"));
+    }
+    // Mark first so the turn, when it unwinds, does not overwrite the outcome.
+    const pending = pendingTurns.get(runId);
+    const s = live.get(runId);
+    pending?.abort.abort();
+    s?.turnAbort?.abort();
+    try {
+      await s?.agent?.abort();
+    } catch (e) {
+      log.warn("agent abort failed", { runId, error: e });
+    }
+    // Let the turn unwind (it computes the patch it had), then kill everything.
+    await Promise.race([pending?.done, new Promise((r) => setTimeout(r, 15_000))]);
+    const current = (await store.getRun(runId))!;
+    if (isTerminal(current.status)) {
+      await teardown(runId);
+      return view(current);
+    }
+    return view(await finishSession(current, "cancelled", { code: "cancelled", message: "the run was cancelled" }));
+  }
 
   // ---------- the facade ----------
 
@@ -913,38 +999,15 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       }
       busy.add(runId);
       try {
-        return view(await finishSession(run, "completed"));
+        return view(await track(finishSession(run, "completed")));
       } finally {
         busy.delete(runId);
       }
     },
 
-    async cancel(ownerId, runId) {
-      const run = await ownedRun(ownerId, runId);
-      if (isTerminal(run.status)) return view(run);
-      if (run.status === "idle") {
-        return view(await finishSession(run, "cancelled"));
-      }
-      // Mark first so the turn, when it unwinds, does not overwrite the outcome.
-      const pending = pendingTurns.get(runId);
-      const s = live.get(runId);
-      pending?.abort.abort();
-      s?.turnAbort?.abort();
-      try {
-        await s?.agent?.abort();
-      } catch (e) {
-        log.warn("agent abort failed", { runId, error: e });
-      }
-      // Let the turn unwind (it computes the patch it had), then kill everything.
-      await Promise.race([pending?.done, new Promise((r) => setTimeout(r, 15_000))]);
-      const current = (await store.getRun(runId))!;
-      if (isTerminal(current.status)) {
-        await teardown(runId);
-        return view(current);
-      }
-      return view(await finishSession(current, "cancelled", { code: "cancelled", message: "the run was cancelled" }));
+    cancel(ownerId, runId) {
+      return track(cancelRun(ownerId, runId));
     },
-
     async waitForTurn(ownerId, runId, signal) {
       let run = await ownedRun(ownerId, runId);
       if (run.status !== "queued" && run.status !== "running") return view(run);
@@ -990,6 +1053,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       closing = true;
       for (const { abort } of pendingTurns.values()) abort.abort();
       await Promise.allSettled([...pendingTurns.values()].map((p) => p.done));
+      await Promise.allSettled([...transitions]);
       await Promise.allSettled([...live.keys()].map((id) => handOver(id)));
     },
   };

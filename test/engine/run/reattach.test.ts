@@ -83,7 +83,7 @@ describe("reattach after a restart (e2b)", () => {
       PATCHBAY_WATCHDOG_MS: "2000",
     };
     const lines: string[] = [];
-    const open = (): Promise<Patchbay> => {
+    const open = (opts: { listFails?: boolean } = {}): Promise<Patchbay> => {
       const config = loadConfig(env);
       return openPatchbay(config, {
         log: createLogger({ level: "debug", write: (l) => lines.push(l) }),
@@ -92,7 +92,11 @@ describe("reattach after a restart (e2b)", () => {
           publicGatewayUrl: config.publicGatewayUrl!,
           sessionTtlMs: config.sessionTtlMs,
           turnTimeoutMs: config.turnTimeoutMs,
-          sdk: e2bCloud(cloudDir, { hosts: "loopback" }).sdk,
+          sdk: (() => {
+            const sdk = e2bCloud(cloudDir, { hosts: "loopback" }).sdk;
+            // E2B's API down for a moment at start-up: the reaper's list fails.
+            return opts.listFails ? { ...sdk, list: () => Promise.reject(new Error("503 Service Unavailable")) } : sdk;
+          })(),
         }),
       });
     };
@@ -173,10 +177,13 @@ describe("reattach after a restart (e2b)", () => {
     await cloud.sdk.kill(otherVm, { apiKey: "k" }); // E2B ended it (its timeout) while no Patchbay ran
 
     // C: takes run 1 over again; run 2's VM is gone, so run 2 ends completed with its work kept.
-    const c = await open();
+    // E2B's list fails at this start: the reaper gives up, the start and the reattached VM do not.
+    const c = await open({ listFails: true });
     try {
       const one = await c.engine.getRun(OWNER, runId!);
       expect(one.status).toBe("idle");
+      expect(cloud.alive().has(vm!)).toBe(true);
+      expect(lines.join("\n")).toContain("could not reap sandboxes a previous process left");
       const two = await c.engine.getRun(OWNER, otherId);
       expect(two.status).toBe("completed");
       expect(two.changedPaths).toEqual(["FIRST.md"]);
