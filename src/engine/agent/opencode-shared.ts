@@ -193,7 +193,8 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
       const { sandbox } = start;
       const alog = log.child({ sandbox: sandbox.id });
       const client = createOpencodeClient({ baseUrl: srv.baseUrl, directory: sandbox.workdir, headers: srv.headers });
-      const sessionId = await createSession(client);
+      const created = AbortSignal.timeout(startTimeoutMs);
+      const sessionId = await createSession(client, start.signal ? AbortSignal.any([start.signal, created]) : created);
       const bound = new Set<string>();
       const bind = (id: string) => {
         try {
@@ -277,8 +278,8 @@ interface ReleaseInput {
  */
 async function release(r: ReleaseInput): Promise<void> {
   r.unbind();
-  await abortQuietly(r.client, r.sessionId, r.log);
   const signal = () => AbortSignal.timeout(r.timeoutMs);
+  await abortQuietly(r.client, r.sessionId, r.log, signal());
   await r.client.session
     .delete({ sessionID: r.sessionId, directory: r.workdir }, { signal: signal() })
     .catch((e: unknown) => r.log.warn("could not delete the run's OpenCode session", { error: e }));

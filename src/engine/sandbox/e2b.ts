@@ -528,7 +528,14 @@ class E2bProcess implements ProcessHandle {
     this.listeners.push(listener);
   }
 
-  async detach(): Promise<void> {
+  private detaching: Promise<void> | undefined;
+
+  /** Stop following the command (idempotent: the agent and its sandbox both let go of it). */
+  detach(): Promise<void> {
+    return (this.detaching ??= this.disconnect());
+  }
+
+  private async disconnect(): Promise<void> {
     const h = await this.handle;
     try {
       await h?.disconnect();
