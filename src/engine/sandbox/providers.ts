@@ -34,6 +34,12 @@ export async function createSandboxProvider(config: Config, log: Logger): Promis
           "sandbox_failed",
           "PATCHBAY_SANDBOX=e2b needs PATCHBAY_PUBLIC_GATEWAY_URL: the URL at which E2B sandboxes reach this server's model gateway",
         );
+      // The proxy behind that URL targets a port, and VMs that outlive a restart keep calling it.
+      if (config.gatewayPort === 0)
+        throw new EngineError(
+          "sandbox_failed",
+          "PATCHBAY_SANDBOX=e2b needs PATCHBAY_GATEWAY_PORT: the fixed loopback port the proxy behind PATCHBAY_PUBLIC_GATEWAY_URL forwards to",
+        );
       return createE2bProvider({
         apiKey: config.e2bApiKey,
         template: config.e2bTemplate,

@@ -202,7 +202,7 @@ describe("e2b provider (SDK stand-in)", () => {
     await mine.kill();
   });
 
-  it("refuses to start without E2B_API_KEY or PATCHBAY_PUBLIC_GATEWAY_URL, with one line naming it", async () => {
+  it("refuses to start without E2B_API_KEY, PATCHBAY_PUBLIC_GATEWAY_URL or a fixed PATCHBAY_GATEWAY_PORT, with one line naming it", async () => {
     const base = { PATCHBAY_DATA_DIR: tempDir("data"), PATCHBAY_SANDBOX: "e2b" };
     await expect(createSandboxProvider(loadConfig(base), silentLogger)).rejects.toThrow(
       /^PATCHBAY_SANDBOX=e2b needs E2B_API_KEY$/,
@@ -211,6 +211,12 @@ describe("e2b provider (SDK stand-in)", () => {
       (e: Error) => e,
     );
     expect((err as Error).message).toMatch(/^PATCHBAY_SANDBOX=e2b needs PATCHBAY_PUBLIC_GATEWAY_URL: [^\n]+$/);
+    // A random gateway port would move on every restart, away from the proxy and the VMs that outlive it.
+    const noPort = await createSandboxProvider(
+      loadConfig({ ...base, E2B_API_KEY: "k", PATCHBAY_PUBLIC_GATEWAY_URL: "https://pb.example.com/gw" }),
+      silentLogger,
+    ).catch((e: Error) => e);
+    expect((noPort as Error).message).toMatch(/^PATCHBAY_SANDBOX=e2b needs PATCHBAY_GATEWAY_PORT: [^\n]+$/);
     expect(fs.existsSync(path.join(base.PATCHBAY_DATA_DIR, "sandboxes"))).toBe(false);
   });
 });
