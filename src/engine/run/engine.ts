@@ -725,13 +725,14 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   // ---------- recovery ----------
 
   /**
-   * Take an idle run's session back from a previous process: its sandbox (still alive when
-   * the provider's outlive us, e2b), its OpenCode server and session, its gateway token.
-   * False when it cannot (nothing saved, expired, gone); the run is then ended as before.
+   * Take a run's session back from a previous process: its sandbox (still alive when the
+   * provider's outlive us, e2b), its OpenCode server and session, its gateway token. False
+   * when it cannot (nothing saved, expired, gone); the run is then ended as before.
    */
   async function reattach(run: RunRecord): Promise<boolean> {
     if (!deps.sandboxes.connect || !deps.agents.attach) return false;
-    if (!run.sessionExpiresAt || Date.parse(run.sessionExpiresAt) <= now().getTime()) return false;
+    if (run.status === "idle" && (!run.sessionExpiresAt || Date.parse(run.sessionExpiresAt) <= now().getTime()))
+      return false;
     const sealed = await store.getSecret(run.id, RESUME_SECRET);
     if (!sealed) return false;
     const signal = AbortSignal.timeout(REATTACH_TIMEOUT_MS);
@@ -761,19 +762,46 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         turnDone: null,
         expiryTimer: null,
       });
-      scheduleExpiry(run.id, run.sessionExpiresAt);
       emit(run.id, {
         type: "builder.event",
         turn: run.turnCount,
         data: { kind: "log", message: "the server restarted; reattached to this run's sandbox and agent session" },
       });
-      log.info("reattached an idle run", { runId: run.id });
+      if (run.status === "running") await settleInterruptedTurn(run, taken.sandbox);
+      else scheduleExpiry(run.id, run.sessionExpiresAt!);
+      log.info("reattached a run", { runId: run.id, status: run.status });
       return true;
     } catch (e) {
       log.warn("could not reattach an idle run; ending it", { runId: run.id, error: e });
       if (taken) await release(taken);
       return false;
     }
+  }
+
+  /**
+   * A turn the dead process was running (attach stopped it in OpenCode): it ends failed with
+   * server_restart and the work it had done as the patch, and the run goes back to idle with
+   * its session warm, so a message continues where the turn stopped instead of starting over.
+   */
+  async function settleInterruptedTurn(run: RunRecord, sandbox: Sandbox): Promise<void> {
+    const error = {
+      code: "server_restart" as const,
+      message: "the server restarted during this turn; its work so far is in the patch, and the session continues",
+    };
+    const diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
+    await store.putPatch(run.id, diff.patch);
+    await store.putPatch(run.id + BIN_SUFFIX, diff.binaryPatch);
+    await store.updateTurn(run.id, run.turnCount, { status: "failed", error, finishedAt: iso() });
+    emit(run.id, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
+    const expiresAt = new Date(now().getTime() + config.sessionTtlMs).toISOString();
+    await setStatus(run, "idle", {
+      changedPaths: diff.changedPaths,
+      diffStats: diff.diffStats,
+      hasPatch: diff.patch.length > 0,
+      error,
+      sessionExpiresAt: expiresAt,
+    });
+    scheduleExpiry(run.id, expiresAt);
   }
 
   /** Connect to a run's sandbox and attach to its agent; the sandbox is killed if the agent cannot be had. */
@@ -803,13 +831,14 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     await taken.sandbox.kill().catch(() => undefined);
   }
 
-  // Runs a previous process left: idle ones whose sandbox outlived it are taken back; the
-  // others have lost their sandbox and agent.
+  // Runs a previous process left: those whose sandbox outlived it are taken back (a running
+  // one's turn ends server_restart, its session kept); the others have lost sandbox and agent.
   const reattached = new Set<string>();
   const leftOver = await store.runsByStatus(ACTIVE);
-  const idleRuns = leftOver.filter((r) => r.status === "idle");
-  for (let i = 0; i < idleRuns.length; i += 8) {
-    const batch = idleRuns.slice(i, i + 8);
+  // Queued runs never had a sandbox; running ones on a provider whose sandboxes outlive us did.
+  const resumable = leftOver.filter((r) => r.status === "idle" || (r.status === "running" && r.baseSha));
+  for (let i = 0; i < resumable.length; i += 8) {
+    const batch = resumable.slice(i, i + 8);
     const ok = await Promise.all(batch.map((r) => reattach(r)));
     batch.forEach((r, j) => ok[j] && reattached.add(r.id));
   }

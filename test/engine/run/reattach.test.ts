@@ -29,6 +29,11 @@ let repoBase: string;
 beforeAll(async () => {
   model = await startScriptedModel({
     scripts: {
+      // Turn 1 writes a file, then the model hangs (the server is killed meanwhile); turn 2 after the restart.
+      "test/e2b-mid": [
+        [{ toolCalls: [{ name: "write", args: { filePath: "WIP.md", content: "wip\n" } }] }, { hang: true }],
+        [{ toolCalls: [{ name: "write", args: { filePath: "MORE.md", content: "more\n" } }] }, { text: "Wrote MORE." }],
+      ],
       "test/e2b": [
         [
           { toolCalls: [{ name: "write", args: { filePath: "FIRST.md", content: "one\n" } }] },
@@ -68,58 +73,66 @@ function filesUnder(dir: string): string {
     .join("\n");
 }
 
+/** A data dir, an E2B stand-in cloud and a fixed gateway port, and how to open Patchbay on them. */
+async function e2bSetup() {
+  const dataDir = tempDir("data");
+  const cloudDir = tempDir("e2b-cloud");
+  const gatewayPort = await freeLoopbackPort();
+  const env: Record<string, string> = {
+    PATCHBAY_DATA_DIR: dataDir,
+    PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
+    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+    OPENROUTER_API_KEY: KEY,
+    PATCHBAY_GATEWAY_PORT: String(gatewayPort),
+    PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
+    PATCHBAY_WATCHDOG_MS: "2000",
+  };
+  const cloud = e2bCloud(cloudDir);
+  clouds.push(cloud);
+  const lines: string[] = [];
+  const open = (opts: { listFails?: boolean; poolSize?: number } = {}): Promise<Patchbay> => {
+    const config = loadConfig({ ...env, PATCHBAY_WARM_POOL_SIZE: String(opts.poolSize ?? 0) });
+    const sdk = e2bCloud(cloudDir, { hosts: "loopback" }).sdk;
+    return openPatchbay(config, {
+      log: createLogger({ level: "debug", write: (l) => lines.push(l) }),
+      sandboxes: createE2bProvider({
+        apiKey: "e2b_test_key",
+        publicGatewayUrl: config.publicGatewayUrl!,
+        sessionTtlMs: config.sessionTtlMs,
+        turnTimeoutMs: config.turnTimeoutMs,
+        // E2B's API down for a moment at start-up: the reaper's list fails.
+        sdk: opts.listFails ? { ...sdk, list: () => Promise.reject(new Error("503 Service Unavailable")) } : sdk,
+      }),
+    });
+  };
+  /** Patchbay in a process of its own on the same data dir and cloud, which starts one run (killed by the test). */
+  const child = (body: unknown, mode?: "idle") => {
+    const proc = spawn(
+      process.execPath,
+      ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify(body), ...(mode ? [mode] : [])],
+      { env: { ...process.env, ...env, PATCHBAY_TEST_E2B_CLOUD: cloudDir }, stdio: ["ignore", "pipe", "inherit"] },
+    );
+    let out = "";
+    proc.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    return {
+      output: () => out,
+      async kill() {
+        proc.kill("SIGKILL");
+        if (proc.exitCode === null && proc.signalCode === null) await new Promise((r) => proc.once("exit", r));
+      },
+    };
+  };
+  return { dataDir, cloud, lines, open, child };
+}
+
 describe("reattach after a restart (e2b)", () => {
   it("kill -9, then a graceful restart: idle runs keep their VM and OpenCode session; gone VMs end their run; orphans are killed", async () => {
-    const dataDir = tempDir("data");
-    const cloudDir = tempDir("e2b-cloud");
-    const gatewayPort = await freeLoopbackPort();
-    const env: Record<string, string> = {
-      PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-      OPENROUTER_API_KEY: KEY,
-      PATCHBAY_GATEWAY_PORT: String(gatewayPort),
-      PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
-      PATCHBAY_WATCHDOG_MS: "2000",
-    };
-    const lines: string[] = [];
-    const open = (opts: { listFails?: boolean } = {}): Promise<Patchbay> => {
-      const config = loadConfig(env);
-      return openPatchbay(config, {
-        log: createLogger({ level: "debug", write: (l) => lines.push(l) }),
-        sandboxes: createE2bProvider({
-          apiKey: "e2b_test_key",
-          publicGatewayUrl: config.publicGatewayUrl!,
-          sessionTtlMs: config.sessionTtlMs,
-          turnTimeoutMs: config.turnTimeoutMs,
-          sdk: (() => {
-            const sdk = e2bCloud(cloudDir, { hosts: "loopback" }).sdk;
-            // E2B's API down for a moment at start-up: the reaper's list fails.
-            return opts.listFails ? { ...sdk, list: () => Promise.reject(new Error("503 Service Unavailable")) } : sdk;
-          })(),
-        }),
-      });
-    };
-    const cloud = e2bCloud(cloudDir);
-    clouds.push(cloud);
+    const { dataDir, cloud, lines, open, child } = await e2bSetup();
     const body = { repository: "acme/web", prompt: "write first", modelId: "test/e2b", validationMode: "minimal" };
 
     // A: a process of its own, killed with SIGKILL while its run is idle.
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify(body), "idle"],
-      {
-        env: {
-          ...process.env,
-          ...env,
-          PATCHBAY_TEST_E2B_CLOUD: cloudDir,
-        },
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    );
-    let out = "";
-    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
-    const [runId, status] = await waitFor(() => /^(run_\S+) (\S+)$/m.exec(out)?.slice(1), {
+    const a = child(body, "idle");
+    const [runId, status] = await waitFor(() => /^(run_\S+) (\S+)$/m.exec(a.output())?.slice(1), {
       timeoutMs: 60_000,
       what: "the child's run to finish its first turn",
     });
@@ -135,8 +148,7 @@ describe("reattach after a restart (e2b)", () => {
         timeoutMs: 1,
       })
     ).sandboxId;
-    child.kill("SIGKILL");
-    await new Promise((r) => child.once("exit", r));
+    await a.kill();
     expect(cloud.processes(vm!)).toEqual([server]); // a VM's processes outlive the client
 
     // B: reattaches the idle run, kills the orphan, and continues the same session.
@@ -204,35 +216,9 @@ describe("reattach after a restart (e2b)", () => {
   });
 
   it("with a warm pool, a run takes a pre-started VM (made under a warm id), and that VM survives a restart as the run's", async () => {
-    const dataDir = tempDir("data");
-    const cloudDir = tempDir("e2b-cloud");
-    const gatewayPort = await freeLoopbackPort();
-    const env: Record<string, string> = {
-      PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-      OPENROUTER_API_KEY: KEY,
-      PATCHBAY_GATEWAY_PORT: String(gatewayPort),
-      PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
-      PATCHBAY_WATCHDOG_MS: "2000",
-    };
-    const cloud = e2bCloud(cloudDir);
-    clouds.push(cloud);
-    const open = (poolSize: number): Promise<Patchbay> => {
-      const config = loadConfig({ ...env, PATCHBAY_WARM_POOL_SIZE: String(poolSize) });
-      return openPatchbay(config, {
-        log: createLogger({ level: "silent" }),
-        sandboxes: createE2bProvider({
-          apiKey: "e2b_test_key",
-          publicGatewayUrl: config.publicGatewayUrl!,
-          sessionTtlMs: config.sessionTtlMs,
-          turnTimeoutMs: config.turnTimeoutMs,
-          sdk: e2bCloud(cloudDir, { hosts: "loopback" }).sdk,
-        }),
-      });
-    };
+    const { cloud, open } = await e2bSetup();
 
-    const a = await open(1);
+    const a = await open({ poolSize: 1 });
     let runId = "";
     try {
       await a.warmPool!.ready();
@@ -259,10 +245,50 @@ describe("reattach after a restart (e2b)", () => {
     expect(left).toHaveLength(1);
     expect(left[0]![1].metadata.patchbayRunId).toMatch(/^warm_/);
 
-    const b = await open(0);
+    const b = await open();
     try {
       expect((await b.engine.getRun(OWNER, runId)).status).toBe("idle");
       expect(cloud.alive().size).toBe(1); // reaped by VM id, not by its warm metadata
+      await b.engine.endSession(OWNER, runId);
+      expect(cloud.alive().size).toBe(0);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it("kill -9 mid-turn: the turn ends server_restart with its work as the patch, and the session continues", async () => {
+    const { cloud, open, child } = await e2bSetup();
+    const a = child({
+      repository: "acme/web",
+      prompt: "write wip",
+      modelId: "test/e2b-mid",
+      validationMode: "minimal",
+    });
+    const runId = await waitFor(() => /^(run_\S+)$/m.exec(a.output())?.[1], { what: "the child to start its run" });
+    // The model holds the turn's second request: WIP.md is written, the turn is still running.
+    await waitFor(() => model.requests.filter((r) => r.model === "test/e2b-mid" && !r.side).length >= 2, {
+      timeoutMs: 60_000,
+      what: "the turn to reach its hanging model request",
+    });
+    await a.kill();
+
+    const b = await open();
+    try {
+      const back = await b.engine.getRun(OWNER, runId, { events: true });
+      expect(back.status).toBe("idle");
+      expect(back.sessionActive).toBe(true);
+      expect(back.error).toMatchObject({ code: "server_restart" });
+      expect(back.changedPaths).toEqual(["WIP.md"]);
+      const events = JSON.stringify(back.events);
+      expect(events).toContain("reattached to this run's sandbox and agent session");
+      expect(events).toContain('"kind":"error","code":"server_restart"');
+
+      await b.engine.sendMessage(OWNER, runId, { prompt: "write more" });
+      const after = await b.engine.waitForTurn(OWNER, runId);
+      expect(after.status).toBe("idle");
+      expect(after.error).toBeNull();
+      expect(after.changedPaths).toEqual(["MORE.md", "WIP.md"]);
+      expect(after.summary).toBe("Wrote MORE.");
       await b.engine.endSession(OWNER, runId);
       expect(cloud.alive().size).toBe(0);
     } finally {
