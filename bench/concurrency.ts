@@ -5,7 +5,6 @@
  * start-up is CPU-bound, so the ratio says how much waiting Patchbay itself adds. Also the
  * memory each idle session holds (summed RSS of the processes in its sandbox).
  */
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -13,56 +12,13 @@ import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
-import { descendants } from "../src/engine/sandbox/process.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { row, type BenchModule } from "./harness.ts";
-import { rssMbOf } from "./server-process.ts";
+import { benchRepository, processTree, rssMb, rssMbOf } from "./support.ts";
 
 const N = 10;
 const API = "/api/v1/coding-agent";
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "Bench",
-  GIT_AUTHOR_EMAIL: "bench@example.com",
-  GIT_COMMITTER_NAME: "Bench",
-  GIT_COMMITTER_EMAIL: "bench@example.com",
-};
-
-function makeRepository(base: string): string {
-  const work = path.join(base, "work");
-  fs.mkdirSync(path.join(work, "src"), { recursive: true });
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: work, env: GIT_ENV });
-  git("init", "-q", "-b", "main");
-  for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(work, "src", `m${i}.js`), `export const v${i} = ${i};\n`);
-  git("add", "-A");
-  git("commit", "-q", "-m", "initial");
-  fs.mkdirSync(path.join(base, "acme"), { recursive: true });
-  execFileSync("git", ["clone", "-q", "--bare", work, path.join(base, "acme", "conc.git")], { env: GIT_ENV });
-  return `file://${base}`;
-}
-
-/** Summed RSS (MB) of every process working inside `dir` and their descendants. */
-function sessionRssMb(dir: string): number {
-  const roots: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (fs.readlinkSync(`/proc/${entry}/cwd`).startsWith(dir)) roots.push(Number(entry));
-    } catch (e) {
-      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
-    }
-  }
-  let mb = 0;
-  for (const pid of descendants(roots)) {
-    try {
-      mb += rssMbOf(pid);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    }
-  }
-  return mb;
-}
 
 export const concurrency: BenchModule = {
   name: "concurrency",
@@ -76,7 +32,7 @@ export const concurrency: BenchModule = {
     const dataDir = path.join(root, "data");
     const config = loadConfig({
       PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: makeRepository(path.join(root, "repos")),
+      PATCHBAY_GIT_BASE_URL: benchRepository(path.join(root, "repos"), "acme/conc", 50),
       PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
       OPENROUTER_API_KEY: "sk-bench",
       PATCHBAY_RATE_LIMIT_PER_MIN: "100000",
@@ -122,7 +78,7 @@ export const concurrency: BenchModule = {
       t0 = performance.now();
       const ids = await Promise.all(Array.from({ length: N }, (_, i) => runToIdle(100 + i)));
       const concurrentMs = performance.now() - t0;
-      const perSession = ids.map((id) => sessionRssMb(path.join(dataDir, "sandboxes", id)));
+      const perSession = ids.map((id) => rssMb(processTree(path.join(dataDir, "sandboxes", id))));
       const engineRss = rssMbOf(process.pid);
       await Promise.all(ids.map(end));
       const meanSession = perSession.reduce((a, b) => a + b, 0) / N;

@@ -5,7 +5,7 @@
  * in the same run. The difference is what Patchbay adds: HTTP, auth, store writes, the turn
  * launch and the model gateway. Target: under 50 ms.
  */
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -18,32 +18,11 @@ import { bundledOpencodeBin } from "../src/engine/agent/opencode.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
+import { git, makeRepo } from "../test/helpers.ts";
 import { median, row, type BenchModule } from "./harness.ts";
 
 const FOLLOW_UPS = 20;
 const API = "/api/v1/coding-agent";
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "Bench",
-  GIT_AUTHOR_EMAIL: "bench@example.com",
-  GIT_COMMITTER_NAME: "Bench",
-  GIT_COMMITTER_EMAIL: "bench@example.com",
-  GIT_CONFIG_NOSYSTEM: "1",
-};
-
-function makeRepository(base: string): string {
-  const work = path.join(base, "work");
-  fs.mkdirSync(work, { recursive: true });
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: work, env: GIT_ENV });
-  git("init", "-q", "-b", "main");
-  fs.writeFileSync(path.join(work, "README.md"), "# bench\n");
-  git("add", "-A");
-  git("commit", "-q", "-m", "initial");
-  fs.mkdirSync(path.join(base, "acme"), { recursive: true });
-  execFileSync("git", ["clone", "-q", "--bare", work, path.join(base, "acme", "bench.git")], { env: GIT_ENV });
-  return `file://${base}`;
-}
-
 /**
  * Milliseconds from `t0` (Date.now()) to the arrival of the model's next agent-loop request
  * (title and summary side requests excluded). Counted from the recorded requests rather than
@@ -69,7 +48,7 @@ async function direct(model: ScriptedModel, gitBase: string, root: string): Prom
   const dir = path.join(root, "direct");
   const home = path.join(dir, "home");
   fs.mkdirSync(home, { recursive: true });
-  execFileSync("git", ["clone", "-q", `${gitBase}/acme/bench.git`, path.join(dir, "repo")], { env: GIT_ENV });
+  git(dir, "clone", "-q", `${gitBase}/acme/bench.git`, path.join(dir, "repo"));
   const config = buildOpencodeConfig({ modelBaseUrl: model.baseUrl, modelToken: "bench", modelId });
   const proc = spawn(bundledOpencodeBin(), ["serve", "--hostname=127.0.0.1", "--port=0"], {
     cwd: path.join(dir, "repo"),
@@ -177,7 +156,7 @@ export const followUp: BenchModule = {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-followup-"));
     const model = await startScriptedModel({ fallback: [[{ text: "ok" }]] });
     try {
-      const gitBase = makeRepository(path.join(root, "repos"));
+      const gitBase = makeRepo(path.join(root, "repos"), "acme/bench", { "README.md": "# bench\n" }).baseUrl;
       const base = await direct(model, gitBase, root);
       const pb = await throughPatchbay(model, gitBase, root);
       const b = median(base);

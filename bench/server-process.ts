@@ -3,9 +3,9 @@
  * (the benchmark itself) and the server's CPU and RSS are its own.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { rssMbOf } from "./support.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -28,12 +28,6 @@ export interface ServerProcessOptions {
   script?: string[];
   /** How long the server may take to print its URL. Default 120 s (a big store loads first). */
   startTimeoutMs?: number;
-}
-
-export function rssMbOf(pid: number): number {
-  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
-  const kb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-  return kb / 1024;
 }
 
 export async function startServerProcess(opts: ServerProcessOptions): Promise<ServerProcess> {

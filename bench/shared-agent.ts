@@ -5,15 +5,14 @@
  * RSS of every process working under the data dir (OpenCode servers and what they started)
  * is read. Baseline: one server per run; value: the shared server.
  */
-import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
-import { descendants } from "../src/engine/sandbox/process.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { median, row, type BenchModule, type Row } from "./harness.ts";
+import { benchRepository, processTree, rssMb } from "./support.ts";
 
 const SESSIONS = 3;
 const OWNER = "bench";
@@ -32,57 +31,6 @@ interface Measured {
   idleMs: number[];
   /** opencode processes while all sessions were idle. */
   processes: number;
-}
-
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "Bench",
-  GIT_AUTHOR_EMAIL: "bench@example.com",
-  GIT_COMMITTER_NAME: "Bench",
-  GIT_COMMITTER_EMAIL: "bench@example.com",
-  GIT_CONFIG_NOSYSTEM: "1",
-};
-
-function makeRepository(base: string): string {
-  const work = path.join(base, "work");
-  fs.mkdirSync(path.join(work, "src"), { recursive: true });
-  const git = (...args: string[]) => execFileSync("git", args, { cwd: work, env: GIT_ENV });
-  git("init", "-q", "-b", "main");
-  for (let i = 0; i < 50; i++) fs.writeFileSync(path.join(work, "src", `mod${i}.js`), `export const v${i} = ${i};\n`);
-  git("add", "-A");
-  git("commit", "-q", "-m", "initial");
-  const bare = path.join(base, "acme", "bench.git");
-  fs.mkdirSync(path.dirname(bare), { recursive: true });
-  execFileSync("git", ["clone", "-q", "--bare", work, bare], { env: GIT_ENV });
-  return `file://${base}`;
-}
-
-/** Processes working under `dir` and everything they started. */
-function processesUnder(dir: string): number[] {
-  const roots: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
-      if (cwd === dir || cwd.startsWith(dir + path.sep)) roots.push(Number(entry));
-    } catch (e) {
-      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
-    }
-  }
-  return [...new Set(descendants(roots))];
-}
-
-function rssMb(pids: readonly number[]): number {
-  let kb = 0;
-  for (const pid of pids) {
-    try {
-      const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-      kb += m ? Number(m[1]) : 0;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    }
-  }
-  return kb / 1024;
 }
 
 const isOpencode = (pid: number) => {
@@ -120,12 +68,12 @@ async function measure(model: ScriptedModel, gitBase: string, root: string, shar
       out.idleMs.push(performance.now() - t0);
       ids.push(run.id);
       await sleep(SETTLE_MS);
-      out.rssMb.push(rssMb(processesUnder(dataDir)));
+      out.rssMb.push(rssMb(processTree(dataDir)));
     }
-    out.processes = processesUnder(dataDir).filter(isOpencode).length;
+    out.processes = processTree(dataDir).filter(isOpencode).length;
     for (const id of ids) await pb.engine.endSession(OWNER, id);
     await sleep(SETTLE_MS);
-    out.afterEndMb = rssMb(processesUnder(dataDir));
+    out.afterEndMb = rssMb(processTree(dataDir));
     // Churn: as many sessions again, each ended before the next; a shared server that kept
     // ended runs' instances would grow here.
     for (let n = 0; n < SESSIONS; n++) {
@@ -134,7 +82,7 @@ async function measure(model: ScriptedModel, gitBase: string, root: string, shar
       await pb.engine.endSession(OWNER, started.id);
     }
     await sleep(SETTLE_MS);
-    out.afterChurnMb = rssMb(processesUnder(dataDir));
+    out.afterChurnMb = rssMb(processTree(dataDir));
   } finally {
     await pb.close();
   }
@@ -154,7 +102,7 @@ export const sharedAgent: BenchModule = {
     });
     const rows: Row[] = [];
     try {
-      const gitBase = makeRepository(path.join(root, "remote"));
+      const gitBase = benchRepository(path.join(root, "remote"), "acme/bench", 50);
       const separate = await measure(model, gitBase, root, false);
       const shared = await measure(model, gitBase, root, true);
       const note = "baseline: a server per run; value: one shared server";

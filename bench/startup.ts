@@ -8,7 +8,7 @@
  * Also the memory an idle session holds: the summed RSS of the processes working inside the
  * run's sandbox directory and everything they started (OpenCode, bwrap).
  */
-import { execFileSync, spawn } from "node:child_process";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
@@ -23,7 +23,9 @@ import { descendants } from "../src/engine/sandbox/process.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { API_BASE } from "../src/http/runs.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
+import { git } from "../test/helpers.ts";
 import { median, row, type BenchModule, type Row } from "./harness.ts";
+import { benchRepository, processTree, rssMb } from "./support.ts";
 
 const RUNS = 3;
 /** cold: a server per run started for it; warm: the warm pool; shared: one server for all runs. */
@@ -36,61 +38,6 @@ interface Timing {
   firstRequestMs: number;
   idleMs: number;
   rssMb: number;
-}
-
-const GIT_ENV = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "Bench",
-  GIT_AUTHOR_EMAIL: "bench@example.com",
-  GIT_COMMITTER_NAME: "Bench",
-  GIT_COMMITTER_EMAIL: "bench@example.com",
-  GIT_CONFIG_NOSYSTEM: "1",
-};
-const git = (cwd: string, ...args: string[]) =>
-  execFileSync("git", args, { cwd, env: GIT_ENV, encoding: "utf8" }).trim();
-
-/** A repository of FILES small source files, so the clone is not free. */
-function makeRepository(base: string): string {
-  const work = path.join(base, "work");
-  fs.mkdirSync(path.join(work, "src"), { recursive: true });
-  git(work, "init", "-q", "-b", "main");
-  for (let i = 0; i < FILES; i++) {
-    fs.writeFileSync(path.join(work, "src", `mod${i}.js`), `export const value${i} = ${i};\n`.repeat(20));
-  }
-  git(work, "add", "-A");
-  git(work, "commit", "-q", "-m", "initial");
-  const bare = path.join(base, "acme", "bench.git");
-  fs.mkdirSync(path.dirname(bare), { recursive: true });
-  git(base, "clone", "-q", "--bare", work, bare);
-  return `file://${base}`;
-}
-
-function rssMb(pids: readonly number[]): number {
-  let kb = 0;
-  for (const pid of pids) {
-    try {
-      const m = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"));
-      kb += m ? Number(m[1]) : 0;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    }
-  }
-  return kb / 1024;
-}
-
-/** Processes working (on the host) inside `dir`, and everything they started. */
-function processesUnder(dir: string): number[] {
-  const roots: number[] = [];
-  for (const entry of fs.readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cwd = fs.readlinkSync(`/proc/${entry}/cwd`);
-      if (cwd === dir || cwd.startsWith(dir + path.sep)) roots.push(Number(entry));
-    } catch (e) {
-      if (!["ENOENT", "ESRCH", "EACCES"].includes((e as NodeJS.ErrnoException).code ?? "")) throw e;
-    }
-  }
-  return descendants(roots);
 }
 
 const script = (model: ScriptedModel, id: string) =>
@@ -107,7 +54,7 @@ async function baseline(model: ScriptedModel, gitBase: string, root: string, n: 
   fs.mkdirSync(home, { recursive: true });
   const t0 = performance.now();
   const firstRequest = model.nextRequest(modelId).then(() => performance.now() - t0);
-  execFileSync("git", ["clone", "-q", `${gitBase}/acme/bench.git`, path.join(dir, "repo")], { env: GIT_ENV });
+  git(dir, "clone", "-q", `${gitBase}/acme/bench.git`, path.join(dir, "repo"));
   const sandboxMs = performance.now() - t0;
   const config = buildOpencodeConfig({ modelBaseUrl: model.baseUrl, modelToken: "bench", modelId });
   const port = 4700 + n;
@@ -201,7 +148,7 @@ async function patchbayRuns(
       const run = await pb.engine.waitForTurn(owner, id);
       const idleMs = performance.now() - t0;
       if (run.status !== "idle") throw new Error(`run ${id} ended ${run.status}: ${JSON.stringify(run.error)}`);
-      const rss = rssMb(processesUnder(path.join(dataDir, "sandboxes", id)));
+      const rss = rssMb(processTree(path.join(dataDir, "sandboxes", id)));
       const sandboxMs = (sandboxReady.get(id) ?? Number.NaN) - t0;
       if (n > 0) timings.push({ sandboxMs, firstRequestMs: await firstRequest, idleMs, rssMb: rss });
       await pb.engine.endSession(owner, id);
@@ -228,7 +175,7 @@ export const startup: BenchModule = {
     const model = await startScriptedModel();
     const rows: Row[] = [];
     try {
-      const gitBase = makeRepository(path.join(root, "remote"));
+      const gitBase = benchRepository(path.join(root, "remote"), "acme/bench", FILES, 20);
       const base: Timing[] = [];
       for (let n = 0; n < RUNS; n++) base.push(await baseline(model, gitBase, root, n));
       const b = {

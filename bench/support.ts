@@ -1,0 +1,42 @@
+/**
+ * What several benchmark modules need: a repository to clone (the tests' own `makeRepo`), and
+ * the memory of the processes a session holds.
+ */
+import fs from "node:fs";
+import { descendants } from "../src/engine/sandbox/process.ts";
+import { makeRepo, processesUnder } from "../test/helpers.ts";
+
+/**
+ * A bare repository `<base>/<fullName>.git` of `files` small source files (`lines` lines each),
+ * so a clone is not free. Returns the PATCHBAY_GIT_BASE_URL that serves it.
+ */
+export function benchRepository(base: string, fullName: string, files: number, lines = 1): string {
+  const contents = Object.fromEntries(
+    Array.from({ length: files }, (_, i) => [`src/mod${i}.js`, `export const value${i} = ${i};\n`.repeat(lines)]),
+  );
+  return makeRepo(base, fullName, contents).baseUrl;
+}
+
+/** RSS (MB) of one process; throws if it is gone. */
+export function rssMbOf(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024;
+}
+
+/** Summed RSS (MB) of `pids`; one that ended meanwhile counts nothing. */
+export function rssMb(pids: readonly number[]): number {
+  let mb = 0;
+  for (const pid of pids) {
+    try {
+      mb += rssMbOf(pid);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+  }
+  return mb;
+}
+
+/** Processes working (on the host) inside `dir`, and everything they started. */
+export function processTree(dir: string): number[] {
+  return [...new Set(descendants(processesUnder(dir)))];
+}
