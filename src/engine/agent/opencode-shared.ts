@@ -31,9 +31,8 @@ import { killStrays } from "../sandbox/process.ts";
 import type { ProcessHandle, Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
 import { ensureSeedRepository, SEED_REPOSITORY } from "../sandbox/seed.ts";
 import type { AgentDriver, AgentSession, AgentStartOptions } from "./agent.ts";
-import { abortQuietly, basicAuth, bundledOpencodeBin, createSession, openSession, waitListening } from "./opencode.ts";
-import { buildOpencodeConfig, opencodeEnv } from "./opencode-config.ts";
-import { skipPluginInstall } from "./opencode-home.ts";
+import { abortQuietly, createSession, launchServer, openSession } from "./opencode.ts";
+import { buildOpencodeConfig } from "./opencode-config.ts";
 
 /** What the driver needs from the model gateway (`ModelGateway` has it). */
 export interface SessionGateway {
@@ -125,9 +124,6 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
   const startServer = async (): Promise<SharedServer> => {
     const sandbox = await hostSandbox();
     token ??= gateway.issueSharedToken({ resolveSession });
-    const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
-    const password = randomBytes(24).toString("base64url");
-    const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, log)]);
     const config = buildOpencodeConfig({
       modelBaseUrl: `${sandbox.engineUrl(gateway.port)}/v1`,
       modelToken: token,
@@ -135,16 +131,12 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
       extraModelIds: models.slice(1),
     });
     const t0 = Date.now();
-    const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
-      env: opencodeEnv(config, password),
+    const { proc, baseUrl, headers } = await launchServer(sandbox, config, {
+      opencodeBin: opts.opencodeBin,
+      startTimeoutMs,
+      log,
     });
-    try {
-      await waitListening(proc, startTimeoutMs);
-    } catch (e) {
-      await proc.kill();
-      throw e;
-    }
-    const server: SharedServer = { proc, baseUrl: await sandbox.endpoint(port), headers: basicAuth(password) };
+    const server: SharedServer = { proc, baseUrl, headers };
     void proc.exited.then(({ code, signal }) => {
       if (current === server) current = undefined;
       if (!closed) log.warn("the shared agent server exited; the next run starts it again", { code, signal });

@@ -64,6 +64,40 @@ export interface WarmAgentDriver extends AgentDriver {
   prestart(opts: { sandbox: Sandbox | WarmSandbox; modelBaseUrl: string; signal?: AbortSignal }): Promise<WarmAgent>;
 }
 
+/** A started `opencode serve`, listening, and how to reach it. */
+export interface LaunchedServer {
+  proc: ProcessHandle;
+  port: number;
+  password: string;
+  baseUrl: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * Start `opencode serve` in `sandbox` with `config` and a generated password, and wait until
+ * it listens (the process is killed if it does not). Each driver's servers start here.
+ */
+export async function launchServer(
+  sandbox: Sandbox | WarmSandbox,
+  config: Record<string, unknown>,
+  o: { opencodeBin: string | undefined; startTimeoutMs: number; log: Logger; signal?: AbortSignal },
+): Promise<LaunchedServer> {
+  const bin = sandbox.binaryPath?.("opencode") ?? o.opencodeBin ?? bundledOpencodeBin();
+  const password = randomBytes(24).toString("base64url");
+  // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
+  const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, o.log)]);
+  const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
+    env: opencodeEnv(config, password),
+  });
+  try {
+    await waitListening(proc, o.startTimeoutMs, o.signal);
+    return { proc, port, password, baseUrl: await sandbox.endpoint(port), headers: basicAuth(password) };
+  } catch (e) {
+    await proc.kill();
+    throw e;
+  }
+}
+
 export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgentDriver {
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
@@ -102,9 +136,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
 
     async prestart(pre): Promise<WarmAgent> {
       const { sandbox } = pre;
-      const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
-      const password = randomBytes(24).toString("base64url");
-      const port = await sandbox.freePort();
+      const slog = log.child({ sandbox: sandbox.id });
       // The run's token and model are not known yet. OPENCODE_CONFIG_CONTENT wins over any
       // later config change, so they must be left out of it; `open` adds them through the
       // global config, which a directory's instance reads when it starts (measured with
@@ -112,21 +144,19 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       const { server } = splitRunBinding(
         buildOpencodeConfig({ modelBaseUrl: pre.modelBaseUrl, modelToken: "unbound", modelId: "unbound" }),
       );
-      await skipPluginInstall(sandbox, log.child({ sandbox: sandbox.id }));
-      const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
-        env: opencodeEnv(withWarmupModel(server), password),
+      const { proc, port, password, baseUrl, headers } = await launchServer(sandbox, withWarmupModel(server), {
+        opencodeBin: opts.opencodeBin,
+        startTimeoutMs,
+        log: slog,
+        ...(pre.signal ? { signal: pre.signal } : {}),
       });
-      let baseUrl: string;
-      const headers = basicAuth(password);
       try {
-        await waitListening(proc, startTimeoutMs, pre.signal);
-        baseUrl = await sandbox.endpoint(port);
         // The first prompt's lazy work, done here rather than after the run's POST. In the
         // sandbox's own workdir: the only directory every provider's sandbox has.
         await warmUpOpencode({
           client: createOpencodeClient({ baseUrl, headers }),
           directory: sandbox.workdir,
-          log: log.child({ sandbox: sandbox.id }),
+          log: slog,
           ...(pre.signal ? { signal: pre.signal } : {}),
         });
         if (pre.signal?.aborted) throw new EngineError("cancelled", "cancelled while the agent was starting");
@@ -174,27 +204,19 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
 
     async start(start: AgentStartOptions): Promise<AgentSession> {
       const { sandbox } = start;
-      const bin = sandbox.binaryPath?.("opencode") ?? opts.opencodeBin ?? bundledOpencodeBin();
-      const password = randomBytes(24).toString("base64url");
       const alog = log.child({ sandbox: sandbox.id });
-      // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
-      const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, alog)]);
       const config = buildOpencodeConfig({
         modelBaseUrl: start.modelBaseUrl,
         modelToken: start.modelToken,
         modelId: start.modelId,
       });
-      const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
-        env: opencodeEnv(config, password),
+      const { proc, port, password, baseUrl, headers } = await launchServer(sandbox, config, {
+        opencodeBin: opts.opencodeBin,
+        startTimeoutMs,
+        log: alog,
+        ...(start.signal ? { signal: start.signal } : {}),
       });
-      try {
-        await waitListening(proc, startTimeoutMs, start.signal);
-      } catch (e) {
-        await proc.kill();
-        throw e;
-      }
-      const baseUrl = await sandbox.endpoint(port);
-      const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers: basicAuth(password) });
+      const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
       try {
         return await openSession({
           client,
@@ -235,7 +257,7 @@ function splitRunBinding(full: Record<string, unknown>): {
 }
 
 /** Resolve when the server prints its "listening" line; fail on exit, timeout or abort. */
-export function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     let output = "";
     let done = false;
@@ -284,7 +306,7 @@ interface ActiveTurn {
 }
 
 /** What {@link openSession} needs. */
-export interface OpenSessionInput {
+interface OpenSessionInput {
   client: OpencodeClient;
   /** The server, as the session sees it: its exit crashes the turn; `close()` kills it. */
   proc: ProcessHandle;
@@ -313,7 +335,7 @@ export async function createSession(client: OpencodeClient, signal?: AbortSignal
 }
 
 /** The Authorization header for a server started with `password`. */
-export function basicAuth(password: string): Record<string, string> {
+function basicAuth(password: string): Record<string, string> {
   return { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` };
 }
 
