@@ -30,7 +30,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { EngineError, toEngineError } from "../errors.ts";
+import { EngineError } from "../errors.ts";
 import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
 import { checkoutFromMirror, createMirrorCache, type MirrorCache } from "../git/mirror.ts";
 import type { Logger } from "../log.ts";
@@ -44,6 +44,7 @@ import type {
   SandboxProvider,
   WarmSandbox,
 } from "./sandbox.ts";
+import { creationError } from "./sandbox.ts";
 import {
   descendants,
   GroupProcess,
@@ -194,11 +195,6 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
     return sandbox;
   };
 
-  const cancelledOr = (e: unknown, signal?: AbortSignal): EngineError =>
-    signal?.aborted && !(e instanceof EngineError && e.code === "cancelled")
-      ? new EngineError("cancelled", "sandbox creation was cancelled")
-      : toEngineError(e, "sandbox_failed");
-
   return {
     name: "bwrap",
 
@@ -212,7 +208,7 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
         return await adopt(sandbox, c);
       } catch (e) {
         await sandbox.kill();
-        throw cancelledOr(e, c.signal);
+        throw creationError(e, c.signal);
       }
     },
 

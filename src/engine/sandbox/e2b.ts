@@ -41,6 +41,7 @@ import type {
   SandboxResume,
   WarmSandbox,
 } from "./sandbox.ts";
+import { creationError } from "./sandbox.ts";
 
 /** What the provider uses of a live E2B sandbox (a subset of the SDK's `Sandbox`). */
 export interface E2bSandboxHandle {
@@ -216,11 +217,6 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     return sandbox;
   };
 
-  const cancelledOr = (e: unknown, signal?: AbortSignal): EngineError =>
-    signal?.aborted && !(e instanceof EngineError && e.code === "cancelled")
-      ? new EngineError("cancelled", "sandbox creation was cancelled")
-      : toEngineError(e, "sandbox_failed");
-
   return {
     name: "e2b",
 
@@ -231,7 +227,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
         return await checkout(sandbox, c);
       } catch (e) {
         await sandbox.kill();
-        throw cancelledOr(e, c.signal);
+        throw creationError(e, c.signal);
       }
     },
 
@@ -261,7 +257,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
             return await checkout(sandbox, c);
           } catch (e) {
             await sandbox.kill();
-            throw cancelledOr(e, c.signal);
+            throw creationError(e, c.signal);
           }
         },
       });

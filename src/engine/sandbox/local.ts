@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { EngineError, toEngineError } from "../errors.ts";
+import { EngineError } from "../errors.ts";
 import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
 import { checkoutFromMirror, createMirrorCache, type MirrorCache } from "../git/mirror.ts";
 import type { Logger } from "../log.ts";
@@ -21,6 +21,7 @@ import type {
   SandboxCreateOptions,
   SandboxProvider,
 } from "./sandbox.ts";
+import { creationError } from "./sandbox.ts";
 import { GroupProcess, Tail, killStrays, removeTree, writeStdin, freeLoopbackPort } from "./process.ts";
 
 export interface LocalProviderOptions {
@@ -116,9 +117,7 @@ export function createLocalProvider(opts: LocalProviderOptions): SandboxProvider
         return sandbox;
       } catch (e) {
         await removeTree(root);
-        if (c.signal?.aborted && !(e instanceof EngineError && e.code === "cancelled"))
-          throw new EngineError("cancelled", "sandbox creation was cancelled");
-        throw toEngineError(e, "sandbox_failed");
+        throw creationError(e, c.signal);
       }
     },
 

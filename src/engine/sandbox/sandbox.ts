@@ -4,6 +4,17 @@
  * `bwrap` (Linux namespaces), `e2b` (remote microVM). Nothing outside `engine/sandbox`
  * knows which provider runs.
  */
+import { EngineError, toEngineError } from "../errors.ts";
+
+/**
+ * What a failed sandbox creation throws: `cancelled` when the run was cancelled meanwhile
+ * (whatever step noticed first), the step's own error otherwise. Shared by the providers.
+ */
+export function creationError(e: unknown, signal?: AbortSignal): EngineError {
+  return signal?.aborted && !(e instanceof EngineError && e.code === "cancelled")
+    ? new EngineError("cancelled", "sandbox creation was cancelled")
+    : toEngineError(e, "sandbox_failed");
+}
 
 export interface ExecResult {
   exitCode: number;
