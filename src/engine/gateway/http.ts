@@ -13,10 +13,9 @@ import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
-import { StringDecoder } from "node:string_decoder";
 import { silentLogger, type Logger } from "../log.ts";
-import type { Usage } from "../run/schema.ts";
 import type { GatewayGrant, ModelGateway } from "./gateway.ts";
+import { meterFor, reportUsage, requestStreamUsage } from "./metering.ts";
 
 /** Options for {@link createModelGateway}. */
 export interface ModelGatewayOptions {
@@ -42,16 +41,12 @@ const TOKEN_PREFIX = "pbgw_";
 const DEFAULT_MAX_BODY = 32 * 1024 * 1024;
 /** Error bodies are small; buffering them lets us scrub an echoed key before the agent sees it. */
 const MAX_ERROR_BODY = 1024 * 1024;
-/** Non-streaming JSON bodies are kept (up to this size) only to read `usage` at the end. */
-const MAX_USAGE_BODY = 16 * 1024 * 1024;
 
 /** Paths (after `/v1`) the gateway forwards, by method. */
 const ROUTES: Record<string, ReadonlySet<string>> = {
   POST: new Set(["/chat/completions", "/completions", "/responses"]),
   GET: new Set(["/models"]),
 };
-/** Endpoints whose streaming form accepts `stream_options.include_usage` (Responses reports usage by itself). */
-const STREAM_OPTIONS_PATHS = new Set(["/chat/completions", "/completions"]);
 
 /** RFC 9110 hop-by-hop headers plus ones a proxy must recompute or must not forward. */
 const HOP_BY_HOP = new Set([
@@ -98,117 +93,6 @@ interface GatewayErrorBody {
 
 function sha256(s: string): Buffer {
   return createHash("sha256").update(s).digest();
-}
-
-/**
- * Scans an SSE stream, chunk by chunk, for the `usage` object OpenAI-compatible servers send
- * in the final chunk (chat/completions with `include_usage`) or in `response.completed`
- * (Responses API). Lines may be split anywhere across chunks, including inside a UTF-8 sequence.
- */
-export interface SseUsageScanner {
-  /** Feed the next chunk of the stream as received. */
-  push(chunk: Buffer): void;
-  /** Flush a final unterminated line and return the last usage seen, if any. */
-  end(): Usage | undefined;
-  /** True once a `data:` line was neither JSON nor `[DONE]`: the stream is garbage. */
-  readonly malformed: boolean;
-}
-
-/** A line longer than this is no usage chunk we can use; dropping it bounds memory on a hostile stream. */
-const MAX_SSE_LINE = 4 * 1024 * 1024;
-
-/** Create an {@link SseUsageScanner}. Malformed lines are skipped: metering must never break the stream. */
-export function createSseUsageScanner(): SseUsageScanner {
-  const decoder = new StringDecoder("utf8");
-  let carry = "";
-  let overlong = false;
-  let usage: Usage | undefined;
-  let malformed = false;
-
-  const line = (raw: string) => {
-    if (!raw.startsWith("data:")) return;
-    const data = raw.slice(5).trim();
-    if (data === "[DONE]" || data === "" || malformed) return;
-    let parsed: unknown;
-    try {
-      parsed = JSON.parse(data);
-    } catch (e) {
-      if (!(e instanceof SyntaxError)) throw e;
-      // OpenCode skips a chunk it cannot parse and takes the rest as a complete (empty)
-      // answer, so a garbage stream would end the turn "successfully" with nothing done.
-      malformed = true;
-      return;
-    }
-    const found = usageOf(parsed);
-    if (found) usage = found;
-  };
-  const feed = (text: string) => {
-    let start = 0;
-    for (let nl = text.indexOf("\n", start); nl !== -1; nl = text.indexOf("\n", start)) {
-      const piece = text.slice(start, nl);
-      start = nl + 1;
-      if (overlong) {
-        // The tail of a line already dropped as too long.
-        overlong = false;
-        carry = "";
-        continue;
-      }
-      line((carry + piece).replace(/\r$/, ""));
-      carry = "";
-    }
-    if (overlong) return;
-    carry += text.slice(start);
-    if (carry.length > MAX_SSE_LINE) {
-      carry = "";
-      overlong = true;
-    }
-  };
-  return {
-    push: (chunk) => feed(decoder.write(chunk)),
-    end() {
-      feed(decoder.end());
-      if (carry && !overlong) line(carry.replace(/\r$/, ""));
-      carry = "";
-      return usage;
-    },
-    get malformed() {
-      return malformed;
-    },
-  };
-}
-
-/** Read `usage` from a chat/completions, completions or Responses JSON payload (stream chunk or whole body). */
-function usageFromJson(text: string): Usage | undefined {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // Not JSON (a malformed chunk or a truncated body): there is simply no usage to meter.
-    return undefined;
-  }
-  return usageOf(parsed);
-}
-
-/** `usage` of a parsed chat/completions, completions or Responses payload. */
-function usageOf(parsed: unknown): Usage | undefined {
-  if (!parsed || typeof parsed !== "object") return undefined;
-  const obj = parsed as { usage?: unknown; response?: { usage?: unknown } };
-  const raw = obj.usage ?? obj.response?.usage;
-  if (!raw || typeof raw !== "object") return undefined;
-  const u = raw as Record<string, unknown>;
-  const input = num(u.prompt_tokens) ?? num(u.input_tokens);
-  const output = num(u.completion_tokens) ?? num(u.output_tokens);
-  if (input === undefined && output === undefined) return undefined;
-  const cost = num(u.cost);
-  return {
-    inputTokens: Math.round(input ?? 0),
-    outputTokens: Math.round(output ?? 0),
-    ...(cost !== undefined ? { costUsd: cost } : {}),
-  };
-}
-
-function num(v: unknown): number | undefined {
-  return typeof v === "number" && Number.isFinite(v) ? v : undefined;
 }
 
 /** Why a gateway request stopped early: the run's token was revoked, or the gateway is closing. */
@@ -398,12 +282,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
           );
           return;
         }
-        if (stream && STREAM_OPTIONS_PATHS.has(sub)) {
-          // Without include_usage a streamed completion reports no tokens and the run goes unmetered.
-          const prior = fields.stream_options && typeof fields.stream_options === "object" ? fields.stream_options : {};
-          fields.stream_options = { ...prior, include_usage: true };
-          body = Buffer.from(JSON.stringify(fields), "utf8");
-        }
+        if (requestStreamUsage(fields, sub)) body = Buffer.from(JSON.stringify(fields), "utf8");
       }
 
       let key: string | undefined;
@@ -512,10 +391,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         res.writeHead(status, outHeaders);
         // Send headers now: the agent should see the response start before the first token.
         res.flushHeaders();
-        const isSse = contentType.includes("text/event-stream");
-        const scanner = isSse ? createSseUsageScanner() : undefined;
-        const jsonChunks: Buffer[] | undefined = !isSse && contentType.includes("json") ? [] : undefined;
-        let jsonSize = 0;
+        const meter = meterFor(contentType);
         let broken = false;
         upRes.on("data", (c: Buffer) => {
           if (broken) return;
@@ -525,9 +401,9 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
             upRes.pause();
             res.once("drain", () => upRes.resume());
           }
-          if (scanner) {
-            scanner.push(c);
-            if (scanner.malformed && !broken) {
+          if (meter) {
+            meter.push(c);
+            if (meter.malformed && !broken) {
               // Cut the agent's response mid-stream: it sees a failed call (and retries, then
               // fails the turn with model_error) instead of an empty "complete" answer.
               broken = true;
@@ -536,34 +412,18 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
               upRes.destroy();
               done(502);
             }
-          } else if (jsonChunks) {
-            jsonSize += c.length;
-            if (jsonSize <= MAX_USAGE_BODY) jsonChunks.push(c);
           }
         });
         upRes.on("end", () => {
           if (broken) return;
           res.end();
-          const usage = scanner
-            ? scanner.end()
-            : jsonChunks && jsonSize <= MAX_USAGE_BODY
-              ? usageFromJson(Buffer.concat(jsonChunks).toString("utf8"))
-              : undefined;
-          if (usage) report(a.grant, usage, rlog);
+          const usage = meter?.end();
+          if (usage) reportUsage(a.grant, usage, rlog);
           done(status);
         });
       });
       up.end(a.body);
     });
-  }
-
-  function report(grant: GatewayGrant, usage: Usage, rlog: Logger): void {
-    try {
-      grant.onUsage(usage);
-    } catch (e) {
-      // A metering bug must not turn a good model answer into a failure for the agent.
-      rlog.error("gateway onUsage callback threw", { err: e });
-    }
   }
 
   await new Promise<void>((resolve, reject) => {
