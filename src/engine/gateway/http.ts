@@ -11,11 +11,11 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import http from "node:http";
-import https from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { silentLogger, type Logger } from "../log.ts";
 import type { GatewayGrant, ModelGateway } from "./gateway.ts";
-import { meterFor, reportUsage, requestStreamUsage } from "./metering.ts";
+import { requestStreamUsage } from "./metering.ts";
+import { createUpstreamProxy, finishAborted, GatewayAbort, sendError } from "./proxy.ts";
 
 /** Options for {@link createModelGateway}. */
 export interface ModelGatewayOptions {
@@ -39,31 +39,11 @@ export const NO_MODEL_KEY_MESSAGE =
 
 const TOKEN_PREFIX = "pbgw_";
 const DEFAULT_MAX_BODY = 32 * 1024 * 1024;
-/** Error bodies are small; buffering them lets us scrub an echoed key before the agent sees it. */
-const MAX_ERROR_BODY = 1024 * 1024;
-
 /** Paths (after `/v1`) the gateway forwards, by method. */
 const ROUTES: Record<string, ReadonlySet<string>> = {
   POST: new Set(["/chat/completions", "/completions", "/responses"]),
   GET: new Set(["/models"]),
 };
-
-/** RFC 9110 hop-by-hop headers plus ones a proxy must recompute or must not forward. */
-const HOP_BY_HOP = new Set([
-  "connection",
-  "keep-alive",
-  "proxy-authenticate",
-  "proxy-authorization",
-  "proxy-connection",
-  "te",
-  "trailer",
-  "transfer-encoding",
-  "upgrade",
-  "host",
-  "content-length",
-]);
-/** Incoming headers that may carry the gateway token (or other credentials) and so never go upstream. */
-const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "api-key", "cookie"]);
 
 interface TokenEntry {
   /** sha256 of the token: the Map key, and what is compared in constant time. */
@@ -86,21 +66,8 @@ const RESOLVE_TIMEOUT_MS = 5000;
 /** Headers in which OpenCode names the session of a model request (custom providers, 1.18.33). */
 const SESSION_HEADERS = ["x-session-id", "x-session-affinity"] as const;
 
-/** OpenAI error shape, so the agent's SDK reports our refusals like any provider error. */
-interface GatewayErrorBody {
-  error: { message: string; type: string; code: string };
-}
-
 function sha256(s: string): Buffer {
   return createHash("sha256").update(s).digest();
-}
-
-/** Why a gateway request stopped early: the run's token was revoked, or the gateway is closing. */
-class GatewayAbort extends Error {
-  constructor(readonly reason: "revoked" | "client_gone" | "closing") {
-    super(`gateway request aborted: ${reason}`);
-    this.name = "GatewayAbort";
-  }
 }
 
 /** Thrown while reading a request body that is larger than allowed. */
@@ -117,15 +84,11 @@ class BodyTooLarge extends Error {
  */
 export async function createModelGateway(opts: ModelGatewayOptions): Promise<ModelGateway> {
   const log = (opts.log ?? silentLogger).child({ component: "gateway" });
-  const upstreamBase = new URL(opts.upstreamBaseUrl.replace(/\/+$/, "") + "/");
-  const upstreamIsHttps = upstreamBase.protocol === "https:";
-  if (!upstreamIsHttps && upstreamBase.protocol !== "http:") {
-    throw new TypeError(`upstreamBaseUrl must be http(s), got ${upstreamBase.protocol}`);
-  }
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
-  const attribution = opts.attribution ?? { referer: "https://github.com/patchbay", title: "Patchbay" };
-  // Our own keep-alive agent, so close() can drop pooled upstream sockets too.
-  const agent = upstreamIsHttps ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+  const proxy = createUpstreamProxy({
+    upstreamBaseUrl: opts.upstreamBaseUrl,
+    attribution: opts.attribution ?? { referer: "https://github.com/patchbay", title: "Patchbay" },
+  });
 
   /** Keyed by the token's sha256 hex, so a lookup never compares the token itself char by char. */
   const tokens = new Map<string, TokenEntry>();
@@ -133,7 +96,6 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   const shared = new Map<string, SharedEntry>();
   const sockets = new Set<Socket>();
   const allInFlight = new Set<AbortController>();
-  let closing = false;
 
   const register = (token: string, grant: GatewayGrant): string => {
     const digest = sha256(token);
@@ -302,128 +264,24 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       }
       log.redact(key);
 
-      const target = new URL(sub.slice(1) + url.search, upstreamBase);
-      const headers = forwardHeaders(req.headers, key, attribution, body?.length);
-      const status = await forward({ target, method, headers, body, key, res, signal: controller.signal, grant, rlog });
+      const status = await proxy.forward({
+        path: sub,
+        search: url.search,
+        method,
+        headers: req.headers,
+        body,
+        key,
+        res,
+        signal: controller.signal,
+        grant,
+        log: rlog,
+      });
       rlog.info("gateway request", { model, stream, status, ms: Date.now() - started });
     } finally {
       res.off("close", onClientGone);
       entry.inFlight.delete(controller);
       allInFlight.delete(controller);
     }
-  }
-
-  interface ForwardArgs {
-    target: URL;
-    method: string;
-    headers: http.OutgoingHttpHeaders;
-    body: Buffer | undefined;
-    key: string;
-    res: http.ServerResponse;
-    signal: AbortSignal;
-    grant: GatewayGrant;
-    rlog: Logger;
-  }
-
-  /** Send the request upstream and pipe the answer back; resolves with the status the client got. */
-  function forward(a: ForwardArgs): Promise<number> {
-    const { res, signal, rlog } = a;
-    return new Promise<number>((resolve) => {
-      let settled = false;
-      const done = (status: number) => {
-        if (!settled) {
-          settled = true;
-          resolve(status);
-        }
-      };
-      const client = upstreamIsHttps ? https : http;
-      const up = client.request(a.target, { method: a.method, headers: a.headers, agent, signal });
-      up.on("error", (err: NodeJS.ErrnoException) => {
-        if (signal.aborted) {
-          finishAborted(res, signal);
-          return done(res.statusCode);
-        }
-        // Only the error code is reported: messages can carry URLs or details we do not vet.
-        const code = err.code ?? "unknown";
-        rlog.warn("gateway upstream request failed", { code });
-        if (!res.headersSent)
-          sendError(res, 502, `model upstream unreachable (${code})`, "upstream_error", "bad_gateway");
-        else res.destroy();
-        done(502);
-      });
-      up.on("response", (upRes) => {
-        const status = upRes.statusCode ?? 502;
-        const outHeaders = responseHeaders(upRes.headers, a.key);
-        const contentType = String(upRes.headers["content-type"] ?? "");
-        upRes.on("error", (err: NodeJS.ErrnoException) => {
-          // Handled on "close" below; a listener is needed so the error cannot crash the process.
-          if (!signal.aborted) rlog.warn("gateway upstream response broke off", { code: err.code });
-        });
-        upRes.on("close", () => {
-          if (upRes.complete) return;
-          // The body stopped early (upstream dropped, token revoked, gateway closing): cut the
-          // client too, so a truncated stream is never mistaken for a complete answer.
-          if (signal.aborted) finishAborted(res, signal);
-          else res.destroy();
-          done(status);
-        });
-
-        if (status >= 400) {
-          // Error bodies are buffered (they are small) so an upstream that echoes the key
-          // ("Incorrect API key provided: sk-...") cannot leak it to the sandbox.
-          const chunks: Buffer[] = [];
-          let size = 0;
-          upRes.on("data", (c: Buffer) => {
-            size += c.length;
-            if (size <= MAX_ERROR_BODY) chunks.push(c);
-          });
-          upRes.on("end", () => {
-            const text = scrub(Buffer.concat(chunks).toString("utf8"), a.key);
-            delete outHeaders["content-length"];
-            res.writeHead(status, outHeaders);
-            res.end(text);
-            rlog.warn("gateway upstream answered with an error", { status });
-            done(status);
-          });
-          return;
-        }
-
-        res.writeHead(status, outHeaders);
-        // Send headers now: the agent should see the response start before the first token.
-        res.flushHeaders();
-        const meter = meterFor(contentType);
-        let broken = false;
-        upRes.on("data", (c: Buffer) => {
-          if (broken) return;
-          // Write before metering: the client never waits on our parsing. A slow client
-          // pauses the upstream rather than growing our memory.
-          if (!res.write(c)) {
-            upRes.pause();
-            res.once("drain", () => upRes.resume());
-          }
-          if (meter) {
-            meter.push(c);
-            if (meter.malformed && !broken) {
-              // Cut the agent's response mid-stream: it sees a failed call (and retries, then
-              // fails the turn with model_error) instead of an empty "complete" answer.
-              broken = true;
-              rlog.warn("gateway: the model sent a malformed event stream; cutting the response");
-              res.destroy();
-              upRes.destroy();
-              done(502);
-            }
-          }
-        });
-        upRes.on("end", () => {
-          if (broken) return;
-          res.end();
-          const usage = meter?.end();
-          if (usage) reportUsage(a.grant, usage, rlog);
-          done(status);
-        });
-      });
-      up.end(a.body);
-    });
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -436,7 +294,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   server.on("error", (err) => log.error("gateway server error", { err }));
   const address = server.address() as AddressInfo;
   const urlHost = address.family === "IPv6" ? `[${address.address}]` : address.address;
-  log.info("model gateway listening", { port: address.port, upstream: upstreamBase.origin });
+  log.info("model gateway listening", { port: address.port, upstream: proxy.origin });
 
   return {
     port: address.port,
@@ -478,24 +336,13 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       for (const c of entry.inFlight) c.abort(new GatewayAbort("revoked"));
     },
     async close() {
-      closing = true;
       for (const c of allInFlight) c.abort(new GatewayAbort("closing"));
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const s of sockets) s.destroy();
-      agent.destroy();
+      proxy.close();
       await closed;
     },
   };
-
-  /** After an abort: answer if nothing was sent yet, else cut the connection. */
-  function finishAborted(res: http.ServerResponse, signal: AbortSignal): void {
-    const reason = signal.reason instanceof GatewayAbort ? signal.reason.reason : "client_gone";
-    if (reason === "client_gone" || res.headersSent || closing) {
-      res.destroy();
-      return;
-    }
-    sendError(res, 401, "gateway token was revoked", "authentication_error", "unauthorized");
-  }
 }
 
 /** Read a request body up to `limit` bytes. */
@@ -538,64 +385,6 @@ function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal)
     req.on("end", onEnd);
     req.on("error", onError);
   });
-}
-
-/** Headers for the upstream request: the client's, minus credentials and hop-by-hop, plus ours. */
-function forwardHeaders(
-  incoming: http.IncomingHttpHeaders,
-  key: string,
-  attribution: { referer: string; title: string },
-  bodyLength: number | undefined,
-): http.OutgoingHttpHeaders {
-  const out: http.OutgoingHttpHeaders = {};
-  const connectionListed = new Set(
-    String(incoming.connection ?? "")
-      .split(",")
-      .map((h) => h.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  for (const [name, value] of Object.entries(incoming)) {
-    const lower = name.toLowerCase();
-    if (value === undefined || HOP_BY_HOP.has(lower) || CREDENTIAL_HEADERS.has(lower) || connectionListed.has(lower))
-      continue;
-    out[lower] = value;
-  }
-  out.authorization = `Bearer ${key}`;
-  // Identity encoding: we scan the bytes for usage and pass them through as they come.
-  out["accept-encoding"] = "identity";
-  out["http-referer"] = attribution.referer;
-  out["x-title"] = attribution.title;
-  if (bodyLength !== undefined) out["content-length"] = bodyLength;
-  return out;
-}
-
-/** Headers for the client: the upstream's, minus hop-by-hop and anything that contains the key. */
-function responseHeaders(incoming: http.IncomingHttpHeaders, key: string): http.OutgoingHttpHeaders {
-  const out: http.OutgoingHttpHeaders = {};
-  for (const [name, value] of Object.entries(incoming)) {
-    const lower = name.toLowerCase();
-    if (value === undefined || lower === "host" || lower === "set-cookie") continue;
-    if (HOP_BY_HOP.has(lower) && lower !== "content-length") continue;
-    if ((Array.isArray(value) ? value.join(",") : String(value)).includes(key)) continue;
-    out[lower] = value;
-  }
-  // Proxies between us and the agent (none by default) must not hold the stream back.
-  out["x-accel-buffering"] = "no";
-  return out;
-}
-
-function scrub(text: string, key: string): string {
-  return key && text.includes(key) ? text.split(key).join("[redacted]") : text;
-}
-
-function sendError(res: http.ServerResponse, status: number, message: string, type: string, code: string): void {
-  if (res.headersSent || res.destroyed) {
-    res.destroy();
-    return;
-  }
-  const body: GatewayErrorBody = { error: { message, type, code } };
-  res.writeHead(status, { "content-type": "application/json" });
-  res.end(JSON.stringify(body));
 }
 
 function sendTooLarge(res: http.ServerResponse, limit: number): void {
