@@ -9,13 +9,13 @@
  * `log.redact`), never echoed back (scrubbed from error bodies and headers) and never sent
  * to the sandbox.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { silentLogger, type Logger } from "../log.ts";
-import type { GatewayGrant, ModelGateway } from "./gateway.ts";
+import type { ModelGateway } from "./gateway.ts";
 import { requestStreamUsage } from "./metering.ts";
 import { createUpstreamProxy, finishAborted, GatewayAbort, sendError } from "./proxy.ts";
+import { createTokenRegistry } from "./registry.ts";
 
 /** Options for {@link createModelGateway}. */
 export interface ModelGatewayOptions {
@@ -37,38 +37,12 @@ export interface ModelGatewayOptions {
 export const NO_MODEL_KEY_MESSAGE =
   "no model key configured for this run (set OPENROUTER_API_KEY or use billing.mode openrouter)";
 
-const TOKEN_PREFIX = "pbgw_";
 const DEFAULT_MAX_BODY = 32 * 1024 * 1024;
 /** Paths (after `/v1`) the gateway forwards, by method. */
 const ROUTES: Record<string, ReadonlySet<string>> = {
   POST: new Set(["/chat/completions", "/completions", "/responses"]),
   GET: new Set(["/models"]),
 };
-
-interface TokenEntry {
-  /** sha256 of the token: the Map key, and what is compared in constant time. */
-  digest: Buffer;
-  grant: GatewayGrant;
-  /** Upstream requests in flight for this token, aborted on revoke. */
-  inFlight: Set<AbortController>;
-}
-
-/** A shared agent server's token: OpenCode session id -> digest (hex) of the run token it stands for. */
-interface SharedEntry {
-  digest: Buffer;
-  sessions: Map<string, string>;
-  resolveSession?: (sessionId: string) => Promise<string | undefined>;
-}
-
-/** Longest the gateway waits for a shared server's driver to say whose an unbound session is. */
-const RESOLVE_TIMEOUT_MS = 5000;
-
-/** Headers in which OpenCode names the session of a model request (custom providers, 1.18.33). */
-const SESSION_HEADERS = ["x-session-id", "x-session-affinity"] as const;
-
-function sha256(s: string): Buffer {
-  return createHash("sha256").update(s).digest();
-}
 
 /** Thrown while reading a request body that is larger than allowed. */
 class BodyTooLarge extends Error {
@@ -90,66 +64,9 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     attribution: opts.attribution ?? { referer: "https://github.com/patchbay", title: "Patchbay" },
   });
 
-  /** Keyed by the token's sha256 hex, so a lookup never compares the token itself char by char. */
-  const tokens = new Map<string, TokenEntry>();
-  /** Shared agent servers' tokens, keyed like `tokens`. */
-  const shared = new Map<string, SharedEntry>();
+  const tokens = createTokenRegistry({ log });
   const sockets = new Set<Socket>();
   const allInFlight = new Set<AbortController>();
-
-  const register = (token: string, grant: GatewayGrant): string => {
-    const digest = sha256(token);
-    tokens.set(digest.toString("hex"), { digest, grant, inFlight: new Set() });
-    // The token is a credential too: keep it out of our own log lines.
-    log.redact(token);
-    return token;
-  };
-
-  type Auth = { entry: TokenEntry } | { status: 401 | 403; message: string };
-
-  const authenticate = async (req: http.IncomingMessage): Promise<Auth> => {
-    const header = req.headers.authorization;
-    const m = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-    const refused: Auth = { status: 401, message: "invalid or revoked gateway token" };
-    if (!m || !m[1]!.startsWith(TOKEN_PREFIX)) return refused;
-    const digest = sha256(m[1]!);
-    const hex = digest.toString("hex");
-    // The Map lookups already matched on the digest; the constant-time compares keep the
-    // check honest should the maps ever be keyed differently.
-    const entry = tokens.get(hex);
-    if (entry) return timingSafeEqual(entry.digest, digest) ? { entry } : refused;
-    const sharedEntry = shared.get(hex);
-    if (!sharedEntry || !timingSafeEqual(sharedEntry.digest, digest)) return refused;
-    const ids = SESSION_HEADERS.map((h) => req.headers[h]).filter((v): v is string => typeof v === "string" && !!v);
-    if (ids.length === 0) return { status: 401, message: "a shared gateway token needs an X-Session-Id header" };
-    if (ids.some((id) => id !== ids[0])) return { status: 403, message: "the request names two different sessions" };
-    const sessionId = ids[0]!;
-    let runHex = sharedEntry.sessions.get(sessionId);
-    if (runHex === undefined && sharedEntry.resolveSession) {
-      const runToken = await Promise.race([
-        sharedEntry.resolveSession(sessionId).catch((e: unknown) => {
-          log.warn("could not resolve an agent session", { error: e });
-          return undefined;
-        }),
-        new Promise<undefined>((r) => setTimeout(() => r(undefined), RESOLVE_TIMEOUT_MS).unref()),
-      ]);
-      const hex = runToken === undefined ? undefined : sha256(runToken).toString("hex");
-      if (hex !== undefined && tokens.has(hex) && shared.get(digest.toString("hex")) === sharedEntry) {
-        sharedEntry.sessions.set(sessionId, hex);
-        runHex = hex;
-      }
-    }
-    const runEntry = runHex === undefined ? undefined : tokens.get(runHex);
-    // A session whose run ended (unbound, or its run token revoked) is no one's any more.
-    if (!runEntry) return { status: 403, message: "this session is bound to no live run" };
-    return { entry: runEntry };
-  };
-
-  const sharedEntryOf = (token: string): SharedEntry => {
-    const entry = shared.get(sha256(token).toString("hex"));
-    if (!entry) throw new TypeError("not a shared token this gateway issued");
-    return entry;
-  };
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
@@ -180,20 +97,21 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       sendError(res, 404, `no route ${method} ${url.pathname}`, "invalid_request_error", "not_found");
       return;
     }
-    const auth = await authenticate(req);
-    if (!("entry" in auth)) {
+    const auth = await tokens.authorise(req.headers);
+    if (!("token" in auth)) {
       req.resume();
       if (auth.status === 401) sendError(res, 401, auth.message, "authentication_error", "unauthorized");
       else sendError(res, 403, auth.message, "permission_error", "session_not_bound");
       return;
     }
-    const { entry } = auth;
-    const { grant } = entry;
+    const { grant, revoked } = auth.token;
     const rlog = log.child({ runId: grant.runId, path: sub });
 
     // Registered before any await, so a revoke or close during body read or key lookup stops us.
     const controller = new AbortController();
-    entry.inFlight.add(controller);
+    const onRevoked = () => controller.abort(new GatewayAbort("revoked"));
+    if (revoked.aborted) onRevoked();
+    else revoked.addEventListener("abort", onRevoked);
     allInFlight.add(controller);
     const onClientGone = () => {
       if (!res.writableFinished) controller.abort(new GatewayAbort("client_gone"));
@@ -279,7 +197,7 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       rlog.info("gateway request", { model, stream, status, ms: Date.now() - started });
     } finally {
       res.off("close", onClientGone);
-      entry.inFlight.delete(controller);
+      revoked.removeEventListener("abort", onRevoked);
       allInFlight.delete(controller);
     }
   }
@@ -299,42 +217,12 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   return {
     port: address.port,
     url: `http://${urlHost}:${address.port}/v1`,
-    issueToken(grant) {
-      return register(TOKEN_PREFIX + randomBytes(32).toString("base64url"), grant);
-    },
-    restoreToken(token, grant) {
-      if (!token.startsWith(TOKEN_PREFIX) || !/^[A-Za-z0-9_-]{43}$/.test(token.slice(TOKEN_PREFIX.length)))
-        throw new TypeError("not a token this gateway issues");
-      register(token, grant);
-    },
-    issueSharedToken(o = {}) {
-      const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
-      const digest = sha256(token);
-      shared.set(digest.toString("hex"), {
-        digest,
-        sessions: new Map(),
-        ...(o.resolveSession ? { resolveSession: o.resolveSession } : {}),
-      });
-      log.redact(token);
-      return token;
-    },
-    bindSession(sharedToken, sessionId, runToken) {
-      const entry = sharedEntryOf(sharedToken);
-      const runHex = sha256(runToken).toString("hex");
-      if (!tokens.has(runHex)) throw new TypeError("not a live run token of this gateway");
-      entry.sessions.set(sessionId, runHex);
-    },
-    unbindSession(sharedToken, sessionId) {
-      shared.get(sha256(sharedToken).toString("hex"))?.sessions.delete(sessionId);
-    },
-    revokeToken(token) {
-      const hex = sha256(token).toString("hex");
-      shared.delete(hex);
-      const entry = tokens.get(hex);
-      if (!entry) return;
-      tokens.delete(hex);
-      for (const c of entry.inFlight) c.abort(new GatewayAbort("revoked"));
-    },
+    issueToken: tokens.issueToken,
+    restoreToken: tokens.restoreToken,
+    revokeToken: tokens.revokeToken,
+    issueSharedToken: tokens.issueSharedToken,
+    bindSession: tokens.bindSession,
+    unbindSession: tokens.unbindSession,
     async close() {
       for (const c of allInFlight) c.abort(new GatewayAbort("closing"));
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
