@@ -7,7 +7,7 @@ import type { Config } from "../config.ts";
 import { createOpencodeDriver } from "./agent/opencode.ts";
 import { createSharedOpencodeDriver, type SharedOpencodeDriver } from "./agent/opencode-shared.ts";
 import type { AgentDriver } from "./agent/agent.ts";
-import { createModelGateway } from "./gateway/http.ts";
+import { createModelGateway } from "./gateway/server.ts";
 import type { ModelGateway } from "./gateway/gateway.ts";
 import { createKeyService, type KeyService } from "./keys/keys.ts";
 import { createLogger, type Logger } from "./log.ts";

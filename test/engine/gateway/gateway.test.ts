@@ -4,7 +4,7 @@
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
-import { createModelGateway, NO_MODEL_KEY_MESSAGE } from "../../../src/engine/gateway/http.ts";
+import { createModelGateway, NO_MODEL_KEY_MESSAGE } from "../../../src/engine/gateway/server.ts";
 import { createSseUsageScanner } from "../../../src/engine/gateway/metering.ts";
 import type { GatewayGrant, ModelGateway } from "../../../src/engine/gateway/gateway.ts";
 import { createLogger } from "../../../src/engine/log.ts";

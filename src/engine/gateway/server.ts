@@ -1,13 +1,12 @@
 /**
- * The model gateway over node:http: a loopback OpenAI-compatible endpoint that OpenCode
- * calls with a per-run token (as its provider "API key"). Each request is checked against
- * the token's grant, re-signed with the real upstream key, and forwarded to the upstream
- * (OpenRouter or any OpenAI-compatible server) with the response streamed back unbuffered.
- * Usage reported by the upstream is metered back to the run through `grant.onUsage`.
+ * The model gateway's HTTP server: a loopback OpenAI-compatible endpoint that OpenCode calls
+ * with a per-run token (as its provider "API key"). It composes the token registry (who may
+ * call: registry.ts), the upstream proxy (the real key swapped in: proxy.ts) and usage
+ * metering (metering.ts); what is left here is the routes, the request checks (size, JSON,
+ * allowed model) and the server's life.
  *
  * The real key exists only in this process: it is never logged (registered with
- * `log.redact`), never echoed back (scrubbed from error bodies and headers) and never sent
- * to the sandbox.
+ * `log.redact`), never echoed back (the proxy scrubs it) and never sent to the sandbox.
  */
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -43,14 +42,6 @@ const ROUTES: Record<string, ReadonlySet<string>> = {
   POST: new Set(["/chat/completions", "/completions", "/responses"]),
   GET: new Set(["/models"]),
 };
-
-/** Thrown while reading a request body that is larger than allowed. */
-class BodyTooLarge extends Error {
-  constructor() {
-    super("request body too large");
-    this.name = "BodyTooLarge";
-  }
-}
 
 /**
  * Start the model gateway on loopback. The agent is configured with an OpenAI-compatible
@@ -123,44 +114,25 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       let stream = false;
       if (method === "POST") {
         const declared = Number(req.headers["content-length"]);
-        if (Number.isFinite(declared) && declared > maxBody) {
-          sendTooLarge(res, maxBody);
-          return;
-        }
-        try {
-          body = await readBody(req, maxBody, controller.signal);
-        } catch (e) {
-          if (e instanceof BodyTooLarge) {
-            sendTooLarge(res, maxBody);
-            return;
-          }
-          throw e;
-        }
+        body =
+          Number.isFinite(declared) && declared > maxBody ? undefined : await readBody(req, maxBody, controller.signal);
+        if (!body) return sendTooLarge(res, maxBody);
         let json: unknown;
         try {
           json = JSON.parse(body.toString("utf8"));
         } catch (e) {
           rlog.debug("gateway rejected a malformed body", { err: e });
-          sendError(res, 400, "request body is not valid JSON", "invalid_request_error", "invalid_request");
-          return;
+          return sendError(res, 400, "request body is not valid JSON", "invalid_request_error", "invalid_request");
         }
-        if (!json || typeof json !== "object" || Array.isArray(json)) {
-          sendError(res, 400, "request body must be a JSON object", "invalid_request_error", "invalid_request");
-          return;
-        }
+        if (!json || typeof json !== "object" || Array.isArray(json))
+          return sendError(res, 400, "request body must be a JSON object", "invalid_request_error", "invalid_request");
         const fields = json as Record<string, unknown>;
         model = typeof fields.model === "string" ? fields.model : undefined;
         stream = fields.stream === true;
         if (grant.allowedModels.length > 0 && (model === undefined || !grant.allowedModels.includes(model))) {
           rlog.warn("gateway refused a model outside the run's grant", { model });
-          sendError(
-            res,
-            403,
-            `model ${JSON.stringify(model ?? null)} is not allowed for this run`,
-            "permission_error",
-            "model_not_allowed",
-          );
-          return;
+          const message = `model ${JSON.stringify(model ?? null)} is not allowed for this run`;
+          return sendError(res, 403, message, "permission_error", "model_not_allowed");
         }
         if (requestStreamUsage(fields, sub)) body = Buffer.from(JSON.stringify(fields), "utf8");
       }
@@ -172,14 +144,10 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         // Key resolution failed (e.g. the stored key cannot be decrypted): the agent sees a
         // model error; the detail stays in our log, never in the response.
         rlog.error("gateway could not resolve the upstream key", { err: e });
-        sendError(res, 500, "could not resolve the model key for this run", "server_error", "no_model_key");
-        return;
+        return sendError(res, 500, "could not resolve the model key for this run", "server_error", "no_model_key");
       }
       if (controller.signal.aborted) return finishAborted(res, controller.signal);
-      if (!key) {
-        sendError(res, 401, NO_MODEL_KEY_MESSAGE, "authentication_error", "no_model_key");
-        return;
-      }
+      if (!key) return sendError(res, 401, NO_MODEL_KEY_MESSAGE, "authentication_error", "no_model_key");
       log.redact(key);
 
       const status = await proxy.forward({
@@ -233,8 +201,8 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   };
 }
 
-/** Read a request body up to `limit` bytes. */
-function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal): Promise<Buffer> {
+/** Read a request body up to `limit` bytes; undefined when it is larger. */
+function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal): Promise<Buffer | undefined> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -248,7 +216,7 @@ function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal)
         cleanup();
         // Stop buffering but drain the rest, so the 413 can still be written on this socket.
         req.resume();
-        reject(new BodyTooLarge());
+        resolve(undefined);
         return;
       }
       chunks.push(c);
