@@ -37,7 +37,7 @@ import { buildOpencodeConfig } from "./opencode-config.ts";
 /** What the driver needs from the model gateway (`ModelGateway` has it). */
 export interface SessionGateway {
   readonly port: number;
-  issueSharedToken(opts?: { resolveSession?: (sessionId: string) => Promise<string | undefined> }): string;
+  issueSharedToken(opts?: { parentOf?: (sessionId: string) => Promise<string | undefined> }): string;
   bindSession(sharedToken: string, sessionId: string, runToken: string): void;
   unbindSession(sharedToken: string, sessionId: string): void;
   revokeToken(token: string): void;
@@ -92,20 +92,16 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
   const runs = new Set<{ client: OpencodeClient; runToken: string; bound: Set<string>; bind(id: string): void }>();
 
   /**
-   * Whose is a session the gateway has not seen bound (a subagent whose first model request
-   * outran the session.created event that binds it)? The run whose directory has it, as a
-   * child of one of its sessions.
+   * The parent of a session the gateway has not seen bound (a subagent whose first model
+   * request outran the session.created event that binds it), asked of each run's directory.
+   * The gateway binds the session when that parent is bound to a live run.
    */
-  const resolveSession = async (sessionId: string): Promise<string | undefined> => {
+  const parentOf = async (sessionId: string): Promise<string | undefined> => {
     for (const run of runs) {
       const found = await run.client.session
         .get({ sessionID: sessionId }, { signal: AbortSignal.timeout(releaseTimeoutMs) })
         .catch(() => undefined);
-      const parentId = found?.data?.parentID;
-      if (parentId !== undefined && run.bound.has(parentId)) {
-        run.bind(sessionId);
-        return run.runToken;
-      }
+      if (found?.data) return found.data.parentID;
     }
     return undefined;
   };
@@ -123,7 +119,7 @@ export function createSharedOpencodeDriver(opts: SharedOpencodeDriverOptions): S
 
   const startServer = async (): Promise<SharedServer> => {
     const sandbox = await hostSandbox();
-    token ??= gateway.issueSharedToken({ resolveSession });
+    token ??= gateway.issueSharedToken({ parentOf });
     const config = buildOpencodeConfig({
       modelBaseUrl: `${sandbox.engineUrl(gateway.port)}/v1`,
       modelToken: token,

@@ -37,12 +37,12 @@ export interface ModelGateway {
    * token that session is bound to ({@link bindSession}). Without the header it answers 401,
    * with a session bound to no live run token 403. Revoke it with `revokeToken`.
    *
-   * `resolveSession`, when given, is asked about a session not bound yet (a subagent whose
-   * request outran the event that binds it) and answers the run token it belongs to, or
-   * undefined; its answer is bound. Bounded by the gateway (5 s), never trusted past a live
-   * run token.
+   * `parentOf`, when given, is asked about a session not bound yet (a subagent whose first
+   * request outran the event that binds it) and answers its parent session id, or undefined.
+   * When that parent is bound to a live run token, the gateway binds the session to it too.
+   * The gateway waits at most 5 s for the answer.
    */
-  issueSharedToken(opts?: { resolveSession?: (sessionId: string) => Promise<string | undefined> }): string;
+  issueSharedToken(opts?: { parentOf?: (sessionId: string) => Promise<string | undefined> }): string;
   /**
    * Authorise requests of `sharedToken` naming `sessionId` as if they carried `runToken`:
    * the run's grant (models, key, metering) applies, and revoking the run's token refuses

@@ -9,7 +9,7 @@ import type { Logger } from "../log.ts";
 import type { GatewayGrant, ModelGateway } from "./gateway.ts";
 
 const TOKEN_PREFIX = "pbgw_";
-/** Longest the gateway waits for a shared server's driver to say whose an unbound session is. */
+/** Longest the gateway waits for a shared server's driver to name an unbound session's parent. */
 const RESOLVE_TIMEOUT_MS = 5000;
 /** Headers in which OpenCode names the session of a model request (custom providers, 1.18.33). */
 const SESSION_HEADERS = ["x-session-id", "x-session-affinity"] as const;
@@ -44,7 +44,7 @@ interface TokenEntry {
 interface SharedEntry {
   digest: Buffer;
   sessions: Map<string, string>;
-  resolveSession?: (sessionId: string) => Promise<string | undefined>;
+  parentOf?: (sessionId: string) => Promise<string | undefined>;
 }
 
 export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
@@ -70,19 +70,23 @@ export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
 
   const live = (entry: TokenEntry): LiveToken => ({ grant: entry.grant, revoked: entry.revoked.signal });
 
-  /** The run token hex a shared token's session stands for, asking the resolver about one not bound yet. */
+  /**
+   * The run token (hex) a shared token's session stands for. A session not bound yet is bound
+   * to its parent's run token: the one place a binding is made without `bindSession`.
+   */
   const sessionRun = async (entry: SharedEntry, sessionId: string): Promise<string | undefined> => {
     const bound = entry.sessions.get(sessionId);
-    if (bound !== undefined || !entry.resolveSession) return bound;
-    const runToken = await Promise.race([
-      entry.resolveSession(sessionId).catch((e: unknown) => {
-        log.warn("could not resolve an agent session", { error: e });
+    if (bound !== undefined || !entry.parentOf) return bound;
+    let timer: NodeJS.Timeout | undefined;
+    const parent = await Promise.race([
+      entry.parentOf(sessionId).catch((e: unknown) => {
+        log.warn("could not find an agent session's parent", { error: e });
         return undefined;
       }),
-      new Promise<undefined>((r) => setTimeout(() => r(undefined), RESOLVE_TIMEOUT_MS).unref()),
-    ]);
-    const runHex = runToken === undefined ? undefined : hex(runToken);
-    // Never trusted past a live run token, nor for a shared token revoked meanwhile.
+      new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), RESOLVE_TIMEOUT_MS).unref())),
+    ]).finally(() => clearTimeout(timer));
+    // Read after the wait: the parent may have been bound (or its run ended) meanwhile.
+    const runHex = parent === undefined ? undefined : entry.sessions.get(parent);
     if (runHex === undefined || !tokens.has(runHex) || shared.get(entry.digest.toString("hex")) !== entry)
       return undefined;
     entry.sessions.set(sessionId, runHex);
@@ -103,6 +107,10 @@ export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
       if (!entry) return;
       tokens.delete(h);
       entry.revoked.abort();
+      // Its sessions are no one's now; among them may be ones bound through `parentOf`, which
+      // the agent side never heard of and so never unbinds.
+      for (const { sessions } of shared.values())
+        for (const [id, runHex] of sessions) if (runHex === h) sessions.delete(id);
     },
     issueSharedToken(o = {}) {
       const token = TOKEN_PREFIX + randomBytes(32).toString("base64url");
@@ -110,7 +118,7 @@ export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
       shared.set(digest.toString("hex"), {
         digest,
         sessions: new Map(),
-        ...(o.resolveSession ? { resolveSession: o.resolveSession } : {}),
+        ...(o.parentOf ? { parentOf: o.parentOf } : {}),
       });
       log.redact(token);
       return token;

@@ -183,20 +183,26 @@ describe("model gateway", () => {
     expect(f.model.requests).toHaveLength(1);
   });
 
-  it("a shared token asks its resolver about a session not bound yet, binds a live run's answer, and refuses otherwise", async () => {
+  it("a shared token asks parentOf about a session not bound yet, binds it to its parent's live run, and refuses otherwise", async () => {
     await using f = await setup([{ text: "ok", usage: { prompt_tokens: 2, completion_tokens: 1 } }]);
     const usage: Usage[] = [];
     const runToken = f.grant({ runId: "run_sub", onUsage: (u) => usage.push(u) });
+    const endedToken = f.grant({ runId: "run_ended" });
     const asked: string[] = [];
     const shared = f.gw.issueSharedToken({
-      resolveSession: async (id) => {
+      parentOf: async (id) => {
         asked.push(id);
-        if (id === "ses_child") return runToken;
+        if (id === "ses_child") return "ses_parent";
         if (id === "ses_boom") throw new Error("server unreachable");
-        if (id === "ses_forged") return "pbgw_not-a-live-token";
+        // A parent whose run has ended, and one never bound: neither gives the child a run.
+        if (id === "ses_forged") return "ses_ended";
+        if (id === "ses_orphan") return "ses_never_bound";
         return undefined;
       },
     });
+    f.gw.bindSession(shared, "ses_parent", runToken);
+    f.gw.bindSession(shared, "ses_ended", endedToken);
+    f.gw.revokeToken(endedToken);
     const as = (session: string) =>
       fetch(`${f.gw.url}/chat/completions`, {
         method: "POST",
@@ -215,7 +221,7 @@ describe("model gateway", () => {
       { inputTokens: 2, outputTokens: 1 },
       { inputTokens: 2, outputTokens: 1 },
     ]);
-    for (const id of ["ses_nobody", "ses_boom", "ses_forged"]) {
+    for (const id of ["ses_nobody", "ses_boom", "ses_forged", "ses_orphan"]) {
       const res = await as(id);
       expect(res.status).toBe(403);
       expect((await errorOf(res)).code).toBe("session_not_bound");
