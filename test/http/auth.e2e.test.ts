@@ -7,7 +7,7 @@ import express from "express";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
 import { waitFor } from "../helpers.ts";
-import { startHarness, type HttpHarness, type Keys } from "./support.ts";
+import { startHarness, type HttpHarness, type Keys } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 let h: HttpHarness;

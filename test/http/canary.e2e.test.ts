@@ -7,7 +7,7 @@ import fs from "node:fs";
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, walkFiles, type HttpHarness } from "./support.ts";
+import { sandboxPids, startHarness, walkFiles, type HttpHarness } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 const CANARY = `sk-or-v1-CANARY-${randomBytes(16).toString("hex")}`;

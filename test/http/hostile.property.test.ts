@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CreateKeyInput } from "../../src/engine/keys/keys.ts";
 import { CreateRunInput, MessageInput } from "../../src/engine/run/schema.ts";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
-import { startHarness, type HttpHarness } from "./support.ts";
+import { startHarness, type HttpHarness } from "../support/http.ts";
 
 let h: HttpHarness;
 

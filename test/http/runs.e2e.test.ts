@@ -10,7 +10,7 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunView } from "../../src/engine/index.ts";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "./support.ts";
+import { sandboxPids, startHarness, type HttpHarness } from "../support/http.ts";
 
 const run$ = promisify(execFile);
 let h: HttpHarness;

@@ -15,7 +15,7 @@ import { patchUri, runUri } from "../../src/mcp/resources.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
 import { makeRepo, tempDir, waitFor } from "../helpers.ts";
 import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
-import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, REPO_FILES } from "./support.ts";
+import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, REPO_FILES } from "../support/mcp.ts";
 
 const OWNER = "owner-mcp";
 let model: ScriptedModel;

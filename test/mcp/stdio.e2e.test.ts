@@ -17,7 +17,7 @@ import { createLogger, openPatchbay } from "../../src/engine/index.ts";
 import type { RunEvent } from "../../src/engine/events/schema.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
 import { makeRepo, tempDir } from "../helpers.ts";
-import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, RecordingStdioTransport, REPO_FILES } from "./support.ts";
+import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, RecordingStdioTransport, REPO_FILES } from "../support/mcp.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = path.join(ROOT, "bin/patchbay.mjs");

@@ -7,8 +7,8 @@
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "../http/support.ts";
-import { API } from "./support.ts";
+import { sandboxPids, startHarness, type HttpHarness } from "../support/http.ts";
+import { API } from "../support/serve.ts";
 
 const CAP = 3;
 let h: HttpHarness;

@@ -13,7 +13,7 @@ import { createLowdbStore } from "../../src/engine/store/lowdb.ts";
 import type { RunRecord } from "../../src/engine/run/schema.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
 import { makeRepo, tempDir, waitFor } from "../helpers.ts";
-import { API, follow, opencodeUnder, startServe, type ServeChild } from "./support.ts";
+import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
 
 let model: ScriptedModel;
 let repoBase: string;

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLowdbStore } from "../../src/engine/store/lowdb.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
 import { makeRepo, tempDir, waitFor } from "../helpers.ts";
-import { API, follow, opencodeUnder, startServe, type ServeChild } from "./support.ts";
+import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
 
 let model: ScriptedModel;
 let repoBase: string;

@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { opencodeUnder, waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "../http/support.ts";
+import { sandboxPids, startHarness, type HttpHarness } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 // Long enough for OpenCode's retry backoff on a 500 (2 s, 4 s) on a busy 2-core machine.

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Step } from "../fixtures/scripted-model.ts";
 import { waitFor } from "../helpers.ts";
-import { parseSse, startHarness, type HttpHarness } from "../http/support.ts";
+import { parseSse, startHarness, type HttpHarness } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 const CLIENTS = 20;

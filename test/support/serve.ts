@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseSse, type SseFrame } from "../http/support.ts";
+import { parseSse, type SseFrame } from "./http.ts";
 import { waitFor } from "../helpers.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");

@@ -11,7 +11,7 @@ import { createHttpApp, type HttpAppDeps } from "../../src/http/app.ts";
 import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
 import { makeRepo, processesUnder, tempDir } from "../helpers.ts";
 import { startGitHubApiStub } from "../fixtures/github-api-stub.ts";
-import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
+import { openTestPatchbay, type TestPatchbay } from "./patchbay.ts";
 
 export interface Answer {
   status: number;
