@@ -7,19 +7,19 @@
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "../support/http.ts";
-import { API } from "../support/serve.ts";
+import { LOADED } from "../support/harness.ts";
+import { API, sandboxPids, serveHarness, type HttpHarness } from "../support/http.ts";
 
 const CAP = 3;
 let h: HttpHarness;
 
 beforeAll(async () => {
-  h = await startHarness({ env: { PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: String(CAP) } });
+  h = await serveHarness({ env: { PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: String(CAP) } });
   h.model.script("test/hang", [[{ hang: true }]]);
-});
+}, LOADED.hookMs);
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 /** Median and worst latency of /healthz over a few sequential calls. */
 async function healthLatency(n = 10): Promise<{ median: number; max: number }> {
@@ -35,7 +35,7 @@ async function healthLatency(n = 10): Promise<{ median: number; max: number }> {
   return { median: times[n >> 1]!, max: times[n - 1]! };
 }
 
-describe("abuse", () => {
+describe("abuse", { timeout: LOADED.testMs }, () => {
   it("1,000 POST /runs in 10 s from one key: at most the key's cap is ever active, the rest get 429 with Retry-After, and no sandbox leaks", async () => {
     const statuses = new Map<number, number>();
     const accepted: string[] = [];
