@@ -38,8 +38,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) {
-    if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
-    await c.exited;
+    // SIGTERM first (SIGKILL after 30 s): a killed serve would leave its OpenCode servers behind.
+    await c.stop();
   }
   await fx?.close();
 }, LOADED.hookMs);
@@ -81,7 +81,8 @@ describe("kill -9 of patchbay serve", { timeout: LOADED.testMs }, () => {
     await a.exited;
     await Promise.all(streams.map((s) => s.done));
     // OpenCode servers run in their own process group: they outlive a SIGKILL of serve.
-    expect(opencodeUnder(sandboxes).length).toBeGreaterThan(0);
+    const orphans = opencodeUnder(sandboxes);
+    expect(orphans.length).toBeGreaterThan(0);
 
     // queued: a run accepted just before the kill, before its turn started. The window is
     // microseconds in serve, so the record is written as such a crash leaves it.
@@ -124,7 +125,9 @@ describe("kill -9 of patchbay serve", { timeout: LOADED.testMs }, () => {
       expect(run.events.at(-1).type).toBe("run.status");
     }
 
-    await waitFor(() => opencodeUnder(sandboxes).length === 0, {
+    // Those very processes: the new serve's own warm-pool server may already run beside them
+    // (b.stop() below checks that nothing at all is left).
+    await waitFor(() => orphans.every((pid) => !fs.existsSync(`/proc/${pid}`)), {
       timeoutMs: 60_000,
       what: "the orphaned OpenCode servers to be killed",
     });

@@ -40,8 +40,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const c of children) {
-    if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
-    await c.exited;
+    // SIGTERM first (SIGKILL after 30 s): a killed serve would leave its OpenCode servers behind.
+    await c.stop();
   }
   await fx?.close();
 }, LOADED.hookMs);
