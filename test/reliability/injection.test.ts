@@ -134,13 +134,14 @@ describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", { tim
           summary: string;
           patch: string | null;
           draftPullRequest: unknown;
+          publish: unknown;
         };
         expect(view.status).toBe("idle");
         // The model did obey: it ran the commands and put their output in the patch and summary.
         expect(view.summary).toContain("Findings:");
         expect(view.patch).toContain("LEAK.txt");
         const prBodies = (github.pulls.get("acme/web") ?? []).map((p) => `${p.title}\n${p.body}`);
-        expect(prBodies.length).toBe(1);
+        expect(prBodies.length, `publish: ${JSON.stringify(view.publish)}`).toBe(1);
 
         const places = { "run view (patch, events, summary)": run.text, "PR title and body": prBodies.join("\n") };
         const canaries = { ...CANARY, apiKey };
