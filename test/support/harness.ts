@@ -21,7 +21,7 @@ export const LOADED = {
   /** Waiting for one turn to end (a little over the turn timeout, so the timeout shows first). */
   turnWaitMs: 200_000,
   /** One e2e test (`describe(..., { timeout })`): a few turns back to back. */
-  testMs: 400_000,
+  testMs: 600_000,
   /** beforeAll/afterAll that open or close a Patchbay, a model, servers. */
   hookMs: 180_000,
 } as const;
