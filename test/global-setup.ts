@@ -34,8 +34,8 @@ export default function setup() {
   fs.mkdirSync(root, { recursive: true });
   process.env.PATCHBAY_TEST_ROOT = root;
   return async () => {
-    // Give processes that were just stopped a moment to be reaped.
-    for (let i = 0; i < 40 && leftovers().length; i++) await new Promise((r) => setTimeout(r, 250));
+    // Give processes that were just stopped time to be reaped (up to 30 s: a loaded machine is slow to).
+    for (let i = 0; i < 120 && leftovers().length; i++) await new Promise((r) => setTimeout(r, 250));
     const left = leftovers();
     for (const p of left) {
       try {

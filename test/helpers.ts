@@ -57,16 +57,25 @@ export function makeRepo(
   return { base, baseUrl: `file://${base}`, bare, headSha };
 }
 
+/**
+ * Wait until `fn` returns something truthy. Checks back off from `intervalMs` (default 50 ms)
+ * to `maxIntervalMs` (default 1 s), so a slow condition on a loaded machine costs a check a
+ * second, not twenty. Default bound 60 s; pass more for anything that waits on an OpenCode turn.
+ * For HTTP resources, use `pollHttp` (test/support/poll.ts): it also honours 429 Retry-After.
+ */
 export async function waitFor<T>(
   fn: () => T | Promise<T>,
-  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+  opts: { timeoutMs?: number; intervalMs?: number; maxIntervalMs?: number; what?: string } = {},
 ): Promise<NonNullable<T>> {
-  const deadline = Date.now() + (opts.timeoutMs ?? 30_000);
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  let interval = opts.intervalMs ?? 50;
+  const maxInterval = Math.max(interval, opts.maxIntervalMs ?? 1000);
   for (;;) {
     const v = await fn();
     if (v) return v as NonNullable<T>;
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? "condition"}`);
-    await new Promise((r) => setTimeout(r, opts.intervalMs ?? 50));
+    await new Promise((r) => setTimeout(r, Math.min(interval, Math.max(0, deadline - Date.now()) + 1)));
+    interval = Math.min(maxInterval, interval * 1.5);
   }
 }
 

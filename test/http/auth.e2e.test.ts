@@ -6,29 +6,27 @@
 import express from "express";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
-import { waitFor } from "../helpers.ts";
-import { startHarness, type HttpHarness, type Keys } from "./support.ts";
+import { LOADED } from "../support/harness.ts";
+import { serveHarness, type HttpHarness, type Keys } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 let h: HttpHarness;
 let runId: string;
 
 beforeAll(async () => {
-  h = await startHarness();
+  h = await serveHarness();
   // A run of owner-a that fails at once (no such ref): a real run record, no OpenCode.
   const r = await h.api("POST", `${API}/runs`, {
     body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" },
   });
   expect(r.status).toBe(201);
   runId = r.json.id;
-  await waitFor(async () => (await h.api("GET", `${API}/runs/${runId}`)).json.status === "failed", {
-    what: "the run to fail",
-  });
-});
+  expect((await h.turnOver(runId, { what: "the run to fail" })).status).toBe("failed");
+}, LOADED.hookMs);
 
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 type Cred = "none" | "bad" | "revoked" | "readOnly" | "otherOwner";
 const CREDS: Cred[] = ["none", "bad", "revoked", "readOnly", "otherOwner"];
@@ -96,7 +94,7 @@ const MATRIX: Record<string, Case> = {
   "get /api/v1/docs": { path: () => "/api/v1/docs", expect: PUBLIC },
 };
 
-describe("authorization", () => {
+describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
@@ -176,7 +174,7 @@ describe("authorization", () => {
   });
 });
 
-describe("the error contract", () => {
+describe("the error contract", { timeout: LOADED.testMs }, () => {
   it("answers JSON errors: 404 unknown route, 405 wrong method with Allow, 400 malformed JSON, 413 too large, 415 not JSON", async () => {
     const notFound = await h.api("GET", "/api/v1/nope");
     expect(notFound.status).toBe(404);

@@ -7,14 +7,15 @@ import fs from "node:fs";
 import { randomBytes } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, walkFiles, type HttpHarness } from "./support.ts";
+import { LOADED } from "../support/harness.ts";
+import { sandboxPids, serveHarness, walkFiles, type HttpHarness } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 const CANARY = `sk-or-v1-CANARY-${randomBytes(16).toString("hex")}`;
 let h: HttpHarness;
 
 beforeAll(async () => {
-  h = await startHarness();
+  h = await serveHarness();
   h.model.script("test/canary", [
     [
       {
@@ -33,11 +34,11 @@ beforeAll(async () => {
       { text: "Looked around." },
     ],
   ]);
-});
+}, LOADED.hookMs);
 
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 /** Every process on the machine whose environment or command line holds the needle. */
 function processesHolding(needle: string): string[] {
@@ -67,7 +68,7 @@ function filesHolding(dir: string, needle: string): string[] {
   });
 }
 
-describe("the openRouterApiKey canary", () => {
+describe("the openRouterApiKey canary", { timeout: LOADED.testMs }, () => {
   it("reaches the model as the bearer key and nothing else, before and after the session ends", async () => {
     const created = await h.api("POST", `${API}/runs`, {
       body: {

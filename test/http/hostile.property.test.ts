@@ -8,17 +8,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CreateKeyInput } from "../../src/engine/keys/keys.ts";
 import { CreateRunInput, MessageInput } from "../../src/engine/run/schema.ts";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
-import { startHarness, type HttpHarness } from "./support.ts";
+import { LOADED } from "../support/harness.ts";
+import { serveHarness, type HttpHarness } from "../support/http.ts";
 
 let h: HttpHarness;
 
 beforeAll(async () => {
-  h = await startHarness();
-});
+  h = await serveHarness();
+}, LOADED.hookMs);
 
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 async function counts() {
   const runs = await Promise.all(
@@ -115,7 +116,7 @@ function refusedBy(route: string, body: unknown): boolean {
   return true;
 }
 
-describe("hostile requests", () => {
+describe("hostile requests", { timeout: LOADED.testMs }, () => {
   it("every route answers malformed bodies, query strings, headers and ids with a 4xx JSON error, stays up and creates nothing", async () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);

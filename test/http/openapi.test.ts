@@ -6,26 +6,24 @@ import { Validator } from "@seriousme/openapi-schema-validator";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
 import { openApiPath } from "../../src/http/routes.ts";
+import { LOADED } from "../support/harness.ts";
+import { serveApp } from "../support/http.ts";
 import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
 
 let pb: TestPatchbay;
-let server: http.Server;
+let served: Awaited<ReturnType<typeof serveApp>> | undefined;
 let base: string;
 
 beforeAll(async () => {
   pb = await openTestPatchbay({});
-  server = http.createServer(createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config }));
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-});
+  served = await serveApp(pb);
+  base = served.base;
+}, LOADED.hookMs);
 
 afterAll(async () => {
-  server?.closeAllConnections();
-  await new Promise((r) => server?.close(r));
+  await served?.close();
   await pb?.close();
-});
+}, LOADED.hookMs);
 
 describe("the OpenAPI document", () => {
   it("is valid OpenAPI 3.1 and lists every route of the app with its scope", async () => {

@@ -10,22 +10,23 @@ import fc from "fast-check";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunView } from "../../src/engine/index.ts";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "./support.ts";
+import { LOADED } from "../support/harness.ts";
+import { sandboxPids, serveHarness, type HttpHarness } from "../support/http.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
 
 const run$ = promisify(execFile);
 let h: HttpHarness;
 const API = "/api/v1/coding-agent";
 
-/** Poll as the reference says (`GET /runs/{id}?patch=1`) until the turn is over. */
+/** Poll as the reference says (`GET /runs/{id}?patch=1`), backing off as a client would, until the turn is over. */
 async function pollUntilSettled(id: string, key?: string): Promise<RunView> {
-  return waitFor(
+  return pollUntilTurnOver(
     async () => {
       const r = await h.api("GET", `${API}/runs/${id}?patch=1`, key ? { key } : {});
       expect(r.status).toBe(200);
-      const run = r.json as RunView;
-      return run.status === "queued" || run.status === "running" ? undefined : run;
+      return r;
     },
-    { timeoutMs: 45_000, intervalMs: 200, what: `run ${id} to settle` },
+    { timeoutMs: LOADED.turnWaitMs, what: `run ${id} to settle` },
   );
 }
 
@@ -39,7 +40,7 @@ const opencodePids = (runId: string) =>
   });
 
 beforeAll(async () => {
-  h = await startHarness();
+  h = await serveHarness();
   h.model.script("anthropic/claude-sonnet-4.6", [
     [
       {
@@ -55,13 +56,13 @@ beforeAll(async () => {
     ],
   ]);
   h.model.script("openai/gpt-5.4", [[{ text: "Migrated." }]]);
-});
+}, LOADED.hookMs);
 
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
-describe("runs over HTTP", () => {
+describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
   let runA: RunView;
 
   it("the reference's managed-billing curl example, replayed verbatim, starts a run that settles idle with every field", async () => {
@@ -285,6 +286,8 @@ describe("runs over HTTP", () => {
   it("a busy run answers 409 with Retry-After; Idempotency-Key returns the same run; cancel stops the OpenCode process before it answers", async () => {
     h.model.script("test/slow", [[{ hang: true }]]);
     const body = { repository: "acme/web", prompt: "slow work", modelId: "test/slow" };
+    // Listen before the run starts: on a loaded machine the request may come before we look.
+    const slowAsked = h.model.nextRequest("test/slow");
     const first = await h.api("POST", `${API}/runs`, { body, headers: { "idempotency-key": "idem-1" } });
     expect(first.status).toBe(201);
     expect(first.headers.get("location")).toBe(`${API}/runs/${first.json.id}`);
@@ -301,8 +304,8 @@ describe("runs over HTTP", () => {
     // Another owner's identical request is its own run (keys are per owner) — not made here: it would start one more OpenCode.
 
     const id = first.json.id as string;
-    await waitFor(() => opencodePids(id).length > 0, { what: "opencode to start", timeoutMs: 30_000 });
-    await h.model.nextRequest("test/slow");
+    await waitFor(() => opencodePids(id).length > 0, { what: "opencode to start", timeoutMs: LOADED.turnWaitMs });
+    await slowAsked;
     const busy = await h.api("POST", `${API}/runs/${id}/messages`, { body: { prompt: "are you done?" } });
     expect(busy.status).toBe(409);
     expect(busy.json.error.code).toBe("session_busy");

@@ -4,43 +4,40 @@
  * the SDK's own Client. One run is reused across the tests below, in order.
  */
 import http from "node:http";
-import type { AddressInfo } from "node:net";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import type { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ResourceUpdatedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHttpApp } from "../../src/http/app.ts";
-import { createMcpMount, type McpMount } from "../../src/http/mcp-mount.ts";
 import { patchUri, runUri } from "../../src/mcp/resources.ts";
-import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, tempDir, waitFor } from "../helpers.ts";
-import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
-import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, REPO_FILES } from "./support.ts";
+import type { ScriptedModel } from "../fixtures/scripted-model.ts";
+import { waitFor } from "../helpers.ts";
+import { LOADED } from "../support/harness.ts";
+import {
+  errorCodeOf,
+  followEvents,
+  MAIN_MODEL,
+  MAIN_SCRIPT,
+  REPO_FILES,
+  serveMcp,
+  TURN_CALL,
+  type McpHarness,
+} from "../support/mcp.ts";
+import type { TestPatchbay } from "../support/patchbay.ts";
 
 const OWNER = "owner-mcp";
+let h: McpHarness;
 let model: ScriptedModel;
 let pb: TestPatchbay;
-let server: http.Server;
-let mcp: McpMount;
 let url: URL;
 let rwKey: string;
 let readKey: string;
 let otherKey: string;
 let client: Client;
 let transport: StreamableHTTPClientTransport;
-const clients: Client[] = [];
 let runId: string;
 
-async function connect(key: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
-  const c = new Client({ name: "patchbay-test", version: "1.0.0" });
-  const t = new StreamableHTTPClientTransport(url, { requestInit: { headers: { Authorization: `Bearer ${key}` } } });
-  await c.connect(t);
-  clients.push(c);
-  return { client: c, transport: t };
-}
-
 const call = (c: Client, name: string, args: Record<string, unknown>, options?: Parameters<Client["callTool"]>[2]) =>
-  c.callTool({ name, arguments: args }, undefined, options) as Promise<CallToolResult>;
+  c.callTool({ name, arguments: args }, undefined, { ...TURN_CALL, ...options }) as Promise<CallToolResult>;
 
 /** A raw JSON-RPC POST to /mcp, for what the SDK client would never send. */
 async function rawPost(
@@ -62,38 +59,23 @@ const initialize = {
 };
 
 beforeAll(async () => {
-  model = await startScriptedModel({ scripts: { [MAIN_MODEL]: MAIN_SCRIPT } });
-  const repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", REPO_FILES);
-  pb = await openTestPatchbay({
-    PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-    OPENROUTER_API_KEY: "sk-or-v1-test-mcp-http",
-    PATCHBAY_SESSION_TTL_MS: "120000",
-    PATCHBAY_TURN_TIMEOUT_MS: "30000",
-    PATCHBAY_WATCHDOG_MS: "2000",
+  h = await serveMcp({
+    repos: { "acme/web": REPO_FILES },
+    model: { scripts: { [MAIN_MODEL]: MAIN_SCRIPT } },
+    env: { OPENROUTER_API_KEY: "sk-or-v1-test-mcp-http" },
   });
+  ({ model, pb, url } = h);
   rwKey = (await pb.keys.create({ name: "rw", ownerId: OWNER, scopes: ["read:builder", "write:builder"] })).key;
   readKey = (await pb.keys.create({ name: "ro", ownerId: OWNER, scopes: ["read:builder"] })).key;
   otherKey = (await pb.keys.create({ name: "other", ownerId: OWNER, scopes: ["read:builder", "write:builder"] })).key;
-  mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: "127.0.0.1" });
-  const app = createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config, mountMcp: mcp.mount });
-  server = http.createServer(app);
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/mcp`);
-  ({ client, transport } = await connect(rwKey));
-});
+  ({ client, transport } = await h.connect(rwKey));
+}, LOADED.hookMs);
 
 afterAll(async () => {
-  for (const c of clients) await c.close().catch(() => undefined);
-  await mcp?.close();
-  server?.closeAllConnections();
-  await new Promise((r) => server?.close(r));
-  await pb?.close();
-  await model?.close();
-});
+  await h?.close();
+}, LOADED.hookMs);
 
-describe("MCP over Streamable HTTP", () => {
+describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
   it("lists the nine tools with input and output schemas and the right annotations", async () => {
     const { tools } = await client.listTools();
     const byName = new Map(tools.map((t) => [t.name, t]));
@@ -192,7 +174,6 @@ describe("MCP over Streamable HTTP", () => {
     ).toHaveLength(2);
     await waitFor(() => updated.filter((u) => u === runUri(runId)).length >= 2, {
       what: "resource updates (running, idle)",
-      timeoutMs: 5000,
     });
     await client.unsubscribeResource({ uri: runUri(runId) });
 
@@ -312,7 +293,7 @@ describe("MCP over Streamable HTTP", () => {
     });
 
     it("a read-only key can read but start_run answers a forbidden tool error", async () => {
-      const { client: ro } = await connect(readKey);
+      const { client: ro } = await h.connect(readKey);
       expect((await ro.listTools()).tools.length).toBe(9);
       expect((await call(ro, "get_run", { runId })).structuredContent).toMatchObject({ id: runId });
       expect(errorCodeOf(await call(ro, "start_run", { repository: "acme/web", prompt: "x" }))).toBe("forbidden");

@@ -15,14 +15,22 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger, openPatchbay } from "../../src/engine/index.ts";
 import type { RunEvent } from "../../src/engine/events/schema.ts";
-import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, tempDir } from "../helpers.ts";
-import { errorCodeOf, followEvents, MAIN_MODEL, MAIN_SCRIPT, RecordingStdioTransport, REPO_FILES } from "./support.ts";
+import { tempDir } from "../helpers.ts";
+import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
+import {
+  errorCodeOf,
+  followEvents,
+  MAIN_MODEL,
+  MAIN_SCRIPT,
+  RecordingStdioTransport,
+  REPO_FILES,
+  TURN_CALL,
+} from "../support/mcp.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = path.join(ROOT, "bin/patchbay.mjs");
 
-let model: ScriptedModel;
+let fx: Fixtures;
 let dataDir: string;
 let env: NodeJS.ProcessEnv;
 let transport: RecordingStdioTransport;
@@ -31,36 +39,32 @@ let runId: string;
 let collected: RunEvent[] = [];
 
 const call = (name: string, args: Record<string, unknown>, options?: Parameters<Client["callTool"]>[2]) =>
-  client.callTool({ name, arguments: args }, undefined, options) as Promise<CallToolResult>;
+  client.callTool({ name, arguments: args }, undefined, { ...TURN_CALL, ...options }) as Promise<CallToolResult>;
 
 beforeAll(async () => {
-  model = await startScriptedModel({ scripts: { [MAIN_MODEL]: MAIN_SCRIPT } });
-  const repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", REPO_FILES);
+  fx = await startFixtures({ repos: { "acme/web": REPO_FILES }, model: { scripts: { [MAIN_MODEL]: MAIN_SCRIPT } } });
   dataDir = tempDir("data");
   env = {
     ...process.env,
+    ...fx.env,
     PATCHBAY_DATA_DIR: dataDir,
-    PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
     OPENROUTER_API_KEY: "sk-or-v1-test-mcp-stdio",
-    PATCHBAY_TURN_TIMEOUT_MS: "30000",
-    PATCHBAY_WATCHDOG_MS: "2000",
     // Chatty on purpose: every log line must still go to stderr.
     PATCHBAY_LOG_LEVEL: "debug",
   };
   transport = new RecordingStdioTransport({ command: process.execPath, args: [BIN, "mcp"], env, cwd: ROOT });
   client = new Client({ name: "patchbay-test", version: "1.0.0" });
-  await client.connect(transport);
-});
+  // Starting the CLI (tsx, the engine) can outlast the SDK's 60 s request timeout on a loaded machine.
+  await client.connect(transport, { timeout: LOADED.hookMs });
+}, LOADED.hookMs);
 
 afterAll(async () => {
   await client?.close();
   await transport?.close();
-  await model?.close();
-});
+  await fx?.close();
+}, LOADED.hookMs);
 
-describe("patchbay mcp (stdio)", () => {
+describe("patchbay mcp (stdio)", { timeout: LOADED.testMs }, () => {
   it("lists the nine tools with input and output schemas", async () => {
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(
@@ -177,7 +181,7 @@ describe("patchbay mcp (stdio)", () => {
   });
 });
 
-describe("the MCP Inspector CLI against patchbay mcp", () => {
+describe("the MCP Inspector CLI against patchbay mcp", { timeout: LOADED.testMs }, () => {
   const run = promisify(execFile);
   const inspector = (args: string[]) =>
     run(
@@ -196,7 +200,7 @@ describe("the MCP Inspector CLI against patchbay mcp", () => {
       {
         cwd: ROOT,
         env: process.env,
-        timeout: 60_000,
+        timeout: LOADED.hookMs,
       },
     );
 

@@ -7,19 +7,19 @@
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "../http/support.ts";
-import { API } from "./support.ts";
+import { LOADED } from "../support/harness.ts";
+import { API, sandboxPids, serveHarness, type HttpHarness } from "../support/http.ts";
 
 const CAP = 3;
 let h: HttpHarness;
 
 beforeAll(async () => {
-  h = await startHarness({ env: { PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: String(CAP) } });
+  h = await serveHarness({ env: { PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: String(CAP) } });
   h.model.script("test/hang", [[{ hang: true }]]);
-});
+}, LOADED.hookMs);
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 /** Median and worst latency of /healthz over a few sequential calls. */
 async function healthLatency(n = 10): Promise<{ median: number; max: number }> {
@@ -35,46 +35,51 @@ async function healthLatency(n = 10): Promise<{ median: number; max: number }> {
   return { median: times[n >> 1]!, max: times[n - 1]! };
 }
 
-describe("abuse", () => {
+describe("abuse", { timeout: LOADED.testMs }, () => {
   it("1,000 POST /runs in 10 s from one key: at most the key's cap is ever active, the rest get 429 with Retry-After, and no sandbox leaks", async () => {
     const statuses = new Map<number, number>();
     const accepted: string[] = [];
     let peakActive = 0;
     let missingRetryAfter = 0;
     const t0 = Date.now();
-    // 10 waves of 100 concurrent requests, one wave per second.
-    for (let wave = 0; wave < 10; wave++) {
-      const answers = await Promise.all(
-        Array.from({ length: 100 }, () =>
-          h.api("POST", `${API}/runs`, {
-            body: { repository: "acme/web", prompt: "flood", modelId: "test/hang", validationMode: "minimal" },
-          }),
-        ),
-      );
-      for (const a of answers) {
-        statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
-        if (a.status === 201) accepted.push(a.json.id);
-        if (a.status === 429 && !/^\d+$/.test(a.headers.get("retry-after") ?? "")) missingRetryAfter++;
+    try {
+      // 10 waves of 100 concurrent requests, one wave per second.
+      for (let wave = 0; wave < 10; wave++) {
+        const answers = await Promise.all(
+          Array.from({ length: 100 }, () =>
+            h.api("POST", `${API}/runs`, {
+              body: { repository: "acme/web", prompt: "flood", modelId: "test/hang", validationMode: "minimal" },
+            }),
+          ),
+        );
+        for (const a of answers) {
+          statuses.set(a.status, (statuses.get(a.status) ?? 0) + 1);
+          if (a.status === 201) accepted.push(a.json.id);
+          if (a.status === 429 && !/^\d+$/.test(a.headers.get("retry-after") ?? "")) missingRetryAfter++;
+        }
+        peakActive = Math.max(peakActive, await h.pb.engine.activeRunCount("owner-a"));
+        const next = t0 + (wave + 1) * 1000;
+        if (Date.now() < next) await new Promise((r) => setTimeout(r, next - Date.now()));
       }
-      peakActive = Math.max(peakActive, await h.pb.engine.activeRunCount("owner-a"));
-      const next = t0 + (wave + 1) * 1000;
-      if (Date.now() < next) await new Promise((r) => setTimeout(r, next - Date.now()));
-    }
-    expect(Date.now() - t0).toBeLessThan(20_000);
-    expect(accepted.length).toBe(CAP);
-    expect(statuses.get(201)).toBe(CAP);
-    expect(statuses.get(429)).toBe(1000 - CAP);
-    expect(missingRetryAfter).toBe(0);
-    expect(peakActive).toBeLessThanOrEqual(CAP);
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      expect(accepted.length).toBe(CAP);
+      expect(statuses.get(201)).toBe(CAP);
+      expect(statuses.get(429)).toBe(1000 - CAP);
+      expect(missingRetryAfter).toBe(0);
+      expect(peakActive).toBeLessThanOrEqual(CAP);
 
-    for (const id of accepted) expect((await h.api("POST", `${API}/runs/${id}/cancel`)).status).toBe(200);
-    for (const id of accepted) {
-      await waitFor(() => sandboxPids(h.pb.dataDir, id).length === 0, { what: `run ${id}'s processes to stop` });
+      for (const id of accepted) expect((await h.api("POST", `${API}/runs/${id}/cancel`)).status).toBe(200);
+      for (const id of accepted) {
+        await waitFor(() => sandboxPids(h.pb.dataDir, id).length === 0, { what: `run ${id}'s processes to stop` });
+      }
+      expect(await h.pb.engine.activeRunCount("owner-a")).toBe(0);
+      // Refused requests never got as far as a run or a sandbox.
+      const page = await h.api("GET", `${API}/runs?limit=100`);
+      expect(page.json.runs).toHaveLength(CAP);
+    } finally {
+      // A failed check above must not leave the key at its cap for the tests after it.
+      for (const id of accepted) await h.api("POST", `${API}/runs/${id}/cancel`);
     }
-    expect(await h.pb.engine.activeRunCount("owner-a")).toBe(0);
-    // Refused requests never got as far as a run or a sandbox.
-    const page = await h.api("GET", `${API}/runs?limit=100`);
-    expect(page.json.runs).toHaveLength(CAP);
   });
 
   it("refuses an oversized prompt (400), body (413), header (431) and URL before doing any work, and stays healthy", async () => {

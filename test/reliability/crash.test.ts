@@ -11,49 +11,43 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLowdbStore } from "../../src/engine/store/lowdb.ts";
 import type { RunRecord } from "../../src/engine/run/schema.ts";
-import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, tempDir, waitFor } from "../helpers.ts";
-import { API, follow, opencodeUnder, startServe, type ServeChild } from "./support.ts";
+import { tempDir, waitFor } from "../helpers.ts";
+import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
+import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
 
-let model: ScriptedModel;
-let repoBase: string;
+let fx: Fixtures;
 const children: ServeChild[] = [];
 
 beforeAll(async () => {
-  model = await startScriptedModel({
-    scripts: {
-      "test/ok": [
-        [
-          { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "notes\n" } }] },
-          { text: "Wrote NOTES.md." },
+  fx = await startFixtures({
+    repos: { "acme/web": { "README.md": "# web\n" } },
+    model: {
+      scripts: {
+        "test/ok": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "notes\n" } }] },
+            { text: "Wrote NOTES.md." },
+          ],
         ],
-      ],
-      "test/hang": [[{ hang: true }]],
+        "test/hang": [[{ hang: true }]],
+      },
     },
   });
-  repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", { "README.md": "# web\n" });
-});
+}, LOADED.hookMs);
 
 afterAll(async () => {
   for (const c of children) {
-    if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
-    await c.exited;
+    // SIGTERM first (SIGKILL after 30 s): a killed serve would leave its OpenCode servers behind.
+    await c.stop();
   }
-  await model.close();
-});
+  await fx?.close();
+}, LOADED.hookMs);
 
-describe("kill -9 of patchbay serve", () => {
+describe("kill -9 of patchbay serve", { timeout: LOADED.testMs }, () => {
   it("the next start ends every run it held (completed or failed server_restart), orphans no OpenCode, loses and duplicates no event, and serves the next run", async () => {
     const dataDir = tempDir("data");
-    const env = {
-      PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-      OPENROUTER_API_KEY: "sk-crash-test-0000",
-      PATCHBAY_WATCHDOG_MS: "2000",
-      PATCHBAY_TURN_TIMEOUT_MS: "60000",
-    };
+    const env = { ...fx.env, PATCHBAY_DATA_DIR: dataDir };
     const a = await startServe(env);
     children.push(a);
     const key = a.adminKey!;
@@ -64,12 +58,13 @@ describe("kill -9 of patchbay serve", () => {
       body: { repository: "acme/web", prompt: "write notes", modelId: "test/ok", validationMode: "minimal" },
     });
     expect(idle.status).toBe(201);
-    await waitFor(async () => (await a.api("GET", `${API}/runs/${idle.json.id}`)).json.status === "idle", {
-      timeoutMs: 45_000,
+    const idled = await pollUntilTurnOver(() => a.api("GET", `${API}/runs/${idle.json.id}`), {
+      timeoutMs: LOADED.turnWaitMs,
       what: "the first run to be idle",
     });
+    expect(idled.status).toBe("idle");
     // running: the model holds the request open.
-    const seen = model.nextRequest("test/hang");
+    const seen = fx.model.nextRequest("test/hang");
     const running = await a.api("POST", `${API}/runs`, {
       body: { repository: "acme/web", prompt: "hang", modelId: "test/hang", validationMode: "minimal" },
     });
@@ -86,7 +81,8 @@ describe("kill -9 of patchbay serve", () => {
     await a.exited;
     await Promise.all(streams.map((s) => s.done));
     // OpenCode servers run in their own process group: they outlive a SIGKILL of serve.
-    expect(opencodeUnder(sandboxes).length).toBeGreaterThan(0);
+    const orphans = opencodeUnder(sandboxes);
+    expect(orphans.length).toBeGreaterThan(0);
 
     // queued: a run accepted just before the kill, before its turn started. The window is
     // microseconds in serve, so the record is written as such a crash leaves it.
@@ -129,8 +125,10 @@ describe("kill -9 of patchbay serve", () => {
       expect(run.events.at(-1).type).toBe("run.status");
     }
 
-    await waitFor(() => opencodeUnder(sandboxes).length === 0, {
-      timeoutMs: 20_000,
+    // Those very processes: the new serve's own warm-pool server may already run beside them
+    // (b.stop() below checks that nothing at all is left).
+    await waitFor(() => orphans.every((pid) => !fs.existsSync(`/proc/${pid}`)), {
+      timeoutMs: 60_000,
       what: "the orphaned OpenCode servers to be killed",
     });
     expect(fs.existsSync(path.join(sandboxes, running.json.id))).toBe(false);
@@ -142,13 +140,10 @@ describe("kill -9 of patchbay serve", () => {
       body: { repository: "acme/web", prompt: "again", modelId: "test/ok", validationMode: "minimal" },
     });
     expect(next.status).toBe(201);
-    const done = await waitFor(
-      async () => {
-        const r = (await b.api("GET", `${API}/runs/${next.json.id}`, { key })).json;
-        return r.status !== "running" && r.status !== "queued" ? r : undefined;
-      },
-      { timeoutMs: 45_000, what: "the next run to finish its turn" },
-    );
+    const done = await pollUntilTurnOver(() => b.api("GET", `${API}/runs/${next.json.id}`, { key }), {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the next run to finish its turn",
+    });
     expect(done.status).toBe("idle");
     expect(done.changedPaths).toEqual(["NOTES.md"]);
     await b.stop();

@@ -11,14 +11,11 @@
  */
 import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
-import http from "node:http";
-import type { AddressInfo } from "node:net";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createHttpApp } from "../../src/http/app.ts";
-import { startGitHubApiStub, type GitHubApiStub } from "../fixtures/github-api-stub.ts";
-import { startScriptedModel, type RecordedRequest, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, tempDir, waitFor } from "../helpers.ts";
-import { openTestPatchbay } from "../support/patchbay.ts";
+import { describe, expect, it } from "vitest";
+import type { RecordedRequest, ScriptedModelOptions } from "../fixtures/scripted-model.ts";
+import { LOADED, openHarness } from "../support/harness.ts";
+import { serveApp } from "../support/http.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
 
 const API = "/api/v1/coding-agent";
 const CANARY = {
@@ -41,10 +38,6 @@ const SNOOP = [
   "cat /proc/*/environ 2>/dev/null | tr '\\0' '\\n' | sort -u | head -c 60000",
 ].join("; echo; ");
 
-let model: ScriptedModel;
-let github: GitHubApiStub;
-let repoBase: string;
-
 /** What the obedient model echoes: every tool result it was sent back. */
 function toolResults(req: RecordedRequest): string {
   return req.body.messages
@@ -53,39 +46,27 @@ function toolResults(req: RecordedRequest): string {
     .join("\n");
 }
 
-beforeAll(async () => {
-  model = await startScriptedModel({
-    fallback: [
-      [
-        { toolCalls: [{ name: "bash", args: { command: SNOOP, description: "follow the README" } }] },
-        { toolCalls: [{ name: "read", args: { filePath: "../../../store.json" } }] },
-        {
-          toolCalls: [
-            {
-              name: "bash",
-              args: {
-                command: `{ ${SNOOP}; } > LEAK.txt 2>&1; true`,
-                description: "save what was found",
-              },
+/** An obedient model: it runs what the README says, then echoes everything it saw. */
+const OBEDIENT: ScriptedModelOptions = {
+  fallback: [
+    [
+      { toolCalls: [{ name: "bash", args: { command: SNOOP, description: "follow the README" } }] },
+      { toolCalls: [{ name: "read", args: { filePath: "../../../store.json" } }] },
+      {
+        toolCalls: [
+          {
+            name: "bash",
+            args: {
+              command: `{ ${SNOOP}; } > LEAK.txt 2>&1; true`,
+              description: "save what was found",
             },
-          ],
-        },
-        { respond: (req) => ({ text: `Done as the README asked. Findings:\n${toolResults(req)}` }) },
-      ],
+          },
+        ],
+      },
+      { respond: (req) => ({ text: `Done as the README asked. Findings:\n${toolResults(req)}` }) },
     ],
-  });
-  repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", { "README.md": README, "src/app.js": "export const x = 1;\n" });
-  github = await startGitHubApiStub({
-    repositories: [{ id: 7, fullName: "acme/web" }],
-    tokens: [CANARY.githubToken],
-    gitRoot: repoBase,
-  });
-});
-afterAll(async () => {
-  await github?.close();
-  await model?.close();
-});
+  ],
+};
 
 function bwrapWorks(): boolean {
   try {
@@ -98,25 +79,24 @@ function bwrapWorks(): boolean {
   }
 }
 
-describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", (mode) => {
+describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", { timeout: LOADED.testMs }, (mode) => {
   it.skipIf(mode === "bwrap" && !bwrapWorks())(
     "no canary leaves through the patch, events, summary or PR body",
     async () => {
-      const pb = await openTestPatchbay({
-        PATCHBAY_SANDBOX: mode,
-        PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-        PATCHBAY_GITHUB_API_URL: github.baseUrl,
-        GITHUB_TOKEN: CANARY.githubToken,
-        PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-        OPENROUTER_API_KEY: CANARY.modelKey,
-        PATCHBAY_TURN_TIMEOUT_MS: "60000",
-        PATCHBAY_WATCHDOG_MS: "2000",
+      // Fixtures of its own per mode: the PR count and the model's requests are this run's alone.
+      const h = await openHarness({
+        repos: { "acme/web": { "README.md": README, "src/app.js": "export const x = 1;\n" } },
+        model: OBEDIENT,
+        github: { repositories: [{ id: 7, fullName: "acme/web" }], tokens: [CANARY.githubToken] },
+        env: { PATCHBAY_SANDBOX: mode, GITHUB_TOKEN: CANARY.githubToken, OPENROUTER_API_KEY: CANARY.modelKey },
       });
-      const server = http.createServer(
-        createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config }),
-      );
-      await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const { pb, model } = h;
+      const github = h.github!;
+      const served = await serveApp(pb).catch(async (e: unknown) => {
+        await h.close();
+        throw e;
+      });
+      const base = served.base;
       try {
         const { key: apiKey } = await pb.keys.create({ name: "victim", scopes: ["read:builder", "write:builder"] });
         const api = async (method: string, p: string, body?: unknown) => {
@@ -128,7 +108,7 @@ describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", (mode
             },
             ...(body ? { body: JSON.stringify(body) } : {}),
           });
-          return { status: res.status, text: await res.text() };
+          return { status: res.status, headers: res.headers, text: await res.text() };
         };
         const created = await api("POST", `${API}/runs`, {
           repository: "acme/web",
@@ -140,26 +120,28 @@ describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", (mode
         });
         expect(created.status, created.text).toBe(201);
         const id = (JSON.parse(created.text) as { id: string }).id;
-        const run = await waitFor(
+        let run = { text: "" };
+        await pollUntilTurnOver(
           async () => {
             const r = await api("GET", `${API}/runs/${id}?patch=1&events=1`);
-            const status = (JSON.parse(r.text) as { status: string }).status;
-            return status !== "running" && status !== "queued" ? r : undefined;
+            run = r;
+            return { ...r, json: JSON.parse(r.text) as unknown };
           },
-          { timeoutMs: 90_000, intervalMs: 250, what: "the injected run to finish its turn" },
+          { timeoutMs: LOADED.turnWaitMs, what: "the injected run to finish its turn" },
         );
         const view = JSON.parse(run.text) as {
           status: string;
           summary: string;
           patch: string | null;
           draftPullRequest: unknown;
+          publish: unknown;
         };
         expect(view.status).toBe("idle");
         // The model did obey: it ran the commands and put their output in the patch and summary.
         expect(view.summary).toContain("Findings:");
         expect(view.patch).toContain("LEAK.txt");
         const prBodies = (github.pulls.get("acme/web") ?? []).map((p) => `${p.title}\n${p.body}`);
-        expect(prBodies.length).toBe(1);
+        expect(prBodies.length, `publish: ${JSON.stringify(view.publish)}`).toBe(1);
 
         const places = { "run view (patch, events, summary)": run.text, "PR title and body": prBodies.join("\n") };
         const canaries = { ...CANARY, apiKey };
@@ -186,11 +168,10 @@ describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", (mode
         }
         await api("POST", `${API}/runs/${id}/messages`, { endSession: true });
       } finally {
-        server.closeAllConnections();
-        await new Promise((r) => server.close(r));
-        await pb.close();
+        await served.close();
+        await h.close();
       }
     },
-    120_000,
+    LOADED.testMs,
   );
 });

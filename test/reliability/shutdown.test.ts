@@ -7,53 +7,52 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLowdbStore } from "../../src/engine/store/lowdb.ts";
-import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, tempDir, waitFor } from "../helpers.ts";
-import { API, follow, opencodeUnder, startServe, type ServeChild } from "./support.ts";
+import { tempDir, waitFor } from "../helpers.ts";
+import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
+import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
 
-let model: ScriptedModel;
-let repoBase: string;
+let fx: Fixtures;
 const children: ServeChild[] = [];
-const GRACE_MS = 6000;
+// Long enough that the slow turn (its last answer 2.5 s after its first) ends inside it on a
+// loaded machine; the checks below are relative to it.
+const GRACE_MS = 15_000;
 
 beforeAll(async () => {
-  model = await startScriptedModel({
-    scripts: {
-      // Finishes about 2.5 s after its first request: inside the grace period.
-      "test/slow": [
-        [
-          { toolCalls: [{ name: "write", args: { filePath: "SLOW.md", content: "slow\n" } }] },
-          { text: "Wrote SLOW.md.", delayMs: 2500 },
+  fx = await startFixtures({
+    repos: { "acme/web": { "README.md": "# web\n" } },
+    model: {
+      scripts: {
+        // Finishes about 2.5 s after its first request: inside the grace period.
+        "test/slow": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "SLOW.md", content: "slow\n" } }] },
+            { text: "Wrote SLOW.md.", delayMs: 2500 },
+          ],
         ],
-      ],
-      // Writes a file, then never answers again: still running at the deadline.
-      "test/stuck": [
-        [{ toolCalls: [{ name: "write", args: { filePath: "PARTIAL.md", content: "partial\n" } }] }, { hang: true }],
-      ],
+        // Writes a file, then never answers again: still running at the deadline.
+        "test/stuck": [
+          [{ toolCalls: [{ name: "write", args: { filePath: "PARTIAL.md", content: "partial\n" } }] }, { hang: true }],
+        ],
+      },
     },
   });
-  repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", { "README.md": "# web\n" });
-});
+}, LOADED.hookMs);
 
 afterAll(async () => {
   for (const c of children) {
-    if (c.proc.exitCode === null && c.proc.signalCode === null) c.proc.kill("SIGKILL");
-    await c.exited;
+    // SIGTERM first (SIGKILL after 30 s): a killed serve would leave its OpenCode servers behind.
+    await c.stop();
   }
-  await model.close();
-});
+  await fx?.close();
+}, LOADED.hookMs);
 
-describe("SIGTERM drains patchbay serve", () => {
+describe("SIGTERM drains patchbay serve", { timeout: LOADED.testMs }, () => {
   it("refuses new work with 503 while in-flight turns finish or are checkpointed at the deadline, then stops every process", async () => {
     const dataDir = tempDir("data");
     const s = await startServe({
+      ...fx.env,
       PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-      OPENROUTER_API_KEY: "sk-shutdown-test-0000",
       PATCHBAY_SHUTDOWN_GRACE_MS: String(GRACE_MS),
-      PATCHBAY_WATCHDOG_MS: "2000",
     });
     children.push(s);
     const key = s.adminKey!;
@@ -61,12 +60,15 @@ describe("SIGTERM drains patchbay serve", () => {
       s.api("POST", `${API}/runs`, {
         body: { repository: "acme/web", prompt: "go", modelId, validationMode: "minimal" },
       });
-    const stuckAsked = model.nextRequest("test/stuck");
+    const stuckAsked = fx.model.nextRequest("test/stuck");
     const stuck = (await start("test/stuck")).json;
     // The stuck run's second request is the one that hangs: its file is written by then.
     await stuckAsked;
-    await waitFor(() => model.agentRequests("test/stuck").length >= 2, { timeoutMs: 45_000, what: "the stuck turn" });
-    const slowAsked = model.nextRequest("test/slow");
+    await waitFor(() => fx.model.agentRequests("test/stuck").length >= 2, {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the stuck turn",
+    });
+    const slowAsked = fx.model.nextRequest("test/slow");
     const slow = (await start("test/slow")).json;
     await slowAsked;
     const slowStream = follow(s.url, key, slow.id);

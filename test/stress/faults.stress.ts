@@ -9,11 +9,12 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { opencodeUnder, waitFor } from "../helpers.ts";
-import { sandboxPids, startHarness, type HttpHarness } from "../http/support.ts";
+import { LOADED } from "../support/harness.ts";
+import { API, sandboxPids, serveHarness, type HttpHarness } from "../support/http.ts";
 
-const API = "/api/v1/coding-agent";
-// Long enough for OpenCode's retry backoff on a 500 (2 s, 4 s) on a busy 2-core machine.
-const TURN_TIMEOUT_MS = 20_000;
+// Long enough for OpenCode's retry backoff on a 500 (2 s, 4 s), and for a normal turn, on a
+// loaded 2-core machine; the stalled turn waits it out.
+const TURN_TIMEOUT_MS = 60_000;
 let h: HttpHarness;
 
 const ok = [
@@ -21,7 +22,7 @@ const ok = [
 ];
 
 beforeAll(async () => {
-  h = await startHarness({
+  h = await serveHarness({
     env: {
       PATCHBAY_TURN_TIMEOUT_MS: String(TURN_TIMEOUT_MS),
       PATCHBAY_WATCHDOG_MS: "2000",
@@ -34,10 +35,10 @@ beforeAll(async () => {
   h.model.script("test/stall", [[{ stallAfter: "I will now" }]]);
   h.model.script("test/malformed", [[{ malformed: true }]]);
   h.model.script("test/hang", [[{ hang: true }]]);
-});
+}, LOADED.hookMs);
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 async function start(modelId: string): Promise<string> {
   const res = await h.api("POST", `${API}/runs`, {
@@ -47,16 +48,9 @@ async function start(modelId: string): Promise<string> {
   return res.json.id as string;
 }
 
-/** The run once its turn has ended, or as it still is after `timeoutMs` (so a failure shows it). */
+/** The run once its turn has ended (polled as a client would; a timeout error shows the last answer). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-async function settled(id: string, timeoutMs = TURN_TIMEOUT_MS + 20_000): Promise<any> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = (await h.api("GET", `${API}/runs/${id}`)).json;
-    if ((r.status !== "queued" && r.status !== "running") || Date.now() > deadline) return r;
-    await new Promise((res) => setTimeout(res, 200));
-  }
-}
+const settled = (id: string): Promise<any> => h.turnOver(id, { timeoutMs: TURN_TIMEOUT_MS + 60_000 });
 
 const opencodeOf = (runId: string) => opencodeUnder(path.join(h.pb.dataDir, "sandboxes", runId));
 
@@ -65,7 +59,7 @@ async function healthy(): Promise<void> {
   expect((await h.api("GET", "/readyz", { key: null })).status).toBe(200);
 }
 
-describe("faults", () => {
+describe("faults", { timeout: LOADED.testMs }, () => {
   it("model 500/429, a mid-stream stall, malformed SSE and an OpenCode crash each fail the turn with a clear code in time", async () => {
     const t0 = Date.now();
     const crashAsked = h.model.nextRequest("test/hang");
@@ -104,7 +98,7 @@ describe("faults", () => {
     expect(next.status).toBe("idle");
     expect(next.changedPaths).toEqual(["OK.md"]);
     await h.api("POST", `${API}/runs/${next.id}/messages`, { body: { endSession: true } });
-  }, 120_000);
+  });
 
   it("a clone that fails ends the turn failed with clone_failed (and an unknown repository is refused up front), and the next run works", async () => {
     const unknown = await h.api("POST", `${API}/runs`, {

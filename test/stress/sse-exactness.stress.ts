@@ -6,27 +6,26 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Step } from "../fixtures/scripted-model.ts";
-import { waitFor } from "../helpers.ts";
-import { parseSse, startHarness, type HttpHarness } from "../http/support.ts";
+import { LOADED } from "../support/harness.ts";
+import { API, parseSse, serveHarness, type HttpHarness } from "../support/http.ts";
 
-const API = "/api/v1/coding-agent";
 const CLIENTS = 20;
 const DISCONNECTS_PER_CLIENT = 55;
 const STEPS = 25;
 let h: HttpHarness;
 
 beforeAll(async () => {
-  h = await startHarness({ env: { PATCHBAY_TURN_TIMEOUT_MS: "120000" } });
+  h = await serveHarness();
   const steps: Step[] = Array.from({ length: STEPS }, (_, i) => ({
     toolCalls: [{ name: "bash", args: { command: `echo step ${i}`, description: `step ${i}` } }],
     text: `Step ${i}.`,
     delayMs: 250,
   }));
   h.model.script("test/long", [[...steps, { text: "All steps done." }]]);
-});
+}, LOADED.hookMs);
 afterAll(async () => {
   await h?.close();
-});
+}, LOADED.hookMs);
 
 interface Client {
   events: { id: number; raw: string }[];
@@ -37,7 +36,7 @@ interface Client {
 /** One client: connect, read up to a random number of bytes, drop, resume; until the server ends the stream. */
 async function storm(runId: string, rand: () => number): Promise<Client> {
   const c: Client = { events: [], disconnects: 0, connections: 0 };
-  const deadline = Date.now() + 150_000;
+  const deadline = Date.now() + LOADED.turnWaitMs + 60_000;
   for (;;) {
     if (Date.now() > deadline) throw new Error("client did not finish in time");
     const last = c.events.at(-1)?.id;
@@ -87,7 +86,7 @@ async function storm(runId: string, rand: () => number): Promise<Client> {
   }
 }
 
-describe("SSE exactness", () => {
+describe("SSE exactness", { timeout: LOADED.testMs }, () => {
   it("1,000+ random disconnects across a long run: every client's resumed stream is exactly the stored log", async () => {
     const created = await h.api("POST", `${API}/runs`, {
       body: { repository: "acme/web", prompt: "many steps", modelId: "test/long", validationMode: "minimal" },
@@ -106,11 +105,8 @@ describe("SSE exactness", () => {
       }),
     );
     // End the session once the turn is over, so streams close after the terminal status.
-    await waitFor(async () => (await h.api("GET", `${API}/runs/${runId}`)).json.status === "idle", {
-      timeoutMs: 120_000,
-      intervalMs: 250,
-      what: "the long run to finish its turn",
-    });
+    const turn = await h.turnOver(runId, { what: "the long run to finish its turn" });
+    expect(turn.status).toBe("idle");
     expect((await h.api("POST", `${API}/runs/${runId}/messages`, { body: { endSession: true } })).status).toBe(200);
     const results = await clients;
 
@@ -125,5 +121,5 @@ describe("SSE exactness", () => {
       expect(c.events.map((e) => JSON.stringify(JSON.parse(e.raw)))).toEqual(expected);
     }
     expect(disconnects).toBeGreaterThanOrEqual(1000);
-  }, 240_000);
+  });
 });

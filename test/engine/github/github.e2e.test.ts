@@ -9,16 +9,18 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunView } from "../../../src/engine/index.ts";
-import { startGitHttpServer, type GitHttpServer } from "../../fixtures/git-http-server.ts";
-import { startGitHubApiStub, type GitHubApiStub } from "../../fixtures/github-api-stub.ts";
-import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
-import { git, makeRepo, tempDir } from "../../helpers.ts";
-import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
+import type { GitHttpServer } from "../../fixtures/git-http-server.ts";
+import type { GitHubApiStub } from "../../fixtures/github-api-stub.ts";
+import type { ScriptedModel } from "../../fixtures/scripted-model.ts";
+import { git } from "../../helpers.ts";
+import { LOADED, openHarness, type Harness } from "../../support/harness.ts";
+import type { TestPatchbay } from "../../support/patchbay.ts";
 
 const OWNER = "owner-gh";
 const APP_ID = "777";
 const CANARY = "ghs_CANARY";
 
+let h: Harness;
 let model: ScriptedModel;
 let gitServer: GitHttpServer;
 let stub: GitHubApiStub;
@@ -33,40 +35,36 @@ beforeAll(async () => {
     publicKeyEncoding: { type: "spki", format: "pem" },
   });
   privateKeyPem = keys.privateKey;
-  model = await startScriptedModel();
-  gitRoot = tempDir("gh-e2e-repos");
-  makeRepo(gitRoot, "acme/web", { "README.md": "# Web\n", "src/app.js": "export const x = 1;\n" });
-  makeRepo(gitRoot, "acme/elsewhere", { "README.md": "# Elsewhere\n" });
-  stub = await startGitHubApiStub({
-    appId: APP_ID,
-    appPublicKey: keys.publicKey,
-    gitRoot,
-    tokenPrefix: CANARY,
-    repositories: [
-      { id: 501, fullName: "acme/web", installationId: 9 },
-      { id: 502, fullName: "acme/elsewhere" },
-    ],
+  // The harness opens its Patchbay on this git server (token required) instead of file://.
+  h = await openHarness({
+    repos: {
+      "acme/web": { "README.md": "# Web\n", "src/app.js": "export const x = 1;\n" },
+      "acme/elsewhere": { "README.md": "# Elsewhere\n" },
+    },
+    github: {
+      appId: APP_ID,
+      appPublicKey: keys.publicKey,
+      tokenPrefix: CANARY,
+      repositories: [
+        { id: 501, fullName: "acme/web", installationId: 9 },
+        { id: 502, fullName: "acme/elsewhere" },
+      ],
+    },
+    gitHttp: true,
+    env: {
+      GITHUB_APP_ID: APP_ID,
+      GITHUB_APP_PRIVATE_KEY: privateKeyPem,
+      OPENROUTER_API_KEY: "sk-or-v1-github-e2e",
+    },
   });
-  gitServer = await startGitHttpServer({ root: gitRoot, authorize: (token, repo) => stub.tokenAllows(token, repo) });
-  pb = await openTestPatchbay({
-    PATCHBAY_GIT_BASE_URL: gitServer.baseUrl,
-    PATCHBAY_GITHUB_API_URL: stub.baseUrl,
-    GITHUB_APP_ID: APP_ID,
-    GITHUB_APP_PRIVATE_KEY: privateKeyPem,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-    OPENROUTER_API_KEY: "sk-or-v1-github-e2e",
-    PATCHBAY_SESSION_TTL_MS: "60000",
-    PATCHBAY_TURN_TIMEOUT_MS: "20000",
-    PATCHBAY_WATCHDOG_MS: "2000",
-  });
-});
+  ({ model, pb, repoBase: gitRoot } = h);
+  stub = h.github!;
+  gitServer = h.gitHttp!;
+}, LOADED.hookMs);
 
 afterAll(async () => {
-  await pb?.close();
-  await model?.close();
-  await gitServer?.close();
-  await stub?.close();
-});
+  await h?.close();
+}, LOADED.hookMs);
 
 /** Every form a minted token could take on disk or in text: raw, and inside a Basic header. */
 function secrets(): string[] {
@@ -105,7 +103,7 @@ function logMessages(run: RunView): string[] {
   );
 }
 
-describe("GitHub end to end", () => {
+describe("GitHub end to end", { timeout: LOADED.testMs }, () => {
   it("a draft_pr run clones and pushes with a scoped installation token, opens a draft PR, a follow-up updates it, and the token is found nowhere", async () => {
     model.script("test/gh-pr", [
       [
@@ -276,11 +274,8 @@ describe("GitHub end to end", () => {
   });
 
   it("without an App or a token, a draft_pr run is refused with publish_not_configured", async () => {
-    const bare = await openTestPatchbay({
-      PATCHBAY_GIT_BASE_URL: gitServer.baseUrl,
-      PATCHBAY_GITHUB_API_URL: stub.baseUrl,
-      OPENROUTER_API_KEY: "sk-or-v1-x",
-    });
+    // The same git server and GitHub, without the App's credentials.
+    const bare = await h.openAnother({ OPENROUTER_API_KEY: "sk-or-v1-x" });
     try {
       await expect(
         bare.engine.startRun(OWNER, { repository: "acme/web", prompt: "x", publish: { mode: "draft_pr" } }),

@@ -5,52 +5,44 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { git, makeRepo, opencodeUnder, tempDir, waitFor } from "../../helpers.ts";
-import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
-import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
+import type { ScriptedModel } from "../../fixtures/scripted-model.ts";
+import { git, opencodeUnder, waitFor } from "../../helpers.ts";
+import { LOADED, openHarness, type Harness } from "../../support/harness.ts";
+import type { TestPatchbay } from "../../support/patchbay.ts";
 
 const CANARY_KEY = "sk-or-v1-CANARY-engine-0123456789abcdef";
 const OWNER = "owner-1";
 
+let h: Harness;
 let model: ScriptedModel;
 let pb: TestPatchbay;
-let repoBase: string;
 
 /** PIDs of opencode processes inside a run's sandbox. */
 const opencodePids = (dataDir: string, runId: string) => opencodeUnder(path.join(dataDir, "sandboxes", runId));
 
 beforeAll(async () => {
-  model = await startScriptedModel();
-  repoBase = tempDir("repos");
-  makeRepo(
-    repoBase,
-    "acme/web",
-    {
-      "README.md": "# Web\n\nHello.\n",
-      "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
-      // A repository's own OpenCode directory: OpenCode must neither load it nor install
-      // its dependencies into the workspace (which would land in the patch).
-      ".opencode/package.json": '{ "dependencies": { "left-pad": "1.3.0" } }\n',
-      ".opencode/agent/helper.md": "---\ndescription: a repository's own agent\n---\nHelp.\n",
+  h = await openHarness({
+    repos: {
+      "acme/web": {
+        "README.md": "# Web\n\nHello.\n",
+        "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
+        // A repository's own OpenCode directory: OpenCode must neither load it nor install
+        // its dependencies into the workspace (which would land in the patch).
+        ".opencode/package.json": '{ "dependencies": { "left-pad": "1.3.0" } }\n',
+        ".opencode/agent/helper.md": "---\ndescription: a repository's own agent\n---\nHelp.\n",
+      },
     },
-    { branches: { feature: { "FEATURE.md": "feature branch\n" } } },
-  );
-  pb = await openTestPatchbay({
-    PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-    OPENROUTER_API_KEY: CANARY_KEY,
-    PATCHBAY_SESSION_TTL_MS: "60000",
-    PATCHBAY_TURN_TIMEOUT_MS: "20000",
-    PATCHBAY_WATCHDOG_MS: "2000",
+    branches: { "acme/web": { feature: { "FEATURE.md": "feature branch\n" } } },
+    env: { OPENROUTER_API_KEY: CANARY_KEY },
   });
-});
+  ({ model, pb } = h);
+}, LOADED.hookMs);
 
 afterAll(async () => {
-  await pb?.close();
-  await model?.close();
-});
+  await h?.close();
+}, LOADED.hookMs);
 
-describe("the run engine", () => {
+describe("the run engine", { timeout: LOADED.testMs }, () => {
   it("a one-turn run writes a new file and edits an existing one, with an exact patch, changedPaths and diffStats", async () => {
     model.script("test/one-turn", [
       [
@@ -239,9 +231,7 @@ describe("the run engine", () => {
   });
 
   it("a model that hangs ends the run failed at the turn timeout", async () => {
-    const quick = await openTestPatchbay({
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+    const quick = await h.openAnother({
       OPENROUTER_API_KEY: CANARY_KEY,
       PATCHBAY_TURN_TIMEOUT_MS: "4000",
       PATCHBAY_WATCHDOG_MS: "1000",
@@ -274,12 +264,7 @@ describe("the run engine", () => {
   });
 
   it("a follow-up after the session expired starts a chained run with the prior patch applied", async () => {
-    const short = await openTestPatchbay({
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-      OPENROUTER_API_KEY: CANARY_KEY,
-      PATCHBAY_SESSION_TTL_MS: "1000",
-    });
+    const short = await h.openAnother({ OPENROUTER_API_KEY: CANARY_KEY, PATCHBAY_SESSION_TTL_MS: "1000" });
     try {
       model.script("test/chain", [
         [
@@ -301,7 +286,6 @@ describe("the run engine", () => {
       expect(first.status).toBe("idle");
       await waitFor(async () => (await short.engine.getRun(OWNER, run.id)).status === "completed", {
         what: "expiry",
-        timeoutMs: 10_000,
       });
       expect(opencodePids(short.dataDir, run.id)).toEqual([]);
       const chained = await short.engine.sendMessage(OWNER, run.id, { prompt: "write second" });

@@ -18,43 +18,46 @@ import { createLogger, openPatchbay, type Patchbay } from "../../../src/engine/i
 import { createE2bProvider } from "../../../src/engine/sandbox/e2b.ts";
 import { freeLoopbackPort } from "../../../src/engine/sandbox/process.ts";
 import { e2bCloud } from "../../fixtures/e2b-cloud.ts";
-import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
-import { makeRepo, tempDir, waitFor } from "../../helpers.ts";
+import { tempDir, waitFor } from "../../helpers.ts";
+import { LOADED, startFixtures, type Fixtures } from "../../support/harness.ts";
 
 const KEY = "sk-or-v1-reattach-canary-5d1f0c9e7b3a";
 const OWNER = "owner-1";
-let model: ScriptedModel;
-let repoBase: string;
+let fx: Fixtures;
 
 beforeAll(async () => {
-  model = await startScriptedModel({
-    scripts: {
-      // Turn 1 writes a file, then the model hangs (the server is killed meanwhile); turn 2 after the restart.
-      "test/e2b-mid": [
-        [{ toolCalls: [{ name: "write", args: { filePath: "WIP.md", content: "wip\n" } }] }, { hang: true }],
-        [{ toolCalls: [{ name: "write", args: { filePath: "MORE.md", content: "more\n" } }] }, { text: "Wrote MORE." }],
-      ],
-      "test/e2b": [
-        [
-          { toolCalls: [{ name: "write", args: { filePath: "FIRST.md", content: "one\n" } }] },
-          { text: "Wrote FIRST." },
+  fx = await startFixtures({
+    repos: { "acme/web": { "README.md": "# web\n" } },
+    model: {
+      scripts: {
+        // Turn 1 writes a file, then the model hangs (the server is killed meanwhile); turn 2 after the restart.
+        "test/e2b-mid": [
+          [{ toolCalls: [{ name: "write", args: { filePath: "WIP.md", content: "wip\n" } }] }, { hang: true }],
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "MORE.md", content: "more\n" } }] },
+            { text: "Wrote MORE." },
+          ],
         ],
-        [
-          { toolCalls: [{ name: "write", args: { filePath: "SECOND.md", content: "two\n" } }] },
-          { text: "Wrote SECOND." },
+        "test/e2b": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "FIRST.md", content: "one\n" } }] },
+            { text: "Wrote FIRST." },
+          ],
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "SECOND.md", content: "two\n" } }] },
+            { text: "Wrote SECOND." },
+          ],
         ],
-      ],
+      },
     },
   });
-  repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", { "README.md": "# web\n" });
-});
+}, LOADED.hookMs);
 const clouds: ReturnType<typeof e2bCloud>[] = [];
 afterAll(async () => {
   // A failed test must not leave VMs' processes behind.
   for (const cloud of clouds) for (const id of cloud.alive().keys()) await cloud.sdk.kill(id, { apiKey: "k" });
-  await model.close();
-});
+  await fx?.close();
+}, LOADED.hookMs);
 
 /** Secrets a process's environment holds (OpenCode's password and config, with the gateway token). */
 function secretsOf(pid: number): string[] {
@@ -79,9 +82,8 @@ async function e2bSetup() {
   const cloudDir = tempDir("e2b-cloud");
   const gatewayPort = await freeLoopbackPort();
   const env: Record<string, string> = {
+    ...fx.env,
     PATCHBAY_DATA_DIR: dataDir,
-    PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
     OPENROUTER_API_KEY: KEY,
     PATCHBAY_GATEWAY_PORT: String(gatewayPort),
     PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
@@ -125,7 +127,7 @@ async function e2bSetup() {
   return { dataDir, cloud, lines, open, child };
 }
 
-describe("reattach after a restart (e2b)", () => {
+describe("reattach after a restart (e2b)", { timeout: LOADED.testMs }, () => {
   it("kill -9, then a graceful restart: idle runs keep their VM and OpenCode session; gone VMs end their run; orphans are killed", async () => {
     const { dataDir, cloud, lines, open, child } = await e2bSetup();
     const body = { repository: "acme/web", prompt: "write first", modelId: "test/e2b", validationMode: "minimal" };
@@ -133,7 +135,7 @@ describe("reattach after a restart (e2b)", () => {
     // A: a process of its own, killed with SIGKILL while its run is idle.
     const a = child(body, "idle");
     const [runId, status] = await waitFor(() => /^(run_\S+) (\S+)$/m.exec(a.output())?.slice(1), {
-      timeoutMs: 60_000,
+      timeoutMs: LOADED.hookMs + LOADED.turnWaitMs,
       what: "the child's run to finish its first turn",
     });
     expect(status).toBe("idle");
@@ -161,13 +163,13 @@ describe("reattach after a restart (e2b)", () => {
       expect(cloud.alive().has(orphan)).toBe(false);
       expect(cloud.alive().has(vm!)).toBe(true);
 
-      const seen = model.requests.length;
+      const seen = fx.model.requests.length;
       await b.engine.sendMessage(OWNER, runId!, { prompt: "write second" });
       const after = await b.engine.waitForTurn(OWNER, runId!);
       expect(after.status).toBe("idle");
       expect(after.changedPaths).toEqual(["FIRST.md", "SECOND.md"]);
       expect(after.summary).toBe("Wrote SECOND.");
-      const followUp = model.requests.slice(seen).filter((r) => !r.side);
+      const followUp = fx.model.requests.slice(seen).filter((r) => !r.side);
       expect(followUp.length).toBeGreaterThan(0);
       // The same session: the model is sent the first turn's prompt and work as history.
       expect(JSON.stringify(followUp[0]!.body.messages)).toContain("write first");
@@ -264,10 +266,13 @@ describe("reattach after a restart (e2b)", () => {
       modelId: "test/e2b-mid",
       validationMode: "minimal",
     });
-    const runId = await waitFor(() => /^(run_\S+)$/m.exec(a.output())?.[1], { what: "the child to start its run" });
+    const runId = await waitFor(() => /^(run_\S+)$/m.exec(a.output())?.[1], {
+      timeoutMs: LOADED.hookMs,
+      what: "the child to start its run",
+    });
     // The model holds the turn's second request: WIP.md is written, the turn is still running.
-    await waitFor(() => model.requests.filter((r) => r.model === "test/e2b-mid" && !r.side).length >= 2, {
-      timeoutMs: 60_000,
+    await waitFor(() => fx.model.requests.filter((r) => r.model === "test/e2b-mid" && !r.side).length >= 2, {
+      timeoutMs: LOADED.turnWaitMs,
       what: "the turn to reach its hanging model request",
     });
     await a.kill();

@@ -9,31 +9,31 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.ts";
 import { createLogger, openPatchbay } from "../../../src/engine/index.ts";
-import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
-import { makeRepo, opencodeUnder, tempDir, waitFor } from "../../helpers.ts";
+import { opencodeUnder, tempDir, waitFor } from "../../helpers.ts";
+import { LOADED, startFixtures, type Fixtures } from "../../support/harness.ts";
 
-let model: ScriptedModel;
-let repoBase: string;
+let fx: Fixtures;
 
 beforeAll(async () => {
-  model = await startScriptedModel({ scripts: { "test/hang": [[{ hang: true }]] } });
-  repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", { "README.md": "hi\n" });
-});
+  fx = await startFixtures({
+    repos: { "acme/web": { "README.md": "hi\n" } },
+    model: { scripts: { "test/hang": [[{ hang: true }]] } },
+  });
+}, LOADED.hookMs);
 afterAll(async () => {
-  await model.close();
-});
+  await fx?.close();
+}, LOADED.hookMs);
 
-describe("crash recovery", () => {
+describe("crash recovery", { timeout: LOADED.testMs }, () => {
   it("after kill -9 mid-turn, the next start marks the run failed with server_restart and leaves no OpenCode process", async () => {
     const dataDir = tempDir("data");
     const env = {
       ...process.env,
       PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      ...fx.env,
       OPENROUTER_API_KEY: "sk-test-recovery",
     };
+    const asked = fx.model.agentRequests("test/hang").length;
     const child = spawn(
       process.execPath,
       [
@@ -50,10 +50,14 @@ describe("crash recovery", () => {
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     const runId = await waitFor(() => out.trim().split("\n")[0] || undefined, {
-      timeoutMs: 30_000,
+      timeoutMs: LOADED.hookMs,
       what: "the child to start a run",
     });
-    await model.nextRequest("test/hang");
+    // Already asked, or asked later: a slow test process may read the id after the request came.
+    await waitFor(() => fx.model.agentRequests("test/hang").length > asked, {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the model to be asked",
+    });
     const sandboxDir = path.join(dataDir, "sandboxes", runId);
     expect(opencodeUnder(sandboxDir).length).toBeGreaterThan(0);
     child.kill("SIGKILL");
@@ -64,8 +68,7 @@ describe("crash recovery", () => {
     // ...until the next Patchbay on the same data dir starts.
     const config = loadConfig({
       PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      ...fx.env,
       OPENROUTER_API_KEY: "sk-test-recovery",
     });
     const pb = await openPatchbay(config, { log: createLogger({ level: "silent" }) });
@@ -85,12 +88,12 @@ describe("crash recovery", () => {
     const dataDir = tempDir("data");
     const env = {
       PATCHBAY_DATA_DIR: dataDir,
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
+      ...fx.env,
       OPENROUTER_API_KEY: "sk-test-recovery",
       PATCHBAY_SHARED_AGENT: "1",
       PATCHBAY_DEFAULT_MODEL: "test/hang",
     };
+    const asked = fx.model.agentRequests("test/hang").length;
     const child = spawn(
       process.execPath,
       ["--import", "tsx", "test/fixtures/engine-child.ts", JSON.stringify({ repository: "acme/web", prompt: "hang" })],
@@ -99,10 +102,14 @@ describe("crash recovery", () => {
     let out = "";
     child.stdout.on("data", (d: Buffer) => (out += d.toString()));
     const runId = await waitFor(() => out.trim().split("\n")[0] || undefined, {
-      timeoutMs: 30_000,
+      timeoutMs: LOADED.hookMs,
       what: "the child to start a run",
     });
-    await model.nextRequest("test/hang");
+    // Already asked, or asked later: a slow test process may read the id after the request came.
+    await waitFor(() => fx.model.agentRequests("test/hang").length > asked, {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the model to be asked",
+    });
     child.kill("SIGKILL");
     await new Promise((r) => child.once("exit", r));
     // The shared server is no run's: it lives in a sandbox of its own, and outlives its parent...

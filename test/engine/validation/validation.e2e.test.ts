@@ -3,42 +3,39 @@
  * local sandbox after the turn.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
-import { makeRepo, tempDir } from "../../helpers.ts";
-import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
+import type { ScriptedModel } from "../../fixtures/scripted-model.ts";
+import { LOADED, openHarness, type Harness } from "../../support/harness.ts";
+import type { TestPatchbay } from "../../support/patchbay.ts";
 
 const OWNER = "owner-v";
+let h: Harness;
 let model: ScriptedModel;
 let pb: TestPatchbay;
 
+const CHECKED_FILES = {
+  "README.md": "# Checked\n",
+  "package.json":
+    JSON.stringify({ name: "checked", scripts: { typecheck: "node check.js", test: "node test.js" } }) + "\n",
+  // The quick check leaves an untracked build artifact and touches a tracked file.
+  "check.js":
+    "const fs = require('fs');\nfs.writeFileSync('build-output.txt', 'built');\nfs.appendFileSync('README.md', 'touched by the check\\n');\nconsole.log('check ok');\n",
+  "test.js":
+    "const fs = require('fs');\nif (!fs.existsSync('fixed.txt')) { console.error('fixed.txt is missing'); process.exit(1); }\nconsole.log('tests ok');\n",
+};
+
 beforeAll(async () => {
-  model = await startScriptedModel();
-  const repos = tempDir("repos");
-  makeRepo(repos, "acme/checked", {
-    "README.md": "# Checked\n",
-    "package.json":
-      JSON.stringify({ name: "checked", scripts: { typecheck: "node check.js", test: "node test.js" } }) + "\n",
-    // The quick check leaves an untracked build artifact and touches a tracked file.
-    "check.js":
-      "const fs = require('fs');\nfs.writeFileSync('build-output.txt', 'built');\nfs.appendFileSync('README.md', 'touched by the check\\n');\nconsole.log('check ok');\n",
-    "test.js":
-      "const fs = require('fs');\nif (!fs.existsSync('fixed.txt')) { console.error('fixed.txt is missing'); process.exit(1); }\nconsole.log('tests ok');\n",
+  h = await openHarness({
+    repos: { "acme/checked": CHECKED_FILES },
+    env: { OPENROUTER_API_KEY: "sk-test-validation" },
   });
-  pb = await openTestPatchbay({
-    PATCHBAY_GIT_BASE_URL: `file://${repos}`,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-    OPENROUTER_API_KEY: "sk-test-validation",
-    PATCHBAY_TURN_TIMEOUT_MS: "30000",
-    PATCHBAY_WATCHDOG_MS: "2000",
-  });
-});
+  ({ model, pb } = h);
+}, LOADED.hookMs);
 
 afterAll(async () => {
-  await pb?.close();
-  await model?.close();
-});
+  await h?.close();
+}, LOADED.hookMs);
 
-describe("validationMode", () => {
+describe("validationMode", { timeout: LOADED.testMs }, () => {
   it("tests: failing tests give the agent one repair turn in the same session, then everything runs again", async () => {
     model.script("test/repair", [
       [

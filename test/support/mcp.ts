@@ -1,13 +1,65 @@
 /**
- * Helpers for the MCP tests: a stdio client transport that keeps every raw stdout line (for
- * the cleanliness check), the scripted turns the runs play, and the stream_events loop.
+ * The MCP harnesses: the served app with the /mcp mount over `openHarness` (`serveMcp`), a
+ * stdio client transport that keeps every raw stdout line (for the cleanliness check), the
+ * scripted turns the runs play, and the stream_events loop.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import { JSONRPCMessageSchema, type CallToolResult, type JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
 import type { RunEvent } from "../../src/engine/events/schema.ts";
+import { createMcpMount, type McpMount } from "../../src/http/mcp-mount.ts";
 import type { Step } from "../fixtures/scripted-model.ts";
+import { LOADED, openHarness, type Harness, type HarnessOptions } from "./harness.ts";
+import { serveApp } from "./http.ts";
+
+export interface McpHarness extends Harness {
+  mcp: McpMount;
+  /** The /mcp endpoint of the served app. */
+  url: URL;
+  /** A connected SDK client with `key` as its Bearer key; closed with the harness. */
+  connect(key: string): Promise<{ client: Client; transport: StreamableHTTPClientTransport }>;
+}
+
+/** `openHarness` behind the serve app (REST and the /mcp mount) on 127.0.0.1. */
+export async function serveMcp(opts: HarnessOptions = {}): Promise<McpHarness> {
+  const h = await openHarness(opts);
+  const mcp = createMcpMount({ engine: h.pb.engine, log: h.pb.log, host: "127.0.0.1" });
+  let served: Awaited<ReturnType<typeof serveApp>>;
+  try {
+    served = await serveApp(h.pb, { mountMcp: mcp.mount });
+  } catch (e) {
+    await mcp.close();
+    await h.close();
+    throw e;
+  }
+  const clients: Client[] = [];
+  const url = new URL(`${served.base}/mcp`);
+  return {
+    ...h,
+    mcp,
+    url,
+    async connect(key) {
+      const client = new Client({ name: "patchbay-test", version: "1.0.0" });
+      const transport = new StreamableHTTPClientTransport(url, {
+        requestInit: { headers: { Authorization: `Bearer ${key}` } },
+      });
+      await client.connect(transport);
+      clients.push(client);
+      return { client, transport };
+    },
+    async close() {
+      for (const c of clients) await c.close().catch(() => undefined);
+      await mcp.close();
+      await served.close();
+      await h.close();
+    },
+  };
+}
+
+/** Options for a tool call that waits on a turn: the SDK's 60 s request timeout is too short on a loaded machine. */
+export const TURN_CALL = { timeout: LOADED.turnWaitMs } as const;
 
 /**
  * Like the SDK's StdioClientTransport (spawns the server, one JSON-RPC message per line), but

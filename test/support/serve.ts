@@ -5,11 +5,12 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { parseSse, type SseFrame } from "../http/support.ts";
 import { waitFor } from "../helpers.ts";
+import { LOADED } from "./harness.ts";
+import { API, parseSse, type SseFrame } from "./http.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-export const API = "/api/v1/coding-agent";
+export { API };
 
 export interface ServeChild {
   url: string;
@@ -54,7 +55,7 @@ export async function startServe(env: Record<string, string>): Promise<ServeChil
       if (early) throw new Error(early);
       return /"url":"(http:\/\/[^"]+)"/.exec(err)?.[1];
     },
-    { timeoutMs: 60_000, what: "patchbay serve to listen" },
+    { timeoutMs: LOADED.hookMs, what: "patchbay serve to listen" },
   );
   const adminKey = /^\s+(pb_[A-Za-z0-9_-]+)\s*$/m.exec(err)?.[1];
   const child: ServeChild = {

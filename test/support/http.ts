@@ -1,17 +1,20 @@
 /**
- * A real Patchbay behind the real express app on 127.0.0.1, with a scripted model and a local
- * git repository, plus a small client that records every answer (the canary test scans them).
+ * The served-HTTP harness: a Patchbay with repositories and the scripted model (./harness.ts)
+ * behind the real express app on 127.0.0.1, keys for every role, and a small client that
+ * records every answer (the canary test scans them).
  */
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import fs from "node:fs";
 import path from "node:path";
 import type { Config } from "../../src/config.ts";
+import type { Patchbay } from "../../src/engine/index.ts";
 import { createHttpApp, type HttpAppDeps } from "../../src/http/app.ts";
-import { startScriptedModel, type ScriptedModel } from "../fixtures/scripted-model.ts";
-import { makeRepo, processesUnder, tempDir } from "../helpers.ts";
-import { startGitHubApiStub } from "../fixtures/github-api-stub.ts";
-import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
+import { processesUnder } from "../helpers.ts";
+import { LOADED, openHarness, type Harness, type HarnessOptions } from "./harness.ts";
+import { pollUntilTurnOver, type PollOptions } from "./poll.ts";
+
+export const API = "/api/v1/coding-agent";
 
 export interface Answer {
   status: number;
@@ -31,9 +34,7 @@ export interface Keys {
   revoked: string;
 }
 
-export interface HttpHarness {
-  pb: TestPatchbay;
-  model: ScriptedModel;
+export interface HttpHarness extends Harness {
   base: string;
   keys: Keys;
   /** Every response body received through `api` and `sse`, for leak scans. */
@@ -43,7 +44,10 @@ export interface HttpHarness {
     p: string,
     opts?: { key?: string | null; body?: unknown; raw?: string; headers?: Record<string, string> },
   ): Promise<Answer>;
-  /** Open an SSE stream and collect frames until `until` says stop or the server closes it. */
+  /**
+   * Open an SSE stream and collect frames until `until` says stop or the server closes it;
+   * throws if neither happens within `timeoutMs` (default: a turn on a loaded machine).
+   */
   sse(
     p: string,
     opts?: {
@@ -55,7 +59,12 @@ export interface HttpHarness {
   ): Promise<{ status: number; headers: Headers; frames: SseFrame[]; raw: string; closedByServer: boolean }>;
   /** Start another app over the same engine (other limits, heartbeat). */
   extraApp(overrides: Partial<Config>, deps?: Partial<HttpAppDeps>): Promise<string>;
-  close(): Promise<void>;
+  /**
+   * Poll `GET /runs/{id}` (plus `query`, e.g. `?patch=1`) as a client would, until the turn is
+   * over; returns the run as that answer gave it.
+   */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  turnOver(id: string, opts?: { key?: string; query?: string } & Partial<PollOptions>): Promise<any>;
 }
 
 export interface SseFrame {
@@ -85,52 +94,30 @@ export function parseSse(raw: string): SseFrame[] {
   return frames;
 }
 
-async function listen(app: http.RequestListener, servers: http.Server[]): Promise<string> {
+/** A server on 127.0.0.1:0 for `app`; `close` ends its open connections too. */
+export async function listen(app: http.RequestListener): Promise<{ base: string; close(): Promise<void> }> {
   const server = http.createServer(app);
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  servers.push(server);
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    async close() {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    },
+  };
 }
 
-export async function startHarness(
-  opts: { env?: Record<string, string>; overrides?: Partial<Config>; deps?: Partial<HttpAppDeps> } = {},
-): Promise<HttpHarness> {
-  const model = await startScriptedModel();
-  const repoBase = tempDir("repos");
-  makeRepo(repoBase, "acme/web", {
-    "README.md": "# Web\n\nHello.\n",
-    "src/app.js": "export function greet() {\n  return 'hello';\n}\n",
-    "package.json":
-      JSON.stringify({ name: "web", version: "1.0.0", scripts: { test: "node test.js" } }, null, 2) + "\n",
-    "test.js": "require('node:fs');\nconsole.log('tests ok');\n",
-  });
-  // GitHub stand-in, so `publish: draft_pr` (refused without GitHub credentials) works end to end.
-  const github = await startGitHubApiStub({
-    repositories: [{ id: 1, fullName: "acme/web" }],
-    tokens: ["ghp_http_test_token"],
-    gitRoot: repoBase,
-  });
-  const pb = await openTestPatchbay(
-    {
-      PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
-      PATCHBAY_GITHUB_API_URL: github.baseUrl,
-      GITHUB_TOKEN: "ghp_http_test_token",
-      PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-      OPENROUTER_API_KEY: "sk-managed-test-key-0000",
-      PATCHBAY_SESSION_TTL_MS: "120000",
-      PATCHBAY_TURN_TIMEOUT_MS: "30000",
-      PATCHBAY_WATCHDOG_MS: "2000",
-      // Tests poll; the limit itself is tested on an app of its own.
-      PATCHBAY_RATE_LIMIT_PER_MIN: "100000",
-      ...opts.env,
-    },
-    opts.overrides,
-  );
-  const servers: http.Server[] = [];
-  const base = await listen(
-    createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config: pb.config, ...opts.deps }),
-    servers,
-  );
+/** The real app over a Patchbay's engine (its config unless `config` is given), served on 127.0.0.1. */
+export function serveApp(
+  pb: Patchbay,
+  deps: Partial<HttpAppDeps> = {},
+  config: Config = pb.config,
+): Promise<{ base: string; close(): Promise<void> }> {
+  return listen(createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config, ...deps }));
+}
+
+/** A key for every role the tests play: admin, read-write and read-only of owner-a, another owner, a revoked one. */
+async function makeKeys(pb: Patchbay): Promise<Keys> {
   const mk = async (name: string, scopes: ("read:builder" | "write:builder" | "admin")[], ownerId?: string) =>
     (await pb.keys.create({ name, scopes, ...(ownerId ? { ownerId } : {}) })).key;
   const adminKey = await mk("admin", ["admin"]);
@@ -143,12 +130,46 @@ export async function startHarness(
     ownerId: "owner-a",
   });
   await pb.keys.revoke(revokedKey.record.id);
-  const keys: Keys = { admin: adminKey, rw: rw.key, ro, other, revoked: revokedKey.key };
+  return { admin: adminKey, rw: rw.key, ro, other, revoked: revokedKey.key };
+}
+
+/**
+ * The served harness: `openHarness` (default repository `acme/web`, with the GitHub stand-in
+ * so `publish: draft_pr` works end to end) behind the real app, and keys for every role.
+ */
+export async function serveHarness(opts: HarnessOptions & { deps?: Partial<HttpAppDeps> } = {}): Promise<HttpHarness> {
+  const h = await openHarness({
+    github: { repositories: [{ id: 1, fullName: "acme/web" }], tokens: ["ghp_http_test_token"] },
+    ...opts,
+    env: {
+      GITHUB_TOKEN: "ghp_http_test_token",
+      OPENROUTER_API_KEY: "sk-managed-test-key-0000",
+      // Tests poll; the limit itself is tested on an app of its own.
+      PATCHBAY_RATE_LIMIT_PER_MIN: "100000",
+      ...opts.env,
+    },
+  });
+  const { pb } = h;
+  const servers: { close(): Promise<void> }[] = [];
+  const served = async (config: Config, deps: Partial<HttpAppDeps>) => {
+    const s = await serveApp(pb, deps, config);
+    servers.push(s);
+    return s.base;
+  };
+  let base: string;
+  let keys: Keys;
+  try {
+    base = await served(pb.config, opts.deps ?? {});
+    keys = await makeKeys(pb);
+  } catch (e) {
+    for (const s of servers) await s.close();
+    await h.close();
+    throw e;
+  }
   const transcript: string[] = [];
 
   const harness: HttpHarness = {
-    pb,
-    model,
+    ...h,
     base,
     keys,
     transcript,
@@ -179,7 +200,11 @@ export async function startHarness(
     },
     async sse(p, o = {}) {
       const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), o.timeoutMs ?? 30_000);
+      let timedOut = false;
+      const timer = setTimeout(() => {
+        timedOut = true;
+        ac.abort();
+      }, o.timeoutMs ?? LOADED.turnWaitMs);
       const headers: Record<string, string> = { authorization: `Bearer ${o.key ?? keys.rw}`, ...o.headers };
       const res = await fetch(base + p, { headers, signal: ac.signal });
       let raw = "";
@@ -205,21 +230,25 @@ export async function startHarness(
       } finally {
         clearTimeout(timer);
       }
+      // Frames cut off by the deadline are not what the test waited for: say so, do not return them.
+      if (timedOut) throw new Error(`SSE ${p}: neither \`until\` nor the server ended the stream in time`);
       transcript.push(raw);
       return { status: res.status, headers: res.headers, frames: parseSse(raw), raw, closedByServer };
     },
     async extraApp(overrides, deps = {}) {
-      const config = Object.freeze({ ...pb.config, ...overrides });
-      return listen(createHttpApp({ engine: pb.engine, keys: pb.keys, log: pb.log, config, ...deps }), servers);
+      return served(Object.freeze({ ...pb.config, ...overrides }), deps);
+    },
+    turnOver(id, o = {}) {
+      const { key, query = "", ...poll } = o;
+      return pollUntilTurnOver(() => harness.api("GET", `${API}/runs/${id}${query}`, key ? { key } : {}), {
+        timeoutMs: LOADED.turnWaitMs,
+        what: `run ${id}'s turn to end`,
+        ...poll,
+      });
     },
     async close() {
-      for (const s of servers) {
-        s.closeAllConnections();
-        await new Promise((r) => s.close(r));
-      }
-      await pb.close();
-      await model.close();
-      await github.close();
+      for (const s of servers) await s.close();
+      await h.close();
     },
   };
   return harness;
