@@ -1,12 +1,20 @@
 /**
  * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
  * and secrets; one JSONL event log per run (`events/<runId>.jsonl`, see event-log.ts); one
- * diff file per run (`patches/<runId>.diff`). One process owns the data dir (lock.ts).
+ * patch file per run (`patches/<runId>.json`). One process owns the data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
  * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
  * same tick share one write, writes never overlap, and each mutation's promise settles when
  * a write that includes it has reached the disk.
+ *
+ * Events are appended synchronously inside their async method (event-log.ts): an event has
+ * its id and is readable before the call returns, so ids follow call order without a queue,
+ * and `transition` can change a run and append its event with no await in between.
+ * On disk a transition's event comes first (its line now, the run at the next store.json
+ * write). A crash between the two leaves an event for a change the record lacks; recovery
+ * works from the record and appends an event of its own, so the log ends agreeing with it.
+ * The other order would leave a status change that no follower of the log ever hears of.
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -21,6 +29,7 @@ import { acquireDataDirLock } from "./lock.ts";
 import {
   ApiKeyRecord,
   RepositoryRecord,
+  RunPatch,
   SecretRecord,
   type ListRunsOptions,
   type RunPage,
@@ -158,6 +167,30 @@ async function open(
 
   const events = createEventLogs({ dir: eventsDir, log, now });
 
+  /** The run with `patch` applied and checked, not yet stored. Throws run_not_found. */
+  function patchedRun(id: string, patch: Partial<RunRecord>): RunRecord {
+    const current = runs.get(id);
+    if (!current) throw new EngineError("run_not_found", `run ${id} not found`, { runId: id });
+    return valid(RunRecord, { ...current, ...patch, id }, "run");
+  }
+
+  /** Both forms of a run's patch, one file; written by putPatch as one atomic replace. */
+  async function readPatch(runId: string): Promise<RunPatch | undefined> {
+    assertSafeRunId(runId);
+    const file = path.join(patchesDir, `${runId}.json`);
+    const text = await readIfExists(file);
+    if (text === undefined) return readLegacyPatch(patchesDir, runId);
+    let json: unknown;
+    try {
+      json = JSON.parse(text);
+    } catch (e) {
+      if (!(e instanceof SyntaxError)) throw e;
+    }
+    const parsed = RunPatch.safeParse(json);
+    if (!parsed.success) throw new EngineError("internal", `patch file ${file} is corrupt`, { file });
+    return parsed.data;
+  }
+
   const store: RunStore = {
     // --- runs
     async createRun(run) {
@@ -177,12 +210,20 @@ async function open(
     },
     async updateRun(id, patch) {
       usable();
-      const current = runs.get(id);
-      if (!current) throw new EngineError("run_not_found", `run ${id} not found`, { runId: id });
-      const next = valid(RunRecord, { ...current, ...patch, id }, "run");
+      const next = patchedRun(id, patch);
       runs.set(id, next);
       await persist();
       return copy(next);
+    },
+    async transition(id, patch, event) {
+      usable();
+      const next = patchedRun(id, patch);
+      // No await between append and update: no reader in this process sees one without the
+      // other. A refused event throws before the run changes. Crash order: see the file header.
+      const stored = events.append(id, event(copy(next)));
+      runs.set(id, next);
+      await persist();
+      return { run: copy(next), event: stored };
     },
     async listRuns(ownerId, opts) {
       usable();
@@ -229,7 +270,7 @@ async function open(
     },
 
     // --- events
-    appendEvent(runId, event) {
+    async appendEvent(runId, event) {
       usable();
       return events.append(runId, event);
     },
@@ -237,7 +278,7 @@ async function open(
       usable();
       return events.read(runId, after, limit);
     },
-    lastEventId(runId) {
+    async lastEventId(runId) {
       usable();
       return events.lastId(runId);
     },
@@ -246,17 +287,16 @@ async function open(
     async putPatch(runId, patch) {
       usable();
       assertSafeRunId(runId);
-      await writePrivateFile(path.join(patchesDir, `${runId}.diff`), patch);
+      const record = valid(RunPatch, patch, "patch");
+      await writePrivateFile(path.join(patchesDir, `${runId}.json`), JSON.stringify(record));
     },
     async getPatch(runId) {
       usable();
-      assertSafeRunId(runId);
-      try {
-        return await fs.promises.readFile(path.join(patchesDir, `${runId}.diff`), "utf8");
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-        throw e;
-      }
+      return (await readPatch(runId))?.text;
+    },
+    async getBinaryPatch(runId) {
+      usable();
+      return (await readPatch(runId))?.binary;
     },
 
     // --- API keys
@@ -339,6 +379,26 @@ async function open(
 }
 
 function noop(): void {}
+
+async function readIfExists(file: string): Promise<string | undefined> {
+  try {
+    return await fs.promises.readFile(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw e;
+  }
+}
+
+/**
+ * A patch written before the two forms shared a file: the text in `<runId>.diff`, the binary
+ * form in `<runId>_bin.diff`. Read so that runs from an older data dir keep their patches.
+ */
+async function readLegacyPatch(dir: string, runId: string): Promise<RunPatch | undefined> {
+  const text = await readIfExists(path.join(dir, `${runId}.diff`));
+  if (text === undefined) return undefined;
+  // Older still, only the text form existed; git applies it unless a binary file changed.
+  return { text, binary: (await readIfExists(path.join(dir, `${runId}_bin.diff`))) ?? text };
+}
 
 /** Callers get copies: changing a returned record must not change the store behind its back. */
 function copy<T>(v: T): T {

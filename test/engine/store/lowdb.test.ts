@@ -35,7 +35,7 @@ describe("lowdb store", () => {
       });
       await store.upsertRepository({ id: "42", fullName: "Octo/Demo", updatedAt: "2026-01-01T00:00:00.000Z" });
       await store.putSecret({ runId: "run_1", name: "openrouter", iv: "aXY=", tag: "dGFn", data: "ZGF0YQ==" });
-      await store.putPatch("run_1", "diff --git a/x b/x\n");
+      await store.putPatch("run_1", { text: "diff --git a/x b/x\n", binary: "diff --git a/x b/x\nGIT binary patch\n" });
     });
     await withStore(dataDir, async (store) => {
       expect(await store.getRun("run_1")).toMatchObject({ status: "running", startedAt: "2026-01-01T00:00:01.000Z" });
@@ -47,6 +47,7 @@ describe("lowdb store", () => {
       expect(await store.getRepositoryById("42")).toMatchObject({ fullName: "Octo/Demo" });
       expect(await store.getSecret("run_1", "openrouter")).toMatchObject({ data: "ZGF0YQ==" });
       expect(await store.getPatch("run_1")).toBe("diff --git a/x b/x\n");
+      expect(await store.getBinaryPatch("run_1")).toBe("diff --git a/x b/x\nGIT binary patch\n");
       expect(await store.findRunByIdempotencyKey("own_a", "idem-1")).toMatchObject({ id: "run_1" });
       expect(await store.findRunByIdempotencyKey("own_b", "idem-1")).toBeUndefined();
       await store.deleteSecrets("run_1");
@@ -60,13 +61,13 @@ describe("lowdb store", () => {
     const dataDir = tempDir("store");
     await withStore(dataDir, async (store) => {
       await store.createRun(runRecord({ id: "run_1" }));
-      store.appendEvent("run_1", { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
-      await store.putPatch("run_1", "diff");
+      await store.appendEvent("run_1", { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
+      await store.putPatch("run_1", { text: "diff", binary: "diff" });
     });
     const mode = (p: string) => fs.statSync(p).mode & 0o777;
     expect(mode(path.join(dataDir, "store.json"))).toBe(0o600);
     expect(mode(path.join(dataDir, "events", "run_1.jsonl"))).toBe(0o600);
-    expect(mode(path.join(dataDir, "patches", "run_1.diff"))).toBe(0o600);
+    expect(mode(path.join(dataDir, "patches", "run_1.json"))).toBe(0o600);
     expect(mode(path.join(dataDir, "events"))).toBe(0o700);
     expect(mode(path.join(dataDir, "patches"))).toBe(0o700);
     // No temp files left behind by the atomic writes.
@@ -104,11 +105,12 @@ describe("lowdb store", () => {
     await withStore(tempDir("store"), async (store) => {
       for (const id of ["../x", "a/b", "", "x".repeat(65), "run 1", "run.1"]) {
         await expect(store.createRun(runRecord({ id }))).rejects.toMatchObject({ code: "invalid_request" });
-        await expect(store.putPatch(id, "x")).rejects.toMatchObject({ code: "invalid_request" });
+        await expect(store.putPatch(id, { text: "x", binary: "x" })).rejects.toMatchObject({ code: "invalid_request" });
+        await expect(store.getBinaryPatch(id)).rejects.toMatchObject({ code: "invalid_request" });
         await expect(store.readEvents(id)).rejects.toMatchObject({ code: "invalid_request" });
-        expect(() =>
+        await expect(
           store.appendEvent(id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } }),
-        ).toThrow(expect.objectContaining({ code: "invalid_request" }));
+        ).rejects.toMatchObject({ code: "invalid_request" });
       }
     });
   });
