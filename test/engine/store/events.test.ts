@@ -8,67 +8,6 @@ import { tempDir } from "../../helpers.ts";
 const text = (t: string): NewRunEvent => ({ type: "builder.event", turn: 1, data: { kind: "text", text: t } });
 
 describe("event logs", () => {
-  it("numbers events 1..n and reads exactly those after a cursor", async () => {
-    const store = await createLowdbStore({
-      dataDir: tempDir("events"),
-      now: () => new Date("2026-01-02T03:04:05.000Z"),
-    });
-    try {
-      expect(await store.lastEventId("run_1")).toBe(0);
-      expect(await store.readEvents("run_1")).toEqual([]);
-      const appended = await Promise.all(
-        Array.from({ length: 10 }, (_, i) => store.appendEvent("run_1", text(`e${i + 1}`))),
-      );
-      expect(appended.map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-      expect(appended[0]).toEqual({
-        id: 1,
-        runId: "run_1",
-        at: "2026-01-02T03:04:05.000Z",
-        turn: 1,
-        type: "builder.event",
-        data: { kind: "text", text: "e1" },
-      });
-      expect(await store.lastEventId("run_1")).toBe(10);
-
-      expect((await store.readEvents("run_1", 0)).map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-      expect((await store.readEvents("run_1", 7)).map((e) => e.id)).toEqual([8, 9, 10]);
-      expect((await store.readEvents("run_1", 2, 3)).map((e) => e.id)).toEqual([3, 4, 5]);
-      expect(await store.readEvents("run_1", 10)).toEqual([]);
-      expect(await store.readEvents("run_1", 0, 0)).toEqual([]);
-      // Logs are per run.
-      expect((await store.appendEvent("run_2", text("other"))).id).toBe(1);
-    } finally {
-      await store.close();
-    }
-  });
-
-  it("continues numbering after a reopen and serves old and new events alike", async () => {
-    const dataDir = tempDir("events");
-    const first = await createLowdbStore({ dataDir });
-    for (let i = 1; i <= 5; i++) await first.appendEvent("run_1", text(`a${i}`));
-    await first.close();
-
-    const store = await createLowdbStore({ dataDir });
-    try {
-      expect(await store.lastEventId("run_1")).toBe(5);
-      expect((await store.appendEvent("run_1", text("b6"))).id).toBe(6);
-      // After the old last id: served from this process's own index, no pass over the file.
-      expect((await store.readEvents("run_1", 5)).map((e) => e.id)).toEqual([6]);
-      // Before it: the one-time pass over the file, then both parts in order.
-      const all = await store.readEvents("run_1", 1, 4);
-      expect(all.map((e) => [e.id, e.type === "builder.event" && e.data.kind === "text" ? e.data.text : ""])).toEqual([
-        [2, "a2"],
-        [3, "a3"],
-        [4, "a4"],
-        [5, "a5"],
-      ]);
-      expect((await store.appendEvent("run_1", text("c7"))).id).toBe(7);
-      expect((await store.readEvents("run_1", 0)).map((e) => e.id)).toEqual([1, 2, 3, 4, 5, 6, 7]);
-    } finally {
-      await store.close();
-    }
-  });
-
   it("after a restart, a read at any cursor returns exactly the events after it, however long the lines", async () => {
     const dataDir = tempDir("events");
     const first = await createLowdbStore({ dataDir });
@@ -146,18 +85,6 @@ describe("event logs", () => {
       expect(await store.lastEventId("run_1")).toBe(1);
       expect((await store.appendEvent("run_1", text("e2"))).id).toBe(2);
       expect((await store.readEvents("run_1")).map((e) => e.id)).toEqual([1, 2]);
-    } finally {
-      await store.close();
-    }
-  });
-
-  it("an event that does not match the schema is refused, not written", async () => {
-    const store = await createLowdbStore({ dataDir: tempDir("events") });
-    try {
-      const bad = { type: "builder.event", turn: 1, data: { kind: "text" } } as unknown as NewRunEvent;
-      await expect(store.appendEvent("run_1", bad)).rejects.toMatchObject({ code: "internal" });
-      expect(await store.lastEventId("run_1")).toBe(0);
-      expect((await store.appendEvent("run_1", text("ok"))).id).toBe(1);
     } finally {
       await store.close();
     }
