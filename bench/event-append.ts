@@ -49,14 +49,14 @@ export const eventAppend: BenchModule = {
     try {
       let store = await createLowdbStore({ dataDir });
       // Warm up on another run first, so JIT compilation is not mistaken for growth.
-      for (let i = 0; i < 5 * WINDOW; i++) store.appendEvent("run_warmup", event(i));
+      for (let i = 0; i < 5 * WINDOW; i++) await store.appendEvent("run_warmup", event(i));
       const perAppend: number[] = [];
       for (let i = 0; i < TOTAL; i++) {
         const t = process.hrtime.bigint();
-        store.appendEvent("run_big", event(i));
+        await store.appendEvent("run_big", event(i));
         perAppend.push(usSince(t));
       }
-      for (let i = 0; i < WINDOW; i++) store.appendEvent("run_small", event(i));
+      for (let i = 0; i < WINDOW; i++) await store.appendEvent("run_small", event(i));
       const first = mean(perAppend.slice(0, WINDOW));
       const last = mean(perAppend.slice(-WINDOW));
       // The mean carries the odd GC pause (~2 ms) wherever it falls; the median does not.

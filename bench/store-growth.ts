@@ -27,7 +27,7 @@ async function readRunUs(store: RunStore, runId: string): Promise<number> {
   for (let i = 0; i < REPEATS; i++) {
     const t = process.hrtime.bigint();
     const run = await store.getRun(runId);
-    const last = store.lastEventId(runId);
+    const last = await store.lastEventId(runId);
     const events = await store.readEvents(runId, last - TAIL, TAIL);
     times.push(usSince(t));
     if (!run || events.length !== TAIL) throw new Error(`read ${events.length} events`);
@@ -44,16 +44,16 @@ export const storeGrowth: BenchModule = {
       const run = sampleRun(1, "owner-bench", new Date());
       await store.createRun(run);
       // JIT warm-up on another run, so compilation is not mistaken for growth.
-      for (let i = 0; i < 5 * SAMPLE; i++) store.appendEvent("run_warmup", sampleEvent(i));
+      for (let i = 0; i < 5 * SAMPLE; i++) await store.appendEvent("run_warmup", sampleEvent(i));
       const points = new Map<number, Point>();
       let n = 0;
       for (const target of CHECKPOINTS) {
         // Fill up to the checkpoint minus the measured sample, untimed.
-        while (n < target - SAMPLE) store.appendEvent(run.id, sampleEvent(n++));
+        while (n < target - SAMPLE) await store.appendEvent(run.id, sampleEvent(n++));
         const times: number[] = [];
         while (n < target) {
           const t = process.hrtime.bigint();
-          store.appendEvent(run.id, sampleEvent(n++));
+          await store.appendEvent(run.id, sampleEvent(n++));
           times.push(usSince(t));
         }
         points.set(target, { appendUs: mean(times), readUs: await readRunUs(store, run.id) });
@@ -65,7 +65,7 @@ export const storeGrowth: BenchModule = {
       store = await createLowdbStore({ dataDir });
       const openUs = usSince(t);
       const t2 = process.hrtime.bigint();
-      await store.readEvents(run.id, store.lastEventId(run.id) - TAIL, TAIL);
+      await store.readEvents(run.id, (await store.lastEventId(run.id)) - TAIL, TAIL);
       const firstReadUs = usSince(t2);
       await store.close();
 

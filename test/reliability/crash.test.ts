@@ -98,7 +98,7 @@ describe("kill -9 of patchbay serve", { timeout: LOADED.testMs }, () => {
     };
     delete queued.baseSha;
     await store.createRun(queued);
-    store.appendEvent(queued.id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
+    await store.appendEvent(queued.id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
     await store.close();
 
     const b = await startServe(env);

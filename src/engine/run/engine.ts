@@ -152,8 +152,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     return run;
   }
 
-  function emit(runId: string, ev: NewRunEvent): RunEvent {
-    const stored = store.appendEvent(runId, ev);
+  async function emit(runId: string, ev: NewRunEvent): Promise<RunEvent> {
+    const stored = await store.appendEvent(runId, ev);
     bus.emit(runId, stored);
     return stored;
   }
@@ -166,7 +166,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       updatedAt: t,
       ...(isTerminal(status) ? { finishedAt: t, sessionExpiresAt: null } : {}),
     });
-    emit(run.id, {
+    await emit(run.id, {
       type: "run.status",
       turn: updated.turnCount,
       data: {
@@ -294,8 +294,6 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   function gitIn(sandbox: Sandbox): GitRunner {
     return (args, opts) => sandbox.exec(["git", ...args], opts);
   }
-
-  const BIN_SUFFIX = "_bin";
 
   // ---------- sessions ----------
 
@@ -451,7 +449,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       baseRef: run.baseRef ?? sandbox.baseRef,
     });
     if (chainFrom) {
-      const prior = await store.getPatch(chainFrom.id + BIN_SUFFIX);
+      const prior = await store.getBinaryPatch(chainFrom.id);
       if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
     }
     if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
@@ -479,7 +477,11 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
   ): Promise<void> {
     let run = (await store.getRun(runId))!;
     const rlog = log.child({ runId, turn: run.turnCount });
-    const onEvent = (data: BuilderEventData) => emit(runId, { type: "builder.event", turn: run.turnCount, data });
+    const onEvent = (data: BuilderEventData) => {
+      emit(runId, { type: "builder.event", turn: run.turnCount, data }).catch((e) =>
+        rlog.warn("could not store an event", { error: e }),
+      );
+    };
     try {
       let s = live.get(runId);
       if (!s) ({ session: s, run } = await openSession(run, abort, onEvent, chainFrom));
@@ -520,8 +522,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
                 return diff.binaryPatch;
               },
             });
-      await store.putPatch(runId, diff.patch);
-      await store.putPatch(runId + BIN_SUFFIX, diff.binaryPatch);
+      await store.putPatch(runId, { text: diff.patch, binary: diff.binaryPatch });
       run = (await store.getRun(runId))!;
       const results: Partial<RunRecord> = {
         summary: summary || run.summary,
@@ -546,7 +547,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         const error: { code: ErrorCode; message: string } = closing
           ? { code: "shutting_down", message: SHUTDOWN_MESSAGE }
           : outcome.error;
-        emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
+        await emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
         await store.updateRun(runId, results);
         await finishSession(run, "failed", error);
         return;
@@ -580,7 +581,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         return;
       }
       rlog.warn("turn failed", { code: err.code, message: err.message });
-      emit(runId, {
+      await emit(runId, {
         type: "builder.event",
         turn: run.turnCount,
         data: { kind: "error", code: err.code, message: err.message },
@@ -688,7 +689,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     if (billingMode === "openrouter") {
       await store.putSecret(deps.secrets.seal(run.id, SECRET_NAME, input.billing!.openRouterApiKey!));
     }
-    emit(run.id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
+    await emit(run.id, { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
     return run;
   }
 
@@ -762,7 +763,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         turnDone: null,
         expiryTimer: null,
       });
-      emit(run.id, {
+      await emit(run.id, {
         type: "builder.event",
         turn: run.turnCount,
         data: { kind: "log", message: "the server restarted; reattached to this run's sandbox and agent session" },
@@ -789,10 +790,9 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       message: "the server restarted during this turn; its work so far is in the patch, and the session continues",
     };
     const diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
-    await store.putPatch(run.id, diff.patch);
-    await store.putPatch(run.id + BIN_SUFFIX, diff.binaryPatch);
+    await store.putPatch(run.id, { text: diff.patch, binary: diff.binaryPatch });
     await store.updateTurn(run.id, run.turnCount, { status: "failed", error, finishedAt: iso() });
-    emit(run.id, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
+    await emit(run.id, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
     const expiresAt = new Date(now().getTime() + config.sessionTtlMs).toISOString();
     await setStatus(run, "idle", {
       changedPaths: diff.changedPaths,
@@ -1001,7 +1001,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
 
     async events(ownerId, runId, after = 0, limit) {
       await ownedRun(ownerId, runId);
-      const last = store.lastEventId(runId);
+      const last = await store.lastEventId(runId);
       if (!Number.isInteger(after) || after < 0 || after > last) {
         throw new EngineError(
           "event_not_found",

@@ -1,14 +1,22 @@
 /**
  * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
  * and secrets; one JSONL event log per run (`events/<runId>.jsonl`, see event-log.ts); one
- * diff file per run (`patches/<runId>.diff`). One process owns the data dir (lock.ts).
+ * patch file per run (`patches/<runId>.json`, see patch-files.ts). One process owns the
+ * data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
  * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
  * same tick share one write, writes never overlap, and each mutation's promise settles when
  * a write that includes it has reached the disk.
+ *
+ * Events are appended synchronously inside their async method (event-log.ts): an event has
+ * its id and is readable before the call returns, so ids follow call order without a queue,
+ * and `transition` can change a run and append its event with no await in between.
+ * On disk a transition's event comes first (its line now, the run at the next store.json
+ * write). A crash between the two leaves an event for a change the record lacks; recovery
+ * works from the record and appends an event of its own, so the log ends agreeing with it.
+ * The other order would leave a status change that no follower of the log ever hears of.
  */
-import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Low, type Adapter } from "lowdb";
@@ -18,14 +26,10 @@ import { silentLogger, type Logger } from "../log.ts";
 import { RunRecord, TurnRecord, type RunStatus } from "../run/schema.ts";
 import { assertSafeRunId, createEventLogs } from "./event-log.ts";
 import { acquireDataDirLock } from "./lock.ts";
-import {
-  ApiKeyRecord,
-  RepositoryRecord,
-  SecretRecord,
-  type ListRunsOptions,
-  type RunPage,
-  type RunStore,
-} from "./store.ts";
+import { createPatchFiles } from "./patch-files.ts";
+import { writePrivateFile } from "./private-file.ts";
+import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
+import { ApiKeyRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -157,6 +161,14 @@ async function open(
   }
 
   const events = createEventLogs({ dir: eventsDir, log, now });
+  const patches = createPatchFiles(patchesDir);
+
+  /** The run with `patch` applied and checked, not yet stored. Throws run_not_found. */
+  function patchedRun(id: string, patch: Partial<RunRecord>): RunRecord {
+    const current = runs.get(id);
+    if (!current) throw new EngineError("run_not_found", `run ${id} not found`, { runId: id });
+    return valid(RunRecord, { ...current, ...patch, id }, "run");
+  }
 
   const store: RunStore = {
     // --- runs
@@ -177,16 +189,24 @@ async function open(
     },
     async updateRun(id, patch) {
       usable();
-      const current = runs.get(id);
-      if (!current) throw new EngineError("run_not_found", `run ${id} not found`, { runId: id });
-      const next = valid(RunRecord, { ...current, ...patch, id }, "run");
+      const next = patchedRun(id, patch);
       runs.set(id, next);
       await persist();
       return copy(next);
     },
+    async transition(id, patch, event) {
+      usable();
+      const next = patchedRun(id, patch);
+      // No await between append and update: no reader in this process sees one without the
+      // other. A refused event throws before the run changes. Crash order: see the file header.
+      const stored = events.append(id, event(copy(next)));
+      runs.set(id, next);
+      await persist();
+      return { run: copy(next), event: stored };
+    },
     async listRuns(ownerId, opts) {
       usable();
-      return listRuns(byOwner.get(ownerId) ?? [], opts, (id) => runs.get(id)!);
+      return listRuns(byOwner.get(ownerId) ?? [], opts, (id) => copy(runs.get(id)!));
     },
     async runsByStatus(statuses) {
       usable();
@@ -229,7 +249,7 @@ async function open(
     },
 
     // --- events
-    appendEvent(runId, event) {
+    async appendEvent(runId, event) {
       usable();
       return events.append(runId, event);
     },
@@ -237,7 +257,7 @@ async function open(
       usable();
       return events.read(runId, after, limit);
     },
-    lastEventId(runId) {
+    async lastEventId(runId) {
       usable();
       return events.lastId(runId);
     },
@@ -245,18 +265,15 @@ async function open(
     // --- patches
     async putPatch(runId, patch) {
       usable();
-      assertSafeRunId(runId);
-      await writePrivateFile(path.join(patchesDir, `${runId}.diff`), patch);
+      await patches.put(runId, patch);
     },
     async getPatch(runId) {
       usable();
-      assertSafeRunId(runId);
-      try {
-        return await fs.promises.readFile(path.join(patchesDir, `${runId}.diff`), "utf8");
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-        throw e;
-      }
+      return (await patches.get(runId))?.text;
+    },
+    async getBinaryPatch(runId) {
+      usable();
+      return (await patches.get(runId))?.binary;
     },
 
     // --- API keys
@@ -356,67 +373,6 @@ function valid<S extends z.ZodType>(schema: S, value: unknown, what: string): z.
   throw new EngineError("internal", `refusing to store an invalid ${what}: ${issue.path.join(".")}: ${issue.message}`);
 }
 
-/** Cursor: the last run of the previous page, as base64url JSON. */
-const Cursor = z.object({ c: z.string(), i: z.string() });
-
-interface RunKey {
-  createdAt: string;
-  id: string;
-}
-const runKey = (r: RunKey): RunKey => ({ createdAt: r.createdAt, id: r.id });
-
-// Newest first: createdAt descending, then id descending to break ties stably.
-// Plain code-unit comparison: ISO times sort as text, and localeCompare would depend on the locale.
-const desc = (x: string, y: string) => (x < y ? 1 : x > y ? -1 : 0);
-const newer = (a: RunKey, b: RunKey) => desc(a.createdAt, b.createdAt) || desc(a.id, b.id);
-
-/** Index of the first key strictly after `pos` in newest-first order (`pos` itself may be gone). */
-function firstAfter(sorted: readonly RunKey[], pos: RunKey): number {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (newer(sorted[mid]!, pos) <= 0) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
-
-function listRuns(owned: readonly RunKey[], opts: ListRunsOptions, get: (id: string) => RunRecord): RunPage {
-  if (!Number.isInteger(opts.limit) || opts.limit < 1) {
-    throw new EngineError("invalid_request", `limit must be a positive integer (got ${opts.limit})`);
-  }
-  let start = 0;
-  if (opts.cursor !== undefined) {
-    const after = decodeCursor(opts.cursor);
-    start = firstAfter(owned, { createdAt: after.c, id: after.i });
-  }
-  const page = owned.slice(start, start + opts.limit).map((k) => get(k.id));
-  const lastRun = page[page.length - 1];
-  const more = start + opts.limit < owned.length;
-  return {
-    runs: page.map(copy),
-    nextCursor:
-      more && lastRun
-        ? Buffer.from(JSON.stringify({ c: lastRun.createdAt, i: lastRun.id })).toString("base64url")
-        : null,
-  };
-}
-
-function decodeCursor(cursor: string): z.infer<typeof Cursor> {
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
-  } catch (e) {
-    if (!(e instanceof SyntaxError)) throw e;
-    // Falls through to the schema check below, which names the problem.
-  }
-  const parsed = Cursor.safeParse(json);
-  if (!parsed.success)
-    throw new EngineError("invalid_request", "invalid cursor: pass back the nextCursor of a previous page");
-  return parsed.data;
-}
-
 /**
  * lowdb adapter for store.json. Unlike lowdb's JSONFile (steno), it creates the file 0600
  * (the store holds key hashes and encrypted secrets) and fsyncs before the rename, so a
@@ -451,42 +407,4 @@ class PrivateJsonFile implements Adapter<unknown> {
   async write(data: unknown): Promise<void> {
     await writePrivateFile(this.file, JSON.stringify(data, null, 2));
   }
-}
-
-/**
- * Write a file readable only by us, atomically. A failure (disk full, read-only) is a
- * storage_failed EngineError, so a run that hits it says so instead of blaming the agent.
- */
-async function writePrivateFile(file: string, text: string): Promise<void> {
-  try {
-    await writePrivateFileOnce(file, text);
-  } catch (e) {
-    throw storageFailed(e, file);
-  }
-}
-
-/** The data dir refused a write: name the file and the system's reason. */
-export function storageFailed(e: unknown, file: string): EngineError {
-  if (e instanceof EngineError) return e;
-  const reason = e instanceof Error ? e.message : String(e);
-  return new EngineError("storage_failed", `could not write ${path.basename(file)} in the data dir: ${reason}`, {
-    errno: (e as NodeJS.ErrnoException).code,
-  });
-}
-
-/** Temp file, fsync, rename. */
-async function writePrivateFileOnce(file: string, text: string): Promise<void> {
-  // Unique temp name: two writes of one patch may overlap, and must not share a temp file.
-  const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${crypto.randomBytes(6).toString("hex")}.tmp`);
-  const fh = await fs.promises.open(tmp, "wx", 0o600);
-  try {
-    await fh.writeFile(text, "utf8");
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await fs.promises.rm(tmp, { force: true });
-    throw e;
-  }
-  await fh.close();
-  await fs.promises.rename(tmp, file);
 }

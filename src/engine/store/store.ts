@@ -1,7 +1,9 @@
 /**
  * The store: runs, turns, API keys, repositories, per-run secrets, patches, and the
  * per-run event logs. `createLowdbStore` (lowdb JSON + append-only JSONL event logs) is the
- * embedded default; other backends implement the same interface.
+ * embedded default; other backends implement the same interface, and every method returns a
+ * promise so that one talking to a database can. test/engine/store/contract.test.ts is the
+ * suite every implementation must pass.
  */
 import * as z from "zod";
 import type { RunRecord, TurnRecord } from "../run/schema.ts";
@@ -41,6 +43,10 @@ export const SecretRecord = z.object({
 });
 export type SecretRecord = z.infer<typeof SecretRecord>;
 
+/** A run's patch in both forms: `text` for people ("Binary files differ"), `binary` for git. */
+export const RunPatch = z.object({ text: z.string(), binary: z.string() });
+export type RunPatch = z.infer<typeof RunPatch>;
+
 export interface ListRunsOptions {
   limit: number;
   /** Opaque cursor from a previous page. */
@@ -69,15 +75,31 @@ export interface RunStore {
   updateTurn(runId: string, n: number, patch: Partial<TurnRecord>): Promise<void>;
   listTurns(runId: string): Promise<TurnRecord[]>;
 
-  // events: append-only, ids 1..n per run, constant cost per append
-  appendEvent(runId: string, event: NewRunEvent): RunEvent;
+  // events: append-only, ids 1..n per run in call order (also for calls not awaited one by one)
+  /** Append one event; it gets the run's next id. Throws internal for an event that fails its schema. */
+  appendEvent(runId: string, event: NewRunEvent): Promise<RunEvent>;
   /** Events with id > after, in order, at most `limit`. */
   readEvents(runId: string, after?: number, limit?: number): Promise<RunEvent[]>;
-  lastEventId(runId: string): number;
+  /** The id of the run's last event; 0 before the first. */
+  lastEventId(runId: string): Promise<number>;
+  /**
+   * Update a run and append the event built from the UPDATED record, as one operation: any
+   * reader that can see the update can read the event, and vice versa. Throws run_not_found;
+   * when the update or the event is refused, neither is stored.
+   */
+  transition(
+    runId: string,
+    patch: Partial<RunRecord>,
+    event: (run: RunRecord) => NewRunEvent,
+  ): Promise<{ run: RunRecord; event: RunEvent }>;
 
   // patches (kept out of the JSON store; may be large)
-  putPatch(runId: string, patch: string): Promise<void>;
+  /** Store a run's patch, replacing the previous one: both forms together, as one record. */
+  putPatch(runId: string, patch: RunPatch): Promise<void>;
+  /** The text diff users read. */
   getPatch(runId: string): Promise<string | undefined>;
+  /** The binary-safe diff `git apply` takes (chained runs start from it). */
+  getBinaryPatch(runId: string): Promise<string | undefined>;
 
   // API keys
   createKey(key: ApiKeyRecord): Promise<void>;

@@ -15,7 +15,7 @@ async function holdStoreInChild(dataDir: string): Promise<ChildProcess> {
   const script = `
     import { createLowdbStore } from ${JSON.stringify(storeModule)};
     const store = await createLowdbStore({ dataDir: ${JSON.stringify(dataDir)} });
-    store.appendEvent("run_1", { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
+    await store.appendEvent("run_1", { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
     process.stdout.write("ready\\n");
     setInterval(() => {}, 1000);
   `;
@@ -74,7 +74,7 @@ describe("data-dir lock", () => {
       try {
         expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8")).pid).toBe(process.pid);
         // And the dead process's data is ours now.
-        expect(store.lastEventId("run_1")).toBe(1);
+        expect(await store.lastEventId("run_1")).toBe(1);
       } finally {
         await store.close();
       }
