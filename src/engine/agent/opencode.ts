@@ -20,6 +20,7 @@ import type {
   AgentDriver,
   AgentSession,
   AgentStartOptions,
+  PrestartedAgent,
   TurnOptions,
   TurnOutcome,
 } from "./agent.ts";
@@ -45,24 +46,8 @@ export function bundledOpencodeBin(): string {
   return path.join(path.dirname(require.resolve("opencode-ai/package.json")), "bin", "opencode.exe");
 }
 
-/** An OpenCode server started before its run is known (a warm pool): no token, no model yet. */
-export interface WarmAgent {
-  /** PIDs of the server's processes. */
-  readonly pids: number[];
-  /**
-   * Bind the server to a run (gateway token, model) and open the run's session in
-   * `opts.sandbox.workdir`. `modelBaseUrl` was fixed when the server started.
-   */
-  open(opts: Omit<AgentStartOptions, "modelBaseUrl">): Promise<AgentSession>;
-  /** Stop the server (when it is never handed out). */
-  close(): Promise<void>;
-}
-
-/** The OpenCode driver, which can also start servers ahead of their runs. */
-export interface WarmAgentDriver extends AgentDriver {
-  /** Start `opencode serve` in `sandbox` with the gateway URL only; `WarmAgent.open` binds it to a run. */
-  prestart(opts: { sandbox: Sandbox | WarmSandbox; modelBaseUrl: string; signal?: AbortSignal }): Promise<WarmAgent>;
-}
+/** The OpenCode driver: starts, takes over and prestarts servers. */
+export type OpencodeDriver = Required<AgentDriver>;
 
 /** A started `opencode serve`, listening, and how to reach it. */
 export interface LaunchedServer {
@@ -98,7 +83,7 @@ export async function launchServer(
   }
 }
 
-export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgentDriver {
+export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): OpencodeDriver {
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   return {
@@ -124,7 +109,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       await abortQuietly(client, resume.sessionId, log, signal);
       return openSession({
         client,
-        proc,
+        hold: ownServer(proc),
         workdir: sandbox.workdir,
         modelId: a.modelId,
         watchdogMs: a.watchdogMs,
@@ -134,7 +119,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       });
     },
 
-    async prestart(pre): Promise<WarmAgent> {
+    async prestart(pre): Promise<PrestartedAgent> {
       const { sandbox } = pre;
       const slog = log.child({ sandbox: sandbox.id });
       // The run's token and model are not known yet. OPENCODE_CONFIG_CONTENT wins over any
@@ -186,7 +171,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
             const client = createOpencodeClient({ baseUrl, directory: start.sandbox.workdir, headers });
             return await openSession({
               client,
-              proc,
+              hold: ownServer(proc),
               workdir: start.sandbox.workdir,
               modelId: start.modelId,
               watchdogMs: start.watchdogMs,
@@ -220,7 +205,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       try {
         return await openSession({
           client,
-          proc,
+          hold: ownServer(proc),
           workdir: sandbox.workdir,
           modelId: start.modelId,
           watchdogMs: start.watchdogMs,
@@ -237,7 +222,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
 
 /**
  * Split a generated config into what a server can start with before its run is known and
- * the run's binding (token, model), which `WarmAgent.open` applies later.
+ * the run's binding (token, model), which `PrestartedAgent.open` applies later.
  */
 function splitRunBinding(full: Record<string, unknown>): {
   server: Record<string, unknown>;
@@ -305,11 +290,38 @@ interface ActiveTurn {
   retryMessage?: string;
 }
 
+/**
+ * How a session holds its OpenCode server: a process of its own (per-run and warm servers),
+ * or its part of the shared server, which ends by releasing that part, never the process.
+ */
+export interface ServerHold {
+  /** The server's pid, when it is the session's own (a remote one is known once it started). */
+  readonly pid: number | undefined;
+  /** Resolves when the server exits: a turn in progress crashes. */
+  readonly exited: Promise<unknown>;
+  /** End the session's hold: stop its own server, or release its part of a shared one. */
+  release(): Promise<void>;
+  /** Stop following and leave the server running (sandboxes that outlive Patchbay). */
+  detach?(): Promise<void>;
+}
+
+/** The hold of a session on a server process of its own. */
+export function ownServer(proc: ProcessHandle): ServerHold {
+  return {
+    get pid() {
+      return proc.pid;
+    },
+    exited: proc.exited,
+    release: () => proc.kill(),
+    ...(proc.detach ? { detach: () => proc.detach!() } : {}),
+  };
+}
+
 /** What {@link openSession} needs. */
 interface OpenSessionInput {
   client: OpencodeClient;
-  /** The server, as the session sees it: its exit crashes the turn; `close()` kills it. */
-  proc: ProcessHandle;
+  /** The session's server: its exit crashes the turn; `close()` ends the hold. */
+  hold: ServerHold;
   workdir: string;
   modelId: string;
   watchdogMs: number;
@@ -344,7 +356,7 @@ function basicAuth(password: string): Record<string, string> {
  * OpenCode driver hands out (per-run servers, warm ones, the shared one).
  */
 export async function openSession(input: OpenSessionInput): Promise<AgentSession> {
-  const { client, proc, log } = input;
+  const { client, hold, log } = input;
   const sessionId = input.sessionId ?? (await createSession(client));
   const mapper = createEventMapper({ sessionId, workdir: input.workdir });
 
@@ -354,7 +366,7 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
   let exited = false;
 
   const streamAbort = new AbortController();
-  void proc.exited.then(() => {
+  void hold.exited.then(() => {
     exited = true;
     turnState.active?.settle("crashed");
   });
@@ -402,7 +414,7 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
     }
   })();
 
-  const pids = proc.pid ? [proc.pid] : [];
+  const pids = hold.pid ? [hold.pid] : [];
 
   const { server } = input;
   const session: AgentSession = {
@@ -410,7 +422,7 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
     pids,
     // Read when the engine stores it: a remote process's pid is known once it has started.
     get resume() {
-      return server && proc.pid !== undefined ? { pid: proc.pid, ...server, sessionId } : undefined;
+      return server && hold.pid !== undefined ? { pid: hold.pid, ...server, sessionId } : undefined;
     },
     async runTurn(turn: TurnOptions): Promise<TurnOutcome> {
       if (turnState.active) throw new EngineError("session_busy", "a turn is already running on this session");
@@ -504,16 +516,16 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
       closed = true;
       turnState.active?.settle("crashed");
       streamAbort.abort();
-      await proc.kill();
+      await hold.release();
     },
-    ...(proc.detach
+    ...(hold.detach
       ? {
           async detach() {
             if (closed) return;
             closed = true;
             turnState.active?.settle("crashed");
             streamAbort.abort();
-            await proc.detach!();
+            await hold.detach!();
           },
         }
       : {}),
