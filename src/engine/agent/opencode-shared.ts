@@ -29,7 +29,8 @@ import { silentLogger } from "../log.ts";
 import { killStrays } from "../sandbox/process.ts";
 import type { ProcessHandle, Sandbox } from "../sandbox/sandbox.ts";
 import type { AgentSession, AgentStartOptions } from "./agent.ts";
-import { abortQuietly, createSession, launchServer, openSession } from "./opencode.ts";
+import { launchServer } from "./opencode.ts";
+import { abortQuietly, createSession, openSession } from "./opencode-session.ts";
 import { buildOpencodeConfig } from "./opencode-config.ts";
 
 /** What the shared server needs from the model gateway (`ModelGateway` has it). */
