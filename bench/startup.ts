@@ -132,7 +132,7 @@ async function patchbayRuns(
   try {
     // One unmeasured run first: it fills the mirror cache, as on a server that has seen the repository.
     for (let n = 0; n <= RUNS; n++) {
-      if (pb.warmPool) await pb.warmPool.ready();
+      if (pb.sessions.warmPool) await pb.sessions.warmPool.ready();
       const modelId = `bench/${sandbox}-${mode}-${n}`;
       script(model, modelId);
       const t0 = performance.now();

@@ -1,20 +1,17 @@
 /**
  * The engine's public face: `openPatchbay(config)` composes the store, secrets, model
- * gateway, sandbox provider and agent driver into a running engine. Fronts (HTTP, MCP, CLI)
- * import from here only.
+ * gateway and session host (sandboxes and agents) into a running engine. Fronts (HTTP, MCP,
+ * CLI) import from here only.
  */
 import type { Config } from "../config.ts";
-import { createOpencodeDriver } from "./agent/opencode.ts";
-import { createSharedOpencodeDriver, type SharedOpencodeDriver } from "./agent/opencode-shared.ts";
 import type { AgentDriver } from "./agent/agent.ts";
 import { createModelGateway } from "./gateway/server.ts";
 import type { ModelGateway } from "./gateway/gateway.ts";
 import { createKeyService, type KeyService } from "./keys/keys.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createEngine, type Engine } from "./run/engine.ts";
-import { createWarmPool, type WarmPool } from "./sandbox/pool.ts";
-import { createSandboxProvider } from "./sandbox/providers.ts";
 import type { SandboxProvider } from "./sandbox/sandbox.ts";
+import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
 import { createLowdbStore } from "./store/lowdb.ts";
 import type { RunStore } from "./store/store.ts";
@@ -33,10 +30,8 @@ export interface Patchbay {
   store: RunStore;
   gateway: ModelGateway;
   log: Logger;
-  /** The warm pool, when PATCHBAY_WARM_POOL_SIZE > 0 (benchmarks wait on `ready()`). */
-  warmPool?: WarmPool;
-  /** The shared agent driver, when PATCHBAY_SHARED_AGENT=1 (tests and benchmarks read its server's pid). */
-  sharedAgent?: SharedOpencodeDriver;
+  /** Runs' sandboxes and agents: `warmPool` and `sharedAgent` when they run (benchmarks, tests). */
+  sessions: PatchbaySessions;
   /** Stop every session and process, flush and unlock the store. */
   close(): Promise<void>;
 }
@@ -71,48 +66,16 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       log,
     });
     cleanups.unshift(() => gateway.close());
-    let sandboxes = opts.sandboxes ?? (await createSandboxProvider(config, log));
-    const driver = createOpencodeDriver({ ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}), log });
-    let agents: AgentDriver = opts.agents ?? driver;
-    // One OpenCode server for every run (sandbox providers other than local refused it already).
-    const sharedAgent =
-      config.sharedAgent && !opts.agents
-        ? createSharedOpencodeDriver({
-            provider: sandboxes,
-            gateway,
-            fallback: driver,
-            models: config.models.length ? config.models : [config.defaultModel],
-            dataDir: config.dataDir,
-            ...(config.opencodeBin ? { opencodeBin: config.opencodeBin } : {}),
-            log,
-          })
-        : undefined;
-    if (sharedAgent) agents = sharedAgent;
-    // The warm pool wraps the real provider and driver only: replaced parts (tests) run cold.
-    // A shared server needs none: it is started once and serves each run at once.
-    const requestedPool = config.warmPoolSize ?? opts.defaultWarmPoolSize ?? 0;
-    const poolSize = sharedAgent ? 0 : requestedPool;
-    if (sharedAgent && config.warmPoolSize)
-      log.info("PATCHBAY_WARM_POOL_SIZE is ignored with PATCHBAY_SHARED_AGENT=1: runs share one agent server");
-    const warmPool =
-      poolSize > 0 && !opts.agents
-        ? createWarmPool({
-            provider: sandboxes,
-            driver,
-            size: poolSize,
-            gatewayPort: gateway.port,
-            dataDir: config.dataDir,
-            log,
-          })
-        : undefined;
-    if (warmPool) ({ sandboxes, agents } = warmPool);
-    const provider = sandboxes;
-    if (provider.close) cleanups.unshift(() => provider.close!());
-    // After the engine ended every run's session, before the provider removes the server's sandbox.
-    if (sharedAgent) cleanups.unshift(() => sharedAgent.close());
-    const engine = await createEngine({ config, store, sandboxes, agents, gateway, secrets, log });
-    // After the engine reaped what a previous process left, which would include pool sandboxes.
-    warmPool?.start();
+    const sessions = await createSessionHost(config, {
+      store,
+      gateway,
+      log,
+      sandboxes: opts.sandboxes,
+      agents: opts.agents,
+      defaultWarmPoolSize: opts.defaultWarmPoolSize,
+    });
+    cleanups.unshift(() => sessions.close());
+    const engine = await createEngine({ config, store, sessions, gateway, secrets, log });
     cleanups.unshift(() => engine.close());
     const keys = createKeyService({ store });
     let closed: Promise<void> | undefined;
@@ -123,8 +86,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       store,
       gateway,
       log,
-      ...(warmPool ? { warmPool } : {}),
-      ...(sharedAgent ? { sharedAgent } : {}),
+      sessions,
       close: () =>
         (closed ??= (async () => {
           for (const c of cleanups) await c();

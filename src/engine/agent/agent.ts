@@ -2,9 +2,10 @@
  * The agent port: one coding agent (an OpenCode server and session) working in a sandbox.
  * Nothing outside `engine/agent` speaks OpenCode's API.
  */
+import * as z from "zod";
 import type { BuilderEventData } from "../events/schema.ts";
 import type { TaskKind, Usage } from "../run/schema.ts";
-import type { Sandbox } from "../sandbox/sandbox.ts";
+import type { Sandbox, WarmSandbox } from "../sandbox/sandbox.ts";
 
 export interface AgentStartOptions {
   sandbox: Sandbox;
@@ -38,13 +39,14 @@ export interface TurnOutcome {
  * What a new Patchbay process needs to take a running agent over (sandboxes that outlive
  * the process, e2b). Holds the server's password: stored sealed, never shown.
  */
-export interface AgentResume {
+export const AgentResume = z.object({
   /** The server's process inside the sandbox. */
-  pid: number;
-  port: number;
-  password: string;
-  sessionId: string;
-}
+  pid: z.number(),
+  port: z.number(),
+  password: z.string(),
+  sessionId: z.string(),
+});
+export type AgentResume = z.infer<typeof AgentResume>;
 
 export interface AgentAttachOptions {
   sandbox: Sandbox;
@@ -70,8 +72,32 @@ export interface AgentSession {
   detach?(): Promise<void>;
 }
 
+/** Where and how to start an agent server before its run is known (a warm pool). */
+export interface AgentPrestartOptions {
+  /** A sandbox whose workspace is still empty. */
+  sandbox: WarmSandbox;
+  /** As in {@link AgentStartOptions}; fixed when the server starts. */
+  modelBaseUrl: string;
+  signal?: AbortSignal;
+}
+
+/** An agent server started before its run: no token, no model yet. */
+export interface PrestartedAgent {
+  /** PIDs of the server's processes. */
+  readonly pids: number[];
+  /**
+   * Bind the server to a run (gateway token, model) and open the run's session in
+   * `opts.sandbox.workdir`, the adopted sandbox. On failure the server is stopped.
+   */
+  open(opts: Omit<AgentStartOptions, "modelBaseUrl">): Promise<AgentSession>;
+  /** Stop the server (when it is never handed to a run). */
+  close(): Promise<void>;
+}
+
 export interface AgentDriver {
   start(opts: AgentStartOptions): Promise<AgentSession>;
   /** Take over a server and session an earlier Patchbay process started (drivers that can). */
   attach?(opts: AgentAttachOptions): Promise<AgentSession>;
+  /** Start a server ahead of its run; {@link PrestartedAgent.open} binds it (drivers that can). */
+  prestart?(opts: AgentPrestartOptions): Promise<PrestartedAgent>;
 }

@@ -1,35 +1,21 @@
 /**
  * The OpenCode agent driver: starts `opencode serve` inside a sandbox with a generated
- * password and config, creates one session, and runs turns on it with `prompt_async` plus
- * the event stream (a synchronous prompt would hit Node's 300 s header timeout).
- *
- * A turn ends when OpenCode reports the session idle. A watchdog re-reads the session status
- * when the event stream goes silent (the SDK reconnects without replaying missed events),
- * and a turn timeout aborts the session and ends the turn as failed, never hung.
+ * password and config (per run, or ahead of its run for a warm pool), or takes over one an
+ * earlier process started; the session on it is `opencode-session.ts`.
  */
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
+import { createOpencodeClient } from "@opencode-ai/sdk/v2";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import type { ProcessHandle, Sandbox, WarmSandbox } from "../sandbox/sandbox.ts";
-import type {
-  AgentAttachOptions,
-  AgentDriver,
-  AgentSession,
-  AgentStartOptions,
-  TurnOptions,
-  TurnOutcome,
-} from "./agent.ts";
-import { buildOpencodeConfig, opencodeEnv, PLAN_DISABLED_TOOLS, PROVIDER_ID } from "./opencode-config.ts";
-import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
+import type { AgentAttachOptions, AgentDriver, AgentSession, AgentStartOptions, PrestartedAgent } from "./agent.ts";
+import { buildOpencodeConfig, opencodeEnv, PROVIDER_ID } from "./opencode-config.ts";
 import { skipPluginInstall } from "./opencode-home.ts";
+import { abortQuietly, openSession, ownServer } from "./opencode-session.ts";
 import { warmUpOpencode, withWarmupModel } from "./opencode-warmup.ts";
-
-/** Model failures OpenCode may retry before the turn fails with model_error. */
-const MAX_MODEL_RETRIES = 2;
 
 export interface OpencodeDriverOptions {
   /** Path of the `opencode` binary on the host; default: the one installed with Patchbay. */
@@ -45,24 +31,8 @@ export function bundledOpencodeBin(): string {
   return path.join(path.dirname(require.resolve("opencode-ai/package.json")), "bin", "opencode.exe");
 }
 
-/** An OpenCode server started before its run is known (a warm pool): no token, no model yet. */
-export interface WarmAgent {
-  /** PIDs of the server's processes. */
-  readonly pids: number[];
-  /**
-   * Bind the server to a run (gateway token, model) and open the run's session in
-   * `opts.sandbox.workdir`. `modelBaseUrl` was fixed when the server started.
-   */
-  open(opts: Omit<AgentStartOptions, "modelBaseUrl">): Promise<AgentSession>;
-  /** Stop the server (when it is never handed out). */
-  close(): Promise<void>;
-}
-
-/** The OpenCode driver, which can also start servers ahead of their runs. */
-export interface WarmAgentDriver extends AgentDriver {
-  /** Start `opencode serve` in `sandbox` with the gateway URL only; `WarmAgent.open` binds it to a run. */
-  prestart(opts: { sandbox: Sandbox | WarmSandbox; modelBaseUrl: string; signal?: AbortSignal }): Promise<WarmAgent>;
-}
+/** The OpenCode driver: starts, takes over and prestarts servers. */
+export type OpencodeDriver = Required<AgentDriver>;
 
 /** A started `opencode serve`, listening, and how to reach it. */
 export interface LaunchedServer {
@@ -98,7 +68,7 @@ export async function launchServer(
   }
 }
 
-export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgentDriver {
+export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): OpencodeDriver {
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   return {
@@ -124,7 +94,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       await abortQuietly(client, resume.sessionId, log, signal);
       return openSession({
         client,
-        proc,
+        hold: ownServer(proc),
         workdir: sandbox.workdir,
         modelId: a.modelId,
         watchdogMs: a.watchdogMs,
@@ -134,7 +104,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       });
     },
 
-    async prestart(pre): Promise<WarmAgent> {
+    async prestart(pre): Promise<PrestartedAgent> {
       const { sandbox } = pre;
       const slog = log.child({ sandbox: sandbox.id });
       // The run's token and model are not known yet. OPENCODE_CONFIG_CONTENT wins over any
@@ -186,7 +156,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
             const client = createOpencodeClient({ baseUrl, directory: start.sandbox.workdir, headers });
             return await openSession({
               client,
-              proc,
+              hold: ownServer(proc),
               workdir: start.sandbox.workdir,
               modelId: start.modelId,
               watchdogMs: start.watchdogMs,
@@ -220,7 +190,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
       try {
         return await openSession({
           client,
-          proc,
+          hold: ownServer(proc),
           workdir: sandbox.workdir,
           modelId: start.modelId,
           watchdogMs: start.watchdogMs,
@@ -237,7 +207,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): WarmAgen
 
 /**
  * Split a generated config into what a server can start with before its run is known and
- * the run's binding (token, model), which `WarmAgent.open` applies later.
+ * the run's binding (token, model), which `PrestartedAgent.open` applies later.
  */
 function splitRunBinding(full: Record<string, unknown>): {
   server: Record<string, unknown>;
@@ -296,265 +266,7 @@ function waitListening(proc: ProcessHandle, timeoutMs: number, signal?: AbortSig
   });
 }
 
-interface ActiveTurn {
-  onEvent: TurnOptions["onEvent"];
-  sawBusy: boolean;
-  lastActivity: number;
-  settle: (why: "idle" | "crashed" | "retries") => void;
-  /** Last retry reason OpenCode reported (a failing model). */
-  retryMessage?: string;
-}
-
-/** What {@link openSession} needs. */
-interface OpenSessionInput {
-  client: OpencodeClient;
-  /** The server, as the session sees it: its exit crashes the turn; `close()` kills it. */
-  proc: ProcessHandle;
-  workdir: string;
-  modelId: string;
-  watchdogMs: number;
-  log: Logger;
-  /** How the server is reached, for `AgentSession.resume` (absent: the session cannot be taken over). */
-  server?: { port: number; password: string };
-  /** An existing session to continue (attach); a new one is created otherwise. */
-  sessionId?: string;
-  /**
-   * Called with each other session created in the client's directory (the `task` tool's
-   * subagents, `parentId` their parent's), whose model requests name their own session id.
-   */
-  onOtherSession?: (session: { id: string; parentId?: string }) => void;
-}
-
-/** Create a session in the client's directory; its id. */
-export async function createSession(client: OpencodeClient, signal?: AbortSignal): Promise<string> {
-  // A title up front spares a title-generation call to the model on the first prompt.
-  const created = await client.session.create({ title: "Patchbay run" }, signal ? { signal } : {});
-  if (!created.data)
-    throw new EngineError("agent_failed", `could not create an OpenCode session: ${JSON.stringify(created.error)}`);
-  return created.data.id;
-}
-
 /** The Authorization header for a server started with `password`. */
 function basicAuth(password: string): Record<string, string> {
   return { Authorization: `Basic ${Buffer.from(`opencode:${password}`).toString("base64")}` };
-}
-
-/**
- * Follow a session on a started server and run turns on it: the `AgentSession` every
- * OpenCode driver hands out (per-run servers, warm ones, the shared one).
- */
-export async function openSession(input: OpenSessionInput): Promise<AgentSession> {
-  const { client, proc, log } = input;
-  const sessionId = input.sessionId ?? (await createSession(client));
-  const mapper = createEventMapper({ sessionId, workdir: input.workdir });
-
-  /** The turn in progress, fed by the event loop. */
-  const turnState: { active: ActiveTurn | null } = { active: null };
-  let closed = false;
-  let exited = false;
-
-  const streamAbort = new AbortController();
-  void proc.exited.then(() => {
-    exited = true;
-    turnState.active?.settle("crashed");
-  });
-
-  // One event subscription for the life of the server, shared by all turns.
-  void (async () => {
-    while (!closed && !exited) {
-      try {
-        const sub = await client.event.subscribe(undefined, { signal: streamAbort.signal, sseMaxRetryAttempts: 1 });
-        for await (const raw of sub.stream) {
-          const parsed = OpencodeEvent.safeParse(raw);
-          if (parsed.success && parsed.data.type === "session.created" && input.onOtherSession) {
-            const info = (parsed.data.properties as { info?: { id?: unknown; parentID?: unknown } }).info;
-            if (typeof info?.id === "string" && info.id !== sessionId)
-              input.onOtherSession({
-                id: info.id,
-                ...(typeof info.parentID === "string" ? { parentId: info.parentID } : {}),
-              });
-          }
-          if (!parsed.success || !turnState.active) continue;
-          const ev = parsed.data;
-          turnState.active.lastActivity = Date.now();
-          const sid = (ev.properties as { sessionID?: unknown }).sessionID;
-          if (ev.type === "session.status" && sid === sessionId) {
-            const status = (ev.properties as { status?: { type?: string; attempt?: number; message?: string } }).status;
-            const type = status?.type;
-            if (type === "busy" || type === "retry") turnState.active.sawBusy = true;
-            // OpenCode retries a failing model with backoff for as long as it takes; a run
-            // should fail with the model's message instead of waiting for the turn timeout.
-            if (type === "retry") {
-              turnState.active.retryMessage = status?.message ?? "the model keeps failing";
-              if ((status?.attempt ?? 0) >= MAX_MODEL_RETRIES) turnState.active.settle("retries");
-            }
-            if (type === "idle" && turnState.active.sawBusy) turnState.active.settle("idle");
-          } else if (ev.type === "session.idle" && sid === sessionId && turnState.active.sawBusy) {
-            turnState.active.settle("idle");
-          }
-          for (const row of mapper.map(ev)) turnState.active?.onEvent(row);
-        }
-      } catch (e) {
-        if (closed || exited) return;
-        log.warn("opencode event stream broke; reconnecting", { error: e });
-        await new Promise((r) => setTimeout(r, 250));
-      }
-    }
-  })();
-
-  const pids = proc.pid ? [proc.pid] : [];
-
-  const { server } = input;
-  const session: AgentSession = {
-    sessionId,
-    pids,
-    // Read when the engine stores it: a remote process's pid is known once it has started.
-    get resume() {
-      return server && proc.pid !== undefined ? { pid: proc.pid, ...server, sessionId } : undefined;
-    },
-    async runTurn(turn: TurnOptions): Promise<TurnOutcome> {
-      if (turnState.active) throw new EngineError("session_busy", "a turn is already running on this session");
-      if (exited) return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server has exited" } };
-      const startedAt = Date.now();
-      let outcome: "idle" | "crashed" | "timeout" | "cancelled" | "retries" | undefined;
-      let settle!: () => void;
-      const finished = new Promise<void>((resolve) => (settle = resolve));
-      const end = (why: NonNullable<typeof outcome>) => {
-        outcome ??= why;
-        settle();
-      };
-      turnState.active = { onEvent: turn.onEvent, sawBusy: false, lastActivity: Date.now(), settle: end };
-      const timer = setTimeout(() => end("timeout"), turn.timeoutMs);
-      const onAbort = () => end("cancelled");
-      turn.signal?.addEventListener("abort", onAbort, { once: true });
-      if (turn.signal?.aborted) end("cancelled");
-      // Watchdog: when the event stream is silent, ask OpenCode for the status directly.
-      const watchdog = setInterval(
-        () => {
-          const a = turnState.active;
-          if (!a || Date.now() - a.lastActivity < input.watchdogMs) return;
-          a.lastActivity = Date.now();
-          void client.session.status().then(
-            (res) => {
-              const st = res.data?.[sessionId];
-              if (!st || st.type === "idle") a.settle("idle");
-            },
-            (e: unknown) => log.warn("watchdog could not read session status", { error: e }),
-          );
-        },
-        Math.max(100, Math.min(input.watchdogMs, 5000)),
-      );
-      const cleanup = () => {
-        clearTimeout(timer);
-        clearInterval(watchdog);
-        turn.signal?.removeEventListener("abort", onAbort);
-        turnState.active = null;
-      };
-
-      const sent = await client.session.promptAsync({
-        sessionID: sessionId,
-        parts: [{ type: "text", text: turn.prompt }],
-        model: { providerID: PROVIDER_ID, modelID: input.modelId },
-        agent: turn.kind === "plan" ? "plan" : "build",
-        ...(turn.kind === "plan" ? { tools: PLAN_DISABLED_TOOLS } : {}),
-      });
-      if (sent.error !== undefined || (sent.response && sent.response.status >= 300)) {
-        cleanup();
-        return {
-          summary: "",
-          error: { code: "agent_failed", message: `OpenCode refused the prompt: ${JSON.stringify(sent.error)}` },
-        };
-      }
-
-      await finished;
-      const retryMessage = turnState.active?.retryMessage;
-      cleanup();
-
-      if (outcome === "retries") {
-        const message = retryMessage ?? "the model keeps failing";
-        await abortQuietly(client, sessionId, log);
-        return {
-          summary: "",
-          error: { code: "model_error", message: `the model failed ${MAX_MODEL_RETRIES} times: ${message}` },
-        };
-      }
-      if (outcome === "crashed") {
-        return { summary: "", error: { code: "agent_crashed", message: "the OpenCode server exited during the turn" } };
-      }
-      if (outcome === "timeout" || outcome === "cancelled") {
-        await abortQuietly(client, sessionId, log);
-        const summary = await lastAssistantText(client, sessionId, startedAt).then(
-          (r) => r.summary,
-          () => "",
-        );
-        return outcome === "timeout"
-          ? { summary, error: { code: "turn_timeout", message: `the turn did not finish within ${turn.timeoutMs} ms` } }
-          : { summary, error: { code: "cancelled", message: "the turn was cancelled" } };
-      }
-      const result = await lastAssistantText(client, sessionId, startedAt);
-      if (result.error) return { summary: result.summary, error: { code: "model_error", message: result.error } };
-      return { summary: result.summary };
-    },
-    async abort() {
-      if (turnState.active) turnState.active.settle("idle");
-      await abortQuietly(client, sessionId, log);
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      turnState.active?.settle("crashed");
-      streamAbort.abort();
-      await proc.kill();
-    },
-    ...(proc.detach
-      ? {
-          async detach() {
-            if (closed) return;
-            closed = true;
-            turnState.active?.settle("crashed");
-            streamAbort.abort();
-            await proc.detach!();
-          },
-        }
-      : {}),
-  };
-  return session;
-}
-
-/** Abort the session's turn, if any; failures are logged, never thrown. */
-export async function abortQuietly(
-  client: OpencodeClient,
-  sessionId: string,
-  log: Logger,
-  signal?: AbortSignal,
-): Promise<void> {
-  try {
-    await client.session.abort({ sessionID: sessionId }, signal ? { signal } : {});
-  } catch (e) {
-    log.warn("could not abort the OpenCode session", { error: e });
-  }
-}
-
-/** The final text of the turn's last assistant message, and its error if it failed. */
-async function lastAssistantText(
-  client: OpencodeClient,
-  sessionId: string,
-  since: number,
-): Promise<{ summary: string; error?: string }> {
-  const res = await client.session.messages({ sessionID: sessionId });
-  const messages = res.data ?? [];
-  const turnMessages = messages.filter((m) => m.info.role === "assistant" && m.info.time.created >= since - 1000);
-  const last = turnMessages.at(-1);
-  if (!last) return { summary: "", error: "the model produced no answer" };
-  const summary = last.parts
-    .filter((p) => p.type === "text" && !(p as { synthetic?: boolean }).synthetic)
-    .map((p) => (p as { text: string }).text)
-    .join("\n")
-    .trim();
-  const err = last.info.role === "assistant" ? last.info.error : undefined;
-  if (err) {
-    const { name, message } = describeOpencodeError(err);
-    if (name !== "MessageAbortedError") return { summary, error: `${name}: ${message}` };
-  }
-  return { summary };
 }

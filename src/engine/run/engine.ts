@@ -10,9 +10,7 @@
  */
 import { randomBytes, createHash } from "node:crypto";
 import { EventEmitter } from "node:events";
-import * as z from "zod";
 import type { Config } from "../../config.ts";
-import type { AgentDriver, AgentSession } from "../agent/agent.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
 import type { GatewayGrant, ModelGateway } from "../gateway/gateway.ts";
@@ -21,7 +19,8 @@ import { createRepositoryAccess, type RepositoryAccess, type ResolvedRepository 
 import type { Logger } from "../log.ts";
 import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
-import type { Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
+import { SessionResume, type RunSession, type SessionHost } from "../session/host.ts";
 import type { RunStore } from "../store/store.ts";
 import { CreateRunInput, isTerminal, MessageInput, type RunRecord, type RunStatus, type Usage } from "./schema.ts";
 import { toRunView, type RunView } from "./view.ts";
@@ -30,8 +29,8 @@ import { validateTurn } from "../validation/validation.ts";
 export interface EngineDeps {
   config: Config;
   store: RunStore;
-  sandboxes: SandboxProvider;
-  agents: AgentDriver;
+  /** Opens, takes back and ends runs' sandboxes and agents. */
+  sessions: SessionHost;
   gateway: ModelGateway;
   secrets: SecretBox;
   log: Logger;
@@ -98,22 +97,14 @@ export interface Engine {
 
 /** What the engine holds for a run whose sandbox is alive. */
 interface LiveSession {
-  sandbox: Sandbox;
-  agent: AgentSession | null;
-  token: string | null;
+  session: RunSession;
+  token: string;
   /** Aborts the turn in progress (cancel, shutdown). */
   turnAbort: AbortController | null;
   turnDone: Promise<void> | null;
   expiryTimer: NodeJS.Timeout | null;
 }
 
-/** How a later process takes an idle session over (sandboxes that outlive this one). */
-const SavedSession = z.object({
-  sandbox: z.object({ provider: z.literal("e2b"), sandboxId: z.string(), baseSha: z.string(), baseRef: z.string() }),
-  agent: z.object({ pid: z.number(), port: z.number(), password: z.string(), sessionId: z.string() }),
-  token: z.string(),
-});
-type SavedSession = z.infer<typeof SavedSession>;
 const RESUME_SECRET = "session";
 /** Longest a restart waits to reach one idle run's sandbox and agent before ending the run. */
 const REATTACH_TIMEOUT_MS = 30_000;
@@ -284,10 +275,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
    * deleted with the run's other secrets when the session ends.
    */
   async function rememberSession(runId: string, s: LiveSession): Promise<void> {
-    const sandbox = s.sandbox.resumeInfo?.();
-    const agent = s.agent?.resume;
-    if (!sandbox || !agent || !s.token || !deps.agents.attach) return;
-    const saved: SavedSession = { sandbox, agent, token: s.token };
+    const saved = s.session.resume;
+    if (!saved) return;
     await store.putSecret(deps.secrets.seal(runId, RESUME_SECRET, JSON.stringify(saved)));
   }
 
@@ -302,17 +291,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     if (!s) return;
     live.delete(runId);
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
-    if (s.token) deps.gateway.revokeToken(s.token);
-    try {
-      await s.agent?.close();
-    } catch (e) {
-      log.warn("agent did not close cleanly", { runId, error: e });
-    }
-    try {
-      await s.sandbox.kill();
-    } catch (e) {
-      log.warn("sandbox did not die cleanly", { runId, error: e });
-    }
+    deps.gateway.revokeToken(s.token);
+    await s.session.close();
   }
 
   /** Session endings in flight (endSession, cancel, expiry): close() waits for them. */
@@ -338,15 +318,13 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     const resumable =
       run?.status === "idle" &&
       !busy.has(runId) &&
-      s.sandbox.detach !== undefined &&
-      s.agent?.detach !== undefined &&
+      s.session.detach !== undefined &&
       (await store.getSecret(runId, RESUME_SECRET)) !== undefined;
     if (!resumable) return teardown(runId);
     live.delete(runId);
     if (s.expiryTimer) clearTimeout(s.expiryTimer);
     try {
-      await s.agent!.detach!();
-      await s.sandbox.detach!();
+      await s.session.detach!();
       log.info("left an idle run's sandbox running for the next start", { runId });
     } catch (e) {
       log.warn("could not hand an idle run over; it ends at the next start", { runId, error: e });
@@ -427,23 +405,34 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
           : "no model key: the run's openRouterApiKey is gone (sessions forget it when they end)",
       );
     }
-    onEvent({ kind: "log", message: `preparing sandbox (${deps.sandboxes.name}) for ${run.repository.fullName}` });
     const ref = chainFrom?.baseSha ?? run.baseRef;
     // Engine-side only: the provider uses it per git command and never stores it.
     const credential = await repositories.cloneCredential(run.repository);
-    const sandbox = await deps.sandboxes.create({
-      runId,
-      ownerId: run.ownerId,
-      repository: {
-        fullName: run.repository.fullName,
-        cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
-      },
-      ...(ref ? { ref } : {}),
-      ...(credential ? { credential } : {}),
-      signal: abort.signal,
-    });
-    const s: LiveSession = { sandbox, agent: null, token: null, turnAbort: abort, turnDone: null, expiryTimer: null };
+    const token = deps.gateway.issueToken(grantFor(run));
+    let session: RunSession;
+    try {
+      session = await deps.sessions.open({
+        runId,
+        ownerId: run.ownerId,
+        repository: {
+          fullName: run.repository.fullName,
+          cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
+        },
+        ...(ref ? { ref } : {}),
+        ...(credential ? { credential } : {}),
+        modelId: run.modelId,
+        token,
+        watchdogMs: config.watchdogMs,
+        signal: abort.signal,
+        onLog: (message) => onEvent({ kind: "log", message }),
+      });
+    } catch (e) {
+      deps.gateway.revokeToken(token);
+      throw e;
+    }
+    const s: LiveSession = { session, token, turnAbort: abort, turnDone: null, expiryTimer: null };
     live.set(runId, s);
+    const { sandbox } = session;
     run = await store.updateRun(runId, {
       baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
       baseRef: run.baseRef ?? sandbox.baseRef,
@@ -453,17 +442,6 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
     }
     if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
-    const token = deps.gateway.issueToken(grantFor(run));
-    s.token = token;
-    onEvent({ kind: "log", message: "starting agent" });
-    s.agent = await deps.agents.start({
-      sandbox,
-      modelBaseUrl: `${sandbox.engineUrl(deps.gateway.port)}/v1`,
-      modelToken: token,
-      modelId: run.modelId,
-      watchdogMs: config.watchdogMs,
-      signal: abort.signal,
-    });
     await rememberSession(runId, s);
     return { session: s, run };
   }
@@ -486,19 +464,20 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       let s = live.get(runId);
       if (!s) ({ session: s, run } = await openSession(run, abort, onEvent, chainFrom));
       s.turnAbort = abort;
-      const outcome = await s.agent!.runTurn({
-        prompt,
-        kind: run.taskKind,
-        timeoutMs: config.turnTimeoutMs,
-        onEvent,
-        signal: abort.signal,
-      });
+      const { sandbox: sb, agent } = s.session;
+      const outcome = await agent
+        .runTurn({
+          prompt,
+          kind: run.taskKind,
+          timeoutMs: config.turnTimeoutMs,
+          onEvent,
+          signal: abort.signal,
+        })
+        .finally(() => deps.sessions.turnEnded?.(runId));
       // The patch is computed even for a failed or cancelled turn: work done is kept.
-      let diff = await computeDiff(gitIn(s.sandbox), s.sandbox.workdir, run.baseSha!);
+      let diff = await computeDiff(gitIn(sb), sb.workdir, run.baseSha!);
       // validationMode: checks inside the sandbox after a good turn; `tests` may run one repair turn.
       let summary = outcome.summary;
-      const sb = s.sandbox;
-      const agent = s.agent!;
       const validation =
         outcome.error || run.taskKind === "plan"
           ? null
@@ -731,16 +710,20 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
    * when it cannot (nothing saved, expired, gone); the run is then ended as before.
    */
   async function reattach(run: RunRecord): Promise<boolean> {
-    if (!deps.sandboxes.connect || !deps.agents.attach) return false;
+    if (!deps.sessions.reattach) return false;
     if (run.status === "idle" && (!run.sessionExpiresAt || Date.parse(run.sessionExpiresAt) <= now().getTime()))
       return false;
     const sealed = await store.getSecret(run.id, RESUME_SECRET);
     if (!sealed) return false;
     const signal = AbortSignal.timeout(REATTACH_TIMEOUT_MS);
-    let taken: { sandbox: Sandbox; agent: AgentSession } | undefined;
+    let taken: RunSession | undefined;
     try {
-      const saved = SavedSession.parse(JSON.parse(deps.secrets.open(sealed)));
-      const attempt = takeBack(run, saved, signal);
+      const saved = SessionResume.parse(JSON.parse(deps.secrets.open(sealed)));
+      const attempt = deps.sessions.reattach(run.id, saved, {
+        modelId: run.modelId,
+        watchdogMs: config.watchdogMs,
+        signal,
+      });
       // Bounded as a whole (a VM or server that accepts and never answers must not hold the
       // start); an attempt that succeeds after the deadline lets go of what it took.
       const timedOut = new Promise<undefined>((resolve) =>
@@ -749,15 +732,14 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       taken = await Promise.race([attempt, timedOut]);
       if (!taken) {
         void attempt.then(
-          (late) => release(late),
+          (late) => late.close(),
           () => undefined,
         );
         throw new EngineError("sandbox_failed", `reattaching took over ${REATTACH_TIMEOUT_MS} ms`);
       }
       deps.gateway.restoreToken(saved.token, grantFor(run));
       live.set(run.id, {
-        sandbox: taken.sandbox,
-        agent: taken.agent,
+        session: taken,
         token: saved.token,
         turnAbort: null,
         turnDone: null,
@@ -774,7 +756,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
       return true;
     } catch (e) {
       log.warn("could not reattach an idle run; ending it", { runId: run.id, error: e });
-      if (taken) await release(taken);
+      await taken?.close();
       return false;
     }
   }
@@ -804,33 +786,6 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     scheduleExpiry(run.id, expiresAt);
   }
 
-  /** Connect to a run's sandbox and attach to its agent; the sandbox is killed if the agent cannot be had. */
-  async function takeBack(
-    run: RunRecord,
-    saved: SavedSession,
-    signal: AbortSignal,
-  ): Promise<{ sandbox: Sandbox; agent: AgentSession }> {
-    const sandbox = await deps.sandboxes.connect!(run.id, saved.sandbox);
-    try {
-      const agent = await deps.agents.attach!({
-        sandbox,
-        resume: saved.agent,
-        modelId: run.modelId,
-        watchdogMs: config.watchdogMs,
-        signal,
-      });
-      return { sandbox, agent };
-    } catch (e) {
-      await sandbox.kill().catch(() => undefined);
-      throw e;
-    }
-  }
-
-  async function release(taken: { sandbox: Sandbox; agent: AgentSession }): Promise<void> {
-    await taken.agent.close().catch(() => undefined);
-    await taken.sandbox.kill().catch(() => undefined);
-  }
-
   // Runs a previous process left: those whose sandbox outlived it are taken back (a running
   // one's turn ends server_restart, its session kept); the others have lost sandbox and agent.
   const reattached = new Set<string>();
@@ -855,14 +810,8 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     }
   }
 
-  // Sandboxes (and their OpenCode processes) a killed predecessor left behind belong to no run
-  // now. A failure here (E2B's API down for a moment) must not fail the start: that would
-  // close the provider and kill the sandboxes just reattached. Orphans wait for the next start.
-  try {
-    await deps.sandboxes.reap?.(reattached);
-  } catch (e) {
-    log.warn("could not reap sandboxes a previous process left; the next start tries again", { error: e });
-  }
+  // What a killed predecessor left behind belongs to no run now; then the pool fills.
+  await deps.sessions.start(reattached);
 
   async function cancelRun(ownerId: string, runId: string): Promise<RunView> {
     const run = await ownedRun(ownerId, runId);
@@ -876,7 +825,7 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
     pending?.abort.abort();
     s?.turnAbort?.abort();
     try {
-      await s?.agent?.abort();
+      await s?.session.agent.abort();
     } catch (e) {
       log.warn("agent abort failed", { runId, error: e });
     }

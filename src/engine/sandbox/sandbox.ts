@@ -4,6 +4,7 @@
  * `bwrap` (Linux namespaces), `e2b` (remote microVM). Nothing outside `engine/sandbox`
  * knows which provider runs.
  */
+import * as z from "zod";
 import { EngineError, toEngineError } from "../errors.ts";
 
 /**
@@ -71,13 +72,14 @@ export interface SandboxCreateOptions {
  * the process that made them (e2b). The engine stores it sealed with the run: it leads to
  * the run's workspace.
  */
-export interface SandboxResume {
-  provider: "e2b";
+export const SandboxResume = z.object({
+  provider: z.literal("e2b"),
   /** The provider's own id of the sandbox. */
-  sandboxId: string;
-  baseSha: string;
-  baseRef: string;
-}
+  sandboxId: z.string(),
+  baseSha: z.string(),
+  baseRef: z.string(),
+});
+export type SandboxResume = z.infer<typeof SandboxResume>;
 
 export interface Sandbox {
   readonly id: string;

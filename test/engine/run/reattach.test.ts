@@ -223,7 +223,7 @@ describe("reattach after a restart (e2b)", { timeout: LOADED.testMs }, () => {
     const a = await open({ poolSize: 1 });
     let runId = "";
     try {
-      await a.warmPool!.ready();
+      await a.sessions.warmPool!.ready();
       const [warmVm, warm] = [...cloud.alive().entries()][0]!;
       expect(warm!.metadata.patchbayRunId).toMatch(/^warm_/);
       expect(cloud.processes(warmVm!)).toHaveLength(1); // OpenCode already started

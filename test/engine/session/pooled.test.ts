@@ -70,8 +70,8 @@ for (const sandbox of ["local", "bwrap"] as const) {
     });
 
     it("a run takes the warm server, runs its turn with its own token and model, and the pool refills", async () => {
-      await pb.warmPool!.ready();
-      expect(pb.warmPool!.available).toBe(1);
+      await pb.sessions.warmPool!.ready();
+      expect(pb.sessions.warmPool!.available).toBe(1);
       const modelId = `pool/${sandbox}`;
       model.script(modelId, [
         [
@@ -98,7 +98,7 @@ for (const sandbox of ["local", "bwrap"] as const) {
       // Every process the session holds lives under the run's sandbox directory.
       const held = runProcesses(pb.dataDir, run.id);
       expect(held.length).toBeGreaterThan(0);
-      await waitFor(() => pb.warmPool!.available === 1, { what: "the pool to refill", timeoutMs: 30_000 });
+      await waitFor(() => pb.sessions.warmPool!.available === 1, { what: "the pool to refill", timeoutMs: 30_000 });
 
       await pb.engine.endSession(OWNER, run.id);
       await waitFor(() => runProcesses(pb.dataDir, run.id).length === 0, { what: "the run's processes to exit" });

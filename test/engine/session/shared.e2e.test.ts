@@ -118,7 +118,7 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
     expect([ra.status, ra.error, rb.status, rb.error]).toEqual(["idle", null, "idle", null]);
 
     // One opencode process under the data dir, the shared server's; none in the runs' sandboxes.
-    const server = pb.sharedAgent!.serverPid!;
+    const server = pb.sessions.sharedAgent!.serverPid!;
     expect(opencodeUnder(pb.dataDir)).toEqual([server]);
     expect(opencodeUnder(sandboxOf(a.id))).toEqual([]);
     expect(opencodeUnder(sandboxOf(b.id))).toEqual([]);
@@ -158,7 +158,7 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
     expect(sessionOf(lastA)).toBe(sa);
     expect(lastA.body.messages.filter((m) => m.role === "user")).toHaveLength(2);
     expect(sessionOf(requestsOf("beta").at(-1)!)).toBe(sb);
-    expect(pb.sharedAgent!.serverPid).toBe(server);
+    expect(pb.sessions.sharedAgent!.serverPid).toBe(server);
 
     // Each request was metered to the run whose session made it (4 requests each).
     await waitFor(async () => (await pb.engine.getRun(OWNER, a.id)).usage.inputTokens === 4 * TOKENS.alpha!, {
@@ -176,7 +176,7 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
     expect(isAlive(stray)).toBe(false);
     expect(processesUnder(sandboxOf(a.id))).toEqual([]);
     expect(fs.existsSync(sandboxOf(a.id))).toBe(false);
-    expect(pb.sharedAgent!.serverPid).toBe(server);
+    expect(pb.sessions.sharedAgent!.serverPid).toBe(server);
     expect(isAlive(server)).toBe(true);
 
     await pb.engine.sendMessage(OWNER, b.id, { prompt: "run=beta file=beta-3.txt" });
@@ -203,7 +203,7 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
     expect(ended.changedPaths).toEqual(["gamma.txt"]);
     const own = opencodeUnder(sandboxOf(run.id));
     expect(own).toHaveLength(1);
-    expect(own).not.toContain(pb.sharedAgent!.serverPid);
+    expect(own).not.toContain(pb.sessions.sharedAgent!.serverPid);
     expect(pb.logLines.some((l) => l.includes("does not list this run's model"))).toBe(true);
     await pb.engine.endSession(OWNER, run.id);
     expect(opencodeUnder(sandboxOf(run.id))).toEqual([]);
@@ -234,9 +234,11 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
   it("a server that dies takes its idle runs with it (agent_crashed), and the next run starts it again", async () => {
     const run = await pb.engine.startRun(OWNER, { repository: "acme/shared", prompt: "run=alpha file=before.txt" });
     expect((await pb.engine.waitForTurn(OWNER, run.id)).status).toBe("idle");
-    const dead = pb.sharedAgent!.serverPid!;
+    const dead = pb.sessions.sharedAgent!.serverPid!;
     process.kill(dead, "SIGKILL");
-    await waitFor(() => pb.sharedAgent!.serverPid === undefined, { what: "the driver to see the server exit" });
+    await waitFor(() => pb.sessions.sharedAgent!.serverPid === undefined, {
+      what: "the driver to see the server exit",
+    });
     await pb.engine.sendMessage(OWNER, run.id, { prompt: "run=alpha file=after.txt" });
     const crashed = await pb.engine.waitForTurn(OWNER, run.id);
     expect([crashed.status, crashed.error?.code]).toEqual(["failed", "agent_crashed"]);
@@ -244,8 +246,8 @@ describe("one shared agent server (PATCHBAY_SHARED_AGENT=1)", () => {
     const next = await pb.engine.startRun(OWNER, { repository: "acme/shared", prompt: "run=beta file=next.txt" });
     const ok = await pb.engine.waitForTurn(OWNER, next.id);
     expect([ok.status, ok.error, ok.changedPaths]).toEqual(["idle", null, ["next.txt"]]);
-    expect(pb.sharedAgent!.serverPid).not.toBe(dead);
-    expect(opencodeUnder(pb.dataDir)).toEqual([pb.sharedAgent!.serverPid]);
+    expect(pb.sessions.sharedAgent!.serverPid).not.toBe(dead);
+    expect(opencodeUnder(pb.dataDir)).toEqual([pb.sessions.sharedAgent!.serverPid]);
     await pb.engine.endSession(OWNER, next.id);
   });
 

@@ -1,0 +1,67 @@
+/**
+ * The session host port: what a run gets to work in, its sandbox and its agent, opened
+ * together and ended together. The engine calls only this port, never a sandbox provider or
+ * an agent driver. Implementations side by side: `cold.ts` (a sandbox and an agent server
+ * per run, made when the run asks), `pooled.ts` (taken from a warm pool), `shared.ts` (one
+ * agent server whose sessions are the runs' agents); `index.ts` picks one from the config.
+ */
+import * as z from "zod";
+import { AgentResume, type AgentSession } from "../agent/agent.ts";
+import { SandboxResume, type GitCredential, type Sandbox } from "../sandbox/sandbox.ts";
+
+/**
+ * What a later Patchbay process needs to take a session over (hosts whose sandboxes outlive
+ * this process: e2b). Holds the agent's password and the gateway token: stored sealed.
+ */
+export const SessionResume = z.object({ sandbox: SandboxResume, agent: AgentResume, token: z.string() });
+export type SessionResume = z.infer<typeof SessionResume>;
+
+export interface SessionOpenOptions {
+  runId: string;
+  ownerId: string;
+  repository: { fullName: string; cloneUrl: string };
+  /** Branch, tag or sha to check out; the default branch when unset. Already validated. */
+  ref?: string;
+  /** Used per git command, never stored. */
+  credential?: GitCredential;
+  modelId: string;
+  /** The run's gateway token, issued by the engine before `open`. */
+  token: string;
+  /** Silence on the agent's event stream after which its status is re-read. */
+  watchdogMs: number;
+  signal: AbortSignal;
+  /** Progress lines for the run's event log ("preparing sandbox", "starting agent"). */
+  onLog?: (message: string) => void;
+}
+
+/** A run's sandbox and agent, opened together and ended together. */
+export interface RunSession {
+  readonly sandbox: Sandbox;
+  readonly agent: AgentSession;
+  /** What a later process needs to take this session over (hosts whose sandboxes outlive us: e2b). */
+  readonly resume?: SessionResume;
+  /** Stop the agent and kill the sandbox, every process with it. Idempotent; never throws. */
+  close(): Promise<void>;
+  /** Leave it running for a later process to reattach (e2b only). */
+  detach?(): Promise<void>;
+}
+
+export interface SessionReattachOptions {
+  modelId: string;
+  watchdogMs: number;
+  signal: AbortSignal;
+}
+
+export interface SessionHost {
+  readonly provider: "local" | "bwrap" | "e2b";
+  /** Open a run's session. Throws EngineError (clone_failed, invalid_ref, sandbox_failed, cancelled, agent_*). */
+  open(opts: SessionOpenOptions): Promise<RunSession>;
+  /** Take back a session an earlier process left (throws when it cannot). Hosts that can only. */
+  reattach?(runId: string, resume: SessionResume, opts: SessionReattachOptions): Promise<RunSession>;
+  /** After a turn of a run ends (the machine is quieter): a pooled host refills here. */
+  turnEnded?(runId: string): void;
+  /** Kill sandboxes no live run owns (after a restart), then start background work (pool fill). */
+  start(liveRunIds: ReadonlySet<string>): Promise<void>;
+  /** Stop background work, kill what no run was given, close the provider. */
+  close(): Promise<void>;
+}

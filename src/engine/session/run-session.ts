@@ -1,0 +1,69 @@
+/**
+ * The one `RunSession` every host hands out: a sandbox and the agent in it, closed together
+ * (the agent first, then the sandbox with every process in it).
+ */
+import type { AgentSession } from "../agent/agent.ts";
+import type { Logger } from "../log.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
+import type { RunSession } from "./host.ts";
+
+export interface PairOptions {
+  sandbox: Sandbox;
+  agent: AgentSession;
+  /** The run's gateway token, part of what a later process needs to take the session over. */
+  token: string;
+  /** Whether the host can take this session back after a restart (it then offers `resume`). */
+  reattachable: boolean;
+  log: Logger;
+  /** Called once, when the session closes (not when it is detached: Patchbay is shutting down). */
+  onClose?: () => void;
+}
+
+export function pairSession(o: PairOptions): RunSession {
+  const { sandbox, agent, log } = o;
+  let closing: Promise<void> | undefined;
+  const canDetach = o.reattachable && sandbox.detach !== undefined && agent.detach !== undefined;
+  return {
+    sandbox,
+    agent,
+    // Read when the engine stores it: a remote server's pid is known once it has started.
+    get resume() {
+      const sandboxResume = o.reattachable ? sandbox.resumeInfo?.() : undefined;
+      const agentResume = agent.resume;
+      return sandboxResume && agentResume ? { sandbox: sandboxResume, agent: agentResume, token: o.token } : undefined;
+    },
+    close() {
+      return (closing ??= (async () => {
+        o.onClose?.();
+        try {
+          await agent.close();
+        } catch (e) {
+          log.warn("agent did not close cleanly", { sandbox: sandbox.id, error: e });
+        }
+        try {
+          await sandbox.kill();
+        } catch (e) {
+          log.warn("sandbox did not die cleanly", { sandbox: sandbox.id, error: e });
+        }
+      })());
+    },
+    ...(canDetach
+      ? {
+          async detach() {
+            await agent.detach!();
+            await sandbox.detach!();
+          },
+        }
+      : {}),
+  };
+}
+
+/** The agent `start` gives for a sandbox just made; the sandbox is killed if none can be had. */
+export async function agentIn(sandbox: Sandbox, start: () => Promise<AgentSession>): Promise<AgentSession> {
+  try {
+    return await start();
+  } catch (e) {
+    await sandbox.kill().catch(() => undefined);
+    throw e;
+  }
+}
