@@ -75,8 +75,10 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       defaultWarmPoolSize: opts.defaultWarmPoolSize,
     });
     cleanups.unshift(() => sessions.close());
-    const engine = await createEngine({ config, store, sessions, gateway, secrets, log });
+    const engine = createEngine({ config, store, host: sessions, gateway, secrets, log });
     cleanups.unshift(() => engine.close());
+    // Before serving: settle what a previous process left, then start the host (reap, pool fill).
+    await engine.recover();
     const keys = createKeyService({ store });
     let closed: Promise<void> | undefined;
     return {

@@ -1,0 +1,148 @@
+/**
+ * Recovery at start: the runs a previous process left active. Those whose session outlived it
+ * (hosts that can reattach: e2b) are taken back — an idle one as it was, a running one with
+ * its turn ended `server_restart`, its work as the patch and its session warm. The others lost
+ * their sandbox and agent: idle ones end `completed`, queued and running ones `failed`.
+ */
+import type { Config } from "../../config.ts";
+import { EngineError } from "../errors.ts";
+import type { ModelGateway } from "../gateway/gateway.ts";
+import { computeDiff } from "../git/git.ts";
+import type { Logger } from "../log.ts";
+import type { SecretBox } from "../secrets/secrets.ts";
+import { SessionResume, type RunSession, type SessionHost } from "../session/host.ts";
+import type { RunStore } from "../store/store.ts";
+import type { Endings } from "./end.ts";
+import type { Grants } from "./grant.ts";
+import type { RunRecord, RunStatus } from "./schema.ts";
+import type { LiveSessions } from "./sessions.ts";
+import { gitIn, RESUME_SECRET } from "./turn.ts";
+import type { RunWriter } from "./writer.ts";
+
+/** Longest a restart waits to take one run's session back before ending the run. */
+const REATTACH_TIMEOUT_MS = 30_000;
+/** Sessions taken back at once. */
+const REATTACH_BATCH = 8;
+const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
+
+export interface RecoveryDeps {
+  config: Config;
+  store: RunStore;
+  writer: RunWriter;
+  sessions: LiveSessions;
+  host: SessionHost;
+  gateway: ModelGateway;
+  grants: Grants;
+  secrets: SecretBox;
+  endings: Endings;
+  log: Logger;
+  now: () => Date;
+}
+
+/** Settle what a previous process left, then start the session host (reap orphans, fill pools). */
+export async function recover(deps: RecoveryDeps): Promise<void> {
+  const { store, writer, log } = deps;
+  const reattached = new Set<string>();
+  const leftOver = await store.runsByStatus(ACTIVE);
+  // Queued runs never had a sandbox; running ones on a host whose sessions outlive us did.
+  const resumable = leftOver.filter((r) => r.status === "idle" || (r.status === "running" && r.baseSha));
+  for (let i = 0; i < resumable.length; i += REATTACH_BATCH) {
+    const batch = resumable.slice(i, i + REATTACH_BATCH);
+    const ok = await Promise.all(batch.map((r) => reattach(deps, r)));
+    batch.forEach((r, j) => ok[j] && reattached.add(r.id));
+  }
+  for (const run of leftOver) {
+    if (reattached.has(run.id)) continue;
+    if (run.status === "idle") {
+      await store.deleteSecrets(run.id);
+      await writer.setStatus(run, "completed", {});
+    } else {
+      await writer.setStatus(run, "failed", {
+        error: { code: "server_restart", message: "the server restarted while this run was in progress" },
+      });
+      await store.deleteSecrets(run.id);
+    }
+  }
+  // Sandboxes a killed predecessor left belong to no run now. A failure here (E2B's API down
+  // for a moment) must not fail the start: that would kill the sessions just taken back.
+  try {
+    await deps.host.start(reattached);
+  } catch (e) {
+    log.warn("could not reap sandboxes a previous process left; the next start tries again", { error: e });
+  }
+}
+
+/** Take one run's session back; false when it cannot (nothing saved, expired, gone, too slow). */
+async function reattach(deps: RecoveryDeps, run: RunRecord): Promise<boolean> {
+  const { host, store, log } = deps;
+  if (!host.reattach) return false;
+  if (run.status === "idle" && (!run.sessionExpiresAt || Date.parse(run.sessionExpiresAt) <= deps.now().getTime()))
+    return false;
+  const sealed = await store.getSecret(run.id, RESUME_SECRET);
+  if (!sealed) return false;
+  const signal = AbortSignal.timeout(REATTACH_TIMEOUT_MS);
+  let taken: RunSession | undefined;
+  try {
+    const resume = SessionResume.parse(JSON.parse(deps.secrets.open(sealed)) as unknown);
+    const attempt = host.reattach(run.id, resume, {
+      modelId: run.modelId,
+      watchdogMs: deps.config.watchdogMs,
+      signal,
+    });
+    // Bounded as a whole (a VM or server that accepts and never answers must not hold the
+    // start); an attempt that succeeds after the deadline lets go of what it took.
+    const timedOut = new Promise<undefined>((resolve) =>
+      signal.addEventListener("abort", () => resolve(undefined), { once: true }),
+    );
+    taken = await Promise.race([attempt, timedOut]);
+    if (!taken) {
+      void attempt.then(
+        (late) => late.close(),
+        () => undefined,
+      );
+      throw new EngineError("sandbox_failed", `reattaching took over ${REATTACH_TIMEOUT_MS} ms`);
+    }
+    deps.gateway.restoreToken(resume.token, deps.grants.grantFor(run));
+    deps.sessions.bind(run.id, taken, resume.token);
+    await deps.writer.emit(run.id, {
+      type: "builder.event",
+      turn: run.turnCount,
+      data: { kind: "log", message: "the server restarted; reattached to this run's sandbox and agent session" },
+    });
+    if (run.status === "running") await settleInterruptedTurn(deps, run, taken);
+    else deps.endings.scheduleExpiry(run.id, run.sessionExpiresAt!);
+    log.info("reattached a run", { runId: run.id, status: run.status });
+    return true;
+  } catch (e) {
+    log.warn("could not reattach an idle run; ending it", { runId: run.id, error: e });
+    if (taken) await taken.close().catch(() => undefined);
+    return false;
+  }
+}
+
+/**
+ * A turn the dead process was running (reattach stopped it in the agent): it ends failed with
+ * server_restart and the work it had done as the patch, and the run goes back to idle with
+ * its session warm, so a message continues where the turn stopped instead of starting over.
+ */
+async function settleInterruptedTurn(deps: RecoveryDeps, run: RunRecord, session: RunSession): Promise<void> {
+  const { store } = deps;
+  const error = {
+    code: "server_restart" as const,
+    message: "the server restarted during this turn; its work so far is in the patch, and the session continues",
+  };
+  const { sandbox } = session;
+  const diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
+  await store.putPatch(run.id, { text: diff.patch, binary: diff.binaryPatch });
+  await store.updateTurn(run.id, run.turnCount, { status: "failed", error, finishedAt: deps.now().toISOString() });
+  await deps.writer.emit(run.id, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
+  const expiresAt = new Date(deps.now().getTime() + deps.config.sessionTtlMs).toISOString();
+  await deps.writer.setStatus(run, "idle", {
+    changedPaths: diff.changedPaths,
+    diffStats: diff.diffStats,
+    hasPatch: diff.patch.length > 0,
+    error,
+    sessionExpiresAt: expiresAt,
+  });
+  deps.endings.scheduleExpiry(run.id, expiresAt);
+}

@@ -1,0 +1,306 @@
+/**
+ * A turn: put the run into `running`, open its session on the first turn (sandbox at the ref,
+ * the chained patch applied, the agent started), prompt the agent, take the diff, validate,
+ * publish, and leave the run `idle` with its session warm — or end it `failed`/`cancelled`
+ * with the work done so far kept as the patch.
+ */
+import type { Config } from "../../config.ts";
+import type { AgentSession } from "../agent/agent.ts";
+import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
+import type { BuilderEventData } from "../events/schema.ts";
+import type { ModelGateway } from "../gateway/gateway.ts";
+import { applyPatch, computeDiff, type GitRunner } from "../git/git.ts";
+import type { RepositoryAccess } from "../github/access.ts";
+import type { Logger } from "../log.ts";
+import type { Publisher } from "../publish/publish.ts";
+import type { Sandbox } from "../sandbox/sandbox.ts";
+import type { SecretBox } from "../secrets/secrets.ts";
+import type { RunSession, SessionHost } from "../session/host.ts";
+import type { RunStore } from "../store/store.ts";
+import { validateTurn } from "../validation/validation.ts";
+import type { Endings } from "./end.ts";
+import type { Grants } from "./grant.ts";
+import { isTerminal, type RunRecord } from "./schema.ts";
+import type { Hold, LiveSessions } from "./sessions.ts";
+import type { RunWriter } from "./writer.ts";
+
+/** The sealed secret a later process reattaches a session with (sessions that outlive us). */
+export const RESUME_SECRET = "session";
+const SHUTDOWN_MESSAGE = "the server shut down while this turn was running; send the message again";
+
+export interface Turns {
+  /**
+   * Put a held run into `running` for a new turn and start it in the background. The turn
+   * releases `hold` when the run is idle again (or ended).
+   */
+  begin(run: RunRecord, prompt: string, hold: Hold, chainFrom?: RunRecord): Promise<RunRecord>;
+}
+
+export interface TurnDeps {
+  config: Config;
+  store: RunStore;
+  writer: RunWriter;
+  sessions: LiveSessions;
+  host: SessionHost;
+  gateway: ModelGateway;
+  grants: Grants;
+  secrets: SecretBox;
+  repositories: RepositoryAccess;
+  publisher: Publisher;
+  endings: Endings;
+  log: Logger;
+  now: () => Date;
+  /** True once the engine is closing: a turn cut short ends shutting_down, not cancelled. */
+  closing: () => boolean;
+}
+
+export function gitIn(sandbox: Sandbox): GitRunner {
+  return (args, opts) => sandbox.exec(["git", ...args], opts);
+}
+
+export function createTurns(deps: TurnDeps): Turns {
+  const { config, store, writer, sessions, log } = deps;
+  const iso = () => deps.now().toISOString();
+
+  /** The run's first turn: a sandbox at the ref (the prior patch applied for a chained run) and an agent in it. */
+  async function open(
+    run: RunRecord,
+    abort: AbortController,
+    note: (data: BuilderEventData) => void,
+    chainFrom?: RunRecord,
+  ): Promise<{ session: RunSession; run: RunRecord }> {
+    if (!(await deps.grants.upstreamKey(run))) {
+      throw new EngineError(
+        "no_model_key",
+        run.billingMode === "managed"
+          ? "no model key: the server has no OPENROUTER_API_KEY for managed billing; set it or use billing.mode openrouter"
+          : "no model key: the run's openRouterApiKey is gone (sessions forget it when they end)",
+      );
+    }
+    note({ kind: "log", message: `preparing sandbox (${deps.host.provider}) for ${run.repository.fullName}` });
+    const ref = chainFrom?.baseSha ?? run.baseRef;
+    // Engine-side only: the host uses it per git command and never stores it.
+    const credential = await deps.repositories.cloneCredential(run.repository);
+    const token = deps.gateway.issueToken(deps.grants.grantFor(run));
+    sessions.bindToken(run.id, token);
+    const session = await deps.host.open({
+      runId: run.id,
+      ownerId: run.ownerId,
+      repository: { fullName: run.repository.fullName, cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git` },
+      ...(ref ? { ref } : {}),
+      ...(credential ? { credential } : {}),
+      modelId: run.modelId,
+      token,
+      watchdogMs: config.watchdogMs,
+      signal: abort.signal,
+      onLog: (message) => note({ kind: "log", message }),
+    });
+    sessions.bind(run.id, session, token);
+    const { sandbox } = session;
+    run = await store.updateRun(run.id, {
+      baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
+      baseRef: run.baseRef ?? sandbox.baseRef,
+    });
+    if (chainFrom) {
+      const prior = await store.getBinaryPatch(chainFrom.id);
+      if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
+    }
+    if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
+    // Sealed like the model key: it holds the agent's password and the gateway token.
+    if (session.resume) {
+      await store.putSecret(deps.secrets.seal(run.id, RESUME_SECRET, JSON.stringify(session.resume)));
+    }
+    return { session, run };
+  }
+
+  /**
+   * Publish a turn's changes as a draft PR. A failure is recorded on the run (publish.status
+   * failed, with the error), never fails the run: the patch stays available either way.
+   */
+  async function publish(
+    run: RunRecord,
+    binaryPatch: string,
+    results: Partial<RunRecord>,
+    note: (data: BuilderEventData) => void,
+    signal: AbortSignal,
+  ): Promise<Partial<RunRecord>> {
+    note({ kind: "log", message: "publishing…" });
+    try {
+      const turns = await store.listTurns(run.id);
+      const r = await deps.publisher.publish({
+        runId: run.id,
+        repository: run.repository,
+        baseSha: run.baseSha!,
+        baseRef: run.baseRef!,
+        ...(run.publish.branch ? { branch: run.publish.branch } : {}),
+        binaryPatch,
+        prompts: turns.map((t) => t.prompt),
+        summary: results.summary ?? null,
+        diffStats: results.diffStats ?? null,
+        changedPaths: results.changedPaths ?? [],
+        signal,
+      });
+      if (r.status === "skipped") {
+        note({ kind: "log", message: `nothing published: ${r.reason}` });
+        return { publish: { mode: run.publish.mode, branch: r.branch, status: "skipped" } };
+      }
+      const pr = r.draftPullRequest;
+      note({ kind: "log", message: `${r.created ? "opened" : "updated"} draft PR #${pr.number}: ${pr.url}` });
+      // The branch is recorded so a follow-up (or a chained run) publishes to the same one.
+      return { publish: { mode: run.publish.mode, branch: r.branch, status: "published" }, draftPullRequest: pr };
+    } catch (e) {
+      const err = toEngineError(e, "publish_failed");
+      log.warn("publish failed", { runId: run.id, code: err.code, message: err.message });
+      note({ kind: "log", message: `publish failed (${err.code}): ${err.message}` });
+      return { publish: { ...run.publish, status: "failed", error: { code: err.code, message: err.message } } };
+    }
+  }
+
+  /** The agent's turn, then validation (which may run one repair turn); the patch is taken even for a failed turn. */
+  async function work(run: RunRecord, agent: AgentSession, sandbox: Sandbox, prompt: string, signal: AbortSignal) {
+    const note = (data: BuilderEventData) => writer.note(run, data);
+    const turn = (p: string) =>
+      agent.runTurn({ prompt: p, kind: run.taskKind, timeoutMs: config.turnTimeoutMs, onEvent: note, signal });
+    const outcome = await turn(prompt);
+    let diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
+    let summary = outcome.summary;
+    const validation =
+      outcome.error || run.taskKind === "plan"
+        ? null
+        : await validateTurn({
+            sandbox,
+            mode: run.validationMode,
+            baseSha: run.baseSha!,
+            patch: diff.binaryPatch,
+            signal,
+            onLog: (message) => note({ kind: "log", message }),
+            repair: async (p) => {
+              const again = await turn(p);
+              if (again.summary) summary = again.summary;
+              diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
+              return diff.binaryPatch;
+            },
+          });
+    return { outcome, diff, summary, validation };
+  }
+
+  async function execute(runId: string, prompt: string, abort: AbortController, hold: Hold, chainFrom?: RunRecord) {
+    let run = (await store.getRun(runId))!;
+    const note = (data: BuilderEventData) => writer.note(run, data);
+    try {
+      let session = sessions.get(runId);
+      if (!session) ({ session, run } = await open(run, abort, note, chainFrom));
+      const { outcome, diff, summary, validation } = await work(
+        run,
+        session.agent,
+        session.sandbox,
+        prompt,
+        abort.signal,
+      );
+      await store.putPatch(runId, { text: diff.patch, binary: diff.binaryPatch });
+      run = (await store.getRun(runId))!;
+      const results: Partial<RunRecord> = {
+        summary: summary || run.summary,
+        ...(validation ? { validation } : {}),
+        changedPaths: diff.changedPaths,
+        diffStats: diff.diffStats,
+        hasPatch: diff.patch.length > 0,
+      };
+      await store.updateTurn(runId, run.turnCount, {
+        status: outcome.error ? (outcome.error.code === "cancelled" ? "cancelled" : "failed") : "done",
+        summary: outcome.summary,
+        error: outcome.error ?? null,
+        finishedAt: iso(),
+      });
+      if (run.status === "cancelled") return; // cancel() already finished the run
+      if (outcome.error) {
+        if (outcome.error.code === "cancelled" && !deps.closing()) {
+          // cancel() finishes the run once this turn has unwound.
+          await store.updateRun(runId, results);
+          return;
+        }
+        const error: { code: ErrorCode; message: string } = deps.closing()
+          ? { code: "shutting_down", message: SHUTDOWN_MESSAGE }
+          : outcome.error;
+        await writer.emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
+        await store.updateRun(runId, results);
+        await deps.endings.finish(run, "failed", error);
+        return;
+      }
+      if (run.publish.mode === "draft_pr") {
+        Object.assign(results, await publish(run, diff.binaryPatch, results, note, abort.signal));
+      }
+      const expiresAt = new Date(deps.now().getTime() + config.sessionTtlMs).toISOString();
+      // Release the run in the same tick the store turns it idle: a client that sees `idle`
+      // and sends a message at once must not get 409 session_busy.
+      const idle = writer.setStatus(run, "idle", { ...results, error: null, sessionExpiresAt: expiresAt });
+      hold.release();
+      await idle;
+      deps.endings.scheduleExpiry(runId, expiresAt);
+      log.info("turn finished", { runId, turn: run.turnCount, changedPaths: diff.changedPaths.length });
+    } catch (e) {
+      await fail(run, e, abort);
+    }
+  }
+
+  async function fail(run: RunRecord, e: unknown, abort: AbortController): Promise<void> {
+    const err = deps.closing()
+      ? new EngineError("shutting_down", SHUTDOWN_MESSAGE)
+      : abort.signal.aborted
+        ? new EngineError("cancelled", "the run was cancelled")
+        : toEngineError(e, "agent_failed");
+    const current = await store.getRun(run.id);
+    await store.updateTurn(run.id, run.turnCount, {
+      status: err.code === "cancelled" ? "cancelled" : "failed",
+      error: { code: err.code, message: err.message },
+      finishedAt: iso(),
+    });
+    if (!current || isTerminal(current.status)) {
+      await sessions.end(run.id);
+      return;
+    }
+    log.warn("turn failed", { runId: run.id, turn: run.turnCount, code: err.code, message: err.message });
+    await writer.emit(run.id, {
+      type: "builder.event",
+      turn: run.turnCount,
+      data: { kind: "error", code: err.code, message: err.message },
+    });
+    await deps.endings.finish(current, err.code === "cancelled" ? "cancelled" : "failed", {
+      code: err.code,
+      message: err.message,
+    });
+  }
+
+  return {
+    async begin(run, prompt, hold, chainFrom) {
+      const n = run.turnCount + 1;
+      await store.addTurn({
+        runId: run.id,
+        n,
+        prompt,
+        status: "running",
+        summary: null,
+        error: null,
+        startedAt: iso(),
+        finishedAt: null,
+      });
+      sessions.disarmExpiry(run.id);
+      const updated = await writer.setStatus(run, "running", {
+        turnCount: n,
+        sessionExpiresAt: null,
+        error: null,
+        startedAt: run.startedAt ?? iso(),
+      });
+      const abort = new AbortController();
+      const done = execute(run.id, prompt, abort, hold, chainFrom)
+        .catch((e: unknown) => log.error("turn crashed", { runId: run.id, error: e }))
+        .finally(() => {
+          // A turn that went idle released the run already; this is a no-op then.
+          hold.release();
+          deps.host.turnEnded?.(run.id);
+        });
+      sessions.startTurn(run.id, { abort, done });
+      return updated;
+    },
+  };
+}

@@ -1,0 +1,56 @@
+/**
+ * How the engine records what happens to a run: an event appended to its log, or a status
+ * stored together with its `run.status` event (one store operation, so no reader sees the
+ * one without the other), each published on the bus once stored.
+ */
+import type { EventBus } from "../events/bus.ts";
+import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
+import type { Logger } from "../log.ts";
+import type { RunStore } from "../store/store.ts";
+import { isTerminal, type RunRecord, type RunStatus } from "./schema.ts";
+
+export interface RunWriter {
+  emit(runId: string, event: NewRunEvent): Promise<RunEvent>;
+  /** A `builder.event` of the run's current turn, appended in call order without waiting (agent callbacks). */
+  note(run: Pick<RunRecord, "id" | "turnCount">, data: BuilderEventData): void;
+  /** Store a new status (with `fields`) and its `run.status` event. */
+  setStatus(run: RunRecord, status: RunStatus, fields?: Partial<RunRecord>): Promise<RunRecord>;
+}
+
+export function createRunWriter(deps: { store: RunStore; bus: EventBus; log: Logger; now: () => Date }): RunWriter {
+  const { store, bus, log, now } = deps;
+  const writer: RunWriter = {
+    async emit(runId, event) {
+      const stored = await store.appendEvent(runId, event);
+      bus.publish(stored);
+      return stored;
+    },
+    note(run, data) {
+      writer
+        .emit(run.id, { type: "builder.event", turn: run.turnCount, data })
+        .catch((e: unknown) => log.warn("could not record an event", { runId: run.id, error: e }));
+    },
+    async setStatus(run, status, fields = {}) {
+      const t = now().toISOString();
+      const patch: Partial<RunRecord> = {
+        ...fields,
+        status,
+        updatedAt: t,
+        ...(isTerminal(status) ? { finishedAt: t, sessionExpiresAt: null } : {}),
+      };
+      const { run: updated, event } = await store.transition(run.id, patch, (u) => ({
+        type: "run.status",
+        turn: u.turnCount,
+        data: {
+          status,
+          turn: u.turnCount,
+          ...(u.error && status === "failed" ? { error: u.error } : {}),
+          ...(status === "idle" ? { sessionExpiresAt: u.sessionExpiresAt } : {}),
+        },
+      }));
+      bus.publish(event, updated);
+      return updated;
+    },
+  };
+  return writer;
+}
