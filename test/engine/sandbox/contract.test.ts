@@ -57,6 +57,8 @@ afterAll(async () => {
 });
 
 const SECRET = "patchbay-canary-secret-7f3a";
+/** Starting OpenCode and its first turn take over a minute on a loaded machine. */
+const slow = { timeout: 180_000 };
 
 /** Text of the last tool result the agent sent back to the model in `req`. */
 function lastToolResult(req: RecordedRequest): string {
@@ -76,7 +78,7 @@ const alive = (pid: number) => {
 };
 
 for (const c of CASES) {
-  describe.skipIf(c.name === "bwrap" && !hasBwrap).sequential(`sandbox contract: ${c.name}`, () => {
+  describe.skipIf(c.name === "bwrap" && !hasBwrap).sequential(`sandbox contract: ${c.name}`, slow, () => {
     const modelId = `contract/${c.name}`;
     let dataDir: string;
     let provider: SandboxProvider;
