@@ -4,9 +4,9 @@
  * A sandbox is a directory, `<dataDir>/sandboxes/<id>/`, holding the checkout (`repo/`), a
  * private home (`home/`) and a TMPDIR (`tmp/`). Everything else is the same for both
  * providers and lives here: sandboxes made empty (`prepare`) and filled with a run's
- * checkout (`adopt`, which `create` is followed by), process groups tracked while they run,
- * kill, and `reap` of what a dead Patchbay left behind. A provider says only how a command
- * starts in a sandbox (a {@link HostFlavor}).
+ * checkout (`adopt`; `create` is both under the run's name), process groups tracked while
+ * they run, kill, and `reap` of what a dead Patchbay left behind. A provider says only how
+ * a command starts in a sandbox (a {@link HostFlavor}).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
