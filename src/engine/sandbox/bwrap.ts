@@ -24,51 +24,23 @@
  * objects would be files the sandbox could rewrite inside the shared mirror. Every later git
  * command (the engine's diff) runs inside the sandbox through `exec`, so a hostile
  * `.git/config` written by the agent never runs anything on the host.
+ *
+ * Everything but how a command starts (and the sandbox's mounts) is the host base's (`host.ts`).
  */
-import { spawn, type ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { EngineError } from "../errors.ts";
-import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
-import { checkoutFromMirror, createMirrorCache, type MirrorCache } from "../git/mirror.ts";
-import type { Logger } from "../log.ts";
-import { silentLogger } from "../log.ts";
-import type {
-  ExecOptions,
-  ExecResult,
-  ProcessHandle,
-  Sandbox,
-  SandboxCreateOptions,
-  SandboxProvider,
-  WarmSandbox,
-} from "./sandbox.ts";
-import { creationError } from "./sandbox.ts";
-import {
-  descendants,
-  GroupProcess,
-  isAlive,
-  Tail,
-  killStrays,
-  removeTree,
-  writeStdin,
-  freeLoopbackPort,
-} from "./process.ts";
+import type { GitRunner } from "../git/git.ts";
+import { createHostProvider, sandboxEnv, type HostProviderOptions } from "./host.ts";
+import type { SandboxProvider } from "./sandbox.ts";
 
 /** Options for {@link createBwrapProvider}. */
-export interface BwrapProviderOptions {
-  /** Sandboxes live in `<dataDir>/sandboxes`, mirrors in `<dataDir>/mirrors`. */
-  dataDir: string;
+export interface BwrapProviderOptions extends HostProviderOptions {
   /** Host path of the `opencode` binary, bound read-only into every sandbox. */
   opencodeBin: string;
-  log?: Logger;
-  /** Runs git on the host (mirror and checkout only). Default: `createHostGit` with HOME at `<dataDir>/git-home`. */
-  gitRunner?: GitRunner;
   /** The `bwrap` program. Default: found on PATH. */
   bwrapPath?: string;
-  /** Grace period between SIGTERM and SIGKILL when a process is killed. Default 3 s. */
-  killGraceMs?: number;
 }
 
 /** Where things are inside every sandbox. */
@@ -79,8 +51,6 @@ export const BWRAP_PATHS = {
   opencode: "/opt/patchbay/bin/opencode",
 } as const;
 
-const OUTPUT_CAP = 1024 * 1024;
-const SANDBOX_ID = /^[A-Za-z0-9_-]{1,64}$/;
 const AGENT_UID = 1000;
 const INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -111,134 +81,44 @@ const ETC_FILES = [
  * namespaces here; throws `EngineError("sandbox_failed")` with a one-line reason otherwise.
  */
 export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<SandboxProvider> {
-  const log = opts.log ?? silentLogger;
-  const dataDir = path.resolve(opts.dataDir);
-  const sandboxesDir = path.join(dataDir, "sandboxes");
-  const hostGit = opts.gitRunner ?? createHostGit({ home: path.join(dataDir, "git-home") });
-  // Hard links would share object files between the mirror and a workspace the sandbox may
-  // write: copy them instead (the cost grows with the repository, the safety does not).
-  const cloneGit: GitRunner = (args, o) =>
-    hostGit(args[0] === "clone" ? ["clone", "--no-hardlinks", ...args.slice(1)] : args, o);
-  const mirrors: MirrorCache = createMirrorCache({ dataDir, run: hostGit, log });
-  const killGraceMs = opts.killGraceMs ?? 3000;
   const bwrap = opts.bwrapPath ?? findOnPath("bwrap");
   if (!bwrap)
     throw new EngineError("sandbox_failed", "PATCHBAY_SANDBOX=bwrap needs bubblewrap: apt-get install bubblewrap");
   if (!fs.existsSync(opts.opencodeBin))
     throw new EngineError("sandbox_failed", `the opencode binary ${opts.opencodeBin} does not exist`);
   const flags = await probeFlags(bwrap);
-  const live = new Map<string, BwrapSandbox>();
-
-  /** A sandbox with an empty workspace (the first half of `create`, and what a warm pool keeps). */
-  const prepare = async (id: string): Promise<BwrapSandbox> => {
-    if (!SANDBOX_ID.test(id))
-      throw new EngineError("sandbox_failed", `run id ${JSON.stringify(id)} cannot name a sandbox`);
-    if (live.has(id)) throw new EngineError("sandbox_failed", `a sandbox for run ${id} already exists`);
-    const root = path.join(sandboxesDir, id);
-    await removeTree(root);
-    for (const dir of ["repo", "home", "tmp", "etc"])
-      fs.mkdirSync(path.join(root, dir), { recursive: true, mode: 0o700 });
-    // Tools that ask "who am I" (git, ssh, a shell prompt) need the agent to have a name.
-    fs.writeFileSync(
-      path.join(root, "etc", "passwd"),
-      `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${AGENT_UID}:${AGENT_UID}:Patchbay agent:${BWRAP_PATHS.home}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-    );
-    fs.writeFileSync(path.join(root, "etc", "group"), `root:x:0:\nagent:x:${AGENT_UID}:\nnogroup:x:65534:\n`);
-    const sandbox = new BwrapSandbox({
-      id,
-      root,
-      bwrap,
-      flags,
-      opencodeBin: opts.opencodeBin,
-      killGraceMs,
-      log: log.child({ sandbox: id }),
-      onGone: (name) => live.delete(name),
-      adopt: (s, c) => adopt(s, c),
-    });
-    live.set(id, sandbox);
-    return sandbox;
-  };
-
-  /** Check the run's repository out into a prepared sandbox's (empty) workspace. */
-  const adopt = async (sandbox: BwrapSandbox, c: SandboxCreateOptions): Promise<Sandbox> => {
-    if (!SANDBOX_ID.test(c.runId))
-      throw new EngineError("sandbox_failed", `run id ${JSON.stringify(c.runId)} cannot name a sandbox`);
-    if (c.ref !== undefined) await validateRef(hostGit, c.ref);
-    if (sandbox.id !== c.runId) {
-      if (live.has(c.runId)) throw new EngineError("sandbox_failed", `a sandbox for run ${c.runId} already exists`);
-      // Bind mounts hold the directories, not their names: a running sandbox survives the
-      // rename, and afterwards its directory is named after its run like any other.
-      const target = path.join(sandboxesDir, c.runId);
-      await removeTree(target);
-      fs.renameSync(sandbox.root, target);
-      live.delete(sandbox.id);
-      sandbox.rename(c.runId, target);
-      live.set(c.runId, sandbox);
-    }
-    const hostWorkdir = path.join(sandbox.root, "repo");
-    const checkout = await mirrors.withMirror(
-      { fullName: c.repository.fullName, cloneUrl: c.repository.cloneUrl, credential: c.credential, signal: c.signal },
-      (mirrorDir) =>
-        checkoutFromMirror({
-          run: cloneGit,
-          mirrorDir,
-          workdir: hostWorkdir,
-          cloneUrl: c.repository.cloneUrl,
-          fullName: c.repository.fullName,
-          ref: c.ref,
-          signal: c.signal,
-        }),
-    );
-    if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
-    sandbox.setBase(checkout.baseSha, checkout.baseRef);
-    log.info("sandbox created", { sandbox: c.runId, repository: c.repository.fullName, baseSha: checkout.baseSha });
-    return sandbox;
-  };
-
-  return {
+  return createHostProvider(opts, {
     name: "bwrap",
-
-    async create(c: SandboxCreateOptions): Promise<Sandbox> {
-      // Checked before anything touches the disk, like the local provider: hostile input never reaches git.
-      if (!SANDBOX_ID.test(c.runId))
-        throw new EngineError("sandbox_failed", `run id ${JSON.stringify(c.runId)} cannot name a sandbox`);
-      if (c.ref !== undefined) await validateRef(hostGit, c.ref);
-      const sandbox = await prepare(c.runId);
-      try {
-        return await adopt(sandbox, c);
-      } catch (e) {
-        await sandbox.kill();
-        throw creationError(e, c.signal);
-      }
+    // Commands see the sandbox's own paths, bound from directories that a rename moves along.
+    hostPaths: false,
+    workdir: () => BWRAP_PATHS.workdir,
+    // Hard links would share object files between the mirror and a workspace the sandbox may
+    // write: copy them instead (the cost grows with the repository, the safety does not).
+    checkoutGit:
+      (git): GitRunner =>
+      (args, o) =>
+        git(args[0] === "clone" ? ["clone", "--no-hardlinks", ...args.slice(1)] : args, o),
+    binaryPath: (name) => (name === "opencode" ? BWRAP_PATHS.opencode : undefined),
+    layout: (root) => {
+      fs.mkdirSync(path.join(root, "etc"), { mode: 0o700 });
+      // Tools that ask "who am I" (git, ssh, a shell prompt) need the agent to have a name.
+      fs.writeFileSync(
+        path.join(root, "etc", "passwd"),
+        `root:x:0:0:root:/nonexistent:/usr/sbin/nologin\nagent:x:${AGENT_UID}:${AGENT_UID}:Patchbay agent:${BWRAP_PATHS.home}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+      );
+      fs.writeFileSync(path.join(root, "etc", "group"), `root:x:0:\nagent:x:${AGENT_UID}:\nnogroup:x:65534:\n`);
     },
-
-    async prepare(): Promise<WarmSandbox> {
-      return prepare(`warm_${randomBytes(6).toString("hex")}`);
-    },
-
-    async reap(liveRunIds: ReadonlySet<string>): Promise<void> {
-      let entries: string[];
-      try {
-        entries = await fs.promises.readdir(sandboxesDir);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOENT") return;
-        throw e;
-      }
-      for (const id of entries) {
-        if (liveRunIds.has(id) || live.has(id)) continue;
-        const root = path.join(sandboxesDir, id);
-        // Each bwrap process works in its sandbox directory on the host; killing it takes
-        // its whole PID namespace down.
-        killStrays(root, log);
-        await removeTree(root);
-        log.info("reaped sandbox", { sandbox: id });
-      }
-    },
-
-    async close(): Promise<void> {
-      await Promise.all([...live.values()].map((s) => s.kill()));
-    },
-  };
+    // bwrap hands its own environment to the command: built from nothing, so Patchbay's
+    // never enters, and values (passwords, tokens) stay off the process list, where bwrap's
+    // arguments are visible to every local user. The host-side working directory is the
+    // sandbox directory: that is how `reap` finds the bwrap processes a dead Patchbay left.
+    command: (root, argv, cwd) => ({
+      file: bwrap,
+      args: [...flags, ...sandboxBinds(root, opts.opencodeBin), "--chdir", cwd, "--", ...argv],
+      cwd: root,
+      env: { ...sandboxEnv({ path: INSIDE_PATH, home: BWRAP_PATHS.home, tmp: BWRAP_PATHS.tmp }), USER: "agent" },
+    }),
+  });
 }
 
 /**
@@ -318,210 +198,27 @@ function findOnPath(name: string): string | undefined {
   return undefined;
 }
 
-interface BwrapSandboxInit {
-  id: string;
-  root: string;
-  bwrap: string;
-  flags: string[];
-  opencodeBin: string;
-  killGraceMs: number;
-  log: Logger;
-  onGone: (id: string) => void;
-  adopt: (s: BwrapSandbox, c: SandboxCreateOptions) => Promise<Sandbox>;
-}
-
-class BwrapSandbox implements WarmSandbox, Sandbox {
-  readonly provider = "bwrap" as const;
-  readonly listenHost = "127.0.0.1";
-  readonly workdir = BWRAP_PATHS.workdir;
-  private _id: string;
-  private _root: string;
-  private _baseSha = "";
-  private _baseRef = "";
-  private readonly procs = new Set<GroupProcess>();
-  private killing: Promise<void> | undefined;
-
-  constructor(private readonly init: BwrapSandboxInit) {
-    this._id = init.id;
-    this._root = init.root;
-  }
-
-  get id(): string {
-    return this._id;
-  }
-  get root(): string {
-    return this._root;
-  }
-  get baseSha(): string {
-    return this._baseSha;
-  }
-  get baseRef(): string {
-    return this._baseRef;
-  }
-
-  /** Called by the provider when a warm sandbox becomes a run's. */
-  rename(id: string, root: string): void {
-    this._id = id;
-    this._root = root;
-  }
-
-  setBase(sha: string, ref: string): void {
-    this._baseSha = sha;
-    this._baseRef = ref;
-  }
-
-  adopt(c: SandboxCreateOptions): Promise<Sandbox> {
-    this.alive();
-    return this.init.adopt(this, c);
-  }
-
-  binaryPath(name: "opencode"): string | undefined {
-    return name === "opencode" ? BWRAP_PATHS.opencode : undefined;
-  }
-
-  private alive(): void {
-    if (this.killing) throw new EngineError("sandbox_failed", `sandbox ${this._id} has been killed`);
-  }
-
-  /** The bwrap command line for `argv` run inside this sandbox (no secrets: those go through the environment). */
-  private bwrapArgs(argv: string[], cwd: string): string[] {
-    const r = this._root;
-    return [
-      ...this.init.flags,
-      ...systemBinds(),
-      "--ro-bind",
-      path.join(r, "etc", "passwd"),
-      "/etc/passwd",
-      "--ro-bind",
-      path.join(r, "etc", "group"),
-      "/etc/group",
-      "--bind",
-      path.join(r, "repo"),
-      BWRAP_PATHS.workdir,
-      "--bind",
-      path.join(r, "home"),
-      BWRAP_PATHS.home,
-      "--bind",
-      path.join(r, "tmp"),
-      BWRAP_PATHS.tmp,
-      "--ro-bind",
-      this.init.opencodeBin,
-      BWRAP_PATHS.opencode,
-      "--chdir",
-      cwd,
-      "--",
-      ...argv,
-    ];
-  }
-
-  private start(argv: string[], opts: ExecOptions): ChildProcess {
-    if (argv.length === 0 || !argv[0]) throw new EngineError("sandbox_failed", "no command given");
-    // bwrap hands its own environment to the command: it is built here from nothing, so
-    // Patchbay's environment never enters, and values (passwords, tokens) stay off the
-    // process list, where bwrap's arguments are visible to every local user.
-    const env: Record<string, string> = {
-      PATH: INSIDE_PATH,
-      HOME: BWRAP_PATHS.home,
-      USER: "agent",
-      XDG_CONFIG_HOME: `${BWRAP_PATHS.home}/.config`,
-      XDG_CACHE_HOME: `${BWRAP_PATHS.home}/.cache`,
-      XDG_DATA_HOME: `${BWRAP_PATHS.home}/.local/share`,
-      XDG_STATE_HOME: `${BWRAP_PATHS.home}/.local/state`,
-      TMPDIR: BWRAP_PATHS.tmp,
-      LANG: "C.UTF-8",
-      TERM: "dumb",
-      ...opts.env,
-    };
-    try {
-      // The host-side working directory is the sandbox directory: that is how `reap` finds
-      // the bwrap processes of a sandbox a previous Patchbay process left behind.
-      return spawn(this.init.bwrap, this.bwrapArgs(argv, opts.cwd ?? this.workdir), {
-        cwd: this._root,
-        env,
-        detached: true,
-        stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-      });
-    } catch (e) {
-      throw new EngineError("sandbox_failed", `cannot start ${JSON.stringify(argv[0])}: ${(e as Error).message}`);
-    }
-  }
-
-  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    this.alive();
-    const child = this.start(argv, opts);
-    const proc = new GroupProcess(child, this.init.killGraceMs, this.init.log);
-    this.procs.add(proc);
-    const stdout = new Tail(OUTPUT_CAP);
-    const stderr = new Tail(OUTPUT_CAP);
-    proc.onOutput((chunk, stream) => (stream === "stdout" ? stdout : stderr).push(chunk));
-    let timedOut = false;
-    const timer =
-      opts.timeoutMs === undefined
-        ? undefined
-        : setTimeout(() => {
-            timedOut = true;
-            proc.signalGroup("SIGKILL");
-          }, opts.timeoutMs);
-    writeStdin(child, opts.stdin, this.init.log);
-    const { code, signal } = await proc.exited;
-    if (timer) clearTimeout(timer);
-    // When the command's namespace init exits the kernel kills whatever it left in the
-    // background; this catches a bwrap that is somehow still there.
-    proc.signalGroup("SIGKILL");
-    this.procs.delete(proc);
-    return {
-      exitCode: code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0),
-      stdout: stdout.text(),
-      stderr: stderr.text() + (proc.spawnError ? `${proc.spawnError.message}\n` : ""),
-      ...(timedOut ? { timedOut } : {}),
-    };
-  }
-
-  spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
-    this.alive();
-    const child = this.start(argv, opts);
-    const proc = new GroupProcess(child, this.init.killGraceMs, this.init.log);
-    this.procs.add(proc);
-    void proc.exited.then(() => this.procs.delete(proc));
-    writeStdin(child, opts.stdin, this.init.log);
-    if (opts.timeoutMs !== undefined) {
-      const timer = setTimeout(() => void proc.kill(), opts.timeoutMs);
-      void proc.exited.then(() => clearTimeout(timer));
-    }
-    return proc;
-  }
-
-  freePort(): Promise<number> {
-    // The network namespace is the host's: a port free here is free inside.
-    return freeLoopbackPort();
-  }
-
-  async endpoint(port: number): Promise<string> {
-    return `http://127.0.0.1:${port}`;
-  }
-
-  engineUrl(port: number): string {
-    return `http://127.0.0.1:${port}`;
-  }
-
-  pids(): number[] {
-    return [...this.procs].filter((p) => p.running && p.pid !== undefined).map((p) => p.pid!);
-  }
-
-  kill(): Promise<void> {
-    this.killing ??= (async () => {
-      const inside = descendants(this.pids());
-      await Promise.all([...this.procs].map((p) => p.kill()));
-      this.procs.clear();
-      // PDEATHSIG and the PID namespace teardown are asynchronous: wait until every process
-      // that was inside is really gone before the directory goes.
-      const deadline = Date.now() + 5000;
-      while (inside.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-      for (const pid of inside.filter(isAlive)) this.init.log.warn("sandbox process survived its namespace", { pid });
-      await removeTree(this._root);
-      this.init.onGone(this._id);
-      this.init.log.info("sandbox removed");
-    })();
-    return this.killing;
-  }
+/** The sandbox's own mounts (no secrets: those go through the environment). */
+function sandboxBinds(root: string, opencodeBin: string): string[] {
+  return [
+    ...systemBinds(),
+    "--ro-bind",
+    path.join(root, "etc", "passwd"),
+    "/etc/passwd",
+    "--ro-bind",
+    path.join(root, "etc", "group"),
+    "/etc/group",
+    "--bind",
+    path.join(root, "repo"),
+    BWRAP_PATHS.workdir,
+    "--bind",
+    path.join(root, "home"),
+    BWRAP_PATHS.home,
+    "--bind",
+    path.join(root, "tmp"),
+    BWRAP_PATHS.tmp,
+    "--ro-bind",
+    opencodeBin,
+    BWRAP_PATHS.opencode,
+  ];
 }

@@ -1,7 +1,7 @@
 /**
- * Process plumbing shared by the sandbox providers that run processes on this host (`local`,
- * `bwrap`): process groups that die whole, capped output, stdin, and cleanup of what a dead
- * Patchbay left behind (Linux `/proc`).
+ * Process plumbing of the sandboxes whose processes run on this host (`host.ts`, the base of
+ * `local` and `bwrap`): process groups that die whole, capped output, stdin, and cleanup of
+ * what a dead Patchbay left behind (Linux `/proc`).
  */
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
@@ -22,7 +22,7 @@ export function writeStdin(child: ChildProcess, stdin: string | undefined, log: 
 
 /**
  * A process started as the leader of its own process group, so that killing it kills
- * everything it started. Shared by the local and bwrap providers.
+ * everything it started.
  */
 export class GroupProcess implements ProcessHandle {
   readonly pid: number | undefined;

@@ -17,6 +17,23 @@ export function creationError(e: unknown, signal?: AbortSignal): EngineError {
     : toEngineError(e, "sandbox_failed");
 }
 
+/**
+ * Fill a sandbox just made for a run (check its repository out); when that fails, kill the
+ * sandbox and throw what a failed creation throws ({@link creationError}).
+ */
+export async function fillOrKill(
+  sandbox: { kill(): Promise<void> },
+  fill: () => Promise<Sandbox>,
+  signal: AbortSignal | undefined,
+): Promise<Sandbox> {
+  try {
+    return await fill();
+  } catch (e) {
+    await sandbox.kill();
+    throw creationError(e, signal);
+  }
+}
+
 export interface ExecResult {
   exitCode: number;
   stdout: string;

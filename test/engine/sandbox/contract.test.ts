@@ -5,19 +5,28 @@
  * and the scripted model, reached from inside the sandbox through `engineUrl`.
  *
  * One OpenCode server per provider (each is ~600 MB and ~2 s to start): the tests of a
- * provider share one sandbox and one agent session and run in order.
+ * provider share one sandbox and one agent session and run in order. The warm path
+ * (`prepare` then `adopt`) starts a second server once the first is gone.
  */
 import fs from "node:fs";
 import path from "node:path";
+import { createOpencodeClient } from "@opencode-ai/sdk/v2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { AgentSession } from "../../../src/engine/agent/agent.ts";
-import { bundledOpencodeBin, createOpencodeDriver } from "../../../src/engine/agent/opencode.ts";
+import { buildOpencodeConfig, PROVIDER_ID } from "../../../src/engine/agent/opencode-config.ts";
+import {
+  bundledOpencodeBin,
+  createOpencodeDriver,
+  launchServer,
+  type LaunchedServer,
+} from "../../../src/engine/agent/opencode.ts";
 import type { BuilderEventData } from "../../../src/engine/events/schema.ts";
 import { computeDiff } from "../../../src/engine/git/git.ts";
 import { createBwrapProvider } from "../../../src/engine/sandbox/bwrap.ts";
 import { descendants } from "../../../src/engine/sandbox/process.ts";
 import { createLocalProvider } from "../../../src/engine/sandbox/local.ts";
-import type { Sandbox, SandboxProvider } from "../../../src/engine/sandbox/sandbox.ts";
+import { silentLogger } from "../../../src/engine/log.ts";
+import type { Sandbox, SandboxProvider, WarmSandbox } from "../../../src/engine/sandbox/sandbox.ts";
 import { startScriptedModel, type RecordedRequest, type ScriptedModel } from "../../fixtures/scripted-model.ts";
 import { git, makeRepo, tempDir, waitFor } from "../../helpers.ts";
 
@@ -57,6 +66,8 @@ afterAll(async () => {
 });
 
 const SECRET = "patchbay-canary-secret-7f3a";
+/** Starting OpenCode and its first turn take over a minute on a loaded machine. */
+const slow = { timeout: 180_000 };
 
 /** Text of the last tool result the agent sent back to the model in `req`. */
 function lastToolResult(req: RecordedRequest): string {
@@ -76,13 +87,17 @@ const alive = (pid: number) => {
 };
 
 for (const c of CASES) {
-  describe.skipIf(c.name === "bwrap" && !hasBwrap).sequential(`sandbox contract: ${c.name}`, () => {
+  describe.skipIf(c.name === "bwrap" && !hasBwrap).sequential(`sandbox contract: ${c.name}`, slow, () => {
     const modelId = `contract/${c.name}`;
     let dataDir: string;
     let provider: SandboxProvider;
     let sandbox: Sandbox;
     let other: Sandbox;
     let agent: AgentSession | undefined;
+    let warm: WarmSandbox | undefined;
+    let adopted: Sandbox | undefined;
+    let server: LaunchedServer | undefined;
+    let warmId = "";
     const events: BuilderEventData[] = [];
     let turnNo = 0;
 
@@ -116,7 +131,7 @@ for (const c of CASES) {
 
     afterAll(async () => {
       await agent?.close();
-      await Promise.all([sandbox?.kill(), other?.kill()]);
+      await Promise.all([sandbox?.kill(), other?.kill(), warm?.kill()]);
       await provider?.close?.();
     });
 
@@ -224,6 +239,77 @@ for (const c of CASES) {
       await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 10_000 });
       expect(fs.existsSync(path.join(dataDir, "sandboxes", sandbox.id))).toBe(false);
       await expect(sandbox.exec(["true"])).rejects.toMatchObject({ code: "sandbox_failed" });
+    });
+
+    it("prepare gives an empty sandbox OpenCode starts in; adopt checks the run's ref out and the server works on it", async () => {
+      warm = await provider.prepare!();
+      warmId = warm.id;
+      expect(warm.provider).toBe(c.name);
+      expect(await warm.exec(["ls", "-A"])).toMatchObject({ exitCode: 0, stdout: "" });
+      expect((await warm.exec(["pwd"])).stdout.trim()).toBe(warm.workdir);
+      const warmModel = `contract/${c.name}-warm`;
+      model.script(warmModel, [
+        [
+          { toolCalls: [{ name: "write", args: { filePath: "WARM.md", content: "written after adopt\n" } }] },
+          { text: "wrote it" },
+        ],
+      ]);
+      const config = buildOpencodeConfig({
+        modelBaseUrl: `${warm.engineUrl(Number(new URL(model.baseUrl).port))}/v1`,
+        modelToken: "warm-token",
+        modelId: warmModel,
+      });
+      server = await launchServer(warm, config, {
+        opencodeBin: undefined,
+        startTimeoutMs: 120_000,
+        log: silentLogger,
+      });
+
+      const runId = `run_${c.name}_warm`;
+      adopted = await warm.adopt({
+        runId,
+        ownerId: "o",
+        repository: { fullName: "acme/contract", cloneUrl: `${repo.baseUrl}/acme/contract.git` },
+        ref: "feature",
+      });
+      expect(adopted.id).toBe(runId);
+      expect(adopted.baseRef).toBe("feature");
+      expect(adopted.baseSha).toBe(git(repo.bare, "rev-parse", "refs/heads/feature"));
+      expect(await adopted.exec(["cat", "FEATURE.md"])).toMatchObject({ exitCode: 0, stdout: "feature branch\n" });
+      expect((await adopted.exec(["git", "rev-parse", "HEAD"])).stdout.trim()).toBe(adopted.baseSha);
+      expect((await adopted.exec(["pwd"])).stdout.trim()).toBe(adopted.workdir);
+      expect(fs.existsSync(path.join(dataDir, "sandboxes", runId, "repo", "FEATURE.md"))).toBe(true);
+
+      // The server started before adopt still runs, belongs to the run, and works in its
+      // checkout with the home it started with (a session, a turn, a file written).
+      expect(adopted.pids?.()).toContain(server.proc.pid);
+      const client = createOpencodeClient({ baseUrl: server.baseUrl, headers: server.headers });
+      const directory = adopted.workdir;
+      const session = await client.session.create({ directory, title: "contract" });
+      expect(session.error).toBeUndefined();
+      const prompted = await client.session.prompt({
+        sessionID: session.data!.id,
+        directory,
+        parts: [{ type: "text", text: "write it" }],
+        model: { providerID: PROVIDER_ID, modelID: warmModel },
+        agent: "build",
+      });
+      expect(prompted.error).toBeUndefined();
+      expect(model.agentRequests(warmModel)[0]!.authorization).toBe("Bearer warm-token");
+      expect((await adopted.exec(["cat", "WARM.md"])).stdout).toBe("written after adopt\n");
+    });
+
+    it("kill of an adopted sandbox kills what started before adopt and leaves nothing behind", async () => {
+      const held = descendants(adopted!.pids?.() ?? []).filter(alive);
+      expect(held).toContain(server!.proc.pid);
+      await adopted!.kill();
+      await server!.proc.exited;
+      await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 10_000 });
+      // Neither the run's directory nor anything at the warm sandbox's name (a link) is left.
+      const left = fs.readdirSync(path.join(dataDir, "sandboxes"));
+      expect(left).not.toContain(adopted!.id);
+      expect(left).not.toContain(warmId);
+      await expect(adopted!.exec(["true"])).rejects.toMatchObject({ code: "sandbox_failed" });
     });
   });
 }

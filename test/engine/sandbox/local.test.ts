@@ -5,7 +5,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { EngineError } from "../../../src/engine/errors.ts";
 import { computeDiff, createHostGit, type GitRunner } from "../../../src/engine/git/git.ts";
 import { createLocalProvider } from "../../../src/engine/sandbox/local.ts";
-import type { Sandbox, SandboxCreateOptions } from "../../../src/engine/sandbox/sandbox.ts";
+import type { Sandbox, SandboxCreateOptions, WarmSandbox } from "../../../src/engine/sandbox/sandbox.ts";
 import { startGitHttpServer } from "../../fixtures/git-http-server.ts";
 import { git, makeRepo, tempDir, waitFor } from "../../helpers.ts";
 
@@ -14,7 +14,7 @@ const alive = (pid: number) =>
   !/^\S+ \S+ Z/.test(fs.readFileSync(`/proc/${pid}/stat`, "utf8").replace(/\(.*\)/, "x"));
 
 let runSeq = 0;
-const sandboxes: Sandbox[] = [];
+const sandboxes: (Sandbox | WarmSandbox)[] = [];
 afterEach(async () => {
   await Promise.all(sandboxes.splice(0).map((s) => s.kill()));
 });
@@ -39,7 +39,7 @@ function setup(opts: { gitRunner?: GitRunner } = {}) {
     sandboxes.push(s);
     return s;
   };
-  return { repo, dataDir, provider, create };
+  return { repo, dataDir, provider, base, create };
 }
 
 const read = (s: Sandbox, file: string) => fs.readFileSync(path.join(s.workdir, file), "utf8");
@@ -266,6 +266,15 @@ describe("local sandbox: processes", () => {
     expect(s.pids?.()).toEqual([]);
   });
 
+  it("pids() lists a spawned process only while it runs", async () => {
+    const { create } = setup();
+    const s = await create();
+    const proc = s.spawn(["sh", "-c", "exit 0"]);
+    expect(s.pids?.()).toEqual([proc.pid]);
+    await proc.exited;
+    await waitFor(() => s.pids?.().length === 0, { what: "the exited process to leave pids()" });
+  });
+
   it("kill() stops every spawned process, removes the directory, and is idempotent", async () => {
     const { create, dataDir } = setup();
     const s = await create();
@@ -309,6 +318,52 @@ describe("local provider", () => {
     expect(fs.existsSync(kept)).toBe(true);
     await new Promise((r) => (stray.exitCode !== null || stray.signalCode !== null ? r(null) : stray.once("exit", r)));
     expect(stray.signalCode).toBe("SIGKILL");
+  });
+});
+
+describe("local provider: prepare and adopt", () => {
+  it("a process started in a warm sandbox keeps its HOME and TMPDIR once adopt renames the sandbox after its run", async () => {
+    const { repo, dataDir, provider, base } = setup();
+    const warm = await provider.prepare!();
+    const warmRoot = path.dirname(warm.workdir);
+    expect(fs.readdirSync(warm.workdir)).toEqual([]);
+    // Waits for a file in its TMPDIR, then writes into its HOME: paths it was started with.
+    const proc = warm.spawn([
+      "sh",
+      "-c",
+      'while [ ! -e "$TMPDIR/go" ]; do sleep 0.05; done; echo seen > "$HOME/seen"; sleep 60',
+    ]);
+    const opts = base({ ref: "feature" });
+    const s = await warm.adopt(opts);
+    sandboxes.push(s);
+    const root = path.join(dataDir, "sandboxes", opts.runId);
+    expect(s.id).toBe(opts.runId);
+    expect(s.workdir).toBe(path.join(root, "repo"));
+    expect(s.baseSha).toBe(git(repo.bare, "rev-parse", "refs/heads/feature"));
+    expect(read(s, "FEATURE.md")).toBe("feature\n");
+    expect(fs.readlinkSync(warmRoot)).toBe(root);
+
+    fs.writeFileSync(path.join(root, "tmp", "go"), "");
+    await waitFor(() => fs.existsSync(path.join(root, "home", "seen")), { what: "the process to write into its HOME" });
+    expect(s.pids?.()).toEqual([proc.pid]);
+    // The link at the warm name belongs to the live sandbox: reap leaves both names alone.
+    await provider.reap!(new Set());
+    expect(fs.readlinkSync(warmRoot)).toBe(root);
+    expect(fs.existsSync(s.workdir)).toBe(true);
+
+    await s.kill();
+    expect(await proc.exited).toMatchObject({ signal: "SIGTERM" });
+    expect(fs.readdirSync(path.join(dataDir, "sandboxes"))).toEqual([]);
+  });
+
+  it("refuses to adopt for a run that already has a sandbox, and the warm sandbox stays usable", async () => {
+    const { provider, base, create } = setup();
+    const taken = await create();
+    const warm = await provider.prepare!();
+    sandboxes.push(warm);
+    await expect(warm.adopt(base({ runId: taken.id }))).rejects.toMatchObject({ code: "sandbox_failed" });
+    const s = await warm.adopt(base());
+    expect(read(s, "README.md")).toBe("# widget\n");
   });
 });
 

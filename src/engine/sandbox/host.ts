@@ -1,0 +1,398 @@
+/**
+ * The base of the sandbox providers whose processes run on this host (`local`, `bwrap`).
+ *
+ * A sandbox is a directory, `<dataDir>/sandboxes/<id>/`, holding the checkout (`repo/`), a
+ * private home (`home/`) and a TMPDIR (`tmp/`). Everything else is the same for both
+ * providers and lives here: sandboxes made empty (`prepare`) and filled with a run's
+ * checkout (`adopt`; `create` is both under the run's name), process groups tracked while
+ * they run, kill, and `reap` of what a dead Patchbay left behind. A provider says only how
+ * a command starts in a sandbox (a {@link HostFlavor}).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { EngineError } from "../errors.ts";
+import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
+import { checkoutFromMirror, createMirrorCache } from "../git/mirror.ts";
+import type { Logger } from "../log.ts";
+import { silentLogger } from "../log.ts";
+import {
+  descendants,
+  freeLoopbackPort,
+  GroupProcess,
+  isAlive,
+  killStrays,
+  removeTree,
+  Tail,
+  writeStdin,
+} from "./process.ts";
+import {
+  fillOrKill,
+  type ExecOptions,
+  type ExecResult,
+  type ProcessHandle,
+  type Sandbox,
+  type SandboxCreateOptions,
+  type SandboxProvider,
+  type WarmSandbox,
+} from "./sandbox.ts";
+
+/** Options every host provider takes. */
+export interface HostProviderOptions {
+  /** Sandboxes live in `<dataDir>/sandboxes`, mirrors in `<dataDir>/mirrors`. */
+  dataDir: string;
+  log?: Logger;
+  /** Runs git on the host (mirror and checkout only). Default: `createHostGit` with HOME at `<dataDir>/git-home`. */
+  gitRunner?: GitRunner;
+  /** Grace period between SIGTERM and SIGKILL when a process is killed. Default 3 s. */
+  killGraceMs?: number;
+}
+
+/** How a command starts on the host: the program, its arguments, its host directory and whole environment. */
+export interface HostCommand {
+  file: string;
+  args: string[];
+  cwd: string;
+  env: Record<string, string>;
+}
+
+/** What a host provider adds to the base. */
+export interface HostFlavor {
+  readonly name: "local" | "bwrap";
+  /** The workdir, as commands in the sandbox at `root` see it. */
+  workdir(root: string): string;
+  /** How `argv` starts in the sandbox at `root`, in `cwd` (a path as the sandbox sees it). */
+  command(root: string, argv: string[], cwd: string): HostCommand;
+  /** Files the provider needs in a new sandbox directory besides `repo/`, `home/` and `tmp/`. */
+  layout?(root: string): void;
+  /** The git that checks the run's repository out into `repo/`, given the host's. */
+  checkoutGit?(hostGit: GitRunner): GitRunner;
+  /** A tool's binary inside the sandbox, when the provider puts one there. */
+  binaryPath?(name: "opencode"): string | undefined;
+  /**
+   * True when commands see host paths (HOME, TMPDIR, the workdir). A sandbox renamed after
+   * its run then leaves a link at its old path, for the processes started before.
+   */
+  readonly hostPaths: boolean;
+}
+
+/** Output kept per stream by `exec`: the tail is what explains a failure. */
+const OUTPUT_CAP = 1024 * 1024;
+const SANDBOX_ID = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The whole environment of a sandboxed command before the caller's additions: nothing is
+ * inherited from Patchbay (API keys), and the home's XDG dirs are the sandbox's own.
+ */
+export function sandboxEnv(paths: { path: string; home: string; tmp: string }): Record<string, string> {
+  return {
+    PATH: paths.path,
+    HOME: paths.home,
+    XDG_CONFIG_HOME: `${paths.home}/.config`,
+    XDG_CACHE_HOME: `${paths.home}/.cache`,
+    XDG_DATA_HOME: `${paths.home}/.local/share`,
+    XDG_STATE_HOME: `${paths.home}/.local/state`,
+    TMPDIR: paths.tmp,
+    LANG: "C.UTF-8",
+    TERM: "dumb",
+  };
+}
+
+/** Create a host provider of the given flavor. */
+export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor): SandboxProvider {
+  const log = opts.log ?? silentLogger;
+  const dataDir = path.resolve(opts.dataDir);
+  const sandboxesDir = path.join(dataDir, "sandboxes");
+  const hostGit = opts.gitRunner ?? createHostGit({ home: path.join(dataDir, "git-home") });
+  const checkoutGit = flavor.checkoutGit?.(hostGit) ?? hostGit;
+  const mirrors = createMirrorCache({ dataDir, run: hostGit, log });
+  const killGraceMs = opts.killGraceMs ?? 3000;
+  /** Every name in `sandboxesDir` a live sandbox holds: its own, and the links at its former ones. */
+  const live = new Map<string, HostSandbox>();
+
+  const checkId = (id: string): void => {
+    if (!SANDBOX_ID.test(id))
+      throw new EngineError("sandbox_failed", `run id ${JSON.stringify(id)} cannot name a sandbox`);
+    if (live.has(id)) throw new EngineError("sandbox_failed", `a sandbox for run ${id} already exists`);
+  };
+
+  /** A sandbox with an empty workspace (the first half of `create`, and what a warm pool keeps). */
+  const prepare = async (id: string): Promise<HostSandbox> => {
+    checkId(id);
+    const root = path.join(sandboxesDir, id);
+    // A directory left by a crash belongs to no live sandbox (checked above): start afresh.
+    await removeTree(root);
+    for (const dir of ["repo", "home/.config", "home/.cache", "home/.local/share", "home/.local/state", "tmp"])
+      fs.mkdirSync(path.join(root, dir), { recursive: true, mode: 0o700 });
+    flavor.layout?.(root);
+    const sandbox = new HostSandbox({
+      id,
+      root,
+      flavor,
+      killGraceMs,
+      log,
+      adopt: (s, c) => adopt(s, c),
+      onGone: (s) => {
+        for (const [name, owner] of live) if (owner === s) live.delete(name);
+      },
+    });
+    live.set(id, sandbox);
+    return sandbox;
+  };
+
+  /** Check the run's repository out into a prepared sandbox's (empty) workspace. */
+  const adopt = async (sandbox: HostSandbox, c: SandboxCreateOptions): Promise<Sandbox> => {
+    if (sandbox.id !== c.runId) {
+      checkId(c.runId);
+      if (c.ref !== undefined) await validateRef(hostGit, c.ref);
+      // Open files and working directories follow a rename (bwrap's bind mounts too), so the
+      // processes already running keep working; the directory is then named after its run.
+      const [former, from, to] = [sandbox.id, sandbox.root, path.join(sandboxesDir, c.runId)];
+      await removeTree(to);
+      fs.renameSync(from, to);
+      // Paths written into a running process's environment (local's HOME) do not follow:
+      // a link at the former name keeps them, and the name, the sandbox's until it is killed.
+      if (flavor.hostPaths) fs.symlinkSync(to, from);
+      else live.delete(former);
+      sandbox.rename(c.runId, to, flavor.hostPaths ? from : undefined);
+      live.set(c.runId, sandbox);
+    }
+    const { fullName, cloneUrl } = c.repository;
+    const { ref, signal } = c;
+    const workdir = path.join(sandbox.root, "repo");
+    const checkout = await mirrors.withMirror({ fullName, cloneUrl, credential: c.credential, signal }, (mirrorDir) =>
+      checkoutFromMirror({ run: checkoutGit, mirrorDir, workdir, cloneUrl, fullName, ref, signal }),
+    );
+    if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
+    sandbox.setBase(checkout.baseSha, checkout.baseRef);
+    log.info("sandbox created", {
+      sandbox: c.runId,
+      repository: c.repository.fullName,
+      baseRef: checkout.baseRef,
+      baseSha: checkout.baseSha,
+    });
+    return sandbox;
+  };
+
+  return {
+    name: flavor.name,
+
+    async create(c: SandboxCreateOptions): Promise<Sandbox> {
+      // Checked before anything touches the disk: hostile input never reaches git. The ref
+      // was validated by the engine already; once more costs one tiny git call.
+      checkId(c.runId);
+      if (c.ref !== undefined) await validateRef(hostGit, c.ref);
+      const sandbox = await prepare(c.runId);
+      return fillOrKill(sandbox, () => adopt(sandbox, c), c.signal);
+    },
+
+    async prepare(): Promise<WarmSandbox> {
+      return prepare(`warm_${randomBytes(6).toString("hex")}`);
+    },
+
+    async reap(liveRunIds: ReadonlySet<string>): Promise<void> {
+      let entries: string[];
+      try {
+        entries = await fs.promises.readdir(sandboxesDir);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") return; // no sandbox was ever made
+        throw e;
+      }
+      for (const id of entries) {
+        if (liveRunIds.has(id) || live.has(id)) continue;
+        const root = path.join(sandboxesDir, id);
+        // Every process of a sandbox works in its directory on the host (bwrap: the bwrap
+        // process, whose death takes its PID namespace down).
+        killStrays(root, log);
+        await removeTree(root);
+        log.info("reaped sandbox", { sandbox: id });
+      }
+    },
+
+    async close(): Promise<void> {
+      await Promise.all([...new Set(live.values())].map((s) => s.kill()));
+    },
+  };
+}
+
+interface HostSandboxInit {
+  id: string;
+  root: string;
+  flavor: HostFlavor;
+  killGraceMs: number;
+  log: Logger;
+  adopt: (s: HostSandbox, c: SandboxCreateOptions) => Promise<Sandbox>;
+  onGone: (s: HostSandbox) => void;
+}
+
+/** A sandbox of a host provider: a warm one until `adopt`, then a run's. */
+class HostSandbox implements WarmSandbox, Sandbox {
+  readonly provider: "local" | "bwrap";
+  readonly listenHost = "127.0.0.1";
+  private _id: string;
+  private _root: string;
+  private _baseSha = "";
+  private _baseRef = "";
+  private log: Logger;
+  /** Links left at the directory's former paths (see {@link HostFlavor.hostPaths}). */
+  private readonly links: string[] = [];
+  private readonly procs = new Set<GroupProcess>();
+  private killing: Promise<void> | undefined;
+
+  constructor(private readonly init: HostSandboxInit) {
+    this.provider = init.flavor.name;
+    this._id = init.id;
+    this._root = init.root;
+    this.log = init.log.child({ sandbox: init.id });
+  }
+
+  get id(): string {
+    return this._id;
+  }
+  get root(): string {
+    return this._root;
+  }
+  get workdir(): string {
+    return this.init.flavor.workdir(this._root);
+  }
+  get baseSha(): string {
+    return this._baseSha;
+  }
+  get baseRef(): string {
+    return this._baseRef;
+  }
+
+  /** Called by the provider when a warm sandbox becomes a run's. */
+  rename(id: string, root: string, link: string | undefined): void {
+    this._id = id;
+    this._root = root;
+    if (link !== undefined) this.links.push(link);
+    this.log = this.init.log.child({ sandbox: id });
+  }
+
+  setBase(sha: string, ref: string): void {
+    this._baseSha = sha;
+    this._baseRef = ref;
+  }
+
+  adopt(c: SandboxCreateOptions): Promise<Sandbox> {
+    this.alive();
+    return this.init.adopt(this, c);
+  }
+
+  binaryPath(name: "opencode"): string | undefined {
+    return this.init.flavor.binaryPath?.(name);
+  }
+
+  private alive(): void {
+    if (this.killing) throw new EngineError("sandbox_failed", `sandbox ${this._id} has been killed`);
+  }
+
+  /** Start `argv` as the leader of a process group of its own, tracked until it exits. */
+  private launch(argv: string[], opts: ExecOptions): { proc: GroupProcess; child: ChildProcess } {
+    this.alive();
+    if (argv.length === 0 || !argv[0]) throw new EngineError("sandbox_failed", "no command given");
+    const cmd = this.init.flavor.command(this._root, argv, opts.cwd ?? this.workdir);
+    let child: ChildProcess;
+    try {
+      // A process group of its own, so that killing it also stops everything it started.
+      child = spawn(cmd.file, cmd.args, {
+        cwd: cmd.cwd,
+        env: { ...cmd.env, ...opts.env },
+        detached: true,
+        stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+      });
+    } catch (e) {
+      // Thrown synchronously only for malformed input (a NUL byte in an argument or value).
+      throw new EngineError("sandbox_failed", `cannot start ${JSON.stringify(argv[0])}: ${(e as Error).message}`);
+    }
+    const proc = new GroupProcess(child, this.init.killGraceMs, this.log);
+    this.procs.add(proc);
+    void proc.exited.then(() => this.procs.delete(proc));
+    return { proc, child };
+  }
+
+  async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
+    const { proc, child } = this.launch(argv, opts);
+    const stdout = new Tail(OUTPUT_CAP);
+    const stderr = new Tail(OUTPUT_CAP);
+    proc.onOutput((chunk, stream) => (stream === "stdout" ? stdout : stderr).push(chunk));
+    let timedOut = false;
+    const timer =
+      opts.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true;
+            proc.signalGroup("SIGKILL");
+          }, opts.timeoutMs);
+    writeStdin(child, opts.stdin, this.log);
+    const { code, signal } = await proc.exited;
+    if (timer) clearTimeout(timer);
+    // A command run to completion leaves nothing behind: whatever it put in the background
+    // would otherwise outlive the call, unseen (bwrap's namespace takes it down already).
+    proc.signalGroup("SIGKILL");
+    return {
+      exitCode: code ?? 128 + (os.constants.signals[signal as NodeJS.Signals] ?? 0),
+      stdout: stdout.text(),
+      stderr: stderr.text() + (proc.spawnError ? `${proc.spawnError.message}\n` : ""),
+      ...(timedOut ? { timedOut } : {}),
+    };
+  }
+
+  spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
+    const { proc, child } = this.launch(argv, opts);
+    writeStdin(child, opts.stdin, this.log);
+    if (opts.timeoutMs !== undefined) {
+      const timer = setTimeout(() => void proc.kill(), opts.timeoutMs);
+      void proc.exited.then(() => clearTimeout(timer));
+    }
+    return proc;
+  }
+
+  freePort(): Promise<number> {
+    // Both providers share the host's network namespace: a port free here is free inside.
+    return freeLoopbackPort();
+  }
+
+  async endpoint(port: number): Promise<string> {
+    return `http://127.0.0.1:${port}`;
+  }
+
+  engineUrl(port: number): string {
+    return `http://127.0.0.1:${port}`;
+  }
+
+  pids(): number[] {
+    return [...this.procs].filter((p) => p.running && p.pid !== undefined).map((p) => p.pid!);
+  }
+
+  kill(): Promise<void> {
+    this.killing ??= (async () => {
+      const inside = descendants(this.pids());
+      await Promise.all([...this.procs].map((p) => p.kill()));
+      this.procs.clear();
+      // A process that left its group (setsid) is not reached by the group's signals.
+      for (const pid of inside.filter(isAlive)) signal(pid, this.log);
+      // PDEATHSIG and a PID namespace's teardown are asynchronous: wait until every process
+      // that was inside is really gone before the directory goes.
+      const deadline = Date.now() + 5000;
+      while (inside.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      for (const pid of inside.filter(isAlive)) this.log.warn("sandbox process survived its sandbox", { pid });
+      await removeTree(this._root);
+      await Promise.all(this.links.map((l) => fs.promises.rm(l, { force: true })));
+      this.init.onGone(this);
+      this.log.info("sandbox removed");
+    })();
+    return this.killing;
+  }
+}
+
+function signal(pid: number, log: Logger): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ESRCH") log.warn("could not kill a sandbox process", { pid, error: e });
+  }
+}
