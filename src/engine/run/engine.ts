@@ -3,7 +3,7 @@
  *
  * A run is a sandbox with the repository checked out, an agent session in it, and an
  * ordered event log. Turns run in the background; callers follow them through the event
- * log (`events`, `subscribe`) or `waitForTurn`. Lifecycle (DESIGN.md):
+ * log (`events`, `follow`) or `waitForTurn`. Lifecycle (DESIGN.md):
  *   queued -> running -> idle --(message)--> running -> idle ...
  *   idle --(endSession | expiry)--> completed; any step --(error)--> failed;
  *   running --(cancel)--> cancelled
@@ -26,6 +26,7 @@ import type { RunStore } from "../store/store.ts";
 import { CreateRunInput, isTerminal, MessageInput, type RunRecord, type RunStatus, type Usage } from "./schema.ts";
 import { toRunView, type RunView } from "./view.ts";
 import { validateTurn } from "../validation/validation.ts";
+import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 
 export interface EngineDeps {
   config: Config;
@@ -59,8 +60,6 @@ export interface ModelCatalog {
   models: string[];
 }
 
-export type EventListener = (event: RunEvent) => void;
-
 export interface Engine {
   startRun(ownerId: string, input: unknown, opts?: StartRunOptions): Promise<RunView>;
   /** Continue an idle run, end its session (`endSession`), or start a chained run. */
@@ -74,8 +73,14 @@ export interface Engine {
   getPatch(ownerId: string, runId: string): Promise<{ runId: string; status: RunStatus; patch: string | null }>;
   /** Events with id > after, in order. Throws event_not_found for a cursor past the end. */
   events(ownerId: string, runId: string, after?: number, limit?: number): Promise<RunEvent[]>;
+  /**
+   * The stored events after `after`, then the live ones, in order, none missed or repeated,
+   * until the run's terminal status (or the end of a turn: `until: "turn"`) or `signal`.
+   * Throws run_not_found / event_not_found before it resolves.
+   */
+  follow(ownerId: string, runId: string, opts?: FollowOptions): Promise<RunFollow>;
   /** Live events of a run (after the ownership check). Returns the unsubscribe function. */
-  subscribe(ownerId: string, runId: string, listener: EventListener): Promise<() => void>;
+  subscribe(ownerId: string, runId: string, listener: (event: RunEvent) => void): Promise<() => void>;
   endSession(ownerId: string, runId: string): Promise<RunView>;
   cancel(ownerId: string, runId: string): Promise<RunView>;
   /** Resolves once the run is no longer queued or running (idle or terminal). */
@@ -1001,15 +1006,16 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
 
     async events(ownerId, runId, after = 0, limit) {
       await ownedRun(ownerId, runId);
-      const last = store.lastEventId(runId);
-      if (!Number.isInteger(after) || after < 0 || after > last) {
-        throw new EngineError(
-          "event_not_found",
-          `event ${after} does not exist in run ${runId} (last event is ${last})`,
-          { lastEventId: last },
-        );
-      }
+      assertCursor(runId, after, store.lastEventId(runId));
       return store.readEvents(runId, after, limit);
+    },
+
+    follow(ownerId, runId, opts) {
+      const subscribe = (id: string, listener: (ev: RunEvent) => void) => {
+        bus.on(id, listener);
+        return () => void bus.off(id, listener);
+      };
+      return followRun({ store, subscribe, ownedRun }, ownerId, runId, opts);
     },
 
     async subscribe(ownerId, runId, listener) {
