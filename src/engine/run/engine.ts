@@ -79,8 +79,6 @@ export interface Engine {
    * Throws run_not_found / event_not_found before it resolves.
    */
   follow(ownerId: string, runId: string, opts?: FollowOptions): Promise<RunFollow>;
-  /** Live events of a run (after the ownership check). Returns the unsubscribe function. */
-  subscribe(ownerId: string, runId: string, listener: (event: RunEvent) => void): Promise<() => void>;
   endSession(ownerId: string, runId: string): Promise<RunView>;
   cancel(ownerId: string, runId: string): Promise<RunView>;
   /** Resolves once the run is no longer queued or running (idle or terminal). */
@@ -1016,12 +1014,6 @@ export async function createEngine(deps: EngineDeps): Promise<Engine> {
         return () => void bus.off(id, listener);
       };
       return followRun({ store, subscribe, ownedRun }, ownerId, runId, opts);
-    },
-
-    async subscribe(ownerId, runId, listener) {
-      await ownedRun(ownerId, runId);
-      bus.on(runId, listener);
-      return () => bus.off(runId, listener);
     },
 
     async endSession(ownerId, runId) {
