@@ -5,8 +5,7 @@
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
-import { createLogger, isEngineError, openPatchbay } from "./engine/index.ts";
-import type { RunEvent } from "./engine/events/schema.ts";
+import { createLogger, describeEvent, isEngineError, openPatchbay } from "./engine/index.ts";
 import { createHttpApp } from "./http/app.ts";
 import { createMcpMount } from "./http/mcp-mount.ts";
 
@@ -163,26 +162,6 @@ async function keys(config: Config, args: string[]): Promise<void> {
   }
 }
 
-function describe(ev: RunEvent): string | undefined {
-  if (ev.type === "run.status")
-    return `status: ${ev.data.status}${ev.data.error ? ` (${ev.data.error.code}: ${ev.data.error.message})` : ""}`;
-  const d = ev.data;
-  switch (d.kind) {
-    case "tool":
-      return d.status === "running" ? undefined : `tool ${d.tool} ${d.status}${d.title ? `: ${d.title}` : ""}`;
-    case "file.edited":
-      return `edited ${d.path}`;
-    case "text":
-      return `agent: ${d.text.split("\n")[0]!.slice(0, 120)}`;
-    case "error":
-      return `error ${d.code}: ${d.message}`;
-    case "log":
-      return d.message;
-    default:
-      return undefined;
-  }
-}
-
 async function runOnce(config: Config, args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
@@ -207,22 +186,10 @@ async function runOnce(config: Config, args: string[]): Promise<void> {
       ...(values.plan ? { taskKind: "plan" } : {}),
     });
     process.stderr.write(`run ${run.id} on ${run.repository.fullName} with ${run.modelId}\n`);
-    // Subscribe first, then replay what was logged before: no event is missed or shown twice.
-    let shown = 0;
-    const show = (ev: RunEvent) => {
-      if (ev.id <= shown) return;
-      shown = ev.id;
-      const line = describe(ev);
-      if (line) process.stderr.write(`  · ${line}\n`);
-    };
-    const buffered: RunEvent[] = [];
-    let replayed = false;
-    const unsubscribe = await pb.engine.subscribe(owner, run.id, (ev) => (replayed ? show(ev) : buffered.push(ev)));
-    for (const ev of await pb.engine.events(owner, run.id, 0)) show(ev);
-    for (const ev of buffered) show(ev);
-    replayed = true;
-    const done = await pb.engine.waitForTurn(owner, run.id);
-    unsubscribe();
+    // The whole turn, from its first event: what was logged before this line is replayed.
+    for await (const ev of await pb.engine.follow(owner, run.id, { until: "turn" }))
+      process.stderr.write(`  · ${describeEvent(ev)}\n`);
+    const done = await pb.engine.getRun(owner, run.id);
     const { patch } = await pb.engine.getPatch(owner, run.id);
     if (done.status === "failed") {
       process.stderr.write(`run failed: ${done.error?.code}: ${done.error?.message}\n`);

@@ -13,7 +13,8 @@ import {
   SubscribeRequestSchema,
   UnsubscribeRequestSchema,
 } from "@modelcontextprotocol/sdk/types.js";
-import { isEngineError, type Engine, type Logger } from "../engine/index.ts";
+import { isEngineError, type Engine, type Logger, type RunFollow } from "../engine/index.ts";
+import { followFromNow } from "./follow.ts";
 import type { McpCaller, McpScope, ToolExtra } from "./tool.ts";
 
 /** The URI of a run resource. */
@@ -102,38 +103,52 @@ export function registerRunResources(server: McpServer, deps: ResourceDeps): () 
     },
   );
 
-  const subscriptions = new Map<string, () => void>();
+  /** One follow per subscribed URI, from the subscription on, until the run's terminal status. */
+  const subscriptions = new Map<string, RunFollow>();
+
+  /** Tell the client about every status change the follow sees. */
+  async function notifyStatusChanges(uri: string, follow: RunFollow): Promise<void> {
+    for await (const ev of follow) {
+      if (ev.type !== "run.status") continue;
+      server.server
+        .sendResourceUpdated({ uri })
+        // The client may be gone; its subscription ends with the session.
+        .catch((e: unknown) => log.debug("resource update not sent", { uri, error: e }));
+    }
+  }
 
   server.server.setRequestHandler(SubscribeRequestSchema, async (request, extra) => {
     const uri = request.params.uri;
     const m = URI.exec(uri);
     if (!m) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri });
     if (subscriptions.has(uri)) return {};
+    let follow: RunFollow;
     try {
       const { ownerId } = deps.caller(extra, "read:builder");
-      const unsubscribe = await engine.subscribe(ownerId, m[1]!, (ev) => {
-        if (ev.type !== "run.status") return;
-        server.server
-          .sendResourceUpdated({ uri })
-          // The client may be gone; its subscription ends with the session.
-          .catch((e: unknown) => log.debug("resource update not sent", { uri, error: e }));
-      });
-      subscriptions.set(uri, unsubscribe);
-      return {};
+      follow = await followFromNow(engine, ownerId, m[1]!);
     } catch (e) {
       throw resourceError(e, uri);
     }
+    // A second subscribe to the same URI raced this one: one follow is enough.
+    if (subscriptions.has(uri)) follow.close();
+    else {
+      subscriptions.set(uri, follow);
+      notifyStatusChanges(uri, follow).catch((e: unknown) =>
+        log.warn("resource subscription stopped", { uri, error: e }),
+      );
+    }
+    return {};
   });
 
   server.server.setRequestHandler(UnsubscribeRequestSchema, async (request) => {
     const uri = request.params.uri;
-    subscriptions.get(uri)?.();
+    subscriptions.get(uri)?.close();
     subscriptions.delete(uri);
     return {};
   });
 
   return () => {
-    for (const unsubscribe of subscriptions.values()) unsubscribe();
+    for (const follow of subscriptions.values()) follow.close();
     subscriptions.clear();
   };
 }

@@ -5,8 +5,10 @@
  * stops and the run carries on (an assistant can pick it up with `get_run`/`stream_events`).
  */
 import * as z from "zod";
+import type { RunEvent } from "../engine/events/schema.ts";
 import { RunView } from "../engine/run/view.ts";
-import { describeStep } from "./describe.ts";
+import { describeStep } from "../engine/index.ts";
+import { followFromNow } from "./follow.ts";
 import type { ToolContext } from "./tool.ts";
 
 /** Result of `start_run` and `send_message`: the run, and whether the turn was waited for. */
@@ -43,30 +45,28 @@ export async function waitForTurnWithProgress(
   const progressToken = extra._meta?.progressToken;
   let progress = 0;
   let lastSentAt = 0;
-  const unsubscribe =
-    progressToken === undefined
-      ? () => undefined
-      : await engine.subscribe(caller.ownerId, runId, (ev) => {
-          // The status that ends the turn is the result itself, not progress.
-          if (ev.type === "run.status" && ev.data.status !== "running" && ev.data.status !== "queued") return;
-          const message = describeStep(ev);
-          if (!message) return;
-          progress += 1;
-          lastSentAt = Date.now();
-          extra
-            .sendNotification({ method: "notifications/progress", params: { progressToken, progress, message } })
-            // A lost progress notification must not fail the tool call.
-            .catch((e: unknown) => log.debug("progress notification not sent", { runId, error: e }));
-        });
+  // Ends after the status that ends the turn, or when the client cancels the request or goes away.
+  const follow = await followFromNow(engine, caller.ownerId, runId, { until: "turn", signal: extra.signal });
   try {
-    return { run: await engine.waitForTurn(caller.ownerId, runId, extra.signal), waited: true };
-  } catch (e) {
-    // The client cancelled the request or disconnected: stop waiting, leave the run alone.
-    if (extra.signal.aborted) return { run: await engine.getRun(caller.ownerId, runId), waited: false };
-    throw e;
+    for await (const ev of follow) {
+      // The status that ends the turn is the result itself, not progress.
+      if (progressToken === undefined || endsTurn(ev)) continue;
+      const message = describeStep(ev);
+      if (!message) continue;
+      progress += 1;
+      lastSentAt = Date.now();
+      extra
+        .sendNotification({ method: "notifications/progress", params: { progressToken, progress, message } })
+        // A lost progress notification must not fail the tool call.
+        .catch((e: unknown) => log.debug("progress notification not sent", { runId, error: e }));
+    }
   } finally {
-    unsubscribe();
     const sinceLast = Date.now() - lastSentAt;
     if (sinceLast < PROGRESS_SETTLE_MS) await new Promise((r) => setTimeout(r, PROGRESS_SETTLE_MS - sinceLast));
   }
+  // A cancelled or gone client stopped the wait, not the run: it carries on.
+  return { run: await engine.getRun(caller.ownerId, runId), waited: !extra.signal.aborted };
 }
+
+const endsTurn = (ev: RunEvent) =>
+  ev.type === "run.status" && ev.data.status !== "running" && ev.data.status !== "queued";

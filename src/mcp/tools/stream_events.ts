@@ -2,8 +2,7 @@
 import * as z from "zod";
 import { RunEvent } from "../../engine/events/schema.ts";
 import { RunStatus } from "../../engine/run/schema.ts";
-import type { Engine } from "../../engine/index.ts";
-import { describeEvent } from "../describe.ts";
+import { describeEvent } from "../../engine/index.ts";
 import { RunIdField } from "../fields.ts";
 import { sidecar } from "../sidecar.ts";
 import { defineTool } from "../tool.ts";
@@ -56,16 +55,6 @@ function endsTurn(ev: RunEvent | undefined): boolean {
   return ev?.type === "run.status" && ev.data.status !== "queued" && ev.data.status !== "running";
 }
 
-/**
- * Whether the log up to `cursor` is complete for now: the event at the cursor ends a turn.
- * (Reading the run's status instead would race: the status is stored before its event.)
- */
-async function settledAt(engine: Engine, ownerId: string, runId: string, cursor: number): Promise<boolean> {
-  if (cursor === 0) return false;
-  const [last] = await engine.events(ownerId, runId, cursor - 1, 1);
-  return endsTurn(last);
-}
-
 export const streamEventsTool = defineTool({
   name: "stream_events",
   title: "Stream a run's events",
@@ -77,37 +66,28 @@ export const streamEventsTool = defineTool({
   async run({ runId, after = 0, waitMs = DEFAULT_WAIT_MS, limit = DEFAULT_LIMIT }, ctx) {
     const { engine, caller, extra } = ctx;
     const owner = caller.ownerId;
-    // Subscribe before the first read, so an event landing between the read and the wait wakes us.
-    let wake: () => void = () => undefined;
-    let pending = new Promise<void>((r) => (wake = r));
-    const unsubscribe = await engine.subscribe(owner, runId, () => wake());
-    let events: RunEvent[];
-    try {
-      events = await engine.events(owner, runId, after, limit);
-      const deadline = Date.now() + waitMs;
-      while (
-        events.length === 0 &&
-        !extra.signal.aborted &&
-        Date.now() < deadline &&
-        !(await settledAt(engine, owner, runId, after))
-      ) {
-        let timer: NodeJS.Timeout | undefined;
-        const onAbort = () => wake();
-        extra.signal.addEventListener("abort", onAbort, { once: true });
-        await Promise.race([pending, new Promise<void>((r) => (timer = setTimeout(r, deadline - Date.now())))]);
-        clearTimeout(timer);
-        extra.signal.removeEventListener("abort", onAbort);
-        pending = new Promise<void>((r) => (wake = r));
-        events = await engine.events(owner, runId, after, limit);
+    let events = await engine.events(owner, runId, after, limit);
+    /** Nothing new, and the run had stopped working at the cursor: nothing comes on its own. */
+    let over = false;
+    if (events.length === 0 && waitMs > 0) {
+      // Follow the run until its next event, the end of its turn, the deadline or the client's cancel.
+      const signal = AbortSignal.any([extra.signal, AbortSignal.timeout(waitMs)]);
+      const follow = await engine.follow(owner, runId, { after, until: "turn", signal });
+      let next = false;
+      for await (const _ of follow) {
+        next = true;
+        break;
       }
-    } finally {
-      unsubscribe();
+      // Ended by itself with nothing after the cursor: the turn was already over there.
+      if (!next) over = !signal.aborted;
+      else events = await engine.events(owner, runId, after, limit);
+    } else if (events.length === 0 && after > 0) {
+      // No wait asked for: the log answers whether the run stopped at the cursor.
+      over = endsTurn((await engine.events(owner, runId, after - 1, 1))[0]);
     }
     const nextCursor = events.at(-1)?.id ?? after;
     // Fewer than `limit` events means we read to the end of the log.
-    const done =
-      events.length < limit &&
-      (events.length ? endsTurn(events.at(-1)) : await settledAt(engine, owner, runId, nextCursor));
+    const done = events.length < limit && (events.length ? endsTurn(events.at(-1)) : over);
     const { status } = await engine.getRun(owner, runId);
     const structured: StreamEventsResult = { events, nextCursor, status, done };
     const head = `${events.length} event(s) of run ${runId} after ${after}; next cursor ${nextCursor}; status ${status}${done ? "; done (the run stopped working)" : ""}.`;
