@@ -17,7 +17,8 @@ import { createLowdbStore } from "./store/lowdb.ts";
 import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
-export type { Engine, GetRunOptions, ModelCatalog } from "./run/engine.ts";
+export type { Engine, GetRunOptions } from "./run/engine.ts";
+export { ModelCatalog } from "./run/schema.ts";
 export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";
 export type { Logger } from "./log.ts";

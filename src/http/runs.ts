@@ -6,7 +6,7 @@ import * as z from "zod";
 import type { Engine } from "../engine/index.ts";
 import { RunEvent } from "../engine/events/schema.ts";
 import { parseInput } from "../engine/parse.ts";
-import { CreateRunInput, MessageInput } from "../engine/run/schema.ts";
+import { CreateRunInput, MessageInput, ModelCatalog } from "../engine/run/schema.ts";
 import { RunView } from "../engine/run/view.ts";
 import { callerOf } from "./auth.ts";
 import { ErrorBody } from "./errors.ts";
@@ -55,12 +55,6 @@ export const RunList = z.object({
   runs: z.array(RunView),
   /** Pass as `cursor` to get the next page; null on the last page. */
   nextCursor: z.string().nullable(),
-});
-
-export const ModelCatalogView = z.object({
-  defaultModel: z.string(),
-  /** Allowed model ids; empty means any id is accepted. */
-  models: z.array(z.string()),
 });
 
 const IdempotencyKey = z
@@ -294,9 +288,9 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       tag: "runs",
       summary: "Model catalog",
       description: "Model ids a run may name in `modelId`, and the default. An empty list means any id is accepted.",
-      responses: { 200: { description: "The catalog", schema: ModelCatalogView }, ...AUTH_ERRORS },
+      responses: { 200: { description: "The catalog", schema: ModelCatalog }, ...AUTH_ERRORS },
       handler(_req, res) {
-        res.json(engine.models() satisfies z.infer<typeof ModelCatalogView>);
+        res.json(engine.models() satisfies ModelCatalog);
       },
     },
   ];
