@@ -18,7 +18,8 @@ import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
 export { describeEvent, describeStep } from "./events/describe.ts";
-export type { Engine, GetRunOptions, ModelCatalog } from "./run/engine.ts";
+export type { Engine, GetRunOptions } from "./run/engine.ts";
+export { ModelCatalog } from "./run/schema.ts";
 export type { FollowOptions, FollowUntil, RunFollow } from "./run/follow.ts";
 export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";

@@ -11,12 +11,13 @@ import express from "express";
 import * as z from "zod";
 import type { Config } from "../config.ts";
 import type { Engine, KeyService, Logger } from "../engine/index.ts";
+import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
 import { createActiveRunGate, createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
-import { parseWith, pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
+import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
 import { runRoutes } from "./runs.ts";
 import type { SseOptions } from "./sse.ts";
 
@@ -143,7 +144,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
 
   for (const spec of routes) {
     const validateQuery: express.RequestHandler = (req, _res, next) => {
-      parseWith(spec.query ?? EmptyQuery, req.query, "query");
+      parseInput(spec.query ?? EmptyQuery, req.query, "query");
       next();
     };
     app[spec.method](spec.path, auth(spec.scope), limiter, requireJsonBody, json, validateQuery, async (req, res) => {

@@ -5,10 +5,11 @@
 import * as z from "zod";
 import type { KeyService } from "../engine/index.ts";
 import { CreateKeyInput } from "../engine/keys/keys.ts";
+import { parseInput } from "../engine/parse.ts";
 import { ApiKeyRecord } from "../engine/store/store.ts";
 import { callerOf } from "./auth.ts";
 import { ErrorBody } from "./errors.ts";
-import { parseWith, type ResponseSpec, type RouteSpec } from "./routes.ts";
+import type { ResponseSpec, RouteSpec } from "./routes.ts";
 
 /** A key as listed: the record without its hash. */
 export const ApiKeyView = ApiKeyRecord.omit({ hash: true });
@@ -58,7 +59,7 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
       },
       async handler(req, res) {
         callerOf(res);
-        const body = parseWith(CreateKeyInput, req.body, "body");
+        const body = parseInput(CreateKeyInput, req.body, "body");
         const { key, record } = await keys.create(body);
         res.status(201).json({ key, apiKey: toView(record) } satisfies z.infer<typeof CreatedKeyView>);
       },
@@ -72,7 +73,7 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
       description: "Every key, revoked ones included, without the keys themselves.",
       responses: { 200: { description: "The keys", schema: KeyList }, ...AUTH_ERRORS },
       async handler(req, res) {
-        parseWith(z.object({}).strict(), req.query, "query");
+        parseInput(z.object({}).strict(), req.query, "query");
         res.json({ keys: (await keys.list()).map(toView) } satisfies z.infer<typeof KeyList>);
       },
     },

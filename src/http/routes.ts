@@ -40,17 +40,6 @@ export interface RouteSpec {
   handler: (req: Request, res: Response) => Promise<void> | void;
 }
 
-/** Parse a request part with its schema; a failure is a 400 naming the field. */
-export function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
-  const r = schema.safeParse(value);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const path = issue.path.length ? `${where}.${issue.path.map(String).join(".")}` : where;
-  throw new HttpError("invalid_request", `${path}: ${issue.message}`, {
-    issues: r.error.issues.map((i) => ({ path: [where, ...i.path.map(String)].join("."), message: i.message })),
-  });
-}
-
 /** `1`/`true` or `0`/`false`, as query flags are written. */
 export const QueryFlag = z
   .enum(["1", "0", "true", "false"])

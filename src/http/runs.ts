@@ -5,12 +5,13 @@
 import * as z from "zod";
 import type { Engine } from "../engine/index.ts";
 import { RunEvent } from "../engine/events/schema.ts";
-import { CreateRunInput, MessageInput } from "../engine/run/schema.ts";
+import { parseInput } from "../engine/parse.ts";
+import { CreateRunInput, MessageInput, ModelCatalog } from "../engine/run/schema.ts";
 import { RunView } from "../engine/run/view.ts";
 import { callerOf } from "./auth.ts";
 import { ErrorBody } from "./errors.ts";
 import type { ActiveRunGate } from "./limits.ts";
-import { DecimalId, parseWith, QueryFlag, type ResponseSpec, type RouteSpec } from "./routes.ts";
+import { DecimalId, QueryFlag, type ResponseSpec, type RouteSpec } from "./routes.ts";
 import { streamRunEvents, type SseOptions } from "./sse.ts";
 
 export const API_BASE = "/api/v1/coding-agent";
@@ -54,12 +55,6 @@ export const RunList = z.object({
   runs: z.array(RunView),
   /** Pass as `cursor` to get the next page; null on the last page. */
   nextCursor: z.string().nullable(),
-});
-
-export const ModelCatalogView = z.object({
-  defaultModel: z.string(),
-  /** Allowed model ids; empty means any id is accepted. */
-  models: z.array(z.string()),
 });
 
 const IdempotencyKey = z
@@ -115,7 +110,7 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         const { ownerId } = callerOf(res);
         const idem = req.get("idempotency-key");
         const idempotencyKey =
-          idem === undefined ? undefined : parseWith(IdempotencyKey, idem, "header.Idempotency-Key");
+          idem === undefined ? undefined : parseInput(IdempotencyKey, idem, "header.Idempotency-Key");
         const started = Date.now();
         const run = await gate.admit(ownerId, async () => {
           // A replay of an idempotent request must not be refused by the cap it already counts in.
@@ -141,7 +136,7 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
-        const q = parseWith(ListRunsQuery, req.query, "query");
+        const q = parseInput(ListRunsQuery, req.query, "query");
         const page = await engine.listRuns(ownerId, {
           ...(q.limit ? { limit: q.limit } : {}),
           ...(q.cursor ? { cursor: q.cursor } : {}),
@@ -168,7 +163,7 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
-        const q = parseWith(GetRunQuery, req.query, "query");
+        const q = parseInput(GetRunQuery, req.query, "query");
         res.json(
           await engine.getRun(ownerId, String(req.params.id), { patch: q.patch === true, events: q.events === true }),
         );
@@ -207,7 +202,7 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         const { ownerId } = callerOf(res);
         const id = String(req.params.id);
         const body: unknown = req.body;
-        const input = parseWith(MessageInput, body, "body");
+        const input = parseInput(MessageInput, body, "body");
         if (input.endSession) {
           res.status(200).json(await engine.sendMessage(ownerId, id, body));
           return;
@@ -254,11 +249,13 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
-        const q = parseWith(StreamQuery, req.query, "query");
+        const q = parseInput(StreamQuery, req.query, "query");
         const lastEventId = req.get("last-event-id");
         // On reconnect an EventSource sends Last-Event-ID but keeps the original ?after=; the header is newer.
         const after =
-          lastEventId !== undefined ? parseWith(DecimalId, lastEventId.trim(), "header.Last-Event-ID") : (q.after ?? 0);
+          lastEventId !== undefined
+            ? parseInput(DecimalId, lastEventId.trim(), "header.Last-Event-ID")
+            : (q.after ?? 0);
         await streamRunEvents(engine, ownerId, String(req.params.id), after, req, res, sse);
       },
     },
@@ -280,7 +277,7 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
-        if (req.body !== undefined) parseWith(CancelInput, req.body, "body");
+        if (req.body !== undefined) parseInput(CancelInput, req.body, "body");
         res.json(await engine.cancel(ownerId, String(req.params.id)));
       },
     },
@@ -291,9 +288,9 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
       tag: "runs",
       summary: "Model catalog",
       description: "Model ids a run may name in `modelId`, and the default. An empty list means any id is accepted.",
-      responses: { 200: { description: "The catalog", schema: ModelCatalogView }, ...AUTH_ERRORS },
+      responses: { 200: { description: "The catalog", schema: ModelCatalog }, ...AUTH_ERRORS },
       handler(_req, res) {
-        res.json(engine.models() satisfies z.infer<typeof ModelCatalogView>);
+        res.json(engine.models() satisfies ModelCatalog);
       },
     },
   ];

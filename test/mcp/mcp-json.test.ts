@@ -3,7 +3,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { EnvSchema } from "../../src/config.ts";
+import { ENV_VARIABLES } from "../../src/config.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -30,7 +30,7 @@ describe("mcp.json", () => {
   });
 
   it("stdio entries run `patchbay mcp` without installing anything, with known variables and an absolute data dir", () => {
-    const known = Object.keys(EnvSchema.shape);
+    const known = ENV_VARIABLES;
     for (const [client, block] of Object.entries(config)) {
       for (const [name, entry] of Object.entries(block.mcpServers ?? {})) {
         if (entry.url) {

@@ -13,7 +13,11 @@ export async function openTestPatchbay(
   overrides: Partial<Config> = {},
 ): Promise<TestPatchbay> {
   const dataDir = tempDir("data");
-  const config = loadConfig({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_LOG_LEVEL: "debug", ...env }, overrides);
+  // The host's PATH, as a started server has it: sandbox commands (node, npm) find their tools.
+  const config = loadConfig(
+    { PATH: process.env.PATH, PATCHBAY_DATA_DIR: dataDir, PATCHBAY_LOG_LEVEL: "debug", ...env },
+    overrides,
+  );
   const logLines: string[] = [];
   const log = createLogger({ level: "debug", write: (l) => logLines.push(l) });
   const pb = await openPatchbay(config, { log });

@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { DEFAULT_HOST_PATH, type Config } from "../../config.ts";
 import { EngineError, type ErrorCode } from "../errors.ts";
 import { GitRefInput, type DiffStats } from "../run/schema.ts";
 import type { ExecResult, GitCredential } from "../sandbox/sandbox.ts";
@@ -42,28 +43,18 @@ export interface HostGitOptions {
    * private directory made with mkdtemp on first use.
    */
   home?: string;
-  /** PATH used to find git. Default: the PATH Patchbay was started with. */
+  /** PATH used to find git (`config.hostPath`). Default: DEFAULT_HOST_PATH. */
   path?: string;
+  /** Proxy and TLS variables git may need to reach its server (`config.hostProxyEnv`). Default: none. */
+  proxyEnv?: Readonly<Record<string, string>>;
   /** Timeout for every command without its own `timeoutMs`. Default 10 minutes. */
   defaultTimeoutMs?: number;
 }
 
-/**
- * Proxy and TLS settings a host may need to reach its git server at all. They hold no
- * secrets Patchbay owns, so they pass through; everything else in the environment does not.
- */
-const PASS_THROUGH = [
-  "http_proxy",
-  "https_proxy",
-  "no_proxy",
-  "all_proxy",
-  "HTTP_PROXY",
-  "HTTPS_PROXY",
-  "NO_PROXY",
-  "ALL_PROXY",
-  "SSL_CERT_FILE",
-  "SSL_CERT_DIR",
-];
+/** Host git as the config sets it up: HOME at `<dataDir>/git-home`, the host's PATH and proxy settings. */
+export function hostGitOptions(config: Pick<Config, "dataDir" | "hostPath" | "hostProxyEnv">): HostGitOptions {
+  return { home: path.join(config.dataDir, "git-home"), path: config.hostPath, proxyEnv: config.hostProxyEnv };
+}
 
 /**
  * A `GitRunner` for the host. The environment is built from scratch: no inherited `GIT_*`
@@ -71,14 +62,7 @@ const PASS_THROUGH = [
  * no system or user configuration, and a fixed committer identity.
  */
 export function createHostGit(opts: HostGitOptions = {}): GitRunner {
-  // PATH and proxy settings are read once here, not at module scope: the one place git
-  // needs anything from the process environment.
-  const hostPath = opts.path ?? process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin";
-  const passed: Record<string, string> = {};
-  for (const name of PASS_THROUGH) {
-    const value = process.env[name];
-    if (value !== undefined) passed[name] = value;
-  }
+  const hostPath = opts.path ?? DEFAULT_HOST_PATH;
   let home = opts.home;
   const homeDir = (): string => {
     if (home === undefined) home = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-git-home-"));
@@ -89,7 +73,7 @@ export function createHostGit(opts: HostGitOptions = {}): GitRunner {
 
   return (args, runOpts = {}) => {
     const env: Record<string, string> = {
-      ...passed,
+      ...opts.proxyEnv,
       PATH: hostPath,
       HOME: homeDir(),
       // C locale: git's messages are then stable English, which error reporting relies on.

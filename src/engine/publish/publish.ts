@@ -22,6 +22,7 @@ import {
   createHostGit,
   credentialEnv,
   gitOrThrow,
+  hostGitOptions,
   scrubCredential,
   validateBranchName,
   type GitRunner,
@@ -79,7 +80,7 @@ export interface Publisher {
 
 export interface PublisherOptions {
   access: RepositoryAccess;
-  config: Pick<Config, "gitBaseUrl" | "dataDir">;
+  config: Pick<Config, "gitBaseUrl" | "dataDir" | "hostPath" | "hostProxyEnv">;
   log?: Logger;
   /** Runs git on the host. Default: `createHostGit` with HOME at `<dataDir>/git-home`. */
   git?: GitRunner;
@@ -112,7 +113,7 @@ export function publishBranch(runId: string, branch?: string): string {
 /** Create the publisher. */
 export function createPublisher(opts: PublisherOptions): Publisher {
   const log = opts.log ?? silentLogger;
-  const git = opts.git ?? createHostGit({ home: path.join(opts.config.dataDir, "git-home") });
+  const git = opts.git ?? createHostGit(hostGitOptions(opts.config));
   const workRoot = opts.workRoot ?? path.join(opts.config.dataDir, "publish");
   const timeoutMs = opts.timeoutMs ?? 10 * 60_000;
 

@@ -45,7 +45,7 @@ export interface RunFactoryDeps {
 export function createRunFactory(deps: RunFactoryDeps): RunFactory {
   const { config, store, repositories, publisher } = deps;
   /** Host git, used only for checks that need no repository (ref syntax). */
-  const hostGit = createHostGit();
+  const hostGit = createHostGit({ path: config.hostPath, proxyEnv: config.hostProxyEnv });
 
   function resolveModel(modelId: string | undefined): string {
     const id = modelId ?? config.defaultModel;

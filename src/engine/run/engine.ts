@@ -25,7 +25,7 @@ import { createEndings } from "./end.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { createGrants } from "./grant.ts";
 import { recover } from "./recovery.ts";
-import { CreateRunInput, isTerminal, MessageInput, type RunRecord, type RunStatus } from "./schema.ts";
+import { CreateRunInput, isTerminal, MessageInput, type ModelCatalog, type RunRecord, type RunStatus } from "./schema.ts";
 import { createLiveSessions } from "./sessions.ts";
 import { createTurns } from "./turn.ts";
 import { toRunView, type RunView } from "./view.ts";
@@ -57,12 +57,6 @@ export interface GetRunOptions {
 export interface StartRunOptions {
   /** Same key + same body from the same owner returns the same run. */
   idempotencyKey?: string;
-}
-
-export interface ModelCatalog {
-  defaultModel: string;
-  /** Allowed ids; empty means any id is accepted. */
-  models: string[];
 }
 
 export interface Engine {

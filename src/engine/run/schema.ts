@@ -118,6 +118,13 @@ export const MessageInput = z
   });
 export type MessageInput = z.infer<typeof MessageInput>;
 
+/** The model ids runs may use, and the one they get when they name none (REST and MCP answer it). */
+export const ModelCatalog = z.object({
+  defaultModel: z.string().describe("The model a run uses when it names no modelId"),
+  models: z.array(z.string()).describe("Allowed model ids; empty means any id the model provider serves is accepted"),
+});
+export type ModelCatalog = z.infer<typeof ModelCatalog>;
+
 export const DiffStats = z.object({
   files: z.number().int(),
   additions: z.number().int(),

@@ -77,7 +77,6 @@ export function createTurns(deps: TurnDeps): Turns {
           : "no model key: the run's openRouterApiKey is gone (sessions forget it when they end)",
       );
     }
-    note({ kind: "log", message: `preparing sandbox (${deps.host.provider}) for ${run.repository.fullName}` });
     const ref = chainFrom?.baseSha ?? run.baseRef;
     // Engine-side only: the host uses it per git command and never stores it.
     const credential = await deps.repositories.cloneCredential(run.repository);

@@ -30,6 +30,7 @@
 import { spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import { DEFAULT_HOST_PATH } from "../../config.ts";
 import { EngineError } from "../errors.ts";
 import type { GitRunner } from "../git/git.ts";
 import { createHostProvider, sandboxEnv, type HostProviderOptions } from "./host.ts";
@@ -39,8 +40,10 @@ import type { SandboxProvider } from "./sandbox.ts";
 export interface BwrapProviderOptions extends HostProviderOptions {
   /** Host path of the `opencode` binary, bound read-only into every sandbox. */
   opencodeBin: string;
-  /** The `bwrap` program. Default: found on PATH. */
+  /** The `bwrap` program. Default: found on `path`. */
   bwrapPath?: string;
+  /** The host's PATH (`config.hostPath`), searched for `bwrap`. Default: DEFAULT_HOST_PATH. */
+  path?: string;
 }
 
 /** Where things are inside every sandbox. */
@@ -81,7 +84,7 @@ const ETC_FILES = [
  * namespaces here; throws `EngineError("sandbox_failed")` with a one-line reason otherwise.
  */
 export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<SandboxProvider> {
-  const bwrap = opts.bwrapPath ?? findOnPath("bwrap");
+  const bwrap = opts.bwrapPath ?? findOnPath("bwrap", opts.path ?? DEFAULT_HOST_PATH);
   if (!bwrap)
     throw new EngineError("sandbox_failed", "PATCHBAY_SANDBOX=bwrap needs bubblewrap: apt-get install bubblewrap");
   if (!fs.existsSync(opts.opencodeBin))
@@ -184,9 +187,8 @@ function runOnce(file: string, args: string[]): Promise<{ code: number | null; s
   });
 }
 
-function findOnPath(name: string): string | undefined {
-  // Read once when the provider is made, like the local provider's PATH.
-  for (const dir of (process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin").split(":")) {
+function findOnPath(name: string, searchPath: string): string | undefined {
+  for (const dir of searchPath.split(":")) {
     const p = path.join(dir || ".", name);
     try {
       fs.accessSync(p, fs.constants.X_OK);

@@ -6,18 +6,18 @@
  * Everything but how a command starts is the host base's (`host.ts`).
  */
 import path from "node:path";
+import { DEFAULT_HOST_PATH } from "../../config.ts";
 import { createHostProvider, sandboxEnv, type HostProviderOptions } from "./host.ts";
 import type { SandboxProvider } from "./sandbox.ts";
 
 export interface LocalProviderOptions extends HostProviderOptions {
-  /** PATH given to commands in the sandbox. Default: the PATH Patchbay was started with. */
+  /** PATH given to commands in the sandbox (`config.hostPath`). Default: DEFAULT_HOST_PATH. */
   path?: string;
 }
 
 /** Create the `local` provider ("no isolation: for trusted repositories on your own machine"). */
 export function createLocalProvider(opts: LocalProviderOptions): SandboxProvider {
-  // Read once at creation: commands need to find their tools, and PATH holds no secret.
-  const hostPath = opts.path ?? process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin";
+  const hostPath = opts.path ?? DEFAULT_HOST_PATH;
   return createHostProvider(opts, {
     name: "local",
     // Commands see the host's paths, so a warm sandbox renamed after its run leaves a link

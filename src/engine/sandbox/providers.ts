@@ -2,6 +2,7 @@
 import type { Config } from "../../config.ts";
 import { bundledOpencodeBin } from "../agent/opencode.ts";
 import { EngineError } from "../errors.ts";
+import { createHostGit, hostGitOptions } from "../git/git.ts";
 import type { Logger } from "../log.ts";
 import { createBwrapProvider } from "./bwrap.ts";
 import { createE2bProvider } from "./e2b.ts";
@@ -17,12 +18,15 @@ export async function createSandboxProvider(config: Config, log: Logger): Promis
       "sandbox_failed",
       `PATCHBAY_SHARED_AGENT=1 needs PATCHBAY_SANDBOX=local (got ${config.sandbox}): a shared OpenCode server would cross the ${config.sandbox} sandboxes' isolation`,
     );
+  const hostGit = () => createHostGit(hostGitOptions(config));
   switch (config.sandbox) {
     case "local":
-      return createLocalProvider({ dataDir: config.dataDir, log });
+      return createLocalProvider({ dataDir: config.dataDir, path: config.hostPath, gitRunner: hostGit(), log });
     case "bwrap":
       return createBwrapProvider({
         dataDir: config.dataDir,
+        path: config.hostPath,
+        gitRunner: hostGit(),
         opencodeBin: config.opencodeBin ?? bundledOpencodeBin(),
         log,
       });

@@ -1,12 +1,11 @@
 /** `list_models`: which model ids a run may use. */
 import * as z from "zod";
+import { ModelCatalog } from "../../engine/run/schema.ts";
 import { defineTool } from "../tool.ts";
 
 export const ListModelsArgs = z.object({}).strict();
 
-export const ListModelsResult = z.object({
-  defaultModel: z.string().describe("Used when start_run names no modelId"),
-  models: z.array(z.string()).describe("Allowed model ids; empty means any id the model provider serves is accepted"),
+export const ListModelsResult = ModelCatalog.extend({
   anyModel: z.boolean().describe("true when any model id is accepted"),
 });
 
