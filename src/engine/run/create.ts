@@ -22,7 +22,11 @@ export function newRunId(): string {
 
 export interface RunFactory {
   /** Check the input and store the run as `queued` (with its `run.status` event). */
-  create(ownerId: string, input: CreateRunInput, extra?: { chainedFrom?: RunRecord; idempotencyKey?: string }): Promise<RunRecord>;
+  create(
+    ownerId: string,
+    input: CreateRunInput,
+    extra?: { chainedFrom?: RunRecord; idempotencyKey?: string },
+  ): Promise<RunRecord>;
   /**
    * The run an earlier request with this Idempotency-Key made (undefined when none); throws
    * idempotency_conflict when that request's body differed.

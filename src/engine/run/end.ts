@@ -47,7 +47,9 @@ export function createEndings(deps: {
 
     scheduleExpiry(runId, expiresAt) {
       sessions.armExpiry(runId, Date.parse(expiresAt) - deps.now().getTime(), () => {
-        void sessions.track(expire(runId)).catch((e: unknown) => log.error("session expiry failed", { runId, error: e }));
+        void sessions
+          .track(expire(runId))
+          .catch((e: unknown) => log.error("session expiry failed", { runId, error: e }));
       });
     },
 

@@ -25,7 +25,14 @@ import { createEndings } from "./end.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { createGrants } from "./grant.ts";
 import { recover } from "./recovery.ts";
-import { CreateRunInput, isTerminal, MessageInput, type ModelCatalog, type RunRecord, type RunStatus } from "./schema.ts";
+import {
+  CreateRunInput,
+  isTerminal,
+  MessageInput,
+  type ModelCatalog,
+  type RunRecord,
+  type RunStatus,
+} from "./schema.ts";
 import { createLiveSessions } from "./sessions.ts";
 import { createTurns } from "./turn.ts";
 import { toRunView, type RunView } from "./view.ts";
@@ -253,7 +260,11 @@ export function createEngine(deps: EngineDeps): Engine {
       if (run.status !== "queued" && run.status !== "running") return view(run);
       // From the log's end now: the turn ends with the next status that is not queued/running.
       const after = await store.lastEventId(runId);
-      for await (const ev of await engine.follow(ownerId, runId, { after, until: "turn", ...(signal ? { signal } : {}) }))
+      for await (const ev of await engine.follow(ownerId, runId, {
+        after,
+        until: "turn",
+        ...(signal ? { signal } : {}),
+      }))
         void ev;
       if (signal?.aborted) throw new EngineError("cancelled", "stopped waiting");
       return view(await ownedRun(ownerId, runId));

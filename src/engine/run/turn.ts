@@ -85,7 +85,10 @@ export function createTurns(deps: TurnDeps): Turns {
     const session = await deps.host.open({
       runId: run.id,
       ownerId: run.ownerId,
-      repository: { fullName: run.repository.fullName, cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git` },
+      repository: {
+        fullName: run.repository.fullName,
+        cloneUrl: `${config.gitBaseUrl}/${run.repository.fullName}.git`,
+      },
       ...(ref ? { ref } : {}),
       ...(credential ? { credential } : {}),
       modelId: run.modelId,

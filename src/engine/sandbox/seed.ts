@@ -1,7 +1,7 @@
 /**
  * The seed repository: one empty commit in a bare repository of Patchbay's own, for local
- * sandboxes that exist to host an agent server rather than a run (the warm pool's, the
- * shared agent server's). A `local` sandbox is always a checkout; this is the cheapest one.
+ * sandboxes that exist to host an agent server rather than a run (the shared agent
+ * server's). A `local` sandbox made by `create` is always a checkout; this is the cheapest one.
  */
 import fs from "node:fs";
 import path from "node:path";
