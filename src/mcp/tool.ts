@@ -11,9 +11,12 @@ import type {
   ServerRequest,
   ToolAnnotations,
 } from "@modelcontextprotocol/sdk/types.js";
-import type * as z from "zod";
+import * as z from "zod";
 import { toEngineError, type EngineError } from "../engine/errors.ts";
 import type { Engine, Logger } from "../engine/index.ts";
+import { RunView } from "../engine/run/view.ts";
+import { describeRun } from "./describe.ts";
+import { RunIdField } from "./fields.ts";
 
 /** A scope an API key may carry (the same ones REST checks). */
 export type McpScope = "read:builder" | "write:builder";
@@ -57,6 +60,27 @@ export interface PatchbayTool<I extends z.ZodObject = z.ZodObject, O extends z.Z
 /** Identity helper that keeps the schema types of a tool definition. */
 export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(tool: PatchbayTool<I, O>): PatchbayTool<I, O> {
   return tool;
+}
+
+/** The input of the tools that act on one run and answer with it (get_run, cancel_run, end_session). */
+export const RunIdArgs = z.object({ runId: RunIdField }).strict();
+
+/** A tool that calls one engine method on a run and answers with the run. */
+export function defineRunTool(
+  tool: Omit<PatchbayTool<typeof RunIdArgs, typeof RunView>, "input" | "output" | "run"> & {
+    call(engine: Engine, ownerId: string, runId: string): Promise<RunView>;
+  },
+): PatchbayTool<typeof RunIdArgs, typeof RunView> {
+  const { call, ...rest } = tool;
+  return defineTool({
+    ...rest,
+    input: RunIdArgs,
+    output: RunView,
+    async run({ runId }, ctx) {
+      const run = await call(ctx.engine, ctx.caller.ownerId, runId);
+      return { structured: run, text: describeRun(run) };
+    },
+  });
 }
 
 /** Where the error of an `isError` result is, in structured form (`result._meta[ERROR_META]`). */

@@ -3,13 +3,9 @@
  * failed turn (`failed`). Ending kills the sandbox and every process in it and forgets the
  * run's secrets; the patch of the last turn stays.
  */
-import type { Config } from "../../config.ts";
 import type { ErrorCode } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import type { RunStore } from "../store/store.ts";
+import type { RunParts } from "./parts.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
-import type { LiveSessions } from "./sessions.ts";
-import type { RunWriter } from "./writer.ts";
 
 /** How long cancel lets a turn unwind (computing the patch it had) before killing its session. */
 const CANCEL_UNWIND_MS = 15_000;
@@ -27,15 +23,9 @@ export interface Endings {
   cancel(run: RunRecord): Promise<RunRecord>;
 }
 
-export function createEndings(deps: {
-  config: Config;
-  store: RunStore;
-  writer: RunWriter;
-  sessions: LiveSessions;
-  log: Logger;
-  now: () => Date;
-  closing: () => boolean;
-}): Endings {
+export function createEndings(
+  deps: Pick<RunParts, "config" | "store" | "writer" | "sessions" | "log" | "now" | "closing">,
+): Endings {
   const { store, sessions, log } = deps;
 
   const endings: Endings = {

@@ -24,6 +24,7 @@ import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { createGrants } from "./grant.ts";
+import type { RunParts } from "./parts.ts";
 import { recover } from "./recovery.ts";
 import {
   CreateRunInput,
@@ -119,9 +120,10 @@ export function createEngine(deps: EngineDeps): Engine {
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
   const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
   const grants = createGrants({ config, store, secrets: deps.secrets, log });
-  const endings = createEndings({ config, store, writer, sessions, log, now, closing });
-  const parts = { config, store, writer, sessions, host: deps.host, gateway: deps.gateway, grants, log, now };
-  const turns = createTurns({ ...parts, secrets: deps.secrets, repositories, publisher, endings, closing });
+  const { host, gateway, secrets } = deps;
+  const parts: RunParts = { config, store, writer, sessions, host, gateway, grants, secrets, log, now, closing };
+  const endings = createEndings(parts);
+  const turns = createTurns({ ...parts, repositories, publisher, endings });
   const runs = createRunFactory({ config, store, secrets: deps.secrets, repositories, publisher, writer, now });
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
@@ -272,7 +274,7 @@ export function createEngine(deps: EngineDeps): Engine {
 
     models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
-    recover: () => recover({ ...parts, secrets: deps.secrets, endings }),
+    recover: () => recover({ ...parts, endings }),
 
     async drain(graceMs) {
       state.draining = true;

@@ -147,34 +147,30 @@ class Follow implements RunFollow {
     /** A status was yielded (and did not end the iteration): the run is working. */
     let sawStatus = false;
     let checked = false;
+    /** Stored events read ahead of the live buffer, not yielded yet. */
+    let page: RunEvent[] = [];
     try {
       while (!this.stopped) {
-        if (behind) {
-          const page = await store.readEvents(this.runId, last, PAGE);
+        let ev: RunEvent | undefined;
+        if (page.length) ev = page.shift();
+        else if (behind) {
+          page = await store.readEvents(this.runId, last, PAGE);
           behind = page.length === PAGE;
           const head = this.buffer[0];
           if (!page.length && head && head.id > last + 1)
             throw new EngineError("internal", `run ${this.runId}: events ${last + 1}-${head.id - 1} are not stored`);
-          for (const ev of page) {
-            if (this.stopped) return;
-            if (ev.id <= last) continue;
-            last = ev.id;
-            yield ev;
-            if (ev.type === "run.status") {
-              if (ends(ev.data.status, this.until)) return;
-              sawStatus = true;
-            }
-          }
           continue;
-        }
-        const ev = this.buffer.shift();
-        if (ev) {
-          if (ev.id <= last) continue;
-          if (ev.id > last + 1) {
+        } else {
+          ev = this.buffer.shift();
+          if (ev && ev.id > last + 1) {
+            // A gap (the buffer overflowed): read it from the store first.
             this.buffer.unshift(ev);
             behind = true;
             continue;
           }
+        }
+        if (ev) {
+          if (ev.id <= last) continue;
           last = ev.id;
           yield ev;
           if (ev.type === "run.status") {
@@ -201,8 +197,8 @@ class Follow implements RunFollow {
   private async stoppedAt(cursor: number): Promise<boolean> {
     const run = await this.deps.ownedRun(this.ownerId, this.runId);
     if (!ends(run.status, this.until)) return false;
-    // The store updates a run before it appends the status event, so the record can be a step
-    // ahead of the log: the log's own last status decides (the event itself then comes live).
+    // The record can be ahead of what this follow has read (the status event was stored after
+    // our last read and is still on its way here): the log's last status up to `cursor` decides.
     const status = await this.lastStatus(cursor);
     return status !== undefined && ends(status, this.until);
   }

@@ -4,20 +4,13 @@
  * its turn ended `server_restart`, its work as the patch and its session warm. The others lost
  * their sandbox and agent: idle ones end `completed`, queued and running ones `failed`.
  */
-import type { Config } from "../../config.ts";
 import { EngineError } from "../errors.ts";
-import type { ModelGateway } from "../gateway/gateway.ts";
 import { computeDiff } from "../git/git.ts";
-import type { Logger } from "../log.ts";
-import type { SecretBox } from "../secrets/secrets.ts";
-import { SessionResume, type RunSession, type SessionHost } from "../session/host.ts";
-import type { RunStore } from "../store/store.ts";
+import { SessionResume, type RunSession } from "../session/host.ts";
 import type { Endings } from "./end.ts";
-import type { Grants } from "./grant.ts";
+import type { RunParts } from "./parts.ts";
 import type { RunRecord, RunStatus } from "./schema.ts";
-import type { LiveSessions } from "./sessions.ts";
 import { gitIn, RESUME_SECRET } from "./turn.ts";
-import type { RunWriter } from "./writer.ts";
 
 /** Longest a restart waits to take one run's session back before ending the run. */
 const REATTACH_TIMEOUT_MS = 30_000;
@@ -25,18 +18,8 @@ const REATTACH_TIMEOUT_MS = 30_000;
 const REATTACH_BATCH = 8;
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
 
-export interface RecoveryDeps {
-  config: Config;
-  store: RunStore;
-  writer: RunWriter;
-  sessions: LiveSessions;
-  host: SessionHost;
-  gateway: ModelGateway;
-  grants: Grants;
-  secrets: SecretBox;
+export interface RecoveryDeps extends RunParts {
   endings: Endings;
-  log: Logger;
-  now: () => Date;
 }
 
 /** Settle what a previous process left, then start the session host (reap orphans, fill pools). */

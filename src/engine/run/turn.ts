@@ -4,25 +4,19 @@
  * publish, and leave the run `idle` with its session warm — or end it `failed`/`cancelled`
  * with the work done so far kept as the patch.
  */
-import type { Config } from "../../config.ts";
 import type { AgentSession } from "../agent/agent.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData } from "../events/schema.ts";
-import type { ModelGateway } from "../gateway/gateway.ts";
 import { applyPatch, computeDiff, type GitRunner } from "../git/git.ts";
 import type { RepositoryAccess } from "../github/access.ts";
-import type { Logger } from "../log.ts";
 import type { Publisher } from "../publish/publish.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
-import type { SecretBox } from "../secrets/secrets.ts";
-import type { RunSession, SessionHost } from "../session/host.ts";
-import type { RunStore } from "../store/store.ts";
+import type { RunSession } from "../session/host.ts";
 import { validateTurn } from "../validation/validation.ts";
 import type { Endings } from "./end.ts";
-import type { Grants } from "./grant.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
-import type { Hold, LiveSessions } from "./sessions.ts";
-import type { RunWriter } from "./writer.ts";
+import type { RunParts } from "./parts.ts";
+import type { Hold } from "./sessions.ts";
 
 /** The sealed secret a later process reattaches a session with (sessions that outlive us). */
 export const RESUME_SECRET = "session";
@@ -36,22 +30,10 @@ export interface Turns {
   begin(run: RunRecord, prompt: string, hold: Hold, chainFrom?: RunRecord): Promise<RunRecord>;
 }
 
-export interface TurnDeps {
-  config: Config;
-  store: RunStore;
-  writer: RunWriter;
-  sessions: LiveSessions;
-  host: SessionHost;
-  gateway: ModelGateway;
-  grants: Grants;
-  secrets: SecretBox;
+export interface TurnDeps extends RunParts {
   repositories: RepositoryAccess;
   publisher: Publisher;
   endings: Endings;
-  log: Logger;
-  now: () => Date;
-  /** True once the engine is closing: a turn cut short ends shutting_down, not cancelled. */
-  closing: () => boolean;
 }
 
 export function gitIn(sandbox: Sandbox): GitRunner {

@@ -1,13 +1,7 @@
 /** `end_session`: finish an idle run and free its sandbox. */
-import * as z from "zod";
-import { RunView } from "../../engine/run/view.ts";
-import { describeRun } from "../describe.ts";
-import { RunIdField } from "../fields.ts";
-import { defineTool } from "../tool.ts";
+import { defineRunTool } from "../tool.ts";
 
-export const EndSessionArgs = z.object({ runId: RunIdField }).strict();
-
-export const endSessionTool = defineTool({
+export const endSessionTool = defineRunTool({
   name: "end_session",
   title: "End a run's session",
   description: [
@@ -15,12 +9,7 @@ export const endSessionTool = defineTool({
     "Use it when you are done with a run, to free resources (sessions also end by themselves after the idle timeout). A later send_message starts a chained run instead of continuing this one.",
     "A run that is still working answers error session_busy (use cancel_run to stop it). Ending an already finished run changes nothing. Returns the run.",
   ].join("\n\n"),
-  input: EndSessionArgs,
-  output: RunView,
   annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: false },
   scope: "write:builder",
-  async run({ runId }, ctx) {
-    const run = await ctx.engine.endSession(ctx.caller.ownerId, runId);
-    return { structured: run, text: describeRun(run) };
-  },
+  call: (engine, ownerId, runId) => engine.endSession(ownerId, runId),
 });
