@@ -154,13 +154,13 @@ describe("followRun over the store and a bus", () => {
         return r;
       },
     };
-    const append = (message: string, publish = true) => {
-      const ev = pb.store.appendEvent(id, { type: "builder.event", turn: 1, data: { kind: "log", message } });
+    const append = async (message: string, publish = true) => {
+      const ev = await pb.store.appendEvent(id, { type: "builder.event", turn: 1, data: { kind: "log", message } });
       if (publish) bus.emit(id, ev);
       return ev;
     };
-    const finish = () => {
-      const ev = pb.store.appendEvent(id, {
+    const finish = async () => {
+      const ev = await pb.store.appendEvent(id, {
         type: "run.status",
         turn: 1,
         data: { status: "completed", turn: 1 },
@@ -172,16 +172,16 @@ describe("followRun over the store and a bus", () => {
 
   it("reads a gap in the live events from the store before going on", async () => {
     const r = await ownRun();
-    r.append("one");
+    await r.append("one");
     const follow = await followRun(r.deps, OWNER, r.id);
     const it = follow[Symbol.asyncIterator]();
     expect((await it.next()).value).toMatchObject({ id: 1 });
     const pending = it.next(); // waits live
-    r.append("two", false); // stored, never published
-    r.append("three");
+    await r.append("two", false); // stored, never published
+    await r.append("three");
     expect((await pending).value).toMatchObject({ id: 2 });
     expect((await it.next()).value).toMatchObject({ id: 3 });
-    r.finish();
+    await r.finish();
     expect((await it.next()).value).toMatchObject({ id: 4, type: "run.status" });
     expect((await it.next()).done).toBe(true);
   });
@@ -190,8 +190,8 @@ describe("followRun over the store and a bus", () => {
     const r = await ownRun();
     const follow = await followRun(r.deps, OWNER, r.id);
     expect(r.bus.listenerCount(r.id)).toBe(1);
-    for (let i = 0; i < 2500; i++) r.append(`event ${i}`); // more than the live buffer holds
-    r.finish();
+    for (let i = 0; i < 2500; i++) await r.append(`event ${i}`); // more than the live buffer holds
+    await r.finish();
     const events = await drain(follow);
     expect(events.map((e) => e.id)).toEqual(Array.from({ length: 2501 }, (_, i) => i + 1));
     expect(r.bus.listenerCount(r.id)).toBe(0);
@@ -199,8 +199,8 @@ describe("followRun over the store and a bus", () => {
 
   it("breaking out, close() and a refused cursor each release the subscription", async () => {
     const r = await ownRun();
-    r.append("one");
-    r.append("two");
+    await r.append("one");
+    await r.append("two");
     for await (const ev of await followRun(r.deps, OWNER, r.id)) if (ev.id === 1) break;
     expect(r.bus.listenerCount(r.id)).toBe(0);
     (await followRun(r.deps, OWNER, r.id)).close();
@@ -211,12 +211,12 @@ describe("followRun over the store and a bus", () => {
 
   it("a status the record shows before its event is appended is waited for, not assumed", async () => {
     const r = await ownRun();
-    r.append("one");
+    await r.append("one");
     // The record says completed; the completed event is not in the log yet.
     await pb.store.updateRun(r.id, { status: "completed" });
     const following = drain(await followRun(r.deps, OWNER, r.id, { after: 1 }), 5000);
     await new Promise((resolve) => setTimeout(resolve, 100));
-    r.finish();
+    await r.finish();
     expect((await following).map((e) => e.id)).toEqual([2]);
   });
 });
