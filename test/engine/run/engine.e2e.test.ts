@@ -219,14 +219,12 @@ describe("the run engine", { timeout: LOADED.testMs }, () => {
 
   it("a model that answers HTTP 500 ends the run failed with a clear error", async () => {
     model.script("test/500", [[{ error: { status: 500, message: "upstream exploded" } }]]);
-    const t0 = Date.now();
     const run = await pb.engine.startRun(OWNER, { repository: "acme/web", prompt: "x", modelId: "test/500" });
     const done = await pb.engine.waitForTurn(OWNER, run.id);
     expect(done.status).toBe("failed");
     expect(done.error?.code).toBe("model_error");
     expect(done.error?.message).toContain("upstream exploded");
     expect(done.error?.message.length).toBeGreaterThan(5);
-    expect(Date.now() - t0).toBeLessThan(25_000);
     await waitFor(() => opencodePids(pb.dataDir, run.id).length === 0, { what: "opencode to stop" });
   });
 
@@ -238,12 +236,10 @@ describe("the run engine", { timeout: LOADED.testMs }, () => {
     });
     try {
       model.script("test/hang", [[{ hang: true }]]);
-      const t0 = Date.now();
       const run = await quick.engine.startRun(OWNER, { repository: "acme/web", prompt: "x", modelId: "test/hang" });
       const done = await quick.engine.waitForTurn(OWNER, run.id);
       expect(done.status).toBe("failed");
       expect(done.error?.code).toBe("turn_timeout");
-      expect(Date.now() - t0).toBeLessThan(15_000);
       await waitFor(() => opencodePids(quick.dataDir, run.id).length === 0, { what: "opencode to stop" });
     } finally {
       await quick.close();

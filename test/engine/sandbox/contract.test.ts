@@ -103,7 +103,7 @@ for (const c of CASES) {
 
     const turn = async (prompt: string) => {
       turnNo++;
-      const out = await agent!.runTurn({ prompt, kind: "code", timeoutMs: 90_000, onEvent: (e) => events.push(e) });
+      const out = await agent!.runTurn({ prompt, kind: "code", timeoutMs: 180_000, onEvent: (e) => events.push(e) });
       expect(out.error).toBeUndefined();
       return out;
     };
@@ -236,7 +236,7 @@ for (const c of CASES) {
       await agent!.close();
       agent = undefined;
       await sandbox.kill();
-      await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 10_000 });
+      await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 60_000 });
       expect(fs.existsSync(path.join(dataDir, "sandboxes", sandbox.id))).toBe(false);
       await expect(sandbox.exec(["true"])).rejects.toMatchObject({ code: "sandbox_failed" });
     });
@@ -304,7 +304,7 @@ for (const c of CASES) {
       expect(held).toContain(server!.proc.pid);
       await adopted!.kill();
       await server!.proc.exited;
-      await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 10_000 });
+      await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 60_000 });
       // Neither the run's directory nor anything at the warm sandbox's name (a link) is left.
       const left = fs.readdirSync(path.join(dataDir, "sandboxes"));
       expect(left).not.toContain(adopted!.id);

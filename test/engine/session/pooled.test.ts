@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WARMUP_MODEL_ID } from "../../../src/engine/agent/opencode-warmup.ts";
 import { descendants } from "../../../src/engine/sandbox/process.ts";
 import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
+import { LOADED } from "../../support/harness.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
 import { makeRepo, tempDir, waitFor } from "../../helpers.ts";
 
@@ -61,7 +62,7 @@ for (const sandbox of ["local", "bwrap"] as const) {
         PATCHBAY_GIT_BASE_URL: `file://${repoBase}`,
         PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
         OPENROUTER_API_KEY: "sk-or-v1-pool-test",
-        PATCHBAY_TURN_TIMEOUT_MS: "30000",
+        PATCHBAY_TURN_TIMEOUT_MS: String(LOADED.turnTimeoutMs),
         PATCHBAY_WATCHDOG_MS: "2000",
       });
     });
@@ -98,7 +99,10 @@ for (const sandbox of ["local", "bwrap"] as const) {
       // Every process the session holds lives under the run's sandbox directory.
       const held = runProcesses(pb.dataDir, run.id);
       expect(held.length).toBeGreaterThan(0);
-      await waitFor(() => pb.sessions.warmPool!.available === 1, { what: "the pool to refill", timeoutMs: 30_000 });
+      await waitFor(() => pb.sessions.warmPool!.available === 1, {
+        what: "the pool to refill",
+        timeoutMs: LOADED.turnWaitMs,
+      });
 
       await pb.engine.endSession(OWNER, run.id);
       await waitFor(() => runProcesses(pb.dataDir, run.id).length === 0, { what: "the run's processes to exit" });

@@ -19,6 +19,7 @@ import {
   type ScriptedModel,
   type Step,
 } from "../../fixtures/scripted-model.ts";
+import { LOADED } from "../../support/harness.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
 
 const CANARY_KEY = "sk-or-v1-CANARY-shared-0123456789abcdef";
@@ -85,7 +86,7 @@ beforeAll(async () => {
     PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
     OPENROUTER_API_KEY: CANARY_KEY,
     PATCHBAY_SESSION_TTL_MS: "120000",
-    PATCHBAY_TURN_TIMEOUT_MS: "30000",
+    PATCHBAY_TURN_TIMEOUT_MS: String(LOADED.turnTimeoutMs),
     PATCHBAY_WATCHDOG_MS: "2000",
   });
 });
