@@ -28,7 +28,7 @@ import { silentLogger } from "../log.ts";
 import { E2B_PATHS, E2bSandbox } from "./e2b-sandbox.ts";
 import { e2bSdk, type E2bSandboxHandle, type E2bSdk } from "./e2b-sdk.ts";
 import {
-  creationError,
+  fillOrKill,
   type Sandbox,
   type SandboxCreateOptions,
   type SandboxProvider,
@@ -130,12 +130,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     async create(c: SandboxCreateOptions): Promise<Sandbox> {
       if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
       const sandbox = await newVm(c.runId, c.ownerId);
-      try {
-        return await checkout(sandbox, c);
-      } catch (e) {
-        await sandbox.kill();
-        throw creationError(e, c.signal);
-      }
+      return fillOrKill(sandbox, () => checkout(sandbox, c), c.signal);
     },
 
     /**
@@ -156,17 +151,17 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       }
       sandbox.keepWarm();
       return Object.assign(sandbox, {
-        adopt: async (c: SandboxCreateOptions): Promise<Sandbox> => {
-          try {
-            live.delete(sandbox.id);
-            sandbox.becomes(c.runId);
-            live.set(c.runId, sandbox);
-            return await checkout(sandbox, c);
-          } catch (e) {
-            await sandbox.kill();
-            throw creationError(e, c.signal);
-          }
-        },
+        adopt: (c: SandboxCreateOptions): Promise<Sandbox> =>
+          fillOrKill(
+            sandbox,
+            async () => {
+              live.delete(sandbox.id);
+              sandbox.becomes(c.runId);
+              live.set(c.runId, sandbox);
+              return checkout(sandbox, c);
+            },
+            c.signal,
+          ),
       });
     },
 
