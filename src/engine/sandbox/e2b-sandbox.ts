@@ -108,6 +108,13 @@ export class E2bSandbox implements Sandbox {
     return opts.stdin === undefined ? cmd : `printf %s ${shellQuote(opts.stdin)} | ${cmd}`;
   }
 
+  /** Hold a background command until it exits, so `kill` and `detach` reach it. */
+  private track(proc: E2bProcess): E2bProcess {
+    this.procs.add(proc);
+    void proc.exited.then(() => this.procs.delete(proc));
+    return proc;
+  }
+
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     this.alive();
     this.touch();
@@ -132,9 +139,7 @@ export class E2bSandbox implements Sandbox {
   spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
     this.alive();
     this.touch();
-    const proc = new E2bProcess(this.log);
-    this.procs.add(proc);
-    void proc.exited.then(() => this.procs.delete(proc));
+    const proc = this.track(new E2bProcess(this.log));
     // No timeout for a background command: the SDK's default (60 s) would end the server.
     const started = this.handle.commands.run(this.command(argv, opts), {
       background: true,
@@ -170,9 +175,7 @@ export class E2bSandbox implements Sandbox {
 
   async reconnect(pid: number): Promise<ProcessHandle> {
     this.alive();
-    const proc = new E2bProcess(this.log);
-    this.procs.add(proc);
-    void proc.exited.then(() => this.procs.delete(proc));
+    const proc = this.track(new E2bProcess(this.log));
     proc.attach(
       this.handle.commands.connect(pid, {
         timeoutMs: 0,
