@@ -11,7 +11,8 @@ import { describe, expect, it } from "vitest";
 import { loadConfig } from "../../../src/config.ts";
 import { silentLogger } from "../../../src/engine/log.ts";
 import { createSandboxProvider } from "../../../src/engine/sandbox/providers.ts";
-import { createE2bProvider, shellQuote } from "../../../src/engine/sandbox/e2b.ts";
+import { shellQuote } from "../../../src/engine/sandbox/e2b-sandbox.ts";
+import { createE2bProvider } from "../../../src/engine/sandbox/e2b.ts";
 import { e2bCloud } from "../../fixtures/e2b-cloud.ts";
 import { git, makeRepo, tempDir, waitFor } from "../../helpers.ts";
 
