@@ -8,6 +8,7 @@ import { fileURLToPath } from "node:url";
 import { apiLoad } from "./api-load.ts";
 import { concurrency } from "./concurrency.ts";
 import { followUp } from "./follow-up.ts";
+import { gatewayAbuse } from "./gateway-abuse.ts";
 import { sseFanout } from "./sse-fanout.ts";
 import { sharedAgent } from "./shared-agent.ts";
 import { eventAppend } from "./event-append.ts";
@@ -25,6 +26,7 @@ const MODULES: BenchModule[] = [
   concurrency,
   startup,
   sharedAgent,
+  gatewayAbuse,
 ];
 
 async function main(): Promise<void> {

@@ -121,6 +121,21 @@ const SETTINGS = {
    * (reattached sandboxes keep calling it).
    */
   gatewayPort: setting("PATCHBAY_GATEWAY_PORT", z.coerce.number().int().min(0).max(65535).default(0)),
+  /** Largest model request body the gateway reads (413 beyond); OpenCode's are tens of KB, images add MBs. */
+  gatewayMaxBodyBytes: setting(
+    "PATCHBAY_GATEWAY_MAX_BODY_BYTES",
+    z.coerce
+      .number()
+      .int()
+      .min(1024)
+      .default(8 * 1024 * 1024),
+  ),
+  /** Longest a model request body may take to arrive before the gateway answers 408. */
+  gatewayBodyTimeoutMs: setting("PATCHBAY_GATEWAY_BODY_TIMEOUT_MS", intMs(30_000, 100)),
+  /** Model requests one run may have in flight through the gateway at once (429 beyond). */
+  gatewayMaxInFlight: setting("PATCHBAY_GATEWAY_MAX_IN_FLIGHT", z.coerce.number().int().min(1).default(4)),
+  /** Cap on a model request's output tokens: `max_tokens` and the like are clamped to it. */
+  gatewayMaxTokens: setting("PATCHBAY_GATEWAY_MAX_TOKENS", z.coerce.number().int().min(1).default(32_000)),
   host: setting("PATCHBAY_HOST", z.string().min(1).default("127.0.0.1")),
   port: setting("PORT", z.coerce.number().int().min(0).max(65535).default(8787)),
   /** Owner of runs started without an API key (`patchbay mcp`, `patchbay run`). */

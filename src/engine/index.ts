@@ -66,6 +66,10 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     const gateway = await createModelGateway({
       upstreamBaseUrl: config.openrouterBaseUrl,
       port: config.gatewayPort,
+      maxBodyBytes: config.gatewayMaxBodyBytes,
+      bodyTimeoutMs: config.gatewayBodyTimeoutMs,
+      maxInFlightPerToken: config.gatewayMaxInFlight,
+      maxTokens: config.gatewayMaxTokens,
       log,
     });
     cleanups.unshift(() => gateway.close());

@@ -11,8 +11,6 @@ import type { GatewayGrant } from "./gateway.ts";
 const MAX_USAGE_BODY = 16 * 1024 * 1024;
 /** A line longer than this is no usage chunk we can use; dropping it bounds memory on a hostile stream. */
 const MAX_SSE_LINE = 4 * 1024 * 1024;
-/** Endpoints whose streaming form accepts `stream_options.include_usage` (Responses reports usage by itself). */
-const STREAM_OPTIONS_PATHS = new Set(["/chat/completions", "/completions"]);
 
 /**
  * Scans an SSE stream, chunk by chunk, for the `usage` object OpenAI-compatible servers send
@@ -113,18 +111,6 @@ export function meterFor(contentType: string): UsageMeter | undefined {
     malformed: false,
     end: () => (size <= MAX_USAGE_BODY ? usageFromJson(Buffer.concat(chunks).toString("utf8")) : undefined),
   };
-}
-
-/**
- * Ask a streamed completion to report its usage: without `stream_options.include_usage` a
- * streamed chat/completions reports no tokens and the run goes unmetered. Edits `fields` and
- * answers whether it did.
- */
-export function requestStreamUsage(fields: Record<string, unknown>, path: string): boolean {
-  if (fields.stream !== true || !STREAM_OPTIONS_PATHS.has(path)) return false;
-  const prior = fields.stream_options && typeof fields.stream_options === "object" ? fields.stream_options : {};
-  fields.stream_options = { ...prior, include_usage: true };
-  return true;
 }
 
 /** Hand usage to the run's grant; a metering bug must not turn a good model answer into a failure. */

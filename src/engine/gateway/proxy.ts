@@ -1,19 +1,23 @@
 /**
  * The forwarding half of the gateway: a request re-signed with the real upstream key goes to
  * the upstream (OpenRouter or any OpenAI-compatible server), and the answer streams back
- * unbuffered while it is metered. The key never reaches the client: credentials are not
- * forwarded, and headers or error bodies that echo the key are scrubbed.
+ * unbuffered while it is metered. The key never reaches the client: only `content-type` and
+ * `accept` are forwarded from the client, and every response (headers, error and success
+ * bodies, JSON or SSE) is scrubbed of the key as it streams.
  */
 import http from "node:http";
 import https from "node:https";
 import type { Logger } from "../log.ts";
 import type { GatewayGrant } from "./gateway.ts";
 import { meterFor, reportUsage } from "./metering.ts";
+import { createKeyScrubber } from "./scrub.ts";
 
-/** Error bodies are small; buffering them lets us scrub an echoed key before the agent sees it. */
+/** Error bodies are small; only their first MiB is passed on. */
 const MAX_ERROR_BODY = 1024 * 1024;
 
-/** RFC 9110 hop-by-hop headers plus ones a proxy must recompute or must not forward. */
+/** Request headers forwarded from the client; the rest (credentials, session ids, anything custom) stay here. */
+const FORWARDED_REQUEST_HEADERS = ["content-type", "accept"] as const;
+/** Upstream response headers that are never passed on: hop-by-hop ones (RFC 9110) and cookies. */
 const HOP_BY_HOP = new Set([
   "connection",
   "keep-alive",
@@ -25,10 +29,8 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
   "host",
-  "content-length",
+  "set-cookie",
 ]);
-/** Incoming headers that may carry the gateway token (or other credentials) and so never go upstream. */
-const CREDENTIAL_HEADERS = new Set(["authorization", "x-api-key", "api-key", "cookie"]);
 
 /** Why a gateway request stopped early: the run's token was revoked, the client left, or the gateway is closing. */
 export class GatewayAbort extends Error {
@@ -72,15 +74,15 @@ export interface UpstreamProxyOptions {
   attribution: { referer: string; title: string };
 }
 
-/** One request to forward; the client has been authorised and its body read. */
+/** One request to forward; the client has been authorised and its body read and rewritten. */
 export interface ForwardRequest {
-  /** Path under the upstream base (`/chat/completions`) and the query string (`?a=b` or ""). */
+  /** Path under the upstream base (`/chat/completions`); the client's query string is never forwarded. */
   path: string;
-  search: string;
   method: string;
-  /** The client's headers: forwarded minus credentials and hop-by-hop ones. */
+  /** The client's headers: only FORWARDED_REQUEST_HEADERS of them go upstream. */
   headers: http.IncomingHttpHeaders;
-  body: Buffer | undefined;
+  /** The body as pieces written in order (see rewriteBody), and its length. */
+  body: { pieces: Buffer[]; length: number } | undefined;
   /** The real upstream key, swapped in for the client's token. */
   key: string;
   res: http.ServerResponse;
@@ -112,7 +114,7 @@ export function createUpstreamProxy(opts: UpstreamProxyOptions): UpstreamProxy {
 
   const forward = (a: ForwardRequest): Promise<number> => {
     const { res, signal, log } = a;
-    const target = new URL(a.path.slice(1) + a.search, upstreamBase);
+    const target = new URL(a.path.slice(1), upstreamBase);
     const headers = forwardHeaders(a.headers, a.key, opts.attribution, a.body?.length);
     return new Promise<number>((resolve) => {
       let settled = false;
@@ -139,6 +141,7 @@ export function createUpstreamProxy(opts: UpstreamProxyOptions): UpstreamProxy {
       up.on("response", (upRes) => {
         const status = upRes.statusCode ?? 502;
         const outHeaders = responseHeaders(upRes.headers, a.key);
+        const scrubber = createKeyScrubber(a.key);
         upRes.on("error", (err: NodeJS.ErrnoException) => {
           // Handled on "close" below; a listener is needed so the error cannot crash the process.
           if (!signal.aborted) log.warn("gateway upstream response broke off", { code: err.code });
@@ -159,13 +162,12 @@ export function createUpstreamProxy(opts: UpstreamProxyOptions): UpstreamProxy {
           let size = 0;
           upRes.on("data", (c: Buffer) => {
             size += c.length;
-            if (size <= MAX_ERROR_BODY) chunks.push(c);
+            if (size <= MAX_ERROR_BODY) chunks.push(scrubber.push(c));
           });
           upRes.on("end", () => {
-            const text = scrub(Buffer.concat(chunks).toString("utf8"), a.key);
-            delete outHeaders["content-length"];
+            chunks.push(scrubber.end());
             res.writeHead(status, outHeaders);
-            res.end(text);
+            res.end(Buffer.concat(chunks));
             log.warn("gateway upstream answered with an error", { status });
             done(status);
           });
@@ -181,7 +183,7 @@ export function createUpstreamProxy(opts: UpstreamProxyOptions): UpstreamProxy {
           if (broken) return;
           // Write before metering: the client never waits on our parsing. A slow client
           // pauses the upstream rather than growing our memory.
-          if (!res.write(c)) {
+          if (!res.write(scrubber.push(c))) {
             upRes.pause();
             res.once("drain", () => upRes.resume());
           }
@@ -198,20 +200,21 @@ export function createUpstreamProxy(opts: UpstreamProxyOptions): UpstreamProxy {
         });
         upRes.on("end", () => {
           if (broken) return;
-          res.end();
+          res.end(scrubber.end());
           const usage = meter?.end();
           if (usage) reportUsage(a.grant, usage, log);
           done(status);
         });
       });
-      up.end(a.body);
+      for (const piece of a.body?.pieces ?? []) up.write(piece);
+      up.end();
     });
   };
 
   return { origin: upstreamBase.origin, forward, close: () => agent.destroy() };
 }
 
-/** Headers for the upstream request: the client's, minus credentials and hop-by-hop, plus ours. */
+/** Headers for the upstream request: the few the client may set, plus ours. */
 function forwardHeaders(
   incoming: http.IncomingHttpHeaders,
   key: string,
@@ -219,17 +222,9 @@ function forwardHeaders(
   bodyLength: number | undefined,
 ): http.OutgoingHttpHeaders {
   const out: http.OutgoingHttpHeaders = {};
-  const connectionListed = new Set(
-    String(incoming.connection ?? "")
-      .split(",")
-      .map((h) => h.trim().toLowerCase())
-      .filter(Boolean),
-  );
-  for (const [name, value] of Object.entries(incoming)) {
-    const lower = name.toLowerCase();
-    if (value === undefined || HOP_BY_HOP.has(lower) || CREDENTIAL_HEADERS.has(lower) || connectionListed.has(lower))
-      continue;
-    out[lower] = value;
+  for (const name of FORWARDED_REQUEST_HEADERS) {
+    const value = incoming[name];
+    if (typeof value === "string") out[name] = value;
   }
   out.authorization = `Bearer ${key}`;
   // Identity encoding: we scan the bytes for usage and pass them through as they come.
@@ -245,16 +240,12 @@ function responseHeaders(incoming: http.IncomingHttpHeaders, key: string): http.
   const out: http.OutgoingHttpHeaders = {};
   for (const [name, value] of Object.entries(incoming)) {
     const lower = name.toLowerCase();
-    if (value === undefined || lower === "host" || lower === "set-cookie") continue;
-    if (HOP_BY_HOP.has(lower) && lower !== "content-length") continue;
+    // content-length goes too: scrubbing may change the body's length.
+    if (value === undefined || HOP_BY_HOP.has(lower) || lower === "content-length") continue;
     if ((Array.isArray(value) ? value.join(",") : String(value)).includes(key)) continue;
     out[lower] = value;
   }
   // Proxies between us and the agent (none by default) must not hold the stream back.
   out["x-accel-buffering"] = "no";
   return out;
-}
-
-function scrub(text: string, key: string): string {
-  return key && text.includes(key) ? text.split(key).join("[redacted]") : text;
 }

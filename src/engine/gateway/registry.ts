@@ -19,6 +19,11 @@ export interface LiveToken {
   readonly grant: GatewayGrant;
   /** Aborts when the token is revoked: requests in flight with it stop. */
   readonly revoked: AbortSignal;
+  /**
+   * Take one of the token's in-flight slots (a shared token's session counts as its run's
+   * token): the function that gives it back, or undefined when all are taken.
+   */
+  acquire(): (() => void) | undefined;
 }
 
 /** Who a request is: a live run token, or why it is refused. */
@@ -38,6 +43,8 @@ interface TokenEntry {
   digest: Buffer;
   grant: GatewayGrant;
   revoked: AbortController;
+  /** Requests with this token between authorisation and their end. */
+  inFlight: number;
 }
 
 /** A shared agent server's token: OpenCode session id -> digest (hex) of the run token it stands for. */
@@ -47,8 +54,16 @@ interface SharedEntry {
   parentOf?: (sessionId: string) => Promise<string | undefined>;
 }
 
-export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
+/** Options for {@link createTokenRegistry}. */
+export interface TokenRegistryOptions {
+  log: Logger;
+  /** Requests one run token may have in flight at once; default unlimited. */
+  maxInFlight?: number;
+}
+
+export function createTokenRegistry(opts: TokenRegistryOptions): TokenRegistry {
   const { log } = opts;
+  const maxInFlight = opts.maxInFlight ?? Infinity;
   /** Keyed by the token's sha256 hex, so a lookup never compares the token itself char by char. */
   const tokens = new Map<string, TokenEntry>();
   /** Shared agent servers' tokens, keyed like `tokens`. */
@@ -56,7 +71,7 @@ export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
 
   const register = (token: string, grant: GatewayGrant): string => {
     const digest = sha256(token);
-    tokens.set(digest.toString("hex"), { digest, grant, revoked: new AbortController() });
+    tokens.set(digest.toString("hex"), { digest, grant, revoked: new AbortController(), inFlight: 0 });
     // The token is a credential too: keep it out of our own log lines.
     log.redact(token);
     return token;
@@ -68,7 +83,20 @@ export function createTokenRegistry(opts: { log: Logger }): TokenRegistry {
     return entry;
   };
 
-  const live = (entry: TokenEntry): LiveToken => ({ grant: entry.grant, revoked: entry.revoked.signal });
+  const live = (entry: TokenEntry): LiveToken => ({
+    grant: entry.grant,
+    revoked: entry.revoked.signal,
+    acquire() {
+      if (entry.inFlight >= maxInFlight) return undefined;
+      entry.inFlight++;
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        entry.inFlight--;
+      };
+    },
+  });
 
   /**
    * The run token (hex) a shared token's session stands for. A session not bound yet is bound

@@ -2,8 +2,9 @@
  * The model gateway's HTTP server: a loopback OpenAI-compatible endpoint that OpenCode calls
  * with a per-run token (as its provider "API key"). It composes the token registry (who may
  * call: registry.ts), the upstream proxy (the real key swapped in: proxy.ts) and usage
- * metering (metering.ts); what is left here is the routes, the request checks (size, JSON,
- * allowed model) and the server's life.
+ * metering (metering.ts) and the request rewrite (request.ts); what is left here is the
+ * routes, the request checks (in-flight cap, size, read timeout, allowed model) and the
+ * server's life.
  *
  * The real key exists only in this process: it is never logged (registered with
  * `log.redact`), never echoed back (the proxy scrubs it) and never sent to the sandbox.
@@ -12,9 +13,9 @@ import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { silentLogger, type Logger } from "../log.ts";
 import type { ModelGateway } from "./gateway.ts";
-import { requestStreamUsage } from "./metering.ts";
 import { createUpstreamProxy, finishAborted, GatewayAbort, sendError } from "./proxy.ts";
 import { createTokenRegistry } from "./registry.ts";
+import { InvalidRequest, rewriteBody, type ForwardBody } from "./request.ts";
 
 /** Options for {@link createModelGateway}. */
 export interface ModelGatewayOptions {
@@ -26,8 +27,14 @@ export interface ModelGatewayOptions {
   host?: string;
   /** Port to listen on; default 0 (any free port). */
   port?: number;
-  /** Largest request body accepted, in bytes; default 32 MiB (long agent contexts with images). */
+  /** Largest request body accepted, in bytes; default 8 MiB (OpenCode's requests are tens of KB; images add MBs). */
   maxBodyBytes?: number;
+  /** Longest a request body may take to arrive before the gateway answers 408 and closes; default 30 s. */
+  bodyTimeoutMs?: number;
+  /** Requests one run token may have in flight at once (429 beyond); default 4. */
+  maxInFlightPerToken?: number;
+  /** Cap on a request's output tokens (`max_tokens` and the like are clamped to it); default 32000. */
+  maxTokens?: number;
   /** OpenRouter app attribution headers; default referer `https://github.com/patchbay`, title `Patchbay`. */
   attribution?: { referer: string; title: string };
 }
@@ -36,7 +43,11 @@ export interface ModelGatewayOptions {
 export const NO_MODEL_KEY_MESSAGE =
   "no model key configured for this run (set OPENROUTER_API_KEY or use billing.mode openrouter)";
 
-const DEFAULT_MAX_BODY = 32 * 1024 * 1024;
+const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
+const DEFAULT_BODY_TIMEOUT_MS = 30_000;
+const DEFAULT_MAX_IN_FLIGHT = 4;
+/** The output limit Patchbay declares to OpenCode for every model (agent/opencode-config.ts). */
+const DEFAULT_MAX_TOKENS = 32_000;
 /** Paths (after `/v1`) the gateway forwards, by method. */
 const ROUTES: Record<string, ReadonlySet<string>> = {
   POST: new Set(["/chat/completions", "/completions", "/responses"]),
@@ -50,12 +61,14 @@ const ROUTES: Record<string, ReadonlySet<string>> = {
 export async function createModelGateway(opts: ModelGatewayOptions): Promise<ModelGateway> {
   const log = (opts.log ?? silentLogger).child({ component: "gateway" });
   const maxBody = opts.maxBodyBytes ?? DEFAULT_MAX_BODY;
+  const bodyTimeoutMs = opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
+  const maxTokens = opts.maxTokens ?? DEFAULT_MAX_TOKENS;
   const proxy = createUpstreamProxy({
     upstreamBaseUrl: opts.upstreamBaseUrl,
     attribution: opts.attribution ?? { referer: "https://github.com/patchbay", title: "Patchbay" },
   });
 
-  const tokens = createTokenRegistry({ log });
+  const tokens = createTokenRegistry({ log, maxInFlight: opts.maxInFlightPerToken ?? DEFAULT_MAX_IN_FLIGHT });
   const sockets = new Set<Socket>();
   const allInFlight = new Set<AbortController>();
 
@@ -97,6 +110,20 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     }
     const { grant, revoked } = auth.token;
     const rlog = log.child({ runId: grant.runId, path: sub });
+    const release = auth.token.acquire();
+    if (!release) {
+      // Each request may hold up to maxBody bytes while its body arrives: bound them per run.
+      rlog.warn("gateway refused a request over the run's in-flight cap");
+      res.setHeader("retry-after", "1");
+      res.setHeader("connection", "close");
+      return sendError(
+        res,
+        429,
+        "too many model requests in flight for this run",
+        "rate_limit_error",
+        "too_many_requests",
+      );
+    }
 
     // Registered before any await, so a revoke or close during body read or key lookup stops us.
     const controller = new AbortController();
@@ -109,32 +136,30 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
     };
     res.on("close", onClientGone);
     try {
-      let body: Buffer | undefined;
-      let model: string | undefined;
-      let stream = false;
+      let body: ForwardBody | undefined;
       if (method === "POST") {
         const declared = Number(req.headers["content-length"]);
-        body =
-          Number.isFinite(declared) && declared > maxBody ? undefined : await readBody(req, maxBody, controller.signal);
-        if (!body) return sendTooLarge(res, maxBody);
-        let json: unknown;
+        const read =
+          Number.isFinite(declared) && declared > maxBody
+            ? "too_large"
+            : await readBody(req, maxBody, bodyTimeoutMs, controller.signal);
+        if (read === "too_large") return sendTooLarge(res, maxBody);
+        if (read === "timeout") return sendTimeout(req, res, bodyTimeoutMs);
         try {
-          json = JSON.parse(body.toString("utf8"));
+          body = rewriteBody(read, sub, maxTokens);
         } catch (e) {
+          if (!(e instanceof InvalidRequest)) throw e;
           rlog.debug("gateway rejected a malformed body", { err: e });
-          return sendError(res, 400, "request body is not valid JSON", "invalid_request_error", "invalid_request");
+          return sendError(res, 400, e.message, "invalid_request_error", "invalid_request");
         }
-        if (!json || typeof json !== "object" || Array.isArray(json))
-          return sendError(res, 400, "request body must be a JSON object", "invalid_request_error", "invalid_request");
-        const fields = json as Record<string, unknown>;
-        model = typeof fields.model === "string" ? fields.model : undefined;
-        stream = fields.stream === true;
+        if (body.dropped.length > 0)
+          rlog.info("gateway dropped fields outside its allow-list", { fields: body.dropped });
+        const model = body.model;
         if (grant.allowedModels.length > 0 && (model === undefined || !grant.allowedModels.includes(model))) {
           rlog.warn("gateway refused a model outside the run's grant", { model });
           const message = `model ${JSON.stringify(model ?? null)} is not allowed for this run`;
           return sendError(res, 403, message, "permission_error", "model_not_allowed");
         }
-        if (requestStreamUsage(fields, sub)) body = Buffer.from(JSON.stringify(fields), "utf8");
       }
 
       let key: string | undefined;
@@ -152,7 +177,6 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
 
       const status = await proxy.forward({
         path: sub,
-        search: url.search,
         method,
         headers: req.headers,
         body,
@@ -162,8 +186,9 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         grant,
         log: rlog,
       });
-      rlog.info("gateway request", { model, stream, status, ms: Date.now() - started });
+      rlog.info("gateway request", { model: body?.model, stream: body?.stream, status, ms: Date.now() - started });
     } finally {
+      release();
       res.off("close", onClientGone);
       revoked.removeEventListener("abort", onRevoked);
       allInFlight.delete(controller);
@@ -201,11 +226,24 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
   };
 }
 
-/** Read a request body up to `limit` bytes; undefined when it is larger. */
-function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal): Promise<Buffer | undefined> {
+/**
+ * Read a request body up to `limit` bytes within `timeoutMs`: the body, or why not. A client
+ * that declares a big body and stalls holds memory and a slot; the timeout frees both.
+ */
+function readBody(
+  req: http.IncomingMessage,
+  limit: number,
+  timeoutMs: number,
+  signal: AbortSignal,
+): Promise<Buffer | "too_large" | "timeout"> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const timer = setTimeout(() => {
+      cleanup();
+      chunks.length = 0;
+      resolve("timeout");
+    }, timeoutMs);
     const onAbort = () => {
       cleanup();
       reject(signal.reason instanceof Error ? signal.reason : new GatewayAbort("client_gone"));
@@ -214,9 +252,10 @@ function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal)
       size += c.length;
       if (size > limit) {
         cleanup();
+        chunks.length = 0;
         // Stop buffering but drain the rest, so the 413 can still be written on this socket.
         req.resume();
-        resolve(undefined);
+        resolve("too_large");
         return;
       }
       chunks.push(c);
@@ -230,6 +269,7 @@ function readBody(req: http.IncomingMessage, limit: number, signal: AbortSignal)
       reject(e);
     };
     const cleanup = () => {
+      clearTimeout(timer);
       req.off("data", onData);
       req.off("end", onEnd);
       req.off("error", onError);
@@ -247,4 +287,11 @@ function sendTooLarge(res: http.ServerResponse, limit: number): void {
   // The rest of an oversized body is not worth reading: close the connection after answering.
   res.setHeader("connection", "close");
   sendError(res, 413, `request body exceeds ${limit} bytes`, "invalid_request_error", "payload_too_large");
+}
+
+function sendTimeout(req: http.IncomingMessage, res: http.ServerResponse, timeoutMs: number): void {
+  res.setHeader("connection", "close");
+  // The client is still (slowly) sending: once the answer is out, drop the socket.
+  res.on("finish", () => req.socket.destroy());
+  sendError(res, 408, `request body not received within ${timeoutMs} ms`, "invalid_request_error", "request_timeout");
 }

@@ -2,10 +2,11 @@
  * The model gateway over real loopback HTTP, with the scripted model as its upstream.
  */
 import http from "node:http";
-import type { AddressInfo } from "node:net";
+import net, { type AddressInfo } from "node:net";
 import { describe, expect, it } from "vitest";
 import { createModelGateway, NO_MODEL_KEY_MESSAGE } from "../../../src/engine/gateway/server.ts";
 import { createSseUsageScanner } from "../../../src/engine/gateway/metering.ts";
+import { rewriteBody } from "../../../src/engine/gateway/request.ts";
 import type { GatewayGrant, ModelGateway } from "../../../src/engine/gateway/gateway.ts";
 import { createLogger } from "../../../src/engine/log.ts";
 import type { Usage } from "../../../src/engine/run/schema.ts";
@@ -27,7 +28,13 @@ interface Fixture {
 /** A scripted model and a gateway in front of it; every log line is collected. */
 async function setup(
   steps: Step[] = [{ text: "hello" }],
-  opts: { maxBodyBytes?: number; upstreamBaseUrl?: string } = {},
+  opts: {
+    maxBodyBytes?: number;
+    upstreamBaseUrl?: string;
+    bodyTimeoutMs?: number;
+    maxInFlightPerToken?: number;
+    maxTokens?: number;
+  } = {},
 ): Promise<Fixture> {
   const model = await startScriptedModel({ scripts: { [MODEL]: [steps] } });
   const lines: string[] = [];
@@ -36,6 +43,9 @@ async function setup(
     upstreamBaseUrl: opts.upstreamBaseUrl ?? model.baseUrl,
     log,
     maxBodyBytes: opts.maxBodyBytes,
+    bodyTimeoutMs: opts.bodyTimeoutMs,
+    maxInFlightPerToken: opts.maxInFlightPerToken,
+    maxTokens: opts.maxTokens,
   });
   const usage: Usage[] = [];
   return {
@@ -334,9 +344,8 @@ describe("model gateway", () => {
 
     await waitFor(() => f.usage.length > 0, { what: "usage", timeoutMs: 5000 });
     expect(f.usage).toEqual([{ inputTokens: 1234, outputTokens: 56, costUsd: 0.0042 }]);
-    // The gateway asked for usage in the stream, keeping what the agent sent.
+    // The gateway asked for usage in the stream; other stream options are not forwarded.
     expect((f.model.requests[0]!.body as unknown as { stream_options: unknown }).stream_options).toEqual({
-      foo: 1,
       include_usage: true,
     });
   });
@@ -522,5 +531,210 @@ describe("model gateway", () => {
     const seen = f.model.requests[0]!;
     abort.abort();
     await seen.closed; // would hang forever if the gateway kept the upstream open
+  });
+});
+
+/** A raw HTTP request that declares a body of `declared` bytes, sends `sent` of them and stalls. */
+function stalledRequest(
+  port: number,
+  token: string,
+  declared: number,
+  sent: number,
+): Promise<{ status: Promise<number>; socket: net.Socket }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, "127.0.0.1", () => {
+      socket.write(
+        `POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n` +
+          `authorization: Bearer ${token}\r\ncontent-length: ${declared}\r\n\r\n`,
+      );
+      socket.write(Buffer.alloc(sent, 0x20));
+      let head = "";
+      const status = new Promise<number>((res) => {
+        socket.on("data", (d: Buffer) => {
+          head += d.toString("latin1");
+          const m = /^HTTP\/1\.1 (\d{3})/.exec(head);
+          if (m) res(Number(m[1]));
+        });
+        socket.on("close", () => res(0));
+      });
+      resolve({ status, socket });
+    });
+    socket.on("error", reject);
+  });
+}
+
+describe("model gateway under a hostile agent", () => {
+  it("only allow-listed fields reach the upstream: fallbacks, provider, plugins, query and custom headers dropped, n forced to 1, max_tokens clamped", async () => {
+    await using f = await setup([{ text: "ok" }], { maxTokens: 1000 });
+    const res = await fetch(`${f.gw.url}/chat/completions?api_key=x&route=fallback`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        authorization: `Bearer ${f.grant()}`,
+        "x-custom": "1",
+        "x-openrouter-provider": "expensive",
+        "user-agent": "evil",
+        "x-session-id": "ses_1",
+      },
+      body: JSON.stringify(
+        chatBody({
+          models: ["openai/gpt-5-expensive", "anthropic/claude-opus"],
+          route: "fallback",
+          provider: { order: ["expensive"] },
+          plugins: [{ id: "web" }],
+          transforms: ["middle-out"],
+          service_tier: "priority",
+          n: 64,
+          max_tokens: 100_000_000,
+          max_completion_tokens: 5_000_000,
+          reasoning: { max_tokens: 9_000_000 },
+          temperature: 0.2,
+          tool_choice: "auto",
+        }),
+      ),
+    });
+    expect(res.status).toBe(200);
+    await res.text();
+    const seen = f.model.requests[0]!;
+    expect(seen.path).toBe("/v1/chat/completions");
+    expect(Object.keys(seen.body).sort()).toEqual(
+      [
+        "max_completion_tokens",
+        "max_tokens",
+        "messages",
+        "model",
+        "n",
+        "reasoning",
+        "temperature",
+        "tool_choice",
+        "tools",
+      ].sort(),
+    );
+    const body = seen.body as unknown as Record<string, unknown>;
+    expect(body.n).toBe(1);
+    expect(body.max_tokens).toBe(1000);
+    expect(body.max_completion_tokens).toBe(1000);
+    expect(body.reasoning).toEqual({ max_tokens: 1000 });
+    expect(body.temperature).toBe(0.2);
+    const forwarded = Object.keys(seen.headers).sort();
+    for (const h of forwarded)
+      expect([
+        "accept",
+        "accept-encoding",
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "http-referer",
+        "x-title",
+      ]).toContain(h);
+  });
+
+  it("what OpenCode sends passes unchanged, and a repeated key is forwarded once, as the gateway checked it", () => {
+    // The fields OpenCode 1.18 sends to an OpenAI-compatible provider (recorded from the e2e tests).
+    const opencode = {
+      model: MODEL,
+      max_tokens: 32000,
+      messages: [
+        { role: "system", content: "s" },
+        { role: "user", content: [{ type: "text", text: 'héllo "✓"' }] },
+      ],
+      tools: [{ type: "function", function: { name: "bash", parameters: { type: "object" } } }],
+      tool_choice: "auto",
+      stream: true,
+      stream_options: { include_usage: true },
+    };
+    const out = rewriteBody(Buffer.from(JSON.stringify(opencode)), "/chat/completions", 32000);
+    expect(JSON.parse(Buffer.concat(out.pieces).toString("utf8"))).toEqual(opencode);
+    expect(out.dropped).toEqual([]);
+
+    const dup = rewriteBody(
+      Buffer.from(`{"model":"evil/model","messages":[],"model":"${MODEL}"}`),
+      "/chat/completions",
+      10,
+    );
+    const text = Buffer.concat(dup.pieces).toString("utf8");
+    expect(dup.model).toBe(MODEL);
+    expect(text.split('"model"')).toHaveLength(2);
+    expect(JSON.parse(text)).toEqual({ messages: [], model: MODEL });
+    for (const bad of ['{"model":"a"', '{"model":"a"}x', '{"messages":[}', "[1]", '{"model":1}'])
+      expect(() => rewriteBody(Buffer.from(bad), "/chat/completions", 10)).toThrow();
+  });
+
+  it("an upstream that echoes the key in a 200 answer, streamed or not, in headers or body, never hands it to the agent", async () => {
+    const echo = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const auth = String(req.headers.authorization);
+        const stream = (JSON.parse(Buffer.concat(chunks).toString("utf8")) as { stream?: boolean }).stream === true;
+        if (!stream) {
+          res.writeHead(200, { "content-type": "application/json", "x-echo": auth, "x-other": "fine" });
+          res.end(JSON.stringify({ choices: [{ message: { role: "assistant", content: `your key: ${auth}` } }] }));
+          return;
+        }
+        res.writeHead(200, { "content-type": "text/event-stream", "x-echo": auth });
+        const event = `data: ${JSON.stringify({ choices: [{ index: 0, delta: { content: `your key: ${auth}` } }] })}\n\n`;
+        // The key split across two writes: a scrubber that looks at one chunk at a time misses it.
+        const cut = event.indexOf(REAL_KEY) + 10;
+        res.write(event.slice(0, cut));
+        setTimeout(() => res.end(event.slice(cut) + "data: [DONE]\n\n"), 50);
+      });
+    });
+    await new Promise<void>((r) => echo.listen(0, "127.0.0.1", r));
+    try {
+      await using f = await setup([], {
+        upstreamBaseUrl: `http://127.0.0.1:${(echo.address() as AddressInfo).port}/v1`,
+      });
+      const token = f.grant();
+      for (const stream of [false, true]) {
+        const res = await chat(f.gw, token, chatBody({ stream }));
+        expect(res.status).toBe(200);
+        const seen = JSON.stringify([...res.headers]) + (await res.text());
+        expect(seen).toContain("your key: Bearer [redacted]");
+        expect(seen).not.toContain(REAL_KEY);
+        expect(seen).not.toContain("x-echo");
+      }
+    } finally {
+      echo.closeAllConnections();
+      await new Promise<void>((r) => echo.close(() => r()));
+    }
+  });
+
+  it("twenty stalled large-body requests from one token are refused or cut, and the gateway keeps serving others", async () => {
+    await using f = await setup([{ text: "still here" }], { bodyTimeoutMs: 3000, maxInFlightPerToken: 4 });
+    const attacker = f.grant({ runId: "run_attacker" });
+    const other = f.grant({ runId: "run_other" });
+    // Declared over the cap: refused before a byte of the body is read.
+    const huge = await stalledRequest(f.gw.port, attacker, 32 * 1024 * 1024, 1024);
+    expect(await huge.status).toBe(413);
+    const stalled = await Promise.all(
+      Array.from({ length: 20 }, () => stalledRequest(f.gw.port, attacker, 4 * 1024 * 1024, 64 * 1024)),
+    );
+    try {
+      // Another run is served meanwhile.
+      const ok = await chat(f.gw, other, chatBody());
+      expect(ok.status).toBe(200);
+      await ok.text();
+      const statuses = await Promise.all(stalled.map((s) => s.status));
+      expect(statuses.filter((s) => s === 429)).toHaveLength(16);
+      expect(statuses.filter((s) => s === 408)).toHaveLength(4);
+      // Their slots are free again.
+      const again = await chat(f.gw, attacker, chatBody());
+      expect(again.status).toBe(200);
+      await again.text();
+    } finally {
+      for (const s of stalled) s.socket.destroy();
+    }
+  });
+
+  it("a valid big body still works, and reaches the upstream intact", async () => {
+    await using f = await setup([{ text: "read it" }]);
+    const content = "é".repeat(3 * 1024 * 1024); // 6 MB of UTF-8
+    const res = await chat(f.gw, f.grant(), chatBody({ messages: [{ role: "user", content }] }));
+    expect(res.status).toBe(200);
+    await res.text();
+    expect(f.model.requests[0]!.lastUser).toBe(content);
   });
 });
