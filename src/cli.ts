@@ -14,8 +14,9 @@ const USAGE = `Usage: patchbay <command> [options]
 Commands:
   serve                                  REST API, /mcp and health routes on PATCHBAY_HOST:PORT
   mcp                                    MCP over stdio (engine in-process)
-  keys create --name NAME [--scopes read:builder,write:builder]
+  keys create --name NAME [--scopes read:builder,write:builder] [--owner ID] [--repos owner/*,org/name]
                                          create an API key; prints the key alone on stdout
+                                         (--repos: the only repositories it may start runs on)
   keys list                              list keys (never the keys themselves)
   keys revoke ID                         revoke a key
   run --repo owner/name --prompt TEXT [--model ID] [--ref REF] [--plan] [--keep]
@@ -131,7 +132,12 @@ async function keys(config: Config, args: string[]): Promise<void> {
     if (sub === "create") {
       const { values } = parseArgs({
         args: rest,
-        options: { name: { type: "string" }, scopes: { type: "string" }, owner: { type: "string" } },
+        options: {
+          name: { type: "string" },
+          scopes: { type: "string" },
+          owner: { type: "string" },
+          repos: { type: "string" },
+        },
       });
       if (!values.name) throw new UsageError("keys create needs --name");
       const scopes = (values.scopes ?? "read:builder,write:builder").split(",").map((s) => s.trim());
@@ -141,12 +147,20 @@ async function keys(config: Config, args: string[]): Promise<void> {
         name: values.name,
         scopes: scopes as ("read:builder" | "write:builder" | "admin")[],
         ...(values.owner ? { ownerId: values.owner } : {}),
+        ...(values.repos !== undefined
+          ? {
+              repos: values.repos
+                .split(",")
+                .map((r) => r.trim())
+                .filter(Boolean),
+            }
+          : {}),
       });
       process.stdout.write(key + "\n");
     } else if (sub === "list") {
       for (const k of await pb.keys.list()) {
         process.stdout.write(
-          `${k.id}\t${k.name}\t${k.prefix}…\t${k.scopes.join(",")}\towner=${k.ownerId}\t${k.revokedAt ? `revoked ${k.revokedAt}` : "active"}\n`,
+          `${k.id}\t${k.name}\t${k.prefix}…\t${k.scopes.join(",")}\towner=${k.ownerId}\trepos=${k.repos?.join(",") ?? "*"}\t${k.revokedAt ? `revoked ${k.revokedAt}` : "active"}\n`,
         );
       }
     } else if (sub === "revoke") {

@@ -106,6 +106,17 @@ const SETTINGS = {
       .default("0")
       .transform((s) => s === "1" || s === "true"),
   ),
+  /**
+   * Whether a publish may change files under `.github/workflows/` (CI code that runs with the
+   * repository's secrets). Off: such a publish fails with workflow_change_refused.
+   */
+  publishAllowWorkflows: setting(
+    "PATCHBAY_PUBLISH_ALLOW_WORKFLOWS",
+    z
+      .enum(["0", "1", "true", "false", ""])
+      .default("0")
+      .transform((s) => s === "1" || s === "true"),
+  ),
   /** The model gateway as reachable from remote sandboxes (e2b), e.g. `https://patchbay.example.com/gateway`; no trailing slash. */
   publicGatewayUrl: setting(
     "PATCHBAY_PUBLIC_GATEWAY_URL",

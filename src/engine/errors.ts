@@ -22,6 +22,8 @@ export const ERROR_CODES = [
   // auth and limits
   "unauthorized",
   "forbidden",
+  /** The API key's repository allow-list does not cover the run's repository. */
+  "repository_not_allowed",
   "rate_limited",
   "too_many_active_runs",
   "shutting_down",
@@ -41,6 +43,10 @@ export const ERROR_CODES = [
   "repository_not_installed",
   "permission_denied",
   "branch_protected",
+  /** publish.branch exists on the remote and Patchbay did not create it (opt in with publish.allowExistingBranch). */
+  "branch_not_owned",
+  /** The changes touch `.github/workflows/` and the server does not allow that (PATCHBAY_PUBLISH_ALLOW_WORKFLOWS). */
+  "workflow_change_refused",
   "pr_exists",
   "github_rate_limited",
   "internal",

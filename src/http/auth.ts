@@ -16,6 +16,8 @@ export interface Caller {
   keyId: string;
   ownerId: string;
   scopes: readonly Scope[];
+  /** The key's repository allow-list; absent: any repository. */
+  repos?: readonly string[];
 }
 
 /** A middleware tagged with the scope it enforces (read by the route inventory). */
@@ -39,7 +41,12 @@ export function createAuth(keys: KeyService): AuthMiddlewareFactory {
           if (!record.scopes.includes(scope)) {
             throw new HttpError("forbidden", `this API key lacks the ${scope} scope`, { required: scope });
           }
-          res.locals.caller = { keyId: record.id, ownerId: record.ownerId, scopes: record.scopes } satisfies Caller;
+          res.locals.caller = {
+            keyId: record.id,
+            ownerId: record.ownerId,
+            scopes: record.scopes,
+            ...(record.repos ? { repos: record.repos } : {}),
+          } satisfies Caller;
           next();
         })
         .catch(next);

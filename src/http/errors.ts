@@ -52,7 +52,10 @@ const STATUS: Record<HttpErrorCode, number> = {
   // Publishing (draft PRs) is recorded on the run; these answer only if a front ever throws them.
   repository_not_installed: 400,
   permission_denied: 403,
+  repository_not_allowed: 403,
   branch_protected: 409,
+  branch_not_owned: 409,
+  workflow_change_refused: 403,
   pr_exists: 409,
   github_rate_limited: 503,
   clone_failed: 502,

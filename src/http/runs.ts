@@ -69,7 +69,7 @@ const IdempotencyKey = z
 const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
 const AUTH_ERRORS = {
   401: err("Missing, invalid or revoked API key"),
-  403: err("The key lacks the route's scope"),
+  403: err("The key lacks the route's scope, or (creating a run) its repository allow-list excludes the repository"),
   429: { ...err("Rate limit or active-run cap reached"), headers: { "Retry-After": "Seconds to wait" } },
 };
 
@@ -107,14 +107,17 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         415: err("Body is not application/json"),
       },
       async handler(req, res) {
-        const { ownerId } = callerOf(res);
+        const { ownerId, repos } = callerOf(res);
         const idem = req.get("idempotency-key");
         const idempotencyKey =
           idem === undefined ? undefined : parseInput(IdempotencyKey, idem, "header.Idempotency-Key");
         const started = Date.now();
         const run = await gate.admit(ownerId, async () => {
           // A replay of an idempotent request must not be refused by the cap it already counts in.
-          return engine.startRun(ownerId, req.body, idempotencyKey ? { idempotencyKey } : {});
+          return engine.startRun(ownerId, req.body, {
+            ...(idempotencyKey ? { idempotencyKey } : {}),
+            ...(repos ? { allowedRepositories: repos } : {}),
+          });
         });
         if (Date.parse(run.createdAt) < started) res.setHeader("Idempotency-Replayed", "true");
         res.status(201).location(`${API_BASE}/runs/${run.id}`).json(run);

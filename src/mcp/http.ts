@@ -23,6 +23,8 @@ export interface VerifiedKey {
   id: string;
   ownerId: string;
   scopes: readonly string[];
+  /** The key's repository allow-list; absent: any repository. */
+  repos?: readonly string[];
 }
 
 /** The caller an authentication middleware leaves on `res.locals.caller` (as the REST auth does). */
@@ -30,6 +32,7 @@ export interface HttpCaller {
   keyId: string;
   ownerId: string;
   scopes: readonly string[];
+  repos?: readonly string[];
 }
 
 export interface McpHttpOptions {
@@ -106,7 +109,8 @@ export function callerFromAuthInfo(extra: ToolExtra): McpCaller | undefined {
   const auth = extra.authInfo;
   const ownerId = auth?.extra?.["ownerId"];
   if (!auth || typeof ownerId !== "string") return undefined;
-  return { ownerId, scopes: auth.scopes };
+  const repos = auth.extra?.["repos"];
+  return { ownerId, scopes: auth.scopes, ...(Array.isArray(repos) ? { allowedRepositories: repos as string[] } : {}) };
 }
 
 /** Build the `/mcp` router. Never listens. */
@@ -143,7 +147,12 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     verifyKey(m[1]!).then(
       (key) => {
         if (!key) return deny("invalid or revoked API key");
-        res.locals.caller = { keyId: key.id, ownerId: key.ownerId, scopes: key.scopes } satisfies HttpCaller;
+        res.locals.caller = {
+          keyId: key.id,
+          ownerId: key.ownerId,
+          scopes: key.scopes,
+          ...(key.repos ? { repos: key.repos } : {}),
+        } satisfies HttpCaller;
         next();
       },
       (e: unknown) => next(e),
@@ -159,7 +168,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       token: "(verified)",
       clientId: caller.keyId,
       scopes: [...caller.scopes],
-      extra: { ownerId: caller.ownerId },
+      extra: { ownerId: caller.ownerId, ...(caller.repos ? { repos: [...caller.repos] } : {}) },
     };
     (req as IncomingMessage & { auth?: AuthInfo }).auth = auth;
     const sid = req.headers["mcp-session-id"];

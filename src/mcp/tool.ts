@@ -25,6 +25,8 @@ export type McpScope = "read:builder" | "write:builder";
 export interface McpCaller {
   ownerId: string;
   scopes: readonly string[];
+  /** The key's repository allow-list (`owner/name`, `owner/*`); absent: any repository. */
+  allowedRepositories?: readonly string[];
 }
 
 /** The `extra` the SDK hands to request handlers (signal, progress token, notifications). */

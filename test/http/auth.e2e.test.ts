@@ -172,6 +172,35 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
       400,
     );
   });
+
+  it("a key limited to acme/* (admin route field repos) cannot start a run on other/repo: 403 repository_not_allowed, no run", async () => {
+    const created = await h.api("POST", "/api/v1/keys", {
+      key: h.keys.admin,
+      body: { name: "acme only", ownerId: "owner-scoped", repos: ["acme/*"] },
+    });
+    expect(created.status).toBe(201);
+    expect(created.json.apiKey.repos).toEqual(["acme/*"]);
+    const key = created.json.key as string;
+    for (const repository of ["other/repo", "acmex/web"]) {
+      const refused = await h.api("POST", `${API}/runs`, { key, body: { repository, prompt: "x" } });
+      expect(refused.status, repository).toBe(403);
+      expect(refused.json.error).toMatchObject({ code: "repository_not_allowed" });
+      expect(refused.json.error.message).toContain(repository);
+    }
+    expect((await h.api("GET", `${API}/runs`, { key })).json.runs).toEqual([]);
+    // Inside the list it starts (and fails fast on the unknown ref, so no OpenCode starts).
+    const allowed = await h.api("POST", `${API}/runs`, {
+      key,
+      body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" },
+    });
+    expect(allowed.status).toBe(201);
+    await h.turnOver(allowed.json.id, { key, what: "the allowed run to fail" });
+    // Patterns are validated: a bare owner, a URL or an empty list is refused.
+    for (const repos of [["acme"], ["https://github.com/acme/*"], []]) {
+      const bad = await h.api("POST", "/api/v1/keys", { key: h.keys.admin, body: { name: "bad", repos } });
+      expect(bad.status, JSON.stringify(repos)).toBe(400);
+    }
+  });
 });
 
 describe("the error contract", { timeout: LOADED.testMs }, () => {

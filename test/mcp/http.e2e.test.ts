@@ -300,6 +300,14 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
       expect(errorCodeOf(await call(ro, "cancel_run", { runId }))).toBe("forbidden");
     });
 
+    it("a key limited to acme/* cannot start_run on other/repo: a repository_not_allowed tool error, no run", async () => {
+      const scoped = await pb.keys.create({ name: "acme only", ownerId: "owner-mcp-scoped", repos: ["acme/*"] });
+      const { client: c } = await h.connect(scoped.key);
+      const refused = await call(c, "start_run", { repository: "other/repo", prompt: "x" });
+      expect(errorCodeOf(refused)).toBe("repository_not_allowed");
+      expect((await pb.engine.listRuns("owner-mcp-scoped")).runs).toEqual([]);
+    });
+
     it("refuses a foreign Origin and a foreign Host with 403", async () => {
       const evil = await rawPost({ authorization: `Bearer ${rwKey}`, origin: "http://evil.example" }, initialize);
       expect(evil.status).toBe(403);

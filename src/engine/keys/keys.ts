@@ -20,6 +20,8 @@ export const CreateKeyInput = z
     name: z.string().trim().min(1, "name must not be empty").max(100),
     ownerId: z.string().min(1).max(100).optional(),
     scopes: ApiKeyRecord.shape.scopes.min(1, "at least one scope is required").optional(),
+    /** Repositories the key may start runs on (`owner/name`, `owner/*`); leave out for any. */
+    repos: ApiKeyRecord.shape.repos,
   })
   .strict();
 export type CreateKeyInput = z.input<typeof CreateKeyInput>;
@@ -56,7 +58,7 @@ export function createKeyService({ store, clock = () => new Date() }: KeyService
         const issue = parsed.error.issues[0]!;
         throw new EngineError("invalid_request", `invalid key: ${issue.path.join(".") || "input"}: ${issue.message}`);
       }
-      const { name, ownerId, scopes } = parsed.data;
+      const { name, ownerId, scopes, repos } = parsed.data;
       const key = KEY_PREFIX + crypto.randomBytes(32).toString("base64url");
       const record: ApiKeyRecord = {
         id: `key_${crypto.randomBytes(9).toString("base64url")}`,
@@ -66,6 +68,7 @@ export function createKeyService({ store, clock = () => new Date() }: KeyService
         // Enough to tell keys apart in a list, far too little to guess the rest (40 of 256 bits).
         prefix: key.slice(0, KEY_PREFIX.length + 8),
         scopes: [...new Set(scopes ?? DEFAULT_SCOPES)],
+        ...(repos ? { repos: [...new Set(repos)] } : {}),
         createdAt: clock().toISOString(),
         revokedAt: null,
         lastUsedAt: null,

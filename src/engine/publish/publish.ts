@@ -9,6 +9,12 @@
  * the branch, and pushes. The credential rides on each command's environment
  * (`credentialEnv`), so it is in no file, URL or argument.
  *
+ * What a publish may touch is scoped: a branch that already exists on the remote is pushed to
+ * only when Patchbay created it for this run or its chain (`ownedBranch`, or the run's own
+ * `patchbay/<run id>`) or the request opted in (`allowExistingBranch`), else branch_not_owned;
+ * a commit that changes `.github/workflows/` (code that runs with the repository's secrets)
+ * is pushed only when the server allows it, else workflow_change_refused.
+ *
  * Then the pull request: an open one for the branch is looked up first, so a publish retried
  * after a crash (branch pushed, PR not recorded) finds it instead of opening a second; it is
  * updated, or a draft is created.
@@ -45,6 +51,10 @@ export interface PublishRequest {
   baseRef: string;
   /** `publish.branch` of the run; default `patchbay/<run id>`. */
   branch?: string;
+  /** The branch Patchbay created for this run or its chain: it may exist without `allowExistingBranch`. */
+  ownedBranch?: string;
+  /** The request's opt-in to push onto an existing branch Patchbay did not create. */
+  allowExistingBranch?: boolean;
   /** The run's cumulative patch against `baseSha`, with binary contents (`computeDiff().binaryPatch`). */
   binaryPatch: string;
   /** Every prompt of the run, oldest first. */
@@ -64,6 +74,8 @@ export type PublishResult =
       created: boolean;
       /** False when the branch already held exactly these changes (no new commit). */
       committed: boolean;
+      /** True when this publish created the branch on the remote (Patchbay owns it from then on). */
+      branchCreated: boolean;
     }
   /** Nothing to publish: the run changed nothing and no branch exists yet. */
   | { status: "skipped"; branch: string; reason: string };
@@ -80,7 +92,7 @@ export interface Publisher {
 
 export interface PublisherOptions {
   access: RepositoryAccess;
-  config: Pick<Config, "gitBaseUrl" | "dataDir" | "hostPath" | "hostProxyEnv">;
+  config: Pick<Config, "gitBaseUrl" | "dataDir" | "hostPath" | "hostProxyEnv" | "publishAllowWorkflows">;
   log?: Logger;
   /** Runs git on the host. Default: `createHostGit` with HOME at `<dataDir>/git-home`. */
   git?: GitRunner;
@@ -104,6 +116,10 @@ const pullSummary = (p: PullSummary): PullSummary => ({
 
 /** Branch names a publish never pushes to, whatever the repository calls its default. */
 const MAIN_LINES = new Set(["main", "master"]);
+
+/** Where GitHub Actions reads workflows from; `.github` itself too, should it be a file or a symlink. */
+const isWorkflowPath = (p: string) =>
+  p === ".github" || p === ".github/workflows" || p.startsWith(".github/workflows/");
 
 /** The branch a run publishes to. */
 export function publishBranch(runId: string, branch?: string): string {
@@ -226,6 +242,7 @@ export function createPublisher(opts: PublisherOptions): Publisher {
       const local = { cwd: scratch, code: "publish_failed" as const, ...(req.signal ? { signal: req.signal } : {}) };
       let headSha: string;
       let committed = false;
+      let branchCreated = false;
       try {
         await gitOrThrow(git, ["init", "--quiet", "--bare", scratch], {
           code: "publish_failed",
@@ -236,6 +253,14 @@ export function createPublisher(opts: PublisherOptions): Publisher {
           what: `could not read ${repo.fullName}`,
         });
         const remoteHead = /^([0-9a-f]{40,64})\trefs\/heads\//m.exec(heads)?.[1];
+        const owned = branch === publishBranch(req.runId) || branch === req.ownedBranch;
+        if (remoteHead && !owned && !req.allowExistingBranch) {
+          throw new EngineError(
+            "branch_not_owned",
+            `branch ${branch} already exists on ${repo.fullName} and Patchbay did not create it; publish to a new branch, or set publish.allowExistingBranch to push onto it`,
+            { branch },
+          );
+        }
         // Shallow is enough: the new commit needs its parent's id and the base's tree, and the
         // remote already has both histories.
         await remoteGit(
@@ -265,6 +290,24 @@ export function createPublisher(opts: PublisherOptions): Publisher {
           if (!remoteHead) return { status: "skipped", branch, reason: "the run has no changes to publish" };
           headSha = remoteHead; // the branch already holds exactly these changes
         } else {
+          if (!opts.config.publishAllowWorkflows) {
+            const changed = await gitOrThrow(
+              git,
+              ["diff-tree", "-r", "-z", "--no-renames", "--name-only", parentTree, tree],
+              {
+                ...local,
+                what: "could not list the changed files",
+              },
+            );
+            const workflows = changed.split("\0").filter(isWorkflowPath);
+            if (workflows.length) {
+              throw new EngineError(
+                "workflow_change_refused",
+                `the changes touch GitHub Actions workflows (${workflows.slice(0, 5).join(", ")}); this server does not publish those (PATCHBAY_PUBLISH_ALLOW_WORKFLOWS)`,
+                { paths: workflows.slice(0, 20) },
+              );
+            }
+          }
           headSha = (
             await gitOrThrow(git, ["commit-tree", tree, "-p", parent, "-F", "-"], {
               ...local,
@@ -278,6 +321,7 @@ export function createPublisher(opts: PublisherOptions): Publisher {
             what: `could not push ${branch}`,
           });
           committed = true;
+          branchCreated = !remoteHead;
           plog.info("pushed", { headSha });
         }
       } finally {
@@ -327,6 +371,7 @@ export function createPublisher(opts: PublisherOptions): Publisher {
         branch,
         created,
         committed,
+        branchCreated,
         draftPullRequest: { number: pull.number, url: pull.html_url, branch, headSha, base: pull.base.ref },
       };
     },

@@ -8,7 +8,8 @@ import type { Config } from "../../config.ts";
 import { EngineError } from "../errors.ts";
 import { createHostGit, validateRef } from "../git/git.ts";
 import type { RepositoryAccess } from "../github/access.ts";
-import type { Publisher } from "../publish/publish.ts";
+import { repositoryAllowed } from "../keys/allow-list.ts";
+import { publishBranch, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
 import { MODEL_KEY_SECRET } from "./grant.ts";
@@ -25,7 +26,12 @@ export interface RunFactory {
   create(
     ownerId: string,
     input: CreateRunInput,
-    extra?: { chainedFrom?: RunRecord; idempotencyKey?: string },
+    extra?: {
+      chainedFrom?: RunRecord;
+      idempotencyKey?: string;
+      /** The caller key's repository allow-list (`owner/name`, `owner/*`); absent: any. */
+      allowedRepositories?: readonly string[];
+    },
   ): Promise<RunRecord>;
   /**
    * The run an earlier request with this Idempotency-Key made (undefined when none); throws
@@ -61,13 +67,25 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
     return id;
   }
 
+  function checkAllowed(allowed: readonly string[] | undefined, fullName: string): void {
+    if (!repositoryAllowed(allowed, fullName)) {
+      throw new EngineError("repository_not_allowed", `this API key may not start runs on ${fullName}`, {
+        repository: fullName,
+        allowed,
+      });
+    }
+  }
+
   return {
     async create(ownerId, input, extra = {}) {
       // Before any sandbox exists: which repository, reachable with this server's credentials
       // (a repository on no App installation is refused here, as repository_not_installed).
       const fullName = input.repository ?? input.repositoryFullName;
+      // Checked before resolving too, so a key never learns what lies outside its list.
+      if (fullName) checkAllowed(extra.allowedRepositories, fullName);
       const resolved = await repositories.resolve(fullName ? { fullName } : { id: String(input.repositoryId) });
       const repository = resolved.ref;
+      checkAllowed(extra.allowedRepositories, repository.fullName);
       const modelId = resolveModel(input.modelId);
       const ref = input.baseRef ?? input.gitCheckoutRef;
       if (ref) await validateRef(hostGit, ref);
@@ -99,6 +117,11 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         publish: {
           mode: input.publish?.mode ?? "none",
           ...(input.publish?.branch ? { branch: input.publish.branch } : {}),
+          ...(input.publish?.allowExistingBranch ? { allowExistingBranch: true } : {}),
+          // A chained run continues its prior's branch, which Patchbay created for that chain.
+          ...(extra.chainedFrom
+            ? { ownedBranch: extra.chainedFrom.publish.ownedBranch ?? publishBranch(extra.chainedFrom.id) }
+            : {}),
         },
         billingMode,
         turnCount: 0,
@@ -147,6 +170,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         publish: message.publish ?? {
           mode: prior.publish.mode,
           ...(prior.publish.branch ? { branch: prior.publish.branch } : {}),
+          ...(prior.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
         billing: { mode: "managed" },
       };

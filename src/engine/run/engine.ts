@@ -31,6 +31,8 @@ import {
   isTerminal,
   MessageInput,
   type ModelCatalog,
+  type PublishInput,
+  type PublishState,
   type RunRecord,
   type RunStatus,
 } from "./schema.ts";
@@ -65,6 +67,11 @@ export interface GetRunOptions {
 export interface StartRunOptions {
   /** Same key + same body from the same owner returns the same run. */
   idempotencyKey?: string;
+  /**
+   * The caller key's repository allow-list (`owner/name`, `owner/*`): a run on any other
+   * repository is refused with repository_not_allowed. Absent: any repository.
+   */
+  allowedRepositories?: readonly string[];
 }
 
 export interface Engine {
@@ -109,6 +116,17 @@ export interface Engine {
   close(): Promise<void>;
 }
 
+/**
+ * A live run's publish settings after a message's `publish`: the opt-in to an existing branch
+ * belongs to the branch it was given for, so naming another branch drops it unless repeated.
+ */
+function nextPublish(run: RunRecord, input: PublishInput): PublishState {
+  const { allowExistingBranch: previous, ...kept } = run.publish;
+  const branch = input.branch ?? run.publish.branch;
+  const allow = input.allowExistingBranch ?? (branch === run.publish.branch ? previous : undefined);
+  return { ...kept, mode: input.mode, ...(branch ? { branch } : {}), ...(allow ? { allowExistingBranch: true } : {}) };
+}
+
 export function createEngine(deps: EngineDeps): Engine {
   const { config, store, log } = deps;
   const now = deps.now ?? (() => new Date());
@@ -151,7 +169,10 @@ export function createEngine(deps: EngineDeps): Engine {
       const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
       if (replayed) return view(replayed);
       refuseWhileClosing();
-      const run = await runs.create(ownerId, input, opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {});
+      const run = await runs.create(ownerId, input, {
+        ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
+        ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
+      });
       return view(await turns.begin(run, input.prompt, sessions.acquire(run.id)));
     },
 
@@ -176,13 +197,7 @@ export function createEngine(deps: EngineDeps): Engine {
             });
           }
           const updated = input.publish
-            ? await store.updateRun(runId, {
-                publish: {
-                  ...run.publish,
-                  mode: input.publish.mode,
-                  ...(input.publish.branch ? { branch: input.publish.branch } : {}),
-                },
-              })
+            ? await store.updateRun(runId, { publish: nextPublish(run, input.publish) })
             : run;
           return view(await turns.begin(updated, input.prompt!, hold));
         } catch (e) {

@@ -47,6 +47,12 @@ export const PublishInput = z
   .object({
     mode: z.enum(["draft_pr", "none"]).default("none"),
     branch: GitRefInput.optional(),
+    allowExistingBranch: z
+      .boolean()
+      .optional()
+      .describe(
+        "Publish onto `branch` even when it already exists and Patchbay did not create it (default false: such a publish fails with branch_not_owned)",
+      ),
   })
   .strict();
 export type PublishInput = z.infer<typeof PublishInput>;
@@ -163,6 +169,10 @@ export type DraftPullRequest = z.infer<typeof DraftPullRequest>;
 export const PublishState = z.object({
   mode: z.enum(["draft_pr", "none"]),
   branch: z.string().optional(),
+  /** The request's opt-in to publish onto an existing branch Patchbay did not create. */
+  allowExistingBranch: z.boolean().optional(),
+  /** The branch Patchbay created for this run or the run it chains from: publishing onto it needs no opt-in. */
+  ownedBranch: z.string().optional(),
   status: z.enum(["pending", "published", "failed", "skipped"]).optional(),
   error: RunError.optional(),
 });

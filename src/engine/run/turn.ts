@@ -117,6 +117,8 @@ export function createTurns(deps: TurnDeps): Turns {
         baseSha: run.baseSha!,
         baseRef: run.baseRef!,
         ...(run.publish.branch ? { branch: run.publish.branch } : {}),
+        ...(run.publish.ownedBranch ? { ownedBranch: run.publish.ownedBranch } : {}),
+        ...(run.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         binaryPatch,
         prompts: turns.map((t) => t.prompt),
         summary: results.summary ?? null,
@@ -124,14 +126,18 @@ export function createTurns(deps: TurnDeps): Turns {
         changedPaths: results.changedPaths ?? [],
         signal,
       });
+      const { error: _previous, ...kept } = run.publish;
       if (r.status === "skipped") {
         note({ kind: "log", message: `nothing published: ${r.reason}` });
-        return { publish: { mode: run.publish.mode, branch: r.branch, status: "skipped" } };
+        return { publish: { ...kept, branch: r.branch, status: "skipped" } };
       }
       const pr = r.draftPullRequest;
       note({ kind: "log", message: `${r.created ? "opened" : "updated"} draft PR #${pr.number}: ${pr.url}` });
       // The branch is recorded so a follow-up (or a chained run) publishes to the same one.
-      return { publish: { mode: run.publish.mode, branch: r.branch, status: "published" }, draftPullRequest: pr };
+      // A branch this publish created is Patchbay's: later turns and chained runs push to it without an opt-in.
+      const publish = { ...kept, branch: r.branch, status: "published" as const };
+      if (r.branchCreated) publish.ownedBranch = r.branch;
+      return { publish, draftPullRequest: pr };
     } catch (e) {
       const err = toEngineError(e, "publish_failed");
       log.warn("publish failed", { runId: run.id, code: err.code, message: err.message });

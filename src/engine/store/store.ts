@@ -6,6 +6,7 @@
  * suite every implementation must pass.
  */
 import * as z from "zod";
+import { RepositoryAllowList } from "../keys/allow-list.ts";
 import type { RunRecord, TurnRecord } from "../run/schema.ts";
 import type { NewRunEvent, RunEvent } from "../events/schema.ts";
 
@@ -18,6 +19,8 @@ export const ApiKeyRecord = z.object({
   /** First characters of the key, for display (`crt_ab12…`). */
   prefix: z.string(),
   scopes: z.array(z.enum(["read:builder", "write:builder", "admin"])),
+  /** Repositories the key may start runs on (`owner/name`, `owner/*`); absent: any. */
+  repos: RepositoryAllowList.optional(),
   createdAt: z.string(),
   revokedAt: z.string().nullable(),
   lastUsedAt: z.string().nullable().optional(),

@@ -18,7 +18,12 @@ export const startRunTool = defineTool({
   annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: false, openWorldHint: true },
   scope: "write:builder",
   async run({ wait, ...input }, ctx) {
-    const started = await ctx.engine.startRun(ctx.caller.ownerId, input);
+    const { allowedRepositories } = ctx.caller;
+    const started = await ctx.engine.startRun(
+      ctx.caller.ownerId,
+      input,
+      allowedRepositories ? { allowedRepositories } : {},
+    );
     const { run, waited } = wait ? await waitForTurnWithProgress(ctx, started.id) : { run: started, waited: false };
     const structured: TurnResult = { ...run, waited };
     const next = waited ? "" : "\nThe turn is still running: follow it with stream_events or get_run.";

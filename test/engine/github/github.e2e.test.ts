@@ -138,7 +138,7 @@ describe("GitHub end to end", { timeout: LOADED.testMs }, () => {
     expect(first.error).toBeNull();
     expect(first.status).toBe("idle");
     const branch = `patchbay/${first.id}`;
-    expect(first.publish).toEqual({ mode: "draft_pr", branch, status: "published" });
+    expect(first.publish).toEqual({ mode: "draft_pr", branch, status: "published", ownedBranch: branch });
     const bare = path.join(gitRoot, "acme/web.git");
     expect(first.draftPullRequest).toMatchObject({ branch, base: "main", headSha: git(bare, "rev-parse", branch) });
     expect(git(bare, "show", `${branch}:NOTES.md`)).toBe("release notes");
@@ -271,6 +271,78 @@ describe("GitHub end to end", { timeout: LOADED.testMs }, () => {
       : 0;
     expect(after).toBe(before);
     expect((await pb.engine.listRuns(OWNER)).runs.every((r) => r.repository.fullName === "acme/web")).toBe(true);
+  });
+
+  it("a key's repository allow-list refuses a run on another repository, named or by id, before any sandbox", async () => {
+    for (const input of [{ repository: "acme/web" }, { repositoryId: 501 }]) {
+      await expect(
+        pb.engine.startRun(
+          OWNER,
+          { ...input, prompt: "x", modelId: "test/none" },
+          { allowedRepositories: ["other/*"] },
+        ),
+      ).rejects.toMatchObject({ code: "repository_not_allowed", message: expect.stringContaining("acme/web") });
+    }
+    expect((await pb.engine.listRuns(OWNER)).runs.every((r) => r.modelId !== "test/none")).toBe(true);
+  });
+
+  it("a run that adds a workflow keeps its patch, and its publish fails with workflow_change_refused", async () => {
+    model.script("test/gh-workflow", [
+      [
+        {
+          toolCalls: [
+            { name: "write", args: { filePath: ".github/workflows/leak.yml", content: "on: push\njobs: {}\n" } },
+          ],
+        },
+        { text: "Added a workflow." },
+      ],
+    ]);
+    const started = await pb.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "Add CI",
+      modelId: "test/gh-workflow",
+      publish: { mode: "draft_pr" },
+    });
+    const run = await pb.engine.waitForTurn(OWNER, started.id);
+    expect(run.status).toBe("idle");
+    expect(run.error).toBeNull();
+    expect(run.publish).toMatchObject({ status: "failed", error: { code: "workflow_change_refused" } });
+    expect(run.draftPullRequest).toBeNull();
+    expect((await pb.engine.getPatch(OWNER, run.id)).patch).toContain(".github/workflows/leak.yml");
+    expect(git(path.join(gitRoot, "acme/web.git"), "branch", "--list", `patchbay/${run.id}`)).toBe("");
+    await pb.engine.endSession(OWNER, run.id);
+  });
+
+  it("publishing onto an existing branch Patchbay did not create fails with branch_not_owned, and succeeds once the message opts in", async () => {
+    const bare = path.join(gitRoot, "acme/web.git");
+    git(bare, "branch", "release/2.x", "main");
+    const before = git(bare, "rev-parse", "release/2.x");
+    model.script("test/gh-foreign", [
+      [{ toolCalls: [{ name: "write", args: { filePath: "FOREIGN.md", content: "one\n" } }] }, { text: "One." }],
+      [{ toolCalls: [{ name: "write", args: { filePath: "FOREIGN.md", content: "two\n" } }] }, { text: "Two." }],
+    ]);
+    const started = await pb.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "Write FOREIGN.md",
+      modelId: "test/gh-foreign",
+      publish: { mode: "draft_pr", branch: "release/2.x" },
+    });
+    const first = await pb.engine.waitForTurn(OWNER, started.id);
+    expect(first.status).toBe("idle");
+    expect(first.publish).toMatchObject({ status: "failed", error: { code: "branch_not_owned" } });
+    expect(git(bare, "rev-parse", "release/2.x")).toBe(before);
+    expect((await pb.engine.getPatch(OWNER, first.id)).patch).toContain("+one");
+
+    await pb.engine.sendMessage(OWNER, first.id, {
+      prompt: "Now write two",
+      publish: { mode: "draft_pr", branch: "release/2.x", allowExistingBranch: true },
+    });
+    const second = await pb.engine.waitForTurn(OWNER, first.id);
+    expect(second.publish).toMatchObject({ status: "published", branch: "release/2.x", allowExistingBranch: true });
+    expect(second.publish.ownedBranch).toBeUndefined();
+    expect(git(bare, "rev-parse", "release/2.x^")).toBe(before);
+    expect(git(bare, "show", "release/2.x:FOREIGN.md")).toBe("two");
+    await pb.engine.endSession(OWNER, first.id);
   });
 
   it("without an App or a token, a draft_pr run is refused with publish_not_configured", async () => {

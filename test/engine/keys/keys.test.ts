@@ -1,6 +1,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
+import { repositoryAllowed } from "../../../src/engine/keys/allow-list.ts";
 import { createKeyService, hashKey } from "../../../src/engine/keys/keys.ts";
 import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
 import type { RunStore } from "../../../src/engine/store/store.ts";
@@ -33,6 +34,29 @@ describe("API keys", () => {
       const shared = await keys.create({ name: "admin", ownerId: "own_team", scopes: ["admin", "read:builder"] });
       expect(shared.record).toMatchObject({ ownerId: "own_team", scopes: ["admin", "read:builder"] });
     });
+  });
+
+  it("keeps a repository allow-list on the key; owner/* matches that owner's repositories only, in any case", async () => {
+    await withStore(async (store) => {
+      const keys = createKeyService({ store });
+      const { key, record } = await keys.create({ name: "ci", repos: ["acme/*", "org/name", "acme/*"] });
+      expect(record.repos).toEqual(["acme/*", "org/name"]);
+      expect((await keys.verify(key))!.repos).toEqual(["acme/*", "org/name"]);
+      expect((await keys.create({ name: "any" })).record.repos).toBeUndefined();
+      for (const repos of [[], ["acme"], ["*/*"], ["acme/web/x"], ["https://github.com/acme/web"], ["acme/.."]]) {
+        await expect(keys.create({ name: "bad", repos }), JSON.stringify(repos)).rejects.toMatchObject({
+          code: "invalid_request",
+        });
+      }
+    });
+    const list = ["acme/*", "org/name"];
+    expect(repositoryAllowed(list, "acme/web")).toBe(true);
+    expect(repositoryAllowed(list, "ACME/Web")).toBe(true);
+    expect(repositoryAllowed(list, "org/name")).toBe(true);
+    expect(repositoryAllowed(list, "org/other")).toBe(false);
+    expect(repositoryAllowed(list, "acmex/web")).toBe(false);
+    expect(repositoryAllowed(list, "other/acme")).toBe(false);
+    expect(repositoryAllowed(undefined, "anyone/anything")).toBe(true);
   });
 
   it("stores only the key's hash: the plaintext never appears in store.json", async () => {

@@ -320,6 +320,75 @@ describe("publishing a draft pull request", () => {
   });
 });
 
+describe("publishing is scoped", () => {
+  it("an existing branch Patchbay did not create is refused with branch_not_owned, and pushed to with allowExistingBranch", async () => {
+    // A branch people work on (another team's release line), reachable with the server's credential.
+    git(bare("acme/web"), "branch", "release/1.x", baseSha);
+    const ws = await changedWorkspace("acme/web", { "HIJACK.md": "agent commit\n" });
+    await expect(
+      publisher.publish(await request("run_foreign", web, ws, { branch: "release/1.x" })),
+    ).rejects.toMatchObject({ code: "branch_not_owned", message: expect.stringContaining("allowExistingBranch") });
+    expect(git(bare("acme/web"), "rev-parse", "release/1.x")).toBe(baseSha);
+    expect(pullPosts("release/1.x")).toHaveLength(0);
+
+    const res = await publisher.publish(
+      await request("run_foreign", web, ws, { branch: "release/1.x", allowExistingBranch: true }),
+    );
+    expect(res).toMatchObject({ status: "published", committed: true, branchCreated: false });
+    expect(git(bare("acme/web"), "rev-parse", "release/1.x^")).toBe(baseSha);
+    expect(git(bare("acme/web"), "show", "release/1.x:HIJACK.md")).toBe("agent commit");
+  });
+
+  it("a branch Patchbay created (the run's own, or the one recorded for its chain) needs no opt-in", async () => {
+    const ws = await changedWorkspace("acme/web", { "OWN.md": "one\n" });
+    const created = await publisher.publish(await request("run_owner", web, ws, { branch: "feature/owned" }));
+    expect(created).toMatchObject({ status: "published", branchCreated: true });
+    await changedWorkspace("acme/web", { "OWN.md": "two\n" }, ws);
+    // A chained run: another run id, the branch recorded as owned by its chain.
+    const chained = await publisher.publish(
+      await request("run_chained", web, ws, { baseSha, branch: "feature/owned", ownedBranch: "feature/owned" }),
+    );
+    expect(chained).toMatchObject({ status: "published", committed: true, branchCreated: false });
+    expect(git(bare("acme/web"), "show", "feature/owned:OWN.md")).toBe("two");
+    // The run's own default branch left over by a crash (pushed, never recorded) is still its own.
+    git(bare("acme/web"), "branch", "patchbay/run_leftover", baseSha);
+    const leftover = await publisher.publish(await request("run_leftover", web, ws, { baseSha }));
+    expect(leftover).toMatchObject({ status: "published", committed: true });
+    // Another run's default branch is not this run's.
+    await expect(
+      publisher.publish(await request("run_thief", web, ws, { baseSha, branch: "patchbay/run_leftover" })),
+    ).rejects.toMatchObject({ code: "branch_not_owned" });
+  });
+
+  it("changes under .github/workflows/ are refused with workflow_change_refused unless the server allows them", async () => {
+    const ws = await changedWorkspace("acme/web", {
+      ".github/workflows/exfiltrate.yml": "on: push\njobs: {}\n",
+      "src/app.js": "export const x = 3;\n",
+    });
+    const err = (await publisher.publish(await request("run_ci", web, ws)).catch((e: unknown) => e)) as {
+      code: string;
+      details?: { paths?: string[] };
+    };
+    expect(err).toMatchObject({ code: "workflow_change_refused" });
+    expect(err.details!.paths).toEqual([".github/workflows/exfiltrate.yml"]);
+    expect(git(bare("acme/web"), "branch", "--list", "patchbay/run_ci")).toBe("");
+    expect(pullPosts("patchbay/run_ci")).toHaveLength(0);
+
+    const allowing = createPublisher({ access, config: { ...config, publishAllowWorkflows: true } });
+    const res = await allowing.publish(await request("run_ci", web, ws));
+    expect(res).toMatchObject({ status: "published", branchCreated: true });
+    expect(git(bare("acme/web"), "show", "patchbay/run_ci:.github/workflows/exfiltrate.yml")).toBe(
+      "on: push\njobs: {}",
+    );
+  });
+
+  it("the settings parse PATCHBAY_PUBLISH_ALLOW_WORKFLOWS, off by default", () => {
+    expect(loadConfig({}).publishAllowWorkflows).toBe(false);
+    expect(loadConfig({ PATCHBAY_PUBLISH_ALLOW_WORKFLOWS: "1" }).publishAllowWorkflows).toBe(true);
+    expect(() => loadConfig({ PATCHBAY_PUBLISH_ALLOW_WORKFLOWS: "yes" })).toThrow(/PATCHBAY_PUBLISH_ALLOW_WORKFLOWS/);
+  });
+});
+
 describe("publishing failures", () => {
   it("no permission to open the PR (403) fails with permission_denied", async () => {
     const ws = await changedWorkspace("acme/web", { "P.md": "p\n" });

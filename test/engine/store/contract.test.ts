@@ -218,6 +218,17 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         expect(await store.updateKey("key_9", { name: "x" })).toBeUndefined();
       });
 
+      it("keeps a key's repository allow-list, and refuses a malformed one", async () => {
+        const scoped = keyRecord({ id: "key_r", hash: "cd".repeat(32), repos: ["acme/*", "org/name"] });
+        await store.createKey(scoped);
+        expect(await store.findKeyByHash("cd".repeat(32))).toEqual(scoped);
+        expect((await store.listKeys()).find((k) => k.id === "key_r")!.repos).toEqual(["acme/*", "org/name"]);
+        await expect(
+          store.createKey(keyRecord({ id: "key_bad", hash: "ee".repeat(32), repos: ["https://evil/*"] })),
+        ).rejects.toThrow();
+        expect(await store.findKeyByHash("ee".repeat(32))).toBeUndefined();
+      });
+
       it("finds a repository by id and by name in any case; a rename forgets the old name", async () => {
         await store.upsertRepository({ id: "42", fullName: "Octo/Demo", updatedAt: "2026-01-01T00:00:00.000Z" });
         expect(await store.getRepositoryById("42")).toMatchObject({ fullName: "Octo/Demo" });
@@ -256,6 +267,7 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         await store.addTurn(turnRecord({ runId: "run_1", n: 1 }));
         await store.updateTurn("run_1", 1, { status: "done", summary: "ok" });
         await store.createKey(keyRecord({ id: "key_1" }));
+        await store.createKey(keyRecord({ id: "key_2", hash: "cd".repeat(32), repos: ["acme/*", "org/name"] }));
         await store.upsertRepository({ id: "42", fullName: "Octo/Demo", updatedAt: "2026-01-01T00:00:00.000Z" });
         await store.putSecret({ runId: "run_1", name: "openrouter", iv: "aXY=", tag: "dGFn", data: "ZGF0YQ==" });
         await store.putPatch("run_1", {
@@ -269,6 +281,8 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
           expect.objectContaining({ n: 1, status: "done", summary: "ok" }),
         ]);
         expect(await store.findKeyByHash("ab".repeat(32))).toMatchObject({ id: "key_1", name: "ci" });
+        expect((await store.findKeyByHash("ab".repeat(32)))!.repos).toBeUndefined();
+        expect((await store.findKeyByHash("cd".repeat(32)))!.repos).toEqual(["acme/*", "org/name"]);
         expect(await store.getRepositoryByName("octo/demo")).toMatchObject({ id: "42" });
         expect(await store.getRepositoryById("42")).toMatchObject({ fullName: "Octo/Demo" });
         expect(await store.getSecret("run_1", "openrouter")).toMatchObject({ data: "ZGF0YQ==" });
