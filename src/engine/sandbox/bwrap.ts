@@ -75,6 +75,8 @@ export const BWRAP_PATHS = {
 
 const AGENT_UID = 1000;
 const NOBODY: SandboxUser = { uid: 65534, gid: 65534 };
+/** Data dir entries other modules make with the default umask (world-readable). */
+const CLOSED_DIRS = ["mirrors", "pool-seed"];
 const INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
@@ -192,11 +194,20 @@ async function probeFlags(bwrap: string, user: SandboxUser | undefined): Promise
 
 /**
  * Let the sandbox user's group search (not list) the data dir and `sandboxes/`: bwrap, run as
- * that user, resolves the paths it binds. Nothing else in the data dir is given to it.
+ * that user, resolves the paths it binds. Nothing else in the data dir is given to it: the
+ * store writes its files 0600, and what is made with the default umask (the mirrors, the pool's
+ * seed) is closed here.
  */
 function openTo(user: SandboxUser, sandboxesDir: string): void {
   const dataDir = path.dirname(sandboxesDir);
   fs.mkdirSync(sandboxesDir, { recursive: true, mode: 0o700 });
+  for (const name of CLOSED_DIRS) fs.mkdirSync(path.join(dataDir, name), { mode: 0o700, recursive: true });
+  for (const entry of fs.readdirSync(dataDir, { withFileTypes: true })) {
+    if (entry.isSymbolicLink() || entry.name === path.basename(sandboxesDir)) continue;
+    const p = path.join(dataDir, entry.name);
+    const mode = fs.statSync(p).mode;
+    if (mode & 0o077) fs.chmodSync(p, mode & 0o7700);
+  }
   const searchable = (st: fs.Stats) =>
     (st.mode & 0o001) !== 0 || (st.gid === user.gid && (st.mode & 0o010) !== 0) || st.uid === user.uid;
   if (!searchable(fs.statSync(dataDir))) {

@@ -3,6 +3,7 @@
  * on the host (issue 12, finding 6). The agent's uid inside maps to the sandbox's host user,
  * so `chmod 4755` on a copied binary leaves at most a setuid file of that unprivileged user.
  */
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -69,5 +70,15 @@ describe.skipIf(!hasBwrap || !isRoot)("bwrap under a root Patchbay", { timeout: 
     expect(rootOwned).toEqual([]);
     // The checkout stays a working repository for the agent's git.
     expect((await sandbox.exec(["git", "status", "--porcelain"])).stdout).toContain("suid-id");
+  });
+
+  it("the sandbox user can reach its sandbox but nothing else in the data dir", () => {
+    const asSandboxUser = (...argv: string[]) =>
+      spawnSync(argv[0]!, argv.slice(1), { uid: 65534, gid: 65534, cwd: "/" }).status;
+    expect(asSandboxUser("test", "-r", path.join(dataDir, "sandboxes", sandbox.id, "repo", "README.md"))).toBe(0);
+    expect(asSandboxUser("ls", dataDir)).not.toBe(0);
+    expect(asSandboxUser("ls", path.join(dataDir, "sandboxes"))).not.toBe(0);
+    expect(asSandboxUser("ls", path.join(dataDir, "mirrors"))).not.toBe(0);
+    expect(fs.readdirSync(path.join(dataDir, "mirrors")).length).toBeGreaterThan(0);
   });
 });
