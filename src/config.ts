@@ -151,6 +151,21 @@ const SETTINGS = {
   port: setting("PORT", z.coerce.number().int().min(0).max(65535).default(8787)),
   /** Owner of runs started without an API key (`patchbay mcp`, `patchbay run`). */
   localOwner: setting("PATCHBAY_LOCAL_OWNER", z.string().min(1).default("local")),
+  /**
+   * bwrap under a root Patchbay: the host user (`uid` or `uid:gid`) the sandbox's processes run
+   * as, so nothing the agent writes is root's on the host. Best a uid/gid of Patchbay's own.
+   */
+  sandboxUser: setting(
+    "PATCHBAY_SANDBOX_UID",
+    z
+      .string()
+      .default("65534")
+      .refine((s) => /^[1-9]\d{0,8}(:[1-9]\d{0,8})?$/.test(s.trim()), "must be a non-zero uid or uid:gid")
+      .transform((s) => {
+        const [uid, gid = uid] = s.trim().split(":").map(Number);
+        return { uid: uid!, gid: gid! };
+      }),
+  ),
   /** Path of the `opencode` binary; by default the one installed with Patchbay. */
   opencodeBin: setting("PATCHBAY_OPENCODE_BIN", optionalString),
   /** Undefined when PATCHBAY_LOG_LEVEL is unset: each command picks its own (`serve` info, `run` warn). */

@@ -16,6 +16,13 @@
  * namespaces, a new session (no TIOCSTI into Patchbay's terminal), and `--die-with-parent`:
  * killing the `bwrap` process kills the whole PID namespace, so nothing outlives the run.
  *
+ * Uid 1000 inside is whoever started `bwrap` outside. Under a root Patchbay that would make
+ * every file the agent writes root's on the host (`chmod 4755` on a copied binary: a setuid-root
+ * program). So a root Patchbay starts `bwrap` as an unprivileged host user (`sandboxUser`,
+ * PATCHBAY_SANDBOX_UID) and gives it the sandbox's directories; the data dir and its
+ * `sandboxes/` become searchable (not readable) by that user's group, which bwrap needs to
+ * find the directories it binds.
+ *
  * The network namespace is shared on purpose: the agent must reach the model gateway on the
  * host's loopback. That is also the main thing this provider does NOT protect against (see
  * ARCHITECTURE.md): loopback services of the host, and the internet, stay reachable.
@@ -34,6 +41,7 @@ import { DEFAULT_HOST_PATH } from "../../config.ts";
 import { EngineError } from "../errors.ts";
 import type { GitRunner } from "../git/git.ts";
 import { createHostProvider, sandboxEnv, type HostProviderOptions } from "./host.ts";
+import { chownTree } from "./process.ts";
 import type { SandboxProvider } from "./sandbox.ts";
 
 /** Options for {@link createBwrapProvider}. */
@@ -44,6 +52,17 @@ export interface BwrapProviderOptions extends HostProviderOptions {
   bwrapPath?: string;
   /** The host's PATH (`config.hostPath`), searched for `bwrap`. Default: DEFAULT_HOST_PATH. */
   path?: string;
+  /**
+   * The host user the sandbox runs as when Patchbay runs as root (`config.sandboxUser`);
+   * ignored otherwise, the sandbox is then Patchbay's own user. Default 65534:65534 (nobody).
+   */
+  sandboxUser?: SandboxUser;
+}
+
+/** A host user, by number (it needs no entry in the host's `/etc/passwd`). */
+export interface SandboxUser {
+  uid: number;
+  gid: number;
 }
 
 /** Where things are inside every sandbox. */
@@ -55,6 +74,9 @@ export const BWRAP_PATHS = {
 } as const;
 
 const AGENT_UID = 1000;
+const NOBODY: SandboxUser = { uid: 65534, gid: 65534 };
+/** Data dir entries other modules make with the default umask (world-readable). */
+const CLOSED_DIRS = ["mirrors", "pool-seed"];
 const INSIDE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
@@ -89,7 +111,12 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
     throw new EngineError("sandbox_failed", "PATCHBAY_SANDBOX=bwrap needs bubblewrap: apt-get install bubblewrap");
   if (!fs.existsSync(opts.opencodeBin))
     throw new EngineError("sandbox_failed", `the opencode binary ${opts.opencodeBin} does not exist`);
-  const flags = await probeFlags(bwrap);
+  // Root's processes switch to the sandbox user; anyone else's are already unprivileged.
+  const user = process.geteuid?.() === 0 ? (opts.sandboxUser ?? NOBODY) : undefined;
+  const sandboxesDir = path.join(path.resolve(opts.dataDir), "sandboxes");
+  if (user) openTo(user, sandboxesDir);
+  const flags = await probeFlags(bwrap, user);
+  if (user) await probeReach(bwrap, flags, user, sandboxesDir, opts.opencodeBin);
   return createHostProvider(opts, {
     name: "bwrap",
     // Commands see the sandbox's own paths, bound from directories that a rename moves along.
@@ -97,10 +124,17 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
     workdir: () => BWRAP_PATHS.workdir,
     // Hard links would share object files between the mirror and a workspace the sandbox may
     // write: copy them instead (the cost grows with the repository, the safety does not).
+    // The workspace directory is the sandbox user's: root's git would call it dubious.
     checkoutGit:
       (git): GitRunner =>
       (args, o) =>
-        git(args[0] === "clone" ? ["clone", "--no-hardlinks", ...args.slice(1)] : args, o),
+        git(
+          [
+            ...(user ? ["-c", "safe.directory=*"] : []),
+            ...(args[0] === "clone" ? ["clone", "--no-hardlinks", ...args.slice(1)] : args),
+          ],
+          o,
+        ),
     binaryPath: (name) => (name === "opencode" ? BWRAP_PATHS.opencode : undefined),
     layout: (root) => {
       fs.mkdirSync(path.join(root, "etc"), { mode: 0o700 });
@@ -111,6 +145,7 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
       );
       fs.writeFileSync(path.join(root, "etc", "group"), `root:x:0:\nagent:x:${AGENT_UID}:\nnogroup:x:65534:\n`);
     },
+    ...(user ? { handOver: (dir: string) => chownTree(dir, user) } : {}),
     // bwrap hands its own environment to the command: built from nothing, so Patchbay's
     // never enters, and values (passwords, tokens) stay off the process list, where bwrap's
     // arguments are visible to every local user. The host-side working directory is the
@@ -120,6 +155,7 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
       args: [...flags, ...sandboxBinds(root, opts.opencodeBin), "--chdir", cwd, "--", ...argv],
       cwd: root,
       env: { ...sandboxEnv({ path: INSIDE_PATH, home: BWRAP_PATHS.home, tmp: BWRAP_PATHS.tmp }), USER: "agent" },
+      ...(user ? { user } : {}),
     }),
   });
 }
@@ -130,7 +166,7 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
  * versions run without it. Fails with a clear message when bwrap cannot run at all (user
  * namespaces disabled, or a container that forbids them).
  */
-async function probeFlags(bwrap: string): Promise<string[]> {
+async function probeFlags(bwrap: string, user: SandboxUser | undefined): Promise<string[]> {
   const base = [
     "--unshare-all",
     "--share-net",
@@ -149,11 +185,54 @@ async function probeFlags(bwrap: string): Promise<string[]> {
   let lastError = "";
   for (const extra of [["--disable-userns"], []]) {
     const flags = [...base, ...extra];
-    const res = await runOnce(bwrap, [...flags, ...systemBinds(), "--", "/bin/true"]);
+    const res = await runOnce(bwrap, [...flags, ...systemBinds(), "--", "/bin/true"], user);
     if (res.code === 0) return flags;
     lastError = res.stderr.trim().split("\n").at(-1) ?? `exit ${res.code}`;
   }
   throw new EngineError("sandbox_failed", `bwrap cannot create a sandbox on this machine: ${lastError}`);
+}
+
+/**
+ * Let the sandbox user's group search (not list) the data dir and `sandboxes/`: bwrap, run as
+ * that user, resolves the paths it binds. Nothing else in the data dir is given to it: the
+ * store writes its files 0600, and what is made with the default umask (the mirrors, the pool's
+ * seed) is closed here.
+ */
+function openTo(user: SandboxUser, sandboxesDir: string): void {
+  const dataDir = path.dirname(sandboxesDir);
+  fs.mkdirSync(sandboxesDir, { recursive: true, mode: 0o700 });
+  for (const name of CLOSED_DIRS) fs.mkdirSync(path.join(dataDir, name), { mode: 0o700, recursive: true });
+  for (const entry of fs.readdirSync(dataDir, { withFileTypes: true })) {
+    if (entry.isSymbolicLink() || entry.name === path.basename(sandboxesDir)) continue;
+    const p = path.join(dataDir, entry.name);
+    const mode = fs.statSync(p).mode;
+    if (mode & 0o077) fs.chmodSync(p, mode & 0o7700);
+  }
+  const searchable = (st: fs.Stats) =>
+    (st.mode & 0o001) !== 0 || (st.gid === user.gid && (st.mode & 0o010) !== 0) || st.uid === user.uid;
+  if (!searchable(fs.statSync(dataDir))) {
+    fs.chownSync(dataDir, fs.statSync(dataDir).uid, user.gid);
+    fs.chmodSync(dataDir, (fs.statSync(dataDir).mode & 0o7707) | 0o010);
+  }
+  fs.chownSync(sandboxesDir, 0, user.gid);
+  fs.chmodSync(sandboxesDir, 0o710);
+}
+
+/** Fails clearly when the sandbox user cannot reach what every sandbox binds (a parent dir closed to it). */
+async function probeReach(
+  bwrap: string,
+  flags: string[],
+  user: SandboxUser,
+  sandboxesDir: string,
+  opencodeBin: string,
+): Promise<void> {
+  const binds = ["--ro-bind", sandboxesDir, "/mnt", "--ro-bind", opencodeBin, BWRAP_PATHS.opencode];
+  const res = await runOnce(bwrap, [...flags, ...systemBinds(), ...binds, "--", "/bin/true"], user);
+  if (res.code === 0) return;
+  throw new EngineError(
+    "sandbox_failed",
+    `bwrap runs sandboxes as uid ${user.uid} (PATCHBAY_SANDBOX_UID), which cannot reach ${sandboxesDir} or ${opencodeBin}: make their parent directories searchable by it (${res.stderr.trim().split("\n").at(-1) ?? `exit ${res.code}`})`,
+  );
 }
 
 /** Read-only system directories; merged-usr links are recreated as links. */
@@ -175,9 +254,17 @@ function systemBinds(): string[] {
   return args;
 }
 
-function runOnce(file: string, args: string[]): Promise<{ code: number | null; stderr: string }> {
+function runOnce(
+  file: string,
+  args: string[],
+  user: SandboxUser | undefined,
+): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(file, args, { stdio: ["ignore", "ignore", "pipe"], env: { PATH: INSIDE_PATH } });
+    const child = spawn(file, args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      env: { PATH: INSIDE_PATH },
+      ...(user ? { uid: user.uid, gid: user.gid } : {}),
+    });
     let stderr = "";
     child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
     child.on("error", (e) => {

@@ -50,12 +50,16 @@ export interface HostProviderOptions {
   killGraceMs?: number;
 }
 
-/** How a command starts on the host: the program, its arguments, its host directory and whole environment. */
+/**
+ * How a command starts on the host: the program, its arguments, its host directory, whole
+ * environment and, when Patchbay may switch users, the host user it runs as.
+ */
 export interface HostCommand {
   file: string;
   args: string[];
   cwd: string;
   env: Record<string, string>;
+  user?: { uid: number; gid: number };
 }
 
 /** What a host provider adds to the base. */
@@ -67,6 +71,11 @@ export interface HostFlavor {
   command(root: string, argv: string[], cwd: string): HostCommand;
   /** Files the provider needs in a new sandbox directory besides `repo/`, `home/` and `tmp/`. */
   layout?(root: string): void;
+  /**
+   * Gives what Patchbay made on the host under `dir` (the new sandbox, then the checkout) to
+   * the user the sandbox's processes run as.
+   */
+  handOver?(dir: string): void;
   /** The git that checks the run's repository out into `repo/`, given the host's. */
   checkoutGit?(hostGit: GitRunner): GitRunner;
   /** A tool's binary inside the sandbox, when the provider puts one there. */
@@ -127,6 +136,7 @@ export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor
     for (const dir of ["repo", "home/.config", "home/.cache", "home/.local/share", "home/.local/state", "tmp"])
       fs.mkdirSync(path.join(root, dir), { recursive: true, mode: 0o700 });
     flavor.layout?.(root);
+    flavor.handOver?.(root);
     const sandbox = new HostSandbox({
       id,
       root,
@@ -165,6 +175,7 @@ export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor
     const checkout = await mirrors.withMirror({ fullName, cloneUrl, credential: c.credential, signal }, (mirrorDir) =>
       checkoutFromMirror({ run: checkoutGit, mirrorDir, workdir, cloneUrl, fullName, ref, signal }),
     );
+    flavor.handOver?.(workdir);
     if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
     sandbox.setBase(checkout.baseSha, checkout.baseRef);
     log.info("sandbox created", {
@@ -302,6 +313,8 @@ class HostSandbox implements WarmSandbox, Sandbox {
         cwd: cmd.cwd,
         env: { ...cmd.env, ...opts.env },
         detached: true,
+        // Node drops supplementary groups before it switches (libuv calls setgroups(0)).
+        ...(cmd.user ? { uid: cmd.user.uid, gid: cmd.user.gid } : {}),
         stdio: [opts.stdin === undefined ? "ignore" : "pipe", "pipe", "pipe"],
       });
     } catch (e) {

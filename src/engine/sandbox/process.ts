@@ -129,6 +129,19 @@ function makeWritable(dir: string): void {
 }
 
 /**
+ * Give a tree Patchbay made to `user`: every entry, symbolic links themselves (never their
+ * targets), without following links into directories.
+ */
+export function chownTree(dir: string, user: { uid: number; gid: number }): void {
+  fs.lchownSync(dir, user.uid, user.gid);
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, entry.name);
+    if (entry.isDirectory()) chownTree(p, user);
+    else fs.lchownSync(p, user.uid, user.gid);
+  }
+}
+
+/**
  * After a restart the processes of an orphaned sandbox are no longer ours to track: find
  * them by working directory under the sandbox (Linux `/proc`) and kill them.
  */

@@ -28,6 +28,7 @@ export async function createSandboxProvider(config: Config, log: Logger): Promis
         path: config.hostPath,
         gitRunner: hostGit(),
         opencodeBin: config.opencodeBin ?? bundledOpencodeBin(),
+        sandboxUser: config.sandboxUser,
         log,
       });
     case "e2b":
