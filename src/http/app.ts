@@ -15,7 +15,7 @@ import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
-import { createActiveRunGate, createRateLimit } from "./limits.ts";
+import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
 import { runRoutes } from "./runs.ts";
@@ -129,12 +129,11 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
 
   const auth = createAuth(keys);
   const limiter = createRateLimit({ limit: config.rateLimitPerMin });
-  const gate = createActiveRunGate(engine, config.maxActiveRunsPerKey);
   const json = express.json({ limit: BODY_LIMIT, strict: true, type: "application/json" });
 
   let doc: Record<string, unknown> | undefined;
   const routes: RouteSpec[] = [
-    ...runRoutes({ engine, gate, ...(deps.sse ? { sse: deps.sse } : {}) }),
+    ...runRoutes({ engine, ...(deps.sse ? { sse: deps.sse } : {}) }),
     ...keyRoutes({ keys }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
@@ -152,7 +151,13 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     });
   }
 
-  deps.mountMcp?.(app, auth);
+  // /mcp is held to the same per-key request rate as every other authenticated route.
+  deps.mountMcp?.(app, (scope) => {
+    const authenticate = auth(scope);
+    const limited: express.RequestHandler = (req, res, next) =>
+      authenticate(req, res, (err?: unknown) => (err ? next(err) : limiter(req, res, next)));
+    return Object.assign(limited, { scope });
+  });
 
   const known = routes.map((r) => ({ re: pathMatcher(r.path), method: r.method.toUpperCase() }));
   app.use((req, res) => {

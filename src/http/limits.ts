@@ -1,16 +1,11 @@
 /**
- * Per-key limits of the REST API: a request rate (express-rate-limit, keyed by API key id)
- * and a cap on how many runs an owner may have active (queued, running or idle) at once.
- * Both answer 429 with `Retry-After`.
+ * The per-key request rate of the HTTP API, REST and /mcp alike (express-rate-limit, keyed by
+ * API key id): 429 with `Retry-After`. The active-run cap is the engine's (run/admission.ts).
  */
 import type { RequestHandler } from "express";
 import { rateLimit } from "express-rate-limit";
-import type { Engine } from "../engine/index.ts";
 import { callerOf } from "./auth.ts";
-import { HttpError, sendError } from "./errors.ts";
-
-/** A run takes seconds to minutes; suggest a retry well before a session would expire. */
-const ACTIVE_RETRY_AFTER_S = 30;
+import { sendError } from "./errors.ts";
 
 export interface RateLimitOptions {
   /** Requests per window per key. */
@@ -43,49 +38,4 @@ export function createRateLimit({ limit, windowMs = 60_000 }: RateLimitOptions):
       );
     },
   });
-}
-
-/**
- * Serialises run creation per owner and refuses it past the active-run cap. The check and
- * the start run under one lock, so two concurrent requests cannot both take the last slot
- * (and two requests with one Idempotency-Key cannot both create a run).
- */
-export interface ActiveRunGate {
-  /** Run `start` if the owner is below the cap, else throw a 429 (too_many_active_runs). */
-  admit<T>(ownerId: string, start: () => Promise<T>, opts?: { counts?: boolean }): Promise<T>;
-}
-
-export function createActiveRunGate(engine: Engine, maxActive: number): ActiveRunGate {
-  const tails = new Map<string, Promise<unknown>>();
-  return {
-    admit(ownerId, start, opts = {}) {
-      const run = async () => {
-        if (opts.counts !== false) {
-          const active = await engine.activeRunCount(ownerId);
-          if (active >= maxActive) {
-            throw new HttpError(
-              "too_many_active_runs",
-              `this API key's owner already has ${active} active runs (at most ${maxActive}); end a session (endSession) or wait for a run to finish`,
-              { active, limit: maxActive },
-              ACTIVE_RETRY_AFTER_S,
-            );
-          }
-        }
-        return start();
-      };
-      // Each admission waits for the previous one of the same owner, whatever its outcome.
-      const previous = tails.get(ownerId) ?? Promise.resolve();
-      const result = previous.then(run, run);
-      const tail = result.then(
-        () => undefined,
-        () => undefined,
-      );
-      tails.set(ownerId, tail);
-      // Forget an owner once its last admission is done, so idle owners hold no memory.
-      void tail.then(() => {
-        if (tails.get(ownerId) === tail) tails.delete(ownerId);
-      });
-      return result;
-    },
-  };
 }

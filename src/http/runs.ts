@@ -10,7 +10,6 @@ import { CreateRunInput, MessageInput, ModelCatalog } from "../engine/run/schema
 import { RunView } from "../engine/run/view.ts";
 import { callerOf } from "./auth.ts";
 import { ErrorBody } from "./errors.ts";
-import type { ActiveRunGate } from "./limits.ts";
 import { DecimalId, QueryFlag, type ResponseSpec, type RouteSpec } from "./routes.ts";
 import { streamRunEvents, type SseOptions } from "./sse.ts";
 
@@ -75,11 +74,10 @@ const AUTH_ERRORS = {
 
 export interface RunRoutesDeps {
   engine: Engine;
-  gate: ActiveRunGate;
   sse?: SseOptions;
 }
 
-export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
+export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
   return [
     {
       method: "post",
@@ -112,12 +110,10 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
         const idempotencyKey =
           idem === undefined ? undefined : parseInput(IdempotencyKey, idem, "header.Idempotency-Key");
         const started = Date.now();
-        const run = await gate.admit(ownerId, async () => {
-          // A replay of an idempotent request must not be refused by the cap it already counts in.
-          return engine.startRun(ownerId, req.body, {
-            ...(idempotencyKey ? { idempotencyKey } : {}),
-            ...(repos ? { allowedRepositories: repos } : {}),
-          });
+        // The engine holds every front to the active-run cap (too_many_active_runs, 429).
+        const run = await engine.startRun(ownerId, req.body, {
+          ...(idempotencyKey ? { idempotencyKey } : {}),
+          ...(repos ? { allowedRepositories: repos } : {}),
         });
         if (Date.parse(run.createdAt) < started) res.setHeader("Idempotency-Replayed", "true");
         res.status(201).location(`${API_BASE}/runs/${run.id}`).json(run);
@@ -210,10 +206,8 @@ export function runRoutes({ engine, gate, sse }: RunRoutesDeps): RouteSpec[] {
           res.status(200).json(await engine.sendMessage(ownerId, id, body));
           return;
         }
-        // Only a message that will chain creates a run, so only that one is held to the cap.
-        const current = await engine.getRun(ownerId, id);
-        const chains = !current.sessionActive && current.status !== "queued" && current.status !== "running";
-        const run = await gate.admit(ownerId, () => engine.sendMessage(ownerId, id, body), { counts: chains });
+        // A message that chains creates a run: the engine holds it to the active-run cap.
+        const run = await engine.sendMessage(ownerId, id, body);
         if (run.id !== id) {
           res.status(201).location(`${API_BASE}/runs/${run.id}`).json(run);
           return;

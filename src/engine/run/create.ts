@@ -172,11 +172,25 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(prior.publish.branch ? { branch: prior.publish.branch } : {}),
           ...(prior.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
-        billing: { mode: "managed" },
+        billing: chainedBilling(prior, message),
       };
       return { input, prompt: chainedPrompt(prior, turns, message.prompt!) };
     },
   };
+}
+
+/**
+ * A chained run is billed as its prior run was, never switched to the server's key. A run's
+ * own OpenRouter key is forgotten when its session ends, so such a run continues only with a
+ * key on the message.
+ */
+function chainedBilling(prior: RunRecord, message: MessageInput): NonNullable<CreateRunInput["billing"]> {
+  if (message.billing) return message.billing;
+  if (prior.billingMode === "managed") return { mode: "managed" };
+  throw new EngineError(
+    "no_model_key",
+    "this run was billed to its own OpenRouter key, which is forgotten when a session ends; send billing {mode: openrouter, openRouterApiKey} with the message",
+  );
 }
 
 function idempotencyHash(input: CreateRunInput): string {

@@ -20,10 +20,12 @@ import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
 import type { RunStore } from "../store/store.ts";
+import { createAdmission } from "./admission.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { createGrants } from "./grant.ts";
+import { createMessages } from "./message.ts";
 import type { RunParts } from "./parts.ts";
 import { recover } from "./recovery.ts";
 import {
@@ -31,8 +33,6 @@ import {
   isTerminal,
   MessageInput,
   type ModelCatalog,
-  type PublishInput,
-  type PublishState,
   type RunRecord,
   type RunStatus,
 } from "./schema.ts";
@@ -116,17 +116,6 @@ export interface Engine {
   close(): Promise<void>;
 }
 
-/**
- * A live run's publish settings after a message's `publish`: the opt-in to an existing branch
- * belongs to the branch it was given for, so naming another branch drops it unless repeated.
- */
-function nextPublish(run: RunRecord, input: PublishInput): PublishState {
-  const { allowExistingBranch: previous, ...kept } = run.publish;
-  const branch = input.branch ?? run.publish.branch;
-  const allow = input.allowExistingBranch ?? (branch === run.publish.branch ? previous : undefined);
-  return { ...kept, mode: input.mode, ...(branch ? { branch } : {}), ...(allow ? { allowExistingBranch: true } : {}) };
-}
-
 export function createEngine(deps: EngineDeps): Engine {
   const { config, store, log } = deps;
   const now = deps.now ?? (() => new Date());
@@ -143,6 +132,8 @@ export function createEngine(deps: EngineDeps): Engine {
   const endings = createEndings(parts);
   const turns = createTurns({ ...parts, repositories, publisher, endings });
   const runs = createRunFactory({ config, store, secrets: deps.secrets, repositories, publisher, writer, now });
+  const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
+  const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -156,24 +147,24 @@ export function createEngine(deps: EngineDeps): Engine {
       throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
   }
   const following = { store, subscribe: bus.subscribe, ownedRun };
-  const sessionLive = (run: RunRecord) =>
-    run.status === "idle" &&
-    sessions.get(run.id) !== undefined &&
-    !!run.sessionExpiresAt &&
-    Date.parse(run.sessionExpiresAt) > now().getTime();
 
   const engine: Engine = {
     bus,
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
-      const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
-      if (replayed) return view(replayed);
-      refuseWhileClosing();
-      const run = await runs.create(ownerId, input, {
-        ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
-        ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
+      const run = await admission.serial(ownerId, async () => {
+        // A replay of an idempotent request is not refused by the cap it already counts in.
+        const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
+        if (replayed) return replayed;
+        refuseWhileClosing();
+        await admission.assertBelowCap(ownerId);
+        const created = await runs.create(ownerId, input, {
+          ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
+          ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
+        });
+        return turns.begin(created, input.prompt, sessions.acquire(created.id));
       });
-      return view(await turns.begin(run, input.prompt, sessions.acquire(run.id)));
+      return view(run);
     },
 
     async sendMessage(ownerId, runId, rawInput) {
@@ -181,41 +172,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
       refuseWhileClosing();
-      if (run.status === "queued" || run.status === "running") {
-        throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", {
-          retryAfterSeconds: 5,
-        });
-      }
-      if (sessionLive(run)) {
-        const hold = sessions.acquire(runId);
-        try {
-          if (input.publish?.mode === "draft_pr") {
-            await publisher.check({
-              repository: run.repository,
-              ...(input.publish.branch ? { branch: input.publish.branch } : {}),
-              ...(run.baseRef ? { baseRef: run.baseRef } : {}),
-            });
-          }
-          const updated = input.publish
-            ? await store.updateRun(runId, { publish: nextPublish(run, input.publish) })
-            : run;
-          return view(await turns.begin(updated, input.prompt!, hold));
-        } catch (e) {
-          hold.release();
-          throw e;
-        }
-      }
-      if (sessions.isHeld(runId)) {
-        throw new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", {
-          retryAfterSeconds: 5,
-        });
-      }
-      // Expired or terminal: a chained run in a new sandbox, with the prior patch applied.
-      if (run.status === "idle") await endings.finish(run, "completed");
-      const prior = (await store.getRun(runId))!;
-      const chained = runs.chained(prior, await store.listTurns(runId), input);
-      const next = await runs.create(ownerId, chained.input, { chainedFrom: prior });
-      return view(await turns.begin(next, chained.prompt, sessions.acquire(next.id), prior));
+      return view(await messages.send(run, input));
     },
 
     async getRun(ownerId, runId, opts = {}) {

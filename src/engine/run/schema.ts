@@ -115,6 +115,11 @@ export const MessageInput = z
   .object({
     prompt: Prompt.optional(),
     publish: PublishInput.optional(),
+    /**
+     * How a chained run (a message to an ended or expired run) is billed; without it the
+     * chained run keeps the prior run's mode. Ignored when the session continues.
+     */
+    billing: BillingInput.optional(),
     endSession: z.boolean().optional(),
   })
   .strict()

@@ -1,0 +1,85 @@
+/**
+ * A message to a run that is not working: the same session continues when it is warm (the
+ * run's publish settings updated by the message), otherwise a chained run starts in a new
+ * sandbox from the prior run's base with its patch applied.
+ */
+import { EngineError } from "../errors.ts";
+import type { Publisher } from "../publish/publish.ts";
+import type { Admission } from "./admission.ts";
+import type { RunFactory } from "./create.ts";
+import type { Endings } from "./end.ts";
+import type { RunParts } from "./parts.ts";
+import type { MessageInput, PublishInput, PublishState, RunRecord } from "./schema.ts";
+import type { Turns } from "./turn.ts";
+
+export interface Messages {
+  /** Start the message's turn on `run` (idle or ended), or on a chained run; the run the turn is on. */
+  send(run: RunRecord, input: MessageInput): Promise<RunRecord>;
+}
+
+const busy = () =>
+  new EngineError("session_busy", "the run is busy with a turn; retry when it is idle", { retryAfterSeconds: 5 });
+
+export function createMessages(
+  deps: Pick<RunParts, "store" | "sessions" | "now"> & {
+    turns: Turns;
+    runs: RunFactory;
+    endings: Endings;
+    publisher: Publisher;
+    admission: Admission;
+  },
+): Messages {
+  const { store, sessions, turns } = deps;
+  const sessionLive = (run: RunRecord) =>
+    run.status === "idle" &&
+    sessions.get(run.id) !== undefined &&
+    !!run.sessionExpiresAt &&
+    Date.parse(run.sessionExpiresAt) > deps.now().getTime();
+
+  async function continueSession(run: RunRecord, input: MessageInput): Promise<RunRecord> {
+    const hold = sessions.acquire(run.id);
+    try {
+      if (input.publish?.mode === "draft_pr") {
+        await deps.publisher.check({
+          repository: run.repository,
+          ...(input.publish.branch ? { branch: input.publish.branch } : {}),
+          ...(run.baseRef ? { baseRef: run.baseRef } : {}),
+        });
+      }
+      const updated = input.publish ? await store.updateRun(run.id, { publish: nextPublish(run, input.publish) }) : run;
+      return await turns.begin(updated, input.prompt!, hold);
+    } catch (e) {
+      hold.release();
+      throw e;
+    }
+  }
+
+  return {
+    async send(run, input) {
+      if (run.status === "queued" || run.status === "running") throw busy();
+      if (sessionLive(run)) return continueSession(run, input);
+      if (sessions.isHeld(run.id)) throw busy();
+      // Expired or terminal: a chained run in a new sandbox, with the prior patch applied.
+      return deps.admission.serial(run.ownerId, async () => {
+        await deps.admission.assertBelowCap(run.ownerId);
+        // Checked before the prior session ends: a message that cannot chain changes nothing.
+        const chained = deps.runs.chained(run, await store.listTurns(run.id), input);
+        if (run.status === "idle") await deps.endings.finish(run, "completed");
+        const prior = (await store.getRun(run.id))!;
+        const next = await deps.runs.create(run.ownerId, chained.input, { chainedFrom: prior });
+        return turns.begin(next, chained.prompt, sessions.acquire(next.id), prior);
+      });
+    },
+  };
+}
+
+/**
+ * A live run's publish settings after a message's `publish`: the opt-in to an existing branch
+ * belongs to the branch it was given for, so naming another branch drops it unless repeated.
+ */
+function nextPublish(run: RunRecord, input: PublishInput): PublishState {
+  const { allowExistingBranch: previous, ...kept } = run.publish;
+  const branch = input.branch ?? run.publish.branch;
+  const allow = input.allowExistingBranch ?? (branch === run.publish.branch ? previous : undefined);
+  return { ...kept, mode: input.mode, ...(branch ? { branch } : {}), ...(allow ? { allowExistingBranch: true } : {}) };
+}
