@@ -1,8 +1,8 @@
 /**
  * The forwarding half of the gateway: a request re-signed with the real upstream key goes to
  * the upstream (OpenRouter or any OpenAI-compatible server), and the answer streams back
- * unbuffered while it is metered. The key never reaches the client: only `content-type` and
- * `accept` are forwarded from the client, and every response (headers, error and success
+ * unbuffered while it is metered. The key never reaches the client: only `content-type`,
+ * `accept` and OpenCode's session ids are forwarded from the client, and every response (headers, error and success
  * bodies, JSON or SSE) is scrubbed of the key as it streams.
  */
 import http from "node:http";
@@ -15,8 +15,11 @@ import { createKeyScrubber } from "./scrub.ts";
 /** Error bodies are small; only their first MiB is passed on. */
 const MAX_ERROR_BODY = 1024 * 1024;
 
-/** Request headers forwarded from the client; the rest (credentials, session ids, anything custom) stay here. */
-const FORWARDED_REQUEST_HEADERS = ["content-type", "accept"] as const;
+/**
+ * Request headers forwarded from the client; the rest (credentials, anything custom) stay here.
+ * OpenCode's session ids are opaque and let a provider keep one conversation on one cache.
+ */
+const FORWARDED_REQUEST_HEADERS = ["content-type", "accept", "x-session-id", "x-session-affinity"] as const;
 /** Upstream response headers that are never passed on: hop-by-hop ones (RFC 9110) and cookies. */
 const HOP_BY_HOP = new Set([
   "connection",

@@ -628,7 +628,11 @@ describe("model gateway under a hostile agent", () => {
         "host",
         "http-referer",
         "x-title",
+        "x-session-id",
+        "x-session-affinity",
       ]).toContain(h);
+    expect(seen.headers["x-custom"]).toBeUndefined();
+    expect(seen.headers["x-openrouter-provider"]).toBeUndefined();
   });
 
   it("what OpenCode sends passes unchanged, and a repeated key is forwarded once, as the gateway checked it", () => {
