@@ -5,7 +5,7 @@
 import http from "node:http";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
-import { createLogger, describeEvent, isEngineError, openPatchbay } from "./engine/index.ts";
+import { createLogger, describeEvent, isEngineError, openPatchbay, type Patchbay } from "./engine/index.ts";
 import { createHttpApp } from "./http/app.ts";
 import { createMcpMount } from "./http/mcp-mount.ts";
 
@@ -64,6 +64,21 @@ function fail(message: string, code: number): never {
   process.exit(code);
 }
 
+/**
+ * `local` isolates nothing: an agent can read Patchbay's environment, the data dir and other
+ * runs. Serving keys of several owners that way is a trust decision the operator should see.
+ */
+async function warnIfLocalIsShared(pb: Patchbay, config: Config): Promise<void> {
+  if (config.sandbox !== "local") return;
+  const owners = new Set((await pb.keys.list()).filter((k) => !k.revokedAt).map((k) => k.ownerId));
+  if (owners.size > 1) {
+    pb.log.warn(
+      "PATCHBAY_SANDBOX=local isolates nothing, and this server has keys of more than one owner: any owner's agent can read Patchbay's keys, the data dir and other owners' runs. Use PATCHBAY_SANDBOX=bwrap or e2b for several users.",
+      { owners: owners.size },
+    );
+  }
+}
+
 async function serve(config: Config): Promise<void> {
   // A long-running server keeps one sandbox warm (~600 MB) to cut a run's start-up by about a
   // second; E2B sandboxes cost money while they wait, so none there unless asked for.
@@ -72,6 +87,7 @@ async function serve(config: Config): Promise<void> {
     const { key } = await pb.keys.create({ name: "admin", scopes: ["read:builder", "write:builder", "admin"] });
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);
   }
+  await warnIfLocalIsShared(pb, config);
   const mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: config.host });
   let stopping = false;
   const app = createHttpApp({
