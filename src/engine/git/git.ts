@@ -28,6 +28,8 @@ export interface GitRunOptions {
   stdin?: string;
   /** Kill git when aborted; the result then has a non-zero exit code. */
   signal?: AbortSignal;
+  /** Output a sandboxed runner keeps (default its own cap): a patch must arrive whole. */
+  maxOutputBytes?: number;
 }
 
 /** Runs `git <args>` and reports its exit code and complete output. Never throws for a non-zero exit. */
@@ -35,6 +37,9 @@ export type GitRunner = (args: string[], opts?: GitRunOptions) => Promise<ExecRe
 
 /** The identity git records for commits and reflogs Patchbay makes. */
 export const PATCHBAY_IDENTITY = { name: "Patchbay", email: "patchbay@localhost" } as const;
+
+/** The largest diff Patchbay takes from a workspace (a sandbox's exec keeps only 1 MB by default). */
+const MAX_PATCH_BYTES = 512 * 1024 * 1024;
 
 export interface HostGitOptions {
   /**
@@ -347,6 +352,7 @@ export async function computeDiff(run: GitRunner, workdir: string, baseSha: stri
   const opts = {
     cwd: workdir,
     env: { GIT_INDEX_FILE: indexFile },
+    maxOutputBytes: MAX_PATCH_BYTES,
     code: "internal" as const,
     what: "cannot compute the diff",
   };

@@ -329,7 +329,7 @@ class HostSandbox implements WarmSandbox, Sandbox {
 
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     const { proc, child } = this.launch(argv, opts);
-    const stdout = new Tail(OUTPUT_CAP);
+    const stdout = new Tail(opts.maxOutputBytes ?? OUTPUT_CAP);
     const stderr = new Tail(OUTPUT_CAP);
     proc.onOutput((chunk, stream) => (stream === "stdout" ? stdout : stderr).push(chunk));
     let timedOut = false;

@@ -48,6 +48,8 @@ export interface ExecOptions {
   /** Extra environment. The sandbox never inherits Patchbay's own environment. */
   env?: Record<string, string>;
   timeoutMs?: number;
+  /** Output kept per stream (the last bytes win); default 1 MB. */
+  maxOutputBytes?: number;
   stdin?: string;
 }
 
