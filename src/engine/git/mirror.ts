@@ -16,6 +16,7 @@ import { silentLogger } from "../log.ts";
 import { RepositoryFullName } from "../run/schema.ts";
 import type { GitCredential } from "../sandbox/sandbox.ts";
 import { credentialEnv, gitOrThrow, PATCHBAY_IDENTITY, type GitRunner } from "./git.ts";
+import { createSerialQueues } from "../serial.ts";
 
 export interface MirrorRequest {
   /** `owner/name`. */
@@ -52,8 +53,8 @@ export function createMirrorCache(opts: MirrorCacheOptions): MirrorCache {
   const log = opts.log ?? silentLogger;
   const root = path.join(opts.dataDir, "mirrors");
   const timeoutMs = opts.timeoutMs ?? 10 * 60_000;
-  // One promise chain per repository: a fetch and a clone of the same mirror never overlap.
-  const chains = new Map<string, Promise<unknown>>();
+  // One queue per repository: a fetch and a clone of the same mirror never overlap.
+  const serial = createSerialQueues();
 
   const pathOf = (fullName: string): string => {
     // The name becomes a path: only a validated owner/name may (no `..`, no absolute path).
@@ -123,22 +124,10 @@ export function createMirrorCache(opts: MirrorCacheOptions): MirrorCache {
     pathOf,
     withMirror<T>(req: MirrorRequest, fn: (mirrorDir: string) => Promise<T>): Promise<T> {
       const dir = pathOf(req.fullName);
-      const prev = chains.get(dir) ?? Promise.resolve();
-      const work = async () => {
+      return serial(dir, async () => {
         await update(req, dir);
         return fn(dir);
-      };
-      const result = prev.then(work, work);
-      const settled = result.then(
-        () => undefined,
-        () => undefined,
-      );
-      chains.set(dir, settled);
-      // Drop the chain once it is idle, so the map does not grow with every repository ever used.
-      void settled.then(() => {
-        if (chains.get(dir) === settled) chains.delete(dir);
       });
-      return result;
     },
   };
 }

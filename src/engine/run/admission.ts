@@ -6,6 +6,7 @@
  * Idempotency-Key both create a run.
  */
 import { EngineError } from "../errors.ts";
+import { createSerialQueues } from "../serial.ts";
 import type { RunStore } from "../store/store.ts";
 
 /** A run takes seconds to minutes; suggest a retry well before a session would expire. */
@@ -19,22 +20,9 @@ export interface Admission {
 }
 
 export function createAdmission(deps: { store: RunStore; maxActive: number }): Admission {
-  const tails = new Map<string, Promise<unknown>>();
+  const queues = createSerialQueues();
   return {
-    serial(ownerId, create) {
-      const previous = tails.get(ownerId) ?? Promise.resolve();
-      const result = previous.then(create, create);
-      const tail = result.then(
-        () => undefined,
-        () => undefined,
-      );
-      tails.set(ownerId, tail);
-      // Forget an owner once its last admission is done, so idle owners hold no memory.
-      void tail.then(() => {
-        if (tails.get(ownerId) === tail) tails.delete(ownerId);
-      });
-      return result;
-    },
+    serial: (ownerId, create) => queues(ownerId, create),
     async assertBelowCap(ownerId) {
       const active = await deps.store.countActiveRuns(ownerId);
       if (active >= deps.maxActive) {
