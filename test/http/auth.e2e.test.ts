@@ -7,7 +7,7 @@ import express from "express";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
 import { LOADED } from "../support/harness.ts";
-import { serveHarness, type HttpHarness, type Keys } from "../support/http.ts";
+import { serveApp, serveHarness, type HttpHarness, type Keys } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
 let h: HttpHarness;
@@ -268,31 +268,36 @@ describe("the error contract", { timeout: LOADED.testMs }, () => {
   });
 
   it("a key at its active-run cap answers 429 with Retry-After until a run ends", async () => {
-    const base = await h.extraApp({ maxActiveRunsPerKey: 1 });
+    // The cap is the engine's (every front alike), so it takes a Patchbay configured with it.
+    const capped = await h.openAnother({ PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "1" });
+    const served = await serveApp(capped);
+    const base = served.base;
+    const key = (await capped.keys.create({ name: "capped", scopes: ["read:builder", "write:builder"] })).key;
     h.model.script("test/hold", [[{ hang: true }]]);
     const first = await h.api("POST", `${base}${API}/runs`, {
-      key: h.keys.other,
+      key,
       body: { repository: "acme/web", prompt: "hold", modelId: "test/hold" },
     });
     expect(first.status).toBe(201);
     try {
       const second = await h.api("POST", `${base}${API}/runs`, {
-        key: h.keys.other,
+        key,
         body: { repository: "acme/web", prompt: "again", modelId: "test/hold" },
       });
       expect(second.status).toBe(429);
       expect(second.json.error.code).toBe("too_many_active_runs");
       expect(Number(second.headers.get("retry-after"))).toBeGreaterThan(0);
     } finally {
-      expect(
-        (await h.api("POST", `${base}${API}/runs/${first.json.id}/cancel`, { key: h.keys.other })).json.status,
-      ).toBe("cancelled");
+      expect((await h.api("POST", `${base}${API}/runs/${first.json.id}/cancel`, { key })).json.status).toBe(
+        "cancelled",
+      );
     }
     const third = await h.api("POST", `${base}${API}/runs`, {
-      key: h.keys.other,
+      key,
       body: { repository: "acme/web", prompt: "x", baseRef: "no-such-branch" },
     });
     expect(third.status).toBe(201);
+    await served.close();
   });
 
   it("healthz, readyz and the docs page answer without a key", async () => {
