@@ -3,6 +3,7 @@
  * One schema per shape; the TypeScript type carries the schema's name.
  */
 import * as z from "zod";
+import { EnvironmentInput, RunEnvironment, SetupState } from "../environment/schema.ts";
 
 export const RunStatus = z.enum(["queued", "running", "idle", "completed", "failed", "cancelled"]);
 export type RunStatus = z.infer<typeof RunStatus>;
@@ -94,6 +95,8 @@ export const CreateRunInput = z
     validationMode: ValidationMode.optional(),
     publish: PublishInput.optional(),
     billing: BillingInput.optional(),
+    /** Setup, secrets and network policy (see environment/schema.ts). */
+    environment: EnvironmentInput.optional(),
   })
   .strict()
   .refine((b) => !!(b.repository || b.repositoryFullName || b.repositoryId !== undefined), {
@@ -221,6 +224,10 @@ export const RunRecord = z.object({
   error: RunError.nullable(),
   usage: Usage,
   chainedFrom: z.string().nullable(),
+  /** Absent on runs stored before environments existed: read as open network, no secrets. */
+  environment: RunEnvironment.optional(),
+  /** The setup step's outcome; absent until the run's first turn reaches it. */
+  setup: SetupState.nullable().optional(),
   idempotencyKey: z.string().optional(),
   idempotencyHash: z.string().optional(),
   createdAt: z.string(),
