@@ -2,11 +2,10 @@
  * The `patchbay` command line: `serve`, `mcp`, `keys create|list|revoke`, `run`.
  * The only place that reads argv, binds ports or stdio, and calls process.exit.
  */
-import http from "node:http";
 import { parseArgs } from "node:util";
 import { ConfigError, loadConfig, type Config } from "./config.ts";
 import { createLogger, describeEvent, isEngineError, openPatchbay, type Patchbay } from "./engine/index.ts";
-import { createHttpApp } from "./http/app.ts";
+import { createHttpApp, createHttpServer } from "./http/app.ts";
 import { createMcpMount } from "./http/mcp-mount.ts";
 
 const USAGE = `Usage: patchbay <command> [options]
@@ -99,7 +98,7 @@ async function serve(config: Config): Promise<void> {
     // Load balancers stop sending traffic as soon as a drain starts.
     isReady: () => !stopping,
   });
-  const server = http.createServer(app);
+  const server = createHttpServer(app);
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(config.port, config.host, resolve);

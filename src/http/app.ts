@@ -7,6 +7,7 @@
  * -> query validation -> handler. Unknown paths answer 404, known paths with another
  * method 405 (with `Allow`), and every error is JSON via the one error middleware.
  */
+import http from "node:http";
 import express from "express";
 import * as z from "zod";
 import type { Config } from "../config.ts";
@@ -26,6 +27,20 @@ export type { RouteSpec } from "./routes.ts";
 
 /** Largest JSON body accepted: a 120k-character prompt in 4-byte UTF-8 is under half of it. */
 export const BODY_LIMIT = "1mb";
+
+/**
+ * The HTTP server for the app. Idle keep-alive connections are kept 65 s (Node's default is
+ * 5 s): a client that reuses a connection just as the server drops it gets ECONNRESET on a
+ * POST it cannot safely retry, and under load a client's idea of "recently used" lags. 65 s
+ * is what load balancers in front expect (theirs is usually 60 s, and must be the shorter).
+ */
+export function createHttpServer(app: http.RequestListener): http.Server {
+  const server = http.createServer(app);
+  server.keepAliveTimeout = 65_000;
+  // Must exceed keepAliveTimeout, or a request arriving late on a kept connection is cut.
+  server.headersTimeout = 66_000;
+  return server;
+}
 
 export interface HttpAppDeps {
   engine: Engine;

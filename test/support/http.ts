@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import type { Config } from "../../src/config.ts";
 import type { Patchbay } from "../../src/engine/index.ts";
-import { createHttpApp, type HttpAppDeps } from "../../src/http/app.ts";
+import { createHttpApp, createHttpServer, type HttpAppDeps } from "../../src/http/app.ts";
 import { processesUnder } from "../helpers.ts";
 import { LOADED, openHarness, type Harness, type HarnessOptions } from "./harness.ts";
 import { pollUntilTurnOver, type PollOptions } from "./poll.ts";
@@ -96,7 +96,7 @@ export function parseSse(raw: string): SseFrame[] {
 
 /** A server on 127.0.0.1:0 for `app`; `close` ends its open connections too. */
 export async function listen(app: http.RequestListener): Promise<{ base: string; close(): Promise<void> }> {
-  const server = http.createServer(app);
+  const server = createHttpServer(app);
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return {
     base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
