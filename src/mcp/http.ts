@@ -200,7 +200,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
   }
 
   async function openSession(keyId: string): Promise<Session> {
-    const { server, dispose } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
+    const { server, dispose, connect } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
       onsessioninitialized: (sid) => {
@@ -221,7 +221,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
     // Declared after the transport, read by onsessioninitialized only once a request is handled.
     const session: Session = { transport, keyId, inFlight: 0, lastSeen: Date.now(), close };
-    await server.connect(transport);
+    await connect(transport);
     return session;
   }
 
