@@ -1,14 +1,16 @@
 /**
- * The MCP front: `createMcpServer(engine, opts)` builds an McpServer whose tools and
- * resources call the engine facade only. It never connects: `stdio.ts` and `http.ts` bind it
+ * The MCP front: `createMcpServer(engine, opts)` builds an McpServer whose tools, resources,
+ * prompts and completions call the engine facade only. It never connects: `stdio.ts` and `http.ts` bind it
  * to a transport (one server per connection or session, as the SDK requires).
  */
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { createLogger, EngineError, isEngineError, type Engine, type Logger } from "../engine/index.ts";
+import { registerCompletions } from "./completions.ts";
 import { bareMessage, toolError } from "./errors.ts";
 import { guardTransport } from "./guard.ts";
+import { registerPrompts } from "./prompts.ts";
 import { isResourceUri, registerRunResources } from "./resources.ts";
 import type { McpCaller, McpScope, PatchbayTool, ToolExtra } from "./tool.ts";
 import { cancelRunTool } from "./tools/cancel_run.ts";
@@ -118,6 +120,8 @@ export function createMcpServer(engine: Engine, opts: McpServerOptions): Patchba
   }
 
   const dispose = registerRunResources(server, { engine, log, caller });
+  registerPrompts(server, { engine, caller });
+  registerCompletions(server, { engine, caller });
   const rules = { tools: new Set(TOOLS.map((t) => t.name)), isResourceUri };
   return { server, dispose, connect: (transport) => server.connect(guardTransport(transport, rules)) };
 }

@@ -150,6 +150,47 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     expect(progress.map((p) => p.progress)).toEqual(progress.map((_, i) => i + 1));
   });
 
+  it("completes the caller's repositories and run ids, never another owner's; review_run inlines summary, validation and patch", async () => {
+    const ref = { type: "ref/prompt" as const, name: "delegate_task" };
+    const repos = await client.complete({ ref, argument: { name: "repository", value: "ac" } });
+    expect(repos.completion.values).toEqual(["acme/web"]);
+    const runs = await client.complete({
+      ref: { type: "ref/prompt", name: "review_run" },
+      argument: { name: "runId", value: runId.slice(0, 6) },
+    });
+    expect(runs.completion.values).toContain(runId);
+    const template = await client.complete({
+      ref: { type: "ref/resource", uri: "patchbay://runs/{runId}/patch" },
+      argument: { name: "runId", value: "" },
+    });
+    expect(template.completion.values).toContain(runId);
+
+    const review = await client.getPrompt({ name: "review_run", arguments: { runId } });
+    const text = (review.messages[0]!.content as { text: string }).text;
+    expect(text).toContain(`run ${runId} on acme/web`);
+    expect(text).toContain("## Summary\nAdded NOTES.md and changed the greeting.");
+    expect(text).toContain("## Validation");
+    expect(text).toContain("```diff\ndiff --git a/NOTES.md b/NOTES.md");
+    expect(text).toContain("+  return 'hello, world';");
+
+    // Another owner's key: no suggestions from this owner's runs, and the run is unknown.
+    const stranger = await pb.keys.create({ name: "stranger", ownerId: "owner-mcp-stranger" });
+    const { client: other } = await h.connect(stranger.key);
+    expect((await other.complete({ ref, argument: { name: "repository", value: "" } })).completion.values).toEqual([]);
+    expect(
+      (
+        await other.complete({
+          ref: { type: "ref/prompt", name: "review_run" },
+          argument: { name: "runId", value: "" },
+        })
+      ).completion.values,
+    ).toEqual([]);
+    await expect(other.getPrompt({ name: "review_run", arguments: { runId } })).rejects.toMatchObject({
+      code: -32602,
+      message: `MCP error -32602: Unknown run: ${runId}`,
+    });
+  });
+
   it("send_message continues the same session; a subscribed resource is told when the run changes status", async () => {
     const updated: string[] = [];
     client.setNotificationHandler(ResourceUpdatedNotificationSchema, (n) => void updated.push(n.params.uri));

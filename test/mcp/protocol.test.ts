@@ -86,3 +86,62 @@ describe("MCP protocol errors (2025-11-25)", () => {
     expect(e.message).toBe("MCP error -32601: Method not found");
   });
 });
+
+describe("MCP prompts and completions", () => {
+  it("lists delegate_task and review_run with descriptions and their arguments", async () => {
+    const { prompts } = await client.listPrompts();
+    const byName = new Map(prompts.map((p) => [p.name, p]));
+    expect([...byName.keys()].sort()).toEqual(["delegate_task", "review_run"]);
+    for (const p of prompts) expect(p.description!.length, p.name).toBeGreaterThan(40);
+    expect(byName.get("delegate_task")!.arguments).toEqual([
+      expect.objectContaining({ name: "repository", required: true }),
+      expect.objectContaining({ name: "task", required: true }),
+      expect.objectContaining({ name: "publish", required: false }),
+      expect.objectContaining({ name: "modelId", required: false }),
+    ]);
+    expect(byName.get("review_run")!.arguments).toEqual([expect.objectContaining({ name: "runId", required: true })]);
+  });
+
+  it("delegate_task asks the assistant to call start_run with the arguments it was given", async () => {
+    const { messages } = await client.getPrompt({
+      name: "delegate_task",
+      arguments: { repository: "acme/web", task: "Fix the greeting", publish: "draft_pr" },
+    });
+    expect(messages).toHaveLength(1);
+    const text = (messages[0]!.content as { text: string }).text;
+    expect(text).toContain("Fix the greeting");
+    expect(text).toContain(
+      `start_run tool with these arguments: ${JSON.stringify({ repository: "acme/web", prompt: "Fix the greeting", publish: { mode: "draft_pr" }, wait: true })}`,
+    );
+  });
+
+  it("a prompt with a missing argument, an unknown prompt and an unknown run are -32602", async () => {
+    const missing = await refusal(client.getPrompt({ name: "delegate_task", arguments: { repository: "acme/web" } }));
+    expect(missing.code).toBe(-32602);
+    expect(missing.message).not.toContain("MCP error -32602: MCP error");
+    expect((await refusal(client.getPrompt({ name: "nope" }))).code).toBe(-32602);
+    const unknownRun = await refusal(client.getPrompt({ name: "review_run", arguments: { runId: "run_nope" } }));
+    expect(unknownRun.code).toBe(-32602);
+    expect(unknownRun.message).toBe("MCP error -32602: Unknown run: run_nope");
+  });
+
+  it("completes model ids from the catalog, and nothing for an owner without runs", async () => {
+    const ref = { type: "ref/prompt" as const, name: "delegate_task" };
+    const all = await client.complete({ ref, argument: { name: "modelId", value: "" } });
+    expect(all.completion.values).toEqual([pb.engine.models().defaultModel, "a/one", "b/two"]);
+    const b = await client.complete({ ref, argument: { name: "modelId", value: "B/" } });
+    expect(b.completion).toEqual({ values: ["b/two"], total: 1, hasMore: false });
+    const repos = await client.complete({ ref, argument: { name: "repository", value: "" } });
+    expect(repos.completion.values).toEqual([]);
+    const task = await client.complete({ ref, argument: { name: "task", value: "x" } });
+    expect(task.completion.values).toEqual([]);
+    const unknown = await refusal(
+      client.complete({ ref: { type: "ref/prompt", name: "nope" }, argument: { name: "x", value: "" } }),
+    );
+    expect(unknown.code).toBe(-32602);
+    const template = await refusal(
+      client.complete({ ref: { type: "ref/resource", uri: "test://{x}" }, argument: { name: "x", value: "" } }),
+    );
+    expect(template.code).toBe(-32602);
+  });
+});
