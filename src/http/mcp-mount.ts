@@ -17,8 +17,8 @@ export interface McpMountDeps {
   log: Logger;
   /** The address the app binds to (`config.host`); picks the Host allow-list. */
   host?: string;
-  /** Further handler options (allowed hosts/origins, idle timeout). */
-  options?: Partial<Pick<McpHttpOptions, "allowedHosts" | "allowedOrigins" | "sessionIdleMs">>;
+  /** Further handler options (allowed hosts/origins, idle timeout, event log bounds, retry). */
+  options?: Partial<Pick<McpHttpOptions, "allowedHosts" | "allowedOrigins" | "sessionIdleMs" | "eventLog" | "retryMs">>;
 }
 
 export interface McpMount {

@@ -13,8 +13,14 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import express from "express";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import { isInitializeRequest } from "@modelcontextprotocol/sdk/types.js";
+import {
+  isInitializeRequest,
+  LATEST_PROTOCOL_VERSION,
+  SUPPORTED_PROTOCOL_VERSIONS,
+} from "@modelcontextprotocol/sdk/types.js";
 import type { Engine, Logger } from "../engine/index.ts";
+import { ProtocolCode } from "./errors.ts";
+import { createMcpEventLog, type McpEventLogOptions } from "./event-store.ts";
 import { createMcpServer } from "./server.ts";
 import type { McpCaller, ToolExtra } from "./tool.ts";
 
@@ -57,6 +63,10 @@ export interface McpHttpOptions {
   allowedOrigins?: readonly string[];
   /** A session with no request in flight for this long is closed. Default 1 hour. */
   sessionIdleMs?: number;
+  /** Bounds of the event log streams are resumed from (default 10 000 frames, 16 MiB). */
+  eventLog?: McpEventLogOptions;
+  /** The `retry` a priming event tells clients to wait before reconnecting. Default 1000 ms. */
+  retryMs?: number;
 }
 
 export interface McpHttpHandler {
@@ -74,12 +84,16 @@ export interface McpHttpHandler {
 interface Session {
   transport: StreamableHTTPServerTransport;
   keyId: string;
+  /** The protocol version `initialize` settled on (the SDK's rule: the client's if supported, else the latest). */
+  protocolVersion: string;
   inFlight: number;
   lastSeen: number;
   close(): Promise<void>;
 }
 
 const LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"];
+/** The first protocol version without JSON-RPC batching (2025-03-26 had it). */
+const NO_BATCHES_FROM = "2025-06-18";
 const ALL_INTERFACES = ["0.0.0.0", "::", "[::]"];
 
 /** A JSON-RPC error response, the shape MCP clients expect even outside a session. */
@@ -121,6 +135,8 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     opts.allowedOrigins ? opts.allowedOrigins.includes(origin) : isLoopbackOrigin(origin);
   const sessionIdleMs = opts.sessionIdleMs ?? 60 * 60_000;
   const sessions = new Map<string, Session>();
+  const eventLog = createMcpEventLog(opts.eventLog);
+  const retryMs = opts.retryMs ?? 1000;
 
   const guard: express.RequestHandler = (req, res, next) => {
     if (allowedHosts) {
@@ -175,12 +191,26 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     if (typeof sid === "string") {
       const session = sessions.get(sid);
       if (!session || session.keyId !== auth.clientId) return rpcError(res, 404, -32001, "Session not found");
+      if (Array.isArray(req.body)) {
+        // Dates order as strings; a request may name its version, else the session's holds.
+        const header = req.headers["mcp-protocol-version"];
+        const version = typeof header === "string" ? header : session.protocolVersion;
+        if (version >= NO_BATCHES_FROM)
+          return rpcError(
+            res,
+            400,
+            ProtocolCode.InvalidRequest,
+            `Invalid Request: protocol version ${version} has no JSON-RPC batches; send one message per request`,
+          );
+      }
       return handle(session, req, res).catch(next);
     }
     if (req.method !== "POST" || !isInitializeRequest(req.body)) {
       return rpcError(res, 400, -32000, "Bad Request: no valid session id; start with an initialize request");
     }
-    openSession(auth.clientId)
+    const asked = req.body.params.protocolVersion;
+    const protocolVersion = SUPPORTED_PROTOCOL_VERSIONS.includes(asked) ? asked : LATEST_PROTOCOL_VERSION;
+    openSession(auth.clientId, protocolVersion)
       .then((session) => handle(session, req, res))
       .catch(next);
   };
@@ -199,10 +229,13 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     );
   }
 
-  async function openSession(keyId: string): Promise<Session> {
-    const { server, dispose } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
+  async function openSession(keyId: string, protocolVersion: string): Promise<Session> {
+    const { server, dispose, connect } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
+    const events = eventLog.forSession();
     const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
+      eventStore: events,
+      retryInterval: retryMs,
       onsessioninitialized: (sid) => {
         sessions.set(sid, session);
         log.debug("MCP session opened", { sessionId: sid.slice(0, 8), keyId });
@@ -214,14 +247,15 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       closed = true;
       if (transport.sessionId) sessions.delete(transport.sessionId);
       dispose();
+      events.dispose();
       await server.close();
     };
     // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
     transport.onclose = () =>
       void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
     // Declared after the transport, read by onsessioninitialized only once a request is handled.
-    const session: Session = { transport, keyId, inFlight: 0, lastSeen: Date.now(), close };
-    await server.connect(transport);
+    const session: Session = { transport, keyId, protocolVersion, inFlight: 0, lastSeen: Date.now(), close };
+    await connect(transport);
     return session;
   }
 

@@ -7,13 +7,9 @@
  * registered here on the low-level server (see sdk-facts §3).
  */
 import { ResourceTemplate, type McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import {
-  ErrorCode,
-  McpError,
-  SubscribeRequestSchema,
-  UnsubscribeRequestSchema,
-} from "@modelcontextprotocol/sdk/types.js";
-import { isEngineError, type Engine, type Logger, type RunFollow } from "../engine/index.ts";
+import { SubscribeRequestSchema, UnsubscribeRequestSchema } from "@modelcontextprotocol/sdk/types.js";
+import type { Engine, Logger, RunFollow } from "../engine/index.ts";
+import { resourceError, resourceNotFound } from "./errors.ts";
 import { followFromNow } from "./follow.ts";
 import type { McpCaller, McpScope, ToolExtra } from "./tool.ts";
 
@@ -24,24 +20,13 @@ export const patchUri = (runId: string): string => `patchbay://runs/${runId}/pat
 
 const URI = /^patchbay:\/\/runs\/([A-Za-z0-9_-]{1,64})(\/patch)?$/;
 
-/** MCP's "resource not found" error code (spec: -32002). */
-const RESOURCE_NOT_FOUND = -32002;
+/** Whether `uri` has the form of a run resource (a form only: the run may not exist). */
+export const isResourceUri = (uri: string): boolean => URI.test(uri);
 
 export interface ResourceDeps {
   engine: Engine;
   log: Logger;
   caller(extra: ToolExtra, scope: McpScope): McpCaller;
-}
-
-/** Map an engine failure inside a resource request to a JSON-RPC error (resources have no isError results). */
-function resourceError(e: unknown, uri: string): McpError {
-  if (e instanceof McpError) return e;
-  if (isEngineError(e)) {
-    if (e.code === "run_not_found")
-      return new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri, code: e.code });
-    return new McpError(ErrorCode.InvalidRequest, `${e.code}: ${e.message}`, { uri, code: e.code });
-  }
-  return new McpError(ErrorCode.InternalError, "internal error", { uri, code: "internal" });
 }
 
 /**
@@ -120,7 +105,7 @@ export function registerRunResources(server: McpServer, deps: ResourceDeps): () 
   server.server.setRequestHandler(SubscribeRequestSchema, async (request, extra) => {
     const uri = request.params.uri;
     const m = URI.exec(uri);
-    if (!m) throw new McpError(RESOURCE_NOT_FOUND, `Resource not found: ${uri}`, { uri });
+    if (!m) throw resourceNotFound(uri);
     if (subscriptions.has(uri)) return {};
     let follow: RunFollow;
     try {

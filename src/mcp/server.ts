@@ -1,13 +1,18 @@
 /**
- * The MCP front: `createMcpServer(engine, opts)` builds an McpServer whose tools and
- * resources call the engine facade only. It never connects: `stdio.ts` and `http.ts` bind it
+ * The MCP front: `createMcpServer(engine, opts)` builds an McpServer whose tools, resources,
+ * prompts and completions call the engine facade only. It never connects: `stdio.ts` and `http.ts` bind it
  * to a transport (one server per connection or session, as the SDK requires).
  */
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import type { Transport } from "@modelcontextprotocol/sdk/shared/transport.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { createLogger, EngineError, isEngineError, type Engine, type Logger } from "../engine/index.ts";
-import { registerRunResources } from "./resources.ts";
-import { toolError, type McpCaller, type McpScope, type PatchbayTool, type ToolExtra } from "./tool.ts";
+import { registerCompletions } from "./completions.ts";
+import { bareMessage, toolError } from "./errors.ts";
+import { guardTransport } from "./guard.ts";
+import { registerPrompts } from "./prompts.ts";
+import { isResourceUri, registerRunResources } from "./resources.ts";
+import type { McpCaller, McpScope, PatchbayTool, ToolExtra } from "./tool.ts";
 import { cancelRunTool } from "./tools/cancel_run.ts";
 import { endSessionTool } from "./tools/end_session.ts";
 import { getPatchTool } from "./tools/get_patch.ts";
@@ -36,7 +41,7 @@ export const SERVER_INFO = { name: "patchbay", title: "Patchbay coding agent", v
 
 const INSTRUCTIONS = `Patchbay runs coding agents (OpenCode) in sandboxes on GitHub repositories.
 Typical flow: start_run (repository owner/name + prompt; wait: true to get the result in one call) -> get_patch to read the diff -> send_message for follow-ups on the same workspace -> end_session when done.
-Follow a long run with stream_events (loop with nextCursor until done) or get_run. Errors come back as tool results whose text starts with "Error <code>:".`;
+Follow a long run with stream_events (loop with nextCursor until done) or get_run. A tool that fails answers a result whose text starts with "Error <code>:" (the REST error code).`;
 
 export interface McpServerOptions {
   /** Owner of every run the tools see, for a single-user transport (stdio: `config.localOwner`). */
@@ -55,6 +60,11 @@ export interface McpServerOptions {
 /** A created server and what must happen when its connection ends. */
 export interface PatchbayMcpServer {
   server: McpServer;
+  /**
+   * Connect the server to `transport` through the protocol guard (`guard.ts`): the way every
+   * front connects, so stdio and HTTP answer protocol errors alike.
+   */
+  connect(transport: Transport): Promise<void>;
   /** Drop live subscriptions (called by the transports when the connection closes). */
   dispose(): void;
 }
@@ -110,26 +120,26 @@ export function createMcpServer(engine: Engine, opts: McpServerOptions): Patchba
   }
 
   const dispose = registerRunResources(server, { engine, log, caller });
-  return { server, dispose };
+  registerPrompts(server, { engine, caller });
+  registerCompletions(server, { engine, caller });
+  const rules = { tools: new Set(TOOLS.map((t) => t.name)), isResourceUri };
+  return { server, dispose, connect: (transport) => server.connect(guardTransport(transport, rules)) };
 }
 
 /**
- * The SDK answers input it rejects (schema validation, unknown tool) with a tool error of
- * its own, text only. Give those the code REST gives a bad body, `invalid_request`, in the
- * same form as every other Patchbay tool error. `createToolError` is private in the SDK's
- * types; the SDK version is pinned and the tests check the mapping, so a change shows.
+ * The SDK answers arguments that fail a tool's input schema with a tool error of its own, text
+ * only. Give those the code REST gives a bad body, `invalid_request`, in the same form as every
+ * other Patchbay tool error (an unknown tool never gets here: `guard.ts` refuses it first).
+ * `createToolError` is private in the SDK's types; the SDK version is pinned and the tests
+ * check the mapping, so a change shows.
  */
 function mapSdkToolErrors(server: McpServer): void {
   const target = server as unknown as { createToolError?: (message: string) => CallToolResult };
   if (typeof target.createToolError !== "function")
     throw new Error("@modelcontextprotocol/sdk changed: McpServer.createToolError is gone");
   target.createToolError = (message: string) => {
-    const code =
-      /^(Input validation error|MCP error -32602: Input validation error|MCP error -32602: Tool .* not found)/.test(
-        message,
-      )
-        ? "invalid_request"
-        : "internal";
-    return toolError(new EngineError(code, message.replace(/^MCP error -?\d+: /, "")));
+    const text = bareMessage(message);
+    const code = /^Input validation error/.test(text) ? "invalid_request" : "internal";
+    return toolError(new EngineError(code, text));
   };
 }

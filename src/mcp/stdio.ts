@@ -18,7 +18,7 @@ export async function runStdio(config: Config): Promise<void> {
   console.debug = console.error;
 
   const pb = await openPatchbay(config);
-  const { server, dispose } = createMcpServer(pb.engine, { ownerId: config.localOwner, log: pb.log });
+  const { server, dispose, connect } = createMcpServer(pb.engine, { ownerId: config.localOwner, log: pb.log });
   const transport = new StdioServerTransport();
 
   let stopping: Promise<void> | undefined;
@@ -38,6 +38,6 @@ export async function runStdio(config: Config): Promise<void> {
   process.once("SIGINT", () => void stop("SIGINT"));
   process.once("SIGTERM", () => void stop("SIGTERM"));
 
-  await server.connect(transport);
+  await connect(transport);
   pb.log.info("MCP stdio server ready", { owner: config.localOwner, sandbox: config.sandbox, dataDir: config.dataDir });
 }

@@ -5,14 +5,8 @@
  * and maps every failure to one kind of tool error (`toolError`).
  */
 import type { RequestHandlerExtra } from "@modelcontextprotocol/sdk/shared/protocol.js";
-import type {
-  CallToolResult,
-  ServerNotification,
-  ServerRequest,
-  ToolAnnotations,
-} from "@modelcontextprotocol/sdk/types.js";
+import type { ServerNotification, ServerRequest, ToolAnnotations } from "@modelcontextprotocol/sdk/types.js";
 import * as z from "zod";
-import { toEngineError, type EngineError } from "../engine/errors.ts";
 import type { Engine, Logger } from "../engine/index.ts";
 import { RunView } from "../engine/run/view.ts";
 import { describeRun } from "./describe.ts";
@@ -83,25 +77,4 @@ export function defineRunTool(
       return { structured: run, text: describeRun(run) };
     },
   });
-}
-
-/** Where the error of an `isError` result is, in structured form (`result._meta[ERROR_META]`). */
-export const ERROR_META = "patchbay/error";
-
-/**
- * A tool error result carrying the engine's error code, the same code REST answers with.
- *
- * The code travels in the text (what a model reads) and in `_meta` (what a program reads).
- * It is deliberately not in `structuredContent`: the SDK's client validates structured
- * content against the tool's output schema even on error results, so an error object there
- * would make a conforming client reject the whole response.
- */
-export function toolError(e: unknown): CallToolResult {
-  const err: EngineError = toEngineError(e);
-  const error = err.toJSON();
-  return {
-    isError: true,
-    content: [{ type: "text", text: `Error ${error.code}: ${error.message}` }],
-    _meta: { [ERROR_META]: error },
-  };
 }

@@ -4,13 +4,14 @@
  * the SDK's own Client. One run is reused across the tests below, in order.
  */
 import http from "node:http";
-import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import type { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import { ResourceUpdatedNotificationSchema, type CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { patchUri, runUri } from "../../src/mcp/resources.ts";
 import type { ScriptedModel } from "../fixtures/scripted-model.ts";
 import { waitFor } from "../helpers.ts";
+import { startCutProxy } from "../support/cut-proxy.ts";
 import { LOADED } from "../support/harness.ts";
 import {
   errorCodeOf,
@@ -25,6 +26,7 @@ import {
 import type { TestPatchbay } from "../support/patchbay.ts";
 
 const OWNER = "owner-mcp";
+const RESUME_MODEL = "test/mcp-resume";
 let h: McpHarness;
 let model: ScriptedModel;
 let pb: TestPatchbay;
@@ -61,7 +63,17 @@ const initialize = {
 beforeAll(async () => {
   h = await serveMcp({
     repos: { "acme/web": REPO_FILES },
-    model: { scripts: { [MAIN_MODEL]: MAIN_SCRIPT } },
+    model: {
+      scripts: {
+        [MAIN_MODEL]: MAIN_SCRIPT,
+        [RESUME_MODEL]: [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "RESUMED.md", content: "resumed\n" } }] },
+            { text: "Resumed and done." },
+          ],
+        ],
+      },
+    },
     env: { OPENROUTER_API_KEY: "sk-or-v1-test-mcp-http" },
   });
   ({ model, pb, url } = h);
@@ -148,6 +160,47 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     expect(messages.some((m) => m.startsWith("edit done"))).toBe(true);
     expect(messages.filter((m) => m.startsWith("edited "))).toEqual(["edited NOTES.md", "edited src/app.js"]);
     expect(progress.map((p) => p.progress)).toEqual(progress.map((_, i) => i + 1));
+  });
+
+  it("completes the caller's repositories and run ids, never another owner's; review_run inlines summary, validation and patch", async () => {
+    const ref = { type: "ref/prompt" as const, name: "delegate_task" };
+    const repos = await client.complete({ ref, argument: { name: "repository", value: "ac" } });
+    expect(repos.completion.values).toEqual(["acme/web"]);
+    const runs = await client.complete({
+      ref: { type: "ref/prompt", name: "review_run" },
+      argument: { name: "runId", value: runId.slice(0, 6) },
+    });
+    expect(runs.completion.values).toContain(runId);
+    const template = await client.complete({
+      ref: { type: "ref/resource", uri: "patchbay://runs/{runId}/patch" },
+      argument: { name: "runId", value: "" },
+    });
+    expect(template.completion.values).toContain(runId);
+
+    const review = await client.getPrompt({ name: "review_run", arguments: { runId } });
+    const text = (review.messages[0]!.content as { text: string }).text;
+    expect(text).toContain(`run ${runId} on acme/web`);
+    expect(text).toContain("## Summary\nAdded NOTES.md and changed the greeting.");
+    expect(text).toContain("## Validation");
+    expect(text).toContain("```diff\ndiff --git a/NOTES.md b/NOTES.md");
+    expect(text).toContain("+  return 'hello, world';");
+
+    // Another owner's key: no suggestions from this owner's runs, and the run is unknown.
+    const stranger = await pb.keys.create({ name: "stranger", ownerId: "owner-mcp-stranger" });
+    const { client: other } = await h.connect(stranger.key);
+    expect((await other.complete({ ref, argument: { name: "repository", value: "" } })).completion.values).toEqual([]);
+    expect(
+      (
+        await other.complete({
+          ref: { type: "ref/prompt", name: "review_run" },
+          argument: { name: "runId", value: "" },
+        })
+      ).completion.values,
+    ).toEqual([]);
+    await expect(other.getPrompt({ name: "review_run", arguments: { runId } })).rejects.toMatchObject({
+      code: -32602,
+      message: `MCP error -32602: Unknown run: ${runId}`,
+    });
   });
 
   it("send_message continues the same session; a subscribed resource is told when the run changes status", async () => {
@@ -282,6 +335,76 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
       runs: { id: string; status: string }[];
     };
     expect(listed.runs.find((r) => r.id === runId)?.status).toBe("completed");
+  });
+
+  it("frames carry ids: a priming event with retry opens each POST stream; batches are refused from 2025-06-18 on", async () => {
+    const headers = {
+      authorization: `Bearer ${rwKey}`,
+      "mcp-session-id": transport.sessionId!,
+      "mcp-protocol-version": "2025-11-25",
+    };
+    const res = await rawPost(headers, { jsonrpc: "2.0", id: 7, method: "ping" });
+    expect(res.headers.get("content-type")).toContain("text/event-stream");
+    const frames = (await res.text()).split("\n\n").filter(Boolean);
+    expect(frames[0]).toMatch(/^id: \d+-1\nretry: 1000\ndata: $/);
+    expect(frames[1]).toMatch(/^event: message\nid: \d+-2\ndata: \{.*"id":7\}$/);
+
+    const batch = [
+      { jsonrpc: "2.0", id: 8, method: "ping" },
+      { jsonrpc: "2.0", id: 9, method: "ping" },
+    ];
+    const refused = await rawPost(headers, batch);
+    expect(refused.status).toBe(400);
+    expect(await refused.json()).toMatchObject({
+      error: { code: -32600, message: expect.stringContaining("2025-11-25") },
+    });
+    const old = await rawPost({ ...headers, "mcp-protocol-version": "2025-03-26" }, batch);
+    expect(old.status).toBe(200);
+    expect(await old.text()).toContain('"id":9');
+  });
+
+  it("a client cut off mid start_run with wait reconnects with Last-Event-ID and gets its result", async () => {
+    const proxy = await startCutProxy({ host: "127.0.0.1", port: Number(url.port) });
+    const resuming = new Client({ name: "patchbay-resume-test", version: "1.0.0" });
+    const via = new StreamableHTTPClientTransport(new URL("/mcp", proxy.base), {
+      requestInit: { headers: { Authorization: `Bearer ${rwKey}` } },
+    });
+    try {
+      await resuming.connect(via);
+      const tokens: string[] = [];
+      const progress: string[] = [];
+      const result = (await resuming.callTool(
+        {
+          name: "start_run",
+          arguments: { repository: "acme/web", prompt: "Resume me", modelId: RESUME_MODEL, wait: true },
+        },
+        undefined,
+        {
+          ...TURN_CALL,
+          onprogress: (p) => progress.push(p.message ?? ""),
+          onresumptiontoken: (token) => {
+            tokens.push(token);
+            // The priming event: the call has just begun. Drop the connection under it.
+            if (tokens.length === 1) proxy.cut();
+          },
+        },
+      )) as CallToolResult;
+      expect(proxy.resumes()).toBeGreaterThanOrEqual(1);
+      expect(result.isError).toBeFalsy();
+      expect(result.structuredContent).toMatchObject({
+        status: "idle",
+        waited: true,
+        summary: "Resumed and done.",
+        changedPaths: ["RESUMED.md"],
+      });
+      // What happened while the client was away came by replay: nothing lost.
+      expect(progress.some((m) => m.startsWith("write done"))).toBe(true);
+      const resumedRun = (result.structuredContent as { id: string }).id;
+      await resuming.callTool({ name: "end_session", arguments: { runId: resumedRun } });
+    } finally {
+      await resuming.close().catch(() => undefined);
+      await proxy.close();
+    }
   });
 
   describe("security", () => {

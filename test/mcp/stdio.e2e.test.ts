@@ -86,6 +86,16 @@ describe("patchbay mcp (stdio)", { timeout: LOADED.testMs }, () => {
     }
     expect(client.getServerVersion()).toMatchObject({ name: "patchbay" });
     expect(client.getServerCapabilities()?.resources).toMatchObject({ subscribe: true });
+    expect(client.getServerCapabilities()).toMatchObject({ prompts: {}, completions: {} });
+    expect((await client.listPrompts()).prompts.map((p) => p.name).sort()).toEqual(["delegate_task", "review_run"]);
+  });
+
+  it("answers protocol errors as HTTP does: an unknown tool is -32602 with the code once", async () => {
+    await expect(client.callTool({ name: "no_such_tool", arguments: {} })).rejects.toMatchObject({
+      code: -32602,
+      message: "MCP error -32602: Unknown tool: no_such_tool",
+    });
+    await expect(client.readResource({ uri: "patchbay://runs/run_nope" })).rejects.toMatchObject({ code: -32002 });
   });
 
   it("start_run with wait runs a turn as the local owner and reports progress", async () => {
