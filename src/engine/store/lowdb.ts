@@ -253,9 +253,9 @@ async function open(
       usable();
       return events.append(runId, event);
     },
-    async readEvents(runId, after = 0, limit = Number.POSITIVE_INFINITY) {
+    async readEvents(runId, after = 0, limit = Number.POSITIVE_INFINITY, opts = {}) {
       usable();
-      return events.read(runId, after, limit);
+      return events.read(runId, after, limit, opts.maxBytes ?? Number.POSITIVE_INFINITY);
     },
     async lastEventId(runId) {
       usable();
