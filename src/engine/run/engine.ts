@@ -37,6 +37,7 @@ import {
   type RunStatus,
 } from "./schema.ts";
 import { createLiveSessions } from "./sessions.ts";
+import { createStreamSlots } from "./streams.ts";
 import { createTurns } from "./turn.ts";
 import { toRunView, type RunView } from "./view.ts";
 import { createRunWriter } from "./writer.ts";
@@ -146,7 +147,12 @@ export function createEngine(deps: EngineDeps): Engine {
     if (state.closing || state.draining)
       throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
   }
-  const following = { store, subscribe: bus.subscribe, ownedRun };
+  const following = {
+    store,
+    subscribe: bus.subscribe,
+    ownedRun,
+    slots: createStreamSlots({ max: config.maxStreamsPerKey }),
+  };
 
   const engine: Engine = {
     bus,
