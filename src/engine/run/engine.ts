@@ -63,6 +63,8 @@ export interface EngineDeps {
 export interface GetRunOptions {
   patch?: boolean;
   events?: boolean;
+  /** The whole summary, however long (the view's is cut at 16 KB). */
+  fullSummary?: boolean;
 }
 
 export interface StartRunOptions {
@@ -183,13 +185,17 @@ export function createEngine(deps: EngineDeps): Engine {
 
     async getRun(ownerId, runId, opts = {}) {
       const run = await ownedRun(ownerId, runId);
-      const extra: { patch?: string | null; events?: RunEvent[] } = {};
+      const extra: Parameters<typeof toRunView>[2] = {};
       if (opts.patch)
         extra.patch =
           run.hasPatch && run.status !== "running" && run.status !== "queued"
             ? ((await store.getPatch(runId)) ?? null)
             : null;
       if (opts.events) extra.events = await store.readEvents(runId, 0);
+      if (opts.fullSummary && run.summaryTruncated) {
+        const whole = await store.getSummary(runId);
+        if (whole !== undefined) extra.fullSummary = whole;
+      }
       return view(run, extra);
     },
 

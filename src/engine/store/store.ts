@@ -113,6 +113,11 @@ export interface RunStore {
   /** The binary-safe diff `git apply` takes (chained runs start from it). */
   getBinaryPatch(runId: string): Promise<string | undefined>;
 
+  // whole summaries (kept out of the JSON store; the run record holds a bounded one)
+  /** Store the whole final text of the run's last turn, replacing the previous one. */
+  putSummary(runId: string, text: string): Promise<void>;
+  getSummary(runId: string): Promise<string | undefined>;
+
   // API keys
   createKey(key: ApiKeyRecord): Promise<void>;
   findKeyByHash(hash: string): Promise<ApiKeyRecord | undefined>;

@@ -517,6 +517,19 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
       });
     });
 
+    describe("summaries", () => {
+      it("keeps a run's whole summary, megabytes of any text, replaced by the next and across a reopen", async () => {
+        expect(await store.getSummary("run_1")).toBeUndefined();
+        const whole = Array.from({ length: 100_000 }, (_, i) => `line ${i} "ünïcode" ✓ 😀`).join("\n");
+        await store.putSummary("run_1", "first");
+        await store.putSummary("run_1", whole);
+        await store.putSummary("run_2", "other");
+        store = await restarted();
+        expect(await store.getSummary("run_1")).toBe(whole);
+        expect(await store.getSummary("run_2")).toBe("other");
+      });
+    });
+
     describe("patches", () => {
       it("keeps both forms of a run's patch as one record and replaces them together", async () => {
         expect(await store.getPatch("run_1")).toBeUndefined();
