@@ -118,6 +118,18 @@ describe("big text and stalled readers", { timeout: LOADED.testMs }, () => {
     const logBytes = (await h.pb.engine.events(OWNER, runId, 0)).reduce((n, e) => n + JSON.stringify(e).length, 0);
     expect(logBytes).toBeGreaterThan(19_000_000);
 
+    // MCP pages by bytes too: one stream_events call is about 1 MB, not 500 events of 64 KB.
+    const { client: reader } = await h.connect(key);
+    const first = (await reader.callTool({
+      name: "stream_events",
+      arguments: { runId, after: 0, limit: 500 },
+    })) as CallToolResult;
+    const page = first.structuredContent as { events: unknown[]; done: boolean; nextCursor: number };
+    expect(page.events.length).toBeGreaterThan(1);
+    expect(page.events.length).toBeLessThan(50);
+    expect(JSON.stringify(page.events).length).toBeLessThan(1.1 * 1024 * 1024);
+    expect(page.done).toBe(false);
+
     const { port } = server.address() as AddressInfo;
     for (let i = 0; i < STALLED; i++) {
       const c = net.connect(port, "127.0.0.1");
