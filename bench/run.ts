@@ -15,6 +15,7 @@ import { eventAppend } from "./event-append.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
+import { streamMemory } from "./stream-memory.ts";
 
 /** Add new modules here. */
 const MODULES: BenchModule[] = [
@@ -27,6 +28,7 @@ const MODULES: BenchModule[] = [
   startup,
   sharedAgent,
   gatewayAbuse,
+  streamMemory,
 ];
 
 async function main(): Promise<void> {

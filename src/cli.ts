@@ -218,7 +218,7 @@ async function runOnce(config: Config, args: string[]): Promise<void> {
     // The whole turn, from its first event: what was logged before this line is replayed.
     for await (const ev of await pb.engine.follow(owner, run.id, { until: "turn" }))
       process.stderr.write(`  · ${describeEvent(ev)}\n`);
-    const done = await pb.engine.getRun(owner, run.id);
+    const done = await pb.engine.getRun(owner, run.id, { fullSummary: true });
     const { patch } = await pb.engine.getPatch(owner, run.id);
     if (done.status === "failed") {
       process.stderr.write(`run failed: ${done.error?.code}: ${done.error?.message}\n`);

@@ -172,6 +172,8 @@ const SETTINGS = {
   logLevel: setting("PATCHBAY_LOG_LEVEL", z.enum(["debug", "info", "warn", "error", "silent"]).optional()),
   /** REST: most runs one owner may have queued, running or idle at once (429 beyond). */
   maxActiveRunsPerKey: setting("PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY", z.coerce.number().int().min(1).default(5)),
+  /** Event streams (SSE, MCP waits and subscriptions) one owner may have open at once (429 too_many_streams beyond). */
+  maxStreamsPerKey: setting("PATCHBAY_MAX_STREAMS_PER_KEY", z.coerce.number().int().min(1).default(20)),
   /** REST: requests per minute per API key (429 with Retry-After beyond). */
   rateLimitPerMin: setting("PATCHBAY_RATE_LIMIT_PER_MIN", z.coerce.number().int().min(1).default(300)),
   /** serve: on SIGTERM, how long turns in flight may run on before they are stopped and checkpointed. */

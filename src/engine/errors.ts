@@ -26,6 +26,8 @@ export const ERROR_CODES = [
   "repository_not_allowed",
   "rate_limited",
   "too_many_active_runs",
+  /** The key's owner has PATCHBAY_MAX_STREAMS_PER_KEY follows of run logs open (SSE, MCP waits). */
+  "too_many_streams",
   "shutting_down",
   // run failures (recorded on the run as error.code)
   "clone_failed",

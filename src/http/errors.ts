@@ -49,6 +49,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   unsupported_media_type: 415,
   rate_limited: 429,
   too_many_active_runs: 429,
+  too_many_streams: 429,
   // Publishing (draft PRs) is recorded on the run; these answer only if a front ever throws them.
   repository_not_installed: 400,
   permission_denied: 403,

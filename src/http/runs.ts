@@ -36,6 +36,9 @@ export const GetRunQuery = z
       description: "Include `patch` (unified diff against the base) when a turn has finished",
     }),
     events: QueryFlag.optional().meta({ description: "Include `events`, the run's whole event log" }),
+    fullSummary: QueryFlag.optional().meta({
+      description: "`summary` whole, however long (by default it is cut at 16 KB and `summaryTruncated` says so)",
+    }),
   })
   .strict();
 
@@ -151,7 +154,7 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
       summary: "Get a run",
       description:
         "Status, summary, changed paths, diff stats, usage and validation of a run. `?patch=1` adds `patch` (null until a turn has finished or when nothing changed); " +
-        "`?events=1` adds the event log. Poll until `status` is `idle` or terminal. Another owner's run answers 404.",
+        "`?events=1` adds the event log; `?fullSummary=1` gives `summary` whole when `summaryTruncated` (cut at 16 KB). Poll until `status` is `idle` or terminal. Another owner's run answers 404.",
       params: RunIdParams,
       query: GetRunQuery,
       responses: {
@@ -164,7 +167,11 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
         const { ownerId } = callerOf(res);
         const q = parseInput(GetRunQuery, req.query, "query");
         res.json(
-          await engine.getRun(ownerId, String(req.params.id), { patch: q.patch === true, events: q.events === true }),
+          await engine.getRun(ownerId, String(req.params.id), {
+            patch: q.patch === true,
+            events: q.events === true,
+            fullSummary: q.fullSummary === true,
+          }),
         );
       },
     },

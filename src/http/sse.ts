@@ -2,8 +2,10 @@
  * Server-Sent Events for a run's event log: a loop over `engine.follow`, which replays the
  * stored events after the cursor and continues live with no gap and no duplicate.
  * Events are written as `id: <event id>`, `event: builder.event|run.status`, `data: <json>`.
- * The stream ends after the run's terminal `run.status` (completed, failed, cancelled), at
- * once when a finished run is resumed past it.
+ * The stream ends after the run's terminal `run.status` (completed, failed, cancelled). A
+ * finished run resumed at its last event answers 204, which tells an EventSource to stop
+ * reconnecting. Frames wait for the socket to drain: a client that does not read holds one
+ * frame here and one page of the log in the follow, never the log.
  */
 import type { Request, Response } from "express";
 import type { Engine } from "../engine/index.ts";
@@ -26,9 +28,24 @@ export function formatEvent(ev: RunEvent): string {
   return `id: ${ev.id}\nevent: ${ev.type}\ndata: ${JSON.stringify(ev)}\n\n`;
 }
 
+/** Resolves once `res` can take more, or is gone. */
+function drained(res: Response): Promise<void> {
+  if (!res.writableNeedDrain || res.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.on("drain", done);
+    res.on("close", done);
+  });
+}
+
 /**
  * Stream a run's events after `after` (0 = from the start). Throws (before any byte is
- * written) `run_not_found` or `event_not_found`, which the error middleware answers as JSON.
+ * written) `run_not_found`, `event_not_found` or `too_many_streams`, which the error
+ * middleware answers as JSON.
  */
 export async function streamRunEvents(
   engine: Engine,
@@ -42,6 +59,10 @@ export async function streamRunEvents(
   const heartbeatMs = opts.heartbeatMs ?? 15_000;
   const retryMs = opts.retryMs ?? 3000;
   const follow = await engine.follow(ownerId, runId, { after });
+  if (follow.finished) {
+    res.status(204).end();
+    return;
+  }
 
   res.status(200);
   res.setHeader("Content-Type", "text/event-stream; charset=utf-8");
@@ -57,12 +78,13 @@ export async function streamRunEvents(
   req.on("close", stop);
   res.on("error", stop);
   const open = () => !res.writableEnded && !res.destroyed;
-  const heartbeat = setInterval(() => open() && res.write(": keepalive\n\n"), heartbeatMs);
+  // A socket that is not draining is alive enough; a keepalive would only pile up behind it.
+  const heartbeat = setInterval(() => open() && !res.writableNeedDrain && res.write(": keepalive\n\n"), heartbeatMs);
   heartbeat.unref();
   try {
     for await (const ev of follow) {
       if (!open()) break;
-      res.write(formatEvent(ev));
+      if (!res.write(formatEvent(ev))) await drained(res);
     }
   } finally {
     clearInterval(heartbeat);

@@ -58,7 +58,7 @@ export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(tool: P
   return tool;
 }
 
-/** The input of the tools that act on one run and answer with it (get_run, cancel_run, end_session). */
+/** The input of the tools that act on one run and answer with it (cancel_run, end_session). */
 export const RunIdArgs = z.object({ runId: RunIdField }).strict();
 
 /** A tool that calls one engine method on a run and answers with the run. */

@@ -206,7 +206,7 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
     expect((await h.api("GET", `${API}/runs/${runA.id}?patch=1`)).json.patch).toContain("webhook.test.js");
   });
 
-  it("SSE resumes from 20 random cut points (?after= and Last-Event-ID) with exactly the remaining events, and a finished run's stream closes", async () => {
+  it("SSE resumes from 20 random cut points (?after= and Last-Event-ID) with exactly the remaining events, a finished run's stream closes, and at its end answers 204", async () => {
     const all = (await h.api("GET", `${API}/runs/${runA.id}?events=1`)).json.events as { id: number }[];
     const last = all.length;
     expect(last).toBeGreaterThan(8);
@@ -218,6 +218,7 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
         i % 2 ? {} : { headers: { "last-event-id": String(cut) } },
       );
       expect(s.closedByServer).toBe(true);
+      expect(s.status).toBe(cut === last ? 204 : 200);
       const ids = s.frames.filter((f) => f.id).map((f) => Number(f.id));
       expect(ids).toEqual(all.slice(cut).map((e) => e.id));
       expect(s.frames.filter((f) => f.data).map((f) => JSON.parse(f.data!))).toEqual(all.slice(cut));
@@ -227,6 +228,12 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
       headers: { "last-event-id": String(last - 1) },
     });
     expect(both.frames.filter((f) => f.id).map((f) => Number(f.id))).toEqual([last]);
+    // At its last event a finished run has nothing more to say: 204 stops an EventSource's reconnects.
+    const reconnect = await fetch(`${h.base}${API}/runs/${runA.id}/stream?after=1`, {
+      headers: { authorization: `Bearer ${h.keys.rw}`, "last-event-id": String(last), accept: "text/event-stream" },
+    });
+    expect(reconnect.status).toBe(204);
+    expect(await reconnect.text()).toBe("");
   });
 
   it("a message to a finished run starts a chained run (201, new id, chainedFrom, Location) with the prior patch applied", async () => {

@@ -210,8 +210,11 @@ export async function serveHarness(opts: HarnessOptions & { deps?: Partial<HttpA
       let raw = "";
       let closedByServer = false;
       try {
-        if (!res.body) throw new Error("no body");
-        const reader = res.body.getReader();
+        // 204: the stream has nothing more to say (a finished run resumed at its end).
+        if (res.status === 204) closedByServer = true;
+        else if (!res.body) throw new Error("no body");
+        const reader = res.body?.getReader();
+        if (!reader) return { status: res.status, headers: res.headers, frames: [], raw, closedByServer };
         const dec = new TextDecoder();
         for (;;) {
           const { value, done } = await reader.read();

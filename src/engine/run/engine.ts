@@ -19,7 +19,7 @@ import { parseInput } from "../parse.ts";
 import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
-import type { RunStore } from "../store/store.ts";
+import type { ReadEventsOptions, RunStore } from "../store/store.ts";
 import { createAdmission } from "./admission.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
@@ -37,6 +37,7 @@ import {
   type RunStatus,
 } from "./schema.ts";
 import { createLiveSessions } from "./sessions.ts";
+import { createStreamSlots } from "./streams.ts";
 import { createTurns } from "./turn.ts";
 import { toRunView, type RunView } from "./view.ts";
 import { createRunWriter } from "./writer.ts";
@@ -62,6 +63,8 @@ export interface EngineDeps {
 export interface GetRunOptions {
   patch?: boolean;
   events?: boolean;
+  /** The whole summary, however long (the view's is cut at 16 KB). */
+  fullSummary?: boolean;
 }
 
 export interface StartRunOptions {
@@ -85,8 +88,11 @@ export interface Engine {
   ): Promise<{ runs: RunView[]; nextCursor: string | null }>;
   /** The patch of the last finished turn (null when there is none yet). */
   getPatch(ownerId: string, runId: string): Promise<{ runId: string; status: RunStatus; patch: string | null }>;
-  /** Events with id > after, in order. Throws event_not_found for a cursor past the end. */
-  events(ownerId: string, runId: string, after?: number, limit?: number): Promise<RunEvent[]>;
+  /**
+   * Events with id > after, in order, at most `limit` and at most `opts.maxBytes` of JSON
+   * (the first always). Throws event_not_found for a cursor past the end.
+   */
+  events(ownerId: string, runId: string, after?: number, limit?: number, opts?: ReadEventsOptions): Promise<RunEvent[]>;
   /**
    * The run's events after `after`, replayed from the log and then live, none missed or
    * repeated. Ownership and the cursor are checked before it resolves (run_not_found,
@@ -146,7 +152,12 @@ export function createEngine(deps: EngineDeps): Engine {
     if (state.closing || state.draining)
       throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
   }
-  const following = { store, subscribe: bus.subscribe, ownedRun };
+  const following = {
+    store,
+    subscribe: bus.subscribe,
+    ownedRun,
+    slots: createStreamSlots({ max: config.maxStreamsPerKey }),
+  };
 
   const engine: Engine = {
     bus,
@@ -177,13 +188,17 @@ export function createEngine(deps: EngineDeps): Engine {
 
     async getRun(ownerId, runId, opts = {}) {
       const run = await ownedRun(ownerId, runId);
-      const extra: { patch?: string | null; events?: RunEvent[] } = {};
+      const extra: Parameters<typeof toRunView>[2] = {};
       if (opts.patch)
         extra.patch =
           run.hasPatch && run.status !== "running" && run.status !== "queued"
             ? ((await store.getPatch(runId)) ?? null)
             : null;
       if (opts.events) extra.events = await store.readEvents(runId, 0);
+      if (opts.fullSummary && run.summaryTruncated) {
+        const whole = await store.getSummary(runId);
+        if (whole !== undefined) extra.fullSummary = whole;
+      }
       return view(run, extra);
     },
 
@@ -199,10 +214,10 @@ export function createEngine(deps: EngineDeps): Engine {
       return { runId, status: run.status, patch };
     },
 
-    async events(ownerId, runId, after = 0, limit) {
+    async events(ownerId, runId, after = 0, limit, opts) {
       await ownedRun(ownerId, runId);
       assertCursor(runId, after, await store.lastEventId(runId));
-      return store.readEvents(runId, after, limit);
+      return store.readEvents(runId, after, limit, opts);
     },
 
     follow: (ownerId, runId, opts = {}) => followRun(following, ownerId, runId, opts),

@@ -12,6 +12,7 @@
 import { EngineError } from "../errors.ts";
 import type { RunEvent } from "../events/schema.ts";
 import type { RunStore } from "../store/store.ts";
+import type { StreamSlots } from "./streams.ts";
 import { isTerminal, type RunRecord, type RunStatus } from "./schema.ts";
 
 /** Where iteration ends by itself: the run's terminal status, or the first status that ends a turn. */
@@ -34,6 +35,11 @@ export interface FollowOptions {
 /** A run's events from a cursor on, replayed then live. Iterate it once; `close()` or leaving a for-await releases it. */
 export interface RunFollow extends AsyncIterable<RunEvent> {
   readonly runId: string;
+  /**
+   * The run was terminal and the cursor at its last event when the follow was opened:
+   * nothing will ever come (SSE answers 204, so an EventSource stops reconnecting).
+   */
+  readonly finished: boolean;
   close(): void;
 }
 
@@ -43,12 +49,21 @@ export interface FollowDeps {
   subscribe(runId: string, listener: (ev: RunEvent) => void): () => void;
   /** The run when `ownerId` owns it; throws run_not_found otherwise. */
   ownedRun(ownerId: string, runId: string): Promise<RunRecord>;
+  /** Each open follow holds one of its owner's slots (too_many_streams beyond). */
+  slots: StreamSlots;
 }
 
 /** Events read from the store at a time; stream_events' largest page fits in one. */
 const PAGE = 500;
+/**
+ * Bytes of events read from the store at a time: a consumer that stops reading (an SSE
+ * client that never reads its socket) holds at most one such page, whatever the log holds.
+ */
+export const PAGE_BYTES = 1024 * 1024;
 /** Live events held for a consumer that is behind; past this they are dropped and read back from the store. */
 const MAX_BUFFERED = 1000;
+/** The same bound in (roughly counted) bytes: a few large text events must not pin megabytes per run. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 /** How far back the first look for the run's last status reaches (it grows eightfold each time). */
 const STATUS_WINDOW = 16;
 
@@ -73,8 +88,22 @@ export async function followRun(
   runId: string,
   opts: FollowOptions = {},
 ): Promise<RunFollow> {
-  await deps.ownedRun(ownerId, runId);
-  const follow = new Follow(deps, ownerId, runId, opts);
+  const run = await deps.ownedRun(ownerId, runId);
+  if (isTerminal(run.status)) {
+    // A terminal run's log never grows: a follow at its end needs no slot and no subscription.
+    const last = await deps.store.lastEventId(runId);
+    assertCursor(runId, opts.after ?? 0, last);
+    const status = (opts.after ?? 0) === last ? await lastStatus(deps.store, runId, last) : undefined;
+    if (status && isTerminal(status)) return finishedFollow(runId);
+  }
+  const release = deps.slots.acquire(ownerId);
+  let follow: Follow;
+  try {
+    follow = new Follow(deps, ownerId, runId, opts, release);
+  } catch (e) {
+    release();
+    throw e;
+  }
   try {
     assertCursor(runId, opts.after ?? 0, await deps.store.lastEventId(runId));
   } catch (e) {
@@ -84,12 +113,23 @@ export async function followRun(
   return follow;
 }
 
+function finishedFollow(runId: string): RunFollow {
+  return {
+    runId,
+    finished: true,
+    close() {},
+    async *[Symbol.asyncIterator]() {},
+  };
+}
+
 const ends = (status: RunStatus, until: FollowUntil): boolean =>
   until === "terminal" ? isTerminal(status) : status !== "queued" && status !== "running";
 
 /** One follow: owns its subscription, its live buffer and the wake-up of its waiting iteration. */
 class Follow implements RunFollow {
+  readonly finished = false;
   private readonly buffer: RunEvent[] = [];
+  private bufferedBytes = 0;
   private stopped = false;
   private released = false;
   private wake: (() => void) | undefined;
@@ -105,6 +145,7 @@ class Follow implements RunFollow {
     private readonly ownerId: string,
     readonly runId: string,
     opts: FollowOptions,
+    private readonly releaseSlot: () => void,
   ) {
     this.after = opts.after ?? 0;
     this.until = opts.until ?? "terminal";
@@ -128,14 +169,19 @@ class Follow implements RunFollow {
   private release(): void {
     if (this.released) return;
     this.released = true;
+    this.releaseSlot();
     this.unsubscribe();
     this.signal?.removeEventListener("abort", this.onAbort);
   }
 
   private receive(ev: RunEvent): void {
     // Dropping the buffer loses nothing: the next live event opens a gap, read from the store.
-    if (this.buffer.length >= MAX_BUFFERED) this.buffer.length = 0;
+    if (this.buffer.length >= MAX_BUFFERED || this.bufferedBytes >= MAX_BUFFERED_BYTES) {
+      this.buffer.length = 0;
+      this.bufferedBytes = 0;
+    }
     this.buffer.push(ev);
+    this.bufferedBytes += weight(ev);
     this.wake?.();
   }
 
@@ -154,17 +200,20 @@ class Follow implements RunFollow {
         let ev: RunEvent | undefined;
         if (page.length) ev = page.shift();
         else if (behind) {
-          page = await store.readEvents(this.runId, last, PAGE);
-          behind = page.length === PAGE;
+          const end = await store.lastEventId(this.runId);
+          page = await store.readEvents(this.runId, last, PAGE, { maxBytes: PAGE_BYTES });
+          behind = page.length > 0 && page.at(-1)!.id < end;
           const head = this.buffer[0];
           if (!page.length && head && head.id > last + 1)
             throw new EngineError("internal", `run ${this.runId}: events ${last + 1}-${head.id - 1} are not stored`);
           continue;
         } else {
           ev = this.buffer.shift();
+          if (ev) this.bufferedBytes = this.buffer.length ? this.bufferedBytes - weight(ev) : 0;
           if (ev && ev.id > last + 1) {
             // A gap (the buffer overflowed): read it from the store first.
             this.buffer.unshift(ev);
+            this.bufferedBytes += weight(ev);
             behind = true;
             continue;
           }
@@ -199,22 +248,35 @@ class Follow implements RunFollow {
     if (!ends(run.status, this.until)) return false;
     // The record can be ahead of what this follow has read (the status event was stored after
     // our last read and is still on its way here): the log's last status up to `cursor` decides.
-    const status = await this.lastStatus(cursor);
+    const status = await lastStatus(this.deps.store, this.runId, cursor);
     return status !== undefined && ends(status, this.until);
   }
+}
 
-  /** The status of the last run.status event at or before `cursor`, read backwards in growing windows. */
-  private async lastStatus(cursor: number): Promise<RunStatus | undefined> {
-    let window = STATUS_WINDOW;
-    for (let end = cursor; end > 0; window *= 8) {
-      const from = Math.max(0, end - window);
-      const events = await this.deps.store.readEvents(this.runId, from, end - from);
-      for (let i = events.length - 1; i >= 0; i--) {
-        const ev = events[i]!;
-        if (ev.type === "run.status") return ev.data.status;
-      }
-      end = from;
+/** An event's size, roughly: its long strings. Cheaper than serialising it for every follower. */
+function weight(ev: RunEvent): number {
+  const data = ev.data as Record<string, unknown>;
+  let n = 200;
+  for (const field of ["text", "output", "error", "message"])
+    if (typeof data[field] === "string") n += (data[field] as string).length;
+  return n;
+}
+
+/** The status of the last run.status event at or before `cursor`, read backwards in growing windows. */
+async function lastStatus(
+  store: Pick<RunStore, "readEvents">,
+  runId: string,
+  cursor: number,
+): Promise<RunStatus | undefined> {
+  let window = STATUS_WINDOW;
+  for (let end = cursor; end > 0; window *= 8) {
+    const from = Math.max(0, end - window);
+    const events = await store.readEvents(runId, from, end - from);
+    for (let i = events.length - 1; i >= 0; i--) {
+      const ev = events[i]!;
+      if (ev.type === "run.status") return ev.data.status;
     }
-    return undefined;
+    end = from;
   }
+  return undefined;
 }

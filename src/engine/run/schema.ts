@@ -215,7 +215,9 @@ export const RunRecord = z.object({
   billingMode: z.enum(["managed", "openrouter"]),
   turnCount: z.number().int(),
   sessionExpiresAt: z.string().nullable(),
+  /** At most 16 KB (run/summary.ts); the whole text is in the store's summary file when this was cut. */
   summary: z.string().nullable(),
+  summaryTruncated: z.boolean().optional(),
   changedPaths: z.array(z.string()),
   diffStats: DiffStats.nullable(),
   hasPatch: z.boolean(),

@@ -17,6 +17,7 @@ import type { Endings } from "./end.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
 import type { Hold } from "./sessions.ts";
+import { boundSummary, storeSummary } from "./summary.ts";
 
 /** The sealed secret a later process reattaches a session with (sessions that outlive us). */
 export const RESUME_SECRET = "session";
@@ -121,7 +122,7 @@ export function createTurns(deps: TurnDeps): Turns {
         ...(run.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         binaryPatch,
         prompts: turns.map((t) => t.prompt),
-        summary: results.summary ?? null,
+        summary: results.summary ?? run.summary,
         diffStats: results.diffStats ?? null,
         changedPaths: results.changedPaths ?? [],
         signal,
@@ -190,7 +191,8 @@ export function createTurns(deps: TurnDeps): Turns {
       await store.putPatch(runId, { text: diff.patch, binary: diff.binaryPatch });
       run = (await store.getRun(runId))!;
       const results: Partial<RunRecord> = {
-        summary: summary || run.summary,
+        // A turn that said nothing keeps the summary of the one before.
+        ...(summary ? await storeSummary(store, runId, summary) : {}),
         ...(validation ? { validation } : {}),
         changedPaths: diff.changedPaths,
         diffStats: diff.diffStats,
@@ -198,7 +200,7 @@ export function createTurns(deps: TurnDeps): Turns {
       };
       await store.updateTurn(runId, run.turnCount, {
         status: outcome.error ? (outcome.error.code === "cancelled" ? "cancelled" : "failed") : "done",
-        summary: outcome.summary,
+        summary: boundSummary(outcome.summary),
         error: outcome.error ?? null,
         finishedAt: iso(),
       });

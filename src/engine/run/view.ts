@@ -33,8 +33,10 @@ export const RunView = z.object({
   baseSha: z.string().nullable(),
   validationMode: ValidationMode,
   billing: z.object({ mode: z.enum(["managed", "openrouter"]) }),
-  /** The agent's final text of the last turn. */
+  /** The agent's final text of the last turn, cut at 16 KB unless asked for whole (`?fullSummary=1`). */
   summary: z.string().nullable(),
+  /** true when `summary` was cut (it ends with a `… [truncated N bytes]` marker). */
+  summaryTruncated: z.boolean(),
   changedPaths: z.array(z.string()),
   diffStats: DiffStats.nullable(),
   /** Unified diff against the base; only when asked for (`?patch=1`) and ready. */
@@ -57,7 +59,7 @@ export type RunView = z.infer<typeof RunView>;
 export function toRunView(
   r: RunRecord,
   now: Date,
-  extra: { patch?: string | null; events?: RunEvent[] } = {},
+  extra: { patch?: string | null; events?: RunEvent[]; fullSummary?: string } = {},
 ): RunView {
   const sessionActive = r.status === "idle" && !!r.sessionExpiresAt && Date.parse(r.sessionExpiresAt) > now.getTime();
   return {
@@ -73,7 +75,8 @@ export function toRunView(
     baseSha: r.baseSha ?? null,
     validationMode: r.validationMode,
     billing: { mode: r.billingMode },
-    summary: r.summary,
+    summary: extra.fullSummary ?? r.summary,
+    summaryTruncated: extra.fullSummary === undefined && r.summaryTruncated === true,
     changedPaths: r.changedPaths,
     diffStats: r.diffStats,
     ...(extra.patch !== undefined ? { patch: extra.patch } : {}),

@@ -1,8 +1,10 @@
 /**
  * How the engine records what happens to a run: an event appended to its log, or a status
  * stored together with its `run.status` event (one store operation, so no reader sees the
- * one without the other), each published on the bus once stored.
+ * one without the other), each published on the bus once stored. Every event's text is held
+ * to MAX_EVENT_TEXT_BYTES here, whichever part of the engine wrote it.
  */
+import { boundEvent } from "../events/bound.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
 import type { Logger } from "../log.ts";
@@ -21,7 +23,7 @@ export function createRunWriter(deps: { store: RunStore; bus: EventBus; log: Log
   const { store, bus, log, now } = deps;
   const writer: RunWriter = {
     async emit(runId, event) {
-      const stored = await store.appendEvent(runId, event);
+      const stored = await store.appendEvent(runId, boundEvent(event));
       bus.publish(stored);
       return stored;
     },

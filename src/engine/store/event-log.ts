@@ -21,7 +21,8 @@ import type { Logger } from "../log.ts";
 
 export interface EventLogs {
   append(runId: string, event: NewRunEvent): RunEvent;
-  read(runId: string, after: number, limit: number): Promise<RunEvent[]>;
+  /** At most `limit` events after `after`, and at most `maxBytes` of lines (the first event always). */
+  read(runId: string, after: number, limit: number, maxBytes: number): Promise<RunEvent[]>;
   lastId(runId: string): number;
 }
 
@@ -177,7 +178,7 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
       return parsed.data;
     },
 
-    async read(runId, after, limit) {
+    async read(runId, after, limit, maxBytes) {
       assertSafeRunId(runId);
       const st = open(runId);
       if (after >= st.lastId || limit <= 0) return [];
@@ -185,8 +186,11 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
       // From here to the read below nothing awaits, so ids, offsets and size agree.
       const from = firstAbove(st.ids, after);
       if (from >= st.ids.length) return [];
-      const to = Math.min(st.ids.length, from + limit);
       const start = st.offsets[from]!;
+      let to = Math.min(st.ids.length, from + limit);
+      // Event i ends where event i+1 starts: keep the events that end within maxBytes, at least one.
+      if ((to < st.ids.length ? st.offsets[to]! : st.size) - start > maxBytes)
+        to = Math.min(to, Math.max(from + 1, firstAbove(st.offsets, start + maxBytes) - 1));
       const end = to < st.ids.length ? st.offsets[to]! : st.size;
       const buf = Buffer.alloc(end - start);
       const fh = await fs.promises.open(st.file, "r");
@@ -237,7 +241,7 @@ function parseLine(text: string, runId: string): RunEvent | undefined {
   return parsed.success && parsed.data.runId === runId ? parsed.data : undefined;
 }
 
-/** Index of the first id greater than `after` (ids ascending). */
+/** Index of the first value greater than `after` (values ascending: ids, offsets). */
 function firstAbove(ids: readonly number[], after: number): number {
   let lo = 0;
   let hi = ids.length;

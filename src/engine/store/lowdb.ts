@@ -1,8 +1,8 @@
 /**
  * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
  * and secrets; one JSONL event log per run (`events/<runId>.jsonl`, see event-log.ts); one
- * patch file per run (`patches/<runId>.json`, see patch-files.ts). One process owns the
- * data dir (lock.ts).
+ * patch file per run (`patches/<runId>.json`, see patch-files.ts); the whole summary of a run
+ * whose record holds a cut one (`summaries/<runId>.txt`). One process owns the data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
  * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
@@ -28,6 +28,7 @@ import { assertSafeRunId, createEventLogs } from "./event-log.ts";
 import { acquireDataDirLock } from "./lock.ts";
 import { createPatchFiles } from "./patch-files.ts";
 import { writePrivateFile } from "./private-file.ts";
+import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
 import { ApiKeyRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
 
@@ -78,8 +79,8 @@ async function open(
 ): Promise<RunStore> {
   const eventsDir = path.join(dataDir, "events");
   const patchesDir = path.join(dataDir, "patches");
-  fs.mkdirSync(eventsDir, { recursive: true, mode: 0o700 });
-  fs.mkdirSync(patchesDir, { recursive: true, mode: 0o700 });
+  const summariesDir = path.join(dataDir, "summaries");
+  for (const dir of [eventsDir, patchesDir, summariesDir]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 
   const file = path.join(dataDir, "store.json");
   const db = new Low<unknown>(new PrivateJsonFile(file), emptyStore());
@@ -162,6 +163,7 @@ async function open(
 
   const events = createEventLogs({ dir: eventsDir, log, now });
   const patches = createPatchFiles(patchesDir);
+  const summaries = createSummaryFiles(summariesDir);
 
   /** The run with `patch` applied and checked, not yet stored. Throws run_not_found. */
   function patchedRun(id: string, patch: Partial<RunRecord>): RunRecord {
@@ -253,9 +255,9 @@ async function open(
       usable();
       return events.append(runId, event);
     },
-    async readEvents(runId, after = 0, limit = Number.POSITIVE_INFINITY) {
+    async readEvents(runId, after = 0, limit = Number.POSITIVE_INFINITY, opts = {}) {
       usable();
-      return events.read(runId, after, limit);
+      return events.read(runId, after, limit, opts.maxBytes ?? Number.POSITIVE_INFINITY);
     },
     async lastEventId(runId) {
       usable();
@@ -274,6 +276,16 @@ async function open(
     async getBinaryPatch(runId) {
       usable();
       return (await patches.get(runId))?.binary;
+    },
+
+    // --- whole summaries
+    async putSummary(runId, text) {
+      usable();
+      await summaries.put(runId, text);
+    },
+    async getSummary(runId) {
+      usable();
+      return summaries.get(runId);
     },
 
     // --- API keys

@@ -50,6 +50,15 @@ export type SecretRecord = z.infer<typeof SecretRecord>;
 export const RunPatch = z.object({ text: z.string(), binary: z.string() });
 export type RunPatch = z.infer<typeof RunPatch>;
 
+export interface ReadEventsOptions {
+  /**
+   * Stop before the event that would take the page's JSON past this many bytes; the first
+   * event after the cursor is returned whatever its size, so a reader always moves on.
+   * Default: no bound.
+   */
+  maxBytes?: number;
+}
+
 export interface ListRunsOptions {
   limit: number;
   /** Opaque cursor from a previous page. */
@@ -81,8 +90,8 @@ export interface RunStore {
   // events: append-only, ids 1..n per run in call order (also for calls not awaited one by one)
   /** Append one event; it gets the run's next id. Throws internal for an event that fails its schema. */
   appendEvent(runId: string, event: NewRunEvent): Promise<RunEvent>;
-  /** Events with id > after, in order, at most `limit`. */
-  readEvents(runId: string, after?: number, limit?: number): Promise<RunEvent[]>;
+  /** Events with id > after, in order, at most `limit` (and at most `opts.maxBytes` of JSON). */
+  readEvents(runId: string, after?: number, limit?: number, opts?: ReadEventsOptions): Promise<RunEvent[]>;
   /** The id of the run's last event; 0 before the first. */
   lastEventId(runId: string): Promise<number>;
   /**
@@ -103,6 +112,11 @@ export interface RunStore {
   getPatch(runId: string): Promise<string | undefined>;
   /** The binary-safe diff `git apply` takes (chained runs start from it). */
   getBinaryPatch(runId: string): Promise<string | undefined>;
+
+  // whole summaries (kept out of the JSON store; the run record holds a bounded one)
+  /** Store the whole final text of the run's last turn, replacing the previous one. */
+  putSummary(runId: string, text: string): Promise<void>;
+  getSummary(runId: string): Promise<string | undefined>;
 
   // API keys
   createKey(key: ApiKeyRecord): Promise<void>;

@@ -11,6 +11,8 @@ import { defineTool } from "../tool.ts";
 export const MAX_WAIT_MS = 30_000;
 const DEFAULT_WAIT_MS = 10_000;
 const DEFAULT_LIMIT = 100;
+/** Most bytes of events one call returns (the first event always): a page must fit a model's context. */
+const MAX_PAGE_BYTES = 1024 * 1024;
 
 export const StreamEventsArgs = z
   .object({
@@ -66,7 +68,8 @@ export const streamEventsTool = defineTool({
   async run({ runId, after = 0, waitMs = DEFAULT_WAIT_MS, limit = DEFAULT_LIMIT }, ctx) {
     const { engine, caller, extra } = ctx;
     const owner = caller.ownerId;
-    let events = await engine.events(owner, runId, after, limit);
+    const page = { maxBytes: MAX_PAGE_BYTES };
+    let events = await engine.events(owner, runId, after, limit, page);
     /** Nothing new, and the run had stopped working at the cursor: nothing comes on its own. */
     let over = false;
     if (events.length === 0 && waitMs > 0) {
@@ -80,14 +83,16 @@ export const streamEventsTool = defineTool({
       }
       // Ended by itself with nothing after the cursor: the turn was already over there.
       if (!next) over = !signal.aborted;
-      else events = await engine.events(owner, runId, after, limit);
+      else events = await engine.events(owner, runId, after, limit, page);
     } else if (events.length === 0 && after > 0) {
       // No wait asked for: the log answers whether the run stopped at the cursor.
       over = endsTurn((await engine.events(owner, runId, after - 1, 1))[0]);
     }
     const nextCursor = events.at(-1)?.id ?? after;
-    // Fewer than `limit` events means we read to the end of the log.
-    const done = events.length < limit && (events.length ? endsTurn(events.at(-1)) : over);
+    // Done when the page ends the turn and nothing follows it (the page may stop at limit or bytes).
+    const done = events.length
+      ? endsTurn(events.at(-1)) && (await engine.events(owner, runId, nextCursor, 1)).length === 0
+      : over;
     const { status } = await engine.getRun(owner, runId);
     const structured: StreamEventsResult = { events, nextCursor, status, done };
     const head = `${events.length} event(s) of run ${runId} after ${after}; next cursor ${nextCursor}; status ${status}${done ? "; done (the run stopped working)" : ""}.`;

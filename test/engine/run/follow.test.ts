@@ -9,7 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { EngineError } from "../../../src/engine/errors.ts";
 import type { RunEvent } from "../../../src/engine/events/schema.ts";
 import type { RunFollow } from "../../../src/engine/index.ts";
-import { followRun, type FollowDeps } from "../../../src/engine/run/follow.ts";
+import { followRun, PAGE_BYTES, type FollowDeps } from "../../../src/engine/run/follow.ts";
+import { createStreamSlots } from "../../../src/engine/run/streams.ts";
+import type { RunStore } from "../../../src/engine/store/store.ts";
 import { makeRepo, tempDir, waitFor } from "../../helpers.ts";
 import { startScriptedModel, type ScriptedModel } from "../../fixtures/scripted-model.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
@@ -144,6 +146,7 @@ describe("followRun over the store and a bus", () => {
     const bus = new EventEmitter();
     const deps: FollowDeps = {
       store: pb.store,
+      slots: createStreamSlots({ max: 3 }),
       subscribe: (rid, listener) => {
         bus.on(rid, listener);
         return () => void bus.off(rid, listener);
@@ -218,5 +221,51 @@ describe("followRun over the store and a bus", () => {
     await new Promise((resolve) => setTimeout(resolve, 100));
     await r.finish();
     expect((await following).map((e) => e.id)).toEqual([2]);
+  });
+
+  it("each open follow holds one of its owner's slots: past the cap too_many_streams, freed however the follow ends", async () => {
+    const r = await ownRun();
+    await r.append("one");
+    const open = [await followRun(r.deps, OWNER, r.id), await followRun(r.deps, OWNER, r.id)];
+    const third = await followRun(r.deps, OWNER, r.id);
+    await expect(followRun(r.deps, OWNER, r.id)).rejects.toMatchObject({
+      code: "too_many_streams",
+      details: { limit: 3, retryAfterSeconds: expect.any(Number) },
+    });
+    // Another owner has slots of its own (and the run is not theirs).
+    await expect(followRun(r.deps, "someone-else", r.id)).rejects.toMatchObject({ code: "run_not_found" });
+    // Freed by close(), by a refused cursor (never taken for long), and by the end of the run.
+    open[0]!.close();
+    await expect(followRun(r.deps, OWNER, r.id, { after: 9 })).rejects.toMatchObject({ code: "event_not_found" });
+    const fourth = await followRun(r.deps, OWNER, r.id);
+    const ending = Promise.all([drain(open[1]!), drain(third), drain(fourth)]);
+    await r.finish();
+    await ending;
+    expect(r.deps.slots.open(OWNER)).toBe(0);
+    // At the end of a finished run a follow is finished at once and takes no slot.
+    await pb.store.updateRun(r.id, { status: "completed" });
+    const done = await followRun(r.deps, OWNER, r.id, { after: 2 });
+    expect(done.finished).toBe(true);
+    expect(r.deps.slots.open(OWNER)).toBe(0);
+    expect(await drain(done)).toEqual([]);
+  });
+
+  it("replays a log of large events in pages bounded by bytes", async () => {
+    const r = await ownRun();
+    const big = "x".repeat(200 * 1024);
+    for (let i = 0; i < 30; i++)
+      await pb.store.appendEvent(r.id, { type: "builder.event", turn: 1, data: { kind: "text", text: big } });
+    await r.finish();
+    const pages: number[] = [];
+    const store: RunStore = Object.create(pb.store);
+    store.readEvents = async (...args) => {
+      const page = await pb.store.readEvents(...args);
+      pages.push(page.reduce((n, e) => n + JSON.stringify(e).length, 0));
+      return page;
+    };
+    const events = await drain(await followRun({ ...r.deps, store }, OWNER, r.id));
+    expect(events.map((e) => e.id)).toEqual(Array.from({ length: 31 }, (_, i) => i + 1));
+    expect(pages.length).toBeGreaterThan(5);
+    expect(Math.max(...pages)).toBeLessThanOrEqual(PAGE_BYTES);
   });
 });

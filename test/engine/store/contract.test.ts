@@ -340,6 +340,34 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         expect((await store.appendEvent("run_2", text("other"))).id).toBe(1);
       });
 
+      it("a page bounded by maxBytes holds whole events within the bound, and always at least one", async () => {
+        const appended: RunEvent[] = [];
+        for (let i = 1; i <= 20; i++) appended.push(await store.appendEvent("run_1", text(`${i}:${"x".repeat(1000)}`)));
+        const big = await store.appendEvent("run_1", text("y".repeat(50_000)));
+        const one = Buffer.byteLength(JSON.stringify(appended[0])) + 1;
+        const bytes = (events: RunEvent[]) => events.reduce((n, e) => n + Buffer.byteLength(JSON.stringify(e)) + 1, 0);
+
+        const page = await store.readEvents("run_1", 0, undefined, { maxBytes: one * 5.5 });
+        expect(page.length).toBeGreaterThan(1);
+        expect(page.length).toBeLessThan(20);
+        expect(bytes(page)).toBeLessThanOrEqual(one * 5.5);
+        expect(page).toEqual(appended.slice(0, page.length));
+        // limit still applies under a generous bound.
+        expect(ids(await store.readEvents("run_1", 2, 3, { maxBytes: 1e9 }))).toEqual([3, 4, 5]);
+        // An event larger than the bound comes alone, so a reader paging by bytes moves on.
+        expect(await store.readEvents("run_1", 20, undefined, { maxBytes: 100 })).toEqual([big]);
+        expect(await store.readEvents("run_1", 19, undefined, { maxBytes: one * 2 })).toEqual([appended[19]]);
+
+        // Paging through by bytes yields the whole log, in order.
+        const all: RunEvent[] = [];
+        for (let after = 0, next; (next = await store.readEvents("run_1", after, 500, { maxBytes: 4096 })).length;) {
+          expect(next.length === 1 || bytes(next) <= 4096).toBe(true);
+          all.push(...next);
+          after = next.at(-1)!.id;
+        }
+        expect(all).toEqual([...appended, big]);
+      });
+
       it("appends not awaited one by one get ids 1..n in call order, with no gap or duplicate", async () => {
         const calls: Promise<RunEvent>[] = [];
         for (let i = 1; i <= 300; i++) {
@@ -486,6 +514,19 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         store = await restarted();
         expect(await store.getRun("run_1")).toEqual(run);
         expect(await store.readEvents("run_1")).toEqual([event]);
+      });
+    });
+
+    describe("summaries", () => {
+      it("keeps a run's whole summary, megabytes of any text, replaced by the next and across a reopen", async () => {
+        expect(await store.getSummary("run_1")).toBeUndefined();
+        const whole = Array.from({ length: 100_000 }, (_, i) => `line ${i} "ünïcode" ✓ 😀`).join("\n");
+        await store.putSummary("run_1", "first");
+        await store.putSummary("run_1", whole);
+        await store.putSummary("run_2", "other");
+        store = await restarted();
+        expect(await store.getSummary("run_1")).toBe(whole);
+        expect(await store.getSummary("run_2")).toBe("other");
       });
     });
 

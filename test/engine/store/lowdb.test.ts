@@ -16,12 +16,13 @@ async function withStore<T>(dataDir: string, fn: (store: RunStore) => Promise<T>
 }
 
 describe("lowdb store", () => {
-  it("writes store.json, event logs and patches readable by the owner only", async () => {
+  it("writes store.json, event logs, patches and summaries readable by the owner only", async () => {
     const dataDir = tempDir("store");
     await withStore(dataDir, async (store) => {
       await store.createRun(runRecord({ id: "run_1" }));
       await store.appendEvent("run_1", { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
       await store.putPatch("run_1", { text: "diff", binary: "diff" });
+      await store.putSummary("run_1", "all of it");
     });
     const mode = (p: string) => fs.statSync(p).mode & 0o777;
     expect(mode(path.join(dataDir, "store.json"))).toBe(0o600);
@@ -29,6 +30,8 @@ describe("lowdb store", () => {
     expect(mode(path.join(dataDir, "patches", "run_1.json"))).toBe(0o600);
     expect(mode(path.join(dataDir, "events"))).toBe(0o700);
     expect(mode(path.join(dataDir, "patches"))).toBe(0o700);
+    expect(mode(path.join(dataDir, "summaries", "run_1.txt"))).toBe(0o600);
+    expect(mode(path.join(dataDir, "summaries"))).toBe(0o700);
     // No temp files left behind by the atomic writes.
     expect(fs.readdirSync(dataDir).filter((f) => f.endsWith(".tmp"))).toEqual([]);
   });
