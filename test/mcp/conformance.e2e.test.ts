@@ -78,6 +78,8 @@ describe("MCP conformance suite", { timeout: LOADED.testMs }, () => {
       fs.readFileSync(path.join(ROOT, "node_modules/@modelcontextprotocol/conformance/package.json"), "utf8"),
     ) as { version: string };
     expect(`@modelcontextprotocol/conformance@${pkg.version}`).toBe(baseline.suite);
+    // Its `node` link would shadow the machine's Node in every npm script (scripts/unlink-node22.mjs).
+    expect(fs.existsSync(path.join(ROOT, "node_modules/.bin/node")), "node_modules/.bin/node").toBe(false);
   });
 
   it("every server scenario is as the baseline says: pass, or not applicable (and why)", async () => {
