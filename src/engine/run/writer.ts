@@ -1,7 +1,9 @@
 /**
  * How the engine records what happens to a run: an event appended to its log, or a status
  * stored together with its `run.status` event (one store operation, so no reader sees the
- * one without the other), each published on the bus once stored.
+ * one without the other), each published on the bus once stored. Everything it writes is
+ * masked first (the run's secret values become `[secret:NAME]`): events and run fields are
+ * what every front shows.
  */
 import type { EventBus } from "../events/bus.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
@@ -17,11 +19,21 @@ export interface RunWriter {
   setStatus(run: RunRecord, status: RunStatus, fields?: Partial<RunRecord>): Promise<RunRecord>;
 }
 
-export function createRunWriter(deps: { store: RunStore; bus: EventBus; log: Logger; now: () => Date }): RunWriter {
+export interface RunWriterDeps {
+  store: RunStore;
+  bus: EventBus;
+  log: Logger;
+  now: () => Date;
+  /** Masks the run's secrets in a value (synchronous: appends keep call order). Default: none. */
+  mask?: <T>(runId: string, value: T) => T;
+}
+
+export function createRunWriter(deps: RunWriterDeps): RunWriter {
   const { store, bus, log, now } = deps;
+  const mask = deps.mask ?? (<T>(_runId: string, value: T): T => value);
   const writer: RunWriter = {
     async emit(runId, event) {
-      const stored = await store.appendEvent(runId, event);
+      const stored = await store.appendEvent(runId, mask(runId, event));
       bus.publish(stored);
       return stored;
     },
@@ -33,7 +45,7 @@ export function createRunWriter(deps: { store: RunStore; bus: EventBus; log: Log
     async setStatus(run, status, fields = {}) {
       const t = now().toISOString();
       const patch: Partial<RunRecord> = {
-        ...fields,
+        ...mask(run.id, fields),
         status,
         updatedAt: t,
         ...(isTerminal(status) ? { finishedAt: t, sessionExpiresAt: null } : {}),

@@ -16,6 +16,7 @@ import { silentLogger } from "../log.ts";
 import type { Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
 import { ensureSeedRepository, SEED_REPOSITORY } from "../sandbox/seed.ts";
 import { createColdSessionHost } from "./cold.ts";
+import { needsOwnServer } from "./pooled.ts";
 import type { SessionHost } from "./host.ts";
 
 /** Options for {@link createSharedSessionHost}. */
@@ -69,7 +70,8 @@ export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSess
 
     open: (opts) =>
       cold.openWith(opts, (sandbox) => {
-        if (server.serves(opts.modelId))
+        // One server's environment is every run's: a run with secrets gets a server of its own.
+        if (server.serves(opts.modelId) && !needsOwnServer(opts))
           return server.open({
             sandbox,
             modelToken: opts.token,
@@ -77,7 +79,7 @@ export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSess
             watchdogMs: opts.watchdogMs,
             signal: opts.signal,
           });
-        log.info("the shared agent server does not list this run's model; starting a server for the run", {
+        log.info("this run needs an agent server of its own (a model the shared one does not list, or secrets)", {
           sandbox: sandbox.id,
           model: opts.modelId,
         });
