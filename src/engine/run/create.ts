@@ -50,6 +50,8 @@ export interface RunFactoryDeps {
   secrets: SecretBox;
   /** The run's environment secrets: checked and read before the run exists, sealed once it does. */
   environment: RunSecrets;
+  /** The sandbox provider runs get (the one that enforces their network policy). */
+  sandbox: Config["sandbox"];
   repositories: RepositoryAccess;
   publisher: Publisher;
   writer: RunWriter;
@@ -58,7 +60,8 @@ export interface RunFactoryDeps {
 
 export function createRunFactory(deps: RunFactoryDeps): RunFactory {
   const { config, store, repositories, publisher } = deps;
-  assertNetworkConfig(config);
+  const network = { ...config, sandbox: deps.sandbox };
+  assertNetworkConfig(network);
   /** Host git, used only for checks that need no repository (ref syntax). */
   const hostGit = createHostGit({ path: config.hostPath, proxyEnv: config.hostProxyEnv });
 
@@ -109,7 +112,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           "managed billing needs OPENROUTER_API_KEY on the server; set it, or pass billing.mode openrouter with openRouterApiKey",
         );
       }
-      const network = runNetworkPolicy(config, input.environment?.network);
+      const policy = runNetworkPolicy(network, input.environment?.network);
       // Values in hand from here until they are sealed under the run's id below.
       const secrets = await deps.environment.resolve(ownerId, input.environment);
       const storedSecretNames = input.environment?.secretNames ?? [];
@@ -148,7 +151,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(input.environment?.setup ? { setup: input.environment.setup } : {}),
           secretNames: secrets.entries.map((e) => e.name),
           ...(storedSecretNames.length ? { storedSecretNames } : {}),
-          network,
+          network: policy,
         },
         ...(extra.idempotencyKey
           ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }

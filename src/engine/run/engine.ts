@@ -153,6 +153,7 @@ export function createEngine(deps: EngineDeps): Engine {
     store,
     secrets: deps.secrets,
     environment,
+    sandbox: host.provider,
     repositories,
     publisher,
     writer,
