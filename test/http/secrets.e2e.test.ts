@@ -60,7 +60,8 @@ beforeAll(async () => {
           {
             name: "bash",
             args: {
-              command: 'echo "run=$RUN_TOKEN"; printf "stored=%s\\n" "$STORED_TOKEN"; printf %s "$RUN_TOKEN" > leak.txt',
+              command:
+                'echo "run=$RUN_TOKEN"; printf "stored=%s\\n" "$STORED_TOKEN"; printf %s "$RUN_TOKEN" > leak.txt',
               description: "print the secrets",
             },
           },

@@ -162,9 +162,13 @@ export function createRunSecrets(deps: { store: RunStore; box: SecretBox; log: L
       for (const name of named) {
         const record = await store.getOwnerSecret(ownerId, name);
         if (!record)
-          throw new EngineError("secret_not_found", `no stored secret named ${name} (POST /api/v1/secrets stores one)`, {
-            name,
-          });
+          throw new EngineError(
+            "secret_not_found",
+            `no stored secret named ${name} (POST /api/v1/secrets stores one)`,
+            {
+              name,
+            },
+          );
         entries.push({
           name,
           value: box.open({ runId: ownerScope(ownerId), name, iv: record.iv, tag: record.tag, data: record.data }),
@@ -230,7 +234,10 @@ function parseSecretInput(raw: unknown): OwnerSecretInput {
   const parsed = OwnerSecretInput.safeParse(raw);
   if (parsed.success) {
     if (RESERVED_NAME.test(parsed.data.name))
-      throw new EngineError("invalid_request", `name: ${parsed.data.name} is set by Patchbay and cannot be a secret's name`);
+      throw new EngineError(
+        "invalid_request",
+        `name: ${parsed.data.name} is set by Patchbay and cannot be a secret's name`,
+      );
     return parsed.data;
   }
   // Never echo the value back: only the path and the message.

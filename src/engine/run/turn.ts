@@ -201,13 +201,7 @@ export function createTurns(deps: TurnDeps): Turns {
         // Setup (which has network) runs before this; from here on the agent reaches the model only.
         if (run.environment?.network === "model-only") await restrictNetwork(session.sandbox);
       }
-      const work_ = await work(
-        run,
-        session.agent,
-        session.sandbox,
-        prompt,
-        abort.signal,
-      );
+      const work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal);
       const mask = (text: string) => deps.environment.mask(text, run);
       const { outcome } = work_;
       const diff = maskedDiff(work_.diff, mask);

@@ -5,7 +5,7 @@
  * servers, other services). Two bridges cross it, both through Unix sockets in the sandbox's
  * directory (a socket file crosses namespaces, a TCP port does not):
  *   - in: the model gateway. The host listens on `<root>/net/gw/gateway.sock` and forwards to
- *     the gateway's loopback port; inside, `bwrap-bridge.cjs` listens on 127.0.0.1:<that port>
+ *     the gateway's loopback port; inside, `bwrap-bridge.mjs` listens on 127.0.0.1:<that port>
  *     (OpenCode speaks TCP) and forwards to the socket.
  *   - out: the agent's server. Inside, the bridge listens on `/run/patchbay/ports/<port>` and
  *     forwards to 127.0.0.1:<port>; the host listens on a loopback port of its own and
@@ -25,13 +25,13 @@ import type { SandboxNetwork } from "./sandbox.ts";
 /** Where the bridge and its sockets are inside the sandbox. */
 const INSIDE = {
   node: "/opt/patchbay/bin/node",
-  bridge: "/opt/patchbay/bridge.cjs",
+  bridge: "/opt/patchbay/bridge.mjs",
   gateway: "/run/patchbay/gw",
   ports: "/run/patchbay/ports",
 } as const;
 /** A Unix socket path holds at most 107 bytes; longer host paths go through a short link. */
 const MAX_SOCKET_PATH = 100;
-const BRIDGE_SOURCE = fileURLToPath(new URL("./bwrap-bridge.cjs", import.meta.url));
+const BRIDGE_SOURCE = fileURLToPath(new URL("./bwrap-bridge.mjs", import.meta.url));
 
 export interface BwrapIsolationOptions {
   /** How a command starts in the sandbox with the host's network (bwrap's own `command`), to be isolated here. */
@@ -53,8 +53,8 @@ export async function isolateBwrap(
   fs.mkdirSync(portsDir, { recursive: true, mode: 0o700 });
   fs.chmodSync(netDir, 0o711);
   fs.chmodSync(gwDir, 0o711);
-  fs.copyFileSync(BRIDGE_SOURCE, path.join(netDir, "bridge.cjs"));
-  fs.chmodSync(path.join(netDir, "bridge.cjs"), 0o644);
+  fs.copyFileSync(BRIDGE_SOURCE, path.join(netDir, "bridge.mjs"));
+  fs.chmodSync(path.join(netDir, "bridge.mjs"), 0o644);
   // The sandbox's user makes the outward sockets; the gateway's is Patchbay's.
   o.handOver?.(portsDir);
   const hostSide = shortPath(netDir);
@@ -86,7 +86,7 @@ export async function isolateBwrap(
     portsDir,
     INSIDE.ports,
     "--ro-bind",
-    path.join(netDir, "bridge.cjs"),
+    path.join(netDir, "bridge.mjs"),
     INSIDE.bridge,
     "--ro-bind",
     process.execPath,
@@ -100,9 +100,7 @@ export async function isolateBwrap(
         gateway: { port: network.gatewayPort, socket: `${INSIDE.gateway}/gateway.sock` },
         expose: c.ports.map((port) => ({ port, socket: `${INSIDE.ports}/${port}` })),
       };
-      return isolated(
-        o.command(r, [INSIDE.node, INSIDE.bridge, JSON.stringify(spec), "--", ...argv], cwd, bwrapBinds),
-      );
+      return isolated(o.command(r, [INSIDE.node, INSIDE.bridge, JSON.stringify(spec), "--", ...argv], cwd, bwrapBinds));
     },
 
     endpoint(port) {
@@ -116,7 +114,9 @@ export async function isolateBwrap(
           pipe(c, inside);
         });
         servers.push(server);
-        url = listen(server, 0, "127.0.0.1").then(() => `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`);
+        url = listen(server, 0, "127.0.0.1").then(
+          () => `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+        );
         exposed.set(port, url);
       }
       return url;

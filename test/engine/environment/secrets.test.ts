@@ -76,14 +76,21 @@ describe("run secrets", () => {
   it("an owner's secret is sealed under its owner: another owner cannot name it, a moved record does not open", async () => {
     const owners = createOwnerSecrets({ store, box, now: () => new Date("2026-01-01T00:00:00Z") });
     const view = await owners.put("own_a", { name: "NPM_TOKEN", value: "npm-secret-value" });
-    expect(view).toEqual({ name: "NPM_TOKEN", createdAt: "2026-01-01T00:00:00.000Z", updatedAt: "2026-01-01T00:00:00.000Z" });
+    expect(view).toEqual({
+      name: "NPM_TOKEN",
+      createdAt: "2026-01-01T00:00:00.000Z",
+      updatedAt: "2026-01-01T00:00:00.000Z",
+    });
     expect(JSON.stringify(await store.getOwnerSecret("own_a", "NPM_TOKEN"))).not.toContain("npm-secret-value");
     await expect(secrets.resolve("own_b", { secretNames: ["NPM_TOKEN"] })).rejects.toMatchObject({
       code: "secret_not_found",
     });
     await store.putOwnerSecret({ ...(await store.getOwnerSecret("own_a", "NPM_TOKEN"))!, ownerId: "own_b" });
     await expect(secrets.resolve("own_b", { secretNames: ["NPM_TOKEN"] })).rejects.toMatchObject({ code: "internal" });
-    const resolved = await secrets.resolve("own_a", { secretNames: ["NPM_TOKEN"], secrets: { RUN_KEY: "run-value-1" } });
+    const resolved = await secrets.resolve("own_a", {
+      secretNames: ["NPM_TOKEN"],
+      secrets: { RUN_KEY: "run-value-1" },
+    });
     expect(resolved.entries).toEqual([
       { name: "RUN_KEY", value: "run-value-1" },
       { name: "NPM_TOKEN", value: "npm-secret-value" },
@@ -155,9 +162,14 @@ describe("network policy", () => {
   });
 
   it("a forced server gives every run its policy and refuses another", () => {
-    const forced = { ...config({ PATCHBAY_NETWORK: "model-only", PATCHBAY_NETWORK_FORCE: "1" }), sandbox: "bwrap" as const };
+    const forced = {
+      ...config({ PATCHBAY_NETWORK: "model-only", PATCHBAY_NETWORK_FORCE: "1" }),
+      sandbox: "bwrap" as const,
+    };
     expect(runNetworkPolicy(forced, undefined)).toBe("model-only");
     expect(runNetworkPolicy(forced, "model-only")).toBe("model-only");
-    expect(() => runNetworkPolicy(forced, "open")).toThrow(expect.objectContaining({ code: "unsupported_network_policy" }));
+    expect(() => runNetworkPolicy(forced, "open")).toThrow(
+      expect.objectContaining({ code: "unsupported_network_policy" }),
+    );
   });
 });

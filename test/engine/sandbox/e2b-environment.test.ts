@@ -87,13 +87,10 @@ describe("environment on e2b (SDK stand-in)", { timeout: LOADED.testMs }, () => 
     const vm = cloud.calls.find((c) => c.op === "create")!;
     expect(vm).toBeDefined();
     const network = cloud.calls.filter((c) => c.op === "updateNetwork");
-    expect(network).toEqual([
-      expect.objectContaining({ args: { allowOut: ["127.0.0.1"], denyOut: ["0.0.0.0/0"] } }),
-    ]);
+    expect(network).toEqual([expect.objectContaining({ args: { allowOut: ["127.0.0.1"], denyOut: ["0.0.0.0/0"] } })]);
     // The secret went to the agent's server as its environment, never into OpenCode's config.
-    const serve = cloud.calls.find(
-      (c) => c.op === "run" && String((c.args as { cmd: string }).cmd).includes("serve"),
-    )!.args as { envs: Record<string, string> };
+    const serve = cloud.calls.find((c) => c.op === "run" && String((c.args as { cmd: string }).cmd).includes("serve"))!
+      .args as { envs: Record<string, string> };
     expect(serve.envs.DEPLOY_TOKEN).toBe(CANARY);
     expect(serve.envs.OPENCODE_CONFIG_CONTENT).not.toContain(CANARY);
     await pb.engine.endSession(OWNER, started.id);

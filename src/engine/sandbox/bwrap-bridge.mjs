@@ -4,11 +4,10 @@
 // the engine must reach (OpenCode's server) and forwards it to 127.0.0.1:<port>, then runs the
 // command after `--` and exits with it. Plain CommonJS with no dependencies: it runs on the
 // host's node binary, bound read-only into the sandbox.
-"use strict";
-const fs = require("node:fs");
-const net = require("node:net");
-const os = require("node:os");
-const { spawn } = require("node:child_process");
+import { spawn } from "node:child_process";
+import fs from "node:fs";
+import net from "node:net";
+import os from "node:os";
 
 const spec = JSON.parse(process.argv[2]);
 const argv = process.argv.slice(process.argv.indexOf("--", 3) + 1);
@@ -32,10 +31,21 @@ function listen(server, ...where) {
   });
 }
 
-const servers = [listen(net.createServer((c) => pipe(c, net.connect(spec.gateway.socket))), spec.gateway.port, "127.0.0.1")];
+const servers = [
+  listen(
+    net.createServer((c) => pipe(c, net.connect(spec.gateway.socket))),
+    spec.gateway.port,
+    "127.0.0.1",
+  ),
+];
 for (const e of spec.expose) {
   fs.rmSync(e.socket, { force: true });
-  servers.push(listen(net.createServer((c) => pipe(c, net.connect(e.port, "127.0.0.1"))), e.socket));
+  servers.push(
+    listen(
+      net.createServer((c) => pipe(c, net.connect(e.port, "127.0.0.1"))),
+      e.socket,
+    ),
+  );
 }
 
 Promise.all(servers).then(
