@@ -22,6 +22,8 @@ let h: McpHarness;
 let key: string;
 let ownerId: string;
 let otherKey: string;
+/** The run of the canary test, ended; the chained run continues it. */
+let endedRun: string;
 const transcript: string[] = [];
 
 async function api(method: string, p: string, body?: unknown, as = key) {
@@ -190,5 +192,25 @@ describe("secrets", { timeout: LOADED.testMs }, () => {
     expect(await h.pb.store.getSecret(id, "env:RUN_TOKEN")).toBeUndefined();
     expect(await h.pb.store.getSecret(id, "env:STORED_TOKEN")).toBeUndefined();
     expect(await h.pb.store.getOwnerSecret(ownerId, "STORED_TOKEN")).toBeDefined();
+    endedRun = id;
+  });
+
+  it("a message to the ended run chains a run that names the stored secret again; the run's own one ended with its session", async () => {
+    const chained = await api("POST", `${API}/runs/${endedRun}/messages`, { prompt: "again" });
+    expect(chained.status).toBe(201);
+    const id = chained.json.id as string;
+    const run = await (async () => {
+      for (;;) {
+        const r = (await api("GET", `${API}/runs/${id}?events=1`)).json;
+        if (r.status !== "queued" && r.status !== "running") return r;
+        await new Promise((res) => setTimeout(res, 500));
+      }
+    })();
+    expect(run.status).toBe("idle");
+    const outputs = JSON.stringify(run.events);
+    expect(outputs).toContain("stored=[secret:STORED_TOKEN]");
+    expect(outputs).toContain("run=\\n");
+    await api("POST", `${API}/runs/${id}/messages`, { endSession: true });
+    for (const c of CANARIES) expect(transcript.join("\n")).not.toContain(c);
   });
 });

@@ -79,10 +79,12 @@ export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSess
             watchdogMs: opts.watchdogMs,
             signal: opts.signal,
           });
-        log.info("this run needs an agent server of its own (a model the shared one does not list, or secrets)", {
-          sandbox: sandbox.id,
-          model: opts.modelId,
-        });
+        log.info(
+          needsOwnServer(opts)
+            ? "this run has secrets, which one server's environment cannot keep from other runs; starting a server for the run"
+            : "the shared agent server does not list this run's model; starting a server for the run",
+          { sandbox: sandbox.id, model: opts.modelId },
+        );
         return driver.start(cold.agentOptions(sandbox, opts));
       }),
 
