@@ -107,6 +107,19 @@ const SETTINGS = {
       .transform((s) => s === "1" || s === "true"),
   ),
   /**
+   * `environment.network` of a run that names none: `open` (the agent's processes reach what the
+   * host reaches) or `model-only` (the model gateway and nothing else; bwrap and e2b only).
+   */
+  network: setting("PATCHBAY_NETWORK", z.enum(["open", "model-only"]).default("open")),
+  /** 1: every run gets PATCHBAY_NETWORK; a run asking for another policy is refused (unsupported_network_policy). */
+  networkForce: setting(
+    "PATCHBAY_NETWORK_FORCE",
+    z
+      .enum(["0", "1", "true", "false", ""])
+      .default("0")
+      .transform((s) => s === "1" || s === "true"),
+  ),
+  /**
    * Whether a publish may change files under `.github/workflows/` (CI code that runs with the
    * repository's secrets). Off: such a publish fails with workflow_change_refused.
    */

@@ -10,11 +10,15 @@ export const ERROR_CODES = [
   "invalid_ref",
   "model_not_allowed",
   "prompt_too_long",
+  /** `environment.network` asks for a policy this server's sandbox cannot enforce (model-only on local). */
+  "unsupported_network_policy",
   // lookups
   "run_not_found",
   "repository_not_found",
   "event_not_found",
   "key_not_found",
+  /** `environment.secretNames` (or DELETE /secrets/{name}) names a secret the owner has not stored. */
+  "secret_not_found",
   // state conflicts
   "session_busy",
   "session_ended",

@@ -12,8 +12,10 @@ export interface Logger {
   warn(msg: string, fields?: Record<string, unknown>): void;
   error(msg: string, fields?: Record<string, unknown>): void;
   child(fields: Record<string, unknown>): Logger;
-  /** Never print this value (API keys, tokens). */
-  redact(secret: string | undefined): void;
+  /** Never print this value (API keys, tokens): `as` instead (default `[redacted]`). */
+  redact(secret: string | undefined, as?: string): void;
+  /** Undo one `redact` of this value (a run's secret whose session ended); counted, so two runs may share a value. */
+  unredact(secret: string): void;
 }
 
 export interface LoggerOptions {
@@ -25,9 +27,12 @@ export interface LoggerOptions {
 export function createLogger(opts: LoggerOptions = {}): Logger {
   const min = ORDER[opts.level ?? "info"];
   const write = opts.write ?? ((line: string) => process.stderr.write(line));
-  const secrets = new Set<string>();
+  /** Each value with what replaces it, and how many `redact` calls hold it. */
+  const secrets = new Map<string, { as: string; holds: number }>();
   const scrub = (s: string) => {
-    for (const secret of secrets) if (s.includes(secret)) s = s.split(secret).join("[redacted]");
+    // Longest first, so a secret that contains another is replaced whole.
+    for (const [secret, { as }] of [...secrets].sort((a, b) => b[0].length - a[0].length))
+      if (s.includes(secret)) s = s.split(secret).join(as);
     return s;
   };
   const make = (bound: Record<string, unknown>): Logger => {
@@ -42,12 +47,28 @@ export function createLogger(opts: LoggerOptions = {}): Logger {
       warn: (m, f) => emit("warn", m, f),
       error: (m, f) => emit("error", m, f),
       child: (fields) => make({ ...bound, ...fields }),
-      redact: (secret) => {
-        if (secret && secret.length >= 6) secrets.add(secret);
+      redact: (secret, as = "[redacted]") => {
+        if (!secret || secret.length < 6) return;
+        for (const form of jsonForms(secret)) {
+          const held = secrets.get(form);
+          if (held) held.holds++;
+          else secrets.set(form, { as, holds: 1 });
+        }
+      },
+      unredact: (secret) => {
+        for (const form of jsonForms(secret)) {
+          const held = secrets.get(form);
+          if (held && --held.holds === 0) secrets.delete(form);
+        }
       },
     };
   };
   return make({});
+}
+
+/** A value as it appears in a JSON line: itself, and escaped when it holds quotes, newlines or backslashes. */
+function jsonForms(secret: string): Set<string> {
+  return new Set([secret, JSON.stringify(secret).slice(1, -1)]);
 }
 
 function errorReplacer(_key: string, value: unknown) {

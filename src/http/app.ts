@@ -2,7 +2,7 @@
  * The HTTP front: an express app over the engine facade and the key service.
  * `createHttpApp` never listens; only the CLI binds ports.
  *
- * Every route comes from the route table (`runRoutes`, `keyRoutes`, `metaRoutes`) and is
+ * Every route comes from the route table (`runRoutes`, `keyRoutes`, `secretRoutes`, `metaRoutes`) and is
  * registered as: scope check -> per-key rate limit -> JSON-only body -> body parser (1 MB)
  * -> query validation -> handler. Unknown paths answer 404, known paths with another
  * method 405 (with `Allow`), and every error is JSON via the one error middleware.
@@ -16,6 +16,7 @@ import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
+import { secretRoutes } from "./secrets.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
@@ -150,6 +151,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
   const routes: RouteSpec[] = [
     ...runRoutes({ engine, ...(deps.sse ? { sse: deps.sse } : {}) }),
     ...keyRoutes({ keys }),
+    ...secretRoutes({ engine }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
       deps.isReady ?? (() => true),

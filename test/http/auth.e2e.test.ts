@@ -88,6 +88,16 @@ const MATRIX: Record<string, Case> = {
   },
   "get /api/v1/keys": { path: () => "/api/v1/keys", expect: { readOnly: 403, otherOwner: 403 } },
   "delete /api/v1/keys/:id": { path: () => "/api/v1/keys/key_nope", expect: { readOnly: 403, otherOwner: 403 } },
+  "post /api/v1/secrets": {
+    path: () => "/api/v1/secrets",
+    body: { name: "MATRIX", value: "matrix-value" },
+    expect: { readOnly: 403, otherOwner: "skip" },
+  },
+  "get /api/v1/secrets": { path: () => "/api/v1/secrets", expect: { readOnly: 200, otherOwner: 200 } },
+  "delete /api/v1/secrets/:name": {
+    path: () => "/api/v1/secrets/NOPE",
+    expect: { readOnly: 403, otherOwner: 404 },
+  },
   "get /healthz": { path: () => "/healthz", expect: PUBLIC },
   "get /readyz": { path: () => "/readyz", expect: PUBLIC },
   "get /api/v1/openapi.json": { path: () => "/api/v1/openapi.json", expect: PUBLIC },
@@ -98,7 +108,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(14);
+    expect(routes.length).toBe(17);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });

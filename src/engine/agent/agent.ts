@@ -17,6 +17,8 @@ export interface AgentStartOptions {
   /** Silence on the event stream after which the session status is re-read. */
   watchdogMs: number;
   signal?: AbortSignal;
+  /** The run's secrets: the server's process environment (its shell commands inherit it), never its config. */
+  env?: Record<string, string>;
 }
 
 export interface TurnOptions {

@@ -50,14 +50,22 @@ export interface LaunchedServer {
 export async function launchServer(
   sandbox: Sandbox | WarmSandbox,
   config: Record<string, unknown>,
-  o: { opencodeBin: string | undefined; startTimeoutMs: number; log: Logger; signal?: AbortSignal },
+  o: {
+    opencodeBin: string | undefined;
+    startTimeoutMs: number;
+    log: Logger;
+    signal?: AbortSignal;
+    /** The run's secrets; OpenCode's own variables are set after them and win. */
+    env?: Record<string, string>;
+  },
 ): Promise<LaunchedServer> {
   const bin = sandbox.binaryPath?.("opencode") ?? o.opencodeBin ?? bundledOpencodeBin();
   const password = randomBytes(24).toString("base64url");
   // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
   const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, o.log)]);
   const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
-    env: opencodeEnv(config, password),
+    env: { ...o.env, ...opencodeEnv(config, password) },
+    ports: [port],
   });
   try {
     await waitListening(proc, o.startTimeoutMs, o.signal);
@@ -185,6 +193,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
         startTimeoutMs,
         log: alog,
         ...(start.signal ? { signal: start.signal } : {}),
+        ...(start.env ? { env: start.env } : {}),
       });
       const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
       try {

@@ -75,6 +75,8 @@ export const RunEnvironment = z.object({
   setup: SetupSpec.optional(),
   /** Every secret the run's commands see, per-run and named stored ones alike. */
   secretNames: z.array(SecretName),
+  /** Those of `secretNames` that name the owner's stored secrets: a chained run names them again. */
+  storedSecretNames: z.array(SecretName).optional(),
   network: NetworkPolicy,
 });
 export type RunEnvironment = z.infer<typeof RunEnvironment>;

@@ -10,6 +10,8 @@ import { createHostGit, validateRef } from "../git/git.ts";
 import type { RepositoryAccess } from "../github/access.ts";
 import { repositoryAllowed } from "../keys/allow-list.ts";
 import { publishBranch, type Publisher } from "../publish/publish.ts";
+import { assertNetworkConfig, runNetworkPolicy } from "../environment/network.ts";
+import type { RunSecrets } from "../environment/secrets.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
 import { MODEL_KEY_SECRET } from "./grant.ts";
@@ -46,6 +48,10 @@ export interface RunFactoryDeps {
   config: Config;
   store: RunStore;
   secrets: SecretBox;
+  /** The run's environment secrets: checked and read before the run exists, sealed once it does. */
+  environment: RunSecrets;
+  /** The sandbox provider runs get (the one that enforces their network policy). */
+  sandbox: Config["sandbox"];
   repositories: RepositoryAccess;
   publisher: Publisher;
   writer: RunWriter;
@@ -54,6 +60,8 @@ export interface RunFactoryDeps {
 
 export function createRunFactory(deps: RunFactoryDeps): RunFactory {
   const { config, store, repositories, publisher } = deps;
+  const network = { ...config, sandbox: deps.sandbox };
+  assertNetworkConfig(network);
   /** Host git, used only for checks that need no repository (ref syntax). */
   const hostGit = createHostGit({ path: config.hostPath, proxyEnv: config.hostProxyEnv });
 
@@ -104,6 +112,10 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           "managed billing needs OPENROUTER_API_KEY on the server; set it, or pass billing.mode openrouter with openRouterApiKey",
         );
       }
+      const policy = runNetworkPolicy(network, input.environment?.network);
+      // Values in hand from here until they are sealed under the run's id below.
+      const secrets = await deps.environment.resolve(ownerId, input.environment);
+      const storedSecretNames = input.environment?.secretNames ?? [];
       const t = deps.now().toISOString();
       const run: RunRecord = {
         id: newRunId(),
@@ -135,6 +147,12 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         error: null,
         usage: { inputTokens: 0, outputTokens: 0 },
         chainedFrom: extra.chainedFrom?.id ?? null,
+        environment: {
+          ...(input.environment?.setup ? { setup: input.environment.setup } : {}),
+          secretNames: secrets.entries.map((e) => e.name),
+          ...(storedSecretNames.length ? { storedSecretNames } : {}),
+          network: policy,
+        },
         ...(extra.idempotencyKey
           ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }
           : {}),
@@ -144,6 +162,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         finishedAt: null,
       };
       await store.createRun(run);
+      await deps.environment.seal(run.id, secrets);
       if (billingMode === "openrouter") {
         await store.putSecret(deps.secrets.seal(run.id, MODEL_KEY_SECRET, input.billing!.openRouterApiKey!));
       }
@@ -173,6 +192,8 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(prior.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
         billing: chainedBilling(prior, message),
+        // The run's own secrets ended with its session (as its model key did); stored ones are named again.
+        ...(prior.environment ? { environment: chainedEnvironment(prior.environment) } : {}),
       };
       return { input, prompt: chainedPrompt(prior, turns, message.prompt!) };
     },
@@ -191,6 +212,14 @@ function chainedBilling(prior: RunRecord, message: MessageInput): NonNullable<Cr
     "no_model_key",
     "this run was billed to its own OpenRouter key, which is forgotten when a session ends; send billing {mode: openrouter, openRouterApiKey} with the message",
   );
+}
+
+function chainedEnvironment(prior: NonNullable<RunRecord["environment"]>): NonNullable<CreateRunInput["environment"]> {
+  return {
+    ...(prior.setup ? { setup: prior.setup } : {}),
+    ...(prior.storedSecretNames?.length ? { secretNames: prior.storedSecretNames } : {}),
+    network: prior.network,
+  };
 }
 
 function idempotencyHash(input: CreateRunInput): string {

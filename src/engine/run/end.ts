@@ -24,7 +24,7 @@ export interface Endings {
 }
 
 export function createEndings(
-  deps: Pick<RunParts, "config" | "store" | "writer" | "sessions" | "log" | "now" | "closing">,
+  deps: Pick<RunParts, "config" | "store" | "writer" | "sessions" | "environment" | "log" | "now" | "closing">,
 ): Endings {
   const { store, sessions, log } = deps;
 
@@ -32,7 +32,10 @@ export function createEndings(
     async finish(run, status, error) {
       await sessions.end(run.id);
       await store.deleteSecrets(run.id);
-      return deps.writer.setStatus(run, status, error ? { error } : {});
+      // Masked with the values still known; only then are they forgotten.
+      const ended = await deps.writer.setStatus(run, status, error ? { error } : {});
+      deps.environment.forget(run.id);
+      return ended;
     },
 
     scheduleExpiry(runId, expiresAt) {

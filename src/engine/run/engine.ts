@@ -17,6 +17,7 @@ import { createRepositoryAccess, type RepositoryAccess } from "../github/access.
 import type { Logger } from "../log.ts";
 import { parseInput } from "../parse.ts";
 import { createPublisher, type Publisher } from "../publish/publish.ts";
+import { createOwnerSecrets, createRunSecrets, type OwnerSecrets } from "../environment/secrets.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
 import type { ReadEventsOptions, RunStore } from "../store/store.ts";
@@ -108,6 +109,8 @@ export interface Engine {
   activeRunCount(ownerId: string): Promise<number>;
   /** Every status change of every run, after it is stored (webhooks, metrics). */
   readonly bus: Pick<EventBus, "onStatus">;
+  /** The owners' stored secrets (`/api/v1/secrets`), which runs name in `environment.secretNames`. */
+  readonly secrets: OwnerSecrets;
   /** Settle the runs a previous process left and start the session host. Call once, before serving. */
   recover(): Promise<void>;
   /**
@@ -126,7 +129,8 @@ export function createEngine(deps: EngineDeps): Engine {
   const { config, store, log } = deps;
   const now = deps.now ?? (() => new Date());
   const bus = createEventBus({ onListenerError: (error) => log.warn("an event listener failed", { error }) });
-  const writer = createRunWriter({ store, bus, log, now });
+  const environment = createRunSecrets({ store, box: deps.secrets, log });
+  const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
   const sessions = createLiveSessions({ gateway: deps.gateway, log });
   const state = { closing: false, draining: false };
   const closing = () => state.closing;
@@ -134,10 +138,33 @@ export function createEngine(deps: EngineDeps): Engine {
   const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
   const grants = createGrants({ config, store, secrets: deps.secrets, log });
   const { host, gateway, secrets } = deps;
-  const parts: RunParts = { config, store, writer, sessions, host, gateway, grants, secrets, log, now, closing };
+  const parts: RunParts = {
+    config,
+    store,
+    writer,
+    sessions,
+    host,
+    gateway,
+    grants,
+    secrets,
+    environment,
+    log,
+    now,
+    closing,
+  };
   const endings = createEndings(parts);
   const turns = createTurns({ ...parts, repositories, publisher, endings });
-  const runs = createRunFactory({ config, store, secrets: deps.secrets, repositories, publisher, writer, now });
+  const runs = createRunFactory({
+    config,
+    store,
+    secrets: deps.secrets,
+    environment,
+    sandbox: host.provider,
+    repositories,
+    publisher,
+    writer,
+    now,
+  });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
@@ -161,6 +188,7 @@ export function createEngine(deps: EngineDeps): Engine {
 
   const engine: Engine = {
     bus,
+    secrets: createOwnerSecrets({ store, box: deps.secrets, now }),
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
       const run = await admission.serial(ownerId, async () => {

@@ -1,5 +1,6 @@
 /** What the run's parts (turns, endings, recovery) are built from: the engine's shared dependencies. */
 import type { Config } from "../../config.ts";
+import type { RunSecrets } from "../environment/secrets.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import type { Logger } from "../log.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
@@ -18,6 +19,8 @@ export interface RunParts {
   gateway: ModelGateway;
   grants: Grants;
   secrets: SecretBox;
+  /** The runs' environment secrets: `env` for their commands, `mask` for what is recorded. */
+  environment: RunSecrets;
   log: Logger;
   now: () => Date;
   /** True once the engine is closing: a turn cut short ends shutting_down, not cancelled. */

@@ -10,7 +10,7 @@ import { SessionResume, type RunSession } from "../session/host.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
 import type { RunRecord, RunStatus } from "./schema.ts";
-import { gitIn, RESUME_SECRET } from "./turn.ts";
+import { gitIn, maskedDiff, RESUME_SECRET } from "./turn.ts";
 
 /** Longest a restart waits to take one run's session back before ending the run. */
 const REATTACH_TIMEOUT_MS = 30_000;
@@ -85,6 +85,8 @@ async function reattach(deps: RecoveryDeps, run: RunRecord): Promise<boolean> {
       );
       throw new EngineError("sandbox_failed", `reattaching took over ${REATTACH_TIMEOUT_MS} ms`);
     }
+    // The agent still has the run's secrets: what it reports from now on is masked as before.
+    await deps.environment.env(run);
     deps.gateway.restoreToken(resume.token, deps.grants.grantFor(run));
     deps.sessions.bind(run.id, taken, resume.token);
     await deps.writer.emit(run.id, {
@@ -115,7 +117,9 @@ async function settleInterruptedTurn(deps: RecoveryDeps, run: RunRecord, session
     message: "the server restarted during this turn; its work so far is in the patch, and the session continues",
   };
   const { sandbox } = session;
-  const diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
+  const diff = maskedDiff(await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!), (text) =>
+    deps.environment.mask(text, run),
+  );
   await store.putPatch(run.id, { text: diff.patch, binary: diff.binaryPatch });
   await store.updateTurn(run.id, run.turnCount, { status: "failed", error, finishedAt: deps.now().toISOString() });
   await deps.writer.emit(run.id, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });

@@ -7,7 +7,7 @@
 import type { AgentSession } from "../agent/agent.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData } from "../events/schema.ts";
-import { applyPatch, computeDiff, type GitRunner } from "../git/git.ts";
+import { applyPatch, computeDiff, type DiffResult, type GitRunner } from "../git/git.ts";
 import type { RepositoryAccess } from "../github/access.ts";
 import type { Publisher } from "../publish/publish.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
@@ -41,6 +41,19 @@ export function gitIn(sandbox: Sandbox): GitRunner {
   return (args, opts) => sandbox.exec(["git", ...args], opts);
 }
 
+/**
+ * A diff as Patchbay records, shows and publishes it: the run's secret values masked in both
+ * forms (a secret the agent wrote into a file never reaches a PR, the patch or a chained run).
+ */
+export function maskedDiff(diff: DiffResult, mask: (text: string) => string): DiffResult {
+  return {
+    patch: mask(diff.patch),
+    binaryPatch: mask(diff.binaryPatch),
+    changedPaths: diff.changedPaths.map(mask),
+    diffStats: diff.diffStats,
+  };
+}
+
 export function createTurns(deps: TurnDeps): Turns {
   const { config, store, writer, sessions, log } = deps;
   const iso = () => deps.now().toISOString();
@@ -65,6 +78,8 @@ export function createTurns(deps: TurnDeps): Turns {
     const credential = await deps.repositories.cloneCredential(run.repository);
     const token = deps.gateway.issueToken(deps.grants.grantFor(run));
     sessions.bindToken(run.id, token);
+    // The agent's server gets the secrets in its process environment, which its shell commands inherit.
+    const env = await deps.environment.env(run);
     const session = await deps.host.open({
       runId: run.id,
       ownerId: run.ownerId,
@@ -76,6 +91,8 @@ export function createTurns(deps: TurnDeps): Turns {
       ...(credential ? { credential } : {}),
       modelId: run.modelId,
       token,
+      ...(Object.keys(env).length ? { env } : {}),
+      network: run.environment?.network ?? "open",
       watchdogMs: config.watchdogMs,
       signal: abort.signal,
       onLog: (message) => note({ kind: "log", message }),
@@ -180,14 +197,17 @@ export function createTurns(deps: TurnDeps): Turns {
     const note = (data: BuilderEventData) => writer.note(run, data);
     try {
       let session = sessions.get(runId);
-      if (!session) ({ session, run } = await open(run, abort, note, chainFrom));
-      const { outcome, diff, summary, validation } = await work(
-        run,
-        session.agent,
-        session.sandbox,
-        prompt,
-        abort.signal,
-      );
+      if (!session) {
+        ({ session, run } = await open(run, abort, note, chainFrom));
+        // Setup (which has network) runs before this; from here on the agent reaches the model only.
+        if (run.environment?.network === "model-only") await restrictNetwork(session.sandbox);
+      }
+      const work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal);
+      const mask = (text: string) => deps.environment.mask(text, run);
+      const { outcome } = work_;
+      const diff = maskedDiff(work_.diff, mask);
+      const summary = mask(work_.summary);
+      const validation = deps.environment.maskDeep(runId, work_.validation);
       await store.putPatch(runId, { text: diff.patch, binary: diff.binaryPatch });
       run = (await store.getRun(runId))!;
       const results: Partial<RunRecord> = {
@@ -200,8 +220,8 @@ export function createTurns(deps: TurnDeps): Turns {
       };
       await store.updateTurn(runId, run.turnCount, {
         status: outcome.error ? (outcome.error.code === "cancelled" ? "cancelled" : "failed") : "done",
-        summary: boundSummary(outcome.summary),
-        error: outcome.error ?? null,
+        summary: boundSummary(mask(outcome.summary)),
+        error: outcome.error ? { ...outcome.error, message: mask(outcome.error.message) } : null,
         finishedAt: iso(),
       });
       if (run.status === "cancelled") return; // cancel() already finished the run
@@ -235,6 +255,16 @@ export function createTurns(deps: TurnDeps): Turns {
     }
   }
 
+  /** Close a model-only sandbox's network; a sandbox that cannot is never run with the policy. */
+  async function restrictNetwork(sandbox: Sandbox): Promise<void> {
+    if (!sandbox.restrictNetwork)
+      throw new EngineError(
+        "unsupported_network_policy",
+        `a ${sandbox.provider} sandbox cannot hold a run to network model-only`,
+      );
+    await sandbox.restrictNetwork();
+  }
+
   async function fail(run: RunRecord, e: unknown, abort: AbortController): Promise<void> {
     const err = deps.closing()
       ? new EngineError("shutting_down", SHUTDOWN_MESSAGE)
@@ -244,7 +274,7 @@ export function createTurns(deps: TurnDeps): Turns {
     const current = await store.getRun(run.id);
     await store.updateTurn(run.id, run.turnCount, {
       status: err.code === "cancelled" ? "cancelled" : "failed",
-      error: { code: err.code, message: err.message },
+      error: { code: err.code, message: deps.environment.mask(err.message, run) },
       finishedAt: iso(),
     });
     if (!current || isTerminal(current.status)) {

@@ -1,8 +1,10 @@
 /**
  * How the engine records what happens to a run: an event appended to its log, or a status
  * stored together with its `run.status` event (one store operation, so no reader sees the
- * one without the other), each published on the bus once stored. Every event's text is held
- * to MAX_EVENT_TEXT_BYTES here, whichever part of the engine wrote it.
+ * one without the other), each published on the bus once stored. Everything it writes is
+ * masked first (the run's secret values become `[secret:NAME]`): events and run fields are
+ * what every front shows. Every event's text is then held to MAX_EVENT_TEXT_BYTES, whichever
+ * part of the engine wrote it (masked before it is cut, so a cut never keeps half a secret).
  */
 import { boundEvent } from "../events/bound.ts";
 import type { EventBus } from "../events/bus.ts";
@@ -19,11 +21,21 @@ export interface RunWriter {
   setStatus(run: RunRecord, status: RunStatus, fields?: Partial<RunRecord>): Promise<RunRecord>;
 }
 
-export function createRunWriter(deps: { store: RunStore; bus: EventBus; log: Logger; now: () => Date }): RunWriter {
+export interface RunWriterDeps {
+  store: RunStore;
+  bus: EventBus;
+  log: Logger;
+  now: () => Date;
+  /** Masks the run's secrets in a value (synchronous: appends keep call order). Default: none. */
+  mask?: <T>(runId: string, value: T) => T;
+}
+
+export function createRunWriter(deps: RunWriterDeps): RunWriter {
   const { store, bus, log, now } = deps;
+  const mask = deps.mask ?? (<T>(_runId: string, value: T): T => value);
   const writer: RunWriter = {
     async emit(runId, event) {
-      const stored = await store.appendEvent(runId, boundEvent(event));
+      const stored = await store.appendEvent(runId, boundEvent(mask(runId, event)));
       bus.publish(stored);
       return stored;
     },
@@ -35,7 +47,7 @@ export function createRunWriter(deps: { store: RunStore; bus: EventBus; log: Log
     async setStatus(run, status, fields = {}) {
       const t = now().toISOString();
       const patch: Partial<RunRecord> = {
-        ...fields,
+        ...mask(run.id, fields),
         status,
         updatedAt: t,
         ...(isTerminal(status) ? { finishedAt: t, sessionExpiresAt: null } : {}),

@@ -23,9 +23,10 @@
  * `sandboxes/` become searchable (not readable) by that user's group, which bwrap needs to
  * find the directories it binds.
  *
- * The network namespace is shared on purpose: the agent must reach the model gateway on the
- * host's loopback. That is also the main thing this provider does NOT protect against (see
- * ARCHITECTURE.md): loopback services of the host, and the internet, stay reachable.
+ * By default the network namespace is shared: the agent reaches the model gateway on the
+ * host's loopback, and so everything else there and the internet (see ARCHITECTURE.md). A run
+ * with network `model-only` gets a namespace of its own with only the gateway bridged in
+ * (`bwrap-net.ts`).
  *
  * The checkout is made on the host from the mirror cache with `--no-hardlinks`: hard-linked
  * objects would be files the sandbox could rewrite inside the shared mirror. Every later git
@@ -40,7 +41,8 @@ import path from "node:path";
 import { DEFAULT_HOST_PATH } from "../../config.ts";
 import { EngineError } from "../errors.ts";
 import type { GitRunner } from "../git/git.ts";
-import { createHostProvider, sandboxEnv, type HostProviderOptions } from "./host.ts";
+import { isolateBwrap } from "./bwrap-net.ts";
+import { createHostProvider, sandboxEnv, type HostCommand, type HostProviderOptions } from "./host.ts";
 import { chownTree } from "./process.ts";
 import type { SandboxProvider } from "./sandbox.ts";
 
@@ -117,6 +119,18 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
   if (user) openTo(user, sandboxesDir);
   const flags = await probeFlags(bwrap, user);
   if (user) await probeReach(bwrap, flags, user, sandboxesDir, opts.opencodeBin);
+  // bwrap hands its own environment to the command: built from nothing, so Patchbay's
+  // never enters, and values (passwords, tokens) stay off the process list, where bwrap's
+  // arguments are visible to every local user. The host-side working directory is the
+  // sandbox directory: that is how `reap` finds the bwrap processes a dead Patchbay left.
+  const command = (root: string, argv: string[], cwd: string, extraBinds: string[] = []): HostCommand => ({
+    file: bwrap,
+    args: [...flags, ...sandboxBinds(root, opts.opencodeBin), ...extraBinds, "--chdir", cwd, "--", ...argv],
+    cwd: root,
+    env: { ...sandboxEnv({ path: INSIDE_PATH, home: BWRAP_PATHS.home, tmp: BWRAP_PATHS.tmp }), USER: "agent" },
+    ...(user ? { user } : {}),
+  });
+  let netProbe: Promise<void> | undefined;
   return createHostProvider(opts, {
     name: "bwrap",
     // Commands see the sandbox's own paths, bound from directories that a rename moves along.
@@ -146,17 +160,15 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
       fs.writeFileSync(path.join(root, "etc", "group"), `root:x:0:\nagent:x:${AGENT_UID}:\nnogroup:x:65534:\n`);
     },
     ...(user ? { handOver: (dir: string) => chownTree(dir, user) } : {}),
-    // bwrap hands its own environment to the command: built from nothing, so Patchbay's
-    // never enters, and values (passwords, tokens) stay off the process list, where bwrap's
-    // arguments are visible to every local user. The host-side working directory is the
-    // sandbox directory: that is how `reap` finds the bwrap processes a dead Patchbay left.
-    command: (root, argv, cwd) => ({
-      file: bwrap,
-      args: [...flags, ...sandboxBinds(root, opts.opencodeBin), "--chdir", cwd, "--", ...argv],
-      cwd: root,
-      env: { ...sandboxEnv({ path: INSIDE_PATH, home: BWRAP_PATHS.home, tmp: BWRAP_PATHS.tmp }), USER: "agent" },
-      ...(user ? { user } : {}),
-    }),
+    command: (root, argv, cwd) => command(root, argv, cwd),
+    async isolate(root, network) {
+      // Checked on first use: a machine where bwrap cannot make a network namespace refuses model-only runs clearly.
+      await (netProbe ??= probeIsolation(bwrap, flags, user));
+      return isolateBwrap(root, network, {
+        command,
+        ...(user ? { handOver: (dir: string) => chownTree(dir, user) } : {}),
+      });
+    },
   });
 }
 
@@ -190,6 +202,17 @@ async function probeFlags(bwrap: string, user: SandboxUser | undefined): Promise
     lastError = res.stderr.trim().split("\n").at(-1) ?? `exit ${res.code}`;
   }
   throw new EngineError("sandbox_failed", `bwrap cannot create a sandbox on this machine: ${lastError}`);
+}
+
+/** Fails when bwrap cannot give a sandbox a network namespace of its own here. */
+async function probeIsolation(bwrap: string, flags: string[], user: SandboxUser | undefined): Promise<void> {
+  const isolated = flags.filter((f) => f !== "--share-net");
+  const res = await runOnce(bwrap, [...isolated, ...systemBinds(), "--", "/bin/true"], user);
+  if (res.code !== 0)
+    throw new EngineError(
+      "unsupported_network_policy",
+      `bwrap cannot give a sandbox a network of its own on this machine, so network model-only is unavailable: ${res.stderr.trim().split("\n").at(-1) ?? `exit ${res.code}`}`,
+    );
 }
 
 /**

@@ -43,6 +43,8 @@ export class E2bSandbox implements Sandbox {
   baseRef = "";
   private killing: Promise<void> | undefined;
   private readonly procs = new Set<E2bProcess>();
+  /** Made for a model-only run: `restrictNetwork` closes its egress to all but the gateway. */
+  private modelOnly = false;
 
   private readonly log: Logger;
 
@@ -167,6 +169,31 @@ export class E2bSandbox implements Sandbox {
   engineUrl(_port: number): string {
     // The gateway's loopback port means nothing from the cloud: its public URL stands in.
     return this.settings.gatewayUrl;
+  }
+
+  /** Called by the provider for a sandbox made with `network` (the VM stays open until setup is over). */
+  holdToModelOnly(): void {
+    this.modelOnly = true;
+  }
+
+  /**
+   * E2B's own egress rules, for the whole VM: the gateway's host let out, everything else
+   * refused. Setup ran before with the VM's network open; the engine reaches OpenCode through
+   * E2B's ingress (`getHost`), which egress rules do not touch.
+   */
+  async restrictNetwork(): Promise<void> {
+    this.alive();
+    if (!this.modelOnly)
+      throw new EngineError("unsupported_network_policy", `sandbox ${this.id} was not made with network model-only`);
+    if (!this.handle.updateNetwork)
+      throw new EngineError("unsupported_network_policy", "this E2B SDK cannot change a sandbox's network");
+    const gateway = new URL(this.settings.gatewayUrl).hostname;
+    try {
+      await this.handle.updateNetwork({ allowOut: [gateway], denyOut: ["0.0.0.0/0"] });
+    } catch (e) {
+      throw new EngineError("sandbox_failed", `could not close the E2B sandbox's network: ${(e as Error).message}`);
+    }
+    this.log.info("e2b sandbox network restricted to the model gateway", { sandboxId: this.sandboxId, gateway });
   }
 
   resumeInfo(): SandboxResume {

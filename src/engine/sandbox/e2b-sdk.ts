@@ -26,8 +26,16 @@ export interface E2bSandboxHandle {
     ): Promise<E2bCommandHandle>;
   };
   getHost(port: number): string;
+  /** Replace the VM's egress rules (E2B's network controls); the SDK's `updateNetwork`. */
+  updateNetwork?(network: E2bNetworkRules): Promise<void>;
   setTimeout(timeoutMs: number): Promise<void>;
   kill(): Promise<unknown>;
+}
+
+/** Egress rules of a VM: hosts or CIDRs let out, and what is refused (`0.0.0.0/0`: everything else). */
+export interface E2bNetworkRules {
+  allowOut?: string[];
+  denyOut?: string[];
 }
 
 /** A background command's handle (the SDK's `CommandHandle`). */

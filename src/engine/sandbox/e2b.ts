@@ -130,6 +130,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     async create(c: SandboxCreateOptions): Promise<Sandbox> {
       if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
       const sandbox = await newVm(c.runId, c.ownerId);
+      if (c.network) sandbox.holdToModelOnly();
       return fillOrKill(sandbox, () => checkout(sandbox, c), c.signal);
     },
 
@@ -158,6 +159,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
               live.delete(sandbox.id);
               sandbox.becomes(c.runId);
               live.set(c.runId, sandbox);
+              if (c.network) sandbox.holdToModelOnly();
               return checkout(sandbox, c);
             },
             c.signal,

@@ -35,6 +35,7 @@ import {
   type ProcessHandle,
   type Sandbox,
   type SandboxCreateOptions,
+  type SandboxNetwork,
   type SandboxProvider,
   type WarmSandbox,
 } from "./sandbox.ts";
@@ -85,6 +86,24 @@ export interface HostFlavor {
    * its run then leaves a link at its old path, for the processes started before.
    */
   readonly hostPaths: boolean;
+  /**
+   * Give a sandbox a network of its own that reaches only the model gateway (`model-only`).
+   * Absent: the provider cannot, and such a sandbox is refused.
+   */
+  isolate?(root: string, network: SandboxNetwork): Promise<IsolatedNetwork>;
+}
+
+/** How a host provider holds one sandbox's processes to the model gateway. */
+export interface IsolatedNetwork {
+  /**
+   * How `argv` starts with a network namespace of its own: with the gateway bridged in and
+   * `ports` bridged out to the engine (`bridged`, the agent's server), or with nothing at all.
+   */
+  command(root: string, argv: string[], cwd: string, o: { bridged: boolean; ports: number[] }): HostCommand;
+  /** The engine's URL of a port a bridged command listens on (undefined for any other). */
+  endpoint(port: number): Promise<string | undefined>;
+  /** Stop the host side of the bridges. */
+  close(): Promise<void>;
 }
 
 /** Output kept per stream by `exec`: the tail is what explains a failure. */
@@ -169,6 +188,11 @@ export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor
       sandbox.rename(c.runId, to, flavor.hostPaths ? from : undefined);
       live.set(c.runId, sandbox);
     }
+    if (c.network) {
+      if (!flavor.isolate)
+        throw new EngineError("unsupported_network_policy", `a ${flavor.name} sandbox cannot hold a run to model-only`);
+      sandbox.isolate(await flavor.isolate(sandbox.root, c.network));
+    }
     const { fullName, cloneUrl } = c.repository;
     const { ref, signal } = c;
     const workdir = path.join(sandbox.root, "repo");
@@ -251,6 +275,9 @@ class HostSandbox implements WarmSandbox, Sandbox {
   private readonly links: string[] = [];
   private readonly procs = new Set<GroupProcess>();
   private killing: Promise<void> | undefined;
+  /** A model-only sandbox's network: its spawned servers are always isolated, its commands once restricted. */
+  private isolation: IsolatedNetwork | undefined;
+  private restricted = false;
 
   constructor(private readonly init: HostSandboxInit) {
     this.provider = init.flavor.name;
@@ -293,6 +320,17 @@ class HostSandbox implements WarmSandbox, Sandbox {
     return this.init.adopt(this, c);
   }
 
+  /** Called by the provider when the run's sandbox is made model-only. */
+  isolate(isolation: IsolatedNetwork): void {
+    this.isolation = isolation;
+  }
+
+  async restrictNetwork(): Promise<void> {
+    if (!this.isolation)
+      throw new EngineError("unsupported_network_policy", `sandbox ${this._id} was not made with network model-only`);
+    this.restricted = true;
+  }
+
   binaryPath(name: "opencode"): string | undefined {
     return this.init.flavor.binaryPath?.(name);
   }
@@ -302,10 +340,19 @@ class HostSandbox implements WarmSandbox, Sandbox {
   }
 
   /** Start `argv` as the leader of a process group of its own, tracked until it exits. */
-  private launch(argv: string[], opts: ExecOptions): { proc: GroupProcess; child: ChildProcess } {
+  private launch(
+    argv: string[],
+    opts: ExecOptions,
+    kind: "exec" | "spawn",
+  ): { proc: GroupProcess; child: ChildProcess } {
     this.alive();
     if (argv.length === 0 || !argv[0]) throw new EngineError("sandbox_failed", "no command given");
-    const cmd = this.init.flavor.command(this._root, argv, opts.cwd ?? this.workdir);
+    const cwd = opts.cwd ?? this.workdir;
+    // A server outlives setup, so it is isolated from its start; commands once setup is over.
+    const cmd =
+      this.isolation && (kind === "spawn" || this.restricted)
+        ? this.isolation.command(this._root, argv, cwd, { bridged: kind === "spawn", ports: opts.ports ?? [] })
+        : this.init.flavor.command(this._root, argv, cwd);
     let child: ChildProcess;
     try {
       // A process group of its own, so that killing it also stops everything it started.
@@ -328,7 +375,7 @@ class HostSandbox implements WarmSandbox, Sandbox {
   }
 
   async exec(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
-    const { proc, child } = this.launch(argv, opts);
+    const { proc, child } = this.launch(argv, opts, "exec");
     const stdout = new Tail(opts.maxOutputBytes ?? OUTPUT_CAP);
     const stderr = new Tail(OUTPUT_CAP);
     proc.onOutput((chunk, stream) => (stream === "stdout" ? stdout : stderr).push(chunk));
@@ -355,7 +402,7 @@ class HostSandbox implements WarmSandbox, Sandbox {
   }
 
   spawn(argv: string[], opts: ExecOptions = {}): ProcessHandle {
-    const { proc, child } = this.launch(argv, opts);
+    const { proc, child } = this.launch(argv, opts, "spawn");
     writeStdin(child, opts.stdin, this.log);
     if (opts.timeoutMs !== undefined) {
       const timer = setTimeout(() => void proc.kill(), opts.timeoutMs);
@@ -370,7 +417,7 @@ class HostSandbox implements WarmSandbox, Sandbox {
   }
 
   async endpoint(port: number): Promise<string> {
-    return `http://127.0.0.1:${port}`;
+    return (await this.isolation?.endpoint(port)) ?? `http://127.0.0.1:${port}`;
   }
 
   engineUrl(port: number): string {
@@ -393,6 +440,7 @@ class HostSandbox implements WarmSandbox, Sandbox {
       const deadline = Date.now() + 5000;
       while (inside.some(isAlive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
       for (const pid of inside.filter(isAlive)) this.log.warn("sandbox process survived its sandbox", { pid });
+      await this.isolation?.close();
       await removeTree(this._root);
       await Promise.all(this.links.map((l) => fs.promises.rm(l, { force: true })));
       this.init.onGone(this);

@@ -51,6 +51,11 @@ export interface ExecOptions {
   /** Output kept per stream (the last bytes win); default 1 MB. */
   maxOutputBytes?: number;
   stdin?: string;
+  /**
+   * TCP ports a spawned server listens on inside the sandbox that the engine reaches with
+   * `endpoint` (needed where the sandbox has a network of its own: bwrap model-only).
+   */
+  ports?: number[];
 }
 
 /** A long-running process inside the sandbox. */
@@ -84,6 +89,15 @@ export interface SandboxCreateOptions {
   ref?: string;
   credential?: GitCredential;
   signal?: AbortSignal;
+  /** Make the sandbox able to hold its run to `model-only` ({@link Sandbox.restrictNetwork}). */
+  network?: SandboxNetwork;
+}
+
+/** A sandbox whose agent reaches the model gateway and nothing else. */
+export interface SandboxNetwork {
+  policy: "model-only";
+  /** The gateway's port on the engine's loopback: the one thing its servers reach. */
+  gatewayPort: number;
 }
 
 /**
@@ -134,6 +148,12 @@ export interface Sandbox {
    * to (a graceful restart with idle sessions). Providers whose sandboxes outlive us only.
    */
   detach?(): Promise<void>;
+  /**
+   * From now on the sandbox's processes reach the model gateway and nothing else (sandboxes
+   * made with `network`). Called once, after setup (which has network) and before the
+   * agent's first prompt. Providers that can isolate only.
+   */
+  restrictNetwork?(): Promise<void>;
   /** Stop every process and delete the sandbox. Idempotent. */
   kill(): Promise<void>;
 }

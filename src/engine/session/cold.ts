@@ -56,11 +56,15 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
       modelId: opts.modelId,
       watchdogMs: opts.watchdogMs,
       signal: opts.signal,
+      ...(opts.env ? { env: opts.env } : {}),
     }),
 
     async openWith(opts, start) {
       opts.onLog?.(`preparing sandbox (${provider.name}) for ${opts.repository.fullName}`);
-      const sandbox = await provider.create(sandboxOptions(opts));
+      const sandbox = await provider.create({
+        ...sandboxOptions(opts),
+        ...(opts.network === "model-only" ? { network: { policy: "model-only", gatewayPort: o.gatewayPort } } : {}),
+      });
       opts.onLog?.("starting agent");
       const agent = await agentIn(sandbox, () => start(sandbox));
       return pairSession({ sandbox, agent, token: opts.token, reattachable, log });

@@ -7,6 +7,7 @@
  */
 import * as z from "zod";
 import { AgentResume, type AgentSession } from "../agent/agent.ts";
+import type { NetworkPolicy } from "../environment/schema.ts";
 import { SandboxResume, type GitCredential, type Sandbox } from "../sandbox/sandbox.ts";
 
 /**
@@ -27,6 +28,15 @@ export interface SessionOpenOptions {
   modelId: string;
   /** The run's gateway token, issued by the engine before `open`. */
   token: string;
+  /**
+   * The run's secrets, for the agent's own shell commands: they go into the agent server's
+   * process environment (which OpenCode's bash tool inherits), never into its config. A host
+   * whose servers start before their run (pooled) or serve many runs (shared) opens such a
+   * run with a server of its own.
+   */
+  env?: Record<string, string>;
+  /** `model-only`: the sandbox is made with its network closed to all but the gateway (default open). */
+  network?: NetworkPolicy;
   /** Silence on the agent's event stream after which its status is re-read. */
   watchdogMs: number;
   signal: AbortSignal;

@@ -16,7 +16,7 @@ import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { creationError, type Sandbox, type SandboxProvider, type WarmSandbox } from "../sandbox/sandbox.ts";
 import { createColdSessionHost, sandboxOptions } from "./cold.ts";
-import type { SessionHost } from "./host.ts";
+import type { SessionHost, SessionOpenOptions } from "./host.ts";
 import { agentIn, pairSession } from "./run-session.ts";
 
 /** Options for {@link createPooledSessionHost}. */
@@ -127,6 +127,10 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
     provider: provider.name,
 
     async open(opts) {
+      // A warm server started before its run: its environment holds no secrets and its
+      // sandbox shares the host's network. Such runs open cold (a restart would cost what the
+      // pool saves), and the entry stays for the next run.
+      if (needsOwnServer(opts)) return cold.open(opts);
       const entry = idle.shift();
       if (!entry) {
         fill();
@@ -201,4 +205,9 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
       },
     },
   };
+}
+
+/** A run whose agent server must start with it: secrets in its environment, or a network of its own. */
+export function needsOwnServer(opts: Pick<SessionOpenOptions, "env" | "network">): boolean {
+  return Object.keys(opts.env ?? {}).length > 0 || (opts.network ?? "open") !== "open";
 }

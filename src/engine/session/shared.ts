@@ -16,6 +16,7 @@ import { silentLogger } from "../log.ts";
 import type { Sandbox, SandboxProvider } from "../sandbox/sandbox.ts";
 import { ensureSeedRepository, SEED_REPOSITORY } from "../sandbox/seed.ts";
 import { createColdSessionHost } from "./cold.ts";
+import { needsOwnServer } from "./pooled.ts";
 import type { SessionHost } from "./host.ts";
 
 /** Options for {@link createSharedSessionHost}. */
@@ -69,7 +70,8 @@ export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSess
 
     open: (opts) =>
       cold.openWith(opts, (sandbox) => {
-        if (server.serves(opts.modelId))
+        // One server's environment is every run's: a run with secrets gets a server of its own.
+        if (server.serves(opts.modelId) && !needsOwnServer(opts))
           return server.open({
             sandbox,
             modelToken: opts.token,
@@ -77,10 +79,12 @@ export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSess
             watchdogMs: opts.watchdogMs,
             signal: opts.signal,
           });
-        log.info("the shared agent server does not list this run's model; starting a server for the run", {
-          sandbox: sandbox.id,
-          model: opts.modelId,
-        });
+        log.info(
+          needsOwnServer(opts)
+            ? "this run has secrets, which one server's environment cannot keep from other runs; starting a server for the run"
+            : "the shared agent server does not list this run's model; starting a server for the run",
+          { sandbox: sandbox.id, model: opts.modelId },
+        );
         return driver.start(cold.agentOptions(sandbox, opts));
       }),
 

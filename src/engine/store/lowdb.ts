@@ -1,8 +1,9 @@
 /**
  * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
- * and secrets; one JSONL event log per run (`events/<runId>.jsonl`, see event-log.ts); one
- * patch file per run (`patches/<runId>.json`, see patch-files.ts); the whole summary of a run
- * whose record holds a cut one (`summaries/<runId>.txt`). One process owns the data dir (lock.ts).
+ * and secrets (per-run and owner); one JSONL event log per run (`events/<runId>.jsonl`, see
+ * event-log.ts); one patch file per run (`patches/<runId>.json`, see patch-files.ts); the
+ * whole summary of a run whose record holds a cut one (`summaries/<runId>.txt`). One process
+ * owns the data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
  * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
@@ -30,7 +31,7 @@ import { createPatchFiles } from "./patch-files.ts";
 import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
-import { ApiKeyRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
+import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -40,10 +41,20 @@ const StoreFile = z.object({
   keys: z.array(ApiKeyRecord),
   repositories: z.array(RepositoryRecord),
   secrets: z.array(SecretRecord),
+  /** Absent in files written before owner secrets existed. */
+  ownerSecrets: z.array(OwnerSecretRecord).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
 
-const emptyStore = (): StoreFile => ({ version: 1, runs: [], turns: [], keys: [], repositories: [], secrets: [] });
+const emptyStore = (): StoreFile => ({
+  version: 1,
+  runs: [],
+  turns: [],
+  keys: [],
+  repositories: [],
+  secrets: [],
+  ownerSecrets: [],
+});
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
 
@@ -113,6 +124,14 @@ async function open(
   const secrets = new Map<string, Map<string, SecretRecord>>();
   for (const s of data.secrets) secretsOf(s.runId).set(s.name, s);
 
+  const ownerSecrets = new Map<string, Map<string, OwnerSecretRecord>>();
+  for (const s of data.ownerSecrets) ownerSecretsOf(s.ownerId).set(s.name, s);
+  function ownerSecretsOf(ownerId: string): Map<string, OwnerSecretRecord> {
+    let m = ownerSecrets.get(ownerId);
+    if (!m) ownerSecrets.set(ownerId, (m = new Map()));
+    return m;
+  }
+
   function secretsOf(runId: string): Map<string, SecretRecord> {
     let m = secrets.get(runId);
     if (!m) secrets.set(runId, (m = new Map()));
@@ -126,6 +145,7 @@ async function open(
     keys: [...keys.values()],
     repositories: [...repos.values()],
     secrets: [...secrets.values()].flatMap((m) => [...m.values()]),
+    ownerSecrets: [...ownerSecrets.values()].flatMap((m) => [...m.values()]),
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -352,6 +372,30 @@ async function open(
       usable();
       if (!secrets.delete(runId)) return;
       await persist();
+    },
+
+    // --- owner secrets
+    async putOwnerSecret(secret) {
+      usable();
+      const record = valid(OwnerSecretRecord, secret, "owner secret");
+      ownerSecretsOf(record.ownerId).set(record.name, record);
+      await persist();
+    },
+    async getOwnerSecret(ownerId, name) {
+      usable();
+      return copy(ownerSecrets.get(ownerId)?.get(name));
+    },
+    async listOwnerSecrets(ownerId) {
+      usable();
+      return [...(ownerSecrets.get(ownerId)?.values() ?? [])].sort((a, b) => a.name.localeCompare(b.name)).map(copy);
+    },
+    async deleteOwnerSecret(ownerId, name) {
+      usable();
+      const mine = ownerSecrets.get(ownerId);
+      if (!mine?.delete(name)) return false;
+      if (mine.size === 0) ownerSecrets.delete(ownerId);
+      await persist();
+      return true;
     },
 
     async close() {

@@ -1,5 +1,5 @@
 /**
- * The store: runs, turns, API keys, repositories, per-run secrets, patches, and the
+ * The store: runs, turns, API keys, repositories, per-run and owner secrets, patches, and the
  * per-run event logs. `createLowdbStore` (lowdb JSON + append-only JSONL event logs) is the
  * embedded default; other backends implement the same interface, and every method returns a
  * promise so that one talking to a database can. test/engine/store/contract.test.ts is the
@@ -45,6 +45,21 @@ export const SecretRecord = z.object({
   data: z.string(),
 });
 export type SecretRecord = z.infer<typeof SecretRecord>;
+
+/**
+ * A secret an owner stored once (`POST /api/v1/secrets`) for runs to name: sealed with
+ * AES-256-GCM, the owner id (and the name) as associated data.
+ */
+export const OwnerSecretRecord = z.object({
+  ownerId: z.string(),
+  name: z.string(),
+  iv: z.string(),
+  tag: z.string(),
+  data: z.string(),
+  createdAt: z.string(),
+  updatedAt: z.string(),
+});
+export type OwnerSecretRecord = z.infer<typeof OwnerSecretRecord>;
 
 /** A run's patch in both forms: `text` for people ("Binary files differ"), `binary` for git. */
 export const RunPatch = z.object({ text: z.string(), binary: z.string() });
@@ -133,6 +148,15 @@ export interface RunStore {
   putSecret(secret: SecretRecord): Promise<void>;
   getSecret(runId: string, name: string): Promise<SecretRecord | undefined>;
   deleteSecrets(runId: string): Promise<void>;
+
+  // owner secrets (ciphertext only), by owner and name
+  /** Store or replace the owner's secret of that name. */
+  putOwnerSecret(secret: OwnerSecretRecord): Promise<void>;
+  getOwnerSecret(ownerId: string, name: string): Promise<OwnerSecretRecord | undefined>;
+  /** The owner's secrets, by name. */
+  listOwnerSecrets(ownerId: string): Promise<OwnerSecretRecord[]>;
+  /** Delete one; false when the owner has none of that name. */
+  deleteOwnerSecret(ownerId: string, name: string): Promise<boolean>;
 
   /** Flush pending writes and release the data-dir lock. */
   close(): Promise<void>;

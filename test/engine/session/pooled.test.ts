@@ -108,5 +108,35 @@ for (const sandbox of ["local", "bwrap"] as const) {
       await waitFor(() => runProcesses(pb.dataDir, run.id).length === 0, { what: "the run's processes to exit" });
       expect(fs.existsSync(path.join(pb.dataDir, "sandboxes", run.id))).toBe(false);
     });
+
+    // One sandbox flavour is enough: which host opens the run is the pool's choice, not the provider's.
+    it.skipIf(sandbox !== "local")(
+      "a run with secrets opens cold (a warm server's environment has none) and leaves the warm entry",
+      async () => {
+        await pb.sessions.warmPool!.ready();
+        const modelId = `pool-secret/${sandbox}`;
+        model.script(modelId, [
+          [
+            { toolCalls: [{ name: "bash", args: { command: 'echo "seen=$POOL_SECRET"', description: "print" } }] },
+            { text: "done" },
+          ],
+        ]);
+        const started = await pb.engine.startRun(OWNER, {
+          repository: "acme/pooled",
+          prompt: "print it",
+          modelId,
+          validationMode: "minimal",
+          environment: { secrets: { POOL_SECRET: "pool-secret-value-42" } },
+        });
+        const run = await pb.engine.waitForTurn(OWNER, started.id);
+        expect(run.status).toBe("idle");
+        const events = JSON.stringify(await pb.engine.events(OWNER, run.id, 0));
+        expect(events).toContain("seen=[secret:POOL_SECRET]");
+        expect(events).not.toContain("pool-secret-value-42");
+        // The warm entry is still there for the next run.
+        expect(pb.sessions.warmPool!.available).toBe(1);
+        await pb.engine.endSession(OWNER, run.id);
+      },
+    );
   });
 }

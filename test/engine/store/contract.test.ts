@@ -261,6 +261,44 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         await store.deleteSecrets("run_9"); // nothing to delete is not an error
       });
 
+      it("keeps an owner's secrets by name, apart from other owners', across a reopen, and deletes one", async () => {
+        const secret = (ownerId: string, name: string, data: string, updatedAt = "2026-01-01T00:00:00.000Z") => ({
+          ownerId,
+          name,
+          iv: "aXY=",
+          tag: "dGFn",
+          data,
+          createdAt: "2026-01-01T00:00:00.000Z",
+          updatedAt,
+        });
+        await store.putOwnerSecret(secret("own_a", "NPM_TOKEN", "b2xk"));
+        await store.putOwnerSecret(secret("own_a", "NPM_TOKEN", "bmV3", "2026-01-02T00:00:00.000Z"));
+        await store.putOwnerSecret(secret("own_a", "API_KEY", "YQ=="));
+        await store.putOwnerSecret(secret("own_b", "NPM_TOKEN", "b3RoZXI="));
+        expect(await store.getOwnerSecret("own_a", "NPM_TOKEN")).toEqual(
+          secret("own_a", "NPM_TOKEN", "bmV3", "2026-01-02T00:00:00.000Z"),
+        );
+        expect(await store.getOwnerSecret("own_c", "NPM_TOKEN")).toBeUndefined();
+        expect((await store.listOwnerSecrets("own_a")).map((s) => s.name)).toEqual(["API_KEY", "NPM_TOKEN"]);
+        expect(await store.listOwnerSecrets("own_c")).toEqual([]);
+        // A run's secrets and an owner's are kept apart: deleting a run's leaves the owner's.
+        await store.deleteSecrets("own_a");
+
+        store = await restarted();
+        expect(await store.getOwnerSecret("own_b", "NPM_TOKEN")).toMatchObject({ data: "b3RoZXI=" });
+        expect(await store.deleteOwnerSecret("own_a", "NPM_TOKEN")).toBe(true);
+        expect(await store.deleteOwnerSecret("own_a", "NPM_TOKEN")).toBe(false);
+        expect(await store.deleteOwnerSecret("own_b", "MISSING")).toBe(false);
+        expect((await store.listOwnerSecrets("own_a")).map((s) => s.name)).toEqual(["API_KEY"]);
+
+        store = await restarted();
+        expect(await store.getOwnerSecret("own_a", "NPM_TOKEN")).toBeUndefined();
+        expect(await store.getOwnerSecret("own_b", "NPM_TOKEN")).toBeDefined();
+        await expect(store.putOwnerSecret({ ...secret("own_a", "X", "eA=="), iv: 1 } as never)).rejects.toMatchObject({
+          code: "internal",
+        });
+      });
+
       it("keeps runs, turns, keys, repositories, secrets and patches across a reopen", async () => {
         await store.createRun(runRecord({ id: "run_1", idempotencyKey: "idem-1" }));
         await store.updateRun("run_1", { status: "running", startedAt: "2026-01-01T00:00:01.000Z" });
