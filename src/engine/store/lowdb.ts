@@ -27,6 +27,7 @@ import { silentLogger, type Logger } from "../log.ts";
 import { RunRecord, TurnRecord, type RunStatus } from "../run/schema.ts";
 import { assertSafeRunId, createEventLogs } from "./event-log.ts";
 import { acquireDataDirLock } from "./lock.ts";
+import { NamedRecords } from "./named.ts";
 import { createPatchFiles } from "./patch-files.ts";
 import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
@@ -121,22 +122,8 @@ async function open(
   const repos = new Map(data.repositories.map((r) => [r.id, r]));
   // GitHub names are case-insensitive: `Octo/Repo` and `octo/repo` are one repository.
   const repoIdByName = new Map(data.repositories.map((r) => [r.fullName.toLowerCase(), r.id]));
-  const secrets = new Map<string, Map<string, SecretRecord>>();
-  for (const s of data.secrets) secretsOf(s.runId).set(s.name, s);
-
-  const ownerSecrets = new Map<string, Map<string, OwnerSecretRecord>>();
-  for (const s of data.ownerSecrets) ownerSecretsOf(s.ownerId).set(s.name, s);
-  function ownerSecretsOf(ownerId: string): Map<string, OwnerSecretRecord> {
-    let m = ownerSecrets.get(ownerId);
-    if (!m) ownerSecrets.set(ownerId, (m = new Map()));
-    return m;
-  }
-
-  function secretsOf(runId: string): Map<string, SecretRecord> {
-    let m = secrets.get(runId);
-    if (!m) secrets.set(runId, (m = new Map()));
-    return m;
-  }
+  const secrets = new NamedRecords(data.secrets, (s) => s.runId);
+  const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
 
   const snapshot = (): StoreFile => ({
     version: 1,
@@ -144,8 +131,8 @@ async function open(
     turns: [...turns.values()].flat(),
     keys: [...keys.values()],
     repositories: [...repos.values()],
-    secrets: [...secrets.values()].flatMap((m) => [...m.values()]),
-    ownerSecrets: [...ownerSecrets.values()].flatMap((m) => [...m.values()]),
+    secrets: secrets.all(),
+    ownerSecrets: ownerSecrets.all(),
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -357,43 +344,36 @@ async function open(
       return id === undefined ? undefined : copy(repos.get(id));
     },
 
-    // --- secrets
+    // --- secrets (a run's, and an owner's)
     async putSecret(secret) {
       usable();
-      const record = valid(SecretRecord, secret, "secret");
-      secretsOf(record.runId).set(record.name, record);
+      secrets.put(valid(SecretRecord, secret, "secret"));
       await persist();
     },
     async getSecret(runId, name) {
       usable();
-      return copy(secrets.get(runId)?.get(name));
+      return copy(secrets.get(runId, name));
     },
     async deleteSecrets(runId) {
       usable();
-      if (!secrets.delete(runId)) return;
-      await persist();
+      if (secrets.deleteGroup(runId)) await persist();
     },
-
-    // --- owner secrets
     async putOwnerSecret(secret) {
       usable();
-      const record = valid(OwnerSecretRecord, secret, "owner secret");
-      ownerSecretsOf(record.ownerId).set(record.name, record);
+      ownerSecrets.put(valid(OwnerSecretRecord, secret, "owner secret"));
       await persist();
     },
     async getOwnerSecret(ownerId, name) {
       usable();
-      return copy(ownerSecrets.get(ownerId)?.get(name));
+      return copy(ownerSecrets.get(ownerId, name));
     },
     async listOwnerSecrets(ownerId) {
       usable();
-      return [...(ownerSecrets.get(ownerId)?.values() ?? [])].sort((a, b) => a.name.localeCompare(b.name)).map(copy);
+      return ownerSecrets.list(ownerId).map(copy);
     },
     async deleteOwnerSecret(ownerId, name) {
       usable();
-      const mine = ownerSecrets.get(ownerId);
-      if (!mine?.delete(name)) return false;
-      if (mine.size === 0) ownerSecrets.delete(ownerId);
+      if (!ownerSecrets.delete(ownerId, name)) return false;
       await persist();
       return true;
     },
