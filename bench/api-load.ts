@@ -5,10 +5,10 @@
  * the ratio is what the store and the auth path add over express answering a constant.
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import autocannon from "autocannon";
 import { row, type BenchModule, type Row } from "./harness.ts";
+import { benchTempDir } from "./support.ts";
 import { seedStore } from "./seed.ts";
 import { startServerProcess } from "./server-process.ts";
 
@@ -56,10 +56,10 @@ async function load(url: string, paths: () => string, apiKey: string, connection
 export const apiLoad: BenchModule = {
   name: "api-load",
   async run() {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-api-"));
+    const dataDir = benchTempDir("api");
     try {
       // Baseline for the start time: the same server on an empty data dir.
-      const emptyDir = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-empty-"));
+      const emptyDir = benchTempDir("empty");
       let emptyStartMs: number;
       try {
         const empty = await startServerProcess({

@@ -15,7 +15,7 @@ import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { row, type BenchModule } from "./harness.ts";
-import { benchRepository, processTree, rssMb, rssMbOf } from "./support.ts";
+import { benchRepository, benchTempDir, processTree, rssMb, rssMbOf } from "./support.ts";
 
 const N = 10;
 const API = "/api/v1/coding-agent";
@@ -23,7 +23,7 @@ const API = "/api/v1/coding-agent";
 export const concurrency: BenchModule = {
   name: "concurrency",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-conc-"));
+    const root = benchTempDir("conc");
     const model = await startScriptedModel({
       fallback: [
         [{ toolCalls: [{ name: "write", args: { filePath: "OUT.md", content: "out\n" } }] }, { text: "Wrote OUT.md." }],

@@ -9,7 +9,6 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { createOpencodeClient } from "@opencode-ai/sdk/v2";
 import { loadConfig } from "../src/config.ts";
@@ -20,6 +19,7 @@ import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { git, makeRepo } from "../test/helpers.ts";
 import { median, row, type BenchModule } from "./harness.ts";
+import { benchTempDir } from "./support.ts";
 
 const FOLLOW_UPS = 20;
 const API = "/api/v1/coding-agent";
@@ -153,7 +153,7 @@ async function throughPatchbay(model: ScriptedModel, gitBase: string, root: stri
 export const followUp: BenchModule = {
   name: "follow-up",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-followup-"));
+    const root = benchTempDir("followup");
     const model = await startScriptedModel({ fallback: [[{ text: "ok" }]] });
     try {
       const gitBase = makeRepo(path.join(root, "repos"), "acme/bench", { "README.md": "# bench\n" }).baseUrl;

@@ -7,9 +7,9 @@
  */
 import fs from "node:fs";
 import http from "node:http";
-import os from "node:os";
 import path from "node:path";
 import { median, row, type BenchModule } from "./harness.ts";
+import { benchTempDir } from "./support.ts";
 import { startServerProcess, type ServerProcess } from "./server-process.ts";
 
 const RUNS = 10;
@@ -107,7 +107,7 @@ const pct = (xs: number[], p: number) => {
 export const sseFanout: BenchModule = {
   name: "sse-fanout",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-fanout-"));
+    const root = benchTempDir("fanout");
     const dataDir = path.join(root, "data");
     const server = await startServerProcess({
       env: {},

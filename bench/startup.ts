@@ -12,7 +12,6 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { createOpencodeClient } from "@opencode-ai/sdk/v2";
 import { loadConfig } from "../src/config.ts";
@@ -25,7 +24,7 @@ import { API_BASE } from "../src/http/runs.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { git } from "../test/helpers.ts";
 import { median, row, type BenchModule, type Row } from "./harness.ts";
-import { benchRepository, processTree, rssMb } from "./support.ts";
+import { benchRepository, benchTempDir, processTree, rssMb } from "./support.ts";
 
 const RUNS = 3;
 /** cold: a server per run started for it; warm: the warm pool; shared: one server for all runs. */
@@ -171,7 +170,7 @@ function hasBwrap(): boolean {
 export const startup: BenchModule = {
   name: "startup",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-startup-"));
+    const root = benchTempDir("startup");
     const model = await startScriptedModel();
     const rows: Row[] = [];
     try {
