@@ -117,13 +117,15 @@ async function throughPatchbay(model: ScriptedModel, gitBase: string, root: stri
       return (await res.json()) as { id: string; status: string };
     };
     const idle = async (id: string) => {
-      for (let i = 0; i < 1200; i++) {
+      // The first turn starts OpenCode: seconds, or minutes on a slow and loaded machine.
+      const deadline = Date.now() + 300_000;
+      while (Date.now() < deadline) {
         const r = await call("GET", `${API}/runs/${id}`);
         if (r.status === "idle") return;
         if (r.status !== "running" && r.status !== "queued") throw new Error(`run ended ${r.status}`);
         await new Promise((res) => setTimeout(res, 25));
       }
-      throw new Error("run did not become idle");
+      throw new Error("run did not become idle within 300 s");
     };
     const run = await call("POST", `${API}/runs`, {
       repository: "acme/bench",
