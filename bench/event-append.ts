@@ -4,7 +4,6 @@
  * about what reading a whole 1k log does (offset index, not a re-parse from the start).
  */
 import fs from "node:fs";
-import path from "node:path";
 import type { NewRunEvent } from "../src/engine/events/schema.ts";
 import { createLowdbStore } from "../src/engine/store/lowdb.ts";
 import type { RunStore } from "../src/engine/store/store.ts";

@@ -5,7 +5,6 @@
  * offset index. The 1k figures are the baseline.
  */
 import fs from "node:fs";
-import path from "node:path";
 import { createLowdbStore } from "../src/engine/store/lowdb.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule, type Row } from "./harness.ts";
