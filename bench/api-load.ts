@@ -62,7 +62,9 @@ export const apiLoad: BenchModule = {
       let emptyStartMs: number;
       try {
         const empty = await startServerProcess({
-          env: { PATCHBAY_DATA_DIR: emptyDir, PORT: "0", PATCHBAY_LOG_LEVEL: "info" },
+          // No warm pool: this measures the API, and a pooled opencode started during the short
+          // life of this server was left running after it stopped.
+          env: { PATCHBAY_DATA_DIR: emptyDir, PORT: "0", PATCHBAY_LOG_LEVEL: "info", PATCHBAY_WARM_POOL_SIZE: "0" },
         });
         emptyStartMs = empty.startMs;
         await empty.stop();
@@ -73,6 +75,7 @@ export const apiLoad: BenchModule = {
       const server = await startServerProcess({
         env: {
           PATCHBAY_DATA_DIR: dataDir,
+          PATCHBAY_WARM_POOL_SIZE: "0",
           PORT: "0",
           PATCHBAY_LOG_LEVEL: "info",
           PATCHBAY_RATE_LIMIT_PER_MIN: "10000000",
