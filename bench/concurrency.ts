@@ -15,15 +15,16 @@ import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { row, type BenchModule } from "./harness.ts";
-import { benchRepository, processTree, rssMb, rssMbOf } from "./support.ts";
+import { benchRepository, benchTempDir, processTree, rssMb, rssMbOf } from "./support.ts";
 
 const N = 10;
+const IDLE_DEADLINE_MS = 600_000;
 const API = "/api/v1/coding-agent";
 
 export const concurrency: BenchModule = {
   name: "concurrency",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-conc-"));
+    const root = benchTempDir("conc");
     const model = await startScriptedModel({
       fallback: [
         [{ toolCalls: [{ name: "write", args: { filePath: "OUT.md", content: "out\n" } }] }, { text: "Wrote OUT.md." }],
@@ -59,13 +60,15 @@ export const concurrency: BenchModule = {
           modelId: `bench/conc`,
           validationMode: "minimal",
         });
-        for (let t = 0; t < 2400; t++) {
+        // Generous: ten OpenCode start-ups on a slow or loaded 2-core machine take minutes.
+        const deadline = Date.now() + IDLE_DEADLINE_MS;
+        while (Date.now() < deadline) {
           const r = await call("GET", `${API}/runs/${run.id}`);
           if (r.status === "idle") return run.id;
           if (r.status !== "running" && r.status !== "queued") throw new Error(`run ${run.id} ended ${r.status}`);
           await new Promise((res) => setTimeout(res, 50));
         }
-        throw new Error(`run ${run.id} did not become idle`);
+        throw new Error(`run ${run.id} did not become idle within ${IDLE_DEADLINE_MS / 1000} s`);
       };
       const end = (id: string) => call("POST", `${API}/runs/${id}/messages`, { endSession: true });
 

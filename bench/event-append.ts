@@ -4,12 +4,11 @@
  * about what reading a whole 1k log does (offset index, not a re-parse from the start).
  */
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import type { NewRunEvent } from "../src/engine/events/schema.ts";
 import { createLowdbStore } from "../src/engine/store/lowdb.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule } from "./harness.ts";
+import { benchTempDir } from "./support.ts";
 
 const TOTAL = 50_000;
 const WINDOW = 1_000;
@@ -45,7 +44,7 @@ async function timeRead(store: RunStore, runId: string, after: number): Promise<
 export const eventAppend: BenchModule = {
   name: "event-append",
   async run() {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-"));
+    const dataDir = benchTempDir("append");
     try {
       let store = await createLowdbStore({ dataDir });
       // Warm up on another run first, so JIT compilation is not mistaken for growth.

@@ -9,7 +9,6 @@ import { spawn } from "node:child_process";
 import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
-import os from "node:os";
 import path from "node:path";
 import { createOpencodeClient } from "@opencode-ai/sdk/v2";
 import { loadConfig } from "../src/config.ts";
@@ -20,6 +19,7 @@ import { createHttpApp } from "../src/http/app.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { git, makeRepo } from "../test/helpers.ts";
 import { median, row, type BenchModule } from "./harness.ts";
+import { benchTempDir } from "./support.ts";
 
 const FOLLOW_UPS = 20;
 const API = "/api/v1/coding-agent";
@@ -117,13 +117,15 @@ async function throughPatchbay(model: ScriptedModel, gitBase: string, root: stri
       return (await res.json()) as { id: string; status: string };
     };
     const idle = async (id: string) => {
-      for (let i = 0; i < 1200; i++) {
+      // The first turn starts OpenCode: seconds, or minutes on a slow and loaded machine.
+      const deadline = Date.now() + 300_000;
+      while (Date.now() < deadline) {
         const r = await call("GET", `${API}/runs/${id}`);
         if (r.status === "idle") return;
         if (r.status !== "running" && r.status !== "queued") throw new Error(`run ended ${r.status}`);
         await new Promise((res) => setTimeout(res, 25));
       }
-      throw new Error("run did not become idle");
+      throw new Error("run did not become idle within 300 s");
     };
     const run = await call("POST", `${API}/runs`, {
       repository: "acme/bench",
@@ -153,7 +155,7 @@ async function throughPatchbay(model: ScriptedModel, gitBase: string, root: stri
 export const followUp: BenchModule = {
   name: "follow-up",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-followup-"));
+    const root = benchTempDir("followup");
     const model = await startScriptedModel({ fallback: [[{ text: "ok" }]] });
     try {
       const gitBase = makeRepo(path.join(root, "repos"), "acme/bench", { "README.md": "# bench\n" }).baseUrl;

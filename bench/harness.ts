@@ -50,6 +50,25 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
+/**
+ * The machine's speed in one line, so results from different machines can be read side by side:
+ * a fixed integer loop timed 5 times. The best shows the core's speed; the median, next to it,
+ * how much of it other processes left the benchmark.
+ */
+export function machineSpeed(): string {
+  const times: number[] = [];
+  const steps = 50_000_000;
+  let x = 1;
+  for (let k = 0; k < 5; k++) {
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) x = (Math.imul(x, 1103515245) + 12345) | 0;
+    times.push(performance.now() - t0);
+  }
+  // Read once, so the loop's result is used and cannot be optimised away.
+  const speed = `fixed CPU loop (${steps / 1e6}M LCG steps) best ${Math.min(...times).toFixed(0)} ms, median ${median(times).toFixed(0)} ms of 5 (lower is faster)`;
+  return x === 0.5 ? "" : speed;
+}
+
 /** Microseconds elapsed since `start` (from process.hrtime.bigint()). */
 export const usSince = (start: bigint) => Number(process.hrtime.bigint() - start) / 1000;
 

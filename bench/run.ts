@@ -13,7 +13,7 @@ import { sseFanout } from "./sse-fanout.ts";
 import { sharedAgent } from "./shared-agent.ts";
 import { eventAppend } from "./event-append.ts";
 import { storeGrowth } from "./store-growth.ts";
-import { toTable, writeResult, type BenchModule } from "./harness.ts";
+import { machineSpeed, toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
 import { streamMemory } from "./stream-memory.ts";
 
@@ -47,11 +47,25 @@ async function main(): Promise<void> {
     platform: `${os.platform()} ${os.arch()}`,
     cpu: os.cpus()[0]?.model ?? "unknown",
   };
+  const failed: string[] = [];
   for (const m of MODULES.filter((m) => !wanted.length || wanted.includes(m.name))) {
+    // Measured before each module: the load other processes put on the machine changes.
+    const speed = machineSpeed();
     const started = Date.now();
-    const result = await m.run();
-    process.stdout.write(toTable(result) + `\n(${((Date.now() - started) / 1000).toFixed(1)} s)\n\n`);
-    writeResult(resultsDir, result, meta);
+    try {
+      const result = await m.run();
+      const took = ((Date.now() - started) / 1000).toFixed(1);
+      process.stdout.write(`${toTable(result)}\nmachine: ${speed}\n(${took} s)\n\n`);
+      writeResult(resultsDir, result, { ...meta, machine: speed });
+    } catch (e) {
+      // The other modules still run; the exit code says one failed.
+      process.stderr.write(`${m.name} failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n\n`);
+      failed.push(m.name);
+    }
+  }
+  if (failed.length) {
+    process.stderr.write(`failed: ${failed.join(", ")}\n`);
+    process.exitCode = 1;
   }
 }
 

@@ -6,13 +6,12 @@
  * is read. Baseline: one server per run; value: the shared server.
  */
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
 import { loadConfig } from "../src/config.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { median, row, type BenchModule, type Row } from "./harness.ts";
-import { benchRepository, processTree, rssMb } from "./support.ts";
+import { benchRepository, benchTempDir, processTree, rssMb } from "./support.ts";
 
 const SESSIONS = 3;
 const OWNER = "bench";
@@ -92,7 +91,7 @@ async function measure(model: ScriptedModel, gitBase: string, root: string, shar
 export const sharedAgent: BenchModule = {
   name: "shared-agent",
   async run() {
-    const root = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-shared-"));
+    const root = benchTempDir("shared");
     const model = await startScriptedModel({
       scripts: {
         [MODEL]: [

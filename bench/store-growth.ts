@@ -5,11 +5,10 @@
  * offset index. The 1k figures are the baseline.
  */
 import fs from "node:fs";
-import os from "node:os";
-import path from "node:path";
 import { createLowdbStore } from "../src/engine/store/lowdb.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule, type Row } from "./harness.ts";
+import { benchTempDir } from "./support.ts";
 import { sampleEvent, sampleRun } from "./seed.ts";
 
 const CHECKPOINTS = [1_000, 100_000, 1_000_000];
@@ -38,7 +37,7 @@ async function readRunUs(store: RunStore, runId: string): Promise<number> {
 export const storeGrowth: BenchModule = {
   name: "store-growth",
   async run() {
-    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "patchbay-bench-growth-"));
+    const dataDir = benchTempDir("growth");
     try {
       let store = await createLowdbStore({ dataDir });
       const run = sampleRun(1, "owner-bench", new Date());

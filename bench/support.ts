@@ -3,8 +3,21 @@
  * the memory of the processes a session holds.
  */
 import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { descendants } from "../src/engine/sandbox/process.ts";
 import { makeRepo, processesUnder } from "../test/helpers.ts";
+
+/**
+ * A fresh directory under the system temp dir for one module's data, searchable (0711, not
+ * listable) by others: a root Patchbay's bwrap runs the agent as an unprivileged user
+ * (PATCHBAY_SANDBOX_UID), which must traverse it to reach the sandboxes inside. mkdtemp makes 0700.
+ */
+export function benchTempDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `patchbay-bench-${prefix}-`));
+  fs.chmodSync(dir, 0o711);
+  return dir;
+}
 
 /**
  * A bare repository `<base>/<fullName>.git` of `files` small source files (`lines` lines each),
