@@ -4,6 +4,7 @@
  */
 import path from "node:path";
 import * as z from "zod";
+import { NetworkPolicy } from "./engine/environment/schema.ts";
 
 /** PATH when the environment has none; also the default of the parts that take a PATH. */
 export const DEFAULT_HOST_PATH = "/usr/local/bin:/usr/bin:/bin";
@@ -174,6 +175,19 @@ const SETTINGS = {
   maxActiveRunsPerKey: setting("PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY", z.coerce.number().int().min(1).default(5)),
   /** REST: requests per minute per API key (429 with Retry-After beyond). */
   rateLimitPerMin: setting("PATCHBAY_RATE_LIMIT_PER_MIN", z.coerce.number().int().min(1).default(300)),
+  /** A run's setup (its environment's install step) when its spec names no `timeoutMs`. */
+  setupTimeoutMs: setting("PATCHBAY_SETUP_TIMEOUT_MS", intMs(600_000, 1000)),
+  /** Bytes the setup cache (`<dataDir>/cache/env`) may hold; least recently used layers go first. */
+  envCacheMaxBytes: setting(
+    "PATCHBAY_ENV_CACHE_MAX_BYTES",
+    z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(10 * 1024 ** 3),
+  ),
+  /** A run's network policy when it names none (`environment.network`). */
+  network: setting("PATCHBAY_NETWORK", NetworkPolicy.default("open")),
   /** serve: on SIGTERM, how long turns in flight may run on before they are stopped and checkpointed. */
   shutdownGraceMs: setting("PATCHBAY_SHUTDOWN_GRACE_MS", intMs(30_000, 0)),
   /** The PATH Patchbay was started with: host git and `local` sandbox commands find their tools on it. */

@@ -39,6 +39,8 @@ export const ERROR_CODES = [
   "server_restart",
   "publish_failed",
   "publish_not_configured",
+  /** The run's setup (its environment's install step) failed or timed out; its output tail is on `setup`. */
+  "setup_failed",
   // GitHub (repository access and publishing)
   "repository_not_installed",
   "permission_denied",

@@ -66,6 +66,8 @@ const STATUS: Record<HttpErrorCode, number> = {
   storage_failed: 503,
   sandbox_failed: 503,
   agent_failed: 500,
+  // The repository's own setup failed: its output tail is on the run.
+  setup_failed: 422,
   agent_crashed: 500,
   turn_timeout: 504,
   cancelled: 409,

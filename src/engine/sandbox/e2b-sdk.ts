@@ -25,6 +25,11 @@ export interface E2bSandboxHandle {
       opts: { timeoutMs?: number; onStdout?: (data: string) => void; onStderr?: (data: string) => void },
     ): Promise<E2bCommandHandle>;
   };
+  /** The VM's filesystem (files the engine moves in and out: setup's cache layers). */
+  files: {
+    read(path: string, opts: { format: "stream" }): Promise<ReadableStream<Uint8Array>>;
+    write(path: string, data: Blob): Promise<unknown>;
+  };
   getHost(port: number): string;
   setTimeout(timeoutMs: number): Promise<void>;
   kill(): Promise<unknown>;
