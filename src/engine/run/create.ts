@@ -135,6 +135,12 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         error: null,
         usage: { inputTokens: 0, outputTokens: 0 },
         chainedFrom: extra.chainedFrom?.id ?? null,
+        environment: {
+          ...(input.environment?.setup ? { setup: input.environment.setup } : {}),
+          secretNames: [],
+          network: input.environment?.network ?? config.network,
+        },
+        setup: null,
         ...(extra.idempotencyKey
           ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }
           : {}),
@@ -173,6 +179,15 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(prior.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
         billing: chainedBilling(prior, message),
+        // The same environment: its setup (restored from the cache when the key still holds) and network.
+        ...(prior.environment
+          ? {
+              environment: {
+                ...(prior.environment.setup ? { setup: prior.environment.setup } : {}),
+                network: prior.environment.network,
+              },
+            }
+          : {}),
       };
       return { input, prompt: chainedPrompt(prior, turns, message.prompt!) };
     },

@@ -9,6 +9,9 @@
  *   running --(cancel)--> cancelled
  */
 import type { Config } from "../../config.ts";
+import { createEnvironmentCache, type EnvironmentCache } from "../environment/cache.ts";
+import { plainEnvironment, type RunEnvironmentRuntime } from "../environment/index.ts";
+import { createSetups } from "../environment/setup.ts";
 import { EngineError } from "../errors.ts";
 import { createEventBus, type EventBus } from "../events/bus.ts";
 import type { RunEvent } from "../events/schema.ts";
@@ -57,6 +60,10 @@ export interface EngineDeps {
   repositories?: RepositoryAccess;
   /** Commits, pushes and opens draft PRs after turns of `publish.mode: draft_pr` runs. Default: from the config. */
   publisher?: Publisher;
+  /** Variables a run's commands see and masking of their output. Default: none (no secrets). */
+  environment?: RunEnvironmentRuntime;
+  /** Setup's cache of layers. Default: `<dataDir>/cache/env`, bounded by PATCHBAY_ENV_CACHE_MAX_BYTES. */
+  envCache?: EnvironmentCache;
 }
 
 export interface GetRunOptions {
@@ -128,9 +135,26 @@ export function createEngine(deps: EngineDeps): Engine {
   const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
   const grants = createGrants({ config, store, secrets: deps.secrets, log });
   const { host, gateway, secrets } = deps;
-  const parts: RunParts = { config, store, writer, sessions, host, gateway, grants, secrets, log, now, closing };
+  const environment = deps.environment ?? plainEnvironment;
+  const envCache =
+    deps.envCache ?? createEnvironmentCache({ dataDir: config.dataDir, maxBytes: config.envCacheMaxBytes, log });
+  const parts: RunParts = {
+    config,
+    store,
+    writer,
+    sessions,
+    host,
+    gateway,
+    grants,
+    secrets,
+    environment,
+    log,
+    now,
+    closing,
+  };
   const endings = createEndings(parts);
-  const turns = createTurns({ ...parts, repositories, publisher, endings });
+  const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings });
   const runs = createRunFactory({ config, store, secrets: deps.secrets, repositories, publisher, writer, now });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });

@@ -1,5 +1,6 @@
 /** What the run's parts (turns, endings, recovery) are built from: the engine's shared dependencies. */
 import type { Config } from "../../config.ts";
+import type { RunEnvironmentRuntime } from "../environment/index.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import type { Logger } from "../log.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
@@ -18,6 +19,8 @@ export interface RunParts {
   gateway: ModelGateway;
   grants: Grants;
   secrets: SecretBox;
+  /** The variables a run's commands see and the masking of what they print. */
+  environment: RunEnvironmentRuntime;
   log: Logger;
   now: () => Date;
   /** True once the engine is closing: a turn cut short ends shutting_down, not cancelled. */
