@@ -15,6 +15,8 @@ export const ERROR_CODES = [
   "repository_not_found",
   "event_not_found",
   "key_not_found",
+  /** No setup cache layer has that key. */
+  "environment_not_found",
   // state conflicts
   "session_busy",
   "session_ended",

@@ -14,6 +14,7 @@ import type { Engine, KeyService, Logger } from "../engine/index.ts";
 import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { errorHandler, sendError } from "./errors.ts";
+import { environmentRoutes } from "./environments.ts";
 import { keyRoutes } from "./keys.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
@@ -135,6 +136,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
   const routes: RouteSpec[] = [
     ...runRoutes({ engine, ...(deps.sse ? { sse: deps.sse } : {}) }),
     ...keyRoutes({ keys }),
+    ...environmentRoutes({ engine }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
       deps.isReady ?? (() => true),

@@ -40,6 +40,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   run_not_found: 404,
   repository_not_found: 404,
   key_not_found: 404,
+  environment_not_found: 404,
   not_found: 404,
   method_not_allowed: 405,
   session_busy: 409,

@@ -120,6 +120,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
     tags: [
       { name: "runs", description: "Coding agent runs" },
       { name: "keys", description: "API keys (admin)" },
+      { name: "environments", description: "Setup's cached layers (admin)" },
       { name: "meta", description: "Health, readiness and this document" },
     ],
     components: {

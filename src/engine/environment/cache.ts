@@ -66,7 +66,7 @@ const TAR_TIMEOUT_MS = 10 * 60_000;
 export function createEnvironmentCache(opts: EnvironmentCacheOptions): EnvironmentCache {
   const dir = path.join(opts.dataDir, "cache", "env");
   const layerFile = (key: string) => {
-    if (!KEY.test(key)) throw new EngineError("invalid_request", `${JSON.stringify(key)} is not a cache key`);
+    if (!KEY.test(key)) throw new EngineError("environment_not_found", `no cached environment ${JSON.stringify(key)}`);
     return path.join(dir, `${key}.tar`);
   };
   const ensureDir = () => fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });

@@ -9,7 +9,7 @@
  *   running --(cancel)--> cancelled
  */
 import type { Config } from "../../config.ts";
-import { createEnvironmentCache, type EnvironmentCache } from "../environment/cache.ts";
+import { createEnvironmentCache, type EnvironmentCache, type LayerInfo } from "../environment/cache.ts";
 import { plainEnvironment, type RunEnvironmentRuntime } from "../environment/index.ts";
 import { createSetups } from "../environment/setup.ts";
 import { EngineError } from "../errors.ts";
@@ -109,6 +109,10 @@ export interface Engine {
   activeRunCount(ownerId: string): Promise<number>;
   /** Every status change of every run, after it is stored (webhooks, metrics). */
   readonly bus: Pick<EventBus, "onStatus">;
+  /** Setup's cached layers (admin): least recently used first. */
+  listEnvironments(): Promise<LayerInfo[]>;
+  /** Drop a cached layer (admin); environment_not_found when there is none. */
+  dropEnvironment(key: string): Promise<void>;
   /** Settle the runs a previous process left and start the session host. Call once, before serving. */
   recover(): Promise<void>;
   /**
@@ -174,6 +178,10 @@ export function createEngine(deps: EngineDeps): Engine {
 
   const engine: Engine = {
     bus,
+    listEnvironments: () => envCache.list(),
+    async dropEnvironment(key) {
+      if (!(await envCache.drop(key))) throw new EngineError("environment_not_found", `no cached environment ${key}`);
+    },
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
       const run = await admission.serial(ownerId, async () => {
