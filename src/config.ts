@@ -11,7 +11,8 @@ export const DEFAULT_HOST_PATH = "/usr/local/bin:/usr/bin:/bin";
 
 /**
  * Proxy and TLS settings a host may need to reach its git server at all. They hold no
- * secrets Patchbay owns, so host git gets them; everything else in the environment it does not.
+ * secrets Patchbay owns, so host git gets them, and so do a run's setup and validation commands
+ * (installs behind the same proxy); everything else in the environment they do not.
  */
 export const HOST_PROXY_VARIABLES = [
   "http_proxy",
@@ -24,6 +25,7 @@ export const HOST_PROXY_VARIABLES = [
   "ALL_PROXY",
   "SSL_CERT_FILE",
   "SSL_CERT_DIR",
+  "NODE_EXTRA_CA_CERTS",
 ] as const;
 
 const intMs = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
@@ -192,7 +194,7 @@ const SETTINGS = {
   shutdownGraceMs: setting("PATCHBAY_SHUTDOWN_GRACE_MS", intMs(30_000, 0)),
   /** The PATH Patchbay was started with: host git and `local` sandbox commands find their tools on it. */
   hostPath: setting("PATH", z.string().default(DEFAULT_HOST_PATH)),
-  /** The proxy and TLS variables of HOST_PROXY_VARIABLES that are set, passed to host git. */
+  /** The proxy and TLS variables of HOST_PROXY_VARIABLES that are set, passed to host git, setup and validation. */
   hostProxyEnv: setting(HOST_PROXY_VARIABLES, z.record(z.string(), z.string()).readonly()),
 } satisfies Record<string, Setting>;
 

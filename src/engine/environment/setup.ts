@@ -34,7 +34,7 @@ export interface Setups {
 }
 
 export interface SetupDeps {
-  config: Pick<Config, "setupTimeoutMs">;
+  config: Pick<Config, "setupTimeoutMs" | "hostProxyEnv">;
   store: RunStore;
   writer: RunWriter;
   cache: EnvironmentCache;
@@ -87,7 +87,8 @@ export function createSetups(deps: SetupDeps): Setups {
         return store.updateRun(run.id, { setup: state({ status: "cached", cached: true, key, durationMs }) });
       }
 
-      const env = { ...(await environment.env(run)), CI: "1" };
+      // The host's proxy and TLS roots (an install must get through the same proxy as our git).
+      const env = { ...deps.config.hostProxyEnv, ...(await environment.env(run)), CI: "1" };
       const timeoutMs = spec.timeoutMs ?? deps.config.setupTimeoutMs;
       let output = "";
       let exitCode: number | null = 0;

@@ -167,7 +167,7 @@ export function createTurns(deps: TurnDeps): Turns {
             baseSha: run.baseSha!,
             patch: diff.binaryPatch,
             signal,
-            env: await deps.environment.env(run),
+            env: { ...config.hostProxyEnv, ...(await deps.environment.env(run)) },
             // Setup installed what the checks need; only runs from before setups install here.
             install: run.setup == null,
             onLog: (message) => note({ kind: "log", message }),
