@@ -11,7 +11,13 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.ts";
 import type { RunEvent } from "../../../src/engine/events/schema.ts";
+import { createLogger, openPatchbay, type Patchbay } from "../../../src/engine/index.ts";
+import { createE2bProvider } from "../../../src/engine/sandbox/e2b.ts";
+import { freeLoopbackPort } from "../../../src/engine/sandbox/process.ts";
+import { e2bCloud } from "../../fixtures/e2b-cloud.ts";
+import { tempDir } from "../../helpers.ts";
 import { LOADED, startFixtures, type Fixtures } from "../../support/harness.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
 
@@ -158,3 +164,60 @@ for (const sandbox of ["local", "bwrap"] as const) {
       });
     });
 }
+
+describe("setup and its cache: e2b (the E2B stand-in)", { timeout: LOADED.testMs }, () => {
+  let pb: Patchbay;
+  let cloud: ReturnType<typeof e2bCloud>;
+  beforeAll(async () => {
+    const gatewayPort = await freeLoopbackPort();
+    const config = loadConfig({
+      ...fx.env,
+      PATH: process.env.PATH,
+      PATCHBAY_DATA_DIR: tempDir("data"),
+      PATCHBAY_GATEWAY_PORT: String(gatewayPort),
+      PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
+    });
+    cloud = e2bCloud(tempDir("e2b-cloud"), { hosts: "loopback" });
+    pb = await openPatchbay(config, {
+      log: createLogger({ level: "silent" }),
+      sandboxes: createE2bProvider({
+        apiKey: "e2b_test_key",
+        publicGatewayUrl: config.publicGatewayUrl!,
+        sessionTtlMs: config.sessionTtlMs,
+        turnTimeoutMs: config.turnTimeoutMs,
+        sdk: cloud.sdk,
+      }),
+    });
+  }, LOADED.hookMs);
+  afterAll(async () => {
+    await pb?.close();
+    for (const id of cloud?.alive().keys() ?? []) await cloud.sdk.kill(id, { apiKey: "k" });
+  }, LOADED.hookMs);
+
+  it("the layer leaves the first VM through the files API and is unpacked in the next one instead of running setup", async () => {
+    const run = async (name: string) => {
+      const modelId = `env/e2b/${name}`;
+      fx.model.script(modelId, [
+        [
+          { toolCalls: [{ name: "bash", args: { command: "cat deps/marker.txt", description: name } }] },
+          { text: "ok" },
+        ],
+      ]);
+      const started = await pb.engine.startRun(OWNER, { repository: "acme/env", prompt: name, modelId });
+      const done = await pb.engine.waitForTurn(OWNER, started.id);
+      await pb.engine.endSession(OWNER, done.id);
+      return { run: done, bash: bashOutputs(await pb.engine.events(OWNER, done.id, 0)) };
+    };
+    const first = await run("first");
+    expect(first.run.error).toBeNull();
+    expect(first.run.setup).toMatchObject({ status: "succeeded", cached: false });
+    const second = await run("second");
+    expect(second.run.setup).toMatchObject({ status: "cached", cached: true, key: first.run.setup!.key });
+    const marker = /^[0-9a-f]{16}$/m.exec(first.bash[0] ?? "")?.[0];
+    expect(marker).toBeDefined();
+    expect(second.bash[0]).toContain(marker);
+    const ops = cloud.calls.map((c) => c.op);
+    expect(ops).toContain("files.read");
+    expect(ops).toContain("files.write");
+  });
+});
