@@ -12,6 +12,7 @@ import { gatewayAbuse } from "./gateway-abuse.ts";
 import { sseFanout } from "./sse-fanout.ts";
 import { sharedAgent } from "./shared-agent.ts";
 import { eventAppend } from "./event-append.ts";
+import { environment } from "./environment.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
@@ -27,6 +28,7 @@ const MODULES: BenchModule[] = [
   startup,
   sharedAgent,
   gatewayAbuse,
+  environment,
 ];
 
 async function main(): Promise<void> {
