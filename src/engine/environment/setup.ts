@@ -59,7 +59,7 @@ export function createSetups(deps: SetupDeps): Setups {
 
   return {
     async prepare(run, sandbox, signal) {
-      const plan = await plan_(run, sandbox);
+      const plan = await planFor(run, sandbox);
       if (!plan) return store.updateRun(run.id, { setup: state({ status: "skipped" }) });
       const { spec, requires } = plan;
       const emit = (data: BuilderEventData) =>
@@ -151,7 +151,7 @@ export function createSetups(deps: SetupDeps): Setups {
   }
 
   /** The run's own setup, else the repository's (or the detected one). */
-  async function plan_(
+  async function planFor(
     run: RunRecord,
     sandbox: Sandbox,
   ): Promise<{ spec: SetupSpec; requires?: string[] } | undefined> {
