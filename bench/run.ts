@@ -12,6 +12,7 @@ import { gatewayAbuse } from "./gateway-abuse.ts";
 import { sseFanout } from "./sse-fanout.ts";
 import { sharedAgent } from "./shared-agent.ts";
 import { eventAppend } from "./event-append.ts";
+import { environment } from "./environment.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { machineSpeed, toTable, writeResult, type BenchModule } from "./harness.ts";
 import { startup } from "./startup.ts";
@@ -29,6 +30,7 @@ const MODULES: BenchModule[] = [
   sharedAgent,
   gatewayAbuse,
   streamMemory,
+  environment,
 ];
 
 async function main(): Promise<void> {

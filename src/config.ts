@@ -4,13 +4,15 @@
  */
 import path from "node:path";
 import * as z from "zod";
+import { NetworkPolicy } from "./engine/environment/schema.ts";
 
 /** PATH when the environment has none; also the default of the parts that take a PATH. */
 export const DEFAULT_HOST_PATH = "/usr/local/bin:/usr/bin:/bin";
 
 /**
  * Proxy and TLS settings a host may need to reach its git server at all. They hold no
- * secrets Patchbay owns, so host git gets them; everything else in the environment it does not.
+ * secrets Patchbay owns, so host git gets them, and so do a run's setup and validation commands
+ * (installs behind the same proxy); everything else in the environment they do not.
  */
 export const HOST_PROXY_VARIABLES = [
   "http_proxy",
@@ -23,6 +25,7 @@ export const HOST_PROXY_VARIABLES = [
   "ALL_PROXY",
   "SSL_CERT_FILE",
   "SSL_CERT_DIR",
+  "NODE_EXTRA_CA_CERTS",
 ] as const;
 
 const intMs = (def: number, min = 1) => z.coerce.number().int().min(min).default(def);
@@ -189,11 +192,22 @@ const SETTINGS = {
   maxStreamsPerKey: setting("PATCHBAY_MAX_STREAMS_PER_KEY", z.coerce.number().int().min(1).default(20)),
   /** REST: requests per minute per API key (429 with Retry-After beyond). */
   rateLimitPerMin: setting("PATCHBAY_RATE_LIMIT_PER_MIN", z.coerce.number().int().min(1).default(300)),
+  /** A run's setup (its environment's install step) when its spec names no `timeoutMs`. */
+  setupTimeoutMs: setting("PATCHBAY_SETUP_TIMEOUT_MS", intMs(600_000, 1000)),
+  /** Bytes the setup cache (`<dataDir>/cache/env`) may hold; least recently used layers go first. */
+  envCacheMaxBytes: setting(
+    "PATCHBAY_ENV_CACHE_MAX_BYTES",
+    z.coerce
+      .number()
+      .int()
+      .min(0)
+      .default(10 * 1024 ** 3),
+  ),
   /** serve: on SIGTERM, how long turns in flight may run on before they are stopped and checkpointed. */
   shutdownGraceMs: setting("PATCHBAY_SHUTDOWN_GRACE_MS", intMs(30_000, 0)),
   /** The PATH Patchbay was started with: host git and `local` sandbox commands find their tools on it. */
   hostPath: setting("PATH", z.string().default(DEFAULT_HOST_PATH)),
-  /** The proxy and TLS variables of HOST_PROXY_VARIABLES that are set, passed to host git. */
+  /** The proxy and TLS variables of HOST_PROXY_VARIABLES that are set, passed to host git, setup and validation. */
   hostProxyEnv: setting(HOST_PROXY_VARIABLES, z.record(z.string(), z.string()).readonly()),
 } satisfies Record<string, Setting>;
 

@@ -19,6 +19,8 @@ export const ERROR_CODES = [
   "key_not_found",
   /** `environment.secretNames` (or DELETE /secrets/{name}) names a secret the owner has not stored. */
   "secret_not_found",
+  /** No setup cache layer has that key. */
+  "environment_not_found",
   // state conflicts
   "session_busy",
   "session_ended",
@@ -45,6 +47,8 @@ export const ERROR_CODES = [
   "server_restart",
   "publish_failed",
   "publish_not_configured",
+  /** The run's setup (its environment's install step) failed or timed out; its output tail is on `setup`. */
+  "setup_failed",
   // GitHub (repository access and publishing)
   "repository_not_installed",
   "permission_denied",

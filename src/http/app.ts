@@ -15,6 +15,7 @@ import type { Engine, KeyService, Logger } from "../engine/index.ts";
 import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { errorHandler, sendError } from "./errors.ts";
+import { environmentRoutes } from "./environments.ts";
 import { keyRoutes } from "./keys.ts";
 import { secretRoutes } from "./secrets.ts";
 import { createRateLimit } from "./limits.ts";
@@ -152,6 +153,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     ...runRoutes({ engine, ...(deps.sse ? { sse: deps.sse } : {}) }),
     ...keyRoutes({ keys }),
     ...secretRoutes({ engine }),
+    ...environmentRoutes({ engine }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
       deps.isReady ?? (() => true),

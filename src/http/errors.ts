@@ -43,6 +43,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   run_not_found: 404,
   repository_not_found: 404,
   key_not_found: 404,
+  environment_not_found: 404,
   not_found: 404,
   method_not_allowed: 405,
   session_busy: 409,
@@ -70,6 +71,8 @@ const STATUS: Record<HttpErrorCode, number> = {
   storage_failed: 503,
   sandbox_failed: 503,
   agent_failed: 500,
+  // The repository's own setup failed: its output tail is on the run.
+  setup_failed: 422,
   agent_crashed: 500,
   turn_timeout: 504,
   cancelled: 409,

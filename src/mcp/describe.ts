@@ -21,7 +21,13 @@ export function describeRun(run: RunView): string {
     parts.push(
       `Changes: ${run.diffStats.files} file(s), +${run.diffStats.additions} -${run.diffStats.deletions}: ${run.changedPaths.join(", ") || "none"}.`,
     );
+  if (run.setup && run.setup.status !== "skipped")
+    parts.push(
+      `Setup ${run.setup.status}${run.setup.durationMs !== null ? ` in ${run.setup.durationMs} ms` : ""}${run.setup.cached ? " (restored from cache)" : ""}.`,
+    );
   if (run.error) parts.push(`Error ${run.error.code}: ${run.error.message}`);
+  if (run.error?.code === "setup_failed" && run.setup?.outputTail)
+    parts.push(`Setup output (tail):\n${run.setup.outputTail.slice(-1500)}`);
   if (run.draftPullRequest) parts.push(`Draft PR: ${run.draftPullRequest.url}`);
   if (run.summary) parts.push(`Summary:\n${run.summary}`);
   return parts.join("\n");

@@ -1,14 +1,20 @@
 /**
- * A run's environment as the rest of the engine sees it. The seam between setup (which runs
- * commands with the run's variables and records their output) and secrets (which hold the
- * values and mask them): `env` for every command of the run that may see its secrets (setup,
- * validation, the agent's shell), `mask` for every text recorded about the run.
+ * A run's environment at run time: the variables its commands (setup, validation, the agent's
+ * shell) see, and the masking applied to every text Patchbay shows from them. The engine's
+ * run parts take a {@link RunEnvironmentRuntime}; secrets (environment/secrets.ts) supply the
+ * real one, `plainEnvironment` is the one with no secrets.
  */
 import type { RunRecord } from "../run/schema.ts";
 
 export interface RunEnvironmentRuntime {
-  /** The run's secrets as environment variables (empty when it has none or its session ended). */
+  /** Variables added to the run's setup and validation commands (its secrets, by name). */
   env(run: RunRecord): Promise<Record<string, string>>;
-  /** `text` with every value of the run's secrets replaced by `[secret:NAME]`. */
+  /** `text` with every secret value of the run replaced (`[secret:NAME]`). */
   mask(text: string, run: RunRecord): string;
 }
+
+/** No variables, nothing to mask: a run without secrets. */
+export const plainEnvironment: RunEnvironmentRuntime = {
+  env: async () => ({}),
+  mask: (text) => text,
+};

@@ -25,6 +25,12 @@ export function describeEvent(ev: RunEvent): string {
       return `${head} error ${d.code}: ${clip(d.message)}`;
     case "log":
       return `${head} log: ${clip(d.message)}`;
+    case "setup.started":
+      return `${head} setup started: ${clip(d.commands.join(" && "))}`;
+    case "setup.cached":
+      return `${head} setup restored from cache ${d.key.slice(0, 12)}`;
+    case "setup.finished":
+      return `${head} setup ${d.status} in ${Math.round(d.durationMs)} ms${d.exitCode ? ` (exit ${d.exitCode})` : d.exitCode === null ? " (no exit code)" : ""}`;
   }
 }
 
@@ -44,6 +50,10 @@ export function describeStep(ev: RunEvent): string | undefined {
       return `edited ${d.path}`;
     case "error":
       return `error ${d.code}: ${d.message}`;
+    case "setup.cached":
+      return "setup restored from cache";
+    case "setup.finished":
+      return `setup ${d.status} (${Math.round(d.durationMs)} ms)`;
     default:
       return undefined;
   }

@@ -31,6 +31,17 @@ export const BuilderEventData = z.discriminatedUnion("kind", [
   }),
   z.object({ kind: z.literal("error"), code: z.string(), message: z.string() }),
   z.object({ kind: z.literal("log"), message: z.string() }),
+  /** The environment's setup began (before the agent's first prompt); its commands, as declared. */
+  z.object({ kind: z.literal("setup.started"), commands: z.array(z.string()) }),
+  /** Setup's cached layer was restored instead of running its commands. */
+  z.object({ kind: z.literal("setup.cached"), key: z.string() }),
+  z.object({
+    kind: z.literal("setup.finished"),
+    status: z.enum(["succeeded", "cached", "failed"]),
+    durationMs: z.number(),
+    /** The failing command's exit code (0 when every command passed or the cache served; null: timed out or never started). */
+    exitCode: z.number().int().nullable(),
+  }),
 ]);
 export type BuilderEventData = z.infer<typeof BuilderEventData>;
 

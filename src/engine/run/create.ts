@@ -153,6 +153,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(storedSecretNames.length ? { storedSecretNames } : {}),
           network: policy,
         },
+        setup: null,
         ...(extra.idempotencyKey
           ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }
           : {}),

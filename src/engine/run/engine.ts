@@ -9,6 +9,8 @@
  *   running --(cancel)--> cancelled
  */
 import type { Config } from "../../config.ts";
+import { createEnvironmentCache, type EnvironmentCache, type LayerInfo } from "../environment/cache.ts";
+import { createSetups } from "../environment/setup.ts";
 import { EngineError } from "../errors.ts";
 import { createEventBus, type EventBus } from "../events/bus.ts";
 import type { RunEvent } from "../events/schema.ts";
@@ -59,6 +61,8 @@ export interface EngineDeps {
   repositories?: RepositoryAccess;
   /** Commits, pushes and opens draft PRs after turns of `publish.mode: draft_pr` runs. Default: from the config. */
   publisher?: Publisher;
+  /** Setup's cache of layers. Default: `<dataDir>/cache/env`, bounded by PATCHBAY_ENV_CACHE_MAX_BYTES. */
+  envCache?: EnvironmentCache;
 }
 
 export interface GetRunOptions {
@@ -111,6 +115,10 @@ export interface Engine {
   readonly bus: Pick<EventBus, "onStatus">;
   /** The owners' stored secrets (`/api/v1/secrets`), which runs name in `environment.secretNames`. */
   readonly secrets: OwnerSecrets;
+  /** Setup's cached layers (admin): least recently used first. */
+  listEnvironments(): Promise<LayerInfo[]>;
+  /** Drop a cached layer (admin); environment_not_found when there is none. */
+  dropEnvironment(key: string): Promise<void>;
   /** Settle the runs a previous process left and start the session host. Call once, before serving. */
   recover(): Promise<void>;
   /**
@@ -138,6 +146,8 @@ export function createEngine(deps: EngineDeps): Engine {
   const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
   const grants = createGrants({ config, store, secrets: deps.secrets, log });
   const { host, gateway, secrets } = deps;
+  const envCache =
+    deps.envCache ?? createEnvironmentCache({ dataDir: config.dataDir, maxBytes: config.envCacheMaxBytes, log });
   const parts: RunParts = {
     config,
     store,
@@ -153,7 +163,8 @@ export function createEngine(deps: EngineDeps): Engine {
     closing,
   };
   const endings = createEndings(parts);
-  const turns = createTurns({ ...parts, repositories, publisher, endings });
+  const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings });
   const runs = createRunFactory({
     config,
     store,
@@ -189,6 +200,10 @@ export function createEngine(deps: EngineDeps): Engine {
   const engine: Engine = {
     bus,
     secrets: createOwnerSecrets({ store, box: deps.secrets, now }),
+    listEnvironments: () => envCache.list(),
+    async dropEnvironment(key) {
+      if (!(await envCache.drop(key))) throw new EngineError("environment_not_found", `no cached environment ${key}`);
+    },
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
       const run = await admission.serial(ownerId, async () => {

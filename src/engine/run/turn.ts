@@ -5,6 +5,7 @@
  * with the work done so far kept as the patch.
  */
 import type { AgentSession } from "../agent/agent.ts";
+import type { Setups } from "../environment/setup.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData } from "../events/schema.ts";
 import { applyPatch, computeDiff, type DiffResult, type GitRunner } from "../git/git.ts";
@@ -32,6 +33,7 @@ export interface Turns {
 }
 
 export interface TurnDeps extends RunParts {
+  setups: Setups;
   repositories: RepositoryAccess;
   publisher: Publisher;
   endings: Endings;
@@ -103,6 +105,8 @@ export function createTurns(deps: TurnDeps): Turns {
       baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
       baseRef: run.baseRef ?? sandbox.baseRef,
     });
+    // Before the prior patch: the cache is keyed by the files at the checked-out commit.
+    run = await deps.setups.prepare(run, sandbox, abort.signal);
     if (chainFrom) {
       const prior = await store.getBinaryPatch(chainFrom.id);
       if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
@@ -181,6 +185,9 @@ export function createTurns(deps: TurnDeps): Turns {
             baseSha: run.baseSha!,
             patch: diff.binaryPatch,
             signal,
+            env: { ...config.hostProxyEnv, ...(await deps.environment.env(run)) },
+            // Setup installed what the checks need; only runs from before setups install here.
+            install: run.setup == null,
             onLog: (message) => note({ kind: "log", message }),
             repair: async (p) => {
               const again = await turn(p);

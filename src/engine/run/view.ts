@@ -3,6 +3,7 @@
  * shared by REST and MCP. Derived from the stored record, never stored itself.
  */
 import * as z from "zod";
+import { SetupState } from "../environment/schema.ts";
 import { RunEvent } from "../events/schema.ts";
 import {
   DiffStats,
@@ -46,6 +47,8 @@ export const RunView = z.object({
   publish: PublishState,
   draftPullRequest: DraftPullRequest.nullable(),
   validation: ValidationResult.nullable(),
+  /** The environment's setup: run, restored from the cache, failed, or skipped (nothing to set up); null before the first turn reaches it. */
+  setup: SetupState.nullable(),
   error: RunError.nullable(),
   usage: Usage,
   chainedFrom: z.string().nullable(),
@@ -84,6 +87,7 @@ export function toRunView(
     publish: r.publish,
     draftPullRequest: r.draftPullRequest,
     validation: r.validation,
+    setup: r.setup ?? null,
     error: r.error,
     usage: r.usage,
     chainedFrom: r.chainedFrom,

@@ -136,6 +136,7 @@ export async function createBwrapProvider(opts: BwrapProviderOptions): Promise<S
     // Commands see the sandbox's own paths, bound from directories that a rename moves along.
     hostPaths: false,
     workdir: () => BWRAP_PATHS.workdir,
+    tmpdir: () => BWRAP_PATHS.tmp,
     // Hard links would share object files between the mirror and a workspace the sandbox may
     // write: copy them instead (the cost grows with the repository, the safety does not).
     // The workspace directory is the sandbox user's: root's git would call it dubious.

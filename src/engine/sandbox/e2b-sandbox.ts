@@ -7,14 +7,29 @@
  * running, for the next Patchbay process to `connect` to and take its OpenCode server back
  * by pid (`reconnect`).
  */
+import fs from "node:fs";
+import { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { ReadableStream as NodeReadableStream } from "node:stream/web";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { E2bProcess } from "./e2b-process.ts";
 import type { E2bCommandHandle, E2bSandboxHandle } from "./e2b-sdk.ts";
-import type { ExecOptions, ExecResult, ProcessHandle, Sandbox, SandboxResume } from "./sandbox.ts";
+import {
+  checkScratchName,
+  type ExecOptions,
+  type ExecResult,
+  type ProcessHandle,
+  type Sandbox,
+  type SandboxResume,
+} from "./sandbox.ts";
 
 /** Where things live inside the VM (E2B's default user is `user`). */
-export const E2B_PATHS = { workdir: "/home/user/repo", mirror: "/home/user/.patchbay/mirror.git" } as const;
+export const E2B_PATHS = {
+  workdir: "/home/user/repo",
+  mirror: "/home/user/.patchbay/mirror.git",
+  scratch: "/home/user/.patchbay/scratch",
+} as const;
 
 /** What every sandbox of one provider shares. */
 export interface E2bSandboxSettings {
@@ -39,6 +54,7 @@ export class E2bSandbox implements Sandbox {
   private warmTimer: NodeJS.Timeout | undefined;
   readonly listenHost = "0.0.0.0";
   readonly workdir = E2B_PATHS.workdir;
+  readonly scratchDir = E2B_PATHS.scratch;
   baseSha = "";
   baseRef = "";
   private killing: Promise<void> | undefined;
@@ -213,6 +229,33 @@ export class E2bSandbox implements Sandbox {
     // A process that is gone fails the connect: the caller learns it here, not at the first turn.
     await proc.started();
     return proc;
+  }
+
+  async copyOut(name: string, hostFile: string): Promise<void> {
+    this.alive();
+    checkScratchName(name);
+    this.touch();
+    try {
+      const stream = await this.handle.files.read(`${this.scratchDir}/${name}`, { format: "stream" });
+      await pipeline(
+        Readable.fromWeb(stream as NodeReadableStream<Uint8Array>),
+        fs.createWriteStream(hostFile, { flags: "wx", mode: 0o600 }),
+      );
+    } catch (e) {
+      throw new EngineError("sandbox_failed", `cannot read ${name} from the e2b sandbox: ${(e as Error).message}`);
+    }
+  }
+
+  async copyIn(hostFile: string, name: string): Promise<void> {
+    this.alive();
+    checkScratchName(name);
+    this.touch();
+    try {
+      // A Blob backed by the file: the SDK streams it, never holding a layer in memory.
+      await this.handle.files.write(`${this.scratchDir}/${name}`, await fs.openAsBlob(hostFile));
+    } catch (e) {
+      throw new EngineError("sandbox_failed", `cannot write ${name} into the e2b sandbox: ${(e as Error).message}`);
+    }
   }
 
   binaryPath(name: "opencode"): string | undefined {

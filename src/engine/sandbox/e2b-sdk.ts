@@ -25,6 +25,11 @@ export interface E2bSandboxHandle {
       opts: { timeoutMs?: number; onStdout?: (data: string) => void; onStderr?: (data: string) => void },
     ): Promise<E2bCommandHandle>;
   };
+  /** The VM's filesystem (files the engine moves in and out: setup's cache layers). */
+  files: {
+    read(path: string, opts: { format: "stream" }): Promise<ReadableStream<Uint8Array>>;
+    write(path: string, data: Blob): Promise<unknown>;
+  };
   getHost(port: number): string;
   /** Replace the VM's egress rules (E2B's network controls); the SDK's `updateNetwork`. */
   updateNetwork?(network: E2bNetworkRules): Promise<void>;

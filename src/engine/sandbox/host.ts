@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { pipeline } from "node:stream/promises";
 import { EngineError } from "../errors.ts";
 import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
 import { checkoutFromMirror, createMirrorCache } from "../git/mirror.ts";
@@ -29,6 +30,7 @@ import {
   writeStdin,
 } from "./process.ts";
 import {
+  checkScratchName,
   fillOrKill,
   type ExecOptions,
   type ExecResult,
@@ -68,6 +70,8 @@ export interface HostFlavor {
   readonly name: "local" | "bwrap";
   /** The workdir, as commands in the sandbox at `root` see it. */
   workdir(root: string): string;
+  /** The sandbox's `tmp/`, as its commands see it. */
+  tmpdir(root: string): string;
   /** How `argv` starts in the sandbox at `root`, in `cwd` (a path as the sandbox sees it). */
   command(root: string, argv: string[], cwd: string): HostCommand;
   /** Files the provider needs in a new sandbox directory besides `repo/`, `home/` and `tmp/`. */
@@ -298,6 +302,9 @@ class HostSandbox implements WarmSandbox, Sandbox {
   get baseSha(): string {
     return this._baseSha;
   }
+  get scratchDir(): string {
+    return this.init.flavor.tmpdir(this._root);
+  }
   get baseRef(): string {
     return this._baseRef;
   }
@@ -333,6 +340,38 @@ class HostSandbox implements WarmSandbox, Sandbox {
 
   binaryPath(name: "opencode"): string | undefined {
     return this.init.flavor.binaryPath?.(name);
+  }
+
+  async copyOut(name: string, hostFile: string): Promise<void> {
+    this.alive();
+    checkScratchName(name);
+    const file = path.join(this._root, "tmp", name);
+    // The directory is the sandbox's: what it put at `name` may be a link (to the host's files)
+    // or a FIFO. Open without following, without blocking, and read only a regular file.
+    let fh: fs.promises.FileHandle;
+    try {
+      fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    } catch (e) {
+      throw new EngineError("sandbox_failed", `cannot read ${name} from the sandbox: ${(e as Error).message}`);
+    }
+    try {
+      if (!(await fh.stat()).isFile()) throw new EngineError("sandbox_failed", `${name} in the sandbox is not a file`);
+      await pipeline(
+        fh.createReadStream({ autoClose: false }),
+        fs.createWriteStream(hostFile, { flags: "wx", mode: 0o600 }),
+      );
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async copyIn(hostFile: string, name: string): Promise<void> {
+    this.alive();
+    checkScratchName(name);
+    const file = path.join(this._root, "tmp", name);
+    // EXCL: a link the sandbox left at `name` is never written through.
+    await fs.promises.copyFile(hostFile, file, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+    await fs.promises.chmod(file, 0o644);
   }
 
   private alive(): void {

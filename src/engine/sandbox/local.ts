@@ -24,6 +24,7 @@ export function createLocalProvider(opts: LocalProviderOptions): SandboxProvider
     // at its old path: a server started there keeps its HOME.
     hostPaths: true,
     workdir: (root) => path.join(root, "repo"),
+    tmpdir: (root) => path.join(root, "tmp"),
     command: (root, argv, cwd) => ({
       file: argv[0]!,
       args: argv.slice(1),

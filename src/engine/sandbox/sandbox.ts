@@ -34,6 +34,14 @@ export async function fillOrKill(
   }
 }
 
+/** A file name {@link Sandbox.copyIn} and {@link Sandbox.copyOut} accept: one plain name, no path. */
+export const SCRATCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+export function checkScratchName(name: string): void {
+  if (!SCRATCH_NAME.test(name))
+    throw new EngineError("sandbox_failed", `${JSON.stringify(name)} is not a scratch file name`);
+}
+
 export interface ExecResult {
   exitCode: number;
   stdout: string;
@@ -135,6 +143,19 @@ export interface Sandbox {
   engineUrl(port: number): string;
   /** Address servers inside the sandbox listen on to be reachable by the engine (default 127.0.0.1). */
   readonly listenHost?: string;
+  /**
+   * A directory inside the sandbox, as its commands see it, through which the engine moves
+   * files in and out (setup's cache layers). The sandbox's user can write it.
+   */
+  readonly scratchDir: string;
+  /**
+   * Copy the regular file `name` in {@link scratchDir} to `hostFile` on Patchbay's host. A
+   * link, a directory or a missing file fails with sandbox_failed: nothing outside the file
+   * the sandbox made is ever read.
+   */
+  copyOut(name: string, hostFile: string): Promise<void>;
+  /** Copy `hostFile` into {@link scratchDir} as the new file `name`, readable by the sandbox's commands. */
+  copyIn(hostFile: string, name: string): Promise<void>;
   /** Path of a tool's binary inside the sandbox, when the provider ships its own (e.g. an E2B template). */
   binaryPath?(name: "opencode"): string | undefined;
   /** PIDs of host processes this sandbox holds (for cleanup after a crash). */

@@ -8,11 +8,14 @@
  *   `go build ./...`, `cargo check`, `python3 -m compileall`.
  * - test (`tests`): the test command: package.json `test`, pytest, `go test ./...`,
  *   `cargo test`, `make test`.
+ * The install step runs as the run's setup (see {@link planSetup}) before the agent starts;
+ * validation runs it only for runs stored before setups existed.
  * A `.patchbay.json` in the repository overrides any of the three:
  * `{"validation": {"install": [...], "check": [...], "test": [...]}}`, each entry a shell
  * string (run with `sh -c` inside the sandbox) or an argument array.
  */
 import * as z from "zod";
+import { SetupSpec } from "../environment/schema.ts";
 
 export type Stage = "install" | "check" | "test";
 
@@ -59,6 +62,87 @@ const PackageJson = z.object({
   devDependencies: z.record(z.string(), z.unknown()).optional(),
   packageManager: z.string().optional(),
 });
+
+/**
+ * What a run's setup runs, when the run names none: the repository's `.patchbay.json` `setup`
+ * (or else its `validation.install`), or else the install step detected from its files.
+ */
+export interface SetupPlan {
+  source: "repository" | "detected";
+  spec: SetupSpec;
+  /** Detected setups: the tool each command needs; a command whose tool is missing is skipped. */
+  requires?: string[];
+}
+
+/** Thrown by {@link planSetup} for a `.patchbay.json` whose `setup` does not parse. */
+export class InvalidSetupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "InvalidSetupError";
+  }
+}
+
+const RepoSetupConfig = z.object({ setup: z.unknown().optional() });
+
+/** Quote one argument for `sh -c`. */
+const shq = (a: string) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+
+/**
+ * The setup of a repository that declares none in the run: `.patchbay.json` `setup`, else its
+ * `validation.install`, else what {@link detectChecks} would install (npm/pnpm/yarn, cached by
+ * lockfile in `node_modules`), plus `pip install --user -r requirements.txt`, `go mod
+ * download` and `cargo fetch` (uncached: they install outside the workspace).
+ */
+export function planSetup(facts: RepoFacts): SetupPlan | undefined {
+  const text = facts.files[".patchbay.json"];
+  const declared = parseJson(RepoSetupConfig, text)?.setup;
+  if (declared !== undefined) {
+    const r = SetupSpec.safeParse(declared);
+    if (!r.success) {
+      const issue = r.error.issues[0]!;
+      throw new InvalidSetupError(
+        `.patchbay.json: setup${issue.path.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")}: ${issue.message}`,
+      );
+    }
+    return { source: "repository", spec: r.data };
+  }
+  const install = parseJson(RepoValidationConfig, text)?.validation?.install;
+  if (install?.length)
+    return {
+      source: "repository",
+      spec: { commands: install.map((e) => (typeof e === "string" ? e : e.map(shq).join(" "))) },
+    };
+
+  const has = (name: string) => facts.entries.includes(name);
+  const commands: string[] = [];
+  const requires: string[] = [];
+  let cache: SetupSpec["cache"];
+  const node = detectChecks({ entries: facts.entries, files: { "package.json": facts.files["package.json"] } }).find(
+    (c) => c.stage === "install",
+  );
+  if (node) {
+    commands.push(node.argv.map(shq).join(" "));
+    requires.push(node.requires!);
+    const lock = ["pnpm-lock.yaml", "yarn.lock", "package-lock.json"].find(has) ?? "package.json";
+    cache = { key: [lock], paths: ["node_modules"] };
+  }
+  if (has("requirements.txt")) {
+    // Debian's Python refuses --user installs without this (PEP 668); older pips ignore it.
+    commands.push("PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user -q -r requirements.txt");
+    requires.push("python3");
+  }
+  if (has("go.mod")) {
+    commands.push("go mod download");
+    requires.push("go");
+  }
+  if (has("Cargo.toml")) {
+    commands.push("cargo fetch");
+    requires.push("cargo");
+  }
+  if (commands.length === 0) return undefined;
+  // The cache holds the workspace's paths only: a setup that also installs elsewhere is not cached.
+  return { source: "detected", spec: { commands, ...(cache && commands.length === 1 ? { cache } : {}) }, requires };
+}
 
 /** npm's placeholder test script (`npm init`), which always fails: not a test command. */
 const NPM_PLACEHOLDER = /no test specified/;

@@ -4,8 +4,8 @@
  *
  * - `minimal`: nothing runs (`status: skipped`).
  * - `basic`: the turn's patch must apply cleanly to the base commit (`git apply --check`
- *   against a scratch index of the base), and the project's quick checks run (install when
- *   needed, then typecheck or build; see detect.ts).
+ *   against a scratch index of the base), and the project's quick checks run (typecheck or
+ *   build; see detect.ts) on what the run's setup installed.
  * - `tests`: `basic`, then the repository's test command. When a check or the tests fail,
  *   the agent gets one bounded chance to fix them in the same session (one more turn with the
  *   failing output), and everything runs once more. `commands` lists both attempts in order;
@@ -44,6 +44,13 @@ export interface ValidateTurnOptions {
   onLog?: (message: string) => void;
   signal?: AbortSignal;
   timeouts?: Partial<ValidationTimeouts>;
+  /** Variables every check sees (the run's environment: what its setup and the agent's shell see). */
+  env?: Record<string, string>;
+  /**
+   * Run the install stage (default true). False once the run's setup owns installing: the
+   * checks then use what setup installed.
+   */
+  install?: boolean;
 }
 
 type CommandResult = ValidationResult["commands"][number];
@@ -115,7 +122,9 @@ async function attempt(opts: ValidateTurnOptions, patch: string, timeouts: Valid
     if (r.exitCode !== 0) failed.push(r);
   }
 
-  const planned = detectChecks(await readFacts(sandbox)).filter((c) => STAGES_BY_MODE[opts.mode].includes(c.stage));
+  const planned = detectChecks(await readFacts(sandbox)).filter(
+    (c) => STAGES_BY_MODE[opts.mode].includes(c.stage) && (c.stage !== "install" || opts.install !== false),
+  );
   if (planned.length === 0) return { commands, failed, ran };
   const snapshot = await takeSnapshot(sandbox);
   try {
@@ -132,7 +141,7 @@ async function attempt(opts: ValidateTurnOptions, patch: string, timeouts: Valid
       }
       const timeoutMs =
         cmd.stage === "install" ? timeouts.installMs : cmd.stage === "check" ? timeouts.checkMs : timeouts.testMs;
-      const r = await runCommand(sandbox, cmd, timeoutMs);
+      const r = await runCommand(sandbox, cmd, timeoutMs, opts.env);
       ran = true;
       record(r);
       if (r.exitCode !== 0) {
@@ -147,11 +156,16 @@ async function attempt(opts: ValidateTurnOptions, patch: string, timeouts: Valid
   return { commands, failed, ran };
 }
 
-async function runCommand(sandbox: Sandbox, cmd: PlannedCommand, timeoutMs: number): Promise<CommandResult> {
+async function runCommand(
+  sandbox: Sandbox,
+  cmd: PlannedCommand,
+  timeoutMs: number,
+  env: Record<string, string> = {},
+): Promise<CommandResult> {
   const t0 = performance.now();
   let res: ExecResult;
   try {
-    res = await sandbox.exec(cmd.argv, { timeoutMs, env: { CI: "1" } });
+    res = await sandbox.exec(cmd.argv, { timeoutMs, env: { ...env, CI: "1" } });
   } catch (e) {
     return {
       command: cmd.label,
@@ -197,7 +211,8 @@ async function checkPatchApplies(sandbox: Sandbox, baseSha: string, patch: strin
   }
 }
 
-async function readFacts(sandbox: Sandbox): Promise<RepoFacts> {
+/** The workdir's top-level entries and the files detection reads (detect.ts). */
+export async function readFacts(sandbox: Sandbox): Promise<RepoFacts> {
   const ls = await sandbox.exec(["ls", "-A1"]);
   const entries = ls.exitCode === 0 ? ls.stdout.split("\n").filter(Boolean) : [];
   const files: RepoFacts["files"] = {};

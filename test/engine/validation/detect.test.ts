@@ -1,6 +1,6 @@
 /** Which checks a repository declares: detection from its files alone. */
 import { describe, expect, it } from "vitest";
-import { detectChecks } from "../../../src/engine/validation/detect.ts";
+import { detectChecks, InvalidSetupError, planSetup } from "../../../src/engine/validation/detect.ts";
 
 const labels = (entries: string[], files: Record<string, string> = {}) =>
   detectChecks({ entries, files }).map((c) => `${c.stage}: ${c.label}`);
@@ -56,5 +56,65 @@ describe("validation command detection", () => {
       ["test", "make check-all", ["sh", "-c", "make check-all"]],
       ["test", "node t.js", ["node", "t.js"]],
     ]);
+  });
+});
+
+describe("setup planning (the install step, run before the agent starts)", () => {
+  const pkg = JSON.stringify({ dependencies: { "left-pad": "1.3.0" } });
+
+  it("a repository's .patchbay.json setup wins over its validation.install and over detection", () => {
+    const setup = { commands: ["npm ci"], cache: { key: ["package-lock.json"], paths: ["node_modules"] } };
+    const files = {
+      ".patchbay.json": JSON.stringify({ setup, validation: { install: ["make deps"] } }),
+      "package.json": pkg,
+    };
+    expect(planSetup({ entries: [".patchbay.json", "package.json"], files })).toEqual({
+      source: "repository",
+      spec: setup,
+    });
+    const onlyInstall = JSON.stringify({ validation: { install: ["make deps", ["sh", "-c", "echo it's"]] } });
+    expect(planSetup({ entries: [".patchbay.json"], files: { ".patchbay.json": onlyInstall } })).toEqual({
+      source: "repository",
+      spec: { commands: ["make deps", `sh -c 'echo it'\\''s'`] },
+    });
+  });
+
+  it("an invalid .patchbay.json setup is an error naming the field, not a silent skip", () => {
+    const files = { ".patchbay.json": JSON.stringify({ setup: { commands: [], cache: { key: ["../x"] } } }) };
+    expect(() => planSetup({ entries: [".patchbay.json"], files })).toThrow(InvalidSetupError);
+    expect(() => planSetup({ entries: [".patchbay.json"], files })).toThrow(/^\.patchbay\.json: setup\.commands/);
+  });
+
+  it("detects npm, pnpm and yarn installs cached by their lockfile in node_modules", () => {
+    expect(planSetup({ entries: ["package.json", "package-lock.json"], files: { "package.json": pkg } })).toEqual({
+      source: "detected",
+      spec: {
+        commands: ["npm ci --no-audit --no-fund"],
+        cache: { key: ["package-lock.json"], paths: ["node_modules"] },
+      },
+      requires: ["npm"],
+    });
+    expect(planSetup({ entries: ["package.json", "pnpm-lock.yaml"], files: { "package.json": pkg } })?.spec).toEqual({
+      commands: ["pnpm install --frozen-lockfile"],
+      cache: { key: ["pnpm-lock.yaml"], paths: ["node_modules"] },
+    });
+    // Nothing to install: no dependencies, or node_modules is in the repository.
+    expect(planSetup({ entries: ["package.json"], files: { "package.json": "{}" } })).toBeUndefined();
+    expect(planSetup({ entries: ["package.json", "node_modules"], files: { "package.json": pkg } })).toBeUndefined();
+  });
+
+  it("pip, go and cargo installs run uncached; mixed with npm, nothing is cached", () => {
+    const plan = planSetup({
+      entries: ["package.json", "yarn.lock", "requirements.txt", "go.mod", "Cargo.toml"],
+      files: { "package.json": pkg },
+    })!;
+    expect(plan.spec.cache).toBeUndefined();
+    expect(plan.spec.commands).toEqual([
+      "yarn install --frozen-lockfile",
+      "PIP_BREAK_SYSTEM_PACKAGES=1 python3 -m pip install --user -q -r requirements.txt",
+      "go mod download",
+      "cargo fetch",
+    ]);
+    expect(plan.requires).toEqual(["yarn", "python3", "go", "cargo"]);
   });
 });

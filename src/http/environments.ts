@@ -1,0 +1,55 @@
+/**
+ * Admin routes for setup's cache (`/api/v1/environments`): the cached layers, and dropping
+ * one (the next run with its key runs setup again). Handlers only call the engine.
+ */
+import * as z from "zod";
+import type { Engine } from "../engine/index.ts";
+import { ErrorBody } from "./errors.ts";
+import type { ResponseSpec, RouteSpec } from "./routes.ts";
+
+export const EnvironmentLayer = z.object({
+  key: z.string().meta({ description: "The cache key (`setup.key` on the runs that used it)" }),
+  bytes: z.number().int(),
+  lastUsedAt: z.string().meta({ description: "When a run last saved or restored it" }),
+});
+export const EnvironmentList = z.object({ environments: z.array(EnvironmentLayer) });
+export const EnvironmentKeyParams = z.object({ key: z.string().meta({ description: "Cache key" }) }).strict();
+
+const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
+const AUTH_ERRORS = {
+  401: err("Missing, invalid or revoked API key"),
+  403: err("The key lacks the admin scope"),
+  429: err("Rate limit reached"),
+};
+
+export function environmentRoutes({ engine }: { engine: Engine }): RouteSpec[] {
+  return [
+    {
+      method: "get",
+      path: "/api/v1/environments",
+      scope: "admin",
+      tag: "environments",
+      summary: "List cached setup layers",
+      description:
+        "Every layer the setup cache holds, least recently used first (the first to go when PATCHBAY_ENV_CACHE_MAX_BYTES is reached).",
+      responses: { 200: { description: "The layers", schema: EnvironmentList }, ...AUTH_ERRORS },
+      async handler(req, res) {
+        res.json({ environments: await engine.listEnvironments() } satisfies z.infer<typeof EnvironmentList>);
+      },
+    },
+    {
+      method: "delete",
+      path: "/api/v1/environments/:key",
+      scope: "admin",
+      tag: "environments",
+      summary: "Drop a cached setup layer",
+      description: "The next run with this key runs its setup again. A run restoring it at this moment keeps its copy.",
+      params: EnvironmentKeyParams,
+      responses: { 204: { description: "Dropped" }, ...AUTH_ERRORS, 404: err("No such layer") },
+      async handler(req, res) {
+        await engine.dropEnvironment(String(req.params.key));
+        res.status(204).end();
+      },
+    },
+  ];
+}
