@@ -4,7 +4,6 @@
  */
 import path from "node:path";
 import * as z from "zod";
-import { NetworkPolicy } from "./engine/environment/schema.ts";
 
 /** PATH when the environment has none; also the default of the parts that take a PATH. */
 export const DEFAULT_HOST_PATH = "/usr/local/bin:/usr/bin:/bin";
