@@ -44,9 +44,12 @@ export type TaskKind = z.infer<typeof TaskKind>;
 export const ValidationMode = z.enum(["basic", "tests", "minimal"]);
 export type ValidationMode = z.infer<typeof ValidationMode>;
 
+export const PublishMode = z.enum(["draft_pr", "none"]);
+export type PublishMode = z.infer<typeof PublishMode>;
+
 export const PublishInput = z
   .object({
-    mode: z.enum(["draft_pr", "none"]).default("none"),
+    mode: PublishMode.default("none").describe("`draft_pr` pushes a branch and opens or updates a draft pull request"),
     branch: GitRefInput.optional(),
     allowExistingBranch: z
       .boolean()
@@ -57,6 +60,15 @@ export const PublishInput = z
   })
   .strict();
 export type PublishInput = z.infer<typeof PublishInput>;
+
+/**
+ * A message's `publish`: a change to the run's settings, so what it leaves out is kept (no
+ * default `mode`: naming only `branch` must not switch publishing off).
+ */
+export const PublishUpdate = PublishInput.extend({
+  mode: PublishMode.optional().describe("Default: the run's current mode"),
+});
+export type PublishUpdate = z.infer<typeof PublishUpdate>;
 
 export const BillingInput = z
   .object({
@@ -117,7 +129,8 @@ export type CreateRunInput = z.infer<typeof CreateRunInput>;
 export const MessageInput = z
   .object({
     prompt: Prompt.optional(),
-    publish: PublishInput.optional(),
+    /** Merged into the run's publish settings: only the fields it names change. */
+    publish: PublishUpdate.optional(),
     /**
      * How a chained run (a message to an ended or expired run) is billed; without it the
      * chained run keeps the prior run's mode. Ignored when the session continues.
