@@ -85,7 +85,8 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
     const started = JSON.parse(stdout) as RunView;
     expect(started.status).toBe("running");
     expect(started.turnCount).toBe(1);
-    expect(started.repository).toMatchObject({ fullName: "acme/web", owner: "acme", name: "web" });
+    // GitHub's id, as the number GitHub gives (the server has a GitHub token here).
+    expect(started.repository).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: 1 });
     expect(started.modelId).toBe("anthropic/claude-sonnet-4.6");
     expect(started.validationMode).toBe("tests");
     expect(started.publish.mode).toBe("draft_pr");

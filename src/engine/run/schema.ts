@@ -169,14 +169,23 @@ export const Usage = z.object({
 });
 export type Usage = z.infer<typeof Usage>;
 
+/** GitHub's repository id: a number, as GitHub's own API gives it. */
+const GitHubRepositoryId = z.number().int().positive();
+
 export const RepositoryRef = z.object({
-  fullName: RepositoryFullName,
+  fullName: RepositoryFullName.describe("`owner/name`"),
   owner: z.string(),
   name: z.string(),
-  /** GitHub's numeric repository id, when known. */
-  id: z.string().optional(),
+  id: GitHubRepositoryId.optional().describe(
+    "GitHub's numeric repository id. Present when the server has GitHub credentials (GITHUB_TOKEN or a GitHub App) or has seen the id before; absent for a repository reached without them",
+  ),
 });
 export type RepositoryRef = z.infer<typeof RepositoryRef>;
+
+/** A run's repository as stored: runs stored before the id was a number hold it as a decimal string. */
+const StoredRepositoryRef = RepositoryRef.extend({
+  id: z.union([GitHubRepositoryId, z.string().regex(/^\d+$/).transform(Number)]).optional(),
+});
 
 export const DraftPullRequest = z.object({
   number: z.number().int(),
@@ -217,7 +226,7 @@ export const RunRecord = z.object({
   id: z.string(),
   ownerId: z.string(),
   status: RunStatus,
-  repository: RepositoryRef,
+  repository: StoredRepositoryRef,
   modelId: z.string(),
   taskKind: TaskKind,
   baseRef: z.string().optional(),
