@@ -101,10 +101,16 @@ export const CreateRunInput = z
       .max(200)
       .regex(/^[\w.:/@-]+$/, "is not a model id")
       .optional(),
-    taskKind: TaskKind.optional(),
+    taskKind: TaskKind.optional().meta({
+      default: "code",
+      description: "`code` changes the repository; `plan` only answers with a plan",
+    }),
     baseRef: GitRefInput.optional(),
     gitCheckoutRef: GitRefInput.optional(),
-    validationMode: ValidationMode.optional(),
+    validationMode: ValidationMode.optional().meta({
+      default: "basic",
+      description: "Which checks run after a turn: `basic`, `tests` or `minimal`",
+    }),
     publish: PublishInput.optional(),
     billing: BillingInput.optional(),
     /** Setup, secrets and network policy (see environment/schema.ts). */
