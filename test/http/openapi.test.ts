@@ -146,4 +146,18 @@ describe("the OpenAPI document", () => {
           `${m} ${p}`,
         ).toBe(true);
   });
+
+  it("the README's client guide opens with what the reference leaves unclear: idle, ending sessions, the cap, run.status", () => {
+    const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
+    const guide = readme.slice(readme.indexOf("### Client guide")).split("\n").slice(0, 16).join("\n");
+    for (const said of [
+      "until `status` is `idle`",
+      "`idle` is not\n  terminal",
+      "endSession",
+      "sessionExpiresAt",
+      "Idle runs count toward the active-run cap",
+      "`run.status` comes on every change",
+    ])
+      expect(guide).toContain(said);
+  });
 });
