@@ -81,7 +81,7 @@ export async function seedStore(opts: SeedOptions): Promise<Seeded> {
   const ownerId = opts.ownerId ?? "owner-bench";
   const store = await createLowdbStore({ dataDir: opts.dataDir });
   try {
-    const { key } = await createKeyService({ store }).create({
+    const { key } = await createKeyService({ store, defaultOwnerId: ownerId }).create({
       name: "bench",
       ownerId,
       scopes: ["read:builder", "write:builder"],

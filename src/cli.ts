@@ -13,8 +13,10 @@ const USAGE = `Usage: patchbay <command> [options]
 Commands:
   serve                                  REST API, /mcp and health routes on PATCHBAY_HOST:PORT
   mcp                                    MCP over stdio (engine in-process)
-  keys create --name NAME [--scopes read:builder,write:builder] [--owner ID] [--repos owner/*,org/name]
+  keys create --name NAME [--scopes read:builder,write:builder] [--owner NAME] [--repos owner/*,org/name]
                                          create an API key; prints the key alone on stdout
+                                         (--owner: the user it acts as, default PATCHBAY_LOCAL_OWNER;
+                                         keys of one owner see the same runs)
                                          (--repos: the only repositories it may start runs on)
   keys list                              list keys (never the keys themselves)
   keys revoke ID                         revoke a key

@@ -164,7 +164,10 @@ const SETTINGS = {
   gatewayMaxTokens: setting("PATCHBAY_GATEWAY_MAX_TOKENS", z.coerce.number().int().min(1).default(32_000)),
   host: setting("PATCHBAY_HOST", z.string().min(1).default("127.0.0.1")),
   port: setting("PORT", z.coerce.number().int().min(0).max(65535).default(8787)),
-  /** Owner of runs started without an API key (`patchbay mcp`, `patchbay run`). */
+  /**
+   * The instance's user: owner of runs started without an API key (`patchbay mcp`, `patchbay run`)
+   * and of keys created without `--owner`/`ownerId`, so all of them see the same runs.
+   */
   localOwner: setting("PATCHBAY_LOCAL_OWNER", z.string().min(1).default("local")),
   /**
    * bwrap under a root Patchbay: the host user (`uid` or `uid:gid`) the sandbox's processes run

@@ -86,7 +86,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     cleanups.unshift(() => engine.close());
     // Before serving: settle what a previous process left, then start the host (reap, pool fill).
     await engine.recover();
-    const keys = createKeyService({ store });
+    const keys = createKeyService({ store, defaultOwnerId: config.localOwner });
     let closed: Promise<void> | undefined;
     return {
       config,

@@ -14,8 +14,8 @@ import type { Config } from "../config.ts";
 import type { Engine, KeyService, Logger } from "../engine/index.ts";
 import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
-import { errorHandler, sendError } from "./errors.ts";
 import { environmentRoutes } from "./environments.ts";
+import { ErrorBody, errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
 import { secretRoutes } from "./secrets.ts";
 import { createRateLimit } from "./limits.ts";
@@ -65,6 +65,8 @@ export interface HttpAppDeps {
 }
 
 const EmptyQuery = z.object({}).strict();
+/** Every route refuses query parameters it does not declare. */
+const UNKNOWN_QUERY = { description: "Unknown query parameter", schema: ErrorBody };
 
 /** The public routes: health, readiness, the OpenAPI document and its HTML rendering. */
 export function metaRoutes(
@@ -80,7 +82,7 @@ export function metaRoutes(
       tag: "meta",
       summary: "Liveness",
       description: "Answers 200 while the process serves HTTP.",
-      responses: { 200: { description: "Alive", schema: ok } },
+      responses: { 200: { description: "Alive", schema: ok }, 400: UNKNOWN_QUERY },
       handler(_req, res) {
         res.json({ ok: true });
       },
@@ -94,7 +96,8 @@ export function metaRoutes(
       description: "Answers 200 when the engine accepts runs, 503 while starting or shutting down.",
       responses: {
         200: { description: "Ready", schema: z.object({ ready: z.literal(true) }) },
-        503: { description: "Not ready" },
+        400: UNKNOWN_QUERY,
+        503: { description: "Not ready", schema: ErrorBody },
       },
       async handler(_req, res) {
         if (await isReady()) res.json({ ready: true });
@@ -107,7 +110,10 @@ export function metaRoutes(
       scope: "public",
       tag: "meta",
       summary: "This API as OpenAPI 3.1",
-      responses: { 200: { description: "The OpenAPI document", schema: z.record(z.string(), z.unknown()) } },
+      responses: {
+        200: { description: "The OpenAPI document", schema: z.record(z.string(), z.unknown()) },
+        400: UNKNOWN_QUERY,
+      },
       handler(_req, res) {
         res.json(getDoc());
       },
@@ -119,7 +125,7 @@ export function metaRoutes(
       tag: "meta",
       summary: "This API as an HTML page",
       description: "A self-contained page rendering the OpenAPI document (no scripts, works offline).",
-      responses: { 200: { description: "HTML", contentType: "text/html", schema: z.string() } },
+      responses: { 200: { description: "HTML", contentType: "text/html", schema: z.string() }, 400: UNKNOWN_QUERY },
       handler(_req, res) {
         res.type("html").send(renderDocsPage(getDoc()));
       },

@@ -46,8 +46,9 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
       tag: "keys",
       summary: "Create an API key",
       description:
-        "Creates a key with `scopes` (default `read:builder`, `write:builder`). Without `ownerId` the key gets a new owner and sees only its own runs; " +
-        "with the `ownerId` of an existing key it acts as that owner. The key is in the answer once and is stored only as a hash.",
+        "Creates a key with `scopes` (default `read:builder`, `write:builder`). A key acts as its owner: keys of one owner see the same runs. " +
+        "Without `ownerId` the key belongs to the instance's owner (`PATCHBAY_LOCAL_OWNER`, default `local`); give another `ownerId` for another tenant, " +
+        "whose keys see only that tenant's runs. The key is in the answer once and is stored only as a hash.",
       body: CreateKeyInput,
       bodyRequired: true,
       responses: {

@@ -4,7 +4,7 @@
  * OpenAPI 3.1 uses). Also a self-contained HTML page that renders it (no CDN, works offline).
  */
 import * as z from "zod";
-import { CreateRunInput, MessageInput } from "../engine/run/schema.ts";
+import { BillingInput, CreateRunInput, MessageInput } from "../engine/run/schema.ts";
 import { RunView } from "../engine/run/view.ts";
 import { RunEvent } from "../engine/events/schema.ts";
 import { ErrorBody } from "./errors.ts";
@@ -21,8 +21,48 @@ const NAMED: [string, z.ZodType][] = [
   ["Error", ErrorBody],
 ];
 
+/**
+ * What zod refinements check, written as JSON Schema and added wherever the schema appears (zod
+ * cannot render a refinement; a generated client or validator reads these). Only here, not on
+ * the schemas: MCP clients refuse a tool input schema with a top-level `anyOf`.
+ */
+const REFINEMENTS = new Map<z.ZodType, JsonSchema>([
+  [
+    CreateRunInput,
+    {
+      anyOf: [{ required: ["repository"] }, { required: ["repositoryFullName"] }, { required: ["repositoryId"] }],
+      description: "One of `repository`, `repositoryFullName` or `repositoryId` is required.",
+    },
+  ],
+  [
+    BillingInput,
+    {
+      if: { properties: { mode: { const: "openrouter" } }, required: ["mode"] },
+      then: { required: ["openRouterApiKey"], properties: { openRouterApiKey: { type: "string", minLength: 1 } } },
+      description: "`openRouterApiKey` is required when `mode` is `openrouter`.",
+    },
+  ],
+]);
+
 function jsonSchema(schema: z.ZodType, io: "input" | "output"): JsonSchema {
-  const out = z.toJSONSchema(schema, { io, unrepresentable: "any", target: "draft-2020-12" }) as JsonSchema;
+  const out = z.toJSONSchema(schema, {
+    io,
+    unrepresentable: "any",
+    target: "draft-2020-12",
+    override({ zodSchema, jsonSchema: js }) {
+      const def = zodSchema._zod.def;
+      // A number read from text (a query value, a header) is documented as the number it is.
+      if (io === "input" && def.type === "pipe" && def.out._zod.def.type === "number") {
+        const { $schema: _s, ...asNumber } = z.toJSONSchema(def.out as unknown as z.ZodType, {
+          io: "output",
+        }) as JsonSchema;
+        for (const k of ["type", "pattern", "minLength", "maxLength", "format"]) delete js[k];
+        Object.assign(js, asNumber);
+      }
+      const extra = REFINEMENTS.get(zodSchema as unknown as z.ZodType);
+      if (extra) Object.assign(js, extra);
+    },
+  }) as JsonSchema;
   delete out.$schema;
   return out;
 }
@@ -110,6 +150,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
     info: {
       title: info.title ?? "Patchbay Coding Agent API",
       version: info.version,
+      license: { name: "MIT", identifier: "MIT" },
       description:
         info.description ??
         "Prompt in, sandboxed OpenCode agent run, patch and optional draft pull request out. Wire-compatible with the hosted Coding Agent API: " +

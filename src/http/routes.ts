@@ -50,7 +50,8 @@ export const QueryFlag = z
 export const DecimalId = z
   .string()
   .regex(/^\d{1,15}$/, "must be a non-negative integer")
-  .transform(Number);
+  .transform(Number)
+  .pipe(z.number().int().min(0));
 
 /** Express path `/a/:id` as OpenAPI `/a/{id}`. */
 export function openApiPath(path: string): string {

@@ -3,13 +3,20 @@
  * the real engine. Runs here fail fast (unknown ref) so no OpenCode starts, except the one
  * run that holds the active-run cap.
  */
+import { execFile } from "node:child_process";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import express from "express";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createHttpApp, declaredRoutes } from "../../src/http/app.ts";
+import { tempDir, waitFor } from "../helpers.ts";
 import { LOADED } from "../support/harness.ts";
 import { serveApp, serveHarness, type HttpHarness, type Keys } from "../support/http.ts";
 
 const API = "/api/v1/coding-agent";
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+const run$ = promisify(execFile);
 let h: HttpHarness;
 let runId: string;
 
@@ -209,6 +216,57 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
     for (const repos of [["acme"], ["https://github.com/acme/*"], []]) {
       const bad = await h.api("POST", "/api/v1/keys", { key: h.keys.admin, body: { name: "bad", repos } });
       expect(bad.status, JSON.stringify(repos)).toBe(400);
+    }
+  });
+
+  it("keys made by `patchbay keys create` act as one user and see each other's runs; --owner makes another tenant", async () => {
+    // The real CLI, before a server opens the data dir (it belongs to one process at a time).
+    const dataDir = tempDir("cli-keys");
+    const cli = async (...args: string[]) =>
+      (
+        await run$(process.execPath, ["bin/patchbay.mjs", "keys", "create", ...args], {
+          cwd: ROOT,
+          env: {
+            PATH: process.env.PATH ?? "/usr/bin:/bin",
+            HOME: process.env.HOME ?? "/tmp",
+            PATCHBAY_DATA_DIR: dataDir,
+          },
+        })
+      ).stdout.trim();
+    const laptop = await cli("--name", "laptop");
+    const ci = await cli("--name", "ci");
+    const tenant = await cli("--name", "tenant", "--owner", "acme-team");
+    const other = await h.openAnother({ PATCHBAY_DATA_DIR: dataDir });
+    const served = await serveApp(other);
+    try {
+      const api = (method: string, p: string, key: string, body?: unknown) =>
+        h.api(method, `${served.base}${p}`, { key, ...(body ? { body } : {}) });
+      // Fails fast on the unknown ref: a real run record, no OpenCode.
+      const created = await api("POST", `${API}/runs`, laptop, {
+        repository: "acme/web",
+        prompt: "x",
+        baseRef: "no-such-branch",
+      });
+      expect(created.status).toBe(201);
+      const id = created.json.id as string;
+      expect((await api("GET", `${API}/runs/${id}`, ci)).status).toBe(200);
+      expect((await api("GET", `${API}/runs`, ci)).json.runs.map((r: { id: string }) => r.id)).toEqual([id]);
+      expect((await api("GET", `${API}/runs/${id}`, tenant)).status).toBe(404);
+      expect((await api("GET", `${API}/runs`, tenant)).json.runs).toEqual([]);
+      // The admin route does the same: no ownerId is the instance's user, an ownerId another tenant.
+      const admin = (await other.keys.create({ name: "admin", scopes: ["admin"] })).key;
+      const viaRoute = await api("POST", "/api/v1/keys", admin, { name: "route" });
+      expect(viaRoute.json.apiKey.ownerId).toBe("local");
+      expect((await api("GET", `${API}/runs/${id}`, viaRoute.json.key)).status).toBe(200);
+      const teamKey = await api("POST", "/api/v1/keys", admin, { name: "team", ownerId: "acme-team" });
+      expect((await api("GET", `${API}/runs/${id}`, teamKey.json.key)).status).toBe(404);
+      await waitFor(async () => (await api("GET", `${API}/runs/${id}`, ci)).json.status === "failed" || undefined, {
+        timeoutMs: LOADED.turnWaitMs,
+        what: "the CLI key's run to fail",
+      });
+    } finally {
+      await served.close();
+      await other.close();
     }
   });
 });

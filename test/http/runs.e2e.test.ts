@@ -85,7 +85,8 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
     const started = JSON.parse(stdout) as RunView;
     expect(started.status).toBe("running");
     expect(started.turnCount).toBe(1);
-    expect(started.repository).toMatchObject({ fullName: "acme/web", owner: "acme", name: "web" });
+    // GitHub's id, as the number GitHub gives (the server has a GitHub token here).
+    expect(started.repository).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: 1 });
     expect(started.modelId).toBe("anthropic/claude-sonnet-4.6");
     expect(started.validationMode).toBe("tests");
     expect(started.publish.mode).toBe("draft_pr");
@@ -343,5 +344,52 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
     expect((await h.api("GET", `${API}/runs`, { key: h.keys.other })).json.runs).toEqual([]);
     const models = await h.api("GET", `${API}/models`);
     expect(models.json).toEqual({ defaultModel: "anthropic/claude-sonnet-4.6", models: [] });
+  });
+
+  it("a follow-up naming only publish.branch keeps the draft PR moving: a message's publish merges into the run's, live or chained", async () => {
+    // Each turn writes a file named after its prompt, so every turn has changes to publish.
+    const writeStep = {
+      respond: (req: { lastUser: string }) => ({
+        toolCalls: [{ name: "write", args: { filePath: `turn-${req.lastUser.length}.txt`, content: "x\n" } }],
+      }),
+    };
+    h.model.script("test/publish-merge", [
+      [writeStep, { text: "Wrote a file." }],
+      [writeStep, { text: "Wrote another." }],
+    ]);
+    const created = await h.api("POST", `${API}/runs`, {
+      body: {
+        repository: "acme/web",
+        prompt: "first",
+        modelId: "test/publish-merge",
+        publish: { mode: "draft_pr", branch: "patchbay/merge-first" },
+      },
+    });
+    expect(created.status).toBe(201);
+    const id = created.json.id as string;
+    const first = await pollUntilSettled(id);
+    expect(first.draftPullRequest).toMatchObject({ branch: "patchbay/merge-first" });
+
+    const followUp = await h.api("POST", `${API}/runs/${id}/messages`, {
+      body: { prompt: "second turn", publish: { branch: "patchbay/merge-second" } },
+    });
+    expect(followUp.status).toBe(202);
+    expect(followUp.json.publish).toMatchObject({ mode: "draft_pr", branch: "patchbay/merge-second" });
+    const second = await pollUntilSettled(id);
+    expect(second.publish.mode).toBe("draft_pr");
+    expect(second.draftPullRequest).toMatchObject({ branch: "patchbay/merge-second" });
+    expect(second.draftPullRequest!.headSha).not.toBe(first.draftPullRequest!.headSha);
+
+    expect((await h.api("POST", `${API}/runs/${id}/messages`, { body: { endSession: true } })).status).toBe(200);
+    const chained = await h.api("POST", `${API}/runs/${id}/messages`, {
+      body: { prompt: "third, chained", publish: { branch: "patchbay/merge-third" } },
+    });
+    expect(chained.status).toBe(201);
+    expect(chained.json.publish).toMatchObject({ mode: "draft_pr", branch: "patchbay/merge-third" });
+    const third = await pollUntilSettled(chained.json.id);
+    expect(third.draftPullRequest).toMatchObject({ branch: "patchbay/merge-third" });
+    const heads = (h.github!.pulls.get("acme/web") ?? []).map((p) => p.head);
+    expect(heads).toEqual(expect.arrayContaining(["patchbay/merge-second", "patchbay/merge-third"]));
+    await h.api("POST", `${API}/runs/${chained.json.id}/messages`, { body: { endSession: true } });
   });
 });

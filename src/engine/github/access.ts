@@ -105,7 +105,7 @@ export function createRepositoryAccess(
   const split = (fullName: string) => fullName.split("/") as [string, string];
   const refOf = (fullName: string, id?: string | number): RepositoryRef => {
     const [owner, name] = split(fullName);
-    return { fullName, owner, name, ...(id !== undefined ? { id: String(id) } : {}) };
+    return { fullName, owner, name, ...(id !== undefined ? { id: Number(id) } : {}) };
   };
 
   async function remember(data: {

@@ -18,7 +18,14 @@ const MAX_KEY_LENGTH = 200;
 export const CreateKeyInput = z
   .object({
     name: z.string().trim().min(1, "name must not be empty").max(100),
-    ownerId: z.string().min(1).max(100).optional(),
+    ownerId: z
+      .string()
+      .min(1)
+      .max(100)
+      .optional()
+      .describe(
+        "The user the key acts as (keys of one owner see the same runs); default the instance's owner, PATCHBAY_LOCAL_OWNER",
+      ),
     scopes: ApiKeyRecord.shape.scopes.min(1, "at least one scope is required").optional(),
     /** Repositories the key may start runs on (`owner/name`, `owner/*`); leave out for any. */
     repos: ApiKeyRecord.shape.repos,
@@ -33,7 +40,10 @@ export interface CreatedKey {
 }
 
 export interface KeyService {
-  /** Issue a key. `ownerId` defaults to a new owner, so the key sees only its own runs. */
+  /**
+   * Issue a key. A key acts as its owner: every key of one owner sees the same runs. `ownerId`
+   * defaults to the instance's owner (`defaultOwnerId`); another `ownerId` is another tenant.
+   */
   create(input: CreateKeyInput): Promise<CreatedKey>;
   /** The key's record if it is valid and not revoked, else undefined. */
   verify(key: string): Promise<ApiKeyRecord | undefined>;
@@ -46,11 +56,13 @@ export interface KeyService {
 
 export interface KeyServiceOptions {
   store: RunStore;
+  /** Owner of keys created without one: the instance's user (`PATCHBAY_LOCAL_OWNER`). */
+  defaultOwnerId: string;
   /** Default: the system clock. */
   clock?: () => Date;
 }
 
-export function createKeyService({ store, clock = () => new Date() }: KeyServiceOptions): KeyService {
+export function createKeyService({ store, defaultOwnerId, clock = () => new Date() }: KeyServiceOptions): KeyService {
   return {
     async create(input) {
       const parsed = CreateKeyInput.safeParse(input);
@@ -63,7 +75,7 @@ export function createKeyService({ store, clock = () => new Date() }: KeyService
       const record: ApiKeyRecord = {
         id: `key_${crypto.randomBytes(9).toString("base64url")}`,
         name,
-        ownerId: ownerId ?? `own_${crypto.randomBytes(9).toString("base64url")}`,
+        ownerId: ownerId ?? defaultOwnerId,
         hash: hashKey(key),
         // Enough to tell keys apart in a list, far too little to guess the rest (40 of 256 bits).
         prefix: key.slice(0, KEY_PREFIX.length + 8),

@@ -15,6 +15,7 @@ import type { RunSecrets } from "../environment/secrets.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
 import { MODEL_KEY_SECRET } from "./grant.ts";
+import { mergePublish } from "./message.ts";
 import type { CreateRunInput, MessageInput, RunRecord, TurnRecord } from "./schema.ts";
 import type { RunWriter } from "./writer.ts";
 
@@ -180,6 +181,8 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
     },
 
     chained(prior, turns, message) {
+      // The message's publish changes the prior run's settings; what it leaves out carries over.
+      const publish = message.publish ? mergePublish(prior.publish, message.publish) : prior.publish;
       const input: CreateRunInput = {
         repository: prior.repository.fullName,
         prompt: message.prompt!,
@@ -187,10 +190,10 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         taskKind: prior.taskKind,
         ...(prior.baseRef ? { baseRef: prior.baseRef } : {}),
         validationMode: prior.validationMode,
-        publish: message.publish ?? {
-          mode: prior.publish.mode,
-          ...(prior.publish.branch ? { branch: prior.publish.branch } : {}),
-          ...(prior.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
+        publish: {
+          mode: publish.mode,
+          ...(publish.branch ? { branch: publish.branch } : {}),
+          ...(publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
         billing: chainedBilling(prior, message),
         // The run's own secrets ended with its session (as its model key did); stored ones are named again.

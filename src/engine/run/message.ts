@@ -9,7 +9,7 @@ import type { Admission } from "./admission.ts";
 import type { RunFactory } from "./create.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
-import type { MessageInput, PublishInput, PublishState, RunRecord } from "./schema.ts";
+import type { MessageInput, PublishState, PublishUpdate, RunRecord } from "./schema.ts";
 import type { Turns } from "./turn.ts";
 
 export interface Messages {
@@ -39,14 +39,15 @@ export function createMessages(
   async function continueSession(run: RunRecord, input: MessageInput): Promise<RunRecord> {
     const hold = sessions.acquire(run.id);
     try {
-      if (input.publish?.mode === "draft_pr") {
+      const publish = input.publish ? mergePublish(run.publish, input.publish) : undefined;
+      if (publish?.mode === "draft_pr") {
         await deps.publisher.check({
           repository: run.repository,
-          ...(input.publish.branch ? { branch: input.publish.branch } : {}),
+          ...(publish.branch ? { branch: publish.branch } : {}),
           ...(run.baseRef ? { baseRef: run.baseRef } : {}),
         });
       }
-      const updated = input.publish ? await store.updateRun(run.id, { publish: nextPublish(run, input.publish) }) : run;
+      const updated = publish ? await store.updateRun(run.id, { publish }) : run;
       return await turns.begin(updated, input.prompt!, hold);
     } catch (e) {
       hold.release();
@@ -74,12 +75,18 @@ export function createMessages(
 }
 
 /**
- * A live run's publish settings after a message's `publish`: the opt-in to an existing branch
- * belongs to the branch it was given for, so naming another branch drops it unless repeated.
+ * A run's publish settings after a message's `publish`: what the message names changes, the
+ * rest stays. The opt-in to an existing branch belongs to the branch it was given for, so
+ * naming another branch drops it unless repeated.
  */
-function nextPublish(run: RunRecord, input: PublishInput): PublishState {
-  const { allowExistingBranch: previous, ...kept } = run.publish;
-  const branch = input.branch ?? run.publish.branch;
-  const allow = input.allowExistingBranch ?? (branch === run.publish.branch ? previous : undefined);
-  return { ...kept, mode: input.mode, ...(branch ? { branch } : {}), ...(allow ? { allowExistingBranch: true } : {}) };
+export function mergePublish(current: PublishState, update: PublishUpdate): PublishState {
+  const { allowExistingBranch: previous, ...kept } = current;
+  const branch = update.branch ?? current.branch;
+  const allow = update.allowExistingBranch ?? (branch === current.branch ? previous : undefined);
+  return {
+    ...kept,
+    mode: update.mode ?? current.mode,
+    ...(branch ? { branch } : {}),
+    ...(allow ? { allowExistingBranch: true } : {}),
+  };
 }

@@ -44,9 +44,12 @@ export type TaskKind = z.infer<typeof TaskKind>;
 export const ValidationMode = z.enum(["basic", "tests", "minimal"]);
 export type ValidationMode = z.infer<typeof ValidationMode>;
 
+export const PublishMode = z.enum(["draft_pr", "none"]);
+export type PublishMode = z.infer<typeof PublishMode>;
+
 export const PublishInput = z
   .object({
-    mode: z.enum(["draft_pr", "none"]).default("none"),
+    mode: PublishMode.default("none").describe("`draft_pr` pushes a branch and opens or updates a draft pull request"),
     branch: GitRefInput.optional(),
     allowExistingBranch: z
       .boolean()
@@ -57,6 +60,15 @@ export const PublishInput = z
   })
   .strict();
 export type PublishInput = z.infer<typeof PublishInput>;
+
+/**
+ * A message's `publish`: a change to the run's settings, so what it leaves out is kept (no
+ * default `mode`: naming only `branch` must not switch publishing off).
+ */
+export const PublishUpdate = PublishInput.extend({
+  mode: PublishMode.optional().describe("Default: the run's current mode"),
+});
+export type PublishUpdate = z.infer<typeof PublishUpdate>;
 
 export const BillingInput = z
   .object({
@@ -89,10 +101,16 @@ export const CreateRunInput = z
       .max(200)
       .regex(/^[\w.:/@-]+$/, "is not a model id")
       .optional(),
-    taskKind: TaskKind.optional(),
+    taskKind: TaskKind.optional().meta({
+      default: "code",
+      description: "`code` changes the repository; `plan` only answers with a plan",
+    }),
     baseRef: GitRefInput.optional(),
     gitCheckoutRef: GitRefInput.optional(),
-    validationMode: ValidationMode.optional(),
+    validationMode: ValidationMode.optional().meta({
+      default: "basic",
+      description: "Which checks run after a turn: `basic`, `tests` or `minimal`",
+    }),
     publish: PublishInput.optional(),
     billing: BillingInput.optional(),
     /** Setup, secrets and network policy (see environment/schema.ts). */
@@ -117,7 +135,8 @@ export type CreateRunInput = z.infer<typeof CreateRunInput>;
 export const MessageInput = z
   .object({
     prompt: Prompt.optional(),
-    publish: PublishInput.optional(),
+    /** Merged into the run's publish settings: only the fields it names change. */
+    publish: PublishUpdate.optional(),
     /**
      * How a chained run (a message to an ended or expired run) is billed; without it the
      * chained run keeps the prior run's mode. Ignored when the session continues.
@@ -156,14 +175,23 @@ export const Usage = z.object({
 });
 export type Usage = z.infer<typeof Usage>;
 
+/** GitHub's repository id: a number, as GitHub's own API gives it. */
+const GitHubRepositoryId = z.number().int().positive();
+
 export const RepositoryRef = z.object({
-  fullName: RepositoryFullName,
+  fullName: RepositoryFullName.describe("`owner/name`"),
   owner: z.string(),
   name: z.string(),
-  /** GitHub's numeric repository id, when known. */
-  id: z.string().optional(),
+  id: GitHubRepositoryId.optional().describe(
+    "GitHub's numeric repository id. Present when the server has GitHub credentials (GITHUB_TOKEN or a GitHub App) or has seen the id before; absent for a repository reached without them",
+  ),
 });
 export type RepositoryRef = z.infer<typeof RepositoryRef>;
+
+/** A run's repository as stored: runs stored before the id was a number hold it as a decimal string. */
+const StoredRepositoryRef = RepositoryRef.extend({
+  id: z.union([GitHubRepositoryId, z.string().regex(/^\d+$/).transform(Number)]).optional(),
+});
 
 export const DraftPullRequest = z.object({
   number: z.number().int(),
@@ -204,7 +232,7 @@ export const RunRecord = z.object({
   id: z.string(),
   ownerId: z.string(),
   status: RunStatus,
-  repository: RepositoryRef,
+  repository: StoredRepositoryRef,
   modelId: z.string(),
   taskKind: TaskKind,
   baseRef: z.string().optional(),

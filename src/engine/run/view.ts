@@ -20,42 +20,67 @@ import {
 } from "./schema.ts";
 
 export const RunView = z.object({
-  id: z.string(),
-  status: RunStatus,
-  /** True while the run is idle and its session has not expired: a message continues it. */
-  sessionActive: z.boolean(),
-  sessionExpiresAt: z.string().nullable(),
-  /** Number of user turns on this run. */
-  turnCount: z.number().int(),
-  repository: RepositoryRef,
-  modelId: z.string(),
-  taskKind: TaskKind,
-  baseRef: z.string().nullable(),
-  baseSha: z.string().nullable(),
-  validationMode: ValidationMode,
-  billing: z.object({ mode: z.enum(["managed", "openrouter"]) }),
-  /** The agent's final text of the last turn, cut at 16 KB unless asked for whole (`?fullSummary=1`). */
-  summary: z.string().nullable(),
-  /** true when `summary` was cut (it ends with a `… [truncated N bytes]` marker). */
-  summaryTruncated: z.boolean(),
-  changedPaths: z.array(z.string()),
-  diffStats: DiffStats.nullable(),
-  /** Unified diff against the base; only when asked for (`?patch=1`) and ready. */
-  patch: z.string().nullable().optional(),
-  /** The run's event log; only when asked for (`?events=1`). */
-  events: z.array(RunEvent).optional(),
-  publish: PublishState,
-  draftPullRequest: DraftPullRequest.nullable(),
-  validation: ValidationResult.nullable(),
-  /** The environment's setup: run, restored from the cache, failed, or skipped (nothing to set up); null before the first turn reaches it. */
-  setup: SetupState.nullable(),
-  error: RunError.nullable(),
-  usage: Usage,
-  chainedFrom: z.string().nullable(),
-  createdAt: z.string(),
-  updatedAt: z.string(),
-  startedAt: z.string().nullable(),
-  finishedAt: z.string().nullable(),
+  id: z.string().describe("Run id (`run_…`)"),
+  status: RunStatus.describe(
+    "`queued`, `running`, `idle` (the turn is over and the session is warm: results are ready and a message continues it; not terminal), " +
+      "`completed`, `failed` or `cancelled` (terminal)",
+  ),
+  sessionActive: z
+    .boolean()
+    .describe("True while the run is idle and its session has not expired: a message continues the same session"),
+  sessionExpiresAt: z
+    .string()
+    .nullable()
+    .describe("When an idle session ends on its own (ISO 8601); null while no session is warm"),
+  turnCount: z.number().int().describe("Number of user turns on this run"),
+  repository: RepositoryRef.describe("The repository: full name, owner, name and GitHub's id when known"),
+  modelId: z.string().describe("The model the run uses"),
+  taskKind: TaskKind.describe("`code` or `plan`"),
+  baseRef: z
+    .string()
+    .nullable()
+    .describe("The ref the repository was checked out at, as requested; null for the default branch"),
+  baseSha: z
+    .string()
+    .nullable()
+    .describe("The commit the workspace was checked out at; null until the sandbox is ready"),
+  validationMode: ValidationMode.describe("Which checks run after a turn"),
+  billing: z
+    .object({ mode: z.enum(["managed", "openrouter"]) })
+    .describe("Who pays for the model: `managed` (the server's key) or `openrouter` (the run's own key)"),
+  summary: z
+    .string()
+    .nullable()
+    .describe(
+      "The agent's final text of the last turn, cut at 16 KB unless asked for whole (`?fullSummary=1`); null until a turn ends",
+    ),
+  summaryTruncated: z.boolean().describe("true when `summary` was cut (it ends with a `… [truncated N bytes]` marker)"),
+  changedPaths: z.array(z.string()).describe("Paths the run changed against its base"),
+  diffStats: DiffStats.nullable().describe("Files, additions and deletions of the patch; null while there is none"),
+  patch: z
+    .string()
+    .nullable()
+    .optional()
+    .describe("Unified diff against the base; only when asked for (`?patch=1`), null until a turn has finished"),
+  events: z.array(RunEvent).optional().describe("The run's whole event log; only when asked for (`?events=1`)"),
+  publish: PublishState.describe("Publishing settings and the last publish's outcome"),
+  draftPullRequest: DraftPullRequest.nullable().describe(
+    "The draft pull request when `publish.mode` is `draft_pr` and a publish succeeded; else null",
+  ),
+  validation: ValidationResult.nullable().describe("The last turn's validation; null until it ran"),
+  setup: SetupState.nullable().describe(
+    "The environment's setup: run, restored from the cache, failed, or skipped (nothing to set up); null before the first turn reaches it",
+  ),
+  error: RunError.nullable().describe("Why the run or its last turn failed (`code`, `message`); null otherwise"),
+  usage: Usage.describe("Model tokens (and cost when the provider reports it) over all turns"),
+  chainedFrom: z
+    .string()
+    .nullable()
+    .describe("The run this one continues (a message to an ended or expired run starts a chained run); null otherwise"),
+  createdAt: z.string().describe("ISO 8601"),
+  updatedAt: z.string().describe("ISO 8601"),
+  startedAt: z.string().nullable().describe("When the first turn started (ISO 8601)"),
+  finishedAt: z.string().nullable().describe("When the run reached a terminal status (ISO 8601); null before"),
 });
 export type RunView = z.infer<typeof RunView>;
 

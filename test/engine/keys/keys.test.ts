@@ -18,15 +18,16 @@ async function withStore(fn: (store: RunStore, dataDir: string) => Promise<void>
 }
 
 describe("API keys", () => {
-  it("creates a pb_ key that verifies, with default scopes and its own owner", async () => {
+  it("creates a pb_ key that verifies, with default scopes, acting as the instance's owner unless it names another", async () => {
     await withStore(async (store) => {
-      const keys = createKeyService({ store });
+      const keys = createKeyService({ store, defaultOwnerId: "local" });
       expect(await keys.hasAnyKey()).toBe(false);
       const a = await keys.create({ name: "ci" });
       const b = await keys.create({ name: "laptop" });
       expect(a.key).toMatch(/^pb_[A-Za-z0-9_-]{43}$/);
       expect(a.record.scopes).toEqual(["read:builder", "write:builder"]);
-      expect(a.record.ownerId).not.toBe(b.record.ownerId);
+      // Keys act as their user: two keys of the instance's user see the same runs.
+      expect([a.record.ownerId, b.record.ownerId]).toEqual(["local", "local"]);
       expect(a.key.startsWith(a.record.prefix)).toBe(true);
       expect(await keys.verify(a.key)).toMatchObject({ id: a.record.id, name: "ci" });
       expect(await keys.hasAnyKey()).toBe(true);
@@ -38,7 +39,7 @@ describe("API keys", () => {
 
   it("keeps a repository allow-list on the key; owner/* matches that owner's repositories only, in any case", async () => {
     await withStore(async (store) => {
-      const keys = createKeyService({ store });
+      const keys = createKeyService({ store, defaultOwnerId: "local" });
       const { key, record } = await keys.create({ name: "ci", repos: ["acme/*", "org/name", "acme/*"] });
       expect(record.repos).toEqual(["acme/*", "org/name"]);
       expect((await keys.verify(key))!.repos).toEqual(["acme/*", "org/name"]);
@@ -61,7 +62,7 @@ describe("API keys", () => {
 
   it("stores only the key's hash: the plaintext never appears in store.json", async () => {
     await withStore(async (store, dataDir) => {
-      const { key, record } = await createKeyService({ store }).create({ name: "ci" });
+      const { key, record } = await createKeyService({ store, defaultOwnerId: "local" }).create({ name: "ci" });
       const json = fs.readFileSync(path.join(dataDir, "store.json"), "utf8");
       expect(json).not.toContain(key);
       expect(json).not.toContain(key.slice(record.prefix.length));
@@ -71,7 +72,7 @@ describe("API keys", () => {
 
   it("refuses unknown, malformed and near-miss keys", async () => {
     await withStore(async (store) => {
-      const keys = createKeyService({ store });
+      const keys = createKeyService({ store, defaultOwnerId: "local" });
       const { key } = await keys.create({ name: "ci" });
       const flipped = key.slice(0, -1) + (key.endsWith("A") ? "B" : "A");
       for (const k of [flipped, key + "x", key.slice(0, -1), "", "pb_", key.slice(3), "x".repeat(10_000)]) {
@@ -82,20 +83,20 @@ describe("API keys", () => {
 
   it("compares the full hash in constant time, even when the store's lookup returns a wrong record", async () => {
     await withStore(async (store) => {
-      const keys = createKeyService({ store });
+      const keys = createKeyService({ store, defaultOwnerId: "local" });
       const { key, record } = await keys.create({ name: "ci" });
       // A store whose lookup matches loosely (say, on a prefix of the hash) must not let a key in.
       const loose: RunStore = { ...store, findKeyByHash: async () => ({ ...record, hash: "0".repeat(64) }) };
-      expect(await createKeyService({ store: loose }).verify(key)).toBeUndefined();
+      expect(await createKeyService({ store: loose, defaultOwnerId: "local" }).verify(key)).toBeUndefined();
       const short: RunStore = { ...store, findKeyByHash: async () => ({ ...record, hash: record.hash.slice(0, 32) }) };
-      expect(await createKeyService({ store: short }).verify(key)).toBeUndefined();
+      expect(await createKeyService({ store: short, defaultOwnerId: "local" }).verify(key)).toBeUndefined();
     });
   });
 
   it("a revoked key no longer verifies; revoking an unknown id is key_not_found", async () => {
     await withStore(async (store) => {
       let now = new Date("2026-01-01T00:00:00.000Z");
-      const keys = createKeyService({ store, clock: () => now });
+      const keys = createKeyService({ store, defaultOwnerId: "local", clock: () => now });
       const { key, record } = await keys.create({ name: "ci" });
       const revoked = await keys.revoke(record.id);
       expect(revoked.revokedAt).toBe("2026-01-01T00:00:00.000Z");
@@ -112,7 +113,7 @@ describe("API keys", () => {
   it("records lastUsedAt at most once a minute", async () => {
     await withStore(async (store) => {
       let now = new Date("2026-01-01T00:00:00.000Z");
-      const keys = createKeyService({ store, clock: () => now });
+      const keys = createKeyService({ store, defaultOwnerId: "local", clock: () => now });
       const { key, record } = await keys.create({ name: "ci" });
       expect((await keys.verify(key))!.lastUsedAt).toBe("2026-01-01T00:00:00.000Z");
       now = new Date("2026-01-01T00:00:59.000Z");
@@ -125,7 +126,7 @@ describe("API keys", () => {
 
   it("refuses a key without a name or with an unknown scope", async () => {
     await withStore(async (store) => {
-      const keys = createKeyService({ store });
+      const keys = createKeyService({ store, defaultOwnerId: "local" });
       await expect(keys.create({ name: " " })).rejects.toMatchObject({ code: "invalid_request" });
       await expect(keys.create({ name: "x", scopes: ["root" as never] })).rejects.toMatchObject({
         code: "invalid_request",

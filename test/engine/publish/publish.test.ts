@@ -136,7 +136,7 @@ describe("repository access", () => {
     expect(mint.body).toMatchObject({ repositories: ["web"], permissions: { contents: "read", metadata: "read" } });
     const get = stub.requests.find((r) => r.method === "GET" && r.path === "/repos/acme/web")!;
     expect(get.authorization).toMatch(/^token ghs_/);
-    expect(web).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: "101" });
+    expect(web).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: 101 });
     // Remembered, so the id alone finds it next time (without asking GitHub).
     expect(await store.getRepositoryById("101")).toMatchObject({ fullName: "acme/web", defaultBranch: "main" });
     expect((await access.resolve({ id: "101" })).ref.fullName).toBe("acme/web");
@@ -169,7 +169,7 @@ describe("repository access", () => {
       );
       expect(tokenAccess.mode).toBe("token");
       const resolved = await tokenAccess.resolve({ id: "7" });
-      expect(resolved.ref).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: "7" });
+      expect(resolved.ref).toEqual({ fullName: "acme/web", owner: "acme", name: "web", id: 7 });
       expect(tokenStub.requests.map((r) => `${r.method} ${r.path} ${r.authorization}`)).toEqual([
         "GET /repositories/7 token ghp_personal0123456789",
       ]);

@@ -74,6 +74,28 @@ describe("lowdb store", () => {
     await withStore(dataDir, async (store) => expect(await store.getRun("run_1")).toBeUndefined());
   });
 
+  it("reads a repository id an older version stored as a string as GitHub's number", async () => {
+    const dataDir = tempDir("store");
+    await withStore(dataDir, async (store) => {
+      await store.createRun(
+        runRecord({ id: "run_old", repository: { fullName: "octo/demo", owner: "octo", name: "demo", id: 42 } }),
+      );
+    });
+    const file = path.join(dataDir, "store.json");
+    const json = JSON.parse(fs.readFileSync(file, "utf8"));
+    expect(json.runs[0].repository.id).toBe(42);
+    json.runs[0].repository.id = "42";
+    fs.writeFileSync(file, JSON.stringify(json));
+    await withStore(dataDir, async (store) => {
+      expect((await store.getRun("run_old"))!.repository).toEqual({
+        fullName: "octo/demo",
+        owner: "octo",
+        name: "demo",
+        id: 42,
+      });
+    });
+  });
+
   it("keeps serving patches an older version wrote as <id>.diff and <id>_bin.diff", async () => {
     const dataDir = tempDir("store");
     fs.mkdirSync(path.join(dataDir, "patches"), { recursive: true });
