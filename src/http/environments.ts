@@ -4,8 +4,7 @@
  */
 import * as z from "zod";
 import type { Engine } from "../engine/index.ts";
-import { ErrorBody } from "./errors.ts";
-import type { ResponseSpec, RouteSpec } from "./routes.ts";
+import { authErrors, errorResponse, type RouteSpec } from "./routes.ts";
 
 export const EnvironmentLayer = z.object({
   key: z.string().meta({ description: "The cache key (`setup.key` on the runs that used it)" }),
@@ -15,12 +14,8 @@ export const EnvironmentLayer = z.object({
 export const EnvironmentList = z.object({ environments: z.array(EnvironmentLayer) });
 export const EnvironmentKeyParams = z.object({ key: z.string().meta({ description: "Cache key" }) }).strict();
 
-const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
-const AUTH_ERRORS = {
-  401: err("Missing, invalid or revoked API key"),
-  403: err("The key lacks the admin scope"),
-  429: err("Rate limit reached"),
-};
+const err = errorResponse;
+const AUTH_ERRORS = authErrors("The key lacks the admin scope");
 
 export function environmentRoutes({ engine }: { engine: Engine }): RouteSpec[] {
   return [

@@ -8,8 +8,7 @@ import { CreateKeyInput } from "../engine/keys/keys.ts";
 import { parseInput } from "../engine/parse.ts";
 import { ApiKeyRecord } from "../engine/store/store.ts";
 import { callerOf } from "./auth.ts";
-import { ErrorBody } from "./errors.ts";
-import type { ResponseSpec, RouteSpec } from "./routes.ts";
+import { authErrors, errorResponse, type RouteSpec } from "./routes.ts";
 
 /** A key as listed: the record without its hash. */
 export const ApiKeyView = ApiKeyRecord.omit({ hash: true });
@@ -30,12 +29,8 @@ function toView(record: ApiKeyRecord): ApiKeyView {
   return view;
 }
 
-const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
-const AUTH_ERRORS = {
-  401: err("Missing, invalid or revoked API key"),
-  403: err("The key lacks the admin scope"),
-  429: err("Rate limit reached"),
-};
+const err = errorResponse;
+const AUTH_ERRORS = authErrors("The key lacks the admin scope");
 
 export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
   return [

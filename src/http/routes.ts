@@ -7,7 +7,7 @@
 import type { Request, RequestHandler, Response } from "express";
 import * as z from "zod";
 import type { RouteScope } from "./auth.ts";
-import { HttpError } from "./errors.ts";
+import { ErrorBody, HttpError } from "./errors.ts";
 
 export type Method = "get" | "post" | "delete";
 
@@ -19,6 +19,18 @@ export interface ResponseSpec {
   contentType?: string;
   /** Response headers worth documenting (name -> description). */
   headers?: Record<string, string>;
+}
+
+/** An error answer of a route: the shared error body. */
+export const errorResponse = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
+
+/** The answers every authenticated route may give before its handler runs. */
+export function authErrors(missingScope: string): Record<401 | 403 | 429, ResponseSpec> {
+  return {
+    401: errorResponse("Missing, invalid or revoked API key"),
+    403: errorResponse(missingScope),
+    429: errorResponse("Rate limit reached"),
+  };
 }
 
 export interface RouteSpec {

@@ -8,18 +8,14 @@ import type { Engine } from "../engine/index.ts";
 import { OwnerSecretInput, OwnerSecretView } from "../engine/environment/secrets.ts";
 import { SecretName } from "../engine/environment/schema.ts";
 import { callerOf } from "./auth.ts";
-import { ErrorBody, HttpError } from "./errors.ts";
-import type { ResponseSpec, RouteSpec } from "./routes.ts";
+import { HttpError } from "./errors.ts";
+import { authErrors, errorResponse, type RouteSpec } from "./routes.ts";
 
 export const SecretList = z.object({ secrets: z.array(OwnerSecretView) });
 export const SecretNameParams = z.object({ name: SecretName.meta({ description: "The secret's name" }) }).strict();
 
-const err = (description: string): ResponseSpec => ({ description, schema: ErrorBody });
-const AUTH_ERRORS = {
-  401: err("Missing, invalid or revoked API key"),
-  403: err("The key lacks the scope"),
-  429: err("Rate limit reached"),
-};
+const err = errorResponse;
+const AUTH_ERRORS = authErrors("The key lacks the scope");
 
 export function secretRoutes({ engine }: { engine: Engine }): RouteSpec[] {
   return [

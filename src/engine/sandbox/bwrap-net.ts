@@ -19,7 +19,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { EngineError } from "../errors.ts";
-import type { HostCommand, IsolatedNetwork } from "./host.ts";
+import type { HostCommand, IsolatedNetwork } from "./host-command.ts";
 import type { SandboxNetwork } from "./sandbox.ts";
 
 /** Where the bridge and its sockets are inside the sandbox. */

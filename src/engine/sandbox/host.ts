@@ -13,7 +13,6 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { pipeline } from "node:stream/promises";
 import { EngineError } from "../errors.ts";
 import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
 import { checkoutFromMirror, createMirrorCache } from "../git/mirror.ts";
@@ -30,7 +29,13 @@ import {
   writeStdin,
 } from "./process.ts";
 import {
-  checkScratchName,
+  copyIntoScratch,
+  copyOutOfScratch,
+  sandboxEnv,
+  type HostCommand,
+  type IsolatedNetwork,
+} from "./host-command.ts";
+import {
   fillOrKill,
   type ExecOptions,
   type ExecResult,
@@ -42,6 +47,8 @@ import {
   type WarmSandbox,
 } from "./sandbox.ts";
 
+export { sandboxEnv, type HostCommand, type IsolatedNetwork };
+
 /** Options every host provider takes. */
 export interface HostProviderOptions {
   /** Sandboxes live in `<dataDir>/sandboxes`, mirrors in `<dataDir>/mirrors`. */
@@ -51,18 +58,6 @@ export interface HostProviderOptions {
   gitRunner?: GitRunner;
   /** Grace period between SIGTERM and SIGKILL when a process is killed. Default 3 s. */
   killGraceMs?: number;
-}
-
-/**
- * How a command starts on the host: the program, its arguments, its host directory, whole
- * environment and, when Patchbay may switch users, the host user it runs as.
- */
-export interface HostCommand {
-  file: string;
-  args: string[];
-  cwd: string;
-  env: Record<string, string>;
-  user?: { uid: number; gid: number };
 }
 
 /** What a host provider adds to the base. */
@@ -97,40 +92,9 @@ export interface HostFlavor {
   isolate?(root: string, network: SandboxNetwork): Promise<IsolatedNetwork>;
 }
 
-/** How a host provider holds one sandbox's processes to the model gateway. */
-export interface IsolatedNetwork {
-  /**
-   * How `argv` starts with a network namespace of its own: with the gateway bridged in and
-   * `ports` bridged out to the engine (`bridged`, the agent's server), or with nothing at all.
-   */
-  command(root: string, argv: string[], cwd: string, o: { bridged: boolean; ports: number[] }): HostCommand;
-  /** The engine's URL of a port a bridged command listens on (undefined for any other). */
-  endpoint(port: number): Promise<string | undefined>;
-  /** Stop the host side of the bridges. */
-  close(): Promise<void>;
-}
-
 /** Output kept per stream by `exec`: the tail is what explains a failure. */
 const OUTPUT_CAP = 1024 * 1024;
 const SANDBOX_ID = /^[A-Za-z0-9_-]{1,64}$/;
-
-/**
- * The whole environment of a sandboxed command before the caller's additions: nothing is
- * inherited from Patchbay (API keys), and the home's XDG dirs are the sandbox's own.
- */
-export function sandboxEnv(paths: { path: string; home: string; tmp: string }): Record<string, string> {
-  return {
-    PATH: paths.path,
-    HOME: paths.home,
-    XDG_CONFIG_HOME: `${paths.home}/.config`,
-    XDG_CACHE_HOME: `${paths.home}/.cache`,
-    XDG_DATA_HOME: `${paths.home}/.local/share`,
-    XDG_STATE_HOME: `${paths.home}/.local/state`,
-    TMPDIR: paths.tmp,
-    LANG: "C.UTF-8",
-    TERM: "dumb",
-  };
-}
 
 /** Create a host provider of the given flavor. */
 export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor): SandboxProvider {
@@ -344,34 +308,12 @@ class HostSandbox implements WarmSandbox, Sandbox {
 
   async copyOut(name: string, hostFile: string): Promise<void> {
     this.alive();
-    checkScratchName(name);
-    const file = path.join(this._root, "tmp", name);
-    // The directory is the sandbox's: what it put at `name` may be a link (to the host's files)
-    // or a FIFO. Open without following, without blocking, and read only a regular file.
-    let fh: fs.promises.FileHandle;
-    try {
-      fh = await fs.promises.open(file, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
-    } catch (e) {
-      throw new EngineError("sandbox_failed", `cannot read ${name} from the sandbox: ${(e as Error).message}`);
-    }
-    try {
-      if (!(await fh.stat()).isFile()) throw new EngineError("sandbox_failed", `${name} in the sandbox is not a file`);
-      await pipeline(
-        fh.createReadStream({ autoClose: false }),
-        fs.createWriteStream(hostFile, { flags: "wx", mode: 0o600 }),
-      );
-    } finally {
-      await fh.close();
-    }
+    await copyOutOfScratch(this._root, name, hostFile);
   }
 
   async copyIn(hostFile: string, name: string): Promise<void> {
     this.alive();
-    checkScratchName(name);
-    const file = path.join(this._root, "tmp", name);
-    // EXCL: a link the sandbox left at `name` is never written through.
-    await fs.promises.copyFile(hostFile, file, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
-    await fs.promises.chmod(file, 0o644);
+    await copyIntoScratch(hostFile, this._root, name);
   }
 
   private alive(): void {
