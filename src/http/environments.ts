@@ -4,7 +4,7 @@
  */
 import * as z from "zod";
 import type { Engine } from "../engine/index.ts";
-import { authErrors, errorResponse, type RouteSpec } from "./routes.ts";
+import { errorResponse, routeGroup, type RouteSpec } from "./routes.ts";
 
 export const EnvironmentLayer = z.object({
   key: z.string().meta({ description: "The cache key (`setup.key` on the runs that used it)" }),
@@ -14,20 +14,15 @@ export const EnvironmentLayer = z.object({
 export const EnvironmentList = z.object({ environments: z.array(EnvironmentLayer) });
 export const EnvironmentKeyParams = z.object({ key: z.string().meta({ description: "Cache key" }) }).strict();
 
-const err = errorResponse;
-const AUTH_ERRORS = authErrors("The key lacks the admin scope");
-
 export function environmentRoutes({ engine }: { engine: Engine }): RouteSpec[] {
-  return [
+  return routeGroup({ tag: "environments", scope: "admin", denied: "The key lacks the admin scope" }, [
     {
       method: "get",
       path: "/api/v1/environments",
-      scope: "admin",
-      tag: "environments",
       summary: "List cached setup layers",
       description:
         "Every layer the setup cache holds, least recently used first (the first to go when PATCHBAY_ENV_CACHE_MAX_BYTES is reached).",
-      responses: { 200: { description: "The layers", schema: EnvironmentList }, ...AUTH_ERRORS },
+      responses: { 200: { description: "The layers", schema: EnvironmentList } },
       async handler(req, res) {
         res.json({ environments: await engine.listEnvironments() } satisfies z.infer<typeof EnvironmentList>);
       },
@@ -35,16 +30,14 @@ export function environmentRoutes({ engine }: { engine: Engine }): RouteSpec[] {
     {
       method: "delete",
       path: "/api/v1/environments/:key",
-      scope: "admin",
-      tag: "environments",
       summary: "Drop a cached setup layer",
       description: "The next run with this key runs its setup again. A run restoring it at this moment keeps its copy.",
       params: EnvironmentKeyParams,
-      responses: { 204: { description: "Dropped" }, ...AUTH_ERRORS, 404: err("No such layer") },
+      responses: { 204: { description: "Dropped" }, 404: errorResponse("No such layer") },
       async handler(req, res) {
         await engine.dropEnvironment(String(req.params.key));
         res.status(204).end();
       },
     },
-  ];
+  ]);
 }

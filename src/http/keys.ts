@@ -8,7 +8,7 @@ import { CreateKeyInput } from "../engine/keys/keys.ts";
 import { parseInput } from "../engine/parse.ts";
 import { ApiKeyRecord } from "../engine/store/store.ts";
 import { callerOf } from "./auth.ts";
-import { authErrors, errorResponse, type RouteSpec } from "./routes.ts";
+import { errorResponse, JSON_BODY_ERRORS, routeGroup, type RouteSpec } from "./routes.ts";
 
 /** A key as listed: the record without its hash. */
 export const ApiKeyView = ApiKeyRecord.omit({ hash: true });
@@ -29,16 +29,11 @@ function toView(record: ApiKeyRecord): ApiKeyView {
   return view;
 }
 
-const err = errorResponse;
-const AUTH_ERRORS = authErrors("The key lacks the admin scope");
-
 export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
-  return [
+  return routeGroup({ tag: "keys", scope: "admin", denied: "The key lacks the admin scope" }, [
     {
       method: "post",
       path: "/api/v1/keys",
-      scope: "admin",
-      tag: "keys",
       summary: "Create an API key",
       description:
         "Creates a key with `scopes` (default `read:builder`, `write:builder`). A key acts as its owner: keys of one owner see the same runs. " +
@@ -48,10 +43,7 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
       bodyRequired: true,
       responses: {
         201: { description: "The new key", schema: CreatedKeyView },
-        400: err("Invalid body"),
-        ...AUTH_ERRORS,
-        413: err("Body too large"),
-        415: err("Body is not application/json"),
+        ...JSON_BODY_ERRORS,
       },
       async handler(req, res) {
         callerOf(res);
@@ -63,11 +55,9 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
     {
       method: "get",
       path: "/api/v1/keys",
-      scope: "admin",
-      tag: "keys",
       summary: "List API keys",
       description: "Every key, revoked ones included, without the keys themselves.",
-      responses: { 200: { description: "The keys", schema: KeyList }, ...AUTH_ERRORS },
+      responses: { 200: { description: "The keys", schema: KeyList } },
       async handler(req, res) {
         parseInput(z.object({}).strict(), req.query, "query");
         res.json({ keys: (await keys.list()).map(toView) } satisfies z.infer<typeof KeyList>);
@@ -76,20 +66,17 @@ export function keyRoutes({ keys }: { keys: KeyService }): RouteSpec[] {
     {
       method: "delete",
       path: "/api/v1/keys/:id",
-      scope: "admin",
-      tag: "keys",
       summary: "Revoke an API key",
       description:
         "Revokes the key at once; requests with it answer 401 from then on. Revoking twice keeps the first time.",
       params: KeyIdParams,
       responses: {
         200: { description: "The revoked key", schema: ApiKeyView },
-        ...AUTH_ERRORS,
-        404: err("No such key"),
+        404: errorResponse("No such key"),
       },
       async handler(req, res) {
         res.json(toView(await keys.revoke(String(req.params.id))));
       },
     },
-  ];
+  ]);
 }

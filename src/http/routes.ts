@@ -52,6 +52,28 @@ export interface RouteSpec {
   handler: (req: Request, res: Response) => Promise<void> | void;
 }
 
+/** The answers of a route that reads a JSON body, before its handler runs. */
+export const JSON_BODY_ERRORS: Record<400 | 413 | 415, ResponseSpec> = {
+  400: errorResponse("Invalid body"),
+  413: errorResponse("Body too large"),
+  415: errorResponse("Body is not application/json"),
+};
+
+/**
+ * Routes of one tag (one section of the document), with a scope unless each names its own;
+ * each documents the answers of authentication ({@link authErrors}, `denied` for the 403).
+ */
+export function routeGroup(
+  group: { tag: string; scope?: RouteScope; denied: string },
+  routes: (Omit<RouteSpec, "tag" | "scope"> & { scope?: RouteScope })[],
+): RouteSpec[] {
+  return routes.map((r) => {
+    const scope = r.scope ?? group.scope;
+    if (!scope) throw new Error(`route ${r.method} ${r.path} has no scope`);
+    return { ...r, tag: group.tag, scope, responses: { ...authErrors(group.denied), ...r.responses } };
+  });
+}
+
 /** `1`/`true` or `0`/`false`, as query flags are written. */
 export const QueryFlag = z
   .enum(["1", "0", "true", "false"])

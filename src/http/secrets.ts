@@ -9,21 +9,17 @@ import { OwnerSecretInput, OwnerSecretView } from "../engine/environment/secrets
 import { SecretName } from "../engine/environment/schema.ts";
 import { callerOf } from "./auth.ts";
 import { HttpError } from "./errors.ts";
-import { authErrors, errorResponse, type RouteSpec } from "./routes.ts";
+import { errorResponse, JSON_BODY_ERRORS, routeGroup, type RouteSpec } from "./routes.ts";
 
 export const SecretList = z.object({ secrets: z.array(OwnerSecretView) });
 export const SecretNameParams = z.object({ name: SecretName.meta({ description: "The secret's name" }) }).strict();
 
-const err = errorResponse;
-const AUTH_ERRORS = authErrors("The key lacks the scope");
-
 export function secretRoutes({ engine }: { engine: Engine }): RouteSpec[] {
-  return [
+  return routeGroup({ tag: "secrets", denied: "The key lacks the scope" }, [
     {
       method: "post",
       path: "/api/v1/secrets",
       scope: "write:builder",
-      tag: "secrets",
       summary: "Store a secret",
       description:
         "Stores (or replaces) a secret of the key's owner under `name`, sealed at rest. Runs name it in `environment.secretNames`; " +
@@ -33,10 +29,7 @@ export function secretRoutes({ engine }: { engine: Engine }): RouteSpec[] {
       bodyRequired: true,
       responses: {
         201: { description: "The secret's name and times", schema: OwnerSecretView },
-        400: err("Invalid body"),
-        ...AUTH_ERRORS,
-        413: err("Body too large"),
-        415: err("Body is not application/json"),
+        ...JSON_BODY_ERRORS,
       },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
@@ -47,10 +40,9 @@ export function secretRoutes({ engine }: { engine: Engine }): RouteSpec[] {
       method: "get",
       path: "/api/v1/secrets",
       scope: "read:builder",
-      tag: "secrets",
       summary: "List secrets",
       description: "The owner's stored secrets by name, with when each was created and last replaced; never a value.",
-      responses: { 200: { description: "The secrets", schema: SecretList }, ...AUTH_ERRORS },
+      responses: { 200: { description: "The secrets", schema: SecretList } },
       async handler(_req, res) {
         const { ownerId } = callerOf(res);
         res.json({ secrets: await engine.secrets.list(ownerId) } satisfies z.infer<typeof SecretList>);
@@ -60,15 +52,13 @@ export function secretRoutes({ engine }: { engine: Engine }): RouteSpec[] {
       method: "delete",
       path: "/api/v1/secrets/:name",
       scope: "write:builder",
-      tag: "secrets",
       summary: "Delete a secret",
       description:
         "Deletes the stored secret. Runs that named it keep their own copy until their session ends; new runs naming it are refused with `secret_not_found`.",
       params: SecretNameParams,
       responses: {
         204: { description: "Deleted" },
-        ...AUTH_ERRORS,
-        404: err("No stored secret of that name"),
+        404: errorResponse("No stored secret of that name"),
       },
       async handler(req, res) {
         const { ownerId } = callerOf(res);
@@ -78,5 +68,5 @@ export function secretRoutes({ engine }: { engine: Engine }): RouteSpec[] {
         res.status(204).end();
       },
     },
-  ];
+  ]);
 }

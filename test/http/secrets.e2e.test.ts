@@ -54,7 +54,8 @@ beforeAll(async () => {
   const made = await h.pb.keys.create({ name: "secrets" });
   key = made.key;
   ownerId = made.record.ownerId;
-  otherKey = (await h.pb.keys.create({ name: "other" })).key;
+  // Another tenant: a key made without an owner acts as the instance's user, as the first one does.
+  otherKey = (await h.pb.keys.create({ name: "other", ownerId: "other-tenant" })).key;
   h.model.script("test/secrets", [
     [
       {

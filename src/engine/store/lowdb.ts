@@ -179,6 +179,16 @@ async function open(
     return valid(RunRecord, { ...current, ...patch, id }, "run");
   }
 
+  async function putNamed<T extends { name: string }>(records: NamedRecords<T>, record: T): Promise<void> {
+    usable();
+    records.put(record);
+    await persist();
+  }
+  function getNamed<T extends { name: string }>(records: NamedRecords<T>, group: string, name: string): T | undefined {
+    usable();
+    return copy(records.get(group, name));
+  }
+
   const store: RunStore = {
     // --- runs
     async createRun(run) {
@@ -345,28 +355,14 @@ async function open(
     },
 
     // --- secrets (a run's, and an owner's)
-    async putSecret(secret) {
-      usable();
-      secrets.put(valid(SecretRecord, secret, "secret"));
-      await persist();
-    },
-    async getSecret(runId, name) {
-      usable();
-      return copy(secrets.get(runId, name));
-    },
+    putSecret: async (secret) => putNamed(secrets, valid(SecretRecord, secret, "secret")),
+    getSecret: async (runId, name) => getNamed(secrets, runId, name),
     async deleteSecrets(runId) {
       usable();
       if (secrets.deleteGroup(runId)) await persist();
     },
-    async putOwnerSecret(secret) {
-      usable();
-      ownerSecrets.put(valid(OwnerSecretRecord, secret, "owner secret"));
-      await persist();
-    },
-    async getOwnerSecret(ownerId, name) {
-      usable();
-      return copy(ownerSecrets.get(ownerId, name));
-    },
+    putOwnerSecret: async (secret) => putNamed(ownerSecrets, valid(OwnerSecretRecord, secret, "owner secret")),
+    getOwnerSecret: async (ownerId, name) => getNamed(ownerSecrets, ownerId, name),
     async listOwnerSecrets(ownerId) {
       usable();
       return ownerSecrets.list(ownerId).map(copy);

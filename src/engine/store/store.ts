@@ -36,14 +36,11 @@ export const RepositoryRecord = z.object({
 });
 export type RepositoryRecord = z.infer<typeof RepositoryRecord>;
 
-/** An encrypted per-run secret (AES-256-GCM, run id as associated data). */
-export const SecretRecord = z.object({
-  runId: z.string(),
-  name: z.string(),
-  iv: z.string(),
-  tag: z.string(),
-  data: z.string(),
-});
+/** A value sealed with AES-256-GCM under its name (see secrets/secrets.ts). */
+const sealedValue = { name: z.string(), iv: z.string(), tag: z.string(), data: z.string() };
+
+/** An encrypted per-run secret (run id as associated data). */
+export const SecretRecord = z.object({ runId: z.string(), ...sealedValue });
 export type SecretRecord = z.infer<typeof SecretRecord>;
 
 /**
@@ -52,10 +49,7 @@ export type SecretRecord = z.infer<typeof SecretRecord>;
  */
 export const OwnerSecretRecord = z.object({
   ownerId: z.string(),
-  name: z.string(),
-  iv: z.string(),
-  tag: z.string(),
-  data: z.string(),
+  ...sealedValue,
   createdAt: z.string(),
   updatedAt: z.string(),
 });
