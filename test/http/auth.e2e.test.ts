@@ -105,6 +105,11 @@ const MATRIX: Record<string, Case> = {
     path: () => "/api/v1/secrets/NOPE",
     expect: { readOnly: 403, otherOwner: 404 },
   },
+  "get /api/v1/environments": { path: () => "/api/v1/environments", expect: { readOnly: 403, otherOwner: 403 } },
+  "delete /api/v1/environments/:key": {
+    path: () => "/api/v1/environments/nope",
+    expect: { readOnly: 403, otherOwner: 403 },
+  },
   "get /healthz": { path: () => "/healthz", expect: PUBLIC },
   "get /readyz": { path: () => "/readyz", expect: PUBLIC },
   "get /api/v1/openapi.json": { path: () => "/api/v1/openapi.json", expect: PUBLIC },
@@ -115,7 +120,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(17);
+    expect(routes.length).toBe(19);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });
