@@ -5,8 +5,6 @@
  * fast: `emit <startEpochMs> <durationMs> <perSecond>`. The timestamp in each event lets the
  * subscribers measure delivery lag. Prints `listening <url> <apiKey>`.
  */
-import { execFileSync } from "node:child_process";
-import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -14,6 +12,7 @@ import type { AgentDriver, AgentSession, TurnOptions } from "../src/engine/agent
 import { loadConfig } from "../src/config.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { createHttpApp } from "../src/http/app.ts";
+import { benchRepository } from "./support.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Wall-clock milliseconds with sub-millisecond precision, comparable across processes. */
@@ -50,25 +49,12 @@ const emitter: AgentDriver = {
 };
 
 const dataDir = process.argv[2]!;
-const repos = path.join(dataDir, "..", "repos");
-const work = path.join(repos, "work");
-fs.mkdirSync(work, { recursive: true });
-const env = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "b",
-  GIT_AUTHOR_EMAIL: "b@x",
-  GIT_COMMITTER_NAME: "b",
-  GIT_COMMITTER_EMAIL: "b@x",
-};
-execFileSync("git", ["init", "-q", "-b", "main"], { cwd: work, env });
-fs.writeFileSync(path.join(work, "README.md"), "# fanout\n");
-execFileSync("git", ["add", "-A"], { cwd: work, env });
-execFileSync("git", ["commit", "-q", "-m", "init"], { cwd: work, env });
-execFileSync("git", ["clone", "-q", "--bare", work, path.join(repos, "acme", "fanout.git")], { env });
+// The one repository the runs name: acme/fanout.
+const gitBaseUrl = benchRepository(path.join(dataDir, "..", "repos"), "acme/fanout", 1);
 
 const config = loadConfig({
   PATCHBAY_DATA_DIR: dataDir,
-  PATCHBAY_GIT_BASE_URL: `file://${repos}`,
+  PATCHBAY_GIT_BASE_URL: gitBaseUrl,
   OPENROUTER_API_KEY: "sk-bench",
   PATCHBAY_RATE_LIMIT_PER_MIN: "10000000",
   PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "100",

@@ -4,8 +4,6 @@
  * text (the red-team pass's run) after 300 steps of 100 KB of text each. Prints
  * `listening <url> <apiKey>`.
  */
-import { execFileSync } from "node:child_process";
-import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import path from "node:path";
@@ -13,6 +11,7 @@ import type { AgentDriver, AgentSession, TurnOptions } from "../src/engine/agent
 import { loadConfig } from "../src/config.ts";
 import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { createHttpApp } from "../src/http/app.ts";
+import { benchRepository } from "./support.ts";
 
 const STEPS = 300;
 const STEP_TEXT = "s".repeat(100 * 1024);
@@ -36,25 +35,12 @@ const talker: AgentDriver = {
 };
 
 const dataDir = process.argv[2]!;
-const repos = path.join(dataDir, "..", "repos");
-const work = path.join(repos, "work");
-fs.mkdirSync(work, { recursive: true });
-const env = {
-  ...process.env,
-  GIT_AUTHOR_NAME: "b",
-  GIT_AUTHOR_EMAIL: "b@x",
-  GIT_COMMITTER_NAME: "b",
-  GIT_COMMITTER_EMAIL: "b@x",
-};
-execFileSync("git", ["init", "-q", "-b", "main"], { cwd: work, env });
-fs.writeFileSync(path.join(work, "README.md"), "# talk\n");
-execFileSync("git", ["add", "-A"], { cwd: work, env });
-execFileSync("git", ["commit", "-q", "-m", "init"], { cwd: work, env });
-execFileSync("git", ["clone", "-q", "--bare", work, path.join(repos, "acme", "talk.git")], { env });
+// The one repository the runs name: acme/talk.
+const gitBaseUrl = benchRepository(path.join(dataDir, "..", "repos"), "acme/talk", 1);
 
 const config = loadConfig({
   PATCHBAY_DATA_DIR: dataDir,
-  PATCHBAY_GIT_BASE_URL: `file://${repos}`,
+  PATCHBAY_GIT_BASE_URL: gitBaseUrl,
   OPENROUTER_API_KEY: "sk-bench",
   PATCHBAY_RATE_LIMIT_PER_MIN: "10000000",
   PATH: process.env.PATH ?? "/usr/bin:/bin",
