@@ -1,0 +1,93 @@
+/**
+ * The run engine's parts, made and wired together once: the event bus and writer, the live
+ * sessions, setup and its cache, creation, turns, endings, admission and messages. The
+ * facade (engine.ts) only calls them; a new part is wired here.
+ */
+import type { Config } from "../../config.ts";
+import { createEnvironmentCache, type EnvironmentCache } from "../environment/cache.ts";
+import { createRunSecrets } from "../environment/secrets.ts";
+import { createSetups } from "../environment/setup.ts";
+import { createEventBus } from "../events/bus.ts";
+import type { ModelGateway } from "../gateway/gateway.ts";
+import { createRepositoryAccess, type RepositoryAccess } from "../github/access.ts";
+import type { Logger } from "../log.ts";
+import { createPublisher, type Publisher } from "../publish/publish.ts";
+import type { SecretBox } from "../secrets/secrets.ts";
+import type { SessionHost } from "../session/host.ts";
+import type { RunStore } from "../store/store.ts";
+import { createAdmission } from "./admission.ts";
+import { createRunFactory } from "./create.ts";
+import { createEndings } from "./end.ts";
+import { createGrants } from "./grant.ts";
+import { createMessages } from "./message.ts";
+import type { RunParts } from "./parts.ts";
+import { createLiveSessions } from "./sessions.ts";
+import { createTurns } from "./turn.ts";
+import { createRunWriter } from "./writer.ts";
+
+export interface EngineDeps {
+  config: Config;
+  store: RunStore;
+  /** Opens each run's sandbox and agent (cold, pooled or shared). */
+  host: SessionHost;
+  gateway: ModelGateway;
+  secrets: SecretBox;
+  log: Logger;
+  /** Injectable clock (tests). */
+  now?: () => Date;
+  /** Repository resolution and GitHub credentials. Default: from the config (App, token or public). */
+  repositories?: RepositoryAccess;
+  /** Commits, pushes and opens draft PRs after turns of `publish.mode: draft_pr` runs. Default: from the config. */
+  publisher?: Publisher;
+  /** Setup's cache of layers. Default: `<dataDir>/cache/env`, bounded by PATCHBAY_ENV_CACHE_MAX_BYTES. */
+  envCache?: EnvironmentCache;
+}
+
+/** Every part of the engine, wired from its deps. */
+export function assembleParts(deps: EngineDeps) {
+  const { config, store, log } = deps;
+  const now = deps.now ?? (() => new Date());
+  const bus = createEventBus({ onListenerError: (error) => log.warn("an event listener failed", { error }) });
+  const environment = createRunSecrets({ store, box: deps.secrets, log });
+  const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
+  const sessions = createLiveSessions({ gateway: deps.gateway, log });
+  const state = { closing: false, draining: false };
+  const closing = () => state.closing;
+  const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
+  const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
+  const grants = createGrants({ config, store, secrets: deps.secrets, log });
+  const { host, gateway, secrets } = deps;
+  const envCache =
+    deps.envCache ?? createEnvironmentCache({ dataDir: config.dataDir, maxBytes: config.envCacheMaxBytes, log });
+  const parts: RunParts = {
+    config,
+    store,
+    writer,
+    sessions,
+    host,
+    gateway,
+    grants,
+    secrets,
+    environment,
+    log,
+    now,
+    closing,
+  };
+  const endings = createEndings(parts);
+  const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings });
+  const runs = createRunFactory({
+    config,
+    store,
+    secrets: deps.secrets,
+    environment,
+    sandbox: host.provider,
+    repositories,
+    publisher,
+    writer,
+    now,
+  });
+  const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
+  const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache };
+}
