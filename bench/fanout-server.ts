@@ -57,6 +57,8 @@ const config = loadConfig({
   PATCHBAY_GIT_BASE_URL: gitBaseUrl,
   OPENROUTER_API_KEY: "sk-bench",
   PATCHBAY_RATE_LIMIT_PER_MIN: "10000000",
+  // The bench holds 1,000 streams of one key open on purpose (the default cap is 20).
+  PATCHBAY_MAX_STREAMS_PER_KEY: "5000",
   PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "100",
   PATCHBAY_TURN_TIMEOUT_MS: "600000",
 });

@@ -32,6 +32,8 @@ interface Subscriber {
   duplicated: number;
   /** Connected after the run's first event: those it got by replay are not counted as lag. */
   late: boolean;
+  /** The HTTP status when the server refused the stream (e.g. 429 too_many_streams). */
+  refused?: number;
   /** Resolves when the stream ended (the server closes it after the run's terminal status). */
   ended: Promise<void>;
   close(): void;
@@ -108,6 +110,7 @@ function subscribe(
   });
   sub.ended = new Promise<void>((resolve) => {
     req.on("response", (res) => {
+      if (res.statusCode !== 200) sub.refused = res.statusCode;
       connectedAt = nowMs();
       sub.late = connectedAt > firstEventAt;
       res.setEncoding("utf8");
@@ -295,8 +298,12 @@ export const sseFanout: BenchModule = {
       // Only a real fault of the server fails the module: an event a run stored that a subscriber
       // never got, or got twice. A slow emitter is reported above.
       if (dFew.lost + dFew.duplicated + dMany.lost + dMany.duplicated > 0) {
+        const refused = [...few.subs, ...many.subs].filter((sub) => sub.refused !== undefined);
         throw new Error(
-          `SSE delivery fault: ${RUNS} subscribers lost ${dFew.lost} and duplicated ${dFew.duplicated} of ${dFew.expected}; ` +
+          (refused.length
+            ? `${refused.length} streams refused (HTTP ${[...new Set(refused.map((r) => r.refused))].join(", ")}); `
+            : "") +
+            `SSE delivery fault: ${RUNS} subscribers lost ${dFew.lost} and duplicated ${dFew.duplicated} of ${dFew.expected}; ` +
             `${RUNS * 100} subscribers lost ${dMany.lost} and duplicated ${dMany.duplicated} of ${dMany.expected}`,
         );
       }
