@@ -48,6 +48,16 @@ async function storm(runId: string, rand: () => number): Promise<Client> {
       },
       signal: ac.signal,
     });
+    // As an EventSource would: 429 (this key's streams are capped at 20, and a cut connection's
+    // slot comes back once the server sees it close) means wait Retry-After and reconnect;
+    // 204 means the stream has nothing more to say (the run ended and the client has it all).
+    if (res.status === 429) {
+      await res.body?.cancel();
+      const wait = Number(res.headers.get("retry-after") ?? "1");
+      await new Promise((r) => setTimeout(r, Math.max(1, wait) * 1000));
+      continue;
+    }
+    if (res.status === 204) return c;
     c.connections++;
     expect(res.status).toBe(200);
     // Cut somewhere in the next few frames (a frame is a few hundred bytes), or read to the end.
