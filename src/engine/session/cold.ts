@@ -66,7 +66,7 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
         ...(opts.network === "model-only" ? { network: { policy: "model-only", gatewayPort: o.gatewayPort } } : {}),
       });
       opts.onLog?.("starting agent");
-      const agent = await agentIn(sandbox, () => start(sandbox));
+      const agent = await agentIn(sandbox, () => start(sandbox), opts.prepare);
       return pairSession({ sandbox, agent, token: opts.token, reattachable, log });
     },
 

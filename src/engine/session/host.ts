@@ -42,6 +42,12 @@ export interface SessionOpenOptions {
   signal: AbortSignal;
   /** Progress lines for the run's event log ("preparing sandbox", "starting agent"). */
   onLog?: (message: string) => void;
+  /**
+   * Work on the new sandbox the agent does not need in order to start (the run's setup), run
+   * beside the agent's start; `open` resolves when both are done and fails when either does
+   * (the session is then closed). Never called for a session taken back after a restart.
+   */
+  prepare?: (sandbox: Sandbox) => Promise<void>;
 }
 
 /** A run's sandbox and agent, opened together and ended together. */

@@ -88,7 +88,7 @@ for (const sandbox of ["local", "bwrap"] as const) {
 
       let first: { marker: string; key: string };
 
-      it("the first run sets up before the agent starts; the agent's shell and the tests see it; nothing of it is in the patch", async () => {
+      it("the first run sets up before the agent's first step; the agent's shell and the tests see it; nothing of it is in the patch", async () => {
         const { run, events, bash } = await runWithBash("first", "cat deps/marker.txt && echo note > NOTE.md", {
           validationMode: "tests",
         });
@@ -139,6 +139,21 @@ for (const sandbox of ["local", "bwrap"] as const) {
         expect(markerOf(bash)).not.toBe(first.marker);
         const layers = fs.readdirSync(path.join(pb.dataDir, "cache", "env")).sort();
         expect(layers).toEqual([`${first.key}.tar`, `${run.setup!.key}.tar`].sort());
+      });
+
+      it("a cancel during a long setup stops it: the run ends cancelled without waiting for the install", async () => {
+        // Setup runs beside the agent's start, before the session is the run's: the cancel must reach it there.
+        const environment = { setup: { commands: ["echo long-install; sleep 3000"] } };
+        const modelId = `env/${sandbox}/cancelled`;
+        const started = await pb.engine.startRun(OWNER, { repository: "acme/env", prompt: "x", modelId, environment });
+        for await (const e of await pb.engine.follow(OWNER, started.id, { after: 0 })) {
+          if (e.type === "builder.event" && e.data.kind === "setup.started") break;
+        }
+        await pb.engine.cancel(OWNER, started.id);
+        // Were the install left running, this would wait for its 3000 s (and the test time out).
+        const run = await pb.engine.waitForTurn(OWNER, started.id);
+        expect(run.status).toBe("cancelled");
+        expect(fx.model.agentRequests(modelId)).toEqual([]);
       });
 
       it("a failing setup ends the run setup_failed with its output; a follow-up chains and keeps the environment", async () => {
