@@ -58,7 +58,14 @@ export function assembleParts(deps: EngineDeps) {
   const grants = createGrants({ config, store, secrets: deps.secrets, log });
   const { host, gateway, secrets } = deps;
   const envCache =
-    deps.envCache ?? createEnvironmentCache({ dataDir: config.dataDir, maxBytes: config.envCacheMaxBytes, log });
+    deps.envCache ??
+    createEnvironmentCache({
+      dataDir: config.dataDir,
+      maxBytes: config.envCacheMaxBytes,
+      maxSnapshots: config.envCacheMaxSnapshots,
+      ...(host.dropSnapshot ? { dropSnapshot: (id: string) => host.dropSnapshot!(id) } : {}),
+      log,
+    });
   const parts: RunParts = {
     config,
     store,

@@ -60,6 +60,11 @@ export function createTurns(deps: TurnDeps): Turns {
   const { config, store, writer, sessions, log } = deps;
   const iso = () => deps.now().toISOString();
 
+  const startIn = async (run: RunRecord): Promise<{ fromSnapshot?: string }> => {
+    const snapshot = await deps.setups.baseFor(run);
+    return snapshot ? { fromSnapshot: snapshot } : {};
+  };
+
   /** The run's first turn: a sandbox at the ref (the prior patch applied for a chained run) and an agent in it. */
   async function open(
     run: RunRecord,
@@ -95,6 +100,8 @@ export function createTurns(deps: TurnDeps): Turns {
       token,
       ...(Object.keys(env).length ? { env } : {}),
       network: run.environment?.network ?? "open",
+      // Providers with snapshots start the sandbox in the repository's last setup layer.
+      ...(await startIn(run)),
       watchdogMs: config.watchdogMs,
       signal: abort.signal,
       onLog: (message) => note({ kind: "log", message }),

@@ -36,6 +36,7 @@ export function sandboxOptions(opts: SessionOpenOptions): SandboxCreateOptions {
     repository: opts.repository,
     ...(opts.ref !== undefined ? { ref: opts.ref } : {}),
     ...(opts.credential ? { credential: opts.credential } : {}),
+    ...(opts.fromSnapshot ? { fromSnapshot: opts.fromSnapshot } : {}),
     signal: opts.signal,
   };
 }

@@ -40,6 +40,8 @@ export interface SessionOpenOptions {
   /** Silence on the agent's event stream after which its status is re-read. */
   watchdogMs: number;
   signal: AbortSignal;
+  /** A snapshot to start the sandbox from (setup's cache on providers with snapshots); hosts that make sandboxes per run. */
+  fromSnapshot?: string;
   /** Progress lines for the run's event log ("preparing sandbox", "starting agent"). */
   onLog?: (message: string) => void;
   /**
@@ -78,6 +80,8 @@ export interface SessionHost {
   turnEnded?(runId: string): void;
   /** Kill sandboxes no live run owns (after a restart), then start background work (pool fill). */
   start(liveRunIds: ReadonlySet<string>): Promise<void>;
+  /** Delete a snapshot one of its sandboxes took (setup's cache, providers with snapshots). */
+  dropSnapshot?(snapshotId: string): Promise<void>;
   /** Stop background work, kill what no run was given, close the provider. */
   close(): Promise<void>;
 }
