@@ -6,7 +6,9 @@
  * then session routing. A session id is a random UUID (crypto) bound to the key that opened
  * it: the same id presented with another key answers 404, exactly like an unknown id, so a
  * session's existence does not leak. Each session has its own McpServer (the SDK binds one
- * server to one transport); the engine behind them is shared.
+ * server to one transport); the engine behind them is shared. Sessions and their streams are
+ * kept under the data dir and outlive the process (`sessions.ts`): a known session id is served
+ * after a restart, and a stream a previous process opened is resumed by `resume.ts`.
  */
 import express from "express";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";

@@ -134,7 +134,14 @@ export function createStreamResumer(deps: { engine: Engine; records: SessionReco
           res.destroy();
           return;
         }
-        await replay();
+        try {
+          await replay();
+        } catch (e) {
+          // Dropped for the bounds meanwhile: the client reconnects and gets what is left.
+          log.warn("could not replay an answered MCP stream", { error: e });
+          res.destroy();
+          return;
+        }
       }
       res.end();
     },

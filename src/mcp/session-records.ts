@@ -8,7 +8,7 @@
  * One file per session, `<dir>/<session id>.json`, written whole (temp file, fsync, rename,
  * 0600); writes of one session go one at a time, in order. A session unused for the idle
  * period is gone, as it is in the process: its file is deleted when next looked up, and at
- * start.
+ * start (unless it has a call to answer: its client is waiting on that call).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -57,7 +57,8 @@ export function createSessionRecords(opts: { dir: string; idleMs: number; log: L
   const cache = new Map<string, SessionRecord>();
   const queues = new Map<string, Promise<void>>();
   const file = (id: string) => path.join(dir, `${id}.json`);
-  const expired = (r: SessionRecord) => Date.parse(r.lastSeenAt) + idleMs < Date.now();
+  // A session with a call still to answer is not idle: its client waits on that call.
+  const expired = (r: SessionRecord) => r.calls.length === 0 && Date.parse(r.lastSeenAt) + idleMs < Date.now();
 
   /** Run `op` after every earlier write of the session. */
   const serial = (id: string, op: () => Promise<void>): Promise<void> => {
@@ -81,7 +82,12 @@ export function createSessionRecords(opts: { dir: string; idleMs: number; log: L
       if (name.endsWith(".tmp")) fs.rmSync(p, { force: true });
       continue;
     }
-    if (fs.statSync(p).mtimeMs + idleMs < Date.now()) fs.rmSync(p, { force: true });
+    try {
+      if (expired(JSON.parse(fs.readFileSync(p, "utf8")) as SessionRecord)) fs.rmSync(p, { force: true });
+    } catch (e) {
+      log.warn("an MCP session file is unreadable; the session is gone", { file: name, error: e });
+      fs.rmSync(p, { force: true });
+    }
   }
 
   return {
