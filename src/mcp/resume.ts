@@ -25,6 +25,8 @@ import { followFromNow } from "./follow.ts";
 import type { SessionRecords } from "./session-records.ts";
 import { turnOutput } from "./wait.ts";
 
+const KEEP_ALIVE_MS = 15_000;
+
 export interface ResumeTarget {
   sessionId: string;
   ownerId: string;
@@ -127,12 +129,16 @@ export function createStreamResumer(deps: { engine: Engine; records: SessionReco
         });
       await replay();
       if (t.stream.requestIds.some((id) => !t.stream.answered.has(id))) {
+        // A comment now and then, as the SDK's streams do, so idle timeouts on the way keep it open.
+        const keepAlive = setInterval(() => res.destroyed || res.write(": keepalive\n\n"), KEEP_ALIVE_MS);
         try {
           await answer(t);
         } catch (e) {
           log.error("could not answer an MCP call a previous process left", { error: e });
           res.destroy();
           return;
+        } finally {
+          clearInterval(keepAlive);
         }
         try {
           await replay();

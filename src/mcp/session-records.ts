@@ -8,7 +8,7 @@
  * One file per session, `<dir>/<session id>.json`, written whole (temp file, fsync, rename,
  * 0600); writes of one session go one at a time, in order. A session unused for the idle
  * period is gone, as it is in the process: its file is deleted when next looked up, and at
- * start (unless it has a call to answer: its client is waiting on that call).
+ * start; one with a call to answer is kept a day, for its client to come back for the answer.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -50,6 +50,8 @@ export interface SessionRecords {
 
 const SESSION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const TOUCH_EVERY_MS = 60_000;
+/** How long a session with a call to answer is kept without a request: a day. */
+const PENDING_KEPT_MS = 24 * 60 * 60_000;
 
 export function createSessionRecords(opts: { dir: string; idleMs: number; log: Logger }): SessionRecords {
   const { dir, idleMs, log } = opts;
@@ -57,8 +59,9 @@ export function createSessionRecords(opts: { dir: string; idleMs: number; log: L
   const cache = new Map<string, SessionRecord>();
   const queues = new Map<string, Promise<void>>();
   const file = (id: string) => path.join(dir, `${id}.json`);
-  // A session with a call still to answer is not idle: its client waits on that call.
-  const expired = (r: SessionRecord) => r.calls.length === 0 && Date.parse(r.lastSeenAt) + idleMs < Date.now();
+  // A session with a call still to answer is not idle while its client may still come back for it.
+  const expired = (r: SessionRecord) =>
+    Date.parse(r.lastSeenAt) + (r.calls.length > 0 ? Math.max(idleMs, PENDING_KEPT_MS) : idleMs) < Date.now();
 
   /** Run `op` after every earlier write of the session. */
   const serial = (id: string, op: () => Promise<void>): Promise<void> => {

@@ -40,13 +40,19 @@ describe("MCP session records", () => {
     expect(await createSessionRecords({ dir, idleMs: 60_000, log }).get(ID)).toBeUndefined();
   });
 
-  it("a session idle past the limit is gone, unless a call of it is still to be answered", async () => {
+  it("a session idle past the limit is gone; one with a call to answer is kept a day", async () => {
     const dir = tempDir("mcp-sessions");
     const old = new Date(Date.now() - 3_600_000).toISOString();
     const waiting = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
     const records = createSessionRecords({ dir, idleMs: 60_000, log });
     await records.put(record(ID, old));
     await records.put({ ...record(waiting, old), calls: [{ requestId: 1, streamId: "s", tool: "send_message" }] });
+    const abandoned = "bbbbbbbb-cccc-4ddd-8eee-ffffffffffff";
+    const twoDaysAgo = new Date(Date.now() - 48 * 3_600_000).toISOString();
+    await records.put({
+      ...record(abandoned, twoDaysAgo),
+      calls: [{ requestId: 2, streamId: "s", tool: "start_run" }],
+    });
     fs.writeFileSync(path.join(dir, ".x.json.abc.tmp"), "{");
     const next = createSessionRecords({ dir, idleMs: 60_000, log });
     expect(fs.readdirSync(dir)).toEqual([`${waiting}.json`]);
