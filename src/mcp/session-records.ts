@@ -98,6 +98,11 @@ export function createSessionRecords(opts: { dir: string; idleMs: number; log: L
       if (!SESSION_ID.test(id)) return undefined;
       let r = cache.get(id);
       if (!r) {
+        // A write or delete of the session still under way lands first (DELETE, then a request).
+        await queues.get(id);
+        r = cache.get(id);
+      }
+      if (!r) {
         const text = await readIfExists(file(id));
         if (text === undefined) return undefined;
         try {

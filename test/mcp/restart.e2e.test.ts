@@ -49,7 +49,19 @@ async function connect(url: string, key: string) {
 beforeAll(async () => {
   fx = await startFixtures({
     repos: { "acme/web": { "README.md": "# web\n" } },
-    model: { scripts: { "test/hang": [[{ hang: true }]] } },
+    model: {
+      scripts: {
+        "test/hang": [[{ hang: true }]],
+        // Turn 0 ends idle; the follow-up (turn 1) hangs.
+        "test/then-hang": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "notes\n" } }] },
+            { text: "Wrote NOTES.md." },
+          ],
+          [{ hang: true }],
+        ],
+      },
+    },
   });
 }, LOADED.hookMs);
 
@@ -60,7 +72,7 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("MCP across a kill -9 of patchbay serve", { timeout: LOADED.testMs }, () => {
-  it("a start_run with wait in flight gets its result from the next process; the session lives on", async () => {
+  it("start_run and send_message with wait in flight get their results from the next process; the session lives on", async () => {
     const dataDir = tempDir("data");
     const env = { ...fx.env, PATCHBAY_DATA_DIR: dataDir, PORT: String(await freePort()) };
     const a = await startServe(env);
@@ -68,6 +80,24 @@ describe("MCP across a kill -9 of patchbay serve", { timeout: LOADED.testMs }, (
     const key = a.adminKey!;
     const { client, transport } = await connect(a.url, key);
     const sessionId = transport.sessionId!;
+
+    // A run at idle, for the send_message below.
+    const first = (await client.callTool(
+      {
+        name: "start_run",
+        arguments: {
+          repository: "acme/web",
+          prompt: "notes",
+          modelId: "test/then-hang",
+          wait: true,
+          validationMode: "minimal",
+        },
+      },
+      undefined,
+      { timeout: LOADED.turnWaitMs },
+    )) as CallToolResult;
+    expect(first.structuredContent).toMatchObject({ status: "idle", waited: true });
+    const idleRun = (first.structuredContent as { id: string }).id;
 
     const seen = fx.model.nextRequest("test/hang");
     const tokens: string[] = [];
@@ -86,18 +116,25 @@ describe("MCP across a kill -9 of patchbay serve", { timeout: LOADED.testMs }, (
       { timeout: LOADED.turnWaitMs, onresumptiontoken: (t) => tokens.push(t) },
     ) as Promise<CallToolResult>;
     await seen;
-    // The call is on disk, with its run, before the wait began.
+    const followUpSeen = fx.model.nextRequest("test/then-hang");
+    const followUp = client.callTool(
+      { name: "send_message", arguments: { runId: idleRun, prompt: "more", wait: true } },
+      undefined,
+      { timeout: LOADED.turnWaitMs },
+    ) as Promise<CallToolResult>;
+    await followUpSeen;
+    // The calls are on disk, with their runs, before the waits began.
     const sessionFile = path.join(dataDir, "mcp", "sessions", `${sessionId}.json`);
     const record = await waitFor(
       () => {
         const r = fs.existsSync(sessionFile)
           ? (JSON.parse(fs.readFileSync(sessionFile, "utf8")) as { calls: { runId?: string; tool: string }[] })
           : undefined;
-        return r?.calls[0]?.runId ? r : undefined;
+        return r?.calls.length === 2 && r.calls.every((c) => c.runId) ? r : undefined;
       },
-      { what: "the pending call and its run to be recorded" },
+      { what: "the pending calls and their runs to be recorded" },
     );
-    expect(record.calls).toMatchObject([{ tool: "start_run" }]);
+    expect(record.calls).toMatchObject([{ tool: "start_run" }, { tool: "send_message", runId: idleRun }]);
     expect(fs.statSync(sessionFile).mode & 0o777).toBe(0o600);
     expect(tokens.length).toBeGreaterThanOrEqual(1); // the priming event: the client holds a cursor
     const runId = record.calls[0]!.runId!;
@@ -114,6 +151,16 @@ describe("MCP across a kill -9 of patchbay serve", { timeout: LOADED.testMs }, (
     expect(result.structuredContent).toMatchObject({
       id: runId,
       status: "failed",
+      waited: true,
+      error: { code: "server_restart" },
+    });
+    // The follow-up's turn was running: the restart ended it, and that is its answer.
+    const followed = await followUp;
+    expect(followed.isError).toBeFalsy();
+    expect(followed.structuredContent).toMatchObject({
+      id: idleRun,
+      status: "failed",
+      turnCount: 2,
       waited: true,
       error: { code: "server_restart" },
     });
