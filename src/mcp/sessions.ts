@@ -235,11 +235,13 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
     async find(id, keyId) {
       const live = held.get(id);
       if (live) return live.keyId === keyId ? live : undefined;
-      let pending = reviving.get(id);
+      // By id and key: another key's request must not share (and so fail) this key's revival.
+      const at = `${id} ${keyId}`;
+      let pending = reviving.get(at);
       if (!pending) {
         pending = revive(id, keyId);
-        reviving.set(id, pending);
-        void pending.finally(() => reviving.delete(id)).catch(() => undefined);
+        reviving.set(at, pending);
+        void pending.finally(() => reviving.delete(at)).catch(() => undefined);
       }
       const s = await pending;
       return s?.keyId === keyId ? s : undefined;
