@@ -346,8 +346,8 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     const res = await rawPost(headers, { jsonrpc: "2.0", id: 7, method: "ping" });
     expect(res.headers.get("content-type")).toContain("text/event-stream");
     const frames = (await res.text()).split("\n\n").filter(Boolean);
-    expect(frames[0]).toMatch(/^id: \d+-1\nretry: 1000\ndata: $/);
-    expect(frames[1]).toMatch(/^event: message\nid: \d+-2\ndata: \{.*"id":7\}$/);
+    expect(frames[0]).toMatch(/^id: [0-9a-f]{12}-1\nretry: 1000\ndata: $/);
+    expect(frames[1]).toMatch(/^event: message\nid: [0-9a-f]{12}-2\ndata: \{.*"id":7\}$/);
 
     const batch = [
       { jsonrpc: "2.0", id: 8, method: "ping" },
