@@ -205,7 +205,9 @@ for (const c of CASES) {
         // Another key on a VM from the snapshot: its stale paths go, nothing is restored.
         const e = await snapshotting({ fromSnapshot: snapshot! });
         expect(await cache.restore("0".repeat(40), e)).toBe(false);
-        expect(await sh(e, "ls -A deps vendor 2>/dev/null; ls -A ../.patchbay | grep -c env-layer || true")).toBe("0\n");
+        expect(await sh(e, "ls -A deps vendor 2>/dev/null; ls -A ../.patchbay | grep -c env-layer || true")).toBe(
+          "0\n",
+        );
 
         // Two more layers under a bound of two: the least recently used goes, with its snapshot.
         await cache.save("1".repeat(40), "acme/cache", a, ["deps"]);

@@ -234,8 +234,7 @@ describe("setup and its cache: e2b (the E2B stand-in)", { timeout: LOADED.testMs
     const snapshotId = (snapshots[0]!.args as { snapshotId: string }).snapshotId;
     // Taken before the agent started: no OpenCode server was running in the VM to be kept.
     const at = (calls: typeof cloud.calls, pred: (c: (typeof cloud.calls)[number]) => boolean) => calls.findIndex(pred);
-    const serve = (c: (typeof cloud.calls)[number]) =>
-      c.op === "run" && /opencode.*serve/.test(JSON.stringify(c.args));
+    const serve = (c: (typeof cloud.calls)[number]) => c.op === "run" && /opencode.*serve/.test(JSON.stringify(c.args));
     expect(at(first.calls, (c) => c.op === "createSnapshot")).toBeLessThan(at(first.calls, serve));
 
     // The second run deletes its restored copy; the third still gets the whole layer.
