@@ -88,13 +88,14 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
-  it("lists the nine tools with input and output schemas and the right annotations", async () => {
+  it("lists the ten tools with input and output schemas and the right annotations", async () => {
     const { tools } = await client.listTools();
     const byName = new Map(tools.map((t) => [t.name, t]));
     expect([...byName.keys()].sort()).toEqual(
       [
         "cancel_run",
         "end_session",
+        "get_group",
         "get_patch",
         "get_run",
         "list_models",
@@ -111,7 +112,16 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     }
     const start = byName.get("start_run")!;
     expect(Object.keys(start.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "wait"]),
+      expect.arrayContaining([
+        "repository",
+        "prompt",
+        "modelId",
+        "baseRef",
+        "publish",
+        "wait",
+        "requirePlanApproval",
+        "attempts",
+      ]),
     );
     expect(start.inputSchema.required).toEqual(["prompt"]);
     expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
@@ -121,9 +131,9 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
     expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
     expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["runId", "prompt", "endSession", "wait"]),
+      expect.arrayContaining(["runId", "prompt", "endSession", "wait", "taskKind"]),
     );
-    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"])
+    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models", "get_group"])
       expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
     for (const destructive of ["cancel_run", "end_session"])
       expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);

@@ -65,12 +65,13 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("patchbay mcp (stdio)", { timeout: LOADED.testMs }, () => {
-  it("lists the nine tools with input and output schemas", async () => {
+  it("lists the ten tools with input and output schemas", async () => {
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(
       [
         "cancel_run",
         "end_session",
+        "get_group",
         "get_patch",
         "get_run",
         "list_models",
