@@ -194,8 +194,13 @@ export function createGroups(deps: GroupDeps): Groups {
     },
 
     async get(ownerId, groupId) {
-      const group = /^[A-Za-z0-9_-]{1,64}$/.test(groupId) ? await store.getGroup(groupId) : undefined;
+      let group = /^[A-Za-z0-9_-]{1,64}$/.test(groupId) ? await store.getGroup(groupId) : undefined;
       if (!group || group.ownerId !== ownerId) throw new EngineError("group_not_found", `group ${groupId} not found`);
+      // A process that stopped between the last sibling settling and the ranking left it undone.
+      if (group.status === "running" && (await siblings(group)).every(settled)) {
+        await serial(groupId, () => settle(groupId));
+        group = (await store.getGroup(groupId))!;
+      }
       const runs = await siblings(group);
       return {
         id: group.id,
