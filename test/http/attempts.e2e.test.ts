@@ -84,6 +84,10 @@ describe("attempts", { timeout: LOADED.testMs }, () => {
       },
     });
     expect(minimal.status).toBe(400);
+    const planned = await h.api("POST", `${API}/runs`, {
+      body: { repository: "acme/tries", prompt: "x", attempts: 2, requirePlanApproval: true },
+    });
+    expect(planned.status).toBe(400);
     expect((await h.api("GET", `${API}/runs`)).json.runs).toEqual([]);
   });
 

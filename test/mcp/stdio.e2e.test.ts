@@ -218,7 +218,7 @@ describe("the MCP Inspector CLI against patchbay mcp", { timeout: LOADED.testMs 
   it("lists the tools and calls list_models", async () => {
     const listed = JSON.parse((await inspector(["--method", "tools/list"])).stdout) as { tools: { name: string }[] };
     expect(listed.tools.map((t) => t.name)).toContain("start_run");
-    expect(listed.tools).toHaveLength(9);
+    expect(listed.tools).toHaveLength(10);
     const called = JSON.parse(
       (await inspector(["--method", "tools/call", "--tool-name", "list_models"])).stdout,
     ) as CallToolResult;

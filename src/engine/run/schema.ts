@@ -138,6 +138,10 @@ export const CreateRunInput = z
     message: "requirePlanApproval applies to code runs (a plan run never writes)",
     path: ["requirePlanApproval"],
   })
+  .refine((b) => !(b.requirePlanApproval && (b.attempts ?? 1) > 1), {
+    message: "attempts are ranked by what they wrote, so they cannot wait for plan approval; drop one of the two",
+    path: ["attempts"],
+  })
   .refine((b) => !!(b.repository || b.repositoryFullName || b.repositoryId !== undefined), {
     message: "one of repository, repositoryFullName or repositoryId is required",
     path: ["repository"],
