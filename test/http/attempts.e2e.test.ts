@@ -14,7 +14,8 @@ let h: HttpHarness;
 
 const TRIES_FILES: Record<string, string> = {
   "README.md": "# Tries\n",
-  ".patchbay.json": JSON.stringify({ validation: { check: ["test -f ok.txt"] } }) + "\n",
+  // `basic` runs the check; `tests` runs it and the test (and one repair turn when they fail).
+  ".patchbay.json": JSON.stringify({ validation: { check: ["test -f ok.txt"], test: ["test -f ok.txt"] } }) + "\n",
 };
 
 /**
@@ -139,7 +140,7 @@ describe("attempts", { timeout: LOADED.testMs }, () => {
     await endAll(first);
   });
 
-  it("with publish asked, only the best sibling publishes, once the group is ranked", async () => {
+  it("with publish asked (validationMode tests), only the best sibling publishes, once the group is ranked", async () => {
     const model = "acme/attempts-publish";
     scriptSiblings(model);
     const started = await h.api("POST", `${API}/runs`, {
@@ -148,6 +149,7 @@ describe("attempts", { timeout: LOADED.testMs }, () => {
         prompt: "Make the check pass and publish",
         modelId: model,
         attempts: 3,
+        validationMode: "tests",
         publish: { mode: "draft_pr" },
       },
     });
@@ -161,6 +163,8 @@ describe("attempts", { timeout: LOADED.testMs }, () => {
       { timeoutMs: LOADED.turnWaitMs, what: `run ${best} to publish` },
     );
     expect(published.publish.status).toBe("published");
+    expect(published.validation).toMatchObject({ mode: "tests", status: "passed" });
+    expect(group.validationMode).toBe("tests");
     expect(published.draftPullRequest).toMatchObject({ branch: `patchbay/${best}` });
     expect(published.changedPaths).toEqual(["ok.txt"]);
     const pulls = h.github!.pulls.get("acme/tries") ?? [];
