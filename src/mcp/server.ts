@@ -15,6 +15,7 @@ import { isResourceUri, registerRunResources } from "./resources.ts";
 import type { CallTracker, McpCaller, McpScope, PatchbayTool, ToolExtra } from "./tool.ts";
 import { cancelRunTool } from "./tools/cancel_run.ts";
 import { endSessionTool } from "./tools/end_session.ts";
+import { getGroupTool } from "./tools/get_group.ts";
 import { getPatchTool } from "./tools/get_patch.ts";
 import { getRunTool } from "./tools/get_run.ts";
 import { listModelsTool } from "./tools/list_models.ts";
@@ -34,6 +35,7 @@ export const TOOLS: readonly PatchbayTool[] = [
   endSessionTool,
   cancelRunTool,
   listModelsTool,
+  getGroupTool,
 ] as unknown as readonly PatchbayTool[];
 
 /** The server's name and version as announced in `initialize`. */

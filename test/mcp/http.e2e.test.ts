@@ -88,13 +88,14 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
-  it("lists the nine tools with input and output schemas and the right annotations", async () => {
+  it("lists the ten tools with input and output schemas and the right annotations", async () => {
     const { tools } = await client.listTools();
     const byName = new Map(tools.map((t) => [t.name, t]));
     expect([...byName.keys()].sort()).toEqual(
       [
         "cancel_run",
         "end_session",
+        "get_group",
         "get_patch",
         "get_run",
         "list_models",
@@ -111,7 +112,16 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     }
     const start = byName.get("start_run")!;
     expect(Object.keys(start.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "wait"]),
+      expect.arrayContaining([
+        "repository",
+        "prompt",
+        "modelId",
+        "baseRef",
+        "publish",
+        "wait",
+        "requirePlanApproval",
+        "attempts",
+      ]),
     );
     expect(start.inputSchema.required).toEqual(["prompt"]);
     expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
@@ -121,9 +131,9 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
     expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
     expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["runId", "prompt", "endSession", "wait"]),
+      expect.arrayContaining(["runId", "prompt", "endSession", "wait", "taskKind"]),
     );
-    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"])
+    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models", "get_group"])
       expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
     for (const destructive of ["cancel_run", "end_session"])
       expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);
@@ -417,7 +427,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
 
     it("a read-only key can read but start_run answers a forbidden tool error", async () => {
       const { client: ro } = await h.connect(readKey);
-      expect((await ro.listTools()).tools.length).toBe(9);
+      expect((await ro.listTools()).tools.length).toBe(10);
       expect((await call(ro, "get_run", { runId })).structuredContent).toMatchObject({ id: runId });
       expect(errorCodeOf(await call(ro, "start_run", { repository: "acme/web", prompt: "x" }))).toBe("forbidden");
       expect(errorCodeOf(await call(ro, "cancel_run", { runId }))).toBe("forbidden");
@@ -473,7 +483,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
         ).status,
       ).toBe(404);
       // The rightful owner's session still works.
-      expect((await client.listTools()).tools.length).toBe(9);
+      expect((await client.listTools()).tools.length).toBe(10);
     });
   });
 });

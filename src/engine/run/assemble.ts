@@ -1,6 +1,7 @@
 /**
  * The run engine's parts, made and wired together once: the event bus and writer, the live
- * sessions, setup and its cache, creation, turns, endings, admission and messages. The
+ * sessions, setup and its cache, creation, turns, endings, admission, messages and groups of
+ * attempts. The
  * facade (engine.ts) only calls them; a new part is wired here.
  */
 import type { Config } from "../../config.ts";
@@ -19,8 +20,10 @@ import { createAdmission } from "./admission.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { createGrants } from "./grant.ts";
+import { createGroups } from "./groups.ts";
 import { createMessages } from "./message.ts";
 import type { RunParts } from "./parts.ts";
+import { createRunPublishing } from "./publishing.ts";
 import { createLiveSessions } from "./sessions.ts";
 import { createTurns } from "./turn.ts";
 import { createRunWriter } from "./writer.ts";
@@ -96,5 +99,7 @@ export function assembleParts(deps: EngineDeps) {
   });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache };
+  const publishing = createRunPublishing({ store, publisher, log });
+  const groups = createGroups({ store, bus, runs, turns, sessions, endings, publishing, writer, log, now });
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, groups, envCache };
 }

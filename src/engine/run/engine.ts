@@ -26,6 +26,7 @@ import {
   type RunRecord,
   type RunStatus,
 } from "./schema.ts";
+import type { GroupView } from "./group-schema.ts";
 import { createStreamSlots } from "./streams.ts";
 import { toRunView, type RunView } from "./view.ts";
 
@@ -50,7 +51,10 @@ export interface StartRunOptions {
 }
 
 export interface Engine {
+  /** With `attempts` > 1, starts that many sibling runs and answers the first (its `group` names the group). */
   startRun(ownerId: string, input: unknown, opts?: StartRunOptions): Promise<RunView>;
+  /** A group of attempts: its siblings with status and rank, and its best run once ranked. */
+  getGroup(ownerId: string, groupId: string): Promise<GroupView>;
   /** Continue an idle run, end its session (`endSession`), or start a chained run. */
   sendMessage(ownerId: string, runId: string, input: unknown): Promise<RunView>;
   getRun(ownerId: string, runId: string, opts?: GetRunOptions): Promise<RunView>;
@@ -101,8 +105,22 @@ export interface Engine {
 }
 
 export function createEngine(deps: EngineDeps): Engine {
-  const { config, store, now, bus, sessions, state, parts, endings, turns, runs, admission, messages, envCache } =
-    assembleParts(deps);
+  const {
+    config,
+    store,
+    now,
+    bus,
+    sessions,
+    state,
+    parts,
+    endings,
+    turns,
+    runs,
+    admission,
+    messages,
+    groups,
+    envCache,
+  } = assembleParts(deps);
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -136,7 +154,10 @@ export function createEngine(deps: EngineDeps): Engine {
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
         if (replayed) return replayed;
         refuseWhileClosing();
-        await admission.assertBelowCap(ownerId);
+        const attempts = input.attempts ?? 1;
+        // Every sibling takes a slot: a group that does not fit whole is refused whole.
+        await admission.assertBelowCap(ownerId, attempts);
+        if (attempts > 1) return groups.start(ownerId, input, opts);
         const created = await runs.create(ownerId, input, {
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
@@ -145,6 +166,8 @@ export function createEngine(deps: EngineDeps): Engine {
       });
       return view(run);
     },
+
+    getGroup: (ownerId, groupId) => groups.get(ownerId, groupId),
 
     async sendMessage(ownerId, runId, rawInput) {
       const input = parseInput(MessageInput, rawInput);

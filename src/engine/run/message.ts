@@ -47,7 +47,8 @@ export function createMessages(
           ...(run.baseRef ? { baseRef: run.baseRef } : {}),
         });
       }
-      const updated = publish ? await store.updateRun(run.id, { publish }) : run;
+      const changes: Partial<RunRecord> = { ...(publish ? { publish } : {}), ...kindChange(run, input) };
+      const updated = Object.keys(changes).length ? await store.updateRun(run.id, changes) : run;
       return await turns.begin(updated, input.prompt!, hold);
     } catch (e) {
       hold.release();
@@ -71,6 +72,18 @@ export function createMessages(
         return turns.begin(next, chained.prompt, sessions.acquire(next.id), prior);
       });
     },
+  };
+}
+
+/**
+ * What a message's `taskKind` changes on a warm session: the kind of its turn and those after,
+ * and a pending plan approved by switching to code.
+ */
+export function kindChange(run: RunRecord, input: MessageInput): Partial<RunRecord> {
+  const kind = input.taskKind ?? run.taskKind;
+  return {
+    ...(kind !== run.taskKind ? { taskKind: kind } : {}),
+    ...(run.planApproval === "pending" && kind === "code" ? { planApproval: "approved" as const } : {}),
   };
 }
 

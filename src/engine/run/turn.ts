@@ -17,6 +17,7 @@ import { validateTurn } from "../validation/validation.ts";
 import type { Endings } from "./end.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
+import { createRunPublishing } from "./publishing.ts";
 import type { Hold } from "./sessions.ts";
 import { boundSummary, storeSummary } from "./summary.ts";
 
@@ -59,6 +60,7 @@ export function maskedDiff(diff: DiffResult, mask: (text: string) => string): Di
 export function createTurns(deps: TurnDeps): Turns {
   const { config, store, writer, sessions, log } = deps;
   const iso = () => deps.now().toISOString();
+  const publishing = createRunPublishing(deps);
 
   const startIn = async (run: RunRecord): Promise<{ fromSnapshot?: string }> => {
     const snapshot = await deps.setups.baseFor(run);
@@ -135,55 +137,6 @@ export function createTurns(deps: TurnDeps): Turns {
       await store.putSecret(deps.secrets.seal(run.id, RESUME_SECRET, JSON.stringify(session.resume)));
     }
     return { session, run };
-  }
-
-  /**
-   * Publish a turn's changes as a draft PR. A failure is recorded on the run (publish.status
-   * failed, with the error), never fails the run: the patch stays available either way.
-   */
-  async function publish(
-    run: RunRecord,
-    binaryPatch: string,
-    results: Partial<RunRecord>,
-    note: (data: BuilderEventData) => void,
-    signal: AbortSignal,
-  ): Promise<Partial<RunRecord>> {
-    note({ kind: "log", message: "publishing…" });
-    try {
-      const turns = await store.listTurns(run.id);
-      const r = await deps.publisher.publish({
-        runId: run.id,
-        repository: run.repository,
-        baseSha: run.baseSha!,
-        baseRef: run.baseRef!,
-        ...(run.publish.branch ? { branch: run.publish.branch } : {}),
-        ...(run.publish.ownedBranch ? { ownedBranch: run.publish.ownedBranch } : {}),
-        ...(run.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
-        binaryPatch,
-        prompts: turns.map((t) => t.prompt),
-        summary: results.summary ?? run.summary,
-        diffStats: results.diffStats ?? null,
-        changedPaths: results.changedPaths ?? [],
-        signal,
-      });
-      const { error: _previous, ...kept } = run.publish;
-      if (r.status === "skipped") {
-        note({ kind: "log", message: `nothing published: ${r.reason}` });
-        return { publish: { ...kept, branch: r.branch, status: "skipped" } };
-      }
-      const pr = r.draftPullRequest;
-      note({ kind: "log", message: `${r.created ? "opened" : "updated"} draft PR #${pr.number}: ${pr.url}` });
-      // The branch is recorded so a follow-up (or a chained run) publishes to the same one.
-      // A branch this publish created is Patchbay's: later turns and chained runs push to it without an opt-in.
-      const publish = { ...kept, branch: r.branch, status: "published" as const };
-      if (r.branchCreated) publish.ownedBranch = r.branch;
-      return { publish, draftPullRequest: pr };
-    } catch (e) {
-      const err = toEngineError(e, "publish_failed");
-      log.warn("publish failed", { runId: run.id, code: err.code, message: err.message });
-      note({ kind: "log", message: `publish failed (${err.code}): ${err.message}` });
-      return { publish: { ...run.publish, status: "failed", error: { code: err.code, message: err.message } } };
-    }
   }
 
   /** The agent's turn, then validation (which may run one repair turn); the patch is taken even for a failed turn. */
@@ -264,8 +217,10 @@ export function createTurns(deps: TurnDeps): Turns {
         await deps.endings.finish(run, "failed", error);
         return;
       }
-      if (run.publish.mode === "draft_pr") {
-        Object.assign(results, await publish(run, diff.binaryPatch, results, note, abort.signal));
+      if (run.publish.mode === "draft_pr" && run.group?.holdPublish) {
+        note({ kind: "log", message: "publishing waits for the group's ranking: only its best run publishes" });
+      } else if (run.publish.mode === "draft_pr") {
+        Object.assign(results, await publishing.publish(run, diff.binaryPatch, results, note, abort.signal));
       }
       const expiresAt = new Date(deps.now().getTime() + config.sessionTtlMs).toISOString();
       // Release the run in the same tick the store turns it idle: a client that sees `idle`
@@ -325,6 +280,7 @@ export function createTurns(deps: TurnDeps): Turns {
         runId: run.id,
         n,
         prompt,
+        taskKind: run.taskKind,
         status: "running",
         summary: null,
         error: null,
