@@ -15,6 +15,7 @@ import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
 import type { RunStore } from "../store/store.ts";
+import { createWebhooks } from "../webhooks/webhooks.ts";
 import { createAdmission } from "./admission.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
@@ -49,6 +50,8 @@ export function assembleParts(deps: EngineDeps) {
   const now = deps.now ?? (() => new Date());
   const bus = createEventBus({ onListenerError: (error) => log.warn("an event listener failed", { error }) });
   const environment = createRunSecrets({ store, box: deps.secrets, log });
+  // Subscribed before any part can change a status (recovery's changes are delivered too).
+  const webhooks = createWebhooks({ config, store, bus, box: deps.secrets, log, now });
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
   const sessions = createLiveSessions({ gateway: deps.gateway, log });
   const state = { closing: false, draining: false };
@@ -85,9 +88,10 @@ export function assembleParts(deps: EngineDeps) {
     repositories,
     publisher,
     writer,
+    webhooks,
     now,
   });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache };
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache, webhooks };
 }

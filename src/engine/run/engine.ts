@@ -28,6 +28,7 @@ import {
 } from "./schema.ts";
 import { createStreamSlots } from "./streams.ts";
 import { toRunView, type RunView } from "./view.ts";
+import { newWebhookSecret, type Webhooks } from "../webhooks/webhooks.ts";
 
 export type { FollowOptions, RunFollow } from "./follow.ts";
 export type { EngineDeps } from "./assemble.ts";
@@ -82,6 +83,8 @@ export interface Engine {
   readonly bus: Pick<EventBus, "onStatus">;
   /** The owners' stored secrets (`/api/v1/secrets`), which runs name in `environment.secretNames`. */
   readonly secrets: OwnerSecrets;
+  /** Webhooks: the owners' endpoints (`/api/v1/webhooks`) and each run's delivery log. */
+  readonly webhooks: Webhooks;
   /** Setup's cached layers (admin): least recently used first. */
   listEnvironments(): Promise<LayerInfo[]>;
   /** Drop a cached layer (admin); environment_not_found when there is none. */
@@ -101,8 +104,22 @@ export interface Engine {
 }
 
 export function createEngine(deps: EngineDeps): Engine {
-  const { config, store, now, bus, sessions, state, parts, endings, turns, runs, admission, messages, envCache } =
-    assembleParts(deps);
+  const {
+    config,
+    store,
+    now,
+    bus,
+    sessions,
+    state,
+    parts,
+    endings,
+    turns,
+    runs,
+    admission,
+    messages,
+    envCache,
+    webhooks,
+  } = assembleParts(deps);
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -125,25 +142,33 @@ export function createEngine(deps: EngineDeps): Engine {
   const engine: Engine = {
     bus,
     secrets: createOwnerSecrets({ store, box: deps.secrets, now }),
+    webhooks,
     listEnvironments: () => envCache.list(),
     async dropEnvironment(key) {
       if (!(await envCache.drop(key))) throw new EngineError("environment_not_found", `no cached environment ${key}`);
     },
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
+      // Shown once, in this answer; a replay of the request does not show it again.
+      let generatedSecret: string | undefined;
       const run = await admission.serial(ownerId, async () => {
         // A replay of an idempotent request is not refused by the cap it already counts in.
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
         if (replayed) return replayed;
         refuseWhileClosing();
         await admission.assertBelowCap(ownerId);
+        if (input.webhook && !input.webhook.secret) generatedSecret = newWebhookSecret();
         const created = await runs.create(ownerId, input, {
+          ...(generatedSecret ? { webhookSecret: generatedSecret } : {}),
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
         });
         return turns.begin(created, input.prompt, sessions.acquire(created.id));
       });
-      return view(run);
+      const shown = view(run);
+      return generatedSecret && shown.webhook
+        ? { ...shown, webhook: { ...shown.webhook, secret: generatedSecret } }
+        : shown;
     },
 
     async sendMessage(ownerId, runId, rawInput) {
@@ -229,7 +254,11 @@ export function createEngine(deps: EngineDeps): Engine {
 
     models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
-    recover: () => recover({ ...parts, endings }),
+    async recover() {
+      // Deliveries a previous process left go out first; recovery's own changes queue behind them.
+      await webhooks.start();
+      await recover({ ...parts, endings });
+    },
 
     async drain(graceMs) {
       state.draining = true;
@@ -248,6 +277,7 @@ export function createEngine(deps: EngineDeps): Engine {
       await Promise.allSettled(inFlight.map((t) => t.done));
       await sessions.settled();
       await Promise.allSettled(sessions.runIds().map((id) => sessions.handOver(id)));
+      await webhooks.close();
     },
   };
   return engine;

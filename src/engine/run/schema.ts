@@ -4,6 +4,7 @@
  */
 import * as z from "zod";
 import { EnvironmentInput, RunEnvironment, SetupState } from "../environment/schema.ts";
+import { RunWebhookInput } from "../webhooks/schema.ts";
 
 export const RunStatus = z.enum(["queued", "running", "idle", "completed", "failed", "cancelled"]);
 export type RunStatus = z.infer<typeof RunStatus>;
@@ -115,6 +116,10 @@ export const CreateRunInput = z
     billing: BillingInput.optional(),
     /** Setup, secrets and network policy (see environment/schema.ts). */
     environment: EnvironmentInput.optional(),
+    webhook: RunWebhookInput.optional().meta({
+      description:
+        "A signed webhook (Standard Webhooks) for this run's status changes and finished turns; see `POST /api/v1/webhooks` for every run",
+    }),
   })
   .strict()
   .refine((b) => !!(b.repository || b.repositoryFullName || b.repositoryId !== undefined), {
@@ -258,6 +263,8 @@ export const RunRecord = z.object({
   environment: RunEnvironment.optional(),
   /** The setup step's outcome; absent until the run's first turn reaches it. */
   setup: SetupState.nullable().optional(),
+  /** The run's own webhook (its secret is sealed in the store's webhooks). */
+  webhook: z.object({ id: z.string(), url: z.string() }).optional(),
   idempotencyKey: z.string().optional(),
   idempotencyHash: z.string().optional(),
   createdAt: z.string(),

@@ -33,6 +33,7 @@ import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
 import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
+import { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -44,6 +45,9 @@ const StoreFile = z.object({
   secrets: z.array(SecretRecord),
   /** Absent in files written before owner secrets existed. */
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
+  /** Absent in files written before webhooks existed. */
+  webhooks: z.array(WebhookRecord).default([]),
+  deliveries: z.array(DeliveryRecord).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
 
@@ -55,6 +59,8 @@ const emptyStore = (): StoreFile => ({
   repositories: [],
   secrets: [],
   ownerSecrets: [],
+  webhooks: [],
+  deliveries: [],
 });
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
@@ -124,6 +130,10 @@ async function open(
   const repoIdByName = new Map(data.repositories.map((r) => [r.fullName.toLowerCase(), r.id]));
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
+  const webhooks = new Map(data.webhooks.map((w) => [w.id, w]));
+  const deliveries = new Map(data.deliveries.map((d) => [d.id, d]));
+  const deliveriesByRun = new Map<string, Set<string>>();
+  for (const d of data.deliveries) deliveriesByRun.set(d.runId, (deliveriesByRun.get(d.runId) ?? new Set()).add(d.id));
 
   const snapshot = (): StoreFile => ({
     version: 1,
@@ -133,6 +143,8 @@ async function open(
     repositories: [...repos.values()],
     secrets: secrets.all(),
     ownerSecrets: ownerSecrets.all(),
+    webhooks: [...webhooks.values()],
+    deliveries: [...deliveries.values()],
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -374,6 +386,49 @@ async function open(
       return true;
     },
 
+    // --- webhooks and deliveries
+    async putWebhook(hook) {
+      usable();
+      webhooks.set(hook.id, valid(WebhookRecord, hook, "webhook"));
+      await persist();
+    },
+    async getWebhook(id) {
+      usable();
+      return copy(webhooks.get(id));
+    },
+    async listWebhooks(ownerId) {
+      usable();
+      return [...webhooks.values()].filter((w) => w.ownerId === ownerId).map(copy);
+    },
+    async deleteWebhook(id) {
+      usable();
+      if (!webhooks.delete(id)) return false;
+      await persist();
+      return true;
+    },
+    async putDelivery(delivery) {
+      usable();
+      const record = valid(DeliveryRecord, delivery, "delivery");
+      deliveries.set(record.id, record);
+      deliveriesByRun.set(record.runId, (deliveriesByRun.get(record.runId) ?? new Set()).add(record.id));
+      await persist();
+    },
+    async getDelivery(id) {
+      usable();
+      return copy(deliveries.get(id));
+    },
+    async listDeliveries(runId) {
+      usable();
+      return [...(deliveriesByRun.get(runId) ?? [])].map((id) => copy(deliveries.get(id)!)).sort(bySeq);
+    },
+    async pendingDeliveries() {
+      usable();
+      return [...deliveries.values()]
+        .filter((d) => d.status === "pending")
+        .map(copy)
+        .sort((a, b) => (a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : bySeq(a, b)));
+    },
+
     async close() {
       if (closed) return;
       closed = true;
@@ -388,6 +443,10 @@ async function open(
 }
 
 function noop(): void {}
+
+function bySeq(a: DeliveryRecord, b: DeliveryRecord): number {
+  return a.seq - b.seq || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+}
 
 /** Callers get copies: changing a returned record must not change the store behind its back. */
 function copy<T>(v: T): T {
