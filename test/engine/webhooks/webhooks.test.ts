@@ -119,7 +119,7 @@ describe("webhooks", () => {
     // The receiver answered before Patchbay stored the outcome: read the log once it has caught up.
     const log = await waitFor(async () => {
       const l = await r.hooks.deliveries("owner-1", run.id);
-      return l.every((d) => d.status === "delivered") && l;
+      return l.every((d) => d.status === "delivered") ? l : undefined;
     });
     expect(log.length).toBe(7);
     expect(log[0]!.attempts.map((a) => a.statusCode)).toEqual([500, 500, 204]);
@@ -180,7 +180,7 @@ describe("webhooks", () => {
     expect(rx.delivered()[2]!.id).toBe(failed!.id);
     const log = await waitFor(async () => {
       const l = await r.hooks.deliveries("owner-1", run.id);
-      return l[0]!.status === "delivered" && l;
+      return l[0]!.status === "delivered" ? l : undefined;
     });
     expect(log[0]!.attempts.map((a) => a.attempt)).toEqual([1, 2, 3, 4]);
     await expect(r.hooks.redeliver("owner-1", run.id, "msg_nope")).rejects.toMatchObject({
