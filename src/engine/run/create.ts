@@ -92,6 +92,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
 
   return {
     async create(ownerId, input, extra = {}) {
+      if (input.webhook) deps.webhooks.check(input.webhook);
       // Before any sandbox exists: which repository, reachable with this server's credentials
       // (a repository on no App installation is refused here, as repository_not_installed).
       const fullName = input.repository ?? input.repositoryFullName;

@@ -45,6 +45,8 @@ export interface Webhooks {
 
 /** What run creation uses: a run's own webhook, stored (sealed) before the run is. */
 export interface RunWebhooks {
+  /** Check a run's webhook URL (invalid_webhook_url) before anything slower runs. */
+  check(input: RunWebhookInput): void;
   /** Check and store a new run's webhook; `secret` is the client's or one {@link newWebhookSecret} made. */
   attach(ownerId: string, runId: string, input: RunWebhookInput, secret: string): Promise<{ id: string; url: string }>;
   /** A chained run keeps its prior run's webhook (a copy under its own id). */
@@ -220,6 +222,9 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
       await store.putDelivery(again);
       queues.kick(again);
       return showDelivery(again);
+    },
+    check(input) {
+      checkWebhookUrl(input.url, policy);
     },
     async attach(ownerId, runId, input, secret) {
       const url = checkWebhookUrl(input.url, policy).href;
