@@ -3,6 +3,7 @@
  * resolved address, checked in the socket's own lookup), against a real receiver on 127.0.0.1.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../../src/config.ts";
 import { EngineError } from "../../../src/engine/errors.ts";
 import { sendWebhook } from "../../../src/engine/webhooks/send.ts";
 import { checkWebhookUrl, isPrivateAddress } from "../../../src/engine/webhooks/target.ts";
@@ -120,5 +121,23 @@ describe("a delivery attempt", () => {
     } finally {
       await bad.close();
     }
+  });
+});
+
+describe("webhook settings", () => {
+  it("are read from the environment once: flags, a retry schedule, a timeout; a bad schedule names its variable", () => {
+    const defaults = loadConfig({});
+    expect(defaults).toMatchObject({ webhookAllowHttp: false, webhookAllowPrivate: false, webhookTimeoutMs: 10_000 });
+    expect(defaults.webhookRetryMs).toEqual([5_000, 30_000, 120_000, 600_000, 2_700_000]);
+    const set = loadConfig({
+      PATCHBAY_WEBHOOK_ALLOW_HTTP: "1",
+      PATCHBAY_WEBHOOK_ALLOW_PRIVATE: "true",
+      PATCHBAY_WEBHOOK_RETRY_MS: "100, 200,400",
+      PATCHBAY_WEBHOOK_TIMEOUT_MS: "500",
+    });
+    expect(set).toMatchObject({ webhookAllowHttp: true, webhookAllowPrivate: true, webhookTimeoutMs: 500 });
+    expect(set.webhookRetryMs).toEqual([100, 200, 400]);
+    for (const bad of ["", "1,x", "0", "-5", "1.5"])
+      expect(() => loadConfig({ PATCHBAY_WEBHOOK_RETRY_MS: bad }), bad).toThrow(/PATCHBAY_WEBHOOK_RETRY_MS/);
   });
 });
