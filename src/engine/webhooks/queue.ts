@@ -44,6 +44,8 @@ interface Lane {
 }
 
 const JITTER = 0.2;
+/** How long a lane the store failed under waits before it looks again. */
+const LANE_RETRY_MS = 5_000;
 
 export function createDeliveryQueues(deps: DeliveryQueuesDeps): DeliveryQueues {
   const { store, log, now } = deps;
@@ -79,7 +81,15 @@ export function createDeliveryQueues(deps: DeliveryQueuesDeps): DeliveryQueues {
 
   async function attempt(d: DeliveryRecord, signal: AbortSignal): Promise<void> {
     const at = now().toISOString();
-    const target = await deps.target(d);
+    // A webhook that is gone, or whose secret no longer opens (another secrets key), will not
+    // come back by waiting: the delivery fails now, with the reason in its log.
+    let target: { url: string; secret: string } | undefined;
+    let unusable = "the webhook was deleted";
+    try {
+      target = await deps.target(d);
+    } catch (e) {
+      unusable = `the webhook cannot be used: ${e instanceof Error ? e.message : String(e)}`;
+    }
     const result: SendResult = target
       ? await send({
           url: target.url,
@@ -91,7 +101,7 @@ export function createDeliveryQueues(deps: DeliveryQueuesDeps): DeliveryQueues {
           signal,
           now,
         })
-      : { ok: false, statusCode: null, latencyMs: 0, error: "the webhook was deleted" };
+      : { ok: false, statusCode: null, latencyMs: 0, error: unusable };
     // Cut short by shutdown: not an attempt of the receiver's; the next start sends it.
     if (closed && signal.aborted) return;
     const attempts = [
@@ -123,24 +133,28 @@ export function createDeliveryQueues(deps: DeliveryQueuesDeps): DeliveryQueues {
     await store.putDelivery(settled);
   }
 
-  return {
-    kick({ runId, webhookId }) {
+  function kick({ runId, webhookId }: Pick<DeliveryRecord, "runId" | "webhookId">): void {
+    if (closed) return;
+    const key = `${runId}\n${webhookId}`;
+    const lane = lanes.get(key);
+    if (lane) {
+      lane.dirty = true;
+      lane.wake?.();
+      return;
+    }
+    const fresh: Lane = { dirty: false, abort: new AbortController(), done: Promise.resolve() };
+    lanes.set(key, fresh);
+    fresh.done = drain(key, fresh, runId, webhookId).catch((e: unknown) => {
+      lanes.delete(key);
       if (closed) return;
-      const key = `${runId}\n${webhookId}`;
-      const lane = lanes.get(key);
-      if (lane) {
-        lane.dirty = true;
-        lane.wake?.();
-        return;
-      }
-      const fresh: Lane = { dirty: false, abort: new AbortController(), done: Promise.resolve() };
-      lanes.set(key, fresh);
-      fresh.done = drain(key, fresh, runId, webhookId).catch((e: unknown) => {
-        lanes.delete(key);
-        // The store refused a write (closing, disk): the delivery stays pending for the next start.
-        if (!closed) log.warn("a webhook delivery lane stopped", { runId, webhookId, error: e });
-      });
-    },
+      // The store refused a read or write (disk full, gone): the delivery is still pending; look again later.
+      log.warn("a webhook delivery lane stopped; retrying", { runId, webhookId, error: e });
+      setTimeout(() => kick({ runId, webhookId }), LANE_RETRY_MS).unref();
+    });
+  }
+
+  return {
+    kick,
     async close() {
       closed = true;
       const all = [...lanes.values()];

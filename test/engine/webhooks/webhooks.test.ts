@@ -209,4 +209,31 @@ describe("webhooks", () => {
       (await second.hooks.deliveries("owner-1", run.id)).every((d) => d.status === "delivered"),
     );
   });
+
+  it("a chained run keeps its prior run's webhook: same URL and secret, under an id of its own", async () => {
+    const r = await rig(tempDir("wh"));
+    const rx = await receiver();
+    const secret = newWebhookSecret();
+    const prior = await runWithHook(r, rx.url, secret, "run_prior");
+    const copied = await r.hooks.copy(prior, "run_chained");
+    expect(copied!.url).toBe(rx.url);
+    expect(copied!.id).not.toBe(prior.webhook!.id);
+    expect(await r.hooks.copy(runRecord({ id: "run_plain" }), "run_x")).toBeUndefined();
+    const chained = runRecord({ id: "run_chained", ownerId: "owner-1", status: "queued", webhook: copied! });
+    await r.store.createRun(chained);
+    await r.status(chained, "running", { turnCount: 1 });
+    await waitFor(() => rx.delivered().length === 1, { what: "the chained run's message" });
+    expect(rx.verified(secret)[0]!.data.run.id).toBe("run_chained");
+    // A sealed secret moved onto another webhook does not open: it is bound to its webhook's id.
+    const a = (await r.store.getWebhook(prior.webhook!.id))!;
+    const b = (await r.store.getWebhook(copied!.id))!;
+    await r.store.putWebhook({ ...b, secret: a.secret });
+    await r.status({ ...chained, status: "running", turnCount: 1 }, "cancelled");
+    const log = await waitFor(async () => {
+      const l = await r.hooks.deliveries("owner-1", "run_chained");
+      return l.length === 3 && l.every((d) => d.status !== "pending") ? l : undefined;
+    });
+    expect(log.slice(1).map((d) => d.status)).toEqual(["failed", "failed"]);
+    expect(log[1]!.attempts[0]!.error).toMatch(/cannot decrypt/);
+  });
 });
