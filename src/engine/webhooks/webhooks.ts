@@ -121,9 +121,10 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
     const existing = await store.listDeliveries(run.id);
     let seq = existing.reduce((m, d) => Math.max(m, d.seq), 0);
     const turn = event.data.turn;
+    // A turn ends idle, failed or cancelled; `completed` only ever follows an idle run's ended session.
     const turnOver =
       turn > 0 &&
-      !["queued", "running"].includes(run.status) &&
+      ["idle", "failed", "cancelled"].includes(run.status) &&
       !existing.some((d) => d.type === "turn.finished" && d.turn === turn);
     const view = toRunView(run, now());
     const messages: { type: WebhookEventType; data: Record<string, unknown>; turn?: number }[] = [
