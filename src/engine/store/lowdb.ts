@@ -1,8 +1,9 @@
 /**
- * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
- * and secrets (per-run and owner); one JSONL event log per run (`events/<runId>.jsonl`, see
+ * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories,
+ * secrets (per-run and owner), webhooks and delivery records; one JSONL event log per run (`events/<runId>.jsonl`, see
  * event-log.ts); one patch file per run (`patches/<runId>.json`, see patch-files.ts); the
- * whole summary of a run whose record holds a cut one (`summaries/<runId>.txt`). One process
+ * whole summary of a run whose record holds a cut one (`summaries/<runId>.txt`); the body
+ * of each webhook delivery (`deliveries/<id>.json`, see delivery-bodies.ts). One process
  * owns the data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
@@ -34,6 +35,10 @@ import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
 import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
 import { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
+import { createDeliveryBodies } from "./delivery-bodies.ts";
+
+const StoredDelivery = DeliveryRecord.omit({ body: true });
+type StoredDelivery = z.infer<typeof StoredDelivery>;
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -47,7 +52,8 @@ const StoreFile = z.object({
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
   /** Absent in files written before webhooks existed. */
   webhooks: z.array(WebhookRecord).default([]),
-  deliveries: z.array(DeliveryRecord).default([]),
+  /** Without their bodies, which are files of their own (delivery-bodies.ts). */
+  deliveries: z.array(StoredDelivery).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
 
@@ -98,7 +104,9 @@ async function open(
   const eventsDir = path.join(dataDir, "events");
   const patchesDir = path.join(dataDir, "patches");
   const summariesDir = path.join(dataDir, "summaries");
-  for (const dir of [eventsDir, patchesDir, summariesDir]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const deliveriesDir = path.join(dataDir, "deliveries");
+  for (const dir of [eventsDir, patchesDir, summariesDir, deliveriesDir])
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 
   const file = path.join(dataDir, "store.json");
   const db = new Low<unknown>(new PrivateJsonFile(file), emptyStore());
@@ -131,7 +139,7 @@ async function open(
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
   const webhooks = new Map(data.webhooks.map((w) => [w.id, w]));
-  const deliveries = new Map(data.deliveries.map((d) => [d.id, d]));
+  const deliveries = new Map<string, StoredDelivery>(data.deliveries.map((d) => [d.id, d]));
   const deliveriesByRun = new Map<string, Set<string>>();
   for (const d of data.deliveries) deliveriesByRun.set(d.runId, (deliveriesByRun.get(d.runId) ?? new Set()).add(d.id));
 
@@ -183,6 +191,8 @@ async function open(
   const events = createEventLogs({ dir: eventsDir, log, now });
   const patches = createPatchFiles(patchesDir);
   const summaries = createSummaryFiles(summariesDir);
+  const bodies = createDeliveryBodies(deliveriesDir);
+  const withBody = async (d: StoredDelivery): Promise<DeliveryRecord> => ({ ...copy(d), body: await bodies.get(d.id) });
 
   /** The run with `patch` applied and checked, not yet stored. Throws run_not_found. */
   function patchedRun(id: string, patch: Partial<RunRecord>): RunRecord {
@@ -408,25 +418,29 @@ async function open(
     },
     async putDelivery(delivery) {
       usable();
-      const record = valid(DeliveryRecord, delivery, "delivery");
+      const { body, ...record } = valid(DeliveryRecord, delivery, "delivery");
+      // The body first, once: a record in store.json always has its body on disk.
+      if (!deliveries.has(record.id)) await bodies.put(record.id, body);
       deliveries.set(record.id, record);
       deliveriesByRun.set(record.runId, (deliveriesByRun.get(record.runId) ?? new Set()).add(record.id));
       await persist();
     },
     async getDelivery(id) {
       usable();
-      return copy(deliveries.get(id));
+      const d = deliveries.get(id);
+      return d ? withBody(d) : undefined;
     },
     async listDeliveries(runId) {
       usable();
-      return [...(deliveriesByRun.get(runId) ?? [])].map((id) => copy(deliveries.get(id)!)).sort(bySeq);
+      const list = [...(deliveriesByRun.get(runId) ?? [])].map((id) => deliveries.get(id)!).sort(bySeq);
+      return Promise.all(list.map(withBody));
     },
     async pendingDeliveries() {
       usable();
-      return [...deliveries.values()]
+      const list = [...deliveries.values()]
         .filter((d) => d.status === "pending")
-        .map(copy)
         .sort((a, b) => (a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : bySeq(a, b)));
+      return Promise.all(list.map(withBody));
     },
 
     async close() {
@@ -444,7 +458,7 @@ async function open(
 
 function noop(): void {}
 
-function bySeq(a: DeliveryRecord, b: DeliveryRecord): number {
+function bySeq(a: Pick<DeliveryRecord, "seq" | "id">, b: Pick<DeliveryRecord, "seq" | "id">): number {
   return a.seq - b.seq || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 

@@ -200,6 +200,10 @@ describe("webhooks", () => {
     expect(stored).toContain(rx.url);
     expect(stored).not.toContain(secret);
     expect(stored).not.toContain(secret.slice("whsec_".length));
+    // store.json keeps each delivery's small record; its body (the run's view) is a file of its own.
+    expect(stored).not.toContain('"body"');
+    expect(stored).toContain('"deliveries"');
+    expect(fs.readdirSync(path.join(dataDir, "deliveries")).length).toBe(3);
 
     rx.mode = "ok";
     const second = await rig(dataDir);
