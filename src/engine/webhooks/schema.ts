@@ -96,6 +96,8 @@ export const DeliveryRecord = z.object({
   /** Order within the run (all endpoints): each endpoint gets the run's messages in this order. */
   seq: z.number().int(),
   type: WebhookEventType,
+  /** The `run.status` event the message is about (a restart checks that the run's last one has its messages). */
+  eventId: z.number().int().optional(),
   /** The turn a `turn.finished` is about (one message per turn). */
   turn: z.number().int().optional(),
   /** The JSON body, exactly as signed and sent. */

@@ -12,7 +12,7 @@ import { EngineError } from "../errors.ts";
 import type { EventBus, StatusChange } from "../events/bus.ts";
 import type { Logger } from "../log.ts";
 import { parseInput } from "../parse.ts";
-import type { RunRecord } from "../run/schema.ts";
+import { RunStatus, type RunRecord } from "../run/schema.ts";
 import { toRunView } from "../run/view.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
@@ -27,6 +27,9 @@ import {
   type WebhookView,
 } from "./schema.ts";
 import { checkWebhookUrl, type TargetPolicy } from "./target.ts";
+
+/** How far back a restart looks for a status change whose messages a crash kept from being stored. */
+const RECONCILE_WINDOW_MS = 24 * 3600_000;
 
 /** Most webhooks one owner may register (its runs' own do not count). */
 export const MAX_OWNER_WEBHOOKS = 20;
@@ -116,7 +119,10 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
 
   async function enqueue({ run, event }: StatusChange): Promise<void> {
     if (closed) return;
-    const hooks = (await store.listWebhooks(run.ownerId)).filter((h) => h.runId === undefined || h.runId === run.id);
+    // A webhook registered after the change never hears of it (also when a restart finds the change unsent).
+    const hooks = (await store.listWebhooks(run.ownerId)).filter(
+      (h) => (h.runId === undefined || h.runId === run.id) && h.createdAt <= event.at,
+    );
     if (hooks.length === 0) return;
     const existing = await store.listDeliveries(run.id);
     let seq = existing.reduce((m, d) => Math.max(m, d.seq), 0);
@@ -153,6 +159,7 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
           url: hook.url,
           seq,
           type: m.type,
+          eventId: event.id,
           ...(m.turn !== undefined ? { turn: m.turn } : {}),
           body: JSON.stringify({ type: m.type, id, at: event.at, data: m.data }),
           status: "pending",
@@ -165,6 +172,26 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
     // Durable before the first attempt: a crash after this line loses no message.
     await Promise.all(created.map((d) => store.putDelivery(d)));
     for (const d of created) queues.kick(d);
+  }
+
+  /**
+   * After a crash: a status change stored just before it, whose messages were not yet stored,
+   * is queued now (before recovery's own changes). Only a run's last event is looked at, and
+   * only for runs changed within RECONCILE_WINDOW_MS: a change the crash caught is the last.
+   */
+  async function reconcile(): Promise<void> {
+    const since = new Date(now().getTime() - RECONCILE_WINDOW_MS).toISOString();
+    const runs = (await store.runsByStatus(RunStatus.options)).filter((r) => r.updatedAt >= since);
+    for (const run of runs) {
+      const lastId = await store.lastEventId(run.id);
+      const [last] = lastId > 0 ? await store.readEvents(run.id, lastId - 1, 1) : [];
+      if (last?.type !== "run.status" || last.data.status === "queued") continue;
+      if ((await store.listDeliveries(run.id)).some((d) => d.eventId === last.id)) continue;
+      enqueueing = enqueueing
+        .then(() => enqueue({ run, event: last }))
+        .catch((e: unknown) => log.warn("could not queue a webhook delivery", { runId: run.id, error: e }));
+    }
+    await enqueueing;
   }
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -251,6 +278,7 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
     },
     async start() {
       for (const d of await store.pendingDeliveries()) queues.kick(d);
+      await reconcile();
     },
     async close() {
       unsubscribe();

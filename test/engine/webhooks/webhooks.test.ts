@@ -240,4 +240,30 @@ describe("webhooks", () => {
     expect(log.slice(1).map((d) => d.status)).toEqual(["failed", "failed"]);
     expect(log[1]!.attempts[0]!.error).toMatch(/cannot decrypt/);
   });
+
+  it("a status stored just before a crash, its messages not yet stored, is sent by the next start, once", async () => {
+    const dataDir = tempDir("wh");
+    const first = await rig(dataDir);
+    const rx = await receiver();
+    const secret = newWebhookSecret();
+    const run = await turn(first, await runWithHook(first, rx.url, secret), 1);
+    await waitFor(() => rx.delivered().length === 3, { what: "the turn's messages" });
+    // What a crash between the two writes leaves: the status and its event stored, no message
+    // (store.transition without the bus, as writer.setStatus does before it publishes).
+    await first.store.transition(run.id, { status: "completed", finishedAt: new Date().toISOString() }, (u) => ({
+      type: "run.status",
+      turn: u.turnCount,
+      data: { status: "completed", turn: u.turnCount },
+    }));
+    await first.close();
+
+    const second = await rig(dataDir);
+    await waitFor(() => rx.delivered().length === 4, { what: "the message the crash kept back" });
+    expect(kinds(rx.verified(secret))).toEqual(["running", "idle", "turn.finished", "completed"]);
+    await second.close();
+    // A start that finds nothing missing sends nothing.
+    const third = await rig(dataDir);
+    await waitFor(async () => (await third.hooks.deliveries("owner-1", run.id)).length === 4);
+    expect(rx.received.length).toBe(4);
+  });
 });
