@@ -1,10 +1,10 @@
 /**
  * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories,
- * secrets (per-run and owner), webhooks and delivery records; one JSONL event log per run (`events/<runId>.jsonl`, see
- * event-log.ts); one patch file per run (`patches/<runId>.json`, see patch-files.ts); the
- * whole summary of a run whose record holds a cut one (`summaries/<runId>.txt`); the body
- * of each webhook delivery (`deliveries/<id>.json`, see delivery-bodies.ts). One process
- * owns the data dir (lock.ts).
+ * secrets (per-run and owner), webhooks and delivery records; one JSONL event log per run
+ * (`events/<runId>.jsonl`, see event-log.ts); one patch file per run (`patches/<runId>.json`,
+ * see patch-files.ts); the whole summary of a run whose record holds a cut one
+ * (`summaries/<runId>.txt`); the body of each webhook delivery (`deliveries/<id>.json`, see
+ * delivery-records.ts). One process owns the data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
  * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
@@ -35,10 +35,7 @@ import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
 import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
 import { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
-import { createDeliveryBodies } from "./delivery-bodies.ts";
-
-const StoredDelivery = DeliveryRecord.omit({ body: true });
-type StoredDelivery = z.infer<typeof StoredDelivery>;
+import { DeliveryRecords, StoredDelivery } from "./delivery-records.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -52,7 +49,7 @@ const StoreFile = z.object({
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
   /** Absent in files written before webhooks existed. */
   webhooks: z.array(WebhookRecord).default([]),
-  /** Without their bodies, which are files of their own (delivery-bodies.ts). */
+  /** Without their bodies, which are files of their own (delivery-records.ts). */
   deliveries: z.array(StoredDelivery).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
@@ -139,9 +136,7 @@ async function open(
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
   const webhooks = new Map(data.webhooks.map((w) => [w.id, w]));
-  const deliveries = new Map<string, StoredDelivery>(data.deliveries.map((d) => [d.id, d]));
-  const deliveriesByRun = new Map<string, Set<string>>();
-  for (const d of data.deliveries) deliveriesByRun.set(d.runId, (deliveriesByRun.get(d.runId) ?? new Set()).add(d.id));
+  const deliveries = new DeliveryRecords(data.deliveries, deliveriesDir);
 
   const snapshot = (): StoreFile => ({
     version: 1,
@@ -152,7 +147,7 @@ async function open(
     secrets: secrets.all(),
     ownerSecrets: ownerSecrets.all(),
     webhooks: [...webhooks.values()],
-    deliveries: [...deliveries.values()],
+    deliveries: deliveries.all(),
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -191,8 +186,6 @@ async function open(
   const events = createEventLogs({ dir: eventsDir, log, now });
   const patches = createPatchFiles(patchesDir);
   const summaries = createSummaryFiles(summariesDir);
-  const bodies = createDeliveryBodies(deliveriesDir);
-  const withBody = async (d: StoredDelivery): Promise<DeliveryRecord> => ({ ...copy(d), body: await bodies.get(d.id) });
 
   /** The run with `patch` applied and checked, not yet stored. Throws run_not_found. */
   function patchedRun(id: string, patch: Partial<RunRecord>): RunRecord {
@@ -418,29 +411,20 @@ async function open(
     },
     async putDelivery(delivery) {
       usable();
-      const { body, ...record } = valid(DeliveryRecord, delivery, "delivery");
-      // The body first, once: a record in store.json always has its body on disk.
-      if (!deliveries.has(record.id)) await bodies.put(record.id, body);
-      deliveries.set(record.id, record);
-      deliveriesByRun.set(record.runId, (deliveriesByRun.get(record.runId) ?? new Set()).add(record.id));
+      await deliveries.put(valid(DeliveryRecord, delivery, "delivery"));
       await persist();
     },
     async getDelivery(id) {
       usable();
-      const d = deliveries.get(id);
-      return d ? withBody(d) : undefined;
+      return deliveries.get(id);
     },
     async listDeliveries(runId) {
       usable();
-      const list = [...(deliveriesByRun.get(runId) ?? [])].map((id) => deliveries.get(id)!).sort(bySeq);
-      return Promise.all(list.map(withBody));
+      return deliveries.list(runId);
     },
     async pendingDeliveries() {
       usable();
-      const list = [...deliveries.values()]
-        .filter((d) => d.status === "pending")
-        .sort((a, b) => (a.runId < b.runId ? -1 : a.runId > b.runId ? 1 : bySeq(a, b)));
-      return Promise.all(list.map(withBody));
+      return deliveries.pending();
     },
 
     async close() {
@@ -457,10 +441,6 @@ async function open(
 }
 
 function noop(): void {}
-
-function bySeq(a: Pick<DeliveryRecord, "seq" | "id">, b: Pick<DeliveryRecord, "seq" | "id">): number {
-  return a.seq - b.seq || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
-}
 
 /** Callers get copies: changing a returned record must not change the store behind its back. */
 function copy<T>(v: T): T {
