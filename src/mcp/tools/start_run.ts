@@ -25,7 +25,8 @@ export const startRunTool = defineTool({
       allowedRepositories ? { allowedRepositories } : {},
     );
     const { run, waited } = wait ? await waitForTurnWithProgress(ctx, started.id) : { run: started, waited: false };
-    const structured: TurnResult = { ...run, waited };
+    // A generated webhook secret is in the start's answer only: keep it when the run was read again.
+    const structured: TurnResult = { ...run, ...(started.webhook ? { webhook: started.webhook } : {}), waited };
     const next = waited ? "" : "\nThe turn is still running: follow it with stream_events or get_run.";
     return { structured, text: describeRun(run) + next };
   },
