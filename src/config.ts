@@ -39,6 +39,11 @@ const optionalString = z
   .optional()
   .transform((s) => (s && s.trim() !== "" ? s : undefined));
 
+const flag = z
+  .enum(["0", "1", "true", "false", ""])
+  .default("0")
+  .transform((s) => s === "1" || s === "true");
+
 /** A setting: the environment variable it is read from (or the variables, as a record), and its schema. */
 interface Setting<S extends z.ZodType = z.ZodType> {
   readonly from: string | readonly string[];
@@ -207,6 +212,27 @@ const SETTINGS = {
   ),
   /** Snapshots setup's cache keeps where the sandbox provider has them (e2b); least recently used go first. */
   envCacheMaxSnapshots: setting("PATCHBAY_ENV_CACHE_MAX_SNAPSHOTS", z.coerce.number().int().min(0).default(20)),
+  /** Webhooks may target `http://` URLs (local use); off: `https://` only. */
+  webhookAllowHttp: setting("PATCHBAY_WEBHOOK_ALLOW_HTTP", flag),
+  /** Webhooks may reach private, loopback and link-local addresses; off: refused, checked on the resolved address. */
+  webhookAllowPrivate: setting("PATCHBAY_WEBHOOK_ALLOW_PRIVATE", flag),
+  /**
+   * Delays before each retry of a failed webhook delivery (ms, comma-separated; each gets ±20%
+   * jitter). Default 6 tries over about an hour: at once, then 5 s, 30 s, 2 min, 10 min, 45 min.
+   */
+  webhookRetryMs: setting(
+    "PATCHBAY_WEBHOOK_RETRY_MS",
+    z
+      .string()
+      .default("5000,30000,120000,600000,2700000")
+      .transform((s): readonly number[] => s.split(",").map((v) => Number(v.trim())))
+      .refine(
+        (l) => l.length >= 1 && l.length <= 50 && l.every((n) => Number.isInteger(n) && n >= 1 && n <= 86_400_000),
+        "must be 1 to 50 comma-separated delays in ms (1 to 86400000 each)",
+      ),
+  ),
+  /** Longest one webhook delivery attempt may take (connect, answer) before it counts as failed. */
+  webhookTimeoutMs: setting("PATCHBAY_WEBHOOK_TIMEOUT_MS", intMs(10_000, 100)),
   /** serve: on SIGTERM, how long turns in flight may run on before they are stopped and checkpointed. */
   shutdownGraceMs: setting("PATCHBAY_SHUTDOWN_GRACE_MS", intMs(30_000, 0)),
   /** The PATH Patchbay was started with: host git and `local` sandbox commands find their tools on it. */

@@ -12,6 +12,8 @@ export const ERROR_CODES = [
   "prompt_too_long",
   /** `environment.network` asks for a policy this server's sandbox cannot enforce (model-only on local). */
   "unsupported_network_policy",
+  /** A webhook URL that is not an absolute https URL (http when allowed), or names a private address. */
+  "invalid_webhook_url",
   // lookups
   "run_not_found",
   "group_not_found",
@@ -22,6 +24,10 @@ export const ERROR_CODES = [
   "secret_not_found",
   /** No setup cache layer has that key. */
   "environment_not_found",
+  /** No webhook of the caller's with that id. */
+  "webhook_not_found",
+  /** The run has no webhook delivery with that id. */
+  "delivery_not_found",
   // state conflicts
   "session_busy",
   "session_ended",

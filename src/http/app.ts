@@ -2,7 +2,7 @@
  * The HTTP front: an express app over the engine facade and the key service.
  * `createHttpApp` never listens; only the CLI binds ports.
  *
- * Every route comes from the route table (`runRoutes`, `keyRoutes`, `secretRoutes`, `metaRoutes`) and is
+ * Every route comes from the route table (`runRoutes`, `keyRoutes`, `secretRoutes`, `webhookRoutes`, `metaRoutes`) and is
  * registered as: scope check -> per-key rate limit -> JSON-only body -> body parser (1 MB)
  * -> query validation -> handler. Unknown paths answer 404, known paths with another
  * method 405 (with `Allow`), and every error is JSON via the one error middleware.
@@ -19,6 +19,7 @@ import { groupRoutes } from "./groups.ts";
 import { ErrorBody, errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
 import { secretRoutes } from "./secrets.ts";
+import { webhookRoutes } from "./webhooks.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
@@ -161,6 +162,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     ...groupRoutes({ engine }),
     ...keyRoutes({ keys }),
     ...secretRoutes({ engine }),
+    ...webhookRoutes({ engine }),
     ...environmentRoutes({ engine }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),

@@ -30,6 +30,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   model_not_allowed: 400,
   prompt_too_long: 400,
   unsupported_network_policy: 400,
+  invalid_webhook_url: 400,
   // Named at run creation: the request is what is wrong (the route for one secret answers 404 itself).
   secret_not_found: 400,
   // A cursor past the end of the log is a bad request, not a missing resource: the run exists.
@@ -45,6 +46,8 @@ const STATUS: Record<HttpErrorCode, number> = {
   repository_not_found: 404,
   key_not_found: 404,
   environment_not_found: 404,
+  webhook_not_found: 404,
+  delivery_not_found: 404,
   not_found: 404,
   method_not_allowed: 405,
   session_busy: 409,

@@ -163,6 +163,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
       { name: "groups", description: "Groups of sibling attempts started by one run request (`attempts`)" },
       { name: "keys", description: "API keys (admin)" },
       { name: "secrets", description: "Secrets stored once per owner, named by runs" },
+      { name: "webhooks", description: "Signed webhooks (Standard Webhooks) for every run of an owner" },
       { name: "environments", description: "Setup's cached layers (admin)" },
       { name: "meta", description: "Health, readiness and this document" },
     ],

@@ -105,6 +105,24 @@ const MATRIX: Record<string, Case> = {
     path: () => "/api/v1/secrets/NOPE",
     expect: { readOnly: 403, otherOwner: 404 },
   },
+  "post /api/v1/webhooks": {
+    path: () => "/api/v1/webhooks",
+    body: { url: "https://hooks.example.com/matrix" },
+    expect: { readOnly: 403, otherOwner: "skip" },
+  },
+  "get /api/v1/webhooks": { path: () => "/api/v1/webhooks", expect: { readOnly: 200, otherOwner: 200 } },
+  "delete /api/v1/webhooks/:id": {
+    path: () => "/api/v1/webhooks/wh_nope",
+    expect: { readOnly: 403, otherOwner: 404 },
+  },
+  "get /api/v1/coding-agent/runs/:id/deliveries": {
+    path: () => `${API}/runs/${runId}/deliveries`,
+    expect: { readOnly: 200, otherOwner: 404 },
+  },
+  "post /api/v1/coding-agent/runs/:id/deliveries/:deliveryId/redeliver": {
+    path: () => `${API}/runs/${runId}/deliveries/msg_nope/redeliver`,
+    expect: { readOnly: 403, otherOwner: 404 },
+  },
   "get /api/v1/environments": { path: () => "/api/v1/environments", expect: { readOnly: 403, otherOwner: 403 } },
   "delete /api/v1/environments/:key": {
     path: () => "/api/v1/environments/nope",
@@ -120,7 +138,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(19);
+    expect(routes.length).toBe(24);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });

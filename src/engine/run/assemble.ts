@@ -16,6 +16,7 @@ import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
 import type { RunStore } from "../store/store.ts";
+import { createWebhooks } from "../webhooks/webhooks.ts";
 import { createAdmission } from "./admission.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
@@ -52,6 +53,8 @@ export function assembleParts(deps: EngineDeps) {
   const now = deps.now ?? (() => new Date());
   const bus = createEventBus({ onListenerError: (error) => log.warn("an event listener failed", { error }) });
   const environment = createRunSecrets({ store, box: deps.secrets, log });
+  // Subscribed before any part can change a status (recovery's changes are delivered too).
+  const webhooks = createWebhooks({ config, store, bus, box: deps.secrets, log, now });
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
   const sessions = createLiveSessions({ gateway: deps.gateway, log });
   const state = { closing: false, draining: false };
@@ -95,11 +98,12 @@ export function assembleParts(deps: EngineDeps) {
     repositories,
     publisher,
     writer,
+    webhooks,
     now,
   });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
   const publishing = createRunPublishing({ store, publisher, log });
   const groups = createGroups({ store, bus, runs, turns, sessions, endings, publishing, writer, log, now });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, groups, envCache };
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, groups, envCache, webhooks };
 }

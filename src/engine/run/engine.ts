@@ -29,6 +29,7 @@ import {
 import type { GroupView } from "./group-schema.ts";
 import { createStreamSlots } from "./streams.ts";
 import { toRunView, type RunView } from "./view.ts";
+import { newWebhookSecret, type Webhooks } from "../webhooks/webhooks.ts";
 
 export type { FollowOptions, RunFollow } from "./follow.ts";
 export type { EngineDeps } from "./assemble.ts";
@@ -86,6 +87,8 @@ export interface Engine {
   readonly bus: Pick<EventBus, "onStatus">;
   /** The owners' stored secrets (`/api/v1/secrets`), which runs name in `environment.secretNames`. */
   readonly secrets: OwnerSecrets;
+  /** Webhooks: the owners' endpoints (`/api/v1/webhooks`) and each run's delivery log. */
+  readonly webhooks: Webhooks;
   /** Setup's cached layers (admin): least recently used first. */
   listEnvironments(): Promise<LayerInfo[]>;
   /** Drop a cached layer (admin); environment_not_found when there is none. */
@@ -120,6 +123,7 @@ export function createEngine(deps: EngineDeps): Engine {
     messages,
     groups,
     envCache,
+    webhooks,
   } = assembleParts(deps);
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
@@ -143,12 +147,15 @@ export function createEngine(deps: EngineDeps): Engine {
   const engine: Engine = {
     bus,
     secrets: createOwnerSecrets({ store, box: deps.secrets, now }),
+    webhooks,
     listEnvironments: () => envCache.list(),
     async dropEnvironment(key) {
       if (!(await envCache.drop(key))) throw new EngineError("environment_not_found", `no cached environment ${key}`);
     },
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
+      // Shown once, in this answer; a replay of the request does not show it again.
+      let generatedSecret: string | undefined;
       const run = await admission.serial(ownerId, async () => {
         // A replay of an idempotent request is not refused by the cap it already counts in.
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
@@ -157,14 +164,23 @@ export function createEngine(deps: EngineDeps): Engine {
         const attempts = input.attempts ?? 1;
         // Every sibling takes a slot: a group that does not fit whole is refused whole.
         await admission.assertBelowCap(ownerId, attempts);
-        if (attempts > 1) return groups.start(ownerId, input, opts);
+        if (input.webhook && !input.webhook.secret) generatedSecret = newWebhookSecret();
+        if (attempts > 1)
+          return groups.start(ownerId, input, {
+            ...opts,
+            ...(generatedSecret ? { webhookSecret: generatedSecret } : {}),
+          });
         const created = await runs.create(ownerId, input, {
+          ...(generatedSecret ? { webhookSecret: generatedSecret } : {}),
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
         });
         return turns.begin(created, input.prompt, sessions.acquire(created.id));
       });
-      return view(run);
+      const shown = view(run);
+      return generatedSecret && shown.webhook
+        ? { ...shown, webhook: { ...shown.webhook, secret: generatedSecret } }
+        : shown;
     },
 
     getGroup: (ownerId, groupId) => groups.get(ownerId, groupId),
@@ -252,7 +268,11 @@ export function createEngine(deps: EngineDeps): Engine {
 
     models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
-    recover: () => recover({ ...parts, endings }),
+    async recover() {
+      // Deliveries a previous process left go out first; recovery's own changes queue behind them.
+      await webhooks.start();
+      await recover({ ...parts, endings });
+    },
 
     async drain(graceMs) {
       state.draining = true;
@@ -271,6 +291,7 @@ export function createEngine(deps: EngineDeps): Engine {
       await Promise.allSettled(inFlight.map((t) => t.done));
       await sessions.settled();
       await Promise.allSettled(sessions.runIds().map((id) => sessions.handOver(id)));
+      await webhooks.close();
     },
   };
   return engine;

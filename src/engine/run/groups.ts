@@ -27,7 +27,7 @@ export interface Groups {
   start(
     ownerId: string,
     input: CreateRunInput,
-    opts: { idempotencyKey?: string; allowedRepositories?: readonly string[] },
+    opts: { idempotencyKey?: string; allowedRepositories?: readonly string[]; webhookSecret?: string },
   ): Promise<RunRecord>;
   /** The group with its siblings' current statuses; group_not_found for another owner's. */
   get(ownerId: string, groupId: string): Promise<GroupView>;
@@ -167,6 +167,8 @@ export function createGroups(deps: GroupDeps): Groups {
               // The first run answers a replay of the request, as a single run would.
               ...(opts.idempotencyKey && attempt === 1 ? { idempotencyKey: opts.idempotencyKey } : {}),
               ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
+              // One secret for the group's webhook, shown once in the answer.
+              ...(opts.webhookSecret ? { webhookSecret: opts.webhookSecret } : {}),
             }),
           );
         }

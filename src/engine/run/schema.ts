@@ -4,6 +4,7 @@
  */
 import * as z from "zod";
 import { EnvironmentInput, RunEnvironment, SetupState } from "../environment/schema.ts";
+import { RunWebhookInput } from "../webhooks/schema.ts";
 
 export const RunStatus = z.enum(["queued", "running", "idle", "completed", "failed", "cancelled"]);
 export type RunStatus = z.infer<typeof RunStatus>;
@@ -132,6 +133,10 @@ export const CreateRunInput = z
       .describe(
         "Start this many sibling runs (1–4) from one request, each with the same `group`; with `validationMode` `basic` or `tests` the group ranks them and names its best run, and only the best publishes",
       ),
+    webhook: RunWebhookInput.optional().meta({
+      description:
+        "A signed webhook (Standard Webhooks) for this run's status changes and finished turns; see `POST /api/v1/webhooks` for every run",
+    }),
   })
   .strict()
   .refine((b) => !(b.requirePlanApproval && b.taskKind === "plan"), {
@@ -305,6 +310,8 @@ export const RunRecord = z.object({
   environment: RunEnvironment.optional(),
   /** The setup step's outcome; absent until the run's first turn reaches it. */
   setup: SetupState.nullable().optional(),
+  /** The run's own webhook (its secret is sealed in the store's webhooks). */
+  webhook: z.object({ id: z.string(), url: z.string() }).optional(),
   idempotencyKey: z.string().optional(),
   idempotencyHash: z.string().optional(),
   createdAt: z.string(),

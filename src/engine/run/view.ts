@@ -5,6 +5,7 @@
 import * as z from "zod";
 import { SetupState } from "../environment/schema.ts";
 import { RunEvent } from "../events/schema.ts";
+import { RunWebhookView } from "../webhooks/schema.ts";
 import {
   DiffStats,
   DraftPullRequest,
@@ -87,6 +88,9 @@ export const RunView = z.object({
     .string()
     .nullable()
     .describe("The run this one continues (a message to an ended or expired run starts a chained run); null otherwise"),
+  webhook: RunWebhookView.optional().describe(
+    "The run's own webhook when it was started with one; `secret` only in the answer that started the run, when Patchbay generated it",
+  ),
   createdAt: z.string().describe("ISO 8601"),
   updatedAt: z.string().describe("ISO 8601"),
   startedAt: z.string().nullable().describe("When the first turn started (ISO 8601)"),
@@ -128,6 +132,7 @@ export function toRunView(
     error: r.error,
     usage: r.usage,
     chainedFrom: r.chainedFrom,
+    ...(r.webhook ? { webhook: { id: r.webhook.id, url: r.webhook.url } } : {}),
     createdAt: r.createdAt,
     updatedAt: r.updatedAt,
     startedAt: r.startedAt,

@@ -1,9 +1,10 @@
 /**
- * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories
- * and secrets (per-run and owner); one JSONL event log per run (`events/<runId>.jsonl`, see
- * event-log.ts); one patch file per run (`patches/<runId>.json`, see patch-files.ts); the
- * whole summary of a run whose record holds a cut one (`summaries/<runId>.txt`). One process
- * owns the data dir (lock.ts).
+ * The embedded store: lowdb over `<dataDir>/store.json` for runs, turns, keys, repositories,
+ * secrets (per-run and owner), webhooks and delivery records; one JSONL event log per run
+ * (`events/<runId>.jsonl`, see event-log.ts); one patch file per run (`patches/<runId>.json`,
+ * see patch-files.ts); the whole summary of a run whose record holds a cut one
+ * (`summaries/<runId>.txt`); the body of each webhook delivery (`deliveries/<id>.json`, see
+ * delivery-records.ts). One process owns the data dir (lock.ts).
  *
  * Everything lives in memory (Maps, so no id can collide with Object.prototype); a mutation
  * changes memory at once and then schedules a write of the whole JSON file. Mutations in the
@@ -34,6 +35,8 @@ import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
 import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
+import { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
+import { DeliveryRecords, StoredDelivery } from "./delivery-records.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -47,6 +50,10 @@ const StoreFile = z.object({
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
   /** Absent in files written before groups of attempts existed. */
   groups: z.array(GroupRecord).default([]),
+  /** Absent in files written before webhooks existed. */
+  webhooks: z.array(WebhookRecord).default([]),
+  /** Without their bodies, which are files of their own (delivery-records.ts). */
+  deliveries: z.array(StoredDelivery).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
 
@@ -59,6 +66,8 @@ const emptyStore = (): StoreFile => ({
   secrets: [],
   ownerSecrets: [],
   groups: [],
+  webhooks: [],
+  deliveries: [],
 });
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
@@ -96,7 +105,9 @@ async function open(
   const eventsDir = path.join(dataDir, "events");
   const patchesDir = path.join(dataDir, "patches");
   const summariesDir = path.join(dataDir, "summaries");
-  for (const dir of [eventsDir, patchesDir, summariesDir]) fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const deliveriesDir = path.join(dataDir, "deliveries");
+  for (const dir of [eventsDir, patchesDir, summariesDir, deliveriesDir])
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
 
   const file = path.join(dataDir, "store.json");
   const db = new Low<unknown>(new PrivateJsonFile(file), emptyStore());
@@ -129,6 +140,8 @@ async function open(
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
   const groups = new Map(data.groups.map((g) => [g.id, g]));
+  const webhooks = new Map(data.webhooks.map((w) => [w.id, w]));
+  const deliveries = new DeliveryRecords(data.deliveries, deliveriesDir);
 
   const snapshot = (): StoreFile => ({
     version: 1,
@@ -139,6 +152,8 @@ async function open(
     secrets: secrets.all(),
     ownerSecrets: ownerSecrets.all(),
     groups: [...groups.values()],
+    webhooks: [...webhooks.values()],
+    deliveries: deliveries.all(),
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -399,6 +414,44 @@ async function open(
       if (!ownerSecrets.delete(ownerId, name)) return false;
       await persist();
       return true;
+    },
+
+    // --- webhooks and deliveries
+    async putWebhook(hook) {
+      usable();
+      webhooks.set(hook.id, valid(WebhookRecord, hook, "webhook"));
+      await persist();
+    },
+    async getWebhook(id) {
+      usable();
+      return copy(webhooks.get(id));
+    },
+    async listWebhooks(ownerId) {
+      usable();
+      return [...webhooks.values()].filter((w) => w.ownerId === ownerId).map(copy);
+    },
+    async deleteWebhook(id) {
+      usable();
+      if (!webhooks.delete(id)) return false;
+      await persist();
+      return true;
+    },
+    async putDelivery(delivery) {
+      usable();
+      await deliveries.put(valid(DeliveryRecord, delivery, "delivery"));
+      await persist();
+    },
+    async getDelivery(id) {
+      usable();
+      return deliveries.get(id);
+    },
+    async listDeliveries(runId) {
+      usable();
+      return deliveries.list(runId);
+    },
+    async pendingDeliveries() {
+      usable();
+      return deliveries.pending();
     },
 
     async close() {

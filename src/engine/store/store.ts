@@ -10,6 +10,7 @@ import { RepositoryAllowList } from "../keys/allow-list.ts";
 import type { GroupRecord } from "../run/group-schema.ts";
 import type { RunRecord, TurnRecord } from "../run/schema.ts";
 import type { NewRunEvent, RunEvent } from "../events/schema.ts";
+import type { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
 
 export const ApiKeyRecord = z.object({
   id: z.string(),
@@ -158,6 +159,25 @@ export interface RunStore {
   listOwnerSecrets(ownerId: string): Promise<OwnerSecretRecord[]>;
   /** Delete one; false when the owner has none of that name. */
   deleteOwnerSecret(ownerId: string, name: string): Promise<boolean>;
+
+  // webhooks (secrets sealed) and their deliveries: the queue that outlives a restart
+  /** Store or replace a webhook. */
+  putWebhook(hook: WebhookRecord): Promise<void>;
+  getWebhook(id: string): Promise<WebhookRecord | undefined>;
+  /** The owner's webhooks (its own and its runs'), oldest first. */
+  listWebhooks(ownerId: string): Promise<WebhookRecord[]>;
+  /** False when there is none with that id. */
+  deleteWebhook(id: string): Promise<boolean>;
+  /**
+   * Store or replace a delivery; resolves once it is durable (a delivery is stored before
+   * its first attempt, and each attempt's outcome before the next).
+   */
+  putDelivery(delivery: DeliveryRecord): Promise<void>;
+  getDelivery(id: string): Promise<DeliveryRecord | undefined>;
+  /** A run's deliveries, by `seq` (then id). */
+  listDeliveries(runId: string): Promise<DeliveryRecord[]>;
+  /** Every delivery still `pending` (all runs), by run and `seq`: what a restart resumes. */
+  pendingDeliveries(): Promise<DeliveryRecord[]>;
 
   /** Flush pending writes and release the data-dir lock. */
   close(): Promise<void>;

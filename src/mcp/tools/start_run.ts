@@ -24,7 +24,8 @@ export const startRunTool = defineTool({
       allowedRepositories ? { allowedRepositories } : {},
     );
     const { run, waited } = wait ? await waitForTurnWithProgress(ctx, started.id) : { run: started, waited: false };
-    return turnOutput(run, waited);
+    // A generated webhook secret is in the start's answer only: keep it when the run was read again.
+    return turnOutput(started.webhook ? { ...run, webhook: started.webhook } : run, waited);
   },
 });
 

@@ -12,6 +12,7 @@ import type { GroupRecord } from "../../../src/engine/run/group-schema.ts";
 import type { RunRecord } from "../../../src/engine/run/schema.ts";
 import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
 import type { ApiKeyRecord, RunStore } from "../../../src/engine/store/store.ts";
+import type { DeliveryRecord, WebhookRecord } from "../../../src/engine/webhooks/schema.ts";
 import { tempDir } from "../../helpers.ts";
 import { runRecord, turnRecord } from "./fixtures.ts";
 
@@ -598,6 +599,75 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         store = await restarted();
         expect(await store.getRun("run_1")).toEqual(run);
         expect(await store.readEvents("run_1")).toEqual([event]);
+      });
+    });
+
+    describe("webhooks and deliveries", () => {
+      const hook = (id: string, ownerId: string, runId?: string): WebhookRecord => ({
+        id,
+        ownerId,
+        ...(runId ? { runId } : {}),
+        url: `https://hooks.example.com/${id}`,
+        events: ["run.status", "turn.finished"],
+        secret: { iv: "aXY=", tag: "dGFn", data: "c2VhbGVk" },
+        createdAt: NOW,
+      });
+      const delivery = (
+        id: string,
+        runId: string,
+        seq: number,
+        over: Partial<DeliveryRecord> = {},
+      ): DeliveryRecord => ({
+        id,
+        runId,
+        ownerId: "own_a",
+        webhookId: "wh_1",
+        url: "https://hooks.example.com/wh_1",
+        seq,
+        type: "run.status",
+        body: JSON.stringify({ type: "run.status", id, seq }),
+        status: "pending",
+        attempts: [],
+        nextAttemptAt: null,
+        createdAt: NOW,
+        ...over,
+      });
+
+      it("keeps an owner's webhooks apart from other owners', across a reopen, and deletes one", async () => {
+        await store.putWebhook(hook("wh_1", "own_a"));
+        await store.putWebhook(hook("wh_2", "own_a", "run_1"));
+        await store.putWebhook(hook("wh_3", "own_b"));
+        store = await restarted();
+        expect((await store.listWebhooks("own_a")).map((w) => w.id).sort()).toEqual(["wh_1", "wh_2"]);
+        expect(await store.getWebhook("wh_2")).toEqual(hook("wh_2", "own_a", "run_1"));
+        expect(await store.getWebhook("wh_none")).toBeUndefined();
+        expect(await store.deleteWebhook("wh_1")).toBe(true);
+        expect(await store.deleteWebhook("wh_1")).toBe(false);
+        store = await restarted();
+        expect((await store.listWebhooks("own_a")).map((w) => w.id)).toEqual(["wh_2"]);
+      });
+
+      it("lists a run's deliveries by seq, replaces one by id, and finds the pending ones of every run after a reopen", async () => {
+        await store.putDelivery(delivery("msg_b", "run_1", 2));
+        await store.putDelivery(delivery("msg_a", "run_1", 1));
+        await store.putDelivery(delivery("msg_c", "run_2", 1));
+        const attempt = { attempt: 1, at: NOW, statusCode: 204, latencyMs: 12 };
+        await store.putDelivery(delivery("msg_a", "run_1", 1, { status: "delivered", attempts: [attempt] }));
+        store = await restarted();
+        expect((await store.listDeliveries("run_1")).map((d) => [d.id, d.status])).toEqual([
+          ["msg_a", "delivered"],
+          ["msg_b", "pending"],
+        ]);
+        expect((await store.getDelivery("msg_a"))!.attempts).toEqual([attempt]);
+        expect((await store.pendingDeliveries()).map((d) => d.id)).toEqual(["msg_b", "msg_c"]);
+        expect(await store.listDeliveries("run_none")).toEqual([]);
+      });
+
+      it("refuses a malformed delivery", async () => {
+        await expect(
+          store.putDelivery({ ...delivery("msg_x", "run_1", 1), status: "lost" as never }),
+        ).rejects.toThrow();
+        expect(await store.getDelivery("msg_x")).toBeUndefined();
       });
     });
 
