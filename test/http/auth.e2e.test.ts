@@ -123,6 +123,10 @@ const MATRIX: Record<string, Case> = {
     path: () => `${API}/runs/${runId}/deliveries/msg_nope/redeliver`,
     expect: { readOnly: 403, otherOwner: 404 },
   },
+  "get /api/v1/coding-agent/groups/:id": {
+    path: () => `${API}/groups/grp_nope`,
+    expect: { readOnly: 404, otherOwner: 404 },
+  },
   "get /api/v1/environments": { path: () => "/api/v1/environments", expect: { readOnly: 403, otherOwner: 403 } },
   "delete /api/v1/environments/:key": {
     path: () => "/api/v1/environments/nope",
@@ -138,7 +142,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(24);
+    expect(routes.length).toBe(25);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });
