@@ -17,6 +17,7 @@ import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from ".
 import { environmentRoutes } from "./environments.ts";
 import { ErrorBody, errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
+import { ownerRoutes } from "./owners.ts";
 import { secretRoutes } from "./secrets.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
@@ -160,6 +161,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     ...keyRoutes({ keys }),
     ...secretRoutes({ engine }),
     ...environmentRoutes({ engine }),
+    ...ownerRoutes({ engine }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
       deps.isReady ?? (() => true),

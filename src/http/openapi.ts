@@ -163,6 +163,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
       { name: "keys", description: "API keys (admin)" },
       { name: "secrets", description: "Secrets stored once per owner, named by runs" },
       { name: "environments", description: "Setup's cached layers (admin)" },
+      { name: "owners", description: "Owners' daily cost caps (admin)" },
       { name: "meta", description: "Health, readiness and this document" },
     ],
     components: {

@@ -1,6 +1,6 @@
 /**
  * The run engine's parts, made and wired together once: the event bus and writer, the live
- * sessions, setup and its cache, creation, turns, endings, admission and messages. The
+ * sessions, setup and its cache, creation, turns, endings, admission, budgets and messages. The
  * facade (engine.ts) only calls them; a new part is wired here.
  */
 import type { Config } from "../../config.ts";
@@ -16,6 +16,7 @@ import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
 import type { RunStore } from "../store/store.ts";
 import { createAdmission } from "./admission.ts";
+import { createBudgets } from "./budget.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { createGrants } from "./grant.ts";
@@ -55,7 +56,8 @@ export function assembleParts(deps: EngineDeps) {
   const closing = () => state.closing;
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
   const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
-  const grants = createGrants({ config, store, secrets: deps.secrets, log });
+  const budgets = createBudgets({ config, store, log, now });
+  const grants = createGrants({ config, store, secrets: deps.secrets, budgets });
   const { host, gateway, secrets } = deps;
   const envCache =
     deps.envCache ?? createEnvironmentCache({ dataDir: config.dataDir, maxBytes: config.envCacheMaxBytes, log });
@@ -75,7 +77,7 @@ export function assembleParts(deps: EngineDeps) {
   };
   const endings = createEndings(parts);
   const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
-  const turns = createTurns({ ...parts, setups, repositories, publisher, endings });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, budgets });
   const runs = createRunFactory({
     config,
     store,
@@ -89,5 +91,5 @@ export function assembleParts(deps: EngineDeps) {
   });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache };
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache, budgets };
 }

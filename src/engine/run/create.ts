@@ -14,6 +14,7 @@ import { assertNetworkConfig, runNetworkPolicy } from "../environment/network.ts
 import type { RunSecrets } from "../environment/secrets.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
+import { mergeLimits } from "./budget.ts";
 import { MODEL_KEY_SECRET } from "./grant.ts";
 import { mergePublish } from "./message.ts";
 import type { CreateRunInput, MessageInput, RunRecord, TurnRecord } from "./schema.ts";
@@ -147,6 +148,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         validation: null,
         error: null,
         usage: { inputTokens: 0, outputTokens: 0 },
+        ...(input.limits ? { limits: input.limits } : {}),
         chainedFrom: extra.chainedFrom?.id ?? null,
         environment: {
           ...(input.environment?.setup ? { setup: input.environment.setup } : {}),
@@ -183,6 +185,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
     chained(prior, turns, message) {
       // The message's publish changes the prior run's settings; what it leaves out carries over.
       const publish = message.publish ? mergePublish(prior.publish, message.publish) : prior.publish;
+      const limits = mergeLimits(prior.limits, message.limits);
       const input: CreateRunInput = {
         repository: prior.repository.fullName,
         prompt: message.prompt!,
@@ -196,6 +199,8 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
         billing: chainedBilling(prior, message),
+        // A chained run keeps the prior run's limits (a fresh count), changed by the message's.
+        ...(limits ? { limits } : {}),
         // The run's own secrets ended with its session (as its model key did); stored ones are named again.
         ...(prior.environment ? { environment: chainedEnvironment(prior.environment) } : {}),
       };

@@ -16,6 +16,7 @@ import { parseInput } from "../parse.ts";
 import { createOwnerSecrets, type OwnerSecrets } from "../environment/secrets.ts";
 import type { ReadEventsOptions } from "../store/store.ts";
 import { assembleParts, type EngineDeps } from "./assemble.ts";
+import { OwnerId, OwnerLimitsInput, type OwnerLimits } from "./budget.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { recover } from "./recovery.ts";
 import {
@@ -86,6 +87,10 @@ export interface Engine {
   listEnvironments(): Promise<LayerInfo[]>;
   /** Drop a cached layer (admin); environment_not_found when there is none. */
   dropEnvironment(key: string): Promise<void>;
+  /** An owner's daily cost cap and what its runs spent today (admin). */
+  ownerLimits(ownerId: string): Promise<OwnerLimits>;
+  /** Set or remove (`dailyCostUsd: null`) an owner's daily cost cap (admin). */
+  setOwnerLimits(ownerId: string, input: unknown): Promise<OwnerLimits>;
   /** Settle the runs a previous process left and start the session host. Call once, before serving. */
   recover(): Promise<void>;
   /**
@@ -101,8 +106,22 @@ export interface Engine {
 }
 
 export function createEngine(deps: EngineDeps): Engine {
-  const { config, store, now, bus, sessions, state, parts, endings, turns, runs, admission, messages, envCache } =
-    assembleParts(deps);
+  const {
+    config,
+    store,
+    now,
+    bus,
+    sessions,
+    state,
+    parts,
+    endings,
+    turns,
+    runs,
+    admission,
+    messages,
+    envCache,
+    budgets,
+  } = assembleParts(deps);
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -137,6 +156,7 @@ export function createEngine(deps: EngineDeps): Engine {
         if (replayed) return replayed;
         refuseWhileClosing();
         await admission.assertBelowCap(ownerId);
+        await budgets.assertOwnerBelowCap(ownerId);
         const created = await runs.create(ownerId, input, {
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
@@ -151,6 +171,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
       refuseWhileClosing();
+      await budgets.assertOwnerBelowCap(ownerId);
       return view(await messages.send(run, input));
     },
 
@@ -226,6 +247,10 @@ export function createEngine(deps: EngineDeps): Engine {
       if (signal?.aborted) throw new EngineError("cancelled", "stopped waiting");
       return view(await ownedRun(ownerId, runId));
     },
+
+    ownerLimits: (ownerId) => budgets.ownerLimits(parseInput(OwnerId, ownerId, "owner")),
+    setOwnerLimits: (ownerId, input) =>
+      budgets.setOwnerLimits(parseInput(OwnerId, ownerId, "owner"), parseInput(OwnerLimitsInput, input, "body")),
 
     models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),

@@ -6,6 +6,7 @@
 import { EngineError } from "../errors.ts";
 import type { Publisher } from "../publish/publish.ts";
 import type { Admission } from "./admission.ts";
+import { mergeLimits } from "./budget.ts";
 import type { RunFactory } from "./create.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
@@ -47,7 +48,11 @@ export function createMessages(
           ...(run.baseRef ? { baseRef: run.baseRef } : {}),
         });
       }
-      const updated = publish ? await store.updateRun(run.id, { publish }) : run;
+      const limits = mergeLimits(run.limits, input.limits);
+      const updated =
+        publish || input.limits
+          ? await store.updateRun(run.id, { ...(publish ? { publish } : {}), ...(limits ? { limits } : {}) })
+          : run;
       return await turns.begin(updated, input.prompt!, hold);
     } catch (e) {
       hold.release();

@@ -32,7 +32,14 @@ import { createPatchFiles } from "./patch-files.ts";
 import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
-import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
+import {
+  ApiKeyRecord,
+  OwnerBudgetRecord,
+  OwnerSecretRecord,
+  RepositoryRecord,
+  SecretRecord,
+  type RunStore,
+} from "./store.ts";
 
 /** The shape of store.json. `version` lets a later release migrate old files. */
 const StoreFile = z.object({
@@ -44,6 +51,8 @@ const StoreFile = z.object({
   secrets: z.array(SecretRecord),
   /** Absent in files written before owner secrets existed. */
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
+  /** Absent in files written before budgets existed. */
+  ownerBudgets: z.array(OwnerBudgetRecord).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
 
@@ -55,6 +64,7 @@ const emptyStore = (): StoreFile => ({
   repositories: [],
   secrets: [],
   ownerSecrets: [],
+  ownerBudgets: [],
 });
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
@@ -124,6 +134,7 @@ async function open(
   const repoIdByName = new Map(data.repositories.map((r) => [r.fullName.toLowerCase(), r.id]));
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
+  const ownerBudgets = new Map(data.ownerBudgets.map((b) => [b.ownerId, b]));
 
   const snapshot = (): StoreFile => ({
     version: 1,
@@ -133,6 +144,7 @@ async function open(
     repositories: [...repos.values()],
     secrets: secrets.all(),
     ownerSecrets: ownerSecrets.all(),
+    ownerBudgets: [...ownerBudgets.values()],
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -363,6 +375,18 @@ async function open(
     },
     putOwnerSecret: async (secret) => putNamed(ownerSecrets, valid(OwnerSecretRecord, secret, "owner secret")),
     getOwnerSecret: async (ownerId, name) => getNamed(ownerSecrets, ownerId, name),
+
+    // --- owner budgets
+    async getOwnerBudget(ownerId) {
+      usable();
+      return copy(ownerBudgets.get(ownerId));
+    },
+    async putOwnerBudget(record) {
+      usable();
+      const checked = valid(OwnerBudgetRecord, record, "owner budget");
+      ownerBudgets.set(checked.ownerId, checked);
+      await persist();
+    },
     async listOwnerSecrets(ownerId) {
       usable();
       return ownerSecrets.list(ownerId).map(copy);
