@@ -147,6 +147,20 @@ describe("budgets", { timeout: LOADED.testMs }, () => {
     expect(run.patch).toContain("+partial work");
   });
 
+  it("a turn still working when the run's time reaches maxDurationMs is stopped, with the same outcome", async () => {
+    const model = "budget/slow";
+    // The second call never answers: only the time limit ends the turn.
+    h.model.script(model, [[greedyTurn("slow.txt")[0]!, { hang: true }]]);
+    const started = await start({ prompt: "Take your time.", modelId: model, limits: { maxDurationMs: 20_000 } });
+    expect(started.status).toBe(201);
+    const run = await h.turnOver(started.json.id, { query: "?patch=1" });
+    expect(run.status).toBe("failed");
+    expect(run.error.code).toBe("budget_exceeded");
+    expect(run.error.message).toMatch(/maxDurationMs 20000/);
+    expect(run.usage.durationMs).toBeGreaterThanOrEqual(20_000);
+    expect(run.patch).toContain("+partial work");
+  });
+
   it("an owner's daily cost cap stops its runs and refuses new ones with 402 until raised", async () => {
     const owner = "owner-capped";
     const key = (await h.pb.keys.create({ name: "capped", scopes: ["read:builder", "write:builder"], ownerId: owner }))

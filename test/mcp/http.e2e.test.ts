@@ -111,17 +111,17 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     }
     const start = byName.get("start_run")!;
     expect(Object.keys(start.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "wait"]),
+      expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "limits", "wait"]),
     );
     expect(start.inputSchema.required).toEqual(["prompt"]);
     expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
     expect(Object.keys(start.outputSchema!.properties!)).toEqual(
-      expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "waited"]),
+      expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "usage", "limits", "waited"]),
     );
     expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
     expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
     expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["runId", "prompt", "endSession", "wait"]),
+      expect.arrayContaining(["runId", "prompt", "endSession", "limits", "wait"]),
     );
     for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"])
       expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
