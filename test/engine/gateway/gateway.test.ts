@@ -316,7 +316,11 @@ describe("model gateway", () => {
     budget.refusal = "budget exceeded: 500 tokens used of limits.maxTokens 500";
     const res = await chat(f.gw, token, chatBody());
     expect(res.status).toBe(402);
-    expect(await errorOf(res)).toEqual({ message: budget.refusal, type: "insufficient_quota", code: "budget_exceeded" });
+    expect(await errorOf(res)).toEqual({
+      message: budget.refusal,
+      type: "insufficient_quota",
+      code: "budget_exceeded",
+    });
     expect(f.model.requests).toHaveLength(1);
     // The model list is no model call: it is never refused.
     expect((await fetch(`${f.gw.url}/models`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
