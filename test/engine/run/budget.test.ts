@@ -4,6 +4,7 @@
  * time limit's stop. The gateway's side is in test/http/budgets.e2e.test.ts.
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { ConfigError, loadConfig } from "../../../src/config.ts";
 import { silentLogger } from "../../../src/engine/log.ts";
 import { createBudgets, mergeLimits, type Budgets } from "../../../src/engine/run/budget.ts";
 import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
@@ -121,5 +122,15 @@ describe("budgets", () => {
     expect((await usageOf("run_time")).durationMs).toBe(50);
     // Over the limit now: its calls are refused too, until it is raised.
     expect(await budgets.admit("run_time")).toMatch(/limits\.maxDurationMs 40/);
+  });
+
+  it("reads the catalog's prices from PATCHBAY_MODEL_PRICES, and refuses a malformed value naming the variable", () => {
+    expect(loadConfig({}).modelPrices).toEqual({});
+    const prices = { "vendor/model": { inputPerMTok: 3, outputPerMTok: 15 } };
+    expect(loadConfig({ PATCHBAY_MODEL_PRICES: JSON.stringify(prices) }).modelPrices).toEqual(prices);
+    for (const bad of ["{not json", '{"m": {"inputPerMTok": -1, "outputPerMTok": 1}}', '{"m": {"input": 1}}', "[]"]) {
+      expect(() => loadConfig({ PATCHBAY_MODEL_PRICES: bad }), bad).toThrow(ConfigError);
+      expect(() => loadConfig({ PATCHBAY_MODEL_PRICES: bad }), bad).toThrow(/PATCHBAY_MODEL_PRICES/);
+    }
   });
 });
