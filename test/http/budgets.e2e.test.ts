@@ -108,6 +108,14 @@ describe("budgets", { timeout: LOADED.testMs }, () => {
     expect(paused.limits).toEqual({ maxTokens: 400, onExceeded: "pause" });
     const before = h.model.agentRequests(model).length;
 
+    // A message that does not raise the limit is stopped at its first model call.
+    const again = await h.api("POST", `${API}/runs/${paused.id}/messages`, { body: { prompt: "Try again." } });
+    expect(again.status).toBe(202);
+    const still = await h.turnOver(paused.id);
+    expect(still.status).toBe("idle");
+    expect(still.error.code).toBe("budget_exceeded");
+    expect(h.model.agentRequests(model).length).toBe(before);
+
     const sent = await h.api("POST", `${API}/runs/${paused.id}/messages`, {
       body: { prompt: "Go on.", limits: { maxTokens: 100_000 } },
     });
