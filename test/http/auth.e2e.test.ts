@@ -110,6 +110,15 @@ const MATRIX: Record<string, Case> = {
     path: () => "/api/v1/environments/nope",
     expect: { readOnly: 403, otherOwner: 403 },
   },
+  "get /api/v1/owners/:owner/limits": {
+    path: () => "/api/v1/owners/owner-a/limits",
+    expect: { readOnly: 403, otherOwner: 403 },
+  },
+  "put /api/v1/owners/:owner/limits": {
+    path: () => "/api/v1/owners/owner-a/limits",
+    body: { dailyCostUsd: 100 },
+    expect: { readOnly: 403, otherOwner: 403 },
+  },
   "get /healthz": { path: () => "/healthz", expect: PUBLIC },
   "get /readyz": { path: () => "/readyz", expect: PUBLIC },
   "get /api/v1/openapi.json": { path: () => "/api/v1/openapi.json", expect: PUBLIC },
@@ -120,7 +129,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(19);
+    expect(routes.length).toBe(21);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });
