@@ -25,10 +25,12 @@ export const OwnerLimitsInput = z
   .object({
     dailyCostUsd: z
       .number()
-      .positive()
+      .min(0)
       .max(1e6)
       .nullable()
-      .describe("Most the owner's runs may spend on models per UTC day, in US dollars; null removes the cap"),
+      .describe(
+        "Most the owner's runs may spend on models per UTC day, in US dollars (0 stops them all); null removes the cap",
+      ),
   })
   .strict();
 export type OwnerLimitsInput = z.infer<typeof OwnerLimitsInput>;

@@ -109,6 +109,10 @@ describe("budgets", () => {
       dailyCostUsd: null,
       spentTodayUsd: 0.25,
     });
+    // A cap of 0 stops the owner's runs outright.
+    await budgets.setOwnerLimits("own_free", { dailyCostUsd: 0 });
+    await expect(budgets.assertOwnerBelowCap("own_free")).rejects.toMatchObject({ code: "budget_exceeded" });
+    expect(await budgets.admit("run_other")).toMatch(/daily cost cap of \$0/);
   });
 
   it("stops a turn when the run's agent time reaches maxDurationMs, and counts the time over turns", async () => {
