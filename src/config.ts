@@ -230,6 +230,8 @@ const SETTINGS = {
       .min(0)
       .default(10 * 1024 ** 3),
   ),
+  /** Snapshots setup's cache keeps where the sandbox provider has them (e2b); least recently used go first. */
+  envCacheMaxSnapshots: setting("PATCHBAY_ENV_CACHE_MAX_SNAPSHOTS", z.coerce.number().int().min(0).default(20)),
   /** serve: on SIGTERM, how long turns in flight may run on before they are stopped and checkpointed. */
   shutdownGraceMs: setting("PATCHBAY_SHUTDOWN_GRACE_MS", intMs(30_000, 0)),
   /** The PATH Patchbay was started with: host git and `local` sandbox commands find their tools on it. */

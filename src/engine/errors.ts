@@ -14,6 +14,7 @@ export const ERROR_CODES = [
   "unsupported_network_policy",
   // lookups
   "run_not_found",
+  "group_not_found",
   "repository_not_found",
   "event_not_found",
   "key_not_found",

@@ -15,6 +15,7 @@ import type { Engine, KeyService, Logger } from "../engine/index.ts";
 import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { environmentRoutes } from "./environments.ts";
+import { groupRoutes } from "./groups.ts";
 import { ErrorBody, errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
 import { ownerRoutes } from "./owners.ts";
@@ -158,6 +159,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
   let doc: Record<string, unknown> | undefined;
   const routes: RouteSpec[] = [
     ...runRoutes({ engine, ...(deps.sse ? { sse: deps.sse } : {}) }),
+    ...groupRoutes({ engine }),
     ...keyRoutes({ keys }),
     ...secretRoutes({ engine }),
     ...environmentRoutes({ engine }),

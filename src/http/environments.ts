@@ -8,8 +8,16 @@ import { errorResponse, routeGroup, type RouteSpec } from "./routes.ts";
 
 export const EnvironmentLayer = z.object({
   key: z.string().meta({ description: "The cache key (`setup.key` on the runs that used it)" }),
-  bytes: z.number().int(),
+  bytes: z
+    .number()
+    .int()
+    .nullable()
+    .meta({ description: "Size of an archive layer; null for a snapshot (the sandbox provider keeps it)" }),
   lastUsedAt: z.string().meta({ description: "When a run last saved or restored it" }),
+  storage: z.enum(["archive", "snapshot"]).meta({
+    description:
+      "`archive`: a tar in the data dir (local, bwrap); `snapshot`: an E2B snapshot later VMs start from (e2b)",
+  }),
 });
 export const EnvironmentList = z.object({ environments: z.array(EnvironmentLayer) });
 export const EnvironmentKeyParams = z.object({ key: z.string().meta({ description: "Cache key" }) }).strict();

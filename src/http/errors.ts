@@ -41,6 +41,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   unauthorized: 401,
   forbidden: 403,
   run_not_found: 404,
+  group_not_found: 404,
   repository_not_found: 404,
   key_not_found: 404,
   environment_not_found: 404,

@@ -7,6 +7,7 @@
  * own scope, so a read-only key can list and read but gets a `forbidden` tool error from
  * `start_run`.
  */
+import path from "node:path";
 import type express from "express";
 import type { Engine, Logger } from "../engine/index.ts";
 import { createMcpHttpHandler, type McpHttpOptions } from "../mcp/http.ts";
@@ -15,6 +16,8 @@ import type { AuthMiddlewareFactory } from "./auth.ts";
 export interface McpMountDeps {
   engine: Engine;
   log: Logger;
+  /** The data dir: MCP sessions and their event log live in `<dataDir>/mcp`. */
+  dataDir: string;
   /** The address the app binds to (`config.host`); picks the Host allow-list. */
   host?: string;
   /** Further handler options (allowed hosts/origins, idle timeout, event log bounds, retry). */
@@ -36,6 +39,7 @@ export function createMcpMount(deps: McpMountDeps): McpMount {
       const handler = createMcpHttpHandler({
         engine: deps.engine,
         log: deps.log,
+        stateDir: path.join(deps.dataDir, "mcp"),
         authenticate: auth("read:builder"),
         ...(deps.host ? { host: deps.host } : {}),
         ...deps.options,

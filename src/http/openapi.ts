@@ -160,6 +160,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
     servers: [{ url: "/" }],
     tags: [
       { name: "runs", description: "Coding agent runs" },
+      { name: "groups", description: "Groups of sibling attempts started by one run request (`attempts`)" },
       { name: "keys", description: "API keys (admin)" },
       { name: "secrets", description: "Secrets stored once per owner, named by runs" },
       { name: "environments", description: "Setup's cached layers (admin)" },

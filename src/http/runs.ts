@@ -91,7 +91,8 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
       description:
         "Starts a run: a sandbox with the repository checked out at `baseRef`, an OpenCode session in it, and the first turn on `prompt`. " +
         "Answers 201 with the run (status `running`); follow it with `GET /runs/{id}` or `GET /runs/{id}/stream`. Unknown fields are refused. " +
-        "With `Idempotency-Key`, a repeated request with the same body answers the first run (header `Idempotency-Replayed: true`); with a different body it answers 409.",
+        "With `Idempotency-Key`, a repeated request with the same body answers the first run (header `Idempotency-Replayed: true`); with a different body it answers 409. " +
+        "With `attempts` (2–4) it starts that many sibling runs and answers the first, whose `group` names the group (`GET /groups/{id}`); the request is refused whole (429) when the siblings do not all fit under the active-run cap.",
       headers: { "Idempotency-Key": IdempotencyKey },
       body: CreateRunInput,
       bodyRequired: true,
@@ -187,7 +188,8 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
         "If the run is terminal or its session expired, a chained run starts instead (new id, new sandbox, the prior patch applied and the prior prompts and summary in the prompt); " +
         "answers **201** with the new run, whose `chainedFrom` is this run's id. `{endSession: true}` closes the session (kills the sandbox) and answers **200** with the run, now `completed`. " +
         "A message to a `queued` or `running` run answers 409 with `Retry-After`; it is not queued. " +
-        "`limits` changes the run's limits (the fields named replace the run's): a run paused at a limit (`idle`, `error.code` `budget_exceeded`) continues once it is raised.",
+        "`limits` changes the run's limits (the fields named replace the run's): a run paused at a limit (`idle`, `error.code` `budget_exceeded`) continues once it is raised. " +
+        "`taskKind` switches the session's kind from this turn on: `code` after a plan turn approves the plan (`planApproval`) and turns writing tools on.",
       params: RunIdParams,
       body: MessageInput,
       bodyRequired: true,

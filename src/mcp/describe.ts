@@ -11,6 +11,10 @@ export function describeRun(run: RunView): string {
     `Run ${run.id} on ${run.repository.fullName} is ${run.status} (turn ${run.turnCount}, model ${run.modelId}).`,
   ];
   if (run.chainedFrom) parts.push(`It continues run ${run.chainedFrom} in a new session.`);
+  if (run.group)
+    parts.push(`Attempt ${run.group.attempt} of ${run.group.attempts} in group ${run.group.id}: get_group ranks them.`);
+  if (run.planApproval === "pending")
+    parts.push("Its plan awaits approval: send_message with taskKind code approves it and the agent writes code.");
   if (run.status === "idle")
     parts.push(
       run.sessionActive

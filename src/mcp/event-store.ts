@@ -1,140 +1,299 @@
 /**
  * The MCP event log behind Streamable HTTP resumability: every SSE frame the transport sends
- * on a stream (priming event, progress, the response) is stored here with an id, so a client
- * cut off mid-call reconnects with `Last-Event-ID` and gets what it missed, the result
- * included (the SDK's `EventStore` seam).
+ * on a stream (priming event, progress, the response) is written here with an id before it is
+ * sent, so a client cut off mid-call reconnects with `Last-Event-ID` and gets what it missed,
+ * the result included (the SDK's `EventStore` seam). It lives under the data dir, as the run
+ * events do, so it survives what they survive: a restart, a kill -9.
  *
- * One log per process, bounded in events and bytes across all sessions (the oldest frames go
- * first); each session sees it through its own `EventStore` view, which hands out ids and
- * replays only that session's streams, so a cursor from another session is unknown here.
+ * On disk: `<dir>/<segment>.jsonl`, append-only segments shared by every session, one frame a
+ * line (`{s: session, t: stream, x: stream key, q: seq, m: message}`, the first frame of a
+ * stream also naming the JSON-RPC request ids of the POST that opened it). Files are 0600 in a
+ * 0700 dir. Bounded in frames and bytes across all sessions: when a bound is passed the oldest
+ * segment goes (a segment holds a sixteenth of either bound, so the log stays between about
+ * 15/16 of its bounds and its bounds). The whole log is held in memory too (it is bounded),
+ * read back at start; a torn last line from a kill mid-append is cut off.
  *
- * It lives in memory, on purpose: a frame is only worth replaying to the session that was
- * sent it, and MCP sessions (the SDK's transports, and the tool call whose answer is awaited)
- * die with the process. What survives a restart is the run itself: its events are in the
- * store, and `get_run` / `stream_events` / the run resources read them from any new session.
+ * Each session sees the log through its own view, which hands out ids (`<stream key>-<seq>`,
+ * the key random) and replays only that session's streams: a cursor from another session is
+ * unknown there. Streams read back at start are `inherited`: their calls belonged to a process
+ * that is gone, and `resume.ts` answers them.
  */
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
 import type { EventStore, StreamId, EventId } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
-import type { JSONRPCMessage } from "@modelcontextprotocol/sdk/types.js";
+import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
+import type { Logger } from "../engine/index.ts";
+import { storageFailed } from "../engine/store/private-file.ts";
 
 export interface McpEventLogOptions {
   /** Most frames kept across all sessions. Default 10 000. */
   maxEvents?: number;
-  /** Most bytes of frames kept across all sessions. Default 16 MiB. */
+  /** Most bytes of frames (as stored) kept across all sessions. Default 16 MiB. */
   maxBytes?: number;
 }
 
-/** One session's view of the log: the SDK's EventStore, and `dispose` for when the session ends. */
+/** What a view is told when a stream is opened or answered. */
+export interface StreamHooks {
+  /** The JSON-RPC requests of the POST being handled now (the HTTP layer knows them). */
+  currentRequests?(): readonly RequestId[] | undefined;
+  /** A new stream's first frame is about to be written: what must be durable before it is sent. */
+  opened?(streamId: StreamId, requestIds: readonly RequestId[]): Promise<void>;
+  /** A response to `requestId` was written. */
+  answered?(requestId: RequestId): Promise<void>;
+}
+
+/** A stream a previous process wrote, as `resume.ts` needs it. */
+export interface InheritedStream {
+  id: StreamId;
+  /** The requests of the POST that opened it (absent when that frame was dropped for the bounds). */
+  requestIds: readonly RequestId[];
+  /** Requests answered on it so far. */
+  answered: ReadonlySet<RequestId>;
+}
+
+/** One session's view of the log: the SDK's EventStore, and more for resumption. */
 export interface SessionEventStore extends EventStore {
-  /** Forget the session's frames (its streams can no longer be resumed). */
+  /** The inherited stream `eventId` is a resumable cursor on, if it is one. */
+  inherited(eventId: EventId): InheritedStream | undefined;
+  /** Run `fn` with nothing stored (replaying a session's `initialize` to a new transport). */
+  muted<T>(fn: () => Promise<T>): Promise<T>;
+  /** Forget the session's streams (they can no longer be resumed). */
   dispose(): void;
 }
 
 export interface McpEventLog {
-  /** The EventStore of one session; ids it hands out are unknown to every other session. */
-  forSession(): SessionEventStore;
-  /** What the log holds now (tests, metrics). */
-  size(): { events: number; bytes: number; streams: number };
+  /** The EventStore of session `sessionId`; ids it hands out are unknown to every other session. */
+  forSession(sessionId: string, hooks?: StreamHooks): SessionEventStore;
+  /** What the log holds now, on disk (tests, metrics). */
+  size(): { events: number; bytes: number; streams: number; segments: number };
+  close(): void;
 }
 
 interface Frame {
   seq: number;
   message: JSONRPCMessage;
-  bytes: number;
 }
 
 interface Stream {
-  /** Process-unique number, the first part of every event id on the stream. */
-  no: number;
+  session: string;
   id: StreamId;
+  key: string;
   frames: Frame[];
   nextSeq: number;
   /** Highest seq dropped to keep the log in bounds: a cursor below it cannot be resumed. */
   droppedThrough: number;
-  alive: boolean;
-  /** Take the stream out of its session's maps (when dropping emptied it). */
-  forget(): void;
+  inherited: boolean;
+  requestIds: RequestId[];
+  answered: Set<RequestId>;
 }
 
-const EVENT_ID = /^(\d+)-(\d+)$/;
+interface Segment {
+  no: number;
+  file: string;
+  fd?: number;
+  events: number;
+  bytes: number;
+  /** The stream of every frame in it, in order. */
+  streams: Stream[];
+}
 
-/** Create the process's log. */
-export function createMcpEventLog(opts: McpEventLogOptions = {}): McpEventLog {
+interface Line {
+  s: string;
+  t: string;
+  x: string;
+  q: number;
+  m: JSONRPCMessage;
+  r?: RequestId[];
+}
+
+const EVENT_ID = /^([0-9a-f]{12})-(\d+)$/;
+const SEGMENT = /^(\d{10})\.jsonl$/;
+
+const isResponse = (m: JSONRPCMessage): m is JSONRPCMessage & { id: RequestId } =>
+  "id" in m && ("result" in m || "error" in m);
+
+/** Open (and read back) the log in `dir`, creating it. */
+export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?: Logger } = {}): McpEventLog {
   const maxEvents = opts.maxEvents ?? 10_000;
   const maxBytes = opts.maxBytes ?? 16 * 1024 * 1024;
-  /** Every stored frame's stream, oldest first (frames leave each stream oldest first too). */
-  let order: Stream[] = [];
-  let head = 0;
+  const segEvents = Math.max(1, Math.ceil(maxEvents / 16));
+  const segBytes = Math.max(1, Math.ceil(maxBytes / 16));
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+
+  /** Streams by session, then by stream key. */
+  const bySession = new Map<string, Map<string, Stream>>();
+  const segments: Segment[] = [];
   let events = 0;
   let bytes = 0;
   let streams = 0;
-  let nextStreamNo = 1;
 
-  const dropOldest = () => {
-    while (head < order.length) {
-      const stream = order[head++]!;
-      // A disposed stream's frames were already taken out of the counts.
-      if (!stream.alive) continue;
-      const frame = stream.frames.shift()!;
-      stream.droppedThrough = frame.seq;
-      events -= 1;
-      bytes -= frame.bytes;
-      // A stream whose every frame is gone has nothing to replay: long sessions do not pile them up.
-      if (stream.frames.length === 0) {
-        stream.alive = false;
-        streams -= 1;
-        stream.forget();
-      }
-      break;
-    }
-    if (head > 1024 && head * 2 > order.length) {
-      order = order.slice(head);
-      head = 0;
+  const streamsOf = (session: string) => {
+    let m = bySession.get(session);
+    if (!m) bySession.set(session, (m = new Map()));
+    return m;
+  };
+
+  const forget = (stream: Stream) => {
+    const m = bySession.get(stream.session);
+    if (m?.get(stream.key) !== stream) return;
+    m.delete(stream.key);
+    if (m.size === 0) bySession.delete(stream.session);
+    streams -= 1;
+  };
+
+  const evictOldest = () => {
+    const seg = segments.shift()!;
+    if (seg.fd !== undefined) fs.closeSync(seg.fd);
+    fs.rmSync(seg.file, { force: true });
+    events -= seg.events;
+    bytes -= seg.bytes;
+    for (const stream of seg.streams) {
+      // Segments go oldest first, so a stream's oldest frame is the one in this segment.
+      const frame = stream.frames.shift();
+      if (frame) stream.droppedThrough = frame.seq;
+      if (stream.frames.length === 0) forget(stream);
     }
   };
 
+  const record = (stream: Stream, frame: Frame, seg: Segment, size: number) => {
+    stream.frames.push(frame);
+    seg.streams.push(stream);
+    seg.events += 1;
+    seg.bytes += size;
+    events += 1;
+    bytes += size;
+    if (isResponse(frame.message)) stream.answered.add(frame.message.id);
+  };
+
+  // Read back what a previous process left.
+  const names = fs
+    .readdirSync(dir)
+    .filter((n) => SEGMENT.test(n))
+    .sort();
+  for (const [i, name] of names.entries()) {
+    const file = path.join(dir, name);
+    let text = fs.readFileSync(file, "utf8");
+    const end = text.lastIndexOf("\n") + 1;
+    if (end < text.length && i === names.length - 1) {
+      // A kill mid-append: the torn line is cut off, so the next append does not glue onto it.
+      fs.truncateSync(file, Buffer.byteLength(text.slice(0, end)));
+      text = text.slice(0, end);
+    }
+    const seg: Segment = { no: Number(SEGMENT.exec(name)![1]), file, events: 0, bytes: 0, streams: [] };
+    segments.push(seg);
+    for (const raw of text.slice(0, end).split("\n")) {
+      if (!raw) continue;
+      let line: Line;
+      try {
+        line = JSON.parse(raw) as Line;
+      } catch {
+        opts.log?.warn("skipping an unreadable MCP event log line", { file: name });
+        continue;
+      }
+      const known = streamsOf(line.s);
+      let stream = known.get(line.x);
+      if (!stream) {
+        stream = {
+          session: line.s,
+          id: line.t,
+          key: line.x,
+          frames: [],
+          nextSeq: line.q,
+          droppedThrough: line.q - 1,
+          inherited: true,
+          requestIds: [],
+          answered: new Set(),
+        };
+        known.set(line.x, stream);
+        streams += 1;
+      }
+      if (line.r) stream.requestIds = line.r;
+      stream.nextSeq = line.q + 1;
+      record(stream, { seq: line.q, message: line.m }, seg, Buffer.byteLength(raw) + 1);
+    }
+  }
+  while (segments.length > 0 && (events > maxEvents || bytes > maxBytes)) evictOldest();
+
+  /** The segment the next frame goes to, opened for appending. */
+  const active = (): Segment => {
+    let seg = segments.at(-1);
+    if (!seg || seg.events >= segEvents || seg.bytes >= segBytes) {
+      if (seg?.fd !== undefined) {
+        fs.closeSync(seg.fd);
+        delete seg.fd;
+      }
+      const no = (seg?.no ?? 0) + 1;
+      seg = { no, file: path.join(dir, `${String(no).padStart(10, "0")}.jsonl`), events: 0, bytes: 0, streams: [] };
+      segments.push(seg);
+    }
+    seg.fd ??= fs.openSync(seg.file, "a", 0o600);
+    return seg;
+  };
+
+  const append = (stream: Stream, frame: Frame, first: boolean) => {
+    const line: Line = { s: stream.session, t: stream.id, x: stream.key, q: frame.seq, m: frame.message };
+    if (first) line.r = stream.requestIds;
+    const text = JSON.stringify(line) + "\n";
+    const seg = active();
+    try {
+      fs.writeSync(seg.fd!, text);
+    } catch (e) {
+      throw storageFailed(e, seg.file);
+    }
+    record(stream, frame, seg, Buffer.byteLength(text));
+    while (events > maxEvents || bytes > maxBytes) evictOldest();
+  };
+
   return {
-    forSession() {
-      const byId = new Map<StreamId, Stream>();
-      const byNo = new Map<number, Stream>();
+    forSession(sessionId, hooks = {}) {
+      let muted = 0;
+      let disposed = false;
 
       /** The stream and seq an event id names, if this session holds it and nothing after it was dropped. */
       const locate = (eventId: EventId): { stream: Stream; seq: number } | undefined => {
         const m = EVENT_ID.exec(eventId);
-        const stream = m ? byNo.get(Number(m[1])) : undefined;
-        if (!stream?.alive) return undefined;
+        const stream = m && !disposed ? bySession.get(sessionId)?.get(m[1]!) : undefined;
+        if (!stream) return undefined;
         const seq = Number(m![2]);
         if (seq < stream.droppedThrough || seq >= stream.nextSeq) return undefined;
         return { stream, seq };
       };
 
+      const live = new Map<StreamId, Stream>();
+
       return {
         async storeEvent(streamId, message) {
-          let stream = byId.get(streamId);
+          if (muted > 0 || disposed) return `${"0".repeat(12)}-0`;
+          // A stream a previous process left goes on where it stopped (an answer, the GET stream).
+          const held = bySession.get(sessionId);
+          let stream = live.get(streamId);
+          // A stream whose every frame was dropped for the bounds starts again under a new key.
+          if (stream && held?.get(stream.key) !== stream) stream = undefined;
+          stream ??= [...(held?.values() ?? [])].find((x) => x.inherited && x.id === streamId);
+          const first = !stream;
           if (!stream) {
-            const no = nextStreamNo++;
+            const key = randomBytes(6).toString("hex");
             stream = {
-              no,
+              session: sessionId,
               id: streamId,
+              key,
               frames: [],
               nextSeq: 1,
               droppedThrough: 0,
-              alive: true,
-              forget: () => {
-                byId.delete(streamId);
-                byNo.delete(no);
-              },
+              inherited: false,
+              requestIds: [...(hooks.currentRequests?.() ?? [])],
+              answered: new Set(),
             };
-            byId.set(streamId, stream);
-            byNo.set(stream.no, stream);
+            streamsOf(sessionId).set(key, stream);
             streams += 1;
+            await hooks.opened?.(streamId, stream.requestIds);
           }
-          const frame = { seq: stream.nextSeq++, message, bytes: Buffer.byteLength(JSON.stringify(message)) };
-          stream.frames.push(frame);
-          order.push(stream);
-          events += 1;
-          bytes += frame.bytes;
-          while (events > maxEvents || bytes > maxBytes) dropOldest();
-          return `${stream.no}-${frame.seq}`;
+          live.set(streamId, stream);
+          const frame = { seq: stream.nextSeq++, message };
+          append(stream, frame, first);
+          if (isResponse(message)) await hooks.answered?.(message.id);
+          return `${stream.key}-${frame.seq}`;
         },
 
         async getStreamIdForEventId(eventId) {
@@ -147,25 +306,42 @@ export function createMcpEventLog(opts: McpEventLogOptions = {}): McpEventLog {
           for (const frame of [...at.stream.frames]) {
             // The priming frame carries no message: the client already holds its id.
             if (frame.seq <= at.seq || !("jsonrpc" in frame.message)) continue;
-            await send(`${at.stream.no}-${frame.seq}`, frame.message);
+            await send(`${at.stream.key}-${frame.seq}`, frame.message);
           }
           return at.stream.id;
         },
 
-        dispose() {
-          for (const stream of byId.values()) {
-            if (!stream.alive) continue;
-            stream.alive = false;
-            events -= stream.frames.length;
-            for (const f of stream.frames) bytes -= f.bytes;
-            stream.frames = [];
-            streams -= 1;
+        inherited(eventId) {
+          const at = locate(eventId);
+          if (!at?.stream.inherited) return undefined;
+          const { id, requestIds, answered } = at.stream;
+          return { id, requestIds, answered };
+        },
+
+        async muted(fn) {
+          muted += 1;
+          try {
+            return await fn();
+          } finally {
+            muted -= 1;
           }
-          byId.clear();
-          byNo.clear();
+        },
+
+        dispose() {
+          // The frames stay on disk until their segment goes; nothing can name them any more.
+          disposed = true;
+          for (const stream of [...(bySession.get(sessionId)?.values() ?? [])]) forget(stream);
+          live.clear();
         },
       };
     },
-    size: () => ({ events, bytes, streams }),
+    size: () => ({ events, bytes, streams, segments: segments.length }),
+    close() {
+      for (const seg of segments) {
+        if (seg.fd === undefined) continue;
+        fs.closeSync(seg.fd);
+        delete seg.fd;
+      }
+    },
   };
 }

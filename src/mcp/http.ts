@@ -6,13 +6,12 @@
  * then session routing. A session id is a random UUID (crypto) bound to the key that opened
  * it: the same id presented with another key answers 404, exactly like an unknown id, so a
  * session's existence does not leak. Each session has its own McpServer (the SDK binds one
- * server to one transport); the engine behind them is shared.
+ * server to one transport); the engine behind them is shared. Sessions and their streams are
+ * kept under the data dir and outlive the process (`sessions.ts`): a known session id is served
+ * after a restart, and a stream a previous process opened is resumed by `resume.ts`.
  */
-import { randomUUID } from "node:crypto";
-import type { IncomingMessage, ServerResponse } from "node:http";
 import express from "express";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
-import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import {
   isInitializeRequest,
   LATEST_PROTOCOL_VERSION,
@@ -20,8 +19,9 @@ import {
 } from "@modelcontextprotocol/sdk/types.js";
 import type { Engine, Logger } from "../engine/index.ts";
 import { ProtocolCode } from "./errors.ts";
-import { createMcpEventLog, type McpEventLogOptions } from "./event-store.ts";
-import { createMcpServer } from "./server.ts";
+import type { McpEventLogOptions } from "./event-store.ts";
+import { createStreamResumer } from "./resume.ts";
+import { createMcpSessions, type McpSession } from "./sessions.ts";
 import type { McpCaller, ToolExtra } from "./tool.ts";
 
 /** What a verified key tells the MCP front. */
@@ -44,6 +44,8 @@ export interface HttpCaller {
 export interface McpHttpOptions {
   engine: Engine;
   log: Logger;
+  /** Where sessions and the event log live, so they outlive the process: `<dataDir>/mcp`. */
+  stateDir: string;
   /**
    * Authenticates a request: sets `res.locals.caller` ({keyId, ownerId, scopes}) or answers
    * 401/403 itself. The REST app's `auth("read:builder")` fits. Give this or `verifyKey`.
@@ -78,16 +80,6 @@ export interface McpHttpHandler {
   /** Open sessions (tests, health). */
   sessionCount(): number;
   /** Close every session (shutdown). Runs are not touched. */
-  close(): Promise<void>;
-}
-
-interface Session {
-  transport: StreamableHTTPServerTransport;
-  keyId: string;
-  /** The protocol version `initialize` settled on (the SDK's rule: the client's if supported, else the latest). */
-  protocolVersion: string;
-  inFlight: number;
-  lastSeen: number;
   close(): Promise<void>;
 }
 
@@ -134,9 +126,16 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
   const originAllowed = (origin: string) =>
     opts.allowedOrigins ? opts.allowedOrigins.includes(origin) : isLoopbackOrigin(origin);
   const sessionIdleMs = opts.sessionIdleMs ?? 60 * 60_000;
-  const sessions = new Map<string, Session>();
-  const eventLog = createMcpEventLog(opts.eventLog);
-  const retryMs = opts.retryMs ?? 1000;
+  const sessions = createMcpSessions({
+    engine,
+    log,
+    stateDir: opts.stateDir,
+    idleMs: sessionIdleMs,
+    retryMs: opts.retryMs ?? 1000,
+    resolveCaller: callerFromAuthInfo,
+    ...(opts.eventLog ? { eventLog: opts.eventLog } : {}),
+  });
+  const resumer = createStreamResumer({ engine, records: sessions.records, log });
 
   const guard: express.RequestHandler = (req, res, next) => {
     if (allowedHosts) {
@@ -179,92 +178,87 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     const caller = res.locals.caller as HttpCaller | undefined;
     if (!caller)
       return rpcError(res, 401, -32001, "missing API key: send Authorization: Bearer <key>", { code: "unauthorized" });
-    // The SDK hands `req.auth` to every handler as `extra.authInfo`: that is how tools learn the caller.
+    // The SDK hands this to every handler as `extra.authInfo`: that is how tools learn the caller.
     const auth: AuthInfo = {
       token: "(verified)",
       clientId: caller.keyId,
       scopes: [...caller.scopes],
       extra: { ownerId: caller.ownerId, ...(caller.repos ? { repos: [...caller.repos] } : {}) },
     };
-    (req as IncomingMessage & { auth?: AuthInfo }).auth = auth;
     const sid = req.headers["mcp-session-id"];
     if (typeof sid === "string") {
-      const session = sessions.get(sid);
-      if (!session || session.keyId !== auth.clientId) return rpcError(res, 404, -32001, "Session not found");
-      if (Array.isArray(req.body)) {
-        // Dates order as strings; a request may name its version, else the session's holds.
-        const header = req.headers["mcp-protocol-version"];
-        const version = typeof header === "string" ? header : session.protocolVersion;
-        if (version >= NO_BATCHES_FROM)
-          return rpcError(
-            res,
-            400,
-            ProtocolCode.InvalidRequest,
-            `Invalid Request: protocol version ${version} has no JSON-RPC batches; send one message per request`,
-          );
-      }
-      return handle(session, req, res).catch(next);
+      // Held here, or revived from its record after a restart; another key's is as unknown as none.
+      return sessions
+        .find(sid, auth.clientId)
+        .then((session) => (session ? serveSession(session, req, res, auth, caller) : notFound(res)))
+        .catch(next);
     }
     if (req.method !== "POST" || !isInitializeRequest(req.body)) {
       return rpcError(res, 400, -32000, "Bad Request: no valid session id; start with an initialize request");
     }
-    const asked = req.body.params.protocolVersion;
+    const { protocolVersion: asked, clientInfo, capabilities } = req.body.params;
     const protocolVersion = SUPPORTED_PROTOCOL_VERSIONS.includes(asked) ? asked : LATEST_PROTOCOL_VERSION;
-    openSession(auth.clientId, protocolVersion)
-      .then((session) => handle(session, req, res))
+    sessions
+      .open(auth.clientId, { protocolVersion, clientInfo, capabilities: capabilities as Record<string, unknown> })
+      .then((session) => handle(session, req, res, auth))
       .catch(next);
   };
 
-  async function handle(session: Session, req: express.Request, res: express.Response): Promise<void> {
+  const notFound = (res: express.Response) => rpcError(res, 404, -32001, "Session not found");
+
+  async function serveSession(
+    session: McpSession,
+    req: express.Request,
+    res: express.Response,
+    auth: AuthInfo,
+    caller: HttpCaller,
+  ): Promise<void> {
+    if (Array.isArray(req.body)) {
+      // Dates order as strings; a request may name its version, else the session's holds.
+      const header = req.headers["mcp-protocol-version"];
+      const version = typeof header === "string" ? header : session.protocolVersion;
+      if (version >= NO_BATCHES_FROM)
+        return rpcError(
+          res,
+          400,
+          ProtocolCode.InvalidRequest,
+          `Invalid Request: protocol version ${version} has no JSON-RPC batches; send one message per request`,
+        );
+    }
+    const header = req.headers["last-event-id"];
+    const cursor = req.method === "GET" && typeof header === "string" ? header : undefined;
+    const inherited = cursor === undefined ? undefined : session.events.inherited(cursor);
+    if (cursor !== undefined && inherited && inherited.id !== "_GET_stream") {
+      // A stream a previous process opened: the SDK's transport has no request to answer on it.
+      if (inherited.requestIds.length === 0 && inherited.answered.size === 0)
+        return rpcError(res, 400, -32000, "this stream cannot be resumed: its start was dropped from the event log");
+      track(session, res);
+      const target = { sessionId: session.id, ownerId: caller.ownerId, events: session.events, stream: inherited };
+      return resumer.serve(target, cursor, res);
+    }
+    return handle(session, req, res, auth);
+  }
+
+  function track(session: McpSession, res: express.Response): void {
     session.inFlight += 1;
     session.lastSeen = Date.now();
     res.once("close", () => {
       session.inFlight -= 1;
       session.lastSeen = Date.now();
     });
-    await session.transport.handleRequest(
-      req as IncomingMessage & { auth?: AuthInfo },
-      res as ServerResponse,
-      req.body,
-    );
   }
 
-  async function openSession(keyId: string, protocolVersion: string): Promise<Session> {
-    const { server, dispose, connect } = createMcpServer(engine, { resolveCaller: callerFromAuthInfo, log });
-    const events = eventLog.forSession();
-    const transport: StreamableHTTPServerTransport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
-      eventStore: events,
-      retryInterval: retryMs,
-      onsessioninitialized: (sid) => {
-        sessions.set(sid, session);
-        log.debug("MCP session opened", { sessionId: sid.slice(0, 8), keyId });
-      },
-    });
-    let closed = false;
-    const close = async () => {
-      if (closed) return;
-      closed = true;
-      if (transport.sessionId) sessions.delete(transport.sessionId);
-      dispose();
-      events.dispose();
-      await server.close();
-    };
-    // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
-    transport.onclose = () =>
-      void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
-    // Declared after the transport, read by onsessioninitialized only once a request is handled.
-    const session: Session = { transport, keyId, protocolVersion, inFlight: 0, lastSeen: Date.now(), close };
-    await connect(transport);
-    return session;
+  async function handle(session: McpSession, req: express.Request, res: express.Response, auth: AuthInfo) {
+    track(session, res);
+    await session.handle(req, res, req.body, auth);
   }
 
   const sweeper = setInterval(
     () => {
       const now = Date.now();
-      for (const [sid, s] of sessions) {
+      for (const s of sessions.held()) {
         if (s.inFlight === 0 && now - s.lastSeen > sessionIdleMs) {
-          log.debug("MCP session idle, closing", { sessionId: sid.slice(0, 8) });
+          log.debug("MCP session idle, closing", { sessionId: s.id.slice(0, 8) });
           void s.close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
         }
       }
@@ -276,10 +270,10 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
   return {
     // The REST app may already have parsed the body; express.json() skips it then.
     chain: [guard, opts.authenticate ?? bearerAuth, express.json({ limit: "4mb" }), route],
-    sessionCount: () => sessions.size,
+    sessionCount: () => [...sessions.held()].length,
     async close() {
       clearInterval(sweeper);
-      await Promise.allSettled([...sessions.values()].map((s) => s.close()));
+      await sessions.close();
     },
   };
 }

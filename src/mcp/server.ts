@@ -12,9 +12,10 @@ import { bareMessage, toolError } from "./errors.ts";
 import { guardTransport } from "./guard.ts";
 import { registerPrompts } from "./prompts.ts";
 import { isResourceUri, registerRunResources } from "./resources.ts";
-import type { McpCaller, McpScope, PatchbayTool, ToolExtra } from "./tool.ts";
+import type { CallTracker, McpCaller, McpScope, PatchbayTool, ToolExtra } from "./tool.ts";
 import { cancelRunTool } from "./tools/cancel_run.ts";
 import { endSessionTool } from "./tools/end_session.ts";
+import { getGroupTool } from "./tools/get_group.ts";
 import { getPatchTool } from "./tools/get_patch.ts";
 import { getRunTool } from "./tools/get_run.ts";
 import { listModelsTool } from "./tools/list_models.ts";
@@ -34,6 +35,7 @@ export const TOOLS: readonly PatchbayTool[] = [
   endSessionTool,
   cancelRunTool,
   listModelsTool,
+  getGroupTool,
 ] as unknown as readonly PatchbayTool[];
 
 /** The server's name and version as announced in `initialize`. */
@@ -55,6 +57,8 @@ export interface McpServerOptions {
   resolveCaller?: (extra: ToolExtra) => McpCaller | undefined;
   /** Where warnings go; default a logger on stderr (never stdout: it may be the stdio transport). */
   log?: Logger;
+  /** Told of calls that wait on a turn, so they can be answered after a restart (HTTP). */
+  calls?: CallTracker;
 }
 
 /** A created server and what must happen when its connection ends. */
@@ -104,7 +108,13 @@ export function createMcpServer(engine: Engine, opts: McpServerOptions): Patchba
       },
       async (args: unknown, extra: ToolExtra): Promise<CallToolResult> => {
         try {
-          const ctx = { engine, caller: caller(extra, tool.scope), extra, log };
+          const ctx = {
+            engine,
+            caller: caller(extra, tool.scope),
+            extra,
+            log,
+            ...(opts.calls ? { calls: opts.calls } : {}),
+          };
           const { structured, text } = await tool.run(args as never, ctx);
           return { content: [{ type: "text", text }], structuredContent: structured as Record<string, unknown> };
         } catch (e) {

@@ -26,12 +26,19 @@ export interface McpCaller {
 /** The `extra` the SDK hands to request handlers (signal, progress token, notifications). */
 export type ToolExtra = RequestHandlerExtra<ServerRequest, ServerNotification>;
 
+/** Tool calls a transport can answer after a restart (HTTP: `session-records.ts`). */
+export interface CallTracker {
+  /** The call `extra` names now waits on `runId`'s turn; resolves once that is durable. */
+  waiting(extra: ToolExtra, runId: string): Promise<void>;
+}
+
 /** What a tool handler gets besides its arguments. */
 export interface ToolContext {
   engine: Engine;
   caller: McpCaller;
   extra: ToolExtra;
   log: Logger;
+  calls?: CallTracker;
 }
 
 /** What a tool handler returns: the structured result and a short text for people and models. */

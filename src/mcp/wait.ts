@@ -8,8 +8,9 @@ import * as z from "zod";
 import type { RunEvent } from "../engine/events/schema.ts";
 import { RunView } from "../engine/run/view.ts";
 import { describeStep } from "../engine/index.ts";
+import { describeRun } from "./describe.ts";
 import { followFromNow } from "./follow.ts";
-import type { ToolContext } from "./tool.ts";
+import type { ToolContext, ToolOutput } from "./tool.ts";
 
 /** Result of `start_run` and `send_message`: the run, and whether the turn was waited for. */
 export const TurnResult = RunView.extend({
@@ -42,6 +43,8 @@ export async function waitForTurnWithProgress(
   runId: string,
 ): Promise<{ run: RunView; waited: boolean }> {
   const { engine, caller, extra, log } = ctx;
+  // Written before the wait begins, so a process that dies during it leaves the run to answer with.
+  await ctx.calls?.waiting(extra, runId);
   const progressToken = extra._meta?.progressToken;
   let progress = 0;
   let lastSentAt = 0;
@@ -70,3 +73,12 @@ export async function waitForTurnWithProgress(
 
 const endsTurn = (ev: RunEvent) =>
   ev.type === "run.status" && ev.data.status !== "running" && ev.data.status !== "queued";
+
+/** A turn's result as `start_run` and `send_message` return it. */
+export function turnOutput(run: RunView, waited: boolean): ToolOutput<TurnResult> {
+  const next =
+    run.status === "queued" || run.status === "running"
+      ? "\nThe turn is still running: follow it with stream_events or get_run."
+      : "";
+  return { structured: { ...run, waited }, text: describeRun(run) + next };
+}

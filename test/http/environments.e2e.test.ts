@@ -30,8 +30,8 @@ describe("environments (admin)", () => {
     const list = await h.api("GET", "/api/v1/environments", { key: h.keys.admin });
     expect(list.status).toBe(200);
     expect(list.json.environments).toEqual([
-      { key: older, bytes: 1024, lastUsedAt: past.toISOString() },
-      { key: newer, bytes: 2048, lastUsedAt: expect.any(String) },
+      { key: older, bytes: 1024, lastUsedAt: past.toISOString(), storage: "archive" },
+      { key: newer, bytes: 2048, lastUsedAt: expect.any(String), storage: "archive" },
     ]);
     for (const key of [h.keys.rw, h.keys.ro])
       expect((await h.api("GET", "/api/v1/environments", { key })).status).toBe(403);

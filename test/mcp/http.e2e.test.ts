@@ -88,13 +88,14 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
-  it("lists the nine tools with input and output schemas and the right annotations", async () => {
+  it("lists the ten tools with input and output schemas and the right annotations", async () => {
     const { tools } = await client.listTools();
     const byName = new Map(tools.map((t) => [t.name, t]));
     expect([...byName.keys()].sort()).toEqual(
       [
         "cancel_run",
         "end_session",
+        "get_group",
         "get_patch",
         "get_run",
         "list_models",
@@ -111,7 +112,17 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     }
     const start = byName.get("start_run")!;
     expect(Object.keys(start.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["repository", "prompt", "modelId", "baseRef", "publish", "limits", "wait"]),
+      expect.arrayContaining([
+        "repository",
+        "prompt",
+        "modelId",
+        "baseRef",
+        "publish",
+        "wait",
+        "limits",
+        "requirePlanApproval",
+        "attempts",
+      ]),
     );
     expect(start.inputSchema.required).toEqual(["prompt"]);
     expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
@@ -121,9 +132,9 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
     expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
     expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["runId", "prompt", "endSession", "limits", "wait"]),
+      expect.arrayContaining(["runId", "prompt", "endSession", "wait", "taskKind", "limits"]),
     );
-    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models"])
+    for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models", "get_group"])
       expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
     for (const destructive of ["cancel_run", "end_session"])
       expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);
@@ -346,8 +357,8 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     const res = await rawPost(headers, { jsonrpc: "2.0", id: 7, method: "ping" });
     expect(res.headers.get("content-type")).toContain("text/event-stream");
     const frames = (await res.text()).split("\n\n").filter(Boolean);
-    expect(frames[0]).toMatch(/^id: \d+-1\nretry: 1000\ndata: $/);
-    expect(frames[1]).toMatch(/^event: message\nid: \d+-2\ndata: \{.*"id":7\}$/);
+    expect(frames[0]).toMatch(/^id: [0-9a-f]{12}-1\nretry: 1000\ndata: $/);
+    expect(frames[1]).toMatch(/^event: message\nid: [0-9a-f]{12}-2\ndata: \{.*"id":7\}$/);
 
     const batch = [
       { jsonrpc: "2.0", id: 8, method: "ping" },
@@ -417,7 +428,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
 
     it("a read-only key can read but start_run answers a forbidden tool error", async () => {
       const { client: ro } = await h.connect(readKey);
-      expect((await ro.listTools()).tools.length).toBe(9);
+      expect((await ro.listTools()).tools.length).toBe(10);
       expect((await call(ro, "get_run", { runId })).structuredContent).toMatchObject({ id: runId });
       expect(errorCodeOf(await call(ro, "start_run", { repository: "acme/web", prompt: "x" }))).toBe("forbidden");
       expect(errorCodeOf(await call(ro, "cancel_run", { runId }))).toBe("forbidden");
@@ -473,7 +484,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
         ).status,
       ).toBe(404);
       // The rightful owner's session still works.
-      expect((await client.listTools()).tools.length).toBe(9);
+      expect((await client.listTools()).tools.length).toBe(10);
     });
   });
 });

@@ -25,7 +25,7 @@ export interface McpHarness extends Harness {
 /** `openHarness` behind the serve app (REST and the /mcp mount) on 127.0.0.1. */
 export async function serveMcp(opts: HarnessOptions = {}): Promise<McpHarness> {
   const h = await openHarness(opts);
-  const mcp = createMcpMount({ engine: h.pb.engine, log: h.pb.log, host: "127.0.0.1" });
+  const mcp = createMcpMount({ engine: h.pb.engine, log: h.pb.log, host: "127.0.0.1", dataDir: h.pb.dataDir });
   let served: Awaited<ReturnType<typeof serveApp>>;
   try {
     served = await serveApp(h.pb, { mountMcp: mcp.mount });

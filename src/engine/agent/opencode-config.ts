@@ -72,6 +72,15 @@ export function opencodeEnv(config: Record<string, unknown>, password: string): 
   };
 }
 
+/**
+ * The tools a turn of this kind has. OpenCode stores a prompt's `tools` as the session's
+ * permission rules (they outlast the prompt), so every turn names them: a code turn after a
+ * plan turn on the same session must turn writing back on, or the plan's denials would stay.
+ */
+export function turnTools(kind: "code" | "plan"): Record<string, boolean> {
+  return kind === "plan" ? PLAN_DISABLED_TOOLS : PLAN_ENABLED_TOOLS;
+}
+
 /** Tools turned off for read-only plan turns, so a plan can never touch the working tree. */
 export const PLAN_DISABLED_TOOLS: Record<string, boolean> = {
   write: false,
@@ -82,3 +91,7 @@ export const PLAN_DISABLED_TOOLS: Record<string, boolean> = {
   todowrite: false,
   task: false,
 };
+
+const PLAN_ENABLED_TOOLS: Record<string, boolean> = Object.fromEntries(
+  Object.keys(PLAN_DISABLED_TOOLS).map((tool) => [tool, true]),
+);

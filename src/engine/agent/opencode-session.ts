@@ -12,7 +12,7 @@ import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { ProcessHandle } from "../sandbox/sandbox.ts";
 import type { AgentSession, TurnOptions, TurnOutcome } from "./agent.ts";
-import { PROVIDER_ID, PLAN_DISABLED_TOOLS } from "./opencode-config.ts";
+import { PROVIDER_ID, turnTools } from "./opencode-config.ts";
 import { createEventMapper, describeOpencodeError, OpencodeEvent } from "./opencode-events.ts";
 
 /** Model failures OpenCode may retry before the turn fails with model_error. */
@@ -200,7 +200,7 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
         parts: [{ type: "text", text: turn.prompt }],
         model: { providerID: PROVIDER_ID, modelID: input.modelId },
         agent: turn.kind === "plan" ? "plan" : "build",
-        ...(turn.kind === "plan" ? { tools: PLAN_DISABLED_TOOLS } : {}),
+        tools: turnTools(turn.kind),
       });
       if (sent.error !== undefined || (sent.response && sent.response.status >= 300)) {
         cleanup();

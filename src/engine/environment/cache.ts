@@ -13,6 +13,8 @@
  *   own workspace, never the layer the next run gets.
  * - Bounded: after each save, layers are evicted least recently used first (a restore counts
  *   as a use: it touches the file's mtime) until the total fits `maxBytes`.
+ * - Where the sandbox has snapshots (e2b), a layer is a snapshot instead (`snapshots.ts`):
+ *   nothing is archived or copied, the next run's VM starts in it.
  */
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -20,13 +22,18 @@ import path from "node:path";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
+import { createSerialQueues } from "../serial.ts";
 import type { SetupSpec } from "./schema.ts";
+import { createSnapshotLayers } from "./snapshots.ts";
 
 /** A cached layer, as `GET /api/v1/environments` lists it. */
 export interface LayerInfo {
   key: string;
-  bytes: number;
+  /** Size of an archive; null for a snapshot (the provider keeps it). */
+  bytes: number | null;
   lastUsedAt: string;
+  /** An archive in the data dir, or a snapshot at the sandbox provider (e2b). */
+  storage: "archive" | "snapshot";
 }
 
 export interface KeyInput {
@@ -40,13 +47,21 @@ export interface KeyInput {
 export interface EnvironmentCache {
   /** The cache key of a setup in a sandbox. */
   key(input: KeyInput): Promise<string>;
-  /** Unpack layer `key` into the sandbox's workspace; false when there is none. */
-  restore(key: string, sandbox: Sandbox): Promise<boolean>;
   /**
-   * Keep `paths` of the sandbox's workspace as layer `key`, then evict to stay within the
-   * bound. Undefined when the layer alone is over the bound (it is not kept).
+   * The snapshot a new sandbox for `repository` should start from (providers with snapshots:
+   * the repository's most recently used layer), before its key can be known.
    */
-  save(key: string, sandbox: Sandbox, paths: string[]): Promise<LayerInfo | undefined>;
+  baseFor(repository: string): Promise<string | undefined>;
+  /**
+   * Put layer `key` into the sandbox's workspace; false when there is none. A sandbox started
+   * from a snapshot layer of another key (or a run with no key: `null`) has it removed.
+   */
+  restore(key: string | null, sandbox: Sandbox): Promise<boolean>;
+  /**
+   * Keep `paths` of the sandbox's workspace as layer `key` (a snapshot where the sandbox has
+   * them, else an archive), then evict to stay within the bound. Undefined when not kept.
+   */
+  save(key: string, repository: string, sandbox: Sandbox, paths: string[]): Promise<LayerInfo | undefined>;
   list(): Promise<LayerInfo[]>;
   /** Remove layer `key`; false when there was none. */
   drop(key: string): Promise<boolean>;
@@ -57,6 +72,10 @@ export interface EnvironmentCacheOptions {
   dataDir: string;
   /** PATCHBAY_ENV_CACHE_MAX_BYTES; 0 keeps nothing. */
   maxBytes: number;
+  /** PATCHBAY_ENV_CACHE_MAX_SNAPSHOTS (providers with snapshots); 0 keeps none. Default 20. */
+  maxSnapshots?: number;
+  /** Deletes a snapshot at the sandbox provider (the session host's `dropSnapshot`). */
+  dropSnapshot?: (snapshotId: string) => Promise<void>;
   log: Logger;
 }
 
@@ -70,20 +89,22 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
     return path.join(dir, `${key}.tar`);
   };
   const ensureDir = () => fs.promises.mkdir(dir, { recursive: true, mode: 0o700 });
+  const queues = createSerialQueues();
   /** Saves and evictions one after another: the total they keep under the bound is theirs alone. */
-  let queue: Promise<unknown> = Promise.resolve();
-  const serial = <T>(fn: () => Promise<T>): Promise<T> => {
-    const next = queue.then(fn, fn);
-    queue = next.catch(() => undefined);
-    return next;
-  };
+  const serial = <T>(fn: () => Promise<T>): Promise<T> => queues("archives", fn);
+  const snapshots = createSnapshotLayers({
+    dataDir: opts.dataDir,
+    maxSnapshots: opts.maxSnapshots ?? 20,
+    ...(opts.dropSnapshot ? { dropSnapshot: opts.dropSnapshot } : {}),
+    log: opts.log,
+  });
   const scratchName = () => `layer-${randomBytes(8).toString("hex")}.tar`;
   const scratchRm = (sandbox: Sandbox, name: string) =>
     sandbox.exec(["rm", "-f", "--", `${sandbox.scratchDir}/${name}`]).catch((e: unknown) => {
       opts.log.warn("could not remove a layer archive from the sandbox", { error: e });
     });
 
-  async function list(): Promise<LayerInfo[]> {
+  async function archives(): Promise<LayerInfo[]> {
     let names: string[];
     try {
       names = await fs.promises.readdir(dir);
@@ -97,7 +118,7 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
       if (!KEY.test(key)) continue;
       try {
         const st = await fs.promises.stat(path.join(dir, name));
-        out.push({ key, bytes: st.size, lastUsedAt: st.mtime.toISOString() });
+        out.push({ key, bytes: st.size, lastUsedAt: st.mtime.toISOString(), storage: "archive" });
       } catch (e) {
         // Evicted while we looked.
         if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
@@ -108,13 +129,13 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
 
   /** Drop least recently used layers until the total fits; `keep` goes last. */
   async function evict(keep: string): Promise<void> {
-    const layers = await list();
-    let total = layers.reduce((n, l) => n + l.bytes, 0);
+    const layers = await archives();
+    let total = layers.reduce((n, l) => n + (l.bytes ?? 0), 0);
     const order = [...layers.filter((l) => l.key !== keep), ...layers.filter((l) => l.key === keep)];
     for (const l of order) {
       if (total <= opts.maxBytes) break;
       await fs.promises.rm(layerFile(l.key), { force: true });
-      total -= l.bytes;
+      total -= l.bytes ?? 0;
       opts.log.info("setup cache layer evicted", { key: l.key, bytes: l.bytes });
     }
   }
@@ -142,7 +163,11 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
       return createHash("sha256").update(material).digest("hex").slice(0, 40);
     },
 
+    baseFor: (repository) => snapshots.baseFor(repository),
+
     async restore(key, sandbox) {
+      if (sandbox.snapshots) return snapshots.restore(key, sandbox);
+      if (key === null) return false;
       const file = layerFile(key);
       const name = scratchName();
       try {
@@ -154,19 +179,31 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
         if ((e as NodeJS.ErrnoException).code === "ENOENT") return false;
         throw e;
       }
-      try {
-        const r = await sandbox.exec(["tar", "-xf", `${sandbox.scratchDir}/${name}`, "--no-same-owner"], {
-          timeoutMs: TAR_TIMEOUT_MS,
+      // One command unpacks and removes the archive (each command in a sandbox is a process start).
+      const r = await sandbox
+        .exec(
+          [
+            "sh",
+            "-c",
+            'tar -xf "$1" --no-same-owner; s=$?; rm -f -- "$1"; exit $s',
+            "sh",
+            `${sandbox.scratchDir}/${name}`,
+          ],
+          {
+            timeoutMs: TAR_TIMEOUT_MS,
+          },
+        )
+        .catch(async (e: unknown) => {
+          await scratchRm(sandbox, name);
+          throw e;
         });
-        if (r.exitCode !== 0)
-          throw new EngineError("setup_failed", `restoring the cached setup failed: ${r.stderr.trim().slice(-500)}`);
-        return true;
-      } finally {
-        await scratchRm(sandbox, name);
-      }
+      if (r.exitCode !== 0)
+        throw new EngineError("setup_failed", `restoring the cached setup failed: ${r.stderr.trim().slice(-500)}`);
+      return true;
     },
 
-    async save(key, sandbox, paths) {
+    async save(key, repository, sandbox, paths) {
+      if (sandbox.snapshots) return snapshots.save(key, repository, sandbox, paths);
       const file = layerFile(key);
       if (opts.maxBytes === 0) return undefined;
       const name = scratchName();
@@ -204,18 +241,21 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
             opts.log.warn("setup cache layer is larger than PATCHBAY_ENV_CACHE_MAX_BYTES; not kept", { key });
             return undefined;
           }
-          return { key, bytes: st.size, lastUsedAt: st.mtime.toISOString() };
+          return { key, bytes: st.size, lastUsedAt: st.mtime.toISOString(), storage: "archive" as const };
         });
       } finally {
         await scratchRm(sandbox, name);
       }
     },
 
-    list,
+    async list() {
+      const all = [...(await archives()), ...(await snapshots.list())];
+      return all.sort((a, b) => a.lastUsedAt.localeCompare(b.lastUsedAt));
+    },
 
     async drop(key) {
       const file = layerFile(key);
-      return serial(async () => {
+      const archive = await serial(async () => {
         try {
           await fs.promises.unlink(file);
           return true;
@@ -224,6 +264,8 @@ export function createEnvironmentCache(opts: EnvironmentCacheOptions): Environme
           throw e;
         }
       });
+      const snapshot = await snapshots.drop(key);
+      return archive || snapshot;
     },
   };
 }

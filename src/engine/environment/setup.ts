@@ -31,6 +31,8 @@ export interface Setups {
    * the run, which is returned. Throws EngineError `setup_failed`.
    */
   prepare(run: RunRecord, sandbox: Sandbox, signal: AbortSignal): Promise<RunRecord>;
+  /** The snapshot the run's sandbox should start from (providers with snapshots), if any. */
+  baseFor(run: RunRecord): Promise<string | undefined>;
 }
 
 export interface SetupDeps {
@@ -58,8 +60,11 @@ export function createSetups(deps: SetupDeps): Setups {
   const { store, writer, cache, environment, log } = deps;
 
   return {
+    baseFor: (run) => cache.baseFor(run.repository.fullName),
+
     async prepare(run, sandbox, signal) {
       const plan = await planFor(run, sandbox);
+      if (!plan?.spec.cache) await cache.restore(null, sandbox); // a snapshot's layer this run has no use for
       if (!plan) return store.updateRun(run.id, { setup: state({ status: "skipped" }) });
       const { spec, requires } = plan;
       const emit = (data: BuilderEventData) =>
@@ -68,7 +73,6 @@ export function createSetups(deps: SetupDeps): Setups {
       const elapsed = () => Math.round(performance.now() - t0);
       await emit({ kind: "setup.started", commands: spec.commands.map((c) => environment.mask(c, run)) });
       run = await store.updateRun(run.id, { setup: state({ status: "running" }) });
-      const before = await untracked(sandbox);
 
       const key = spec.cache
         ? await cache.key({
@@ -79,7 +83,8 @@ export function createSetups(deps: SetupDeps): Setups {
           })
         : null;
       if (key && (await restore(key, spec, sandbox, run))) {
-        await exclude(sandbox, before);
+        // The restored paths are what setup added (a fresh checkout has none of them untracked).
+        await excludeEntries(sandbox, spec.cache!.paths);
         await emit({ kind: "setup.cached", key });
         const durationMs = elapsed();
         await emit({ kind: "setup.finished", status: "cached", durationMs, exitCode: 0 });
@@ -87,6 +92,7 @@ export function createSetups(deps: SetupDeps): Setups {
         return store.updateRun(run.id, { setup: state({ status: "cached", cached: true, key, durationMs }) });
       }
 
+      const before = await untracked(sandbox);
       // The host's proxy and TLS roots (an install must get through the same proxy as our git).
       const env = { ...deps.config.hostProxyEnv, ...(await environment.env(run)), CI: "1" };
       const timeoutMs = spec.timeoutMs ?? deps.config.setupTimeoutMs;
@@ -128,7 +134,7 @@ export function createSetups(deps: SetupDeps): Setups {
       await exclude(sandbox, before);
       if (key && spec.cache) {
         // A cache that cannot keep the layer costs the next run its time, never this run.
-        await cache.save(key, sandbox, spec.cache.paths).catch((e: unknown) => {
+        await cache.save(key, run.repository.fullName, sandbox, spec.cache.paths).catch((e: unknown) => {
           log.warn("could not keep the setup's cache layer", { runId: run.id, key, error: e });
         });
       }
@@ -189,7 +195,15 @@ async function untracked(sandbox: Sandbox): Promise<Set<string>> {
  * pattern in `.git/info/exclude` (the diff is taken with `git add -A`, which honours it).
  */
 async function exclude(sandbox: Sandbox, before: Set<string>): Promise<void> {
-  const added = [...(await untracked(sandbox))].filter((e) => !before.has(e) && !e.includes("\n"));
+  await excludeEntries(
+    sandbox,
+    [...(await untracked(sandbox))].filter((e) => !before.has(e)),
+  );
+}
+
+/** Append anchored patterns for workspace entries (paths; a directory may end in `/`) to `.git/info/exclude`. */
+async function excludeEntries(sandbox: Sandbox, entries: string[]): Promise<void> {
+  const added = entries.filter((e) => !e.includes("\n"));
   if (added.length === 0) return;
   const patterns = added.map((e) => "/" + e.replace(/[\\*?[\]!#]/g, "\\$&").replace(/ $/, "\\ ")).join("\n");
   const r = await sandbox.exec(

@@ -15,21 +15,25 @@ const ACTIVE_RETRY_AFTER_S = 30;
 export interface Admission {
   /** Run `create` after the owner's earlier admissions, whatever their outcome. */
   serial<T>(ownerId: string, create: () => Promise<T>): Promise<T>;
-  /** Throws too_many_active_runs when the owner is at the cap. Call inside `serial`. */
-  assertBelowCap(ownerId: string): Promise<void>;
+  /**
+   * Throws too_many_active_runs unless `count` more runs (default 1: a group of attempts asks
+   * for all its siblings at once) fit under the owner's cap. Call inside `serial`.
+   */
+  assertBelowCap(ownerId: string, count?: number): Promise<void>;
 }
 
 export function createAdmission(deps: { store: RunStore; maxActive: number }): Admission {
   const queues = createSerialQueues();
   return {
     serial: (ownerId, create) => queues(ownerId, create),
-    async assertBelowCap(ownerId) {
+    async assertBelowCap(ownerId, count = 1) {
       const active = await deps.store.countActiveRuns(ownerId);
-      if (active >= deps.maxActive) {
+      if (active + count > deps.maxActive) {
+        const asked = count > 1 ? ` and asked for ${count} more` : "";
         throw new EngineError(
           "too_many_active_runs",
-          `this API key's owner already has ${active} active runs (at most ${deps.maxActive}); end a session (endSession) or wait for a run to finish`,
-          { active, limit: deps.maxActive, retryAfterSeconds: ACTIVE_RETRY_AFTER_S },
+          `this API key's owner already has ${active} active runs${asked} (at most ${deps.maxActive}); end a session (endSession) or wait for a run to finish`,
+          { active, limit: deps.maxActive, requested: count, retryAfterSeconds: ACTIVE_RETRY_AFTER_S },
         );
       }
     },

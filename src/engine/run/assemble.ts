@@ -1,6 +1,7 @@
 /**
  * The run engine's parts, made and wired together once: the event bus and writer, the live
- * sessions, setup and its cache, creation, turns, endings, admission, budgets and messages. The
+ * sessions, setup and its cache, creation, turns, endings, admission, budgets, messages and
+ * groups of attempts. The
  * facade (engine.ts) only calls them; a new part is wired here.
  */
 import type { Config } from "../../config.ts";
@@ -20,8 +21,10 @@ import { createBudgets } from "./budget.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { createGrants } from "./grant.ts";
+import { createGroups } from "./groups.ts";
 import { createMessages } from "./message.ts";
 import type { RunParts } from "./parts.ts";
+import { createRunPublishing } from "./publishing.ts";
 import { createLiveSessions } from "./sessions.ts";
 import { createTurns } from "./turn.ts";
 import { createRunWriter } from "./writer.ts";
@@ -60,7 +63,14 @@ export function assembleParts(deps: EngineDeps) {
   const grants = createGrants({ config, store, secrets: deps.secrets, budgets });
   const { host, gateway, secrets } = deps;
   const envCache =
-    deps.envCache ?? createEnvironmentCache({ dataDir: config.dataDir, maxBytes: config.envCacheMaxBytes, log });
+    deps.envCache ??
+    createEnvironmentCache({
+      dataDir: config.dataDir,
+      maxBytes: config.envCacheMaxBytes,
+      maxSnapshots: config.envCacheMaxSnapshots,
+      ...(host.dropSnapshot ? { dropSnapshot: (id: string) => host.dropSnapshot!(id) } : {}),
+      log,
+    });
   const parts: RunParts = {
     config,
     store,
@@ -91,5 +101,7 @@ export function assembleParts(deps: EngineDeps) {
   });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache, budgets };
+  const publishing = createRunPublishing({ store, publisher, log });
+  const groups = createGroups({ store, bus, runs, turns, sessions, endings, publishing, writer, log, now });
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, groups, envCache, budgets };
 }

@@ -17,7 +17,7 @@ import type { RunStore } from "../store/store.ts";
 import { mergeLimits } from "./budget.ts";
 import { MODEL_KEY_SECRET } from "./grant.ts";
 import { mergePublish } from "./message.ts";
-import type { CreateRunInput, MessageInput, RunRecord, TurnRecord } from "./schema.ts";
+import type { CreateRunInput, MessageInput, RunGroupRef, RunRecord, TurnRecord } from "./schema.ts";
 import type { RunWriter } from "./writer.ts";
 
 export function newRunId(): string {
@@ -35,6 +35,8 @@ export interface RunFactory {
       idempotencyKey?: string;
       /** The caller key's repository allow-list (`owner/name`, `owner/*`); absent: any. */
       allowedRepositories?: readonly string[];
+      /** Its place in a group of attempts (run/groups.ts); its publishing waits for the ranking. */
+      group?: RunGroupRef;
     },
   ): Promise<RunRecord>;
   /**
@@ -125,7 +127,10 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         status: "queued",
         repository,
         modelId,
-        taskKind: input.taskKind ?? "code",
+        // A run that asks for plan approval plans first; the approving message switches it to code.
+        taskKind: input.requirePlanApproval ? "plan" : (input.taskKind ?? "code"),
+        ...(input.requirePlanApproval ? { planApproval: "pending" as const } : {}),
+        ...(extra.group ? { group: { ...extra.group, holdPublish: true } } : {}),
         ...(ref ? { baseRef: ref } : {}),
         validationMode: input.validationMode ?? "basic",
         publish: {
@@ -186,11 +191,15 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
       // The message's publish changes the prior run's settings; what it leaves out carries over.
       const publish = message.publish ? mergePublish(prior.publish, message.publish) : prior.publish;
       const limits = mergeLimits(prior.limits, message.limits);
+      // A plan still awaiting approval stays so unless the message approves it (taskKind code).
+      const stillPending = prior.planApproval === "pending" && !message.taskKind;
       const input: CreateRunInput = {
         repository: prior.repository.fullName,
         prompt: message.prompt!,
         modelId: prior.modelId,
-        taskKind: prior.taskKind,
+        ...(stillPending
+          ? { taskKind: "code", requirePlanApproval: true }
+          : { taskKind: message.taskKind ?? prior.taskKind }),
         ...(prior.baseRef ? { baseRef: prior.baseRef } : {}),
         validationMode: prior.validationMode,
         publish: {

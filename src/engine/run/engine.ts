@@ -27,6 +27,7 @@ import {
   type RunRecord,
   type RunStatus,
 } from "./schema.ts";
+import type { GroupView } from "./group-schema.ts";
 import { createStreamSlots } from "./streams.ts";
 import { toRunView, type RunView } from "./view.ts";
 
@@ -51,7 +52,10 @@ export interface StartRunOptions {
 }
 
 export interface Engine {
+  /** With `attempts` > 1, starts that many sibling runs and answers the first (its `group` names the group). */
   startRun(ownerId: string, input: unknown, opts?: StartRunOptions): Promise<RunView>;
+  /** A group of attempts: its siblings with status and rank, and its best run once ranked. */
+  getGroup(ownerId: string, groupId: string): Promise<GroupView>;
   /** Continue an idle run, end its session (`endSession`), or start a chained run. */
   sendMessage(ownerId: string, runId: string, input: unknown): Promise<RunView>;
   getRun(ownerId: string, runId: string, opts?: GetRunOptions): Promise<RunView>;
@@ -119,6 +123,7 @@ export function createEngine(deps: EngineDeps): Engine {
     runs,
     admission,
     messages,
+    groups,
     envCache,
     budgets,
   } = assembleParts(deps);
@@ -155,8 +160,11 @@ export function createEngine(deps: EngineDeps): Engine {
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
         if (replayed) return replayed;
         refuseWhileClosing();
-        await admission.assertBelowCap(ownerId);
+        const attempts = input.attempts ?? 1;
+        // Every sibling takes a slot: a group that does not fit whole is refused whole.
+        await admission.assertBelowCap(ownerId, attempts);
         await budgets.assertOwnerBelowCap(ownerId);
+        if (attempts > 1) return groups.start(ownerId, input, opts);
         const created = await runs.create(ownerId, input, {
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
@@ -165,6 +173,8 @@ export function createEngine(deps: EngineDeps): Engine {
       });
       return view(run);
     },
+
+    getGroup: (ownerId, groupId) => groups.get(ownerId, groupId),
 
     async sendMessage(ownerId, runId, rawInput) {
       const input = parseInput(MessageInput, rawInput);

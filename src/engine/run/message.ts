@@ -49,10 +49,12 @@ export function createMessages(
         });
       }
       const limits = mergeLimits(run.limits, input.limits);
-      const updated =
-        publish || input.limits
-          ? await store.updateRun(run.id, { ...(publish ? { publish } : {}), ...(limits ? { limits } : {}) })
-          : run;
+      const changes: Partial<RunRecord> = {
+        ...(publish ? { publish } : {}),
+        ...(input.limits && limits ? { limits } : {}),
+        ...kindChange(run, input),
+      };
+      const updated = Object.keys(changes).length ? await store.updateRun(run.id, changes) : run;
       return await turns.begin(updated, input.prompt!, hold);
     } catch (e) {
       hold.release();
@@ -76,6 +78,18 @@ export function createMessages(
         return turns.begin(next, chained.prompt, sessions.acquire(next.id), prior);
       });
     },
+  };
+}
+
+/**
+ * What a message's `taskKind` changes on a warm session: the kind of its turn and those after,
+ * and a pending plan approved by switching to code.
+ */
+export function kindChange(run: RunRecord, input: MessageInput): Partial<RunRecord> {
+  const kind = input.taskKind ?? run.taskKind;
+  return {
+    ...(kind !== run.taskKind ? { taskKind: kind } : {}),
+    ...(run.planApproval === "pending" && kind === "code" ? { planApproval: "approved" as const } : {}),
   };
 }
 

@@ -83,6 +83,8 @@ export const BillingInput = z
 export type BillingInput = z.infer<typeof BillingInput>;
 
 export const MAX_PROMPT_CHARS = 120_000;
+/** Most sibling runs one `POST /runs` may start (`attempts`). */
+export const MAX_ATTEMPTS = 4;
 export const Prompt = z
   .string()
   .min(1, "prompt must not be empty")
@@ -153,8 +155,31 @@ export const CreateRunInput = z
     limits: RunLimits.optional().describe(
       "Spending limits of the run: tokens, cost, agent time, and what happens at one",
     ),
+    requirePlanApproval: z
+      .boolean()
+      .optional()
+      .describe(
+        "A `code` run whose first turn is a plan turn (no writing tools); a message with `taskKind: code` approves the plan and continues the same session with writing tools on",
+      ),
+    attempts: z
+      .number()
+      .int()
+      .min(1, "attempts must be from 1 to 4")
+      .max(MAX_ATTEMPTS, "attempts must be from 1 to 4")
+      .optional()
+      .describe(
+        "Start this many sibling runs (1–4) from one request, each with the same `group`; with `validationMode` `basic` or `tests` the group ranks them and names its best run, and only the best publishes",
+      ),
   })
   .strict()
+  .refine((b) => !(b.requirePlanApproval && b.taskKind === "plan"), {
+    message: "requirePlanApproval applies to code runs (a plan run never writes)",
+    path: ["requirePlanApproval"],
+  })
+  .refine((b) => !(b.requirePlanApproval && (b.attempts ?? 1) > 1), {
+    message: "attempts are ranked by what they wrote, so they cannot wait for plan approval; drop one of the two",
+    path: ["attempts"],
+  })
   .refine((b) => !!(b.repository || b.repositoryFullName || b.repositoryId !== undefined), {
     message: "one of repository, repositoryFullName or repositoryId is required",
     path: ["repository"],
@@ -173,6 +198,9 @@ export type CreateRunInput = z.infer<typeof CreateRunInput>;
 export const MessageInput = z
   .object({
     prompt: Prompt.optional(),
+    taskKind: TaskKind.optional().describe(
+      "Switch the warm session's task kind from this turn on: `code` after a plan turn approves the plan and turns writing tools on; `plan` makes the turn read-only. Default: the run's current kind",
+    ),
     /** Merged into the run's publish settings: only the fields it names change. */
     publish: PublishUpdate.optional(),
     /**
@@ -273,6 +301,18 @@ export const ValidationResult = z.object({
 });
 export type ValidationResult = z.infer<typeof ValidationResult>;
 
+/** Whether a `requirePlanApproval` run's plan awaits approval (a message with `taskKind: code`) or got it. */
+export const PlanApproval = z.enum(["pending", "approved"]);
+export type PlanApproval = z.infer<typeof PlanApproval>;
+
+/** A run's place in a group of sibling attempts (`attempts` > 1). */
+export const RunGroupRef = z.object({
+  id: z.string().describe("The group's id (`grp_…`); `GET /groups/{id}` lists its runs"),
+  attempt: z.number().int().describe("This run's attempt number, 1-based"),
+  attempts: z.number().int().describe("How many sibling runs the group has"),
+});
+export type RunGroupRef = z.infer<typeof RunGroupRef>;
+
 /** A run as stored. The public view (`RunView`) is derived from it. */
 export const RunRecord = z.object({
   id: z.string(),
@@ -280,7 +320,14 @@ export const RunRecord = z.object({
   status: RunStatus,
   repository: StoredRepositoryRef,
   modelId: z.string(),
+  /** The kind of the current (or next) turn: a message may switch it on a warm session. */
   taskKind: TaskKind,
+  planApproval: PlanApproval.optional(),
+  /**
+   * Its group of attempts; `holdPublish` while the group decides which sibling publishes
+   * (true until ranked, and for good on the siblings that were not best).
+   */
+  group: RunGroupRef.extend({ holdPublish: z.boolean() }).optional(),
   baseRef: z.string().optional(),
   /** The commit the workspace was checked out at. */
   baseSha: z.string().optional(),
@@ -319,6 +366,8 @@ export const TurnRecord = z.object({
   runId: z.string(),
   n: z.number().int(),
   prompt: z.string(),
+  /** Absent on turns stored before a message could switch kinds: the run's kind then. */
+  taskKind: TaskKind.optional(),
   status: z.enum(["running", "done", "failed", "cancelled"]),
   summary: z.string().nullable(),
   error: RunError.nullable(),

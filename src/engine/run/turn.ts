@@ -19,6 +19,7 @@ import type { BudgetStop, Budgets } from "./budget.ts";
 import type { Endings } from "./end.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
+import { createRunPublishing } from "./publishing.ts";
 import type { Hold } from "./sessions.ts";
 import { boundSummary, storeSummary } from "./summary.ts";
 
@@ -62,6 +63,12 @@ export function maskedDiff(diff: DiffResult, mask: (text: string) => string): Di
 export function createTurns(deps: TurnDeps): Turns {
   const { config, store, writer, sessions, log } = deps;
   const iso = () => deps.now().toISOString();
+  const publishing = createRunPublishing(deps);
+
+  const startIn = async (run: RunRecord): Promise<{ fromSnapshot?: string }> => {
+    const snapshot = await deps.setups.baseFor(run);
+    return snapshot ? { fromSnapshot: snapshot } : {};
+  };
 
   /** The run's first turn: a sandbox at the ref (the prior patch applied for a chained run) and an agent in it. */
   async function open(
@@ -98,18 +105,31 @@ export function createTurns(deps: TurnDeps): Turns {
       token,
       ...(Object.keys(env).length ? { env } : {}),
       network: run.environment?.network ?? "open",
+      // Providers with snapshots start the sandbox in the repository's last setup layer.
+      ...(await startIn(run)),
       watchdogMs: config.watchdogMs,
       signal: abort.signal,
       onLog: (message) => note({ kind: "log", message }),
+      // Beside the agent's start: a restored layer or an install costs only what it takes beyond it.
+      prepare: async (sandbox) => {
+        // The session is not the run's until both are done: a cancel stops a long install here.
+        const stop = () => void sandbox.kill().catch(() => undefined);
+        abort.signal.addEventListener("abort", stop, { once: true });
+        try {
+          run = await store.updateRun(run.id, {
+            baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
+            baseRef: run.baseRef ?? sandbox.baseRef,
+          });
+          // Before the prior patch: the cache is keyed by the files at the checked-out commit.
+          run = await deps.setups.prepare(run, sandbox, abort.signal);
+        } finally {
+          abort.signal.removeEventListener("abort", stop);
+        }
+        if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
+      },
     });
     sessions.bind(run.id, session, token);
     const { sandbox } = session;
-    run = await store.updateRun(run.id, {
-      baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
-      baseRef: run.baseRef ?? sandbox.baseRef,
-    });
-    // Before the prior patch: the cache is keyed by the files at the checked-out commit.
-    run = await deps.setups.prepare(run, sandbox, abort.signal);
     if (chainFrom) {
       const prior = await store.getBinaryPatch(chainFrom.id);
       if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
@@ -120,55 +140,6 @@ export function createTurns(deps: TurnDeps): Turns {
       await store.putSecret(deps.secrets.seal(run.id, RESUME_SECRET, JSON.stringify(session.resume)));
     }
     return { session, run };
-  }
-
-  /**
-   * Publish a turn's changes as a draft PR. A failure is recorded on the run (publish.status
-   * failed, with the error), never fails the run: the patch stays available either way.
-   */
-  async function publish(
-    run: RunRecord,
-    binaryPatch: string,
-    results: Partial<RunRecord>,
-    note: (data: BuilderEventData) => void,
-    signal: AbortSignal,
-  ): Promise<Partial<RunRecord>> {
-    note({ kind: "log", message: "publishing…" });
-    try {
-      const turns = await store.listTurns(run.id);
-      const r = await deps.publisher.publish({
-        runId: run.id,
-        repository: run.repository,
-        baseSha: run.baseSha!,
-        baseRef: run.baseRef!,
-        ...(run.publish.branch ? { branch: run.publish.branch } : {}),
-        ...(run.publish.ownedBranch ? { ownedBranch: run.publish.ownedBranch } : {}),
-        ...(run.publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
-        binaryPatch,
-        prompts: turns.map((t) => t.prompt),
-        summary: results.summary ?? run.summary,
-        diffStats: results.diffStats ?? null,
-        changedPaths: results.changedPaths ?? [],
-        signal,
-      });
-      const { error: _previous, ...kept } = run.publish;
-      if (r.status === "skipped") {
-        note({ kind: "log", message: `nothing published: ${r.reason}` });
-        return { publish: { ...kept, branch: r.branch, status: "skipped" } };
-      }
-      const pr = r.draftPullRequest;
-      note({ kind: "log", message: `${r.created ? "opened" : "updated"} draft PR #${pr.number}: ${pr.url}` });
-      // The branch is recorded so a follow-up (or a chained run) publishes to the same one.
-      // A branch this publish created is Patchbay's: later turns and chained runs push to it without an opt-in.
-      const publish = { ...kept, branch: r.branch, status: "published" as const };
-      if (r.branchCreated) publish.ownedBranch = r.branch;
-      return { publish, draftPullRequest: pr };
-    } catch (e) {
-      const err = toEngineError(e, "publish_failed");
-      log.warn("publish failed", { runId: run.id, code: err.code, message: err.message });
-      note({ kind: "log", message: `publish failed (${err.code}): ${err.message}` });
-      return { publish: { ...run.publish, status: "failed", error: { code: err.code, message: err.message } } };
-    }
   }
 
   /** The agent's turn, then validation (which may run one repair turn); the patch is taken even for a failed turn. */
@@ -280,8 +251,10 @@ export function createTurns(deps: TurnDeps): Turns {
         await deps.endings.finish(run, "failed", error);
         return;
       }
-      if (run.publish.mode === "draft_pr") {
-        Object.assign(results, await publish(run, diff.binaryPatch, results, note, abort.signal));
+      if (run.publish.mode === "draft_pr" && run.group?.holdPublish) {
+        note({ kind: "log", message: "publishing waits for the group's ranking: only its best run publishes" });
+      } else if (run.publish.mode === "draft_pr") {
+        Object.assign(results, await publishing.publish(run, diff.binaryPatch, results, note, abort.signal));
       }
       await idle(run, results, null, hold);
       log.info("turn finished", { runId, turn: run.turnCount, changedPaths: diff.changedPaths.length });
@@ -351,6 +324,7 @@ export function createTurns(deps: TurnDeps): Turns {
         runId: run.id,
         n,
         prompt,
+        taskKind: run.taskKind,
         status: "running",
         summary: null,
         error: null,

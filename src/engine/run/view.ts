@@ -8,10 +8,12 @@ import { RunEvent } from "../events/schema.ts";
 import {
   DiffStats,
   DraftPullRequest,
+  PlanApproval,
   PublishState,
   RepositoryRef,
   RunError,
   RunLimits,
+  RunGroupRef,
   RunStatus,
   TaskKind,
   Usage,
@@ -36,7 +38,15 @@ export const RunView = z.object({
   turnCount: z.number().int().describe("Number of user turns on this run"),
   repository: RepositoryRef.describe("The repository: full name, owner, name and GitHub's id when known"),
   modelId: z.string().describe("The model the run uses"),
-  taskKind: TaskKind.describe("`code` or `plan`"),
+  taskKind: TaskKind.describe(
+    "`code` or `plan`: the kind of the current turn (or the next, while idle); a message may switch it",
+  ),
+  planApproval: PlanApproval.nullable().describe(
+    "`pending` while a `requirePlanApproval` run's plan awaits a message with `taskKind: code`, `approved` after it; null for runs that did not ask for approval",
+  ),
+  group: RunGroupRef.nullable().describe(
+    "The group of sibling attempts this run belongs to (`attempts` > 1); null for a run started alone",
+  ),
   baseRef: z
     .string()
     .nullable()
@@ -107,6 +117,8 @@ export function toRunView(
     repository: r.repository,
     modelId: r.modelId,
     taskKind: r.taskKind,
+    planApproval: r.planApproval ?? null,
+    group: r.group ? { id: r.group.id, attempt: r.group.attempt, attempts: r.group.attempts } : null,
     baseRef: r.baseRef ?? null,
     baseSha: r.baseSha ?? null,
     validationMode: r.validationMode,

@@ -22,6 +22,7 @@ import {
   type ProcessHandle,
   type Sandbox,
   type SandboxResume,
+  type SandboxSnapshots,
 } from "./sandbox.ts";
 
 /** Where things live inside the VM (E2B's default user is `user`). */
@@ -59,6 +60,8 @@ export class E2bSandbox implements Sandbox {
   baseRef = "";
   private killing: Promise<void> | undefined;
   private readonly procs = new Set<E2bProcess>();
+  /** Set by the provider on a VM made for its run (not a warm one): see `Sandbox.snapshots`. */
+  snapshots: SandboxSnapshots | undefined;
   /** Made for a model-only run: `restrictNetwork` closes its egress to all but the gateway. */
   private modelOnly = false;
 

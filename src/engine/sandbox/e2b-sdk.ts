@@ -66,6 +66,10 @@ export interface E2bSdk {
     metadata: Record<string, string>;
   }): Promise<{ sandboxId: string; metadata: Record<string, string> }[]>;
   kill(sandboxId: string, opts: { apiKey: string }): Promise<unknown>;
+  /** Snapshot a running sandbox (it is paused for a moment and goes on); `create(snapshotId)` starts from it. */
+  createSnapshot(sandboxId: string, opts: { apiKey: string }): Promise<{ snapshotId: string }>;
+  /** Delete a snapshot. */
+  deleteSnapshot(snapshotId: string, opts: { apiKey: string }): Promise<unknown>;
 }
 
 /** The real SDK behind {@link E2bSdk}, loaded on first use. */
@@ -95,6 +99,15 @@ export function e2bSdk(): E2bSdk {
     async kill(id, opts) {
       const { Sandbox } = await load();
       return Sandbox.kill(id, opts);
+    },
+    async createSnapshot(id, opts) {
+      const { Sandbox } = await load();
+      const { snapshotId } = await Sandbox.createSnapshot(id, opts);
+      return { snapshotId };
+    },
+    async deleteSnapshot(snapshotId, opts) {
+      const { Sandbox } = await load();
+      return Sandbox.deleteSnapshot(snapshotId, opts);
     },
   };
 }

@@ -72,10 +72,10 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     log,
   };
 
-  const newVm = async (id: string, ownerId: string): Promise<E2bSandbox> => {
+  const newVm = async (id: string, ownerId: string, from = template): Promise<E2bSandbox> => {
     let handle: E2bSandboxHandle;
     try {
-      handle = await sdk.create(template, {
+      handle = await sdk.create(from, {
         apiKey: opts.apiKey,
         metadata: { ...METADATA_TAG, patchbayRunId: id, patchbayOwnerId: ownerId },
         timeoutMs: keepAliveMs,
@@ -85,6 +85,45 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     }
     const sandbox: E2bSandbox = new E2bSandbox(handle, id, settings, () => live.delete(sandbox.id));
     live.set(id, sandbox);
+    return sandbox;
+  };
+
+  /**
+   * A run's VM, from the snapshot asked for when it can be had (else from the template): the
+   * snapshot's own workspace and mirror go, what setup's cache kept there stays.
+   */
+  const runVm = async (c: SandboxCreateOptions): Promise<E2bSandbox> => {
+    let from: string | undefined;
+    let sandbox: E2bSandbox | undefined;
+    if (c.fromSnapshot) {
+      try {
+        sandbox = await newVm(c.runId, c.ownerId, c.fromSnapshot);
+        from = c.fromSnapshot;
+        const cleared = await sandbox.exec(
+          ["rm", "-rf", "--", E2B_PATHS.workdir, E2B_PATHS.mirror, E2B_PATHS.scratch],
+          {
+            cwd: "/home/user",
+          },
+        );
+        if (cleared.exitCode !== 0) throw new Error(cleared.stderr.trim());
+      } catch (e) {
+        // Deleted behind our back, or not usable: the template serves, and setup runs.
+        log.warn("could not start from the setup snapshot; starting from the template", {
+          runId: c.runId,
+          snapshotId: c.fromSnapshot,
+          error: e,
+        });
+        await sandbox?.kill();
+        sandbox = undefined;
+        from = undefined;
+      }
+    }
+    sandbox ??= await newVm(c.runId, c.ownerId);
+    const vm = sandbox;
+    vm.snapshots = {
+      from,
+      take: async () => (await sdk.createSnapshot(vm.sandboxId, { apiKey: opts.apiKey })).snapshotId,
+    };
     return sandbox;
   };
 
@@ -129,7 +168,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
 
     async create(c: SandboxCreateOptions): Promise<Sandbox> {
       if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
-      const sandbox = await newVm(c.runId, c.ownerId);
+      const sandbox = await runVm(c);
       if (c.network) sandbox.holdToModelOnly();
       return fillOrKill(sandbox, () => checkout(sandbox, c), c.signal);
     },
@@ -197,6 +236,14 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
         } catch (e) {
           log.warn("could not kill an orphaned e2b sandbox", { sandboxId: s.sandboxId, error: e });
         }
+      }
+    },
+
+    async dropSnapshot(snapshotId: string): Promise<void> {
+      try {
+        await sdk.deleteSnapshot(snapshotId, { apiKey: opts.apiKey });
+      } catch (e) {
+        if (!/not.?found|404/i.test((e as Error).message)) throw e;
       }
     },
 

@@ -99,6 +99,22 @@ export interface SandboxCreateOptions {
   signal?: AbortSignal;
   /** Make the sandbox able to hold its run to `model-only` ({@link Sandbox.restrictNetwork}). */
   network?: SandboxNetwork;
+  /**
+   * Start from this snapshot (one {@link SandboxSnapshots.take} made) instead of the bare
+   * image, where the provider has snapshots; the repository is still checked out afresh.
+   */
+  fromSnapshot?: string;
+}
+
+/**
+ * A sandbox whose whole state can be kept and later sandboxes started in it (E2B's
+ * snapshots): setup's cache on such a provider keeps a snapshot instead of an archive.
+ */
+export interface SandboxSnapshots {
+  /** The snapshot this sandbox was started from, if any. */
+  readonly from: string | undefined;
+  /** Snapshot the sandbox as it is now (it keeps running); the snapshot's id. */
+  take(): Promise<string>;
 }
 
 /** A sandbox whose agent reaches the model gateway and nothing else. */
@@ -175,6 +191,11 @@ export interface Sandbox {
    * agent's first prompt. Providers that can isolate only.
    */
   restrictNetwork?(): Promise<void>;
+  /**
+   * Snapshots of the sandbox (providers that have them), offered only by a sandbox made for
+   * its run (`create`), where nothing but setup has run before its agent starts.
+   */
+  readonly snapshots?: SandboxSnapshots;
   /** Stop every process and delete the sandbox. Idempotent. */
   kill(): Promise<void>;
 }
@@ -204,5 +225,7 @@ export interface SandboxProvider {
   connect?(runId: string, resume: SandboxResume): Promise<Sandbox>;
   /** Kill sandboxes no live run owns (after a restart). */
   reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
+  /** Delete a snapshot a sandbox of this provider took (one already gone is not an error). */
+  dropSnapshot?(snapshotId: string): Promise<void>;
   close?(): Promise<void>;
 }

@@ -36,6 +36,7 @@ export function sandboxOptions(opts: SessionOpenOptions): SandboxCreateOptions {
     repository: opts.repository,
     ...(opts.ref !== undefined ? { ref: opts.ref } : {}),
     ...(opts.credential ? { credential: opts.credential } : {}),
+    ...(opts.fromSnapshot ? { fromSnapshot: opts.fromSnapshot } : {}),
     signal: opts.signal,
   };
 }
@@ -66,7 +67,7 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
         ...(opts.network === "model-only" ? { network: { policy: "model-only", gatewayPort: o.gatewayPort } } : {}),
       });
       opts.onLog?.("starting agent");
-      const agent = await agentIn(sandbox, () => start(sandbox));
+      const agent = await agentIn(sandbox, () => start(sandbox), opts.prepare);
       return pairSession({ sandbox, agent, token: opts.token, reattachable, log });
     },
 

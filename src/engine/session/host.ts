@@ -40,8 +40,16 @@ export interface SessionOpenOptions {
   /** Silence on the agent's event stream after which its status is re-read. */
   watchdogMs: number;
   signal: AbortSignal;
+  /** A snapshot to start the sandbox from (setup's cache on providers with snapshots); hosts that make sandboxes per run. */
+  fromSnapshot?: string;
   /** Progress lines for the run's event log ("preparing sandbox", "starting agent"). */
   onLog?: (message: string) => void;
+  /**
+   * Work on the new sandbox the agent does not need in order to start (the run's setup), run
+   * beside the agent's start; `open` resolves when both are done and fails when either does
+   * (the session is then closed). Never called for a session taken back after a restart.
+   */
+  prepare?: (sandbox: Sandbox) => Promise<void>;
 }
 
 /** A run's sandbox and agent, opened together and ended together. */
@@ -72,6 +80,8 @@ export interface SessionHost {
   turnEnded?(runId: string): void;
   /** Kill sandboxes no live run owns (after a restart), then start background work (pool fill). */
   start(liveRunIds: ReadonlySet<string>): Promise<void>;
+  /** Delete a snapshot one of its sandboxes took (setup's cache, providers with snapshots). */
+  dropSnapshot?(snapshotId: string): Promise<void>;
   /** Stop background work, kill what no run was given, close the provider. */
   close(): Promise<void>;
 }

@@ -39,8 +39,16 @@ export interface PatchbaySessions extends SessionHost {
 }
 
 export async function createSessionHost(config: Config, deps: SessionHostDeps): Promise<PatchbaySessions> {
+  const provider = deps.sandboxes ?? (await createSandboxProvider(config, deps.log));
+  const host = await pickHost(config, deps, provider);
+  // Setup's cache drops the snapshots it no longer keeps, whichever host made them.
+  return provider.dropSnapshot
+    ? Object.assign(host, { dropSnapshot: (id: string) => provider.dropSnapshot!(id) })
+    : host;
+}
+
+async function pickHost(config: Config, deps: SessionHostDeps, provider: SandboxProvider): Promise<PatchbaySessions> {
   const { gateway, log } = deps;
-  const provider = deps.sandboxes ?? (await createSandboxProvider(config, log));
   const opencodeBin = config.opencodeBin ? { opencodeBin: config.opencodeBin } : {};
   const driver = deps.agents ?? createOpencodeDriver({ ...opencodeBin, log });
   const base = { provider, driver, gatewayPort: gateway.port, log };

@@ -148,14 +148,17 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
       }
       log.debug("run took a warm sandbox", { runId: opts.runId });
       opts.onLog?.("starting agent");
-      const agent = await agentIn(sandbox, () =>
-        entry.agent.open({
-          sandbox,
-          modelToken: opts.token,
-          modelId: opts.modelId,
-          watchdogMs: opts.watchdogMs,
-          signal: opts.signal,
-        }),
+      const agent = await agentIn(
+        sandbox,
+        () =>
+          entry.agent.open({
+            sandbox,
+            modelToken: opts.token,
+            modelId: opts.modelId,
+            watchdogMs: opts.watchdogMs,
+            signal: opts.signal,
+          }),
+        opts.prepare,
       ).catch((e: unknown) => {
         fill();
         throw e;

@@ -58,12 +58,32 @@ export function pairSession(o: PairOptions): RunSession {
   };
 }
 
-/** The agent `start` gives for a sandbox just made; the sandbox is killed if none can be had. */
-export async function agentIn(sandbox: Sandbox, start: () => Promise<AgentSession>): Promise<AgentSession> {
-  try {
-    return await start();
-  } catch (e) {
-    await sandbox.kill().catch(() => undefined);
-    throw e;
+/**
+ * The agent `start` gives for a sandbox just made, with `prepare` (the run's setup) run on the
+ * sandbox beside the agent's start: neither waits for the other, so a restored cache layer
+ * or an install costs the run only what it takes beyond the agent's start. When either
+ * fails, both are let finish, the agent is closed and the sandbox killed, and the failure is
+ * thrown (prepare's first: a setup that failed says more than the agent it was waiting for).
+ * A sandbox with snapshots runs prepare first: setup's snapshot must hold no agent.
+ */
+export async function agentIn(
+  sandbox: Sandbox,
+  start: () => Promise<AgentSession>,
+  prepare?: (sandbox: Sandbox) => Promise<void>,
+): Promise<AgentSession> {
+  if (prepare && sandbox.snapshots) {
+    // Setup's snapshot is taken before any agent runs in the sandbox: first prepare, then start.
+    try {
+      await prepare(sandbox);
+    } catch (e) {
+      await sandbox.kill().catch(() => undefined);
+      throw e;
+    }
+    prepare = undefined;
   }
+  const [agent, prepared] = await Promise.allSettled([start(), prepare ? prepare(sandbox) : Promise.resolve()]);
+  if (agent.status === "fulfilled" && prepared.status === "fulfilled") return agent.value;
+  if (agent.status === "fulfilled") await agent.value.close().catch(() => undefined);
+  await sandbox.kill().catch(() => undefined);
+  throw prepared.status === "rejected" ? prepared.reason : (agent as PromiseRejectedResult).reason;
 }

@@ -24,6 +24,7 @@ import { Low, type Adapter } from "lowdb";
 import * as z from "zod";
 import { EngineError } from "../errors.ts";
 import { silentLogger, type Logger } from "../log.ts";
+import { GroupRecord } from "../run/group-schema.ts";
 import { RunRecord, TurnRecord, type RunStatus } from "../run/schema.ts";
 import { assertSafeRunId, createEventLogs } from "./event-log.ts";
 import { acquireDataDirLock } from "./lock.ts";
@@ -53,6 +54,8 @@ const StoreFile = z.object({
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
   /** Absent in files written before budgets existed. */
   ownerBudgets: z.array(OwnerBudgetRecord).default([]),
+  /** Absent in files written before groups of attempts existed. */
+  groups: z.array(GroupRecord).default([]),
 });
 type StoreFile = z.infer<typeof StoreFile>;
 
@@ -65,6 +68,7 @@ const emptyStore = (): StoreFile => ({
   secrets: [],
   ownerSecrets: [],
   ownerBudgets: [],
+  groups: [],
 });
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
@@ -135,6 +139,7 @@ async function open(
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
   const ownerBudgets = new Map(data.ownerBudgets.map((b) => [b.ownerId, b]));
+  const groups = new Map(data.groups.map((g) => [g.id, g]));
 
   const snapshot = (): StoreFile => ({
     version: 1,
@@ -145,6 +150,7 @@ async function open(
     secrets: secrets.all(),
     ownerSecrets: ownerSecrets.all(),
     ownerBudgets: [...ownerBudgets.values()],
+    groups: [...groups.values()],
   });
 
   // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
@@ -253,6 +259,27 @@ async function open(
       let n = 0;
       for (const r of runs.values()) if (r.ownerId === ownerId && ACTIVE.includes(r.status)) n++;
       return n;
+    },
+
+    // --- groups
+    async createGroup(group) {
+      usable();
+      if (groups.has(group.id)) throw new EngineError("internal", `group ${group.id} already exists`);
+      groups.set(group.id, valid(GroupRecord, group, "group"));
+      await persist();
+    },
+    async getGroup(id) {
+      usable();
+      return copy(groups.get(id));
+    },
+    async updateGroup(id, patch) {
+      usable();
+      const current = groups.get(id);
+      if (!current) throw new EngineError("group_not_found", `group ${id} not found`, { groupId: id });
+      const next = valid(GroupRecord, { ...current, ...patch, id }, "group");
+      groups.set(id, next);
+      await persist();
+      return copy(next);
     },
 
     // --- turns

@@ -7,6 +7,7 @@
  */
 import * as z from "zod";
 import { RepositoryAllowList } from "../keys/allow-list.ts";
+import type { GroupRecord } from "../run/group-schema.ts";
 import type { RunRecord, TurnRecord } from "../run/schema.ts";
 import type { NewRunEvent, RunEvent } from "../events/schema.ts";
 
@@ -103,6 +104,12 @@ export interface RunStore {
   runsByStatus(statuses: readonly RunRecord["status"][]): Promise<RunRecord[]>;
   findRunByIdempotencyKey(ownerId: string, key: string): Promise<RunRecord | undefined>;
   countActiveRuns(ownerId: string): Promise<number>;
+
+  // groups of sibling attempts
+  createGroup(group: GroupRecord): Promise<void>;
+  getGroup(id: string): Promise<GroupRecord | undefined>;
+  /** Apply a partial update; returns the updated record. Throws group_not_found. */
+  updateGroup(id: string, patch: Partial<GroupRecord>): Promise<GroupRecord>;
 
   // turns
   addTurn(turn: TurnRecord): Promise<void>;

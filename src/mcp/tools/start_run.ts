@@ -1,10 +1,9 @@
 /** `start_run`: start a run, optionally waiting for its first turn. */
 import * as z from "zod";
 import { CreateRunInput } from "../../engine/run/schema.ts";
-import { describeRun } from "../describe.ts";
 import { sidecar } from "../sidecar.ts";
 import { defineTool } from "../tool.ts";
-import { TurnResult, WaitField, waitForTurnWithProgress } from "../wait.ts";
+import { TurnResult, turnOutput, WaitField, waitForTurnWithProgress } from "../wait.ts";
 
 export const StartRunArgs = CreateRunInput.extend({ wait: WaitField });
 
@@ -25,9 +24,7 @@ export const startRunTool = defineTool({
       allowedRepositories ? { allowedRepositories } : {},
     );
     const { run, waited } = wait ? await waitForTurnWithProgress(ctx, started.id) : { run: started, waited: false };
-    const structured: TurnResult = { ...run, waited };
-    const next = waited ? "" : "\nThe turn is still running: follow it with stream_events or get_run.";
-    return { structured, text: describeRun(run) + next };
+    return turnOutput(run, waited);
   },
 });
 

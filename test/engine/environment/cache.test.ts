@@ -67,12 +67,16 @@ for (const c of CASES) {
     let dataDir: string;
     const live: Sandbox[] = [];
     let n = 0;
-    const sandbox = async (ref?: string) => {
+    /** A sandbox keeping archive layers (an e2b VM without snapshots: a warm pool's). */
+    const sandbox = async (ref?: string) => Object.assign(await snapshotting({ ref }), { snapshots: undefined });
+    /** A sandbox as `create` makes it (on e2b: with snapshots, started from `fromSnapshot`). */
+    const snapshotting = async (o: { ref?: string; fromSnapshot?: string } = {}) => {
       const s = await provider.create({
         runId: `run_cache${++n}`,
         ownerId: "o",
         repository: { fullName: "acme/cache", cloneUrl: `${repo.baseUrl}/acme/cache.git` },
-        ...(ref ? { ref } : {}),
+        ...(o.ref ? { ref: o.ref } : {}),
+        ...(o.fromSnapshot ? { fromSnapshot: o.fromSnapshot } : {}),
       });
       live.push(s);
       return s;
@@ -98,7 +102,7 @@ for (const c of CASES) {
       expect(key).toMatch(/^[0-9a-f]{40}$/);
       await sh(a, "mkdir -p deps/pkg vendor/lib && echo one > deps/pkg/index.js && ln -s pkg/index.js deps/main.js");
       await sh(a, "printf '#!/bin/sh\\necho tool\\n' > vendor/lib/tool && chmod 755 vendor/lib/tool");
-      const saved = await cache.save(key, a, SETUP.cache.paths);
+      const saved = await cache.save(key, "acme/cache", a, SETUP.cache.paths);
       expect(saved).toMatchObject({ key });
       expect(fs.existsSync(path.join(dataDir, "cache", "env", `${key}.tar`))).toBe(true);
       // Nothing left in the sandbox's scratch dir, nothing but the layer in the cache dir.
@@ -146,21 +150,75 @@ for (const c of CASES) {
       // Three layers of ~200 KB under a bound of ~450 KB: the third save evicts one.
       const cache = createEnvironmentCache({ dataDir: dir, maxBytes: 450_000, log: silentLogger });
       const [k1, k2, k3] = ["1", "2", "3"].map((d) => d.repeat(40));
-      await cache.save(k1!, a, ["deps"]);
-      await cache.save(k2!, a, ["deps"]);
+      await cache.save(k1!, "acme/cache", a, ["deps"]);
+      await cache.save(k2!, "acme/cache", a, ["deps"]);
       // k1 was used after k2 was saved: k2 is now the least recently used.
       const past = new Date(Date.now() - 60_000);
       fs.utimesSync(path.join(dir, "cache", "env", `${k2}.tar`), past, past);
       expect(await cache.restore(k1!, a)).toBe(true);
-      await cache.save(k3!, a, ["deps"]);
+      await cache.save(k3!, "acme/cache", a, ["deps"]);
       expect((await cache.list()).map((l) => l.key).sort()).toEqual([k1, k3]);
       expect(await cache.drop(k1!)).toBe(true);
       expect(await cache.drop(k1!)).toBe(false);
       // A layer larger than the whole bound is not kept.
       const tiny = createEnvironmentCache({ dataDir: tempDir("tiny"), maxBytes: 1000, log: silentLogger });
-      expect(await tiny.save(k1!, a, ["deps"])).toBeUndefined();
+      expect(await tiny.save(k1!, "acme/cache", a, ["deps"])).toBeUndefined();
       expect(await tiny.list()).toEqual([]);
     });
+
+    it.runIf(c.name.startsWith("e2b"))(
+      "a snapshot layer: the next VM starts in it with the paths in place, each VM's copy its own; bounded in count, dropped at the provider",
+      async () => {
+        const dropped: string[] = [];
+        const cache = createEnvironmentCache({
+          dataDir: tempDir("snapshots"),
+          maxBytes: 1e9,
+          maxSnapshots: 2,
+          dropSnapshot: async (id) => {
+            dropped.push(id);
+            await provider.dropSnapshot!(id);
+          },
+          log: silentLogger,
+        });
+        const a = await snapshotting();
+        expect(a.snapshots).toBeDefined();
+        const key = await cache.key({ repository: "acme/cache", setup: SETUP, commit: a.baseSha, sandbox: a });
+        await sh(a, "mkdir -p deps/pkg vendor/lib && echo one > deps/pkg/index.js && ln -s pkg/index.js deps/main.js");
+        await sh(a, "printf '#!/bin/sh\\necho tool\\n' > vendor/lib/tool && chmod 755 vendor/lib/tool");
+        expect(await cache.save(key, "acme/cache", a, SETUP.cache.paths)).toMatchObject({ key, storage: "snapshot" });
+        // The sandbox keeps its own paths (moved out for the snapshot and back).
+        expect(await sh(a, "cat deps/main.js && vendor/lib/tool")).toBe("one\ntool\n");
+        const snapshot = await cache.baseFor("acme/cache");
+        expect(snapshot).toBeDefined();
+        expect(await cache.baseFor("acme/other")).toBeUndefined();
+
+        const b = await snapshotting({ fromSnapshot: snapshot! });
+        expect(b.snapshots?.from).toBe(snapshot);
+        expect(await cache.restore(key, b)).toBe(true);
+        expect(
+          await sh(b, "cat deps/main.js && vendor/lib/tool && readlink deps/main.js && git status --porcelain"),
+        ).toBe("one\ntool\npkg/index.js\n?? deps/\n?? vendor/\n");
+        await sh(b, "rm -rf deps && echo mine > vendor/lib/tool");
+        const d = await snapshotting({ fromSnapshot: snapshot! });
+        expect(await cache.restore(key, d)).toBe(true);
+        expect(await sh(d, "cat deps/pkg/index.js && vendor/lib/tool")).toBe("one\ntool\n");
+        // Another key on a VM from the snapshot: its stale paths go, nothing is restored.
+        const e = await snapshotting({ fromSnapshot: snapshot! });
+        expect(await cache.restore("0".repeat(40), e)).toBe(false);
+        expect(await sh(e, "ls -A deps vendor 2>/dev/null; ls -A ../.patchbay | grep -c env-layer || true")).toBe(
+          "0\n",
+        );
+
+        // Two more layers under a bound of two: the least recently used goes, with its snapshot.
+        await cache.save("1".repeat(40), "acme/cache", a, ["deps"]);
+        await cache.save("2".repeat(40), "acme/cache", a, ["deps"]);
+        expect((await cache.list()).map((l) => l.key).sort()).toEqual(["1".repeat(40), "2".repeat(40)]);
+        expect(dropped).toEqual([snapshot]);
+        expect(await cache.drop("1".repeat(40))).toBe(true);
+        expect(dropped).toHaveLength(2);
+        expect(await cache.drop("1".repeat(40))).toBe(false);
+      },
+    );
 
     it.skipIf(c.name.startsWith("e2b"))(
       "copyOut refuses a link the sandbox put in place of its archive, so no host file is read",

@@ -88,7 +88,7 @@ for (const sandbox of ["local", "bwrap"] as const) {
 
       let first: { marker: string; key: string };
 
-      it("the first run sets up before the agent starts; the agent's shell and the tests see it; nothing of it is in the patch", async () => {
+      it("the first run sets up before the agent's first step; the agent's shell and the tests see it; nothing of it is in the patch", async () => {
         const { run, events, bash } = await runWithBash("first", "cat deps/marker.txt && echo note > NOTE.md", {
           validationMode: "tests",
         });
@@ -139,6 +139,21 @@ for (const sandbox of ["local", "bwrap"] as const) {
         expect(markerOf(bash)).not.toBe(first.marker);
         const layers = fs.readdirSync(path.join(pb.dataDir, "cache", "env")).sort();
         expect(layers).toEqual([`${first.key}.tar`, `${run.setup!.key}.tar`].sort());
+      });
+
+      it("a cancel during a long setup stops it: the run ends cancelled without waiting for the install", async () => {
+        // Setup runs beside the agent's start, before the session is the run's: the cancel must reach it there.
+        const environment = { setup: { commands: ["echo long-install; sleep 3000"] } };
+        const modelId = `env/${sandbox}/cancelled`;
+        const started = await pb.engine.startRun(OWNER, { repository: "acme/env", prompt: "x", modelId, environment });
+        for await (const e of await pb.engine.follow(OWNER, started.id, { after: 0 })) {
+          if (e.type === "builder.event" && e.data.kind === "setup.started") break;
+        }
+        await pb.engine.cancel(OWNER, started.id);
+        // Were the install left running, this would wait for its 3000 s (and the test time out).
+        const run = await pb.engine.waitForTurn(OWNER, started.id);
+        expect(run.status).toBe("cancelled");
+        expect(fx.model.agentRequests(modelId)).toEqual([]);
       });
 
       it("a failing setup ends the run setup_failed with its output; a follow-up chains and keeps the environment", async () => {
@@ -194,30 +209,62 @@ describe("setup and its cache: e2b (the E2B stand-in)", { timeout: LOADED.testMs
     for (const id of cloud?.alive().keys() ?? []) await cloud.sdk.kill(id, { apiKey: "k" });
   }, LOADED.hookMs);
 
-  it("the layer leaves the first VM through the files API and is unpacked in the next one instead of running setup", async () => {
-    const run = async (name: string) => {
+  it("the layer is an E2B snapshot taken after setup: the next VM starts in it, nothing is copied, and each run's copy is its own", async () => {
+    const run = async (name: string, command: string, extra: Record<string, unknown> = {}) => {
       const modelId = `env/e2b/${name}`;
       fx.model.script(modelId, [
-        [
-          { toolCalls: [{ name: "bash", args: { command: "cat deps/marker.txt", description: name } }] },
-          { text: "ok" },
-        ],
+        [{ toolCalls: [{ name: "bash", args: { command, description: name } }] }, { text: "ok" }],
       ]);
-      const started = await pb.engine.startRun(OWNER, { repository: "acme/env", prompt: name, modelId });
+      const from = cloud.calls.length;
+      const started = await pb.engine.startRun(OWNER, { repository: "acme/env", prompt: name, modelId, ...extra });
       const done = await pb.engine.waitForTurn(OWNER, started.id);
       await pb.engine.endSession(OWNER, done.id);
-      return { run: done, bash: bashOutputs(await pb.engine.events(OWNER, done.id, 0)) };
+      return {
+        run: done,
+        bash: bashOutputs(await pb.engine.events(OWNER, done.id, 0)),
+        calls: cloud.calls.slice(from),
+      };
     };
-    const first = await run("first");
+    const op = (calls: typeof cloud.calls, name: string) => calls.filter((c) => c.op === name);
+    const first = await run("first", "cat deps/marker.txt");
     expect(first.run.error).toBeNull();
     expect(first.run.setup).toMatchObject({ status: "succeeded", cached: false });
-    const second = await run("second");
+    const snapshots = op(first.calls, "createSnapshot");
+    expect(snapshots).toHaveLength(1);
+    const snapshotId = (snapshots[0]!.args as { snapshotId: string }).snapshotId;
+    // Taken before the agent started: no OpenCode server was running in the VM to be kept.
+    const at = (calls: typeof cloud.calls, pred: (c: (typeof cloud.calls)[number]) => boolean) => calls.findIndex(pred);
+    const serve = (c: (typeof cloud.calls)[number]) => c.op === "run" && /opencode.*serve/.test(JSON.stringify(c.args));
+    expect(at(first.calls, (c) => c.op === "createSnapshot")).toBeLessThan(at(first.calls, serve));
+
+    // The second run deletes its restored copy; the third still gets the whole layer.
+    const second = await run("second", "cat deps/marker.txt && rm -rf deps");
     expect(second.run.setup).toMatchObject({ status: "cached", cached: true, key: first.run.setup!.key });
+    expect(op(second.calls, "create")[0]!.args).toMatchObject({ template: snapshotId });
+    for (const none of ["createSnapshot", "files.read", "files.write"]) expect(op(second.calls, none)).toEqual([]);
     const marker = /^[0-9a-f]{16}$/m.exec(first.bash[0] ?? "")?.[0];
     expect(marker).toBeDefined();
     expect(second.bash[0]).toContain(marker);
-    const ops = cloud.calls.map((c) => c.op);
-    expect(ops).toContain("files.read");
-    expect(ops).toContain("files.write");
+    expect(second.run.changedPaths).toEqual([]);
+    const third = await run("third", "cat deps/marker.txt");
+    expect(third.run.setup).toMatchObject({ status: "cached" });
+    expect(third.bash[0]).toContain(marker);
+
+    // Another key: the VM starts in the snapshot all the same, its stale layer goes, setup runs and a new snapshot is kept.
+    const bumped = await run("bumped", "cat deps/marker.txt", { baseRef: "bumped" });
+    expect(bumped.run.setup).toMatchObject({ status: "succeeded", cached: false });
+    expect(bumped.run.setup!.key).not.toBe(first.run.setup!.key);
+    expect(bumped.bash[0]).not.toContain(marker);
+    expect(op(bumped.calls, "createSnapshot")).toHaveLength(1);
+    const layers = await pb.engine.listEnvironments();
+    expect(layers.map((l) => [l.key, l.storage]).sort()).toEqual(
+      [
+        [first.run.setup!.key, "snapshot"],
+        [bumped.run.setup!.key, "snapshot"],
+      ].sort(),
+    );
+    // Dropping a layer deletes its snapshot at the provider.
+    await pb.engine.dropEnvironment(first.run.setup!.key!);
+    expect(op(cloud.calls, "deleteSnapshot").map((c) => c.args)).toEqual([{ snapshotId }]);
   });
 });

@@ -8,6 +8,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { NewRunEvent, RunEvent } from "../../../src/engine/events/schema.ts";
+import type { GroupRecord } from "../../../src/engine/run/group-schema.ts";
 import type { RunRecord } from "../../../src/engine/run/schema.ts";
 import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
 import type { ApiKeyRecord, RunStore } from "../../../src/engine/store/store.ts";
@@ -327,6 +328,51 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
           usage: { costKnown: false, durationMs: 30 },
         });
         await expect(store.putOwnerBudget({ ...budget("own_c", 0), spentUsd: "1" } as never)).rejects.toMatchObject({
+          code: "internal",
+        });
+      });
+
+      it("keeps a group of attempts, updates it partially, across a reopen; a missing one is group_not_found", async () => {
+        const group: GroupRecord = {
+          id: "grp_1",
+          ownerId: "own_a",
+          runIds: ["run_1", "run_2", "run_3"],
+          validationMode: "tests",
+          status: "running",
+          ranking: null,
+          bestRunId: null,
+          createdAt: NOW,
+          settledAt: null,
+        };
+        await store.createGroup(group);
+        await expect(store.createGroup(group)).rejects.toMatchObject({ code: "internal" });
+        expect(await store.getGroup("grp_1")).toEqual(group);
+        expect(await store.getGroup("grp_2")).toBeUndefined();
+        const ranking = [
+          { runId: "run_2", rank: 1, validation: "passed" as const, diffSize: 3 },
+          { runId: "run_1", rank: 2, validation: "failed" as const, diffSize: 1 },
+          { runId: "run_3", rank: 3, validation: null, diffSize: 0 },
+        ];
+        const settled = await store.updateGroup("grp_1", {
+          status: "settled",
+          ranking,
+          bestRunId: "run_2",
+          settledAt: NOW,
+        });
+        expect(settled).toEqual({ ...group, status: "settled", ranking, bestRunId: "run_2", settledAt: NOW });
+        settled.runIds.push("run_4"); // a copy: the store does not change
+        store = await restarted();
+        expect(await store.getGroup("grp_1")).toEqual({
+          ...group,
+          status: "settled",
+          ranking,
+          bestRunId: "run_2",
+          settledAt: NOW,
+        });
+        await expect(store.updateGroup("grp_9", { status: "settled" })).rejects.toMatchObject({
+          code: "group_not_found",
+        });
+        await expect(store.updateGroup("grp_1", { status: "done" as never })).rejects.toMatchObject({
           code: "internal",
         });
       });
