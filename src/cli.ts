@@ -1,5 +1,5 @@
 /**
- * The `patchbay` command line: `serve`, `mcp`, `keys create|list|revoke`, `run`.
+ * The `patchbay` command line: `serve`, `mcp`, `keys create|list|revoke`, `owners limits`, `run`.
  * The only place that reads argv, binds ports or stdio, and calls process.exit.
  */
 import { parseArgs } from "node:util";
@@ -20,6 +20,9 @@ Commands:
                                          (--repos: the only repositories it may start runs on)
   keys list                              list keys (never the keys themselves)
   keys revoke ID                         revoke a key
+  owners limits OWNER [--daily-cost-usd USD|none]
+                                         show an owner's daily cost cap and today's spend;
+                                         with --daily-cost-usd, set it (none: remove it)
   run --repo owner/name --prompt TEXT [--model ID] [--ref REF] [--plan] [--keep]
                                          run one turn in-process; prints summary and patch
 
@@ -39,6 +42,8 @@ export async function main(argv: string[]): Promise<void> {
       }
       case "keys":
         return await keys(loadConfig(), rest);
+      case "owners":
+        return await owners(loadConfig(), rest);
       case "run":
         return await runOnce(loadConfig(), rest);
       case undefined:
@@ -188,6 +193,34 @@ async function keys(config: Config, args: string[]): Promise<void> {
     } else {
       throw new UsageError(`unknown keys command "${sub ?? ""}"`);
     }
+  } finally {
+    await pb.close();
+  }
+}
+
+async function owners(config: Config, args: string[]): Promise<void> {
+  const [sub, ...rest] = args;
+  if (sub !== "limits") throw new UsageError(`unknown owners command "${sub ?? ""}"`);
+  const { values, positionals } = parseArgs({
+    args: rest,
+    allowPositionals: true,
+    options: { "daily-cost-usd": { type: "string" } },
+  });
+  const [owner] = positionals;
+  if (!owner || positionals.length > 1) throw new UsageError("owners limits needs one OWNER");
+  const cap = values["daily-cost-usd"];
+  const dailyCostUsd = cap === undefined ? undefined : cap === "none" ? null : Number(cap);
+  if (typeof dailyCostUsd === "number" && !Number.isFinite(dailyCostUsd))
+    throw new UsageError(`--daily-cost-usd must be a number of US dollars or none, not "${cap}"`);
+  const pb = await openPatchbay(config, { log: createLogger({ level: config.logLevel ?? "warn" }) });
+  try {
+    const limits =
+      dailyCostUsd === undefined
+        ? await pb.engine.ownerLimits(owner)
+        : await pb.engine.setOwnerLimits(owner, { dailyCostUsd });
+    process.stdout.write(
+      `owner=${limits.ownerId}\tdailyCostUsd=${limits.dailyCostUsd ?? "none"}\tspent ${limits.day}=${limits.spentTodayUsd}\n`,
+    );
   } finally {
     await pb.close();
   }

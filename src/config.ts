@@ -83,6 +83,31 @@ const SETTINGS = {
         .filter(Boolean),
     ),
   ),
+  /**
+   * The catalog's prices (PATCHBAY_MODEL_PRICES, JSON: model id -> US dollars per million
+   * input and output tokens), for budgets when the upstream reports no cost.
+   */
+  modelPrices: setting(
+    "PATCHBAY_MODEL_PRICES",
+    optionalString
+      .transform((s, ctx) => {
+        if (s === undefined) return {};
+        try {
+          return JSON.parse(s) as unknown;
+        } catch {
+          ctx.addIssue({ code: "custom", message: "must be JSON" });
+          return z.NEVER;
+        }
+      })
+      .pipe(
+        z
+          .record(
+            z.string().min(1),
+            z.object({ inputPerMTok: z.number().min(0), outputPerMTok: z.number().min(0) }).strict(),
+          )
+          .readonly(),
+      ),
+  ),
   sessionTtlMs: setting("PATCHBAY_SESSION_TTL_MS", intMs(1_800_000, 1000)),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),

@@ -54,6 +54,11 @@ export const ERROR_CODES = [
   "server_restart",
   "publish_failed",
   "publish_not_configured",
+  /**
+   * A run reached one of its `limits` or its owner's daily cost cap (recorded on the run), or
+   * a new run was refused because the owner's daily cap is spent.
+   */
+  "budget_exceeded",
   /** The run's setup (its environment's install step) failed or timed out; its output tail is on `setup`. */
   "setup_failed",
   // GitHub (repository access and publishing)

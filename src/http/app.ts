@@ -18,6 +18,7 @@ import { environmentRoutes } from "./environments.ts";
 import { groupRoutes } from "./groups.ts";
 import { ErrorBody, errorHandler, sendError } from "./errors.ts";
 import { keyRoutes } from "./keys.ts";
+import { ownerRoutes } from "./owners.ts";
 import { secretRoutes } from "./secrets.ts";
 import { webhookRoutes } from "./webhooks.ts";
 import { createRateLimit } from "./limits.ts";
@@ -164,6 +165,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     ...secretRoutes({ engine }),
     ...webhookRoutes({ engine }),
     ...environmentRoutes({ engine }),
+    ...ownerRoutes({ engine }),
     ...metaRoutes(
       () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
       deps.isReady ?? (() => true),

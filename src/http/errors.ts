@@ -77,6 +77,8 @@ const STATUS: Record<HttpErrorCode, number> = {
   agent_failed: 500,
   // The repository's own setup failed: its output tail is on the run.
   setup_failed: 422,
+  // Starting a run while the owner's daily cost cap is spent (on a run it is recorded as error.code).
+  budget_exceeded: 402,
   agent_crashed: 500,
   turn_timeout: 504,
   cancelled: 409,

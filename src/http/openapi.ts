@@ -165,6 +165,7 @@ export function buildOpenApi(routes: readonly RouteSpec[], info: OpenApiInfo): J
       { name: "secrets", description: "Secrets stored once per owner, named by runs" },
       { name: "webhooks", description: "Signed webhooks (Standard Webhooks) for every run of an owner" },
       { name: "environments", description: "Setup's cached layers (admin)" },
+      { name: "owners", description: "Owners' daily cost caps (admin)" },
       { name: "meta", description: "Health, readiness and this document" },
     ],
     components: {

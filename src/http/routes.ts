@@ -9,7 +9,7 @@ import * as z from "zod";
 import type { RouteScope } from "./auth.ts";
 import { ErrorBody, HttpError } from "./errors.ts";
 
-export type Method = "get" | "post" | "delete";
+export type Method = "get" | "post" | "put" | "delete";
 
 /** One answer of a route, for the OpenAPI document. */
 export interface ResponseSpec {

@@ -103,6 +103,7 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
           headers: { Location: "URL of the run", "Idempotency-Replayed": "true when an earlier run was returned" },
         },
         400: err("Invalid body (the message names the field), unknown model, invalid ref, or no usable model key"),
+        402: err("`budget_exceeded`: the owner's daily cost cap is spent for today"),
         ...AUTH_ERRORS,
         409: err("Idempotency-Key reused with a different body"),
         413: err("Body larger than 1 MB"),
@@ -183,10 +184,11 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
       tag: "runs",
       summary: "Send a follow-up, or end the session",
       description:
-        "`{prompt, publish?}` continues the live session of an `idle` run: same sandbox, same OpenCode session; answers **202** with the run, now `running`. " +
+        "`{prompt, publish?, limits?}` continues the live session of an `idle` run: same sandbox, same OpenCode session; answers **202** with the run, now `running`. " +
         "If the run is terminal or its session expired, a chained run starts instead (new id, new sandbox, the prior patch applied and the prior prompts and summary in the prompt); " +
         "answers **201** with the new run, whose `chainedFrom` is this run's id. `{endSession: true}` closes the session (kills the sandbox) and answers **200** with the run, now `completed`. " +
         "A message to a `queued` or `running` run answers 409 with `Retry-After`; it is not queued. " +
+        "`limits` changes the run's limits (the fields named replace the run's): a run paused at a limit (`idle`, `error.code` `budget_exceeded`) continues once it is raised. " +
         "`taskKind` switches the session's kind from this turn on: `code` after a plan turn approves the plan (`planApproval`) and turns writing tools on.",
       params: RunIdParams,
       body: MessageInput,
@@ -200,6 +202,7 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
         },
         202: { description: "The live session continues with a new turn", schema: RunView },
         400: err("Invalid body"),
+        402: err("`budget_exceeded`: the owner's daily cost cap is spent for today"),
         ...AUTH_ERRORS,
         404: err("No such run for this key"),
         409: { ...err("The run is busy with a turn"), headers: { "Retry-After": "Seconds to wait" } },

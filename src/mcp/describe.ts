@@ -30,9 +30,21 @@ export function describeRun(run: RunView): string {
       `Setup ${run.setup.status}${run.setup.durationMs !== null ? ` in ${run.setup.durationMs} ms` : ""}${run.setup.cached ? " (restored from cache)" : ""}.`,
     );
   if (run.error) parts.push(`Error ${run.error.code}: ${run.error.message}`);
+  if (run.limits) parts.push(describeBudget(run));
   if (run.error?.code === "setup_failed" && run.setup?.outputTail)
     parts.push(`Setup output (tail):\n${run.setup.outputTail.slice(-1500)}`);
   if (run.draftPullRequest) parts.push(`Draft PR: ${run.draftPullRequest.url}`);
   if (run.summary) parts.push(`Summary:\n${run.summary}`);
   return parts.join("\n");
+}
+
+/** What the run spent against its limits, one clause per limit it has. */
+function describeBudget(run: RunView): string {
+  const { usage: u, limits: l } = run;
+  const of: string[] = [];
+  if (l?.maxTokens !== undefined) of.push(`${u.inputTokens + u.outputTokens} of ${l.maxTokens} tokens`);
+  if (l?.maxCostUsd !== undefined)
+    of.push(`$${u.costUsd ?? 0} of $${l.maxCostUsd}${u.costKnown === false ? " (some calls' cost unknown)" : ""}`);
+  if (l?.maxDurationMs !== undefined) of.push(`${u.durationMs ?? 0} of ${l.maxDurationMs} ms`);
+  return `Budget: ${of.join(", ") || "no limit set"} (at a limit: ${l?.onExceeded ?? "fail"}).`;
 }

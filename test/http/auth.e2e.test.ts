@@ -87,6 +87,10 @@ const MATRIX: Record<string, Case> = {
     path: () => `${API}/runs/${runId}/cancel`,
     expect: { readOnly: 403, otherOwner: 404 },
   },
+  "get /api/v1/coding-agent/groups/:id": {
+    path: () => `${API}/groups/grp_nope`,
+    expect: { readOnly: 404, otherOwner: 404 },
+  },
   "get /api/v1/coding-agent/models": { path: () => `${API}/models`, expect: { readOnly: 200, otherOwner: 200 } },
   "post /api/v1/keys": {
     path: () => "/api/v1/keys",
@@ -123,13 +127,18 @@ const MATRIX: Record<string, Case> = {
     path: () => `${API}/runs/${runId}/deliveries/msg_nope/redeliver`,
     expect: { readOnly: 403, otherOwner: 404 },
   },
-  "get /api/v1/coding-agent/groups/:id": {
-    path: () => `${API}/groups/grp_nope`,
-    expect: { readOnly: 404, otherOwner: 404 },
-  },
   "get /api/v1/environments": { path: () => "/api/v1/environments", expect: { readOnly: 403, otherOwner: 403 } },
   "delete /api/v1/environments/:key": {
     path: () => "/api/v1/environments/nope",
+    expect: { readOnly: 403, otherOwner: 403 },
+  },
+  "get /api/v1/owners/:owner/limits": {
+    path: () => "/api/v1/owners/owner-a/limits",
+    expect: { readOnly: 403, otherOwner: 403 },
+  },
+  "put /api/v1/owners/:owner/limits": {
+    path: () => "/api/v1/owners/owner-a/limits",
+    body: { dailyCostUsd: 100 },
     expect: { readOnly: 403, otherOwner: 403 },
   },
   "get /healthz": { path: () => "/healthz", expect: PUBLIC },
@@ -142,7 +151,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(25);
+    expect(routes.length).toBe(27);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });

@@ -119,6 +119,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
         "baseRef",
         "publish",
         "wait",
+        "limits",
         "requirePlanApproval",
         "attempts",
       ]),
@@ -126,12 +127,12 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     expect(start.inputSchema.required).toEqual(["prompt"]);
     expect((start.inputSchema as { additionalProperties?: unknown }).additionalProperties).toBe(false);
     expect(Object.keys(start.outputSchema!.properties!)).toEqual(
-      expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "waited"]),
+      expect.arrayContaining(["id", "status", "summary", "changedPaths", "diffStats", "usage", "limits", "waited"]),
     );
     expect(start.annotations).toMatchObject({ readOnlyHint: false, openWorldHint: true });
     expect(byName.get("send_message")!.annotations).toMatchObject({ openWorldHint: true });
     expect(Object.keys(byName.get("send_message")!.inputSchema.properties!)).toEqual(
-      expect.arrayContaining(["runId", "prompt", "endSession", "wait", "taskKind"]),
+      expect.arrayContaining(["runId", "prompt", "endSession", "wait", "taskKind", "limits"]),
     );
     for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models", "get_group"])
       expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);

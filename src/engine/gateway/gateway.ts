@@ -14,6 +14,11 @@ export interface GatewayGrant {
   allowedModels: readonly string[];
   /** Called after each upstream response with the usage it reported (tokens, cost). */
   onUsage: (delta: Usage) => void;
+  /**
+   * Asked before each model call: a message refuses the call (402 `budget_exceeded`, which
+   * the agent surfaces as a model error), undefined lets it through. Absent: every call passes.
+   */
+  admit?: () => Promise<string | undefined>;
 }
 
 export interface ModelGateway {

@@ -162,6 +162,14 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         }
       }
 
+      if (method === "POST" && grant.admit) {
+        const refusal = await grant.admit();
+        if (refusal) {
+          rlog.info("gateway refused a model call over the run's budget");
+          return sendError(res, 402, refusal, "insufficient_quota", "budget_exceeded");
+        }
+      }
+
       let key: string | undefined;
       try {
         key = await grant.upstreamKey();

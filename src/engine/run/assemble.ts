@@ -1,7 +1,7 @@
 /**
  * The run engine's parts, made and wired together once: the event bus and writer, the live
- * sessions, setup and its cache, creation, turns, endings, admission, messages and groups of
- * attempts. The
+ * sessions, setup and its cache, creation, turns, endings, admission, budgets, messages and
+ * groups of attempts. The
  * facade (engine.ts) only calls them; a new part is wired here.
  */
 import type { Config } from "../../config.ts";
@@ -18,6 +18,7 @@ import type { SessionHost } from "../session/host.ts";
 import type { RunStore } from "../store/store.ts";
 import { createWebhooks } from "../webhooks/webhooks.ts";
 import { createAdmission } from "./admission.ts";
+import { createBudgets } from "./budget.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { createGrants } from "./grant.ts";
@@ -61,7 +62,8 @@ export function assembleParts(deps: EngineDeps) {
   const closing = () => state.closing;
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
   const publisher = deps.publisher ?? createPublisher({ access: repositories, config, log });
-  const grants = createGrants({ config, store, secrets: deps.secrets, log });
+  const budgets = createBudgets({ config, store, log, now });
+  const grants = createGrants({ config, store, secrets: deps.secrets, budgets });
   const { host, gateway, secrets } = deps;
   const envCache =
     deps.envCache ??
@@ -88,7 +90,7 @@ export function assembleParts(deps: EngineDeps) {
   };
   const endings = createEndings(parts);
   const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
-  const turns = createTurns({ ...parts, setups, repositories, publisher, endings });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, budgets });
   const runs = createRunFactory({
     config,
     store,
@@ -105,5 +107,19 @@ export function assembleParts(deps: EngineDeps) {
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
   const publishing = createRunPublishing({ store, publisher, log });
   const groups = createGroups({ store, bus, runs, turns, sessions, endings, publishing, writer, log, now });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, groups, envCache, webhooks };
+  return {
+    ...parts,
+    bus,
+    state,
+    parts,
+    endings,
+    turns,
+    runs,
+    admission,
+    messages,
+    groups,
+    envCache,
+    webhooks,
+    budgets,
+  };
 }

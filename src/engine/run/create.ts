@@ -15,6 +15,7 @@ import type { RunSecrets } from "../environment/secrets.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
 import type { RunWebhooks } from "../webhooks/webhooks.ts";
+import { mergeLimits } from "./budget.ts";
 import { MODEL_KEY_SECRET } from "./grant.ts";
 import { mergePublish } from "./message.ts";
 import type { CreateRunInput, MessageInput, RunGroupRef, RunRecord, TurnRecord } from "./schema.ts";
@@ -169,6 +170,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         validation: null,
         error: null,
         usage: { inputTokens: 0, outputTokens: 0 },
+        ...(input.limits ? { limits: input.limits } : {}),
         chainedFrom: extra.chainedFrom?.id ?? null,
         environment: {
           ...(input.environment?.setup ? { setup: input.environment.setup } : {}),
@@ -206,6 +208,7 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
     chained(prior, turns, message) {
       // The message's publish changes the prior run's settings; what it leaves out carries over.
       const publish = message.publish ? mergePublish(prior.publish, message.publish) : prior.publish;
+      const limits = mergeLimits(prior.limits, message.limits);
       // A plan still awaiting approval stays so unless the message approves it (taskKind code).
       const stillPending = prior.planApproval === "pending" && !message.taskKind;
       const input: CreateRunInput = {
@@ -223,6 +226,8 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           ...(publish.allowExistingBranch ? { allowExistingBranch: true } : {}),
         },
         billing: chainedBilling(prior, message),
+        // A chained run keeps the prior run's limits (a fresh count), changed by the message's.
+        ...(limits ? { limits } : {}),
         // The run's own secrets ended with its session (as its model key did); stored ones are named again.
         ...(prior.environment ? { environment: chainedEnvironment(prior.environment) } : {}),
       };

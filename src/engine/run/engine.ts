@@ -16,6 +16,7 @@ import { parseInput } from "../parse.ts";
 import { createOwnerSecrets, type OwnerSecrets } from "../environment/secrets.ts";
 import type { ReadEventsOptions } from "../store/store.ts";
 import { assembleParts, type EngineDeps } from "./assemble.ts";
+import { OwnerId, OwnerLimitsInput, type OwnerLimits } from "./budget.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { recover } from "./recovery.ts";
 import {
@@ -93,6 +94,10 @@ export interface Engine {
   listEnvironments(): Promise<LayerInfo[]>;
   /** Drop a cached layer (admin); environment_not_found when there is none. */
   dropEnvironment(key: string): Promise<void>;
+  /** An owner's daily cost cap and what its runs spent today (admin). */
+  ownerLimits(ownerId: string): Promise<OwnerLimits>;
+  /** Set or remove (`dailyCostUsd: null`) an owner's daily cost cap (admin). */
+  setOwnerLimits(ownerId: string, input: unknown): Promise<OwnerLimits>;
   /** Settle the runs a previous process left and start the session host. Call once, before serving. */
   recover(): Promise<void>;
   /**
@@ -124,6 +129,7 @@ export function createEngine(deps: EngineDeps): Engine {
     groups,
     envCache,
     webhooks,
+    budgets,
   } = assembleParts(deps);
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
@@ -164,6 +170,7 @@ export function createEngine(deps: EngineDeps): Engine {
         const attempts = input.attempts ?? 1;
         // Every sibling takes a slot: a group that does not fit whole is refused whole.
         await admission.assertBelowCap(ownerId, attempts);
+        await budgets.assertOwnerBelowCap(ownerId);
         if (input.webhook && !input.webhook.secret) generatedSecret = newWebhookSecret();
         if (attempts > 1)
           return groups.start(ownerId, input, {
@@ -190,6 +197,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
       refuseWhileClosing();
+      await budgets.assertOwnerBelowCap(ownerId);
       return view(await messages.send(run, input));
     },
 
@@ -265,6 +273,10 @@ export function createEngine(deps: EngineDeps): Engine {
       if (signal?.aborted) throw new EngineError("cancelled", "stopped waiting");
       return view(await ownedRun(ownerId, runId));
     },
+
+    ownerLimits: (ownerId) => budgets.ownerLimits(parseInput(OwnerId, ownerId, "owner")),
+    setOwnerLimits: (ownerId, input) =>
+      budgets.setOwnerLimits(parseInput(OwnerId, ownerId, "owner"), parseInput(OwnerLimitsInput, input, "body")),
 
     models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),

@@ -1,13 +1,14 @@
 /**
  * What a run's gateway token may do: call the run's model, with the run's upstream key
- * (the server's managed key, or the run's own sealed one), its usage metered to the run.
+ * (the server's managed key, or the run's own sealed one), its usage metered to the run and
+ * each call admitted against the run's budget (budget.ts).
  */
 import type { Config } from "../../config.ts";
 import type { GatewayGrant } from "../gateway/gateway.ts";
-import type { Logger } from "../log.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { RunStore } from "../store/store.ts";
-import type { RunRecord, Usage } from "./schema.ts";
+import type { Budgets } from "./budget.ts";
+import type { RunRecord } from "./schema.ts";
 
 /** The name a run's own OpenRouter key is sealed under. */
 export const MODEL_KEY_SECRET = "openRouterApiKey";
@@ -22,29 +23,15 @@ export function createGrants(deps: {
   config: Pick<Config, "openrouterApiKey">;
   store: RunStore;
   secrets: SecretBox;
-  log: Logger;
+  /** Where usage is recorded and each model call is admitted against the run's limits. */
+  budgets: Pick<Budgets, "record" | "admit">;
 }): Grants {
-  const { config, store, secrets, log } = deps;
+  const { config, store, secrets, budgets } = deps;
 
   async function upstreamKey(run: RunRecord): Promise<string | undefined> {
     if (run.billingMode === "managed") return config.openrouterApiKey;
     const sealed = await store.getSecret(run.id, MODEL_KEY_SECRET);
     return sealed ? secrets.open(sealed) : undefined;
-  }
-
-  function addUsage(runId: string, delta: Usage): void {
-    void (async () => {
-      const run = await store.getRun(runId);
-      if (!run) return;
-      const usage: Usage = {
-        inputTokens: run.usage.inputTokens + delta.inputTokens,
-        outputTokens: run.usage.outputTokens + delta.outputTokens,
-        ...(run.usage.costUsd !== undefined || delta.costUsd !== undefined
-          ? { costUsd: (run.usage.costUsd ?? 0) + (delta.costUsd ?? 0) }
-          : {}),
-      };
-      await store.updateRun(runId, { usage });
-    })().catch((e: unknown) => log.warn("could not record usage", { runId, error: e }));
   }
 
   return {
@@ -53,7 +40,8 @@ export function createGrants(deps: {
       runId: run.id,
       upstreamKey: () => upstreamKey(run),
       allowedModels: [run.modelId],
-      onUsage: (u) => addUsage(run.id, u),
+      onUsage: (u) => budgets.record(run.id, u),
+      admit: () => budgets.admit(run.id),
     }),
   };
 }

@@ -6,6 +6,7 @@
 import { EngineError } from "../errors.ts";
 import type { Publisher } from "../publish/publish.ts";
 import type { Admission } from "./admission.ts";
+import { mergeLimits } from "./budget.ts";
 import type { RunFactory } from "./create.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
@@ -47,7 +48,12 @@ export function createMessages(
           ...(run.baseRef ? { baseRef: run.baseRef } : {}),
         });
       }
-      const changes: Partial<RunRecord> = { ...(publish ? { publish } : {}), ...kindChange(run, input) };
+      const limits = mergeLimits(run.limits, input.limits);
+      const changes: Partial<RunRecord> = {
+        ...(publish ? { publish } : {}),
+        ...(input.limits && limits ? { limits } : {}),
+        ...kindChange(run, input),
+      };
       const updated = Object.keys(changes).length ? await store.updateRun(run.id, changes) : run;
       return await turns.begin(updated, input.prompt!, hold);
     } catch (e) {

@@ -91,6 +91,41 @@ export const Prompt = z
   .min(1, "prompt must not be empty")
   .max(MAX_PROMPT_CHARS, `prompt must be at most ${MAX_PROMPT_CHARS} characters`);
 
+/** What a run may spend before it stops (run/budget.ts enforces it at the model gateway). */
+export const RunLimits = z
+  .object({
+    maxTokens: z
+      .number()
+      .int()
+      .positive()
+      .max(1e12)
+      .optional()
+      .describe("Input plus output tokens over all turns; model calls stop once reached"),
+    maxCostUsd: z
+      .number()
+      .positive()
+      .max(1e6)
+      .optional()
+      .describe(
+        "Model cost in US dollars over all turns (the upstream's reported cost, else the catalog's prices); model calls stop once reached",
+      ),
+    maxDurationMs: z
+      .number()
+      .int()
+      .positive()
+      .max(7 * 24 * 3_600_000)
+      .optional()
+      .describe("Time the agent spends working, over all turns; the turn is stopped once reached"),
+    onExceeded: z
+      .enum(["fail", "pause"])
+      .optional()
+      .describe(
+        "`fail` (default): the run ends `failed` with `budget_exceeded`. `pause`: it goes `idle` with `error.code` `budget_exceeded` and its session warm; a message with raised `limits` continues it",
+      ),
+  })
+  .strict();
+export type RunLimits = z.infer<typeof RunLimits>;
+
 /** Body of `POST /runs` and input of the `start_run` tool. Unknown fields are refused. */
 export const CreateRunInput = z
   .object({
@@ -118,6 +153,9 @@ export const CreateRunInput = z
     billing: BillingInput.optional(),
     /** Setup, secrets and network policy (see environment/schema.ts). */
     environment: EnvironmentInput.optional(),
+    limits: RunLimits.optional().describe(
+      "Spending limits of the run: tokens, cost, agent time, and what happens at one",
+    ),
     requirePlanApproval: z
       .boolean()
       .optional()
@@ -175,6 +213,10 @@ export const MessageInput = z
      * chained run keeps the prior run's mode. Ignored when the session continues.
      */
     billing: BillingInput.optional(),
+    /** Merged into the run's limits: the fields it names replace the run's (raise a paused run's limit to go on). */
+    limits: RunLimits.optional().describe(
+      "Changes the run's limits: the fields named replace the run's, the others stay (raise a limit to continue a paused run)",
+    ),
     endSession: z.boolean().optional(),
   })
   .strict()
@@ -205,6 +247,10 @@ export const Usage = z.object({
   inputTokens: z.number().int(),
   outputTokens: z.number().int(),
   costUsd: z.number().optional(),
+  /** False once a model call's cost was neither reported nor priced: only token limits hold then. */
+  costKnown: z.boolean().optional(),
+  /** Time the agent spent working (turns), for `limits.maxDurationMs`. */
+  durationMs: z.number().int().optional(),
 });
 export type Usage = z.infer<typeof Usage>;
 
@@ -305,6 +351,8 @@ export const RunRecord = z.object({
   validation: ValidationResult.nullable(),
   error: RunError.nullable(),
   usage: Usage,
+  /** Absent when the run has none. */
+  limits: RunLimits.optional(),
   chainedFrom: z.string().nullable(),
   /** Absent on runs stored before environments existed: read as open network, no secrets. */
   environment: RunEnvironment.optional(),

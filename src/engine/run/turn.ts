@@ -2,7 +2,8 @@
  * A turn: put the run into `running`, open its session on the first turn (sandbox at the ref,
  * the chained patch applied, the agent started), prompt the agent, take the diff, validate,
  * publish, and leave the run `idle` with its session warm — or end it `failed`/`cancelled`
- * with the work done so far kept as the patch.
+ * with the work done so far kept as the patch. A turn its budget stopped (budget.ts) ends the
+ * run `failed`, or leaves it `idle` with error `budget_exceeded` when its limits say `pause`.
  */
 import type { AgentSession } from "../agent/agent.ts";
 import type { Setups } from "../environment/setup.ts";
@@ -14,6 +15,7 @@ import type { Publisher } from "../publish/publish.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { RunSession } from "../session/host.ts";
 import { validateTurn } from "../validation/validation.ts";
+import type { BudgetStop, Budgets } from "./budget.ts";
 import type { Endings } from "./end.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
@@ -38,6 +40,7 @@ export interface TurnDeps extends RunParts {
   repositories: RepositoryAccess;
   publisher: Publisher;
   endings: Endings;
+  budgets: Budgets;
 }
 
 export function gitIn(sandbox: Sandbox): GitRunner {
@@ -140,10 +143,25 @@ export function createTurns(deps: TurnDeps): Turns {
   }
 
   /** The agent's turn, then validation (which may run one repair turn); the patch is taken even for a failed turn. */
-  async function work(run: RunRecord, agent: AgentSession, sandbox: Sandbox, prompt: string, signal: AbortSignal) {
+  async function work(
+    run: RunRecord,
+    agent: AgentSession,
+    sandbox: Sandbox,
+    prompt: string,
+    signal: AbortSignal,
+    budgetSignal: AbortSignal,
+  ) {
     const note = (data: BuilderEventData) => writer.note(run, data);
+    // The run's time limit stops the agent's turn (not validation, which has its own limits).
+    const agentSignal = AbortSignal.any([signal, budgetSignal]);
     const turn = (p: string) =>
-      agent.runTurn({ prompt: p, kind: run.taskKind, timeoutMs: config.turnTimeoutMs, onEvent: note, signal });
+      agent.runTurn({
+        prompt: p,
+        kind: run.taskKind,
+        timeoutMs: config.turnTimeoutMs,
+        onEvent: note,
+        signal: agentSignal,
+      });
     const outcome = await turn(prompt);
     let diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
     let summary = outcome.summary;
@@ -180,9 +198,20 @@ export function createTurns(deps: TurnDeps): Turns {
         // Setup (which has network) runs before this; from here on the agent reaches the model only.
         if (run.environment?.network === "model-only") await restrictNetwork(session.sandbox);
       }
-      const work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal);
+      const budget = deps.budgets.startTurn(run);
+      let stop: BudgetStop | undefined;
+      let work_: Awaited<ReturnType<typeof work>>;
+      try {
+        work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal, budget.signal);
+      } finally {
+        stop = await budget.end();
+      }
       const mask = (text: string) => deps.environment.mask(text, run);
-      const { outcome } = work_;
+      // A cancel or a shutdown outranks the budget: their endings are the ones asked for.
+      const overBudget = stop && !abort.signal.aborted && !deps.closing() ? stop : undefined;
+      const outcome = overBudget
+        ? { ...work_.outcome, error: { code: "budget_exceeded" as const, message: overBudget.message } }
+        : work_.outcome;
       const diff = maskedDiff(work_.diff, mask);
       const summary = mask(work_.summary);
       const validation = deps.environment.maskDeep(runId, work_.validation);
@@ -213,6 +242,11 @@ export function createTurns(deps: TurnDeps): Turns {
           ? { code: "shutting_down", message: SHUTDOWN_MESSAGE }
           : outcome.error;
         await writer.emit(runId, { type: "builder.event", turn: run.turnCount, data: { kind: "error", ...error } });
+        if (error.code === "budget_exceeded" && run.limits?.onExceeded === "pause") {
+          // Paused: the session stays warm, and a message with raised limits continues it.
+          await idle(run, results, error, hold);
+          return;
+        }
         await store.updateRun(runId, results);
         await deps.endings.finish(run, "failed", error);
         return;
@@ -222,17 +256,27 @@ export function createTurns(deps: TurnDeps): Turns {
       } else if (run.publish.mode === "draft_pr") {
         Object.assign(results, await publishing.publish(run, diff.binaryPatch, results, note, abort.signal));
       }
-      const expiresAt = new Date(deps.now().getTime() + config.sessionTtlMs).toISOString();
-      // Release the run in the same tick the store turns it idle: a client that sees `idle`
-      // and sends a message at once must not get 409 session_busy.
-      const idle = writer.setStatus(run, "idle", { ...results, error: null, sessionExpiresAt: expiresAt });
-      hold.release();
-      await idle;
-      deps.endings.scheduleExpiry(runId, expiresAt);
+      await idle(run, results, null, hold);
       log.info("turn finished", { runId, turn: run.turnCount, changedPaths: diff.changedPaths.length });
     } catch (e) {
       await fail(run, e, abort);
     }
+  }
+
+  /** Leave the run idle with its session warm until it expires. */
+  async function idle(
+    run: RunRecord,
+    results: Partial<RunRecord>,
+    error: { code: ErrorCode; message: string } | null,
+    hold: Hold,
+  ): Promise<void> {
+    const expiresAt = new Date(deps.now().getTime() + config.sessionTtlMs).toISOString();
+    // Release the run in the same tick the store turns it idle: a client that sees `idle`
+    // and sends a message at once must not get 409 session_busy.
+    const idle = writer.setStatus(run, "idle", { ...results, error, sessionExpiresAt: expiresAt });
+    hold.release();
+    await idle;
+    deps.endings.scheduleExpiry(run.id, expiresAt);
   }
 
   /** Close a model-only sandbox's network; a sandbox that cannot is never run with the policy. */

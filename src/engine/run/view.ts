@@ -13,6 +13,7 @@ import {
   PublishState,
   RepositoryRef,
   RunError,
+  RunLimits,
   RunGroupRef,
   RunStatus,
   TaskKind,
@@ -83,7 +84,14 @@ export const RunView = z.object({
     "The environment's setup: run, restored from the cache, failed, or skipped (nothing to set up); null before the first turn reaches it",
   ),
   error: RunError.nullable().describe("Why the run or its last turn failed (`code`, `message`); null otherwise"),
-  usage: Usage.describe("Model tokens (and cost when the provider reports it) over all turns"),
+  usage: Usage.describe(
+    "Model tokens, cost (reported by the upstream, else from the catalog's prices) and agent time over all turns. " +
+      "`costKnown` is false once a call's cost could not be known: then only token and time limits hold",
+  ),
+  limits: RunLimits.nullable().describe(
+    "The run's spending limits (`usage` is measured against them); null when it has none. " +
+      "A limit reached ends the run `failed` with `budget_exceeded`, or pauses it `idle` with that error when `onExceeded` is `pause`",
+  ),
   chainedFrom: z
     .string()
     .nullable()
@@ -131,6 +139,7 @@ export function toRunView(
     setup: r.setup ?? null,
     error: r.error,
     usage: r.usage,
+    limits: r.limits ?? null,
     chainedFrom: r.chainedFrom,
     ...(r.webhook ? { webhook: { id: r.webhook.id, url: r.webhook.url } } : {}),
     createdAt: r.createdAt,

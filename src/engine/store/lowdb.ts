@@ -34,7 +34,14 @@ import { createPatchFiles } from "./patch-files.ts";
 import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
-import { ApiKeyRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord, type RunStore } from "./store.ts";
+import {
+  ApiKeyRecord,
+  OwnerBudgetRecord,
+  OwnerSecretRecord,
+  RepositoryRecord,
+  SecretRecord,
+  type RunStore,
+} from "./store.ts";
 import { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
 import { DeliveryRecords, StoredDelivery } from "./delivery-records.ts";
 
@@ -48,6 +55,8 @@ const StoreFile = z.object({
   secrets: z.array(SecretRecord),
   /** Absent in files written before owner secrets existed. */
   ownerSecrets: z.array(OwnerSecretRecord).default([]),
+  /** Absent in files written before budgets existed. */
+  ownerBudgets: z.array(OwnerBudgetRecord).default([]),
   /** Absent in files written before groups of attempts existed. */
   groups: z.array(GroupRecord).default([]),
   /** Absent in files written before webhooks existed. */
@@ -65,6 +74,7 @@ const emptyStore = (): StoreFile => ({
   repositories: [],
   secrets: [],
   ownerSecrets: [],
+  ownerBudgets: [],
   groups: [],
   webhooks: [],
   deliveries: [],
@@ -139,6 +149,7 @@ async function open(
   const repoIdByName = new Map(data.repositories.map((r) => [r.fullName.toLowerCase(), r.id]));
   const secrets = new NamedRecords(data.secrets, (s) => s.runId);
   const ownerSecrets = new NamedRecords(data.ownerSecrets, (s) => s.ownerId);
+  const ownerBudgets = new Map(data.ownerBudgets.map((b) => [b.ownerId, b]));
   const groups = new Map(data.groups.map((g) => [g.id, g]));
   const webhooks = new Map(data.webhooks.map((w) => [w.id, w]));
   const deliveries = new DeliveryRecords(data.deliveries, deliveriesDir);
@@ -151,6 +162,7 @@ async function open(
     repositories: [...repos.values()],
     secrets: secrets.all(),
     ownerSecrets: ownerSecrets.all(),
+    ownerBudgets: [...ownerBudgets.values()],
     groups: [...groups.values()],
     webhooks: [...webhooks.values()],
     deliveries: deliveries.all(),
@@ -405,6 +417,18 @@ async function open(
     },
     putOwnerSecret: async (secret) => putNamed(ownerSecrets, valid(OwnerSecretRecord, secret, "owner secret")),
     getOwnerSecret: async (ownerId, name) => getNamed(ownerSecrets, ownerId, name),
+
+    // --- owner budgets
+    async getOwnerBudget(ownerId) {
+      usable();
+      return copy(ownerBudgets.get(ownerId));
+    },
+    async putOwnerBudget(record) {
+      usable();
+      const checked = valid(OwnerBudgetRecord, record, "owner budget");
+      ownerBudgets.set(checked.ownerId, checked);
+      await persist();
+    },
     async listOwnerSecrets(ownerId) {
       usable();
       return ownerSecrets.list(ownerId).map(copy);

@@ -57,6 +57,19 @@ export const OwnerSecretRecord = z.object({
 });
 export type OwnerSecretRecord = z.infer<typeof OwnerSecretRecord>;
 
+/**
+ * An owner's budget: the daily cost cap an admin set (null: none) and what the owner's runs
+ * spent on `spentDay` (UTC, `YYYY-MM-DD`); a new day starts from zero.
+ */
+export const OwnerBudgetRecord = z.object({
+  ownerId: z.string(),
+  dailyCostUsd: z.number().nullable(),
+  spentDay: z.string().nullable(),
+  spentUsd: z.number(),
+  updatedAt: z.string(),
+});
+export type OwnerBudgetRecord = z.infer<typeof OwnerBudgetRecord>;
+
 /** A run's patch in both forms: `text` for people ("Binary files differ"), `binary` for git. */
 export const RunPatch = z.object({ text: z.string(), binary: z.string() });
 export type RunPatch = z.infer<typeof RunPatch>;
@@ -178,6 +191,10 @@ export interface RunStore {
   listDeliveries(runId: string): Promise<DeliveryRecord[]>;
   /** Every delivery still `pending` (all runs), by run and `seq`: what a restart resumes. */
   pendingDeliveries(): Promise<DeliveryRecord[]>;
+  // owner budgets (run/budget.ts is the one writer; it serialises changes per owner)
+  getOwnerBudget(ownerId: string): Promise<OwnerBudgetRecord | undefined>;
+  /** Store or replace the owner's budget record. */
+  putOwnerBudget(record: OwnerBudgetRecord): Promise<void>;
 
   /** Flush pending writes and release the data-dir lock. */
   close(): Promise<void>;

@@ -16,6 +16,7 @@ export const sendMessageTool = defineTool({
     "Send a follow-up prompt to a run: the agent continues in the same workspace and conversation, and the patch accumulates.",
     "Use it after a turn ended (status idle) to ask for more changes or fixes. A run that is still working refuses it with error session_busy: wait (stream_events or get_run) and retry.",
     "If the run's session already ended or expired, Patchbay starts a chained run (a new run id, `chainedFrom` set) from the prior patch and conversation summary; use the returned id from then on.",
+    "A run paused at a budget limit (idle, error budget_exceeded) continues when the message raises it: `limits: {maxTokens: ...}` replaces the fields it names.",
     '`taskKind: "code"` after a plan turn approves the plan: the same session continues with writing tools on (`taskKind: "plan"` makes turns read-only again).',
     "`endSession: true` (without a prompt) ends the session instead, like end_session. `wait: true` waits for the turn and returns summary, changedPaths and diffStats, with progress notifications when you pass a progressToken.",
     "Returns the run and `waited`.",

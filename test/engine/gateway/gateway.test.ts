@@ -308,6 +308,24 @@ describe("model gateway", () => {
     expect(f.model.requests).toHaveLength(0);
   });
 
+  it("a call the grant's budget refuses gets 402 budget_exceeded with its message, and nothing reaches the upstream", async () => {
+    await using f = await setup();
+    const budget: { refusal?: string } = {};
+    const token = f.grant({ admit: async () => budget.refusal });
+    expect((await chat(f.gw, token, chatBody())).status).toBe(200);
+    budget.refusal = "budget exceeded: 500 tokens used of limits.maxTokens 500";
+    const res = await chat(f.gw, token, chatBody());
+    expect(res.status).toBe(402);
+    expect(await errorOf(res)).toEqual({
+      message: budget.refusal,
+      type: "insufficient_quota",
+      code: "budget_exceeded",
+    });
+    expect(f.model.requests).toHaveLength(1);
+    // The model list is no model call: it is never refused.
+    expect((await fetch(`${f.gw.url}/models`, { headers: { authorization: `Bearer ${token}` } })).status).toBe(200);
+  });
+
   it("streaming is passed through unbuffered", async () => {
     const delay = 150;
     // 5 text chunks of 16 chars plus role and finish chunks: 6 pauses between them.

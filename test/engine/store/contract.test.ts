@@ -301,6 +301,38 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         });
       });
 
+      it("keeps an owner's budget apart from other owners', replaces it whole, and keeps it and a run's limits across a reopen", async () => {
+        const budget = (ownerId: string, spentUsd: number) => ({
+          ownerId,
+          dailyCostUsd: 5,
+          spentDay: "2026-01-01",
+          spentUsd,
+          updatedAt: "2026-01-01T00:00:00.000Z",
+        });
+        expect(await store.getOwnerBudget("own_a")).toBeUndefined();
+        await store.putOwnerBudget(budget("own_a", 1));
+        await store.putOwnerBudget(budget("own_a", 2.5));
+        await store.putOwnerBudget({ ...budget("own_b", 0), dailyCostUsd: null, spentDay: null });
+        await store.createRun(
+          runRecord({
+            id: "run_limits",
+            limits: { maxTokens: 100, onExceeded: "pause" },
+            usage: { inputTokens: 1, outputTokens: 2, costUsd: 0.5, costKnown: false, durationMs: 30 },
+          }),
+        );
+
+        store = await restarted();
+        expect(await store.getOwnerBudget("own_a")).toEqual(budget("own_a", 2.5));
+        expect(await store.getOwnerBudget("own_b")).toMatchObject({ dailyCostUsd: null, spentDay: null });
+        expect(await store.getRun("run_limits")).toMatchObject({
+          limits: { maxTokens: 100, onExceeded: "pause" },
+          usage: { costKnown: false, durationMs: 30 },
+        });
+        await expect(store.putOwnerBudget({ ...budget("own_c", 0), spentUsd: "1" } as never)).rejects.toMatchObject({
+          code: "internal",
+        });
+      });
+
       it("keeps a group of attempts, updates it partially, across a reopen; a missing one is group_not_found", async () => {
         const group: GroupRecord = {
           id: "grp_1",
