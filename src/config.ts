@@ -78,6 +78,20 @@ const SETTINGS = {
         .filter(Boolean),
     ),
   ),
+  /**
+   * Models that take no images (PATCHBAY_TEXT_ONLY_MODELS, comma-separated ids): a run or
+   * message with images on one is refused (model_without_vision). Every other id is assumed to
+   * see images: the upstream decides, and refuses what it cannot read.
+   */
+  textOnlyModels: setting(
+    "PATCHBAY_TEXT_ONLY_MODELS",
+    optionalString.transform((s): readonly string[] =>
+      (s ?? "")
+        .split(",")
+        .map((m) => m.trim())
+        .filter(Boolean),
+    ),
+  ),
   sessionTtlMs: setting("PATCHBAY_SESSION_TTL_MS", intMs(1_800_000, 1000)),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),

@@ -12,6 +12,12 @@ export const ERROR_CODES = [
   "prompt_too_long",
   /** `environment.network` asks for a policy this server's sandbox cannot enforce (model-only on local). */
   "unsupported_network_policy",
+  /** `outputSchema` is not a JSON Schema the validator compiles, or is over 64 KB. */
+  "invalid_output_schema",
+  /** An image's bytes are not what its `mimeType` says (magic number), not base64, or over 10 MB. */
+  "invalid_image",
+  /** Images sent to a model the catalog marks text-only (PATCHBAY_TEXT_ONLY_MODELS). */
+  "model_without_vision",
   // lookups
   "run_not_found",
   "repository_not_found",

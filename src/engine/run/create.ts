@@ -155,6 +155,9 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
           network: policy,
         },
         setup: null,
+        ...(input.outputSchema ? { outputSchema: input.outputSchema } : {}),
+        output: null,
+        outputError: null,
         ...(extra.idempotencyKey
           ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }
           : {}),
@@ -198,6 +201,8 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         billing: chainedBilling(prior, message),
         // The run's own secrets ended with its session (as its model key did); stored ones are named again.
         ...(prior.environment ? { environment: chainedEnvironment(prior.environment) } : {}),
+        // The run's schema carries over; a message's own is for its turn only (a turn input).
+        ...(prior.outputSchema ? { outputSchema: prior.outputSchema } : {}),
       };
       return { input, prompt: chainedPrompt(prior, turns, message.prompt!) };
     },

@@ -27,6 +27,7 @@ import {
   type RunStatus,
 } from "./schema.ts";
 import { createStreamSlots } from "./streams.ts";
+import { prepareTurnInput } from "./turn-input.ts";
 import { toRunView, type RunView } from "./view.ts";
 
 export type { FollowOptions, RunFollow } from "./follow.ts";
@@ -131,6 +132,7 @@ export function createEngine(deps: EngineDeps): Engine {
     },
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
+      const turnInput = prepareTurnInput(input, input.modelId ?? config.defaultModel, config.textOnlyModels);
       const run = await admission.serial(ownerId, async () => {
         // A replay of an idempotent request is not refused by the cap it already counts in.
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
@@ -141,7 +143,7 @@ export function createEngine(deps: EngineDeps): Engine {
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
         });
-        return turns.begin(created, input.prompt, sessions.acquire(created.id));
+        return turns.begin(created, input.prompt, sessions.acquire(created.id), undefined, turnInput);
       });
       return view(run);
     },
@@ -151,7 +153,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
       refuseWhileClosing();
-      return view(await messages.send(run, input));
+      return view(await messages.send(run, input, prepareTurnInput(input, run.modelId, config.textOnlyModels)));
     },
 
     async getRun(ownerId, runId, opts = {}) {
@@ -227,7 +229,11 @@ export function createEngine(deps: EngineDeps): Engine {
       return view(await ownedRun(ownerId, runId));
     },
 
-    models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
+    models: () => ({
+      defaultModel: config.defaultModel,
+      models: [...config.models],
+      textOnlyModels: [...config.textOnlyModels],
+    }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
     recover: () => recover({ ...parts, endings }),
 

@@ -4,7 +4,7 @@
  * publish, and leave the run `idle` with its session warm — or end it `failed`/`cancelled`
  * with the work done so far kept as the patch.
  */
-import type { AgentSession } from "../agent/agent.ts";
+import type { AgentImage, AgentSession } from "../agent/agent.ts";
 import type { Setups } from "../environment/setup.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData } from "../events/schema.ts";
@@ -17,6 +17,9 @@ import { validateTurn } from "../validation/validation.ts";
 import type { Endings } from "./end.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
+import type { ImageDescription } from "./images.ts";
+import { compileOutputSchema, outputInstruction, settleOutput, type OutputResult } from "./output.ts";
+import type { OutputSchema } from "./schema.ts";
 import type { Hold } from "./sessions.ts";
 import { boundSummary, storeSummary } from "./summary.ts";
 
@@ -24,12 +27,19 @@ import { boundSummary, storeSummary } from "./summary.ts";
 export const RESUME_SECRET = "session";
 const SHUTDOWN_MESSAGE = "the server shut down while this turn was running; send the message again";
 
+/** What a turn brings besides its prompt (checked by the engine before the turn begins). */
+export interface TurnInput {
+  /** The answer's schema for this turn; default: the run's `outputSchema`. */
+  outputSchema?: OutputSchema;
+  images?: { image: AgentImage; description: ImageDescription }[];
+}
+
 export interface Turns {
   /**
    * Put a held run into `running` for a new turn and start it in the background. The turn
    * releases `hold` when the run is idle again (or ended).
    */
-  begin(run: RunRecord, prompt: string, hold: Hold, chainFrom?: RunRecord): Promise<RunRecord>;
+  begin(run: RunRecord, prompt: string, hold: Hold, chainFrom?: RunRecord, input?: TurnInput): Promise<RunRecord>;
 }
 
 export interface TurnDeps extends RunParts {
@@ -169,11 +179,31 @@ export function createTurns(deps: TurnDeps): Turns {
   }
 
   /** The agent's turn, then validation (which may run one repair turn); the patch is taken even for a failed turn. */
-  async function work(run: RunRecord, agent: AgentSession, sandbox: Sandbox, prompt: string, signal: AbortSignal) {
+  async function work(
+    run: RunRecord,
+    agent: AgentSession,
+    sandbox: Sandbox,
+    prompt: string,
+    signal: AbortSignal,
+    input: TurnInput,
+  ) {
     const note = (data: BuilderEventData) => writer.note(run, data);
-    const turn = (p: string) =>
-      agent.runTurn({ prompt: p, kind: run.taskKind, timeoutMs: config.turnTimeoutMs, onEvent: note, signal });
-    const outcome = await turn(prompt);
+    const turn = (p: string, images?: AgentImage[]) =>
+      agent.runTurn({
+        prompt: p,
+        ...(images?.length ? { images } : {}),
+        kind: run.taskKind,
+        timeoutMs: config.turnTimeoutMs,
+        onEvent: note,
+        signal,
+      });
+    const images = input.images?.map((i) => i.image);
+    if (input.images?.length) note({ kind: "prompt.images", images: input.images.map((i) => i.description) });
+    const schema = input.outputSchema ?? run.outputSchema;
+    let outcome = await turn(schema ? `${prompt}\n\n${outputInstruction(schema)}` : prompt, images);
+    // Every turn sets `output`: null when it had no schema.
+    let output: OutputResult = { output: null, outputError: null };
+    if (schema) ({ outcome, result: output } = await settleOutput(compileOutputSchema(schema), outcome, turn, note));
     let diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
     let summary = outcome.summary;
     const validation =
@@ -196,10 +226,17 @@ export function createTurns(deps: TurnDeps): Turns {
               return diff.binaryPatch;
             },
           });
-    return { outcome, diff, summary, validation };
+    return { outcome, diff, summary, validation, output };
   }
 
-  async function execute(runId: string, prompt: string, abort: AbortController, hold: Hold, chainFrom?: RunRecord) {
+  async function execute(
+    runId: string,
+    prompt: string,
+    abort: AbortController,
+    hold: Hold,
+    chainFrom: RunRecord | undefined,
+    input: TurnInput,
+  ) {
     let run = (await store.getRun(runId))!;
     const note = (data: BuilderEventData) => writer.note(run, data);
     try {
@@ -209,7 +246,7 @@ export function createTurns(deps: TurnDeps): Turns {
         // Setup (which has network) runs before this; from here on the agent reaches the model only.
         if (run.environment?.network === "model-only") await restrictNetwork(session.sandbox);
       }
-      const work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal);
+      const work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal, input);
       const mask = (text: string) => deps.environment.mask(text, run);
       const { outcome } = work_;
       const diff = maskedDiff(work_.diff, mask);
@@ -224,11 +261,15 @@ export function createTurns(deps: TurnDeps): Turns {
         changedPaths: diff.changedPaths,
         diffStats: diff.diffStats,
         hasPatch: diff.patch.length > 0,
+        output: deps.environment.maskDeep(runId, work_.output.output),
+        outputError: work_.output.outputError?.map(mask) ?? null,
       };
       await store.updateTurn(runId, run.turnCount, {
         status: outcome.error ? (outcome.error.code === "cancelled" ? "cancelled" : "failed") : "done",
         summary: boundSummary(mask(outcome.summary)),
         error: outcome.error ? { ...outcome.error, message: mask(outcome.error.message) } : null,
+        output: results.output,
+        outputError: results.outputError ?? null,
         finishedAt: iso(),
       });
       if (run.status === "cancelled") return; // cancel() already finished the run
@@ -301,7 +342,7 @@ export function createTurns(deps: TurnDeps): Turns {
   }
 
   return {
-    async begin(run, prompt, hold, chainFrom) {
+    async begin(run, prompt, hold, chainFrom, input = {}) {
       const n = run.turnCount + 1;
       await store.addTurn({
         runId: run.id,
@@ -321,7 +362,7 @@ export function createTurns(deps: TurnDeps): Turns {
         startedAt: run.startedAt ?? iso(),
       });
       const abort = new AbortController();
-      const done = execute(run.id, prompt, abort, hold, chainFrom)
+      const done = execute(run.id, prompt, abort, hold, chainFrom, input)
         .catch((e: unknown) => log.error("turn crashed", { runId: run.id, error: e }))
         .finally(() => {
           // A turn that went idle released the run already; this is a no-op then.

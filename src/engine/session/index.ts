@@ -42,7 +42,8 @@ export async function createSessionHost(config: Config, deps: SessionHostDeps): 
   const { gateway, log } = deps;
   const provider = deps.sandboxes ?? (await createSandboxProvider(config, log));
   const opencodeBin = config.opencodeBin ? { opencodeBin: config.opencodeBin } : {};
-  const driver = deps.agents ?? createOpencodeDriver({ ...opencodeBin, log });
+  const textOnlyModels = config.textOnlyModels;
+  const driver = deps.agents ?? createOpencodeDriver({ ...opencodeBin, textOnlyModels, log });
   const base = { provider, driver, gatewayPort: gateway.port, log };
   // Only the OpenCode driver can share a server or start one ahead of its run.
   if (deps.agents) return createColdSessionHost(base);
@@ -55,6 +56,7 @@ export async function createSessionHost(config: Config, deps: SessionHostDeps): 
       driver,
       gateway,
       models: config.models.length ? config.models : [config.defaultModel],
+      textOnlyModels,
       dataDir: config.dataDir,
       ...opencodeBin,
       log,

@@ -1,0 +1,146 @@
+/**
+ * Structured output: a turn whose answer must be a JSON value valid against `outputSchema`.
+ * The model is asked with an instruction appended to the prompt (one JSON value in a fenced
+ * block), the answer is taken from its final text (the last fenced block, else the whole
+ * text), checked with ajv, and an invalid answer gets one repair turn quoting the errors.
+ * Why an instruction and not a tool: docs/ARCHITECTURE.md, bench/results/structured-output.md.
+ */
+import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { Ajv2020 } from "ajv/dist/2020.js";
+import * as addFormatsModule from "ajv-formats";
+import type { TurnOutcome } from "../agent/agent.ts";
+import { EngineError } from "../errors.ts";
+import type { BuilderEventData } from "../events/schema.ts";
+import { MAX_OUTPUT_SCHEMA_BYTES, type OutputSchema } from "./schema.ts";
+
+// ajv-formats is CommonJS: under NodeNext its default export arrives as `default` of the namespace.
+const addFormats = addFormatsModule.default as unknown as (ajv: Ajv | Ajv2020) => unknown;
+
+/** Messages quoted to the model and stored in `outputError` are cut at this many. */
+const MAX_ERRORS = 20;
+
+/** A compiled output schema: `check` answers the value or the validator's messages. */
+export interface OutputValidator {
+  check(value: unknown): { ok: true } | { ok: false; errors: string[] };
+}
+
+/** What a turn's answer came to: the value, or null and why. */
+export type OutputResult = { output: unknown; outputError: null } | { output: null; outputError: string[] };
+
+/**
+ * Compile `schema`, or throw invalid_output_schema (over 64 KB, not a schema ajv accepts, an
+ * unresolvable `$ref`). A fresh validator per schema: ajv caches every schema it compiled.
+ */
+export function compileOutputSchema(schema: OutputSchema): OutputValidator {
+  const bytes = Buffer.byteLength(JSON.stringify(schema));
+  if (bytes > MAX_OUTPUT_SCHEMA_BYTES)
+    throw new EngineError(
+      "invalid_output_schema",
+      `outputSchema is ${bytes} bytes; at most ${MAX_OUTPUT_SCHEMA_BYTES}`,
+    );
+  const draft2020 = typeof schema.$schema === "string" && schema.$schema.includes("2020-12");
+  // strict off: schemas written for other tools carry keywords ajv does not know (x-*, examples).
+  const options = { allErrors: true, strict: false, validateFormats: true } as const;
+  const ajv = draft2020 ? new Ajv2020(options) : new Ajv(options);
+  addFormats(ajv);
+  let validate: ValidateFunction;
+  try {
+    validate = ajv.compile(schema);
+  } catch (e) {
+    throw new EngineError("invalid_output_schema", `outputSchema is not a valid JSON Schema: ${(e as Error).message}`);
+  }
+  return {
+    check(value) {
+      if (validate(value)) return { ok: true };
+      return { ok: false, errors: describeErrors(validate.errors ?? []) };
+    },
+  };
+}
+
+function describeErrors(errors: ErrorObject[]): string[] {
+  const lines = errors.slice(0, MAX_ERRORS).map((e) => {
+    const extra = e.keyword === "additionalProperties" ? ` (${String(e.params.additionalProperty)})` : "";
+    return `${e.instancePath || "/"} ${e.message ?? e.keyword}${extra}`;
+  });
+  if (errors.length > MAX_ERRORS) lines.push(`… and ${errors.length - MAX_ERRORS} more`);
+  return lines;
+}
+
+/** The text appended to a turn's prompt when the turn has an output schema. */
+export function outputInstruction(schema: OutputSchema): string {
+  return [
+    "When you are done, end your final message with your answer as a single JSON value in one fenced ```json block, valid against this JSON Schema:",
+    "```json",
+    JSON.stringify(schema),
+    "```",
+  ].join("\n");
+}
+
+/** The follow-up prompt of the one repair turn: what the validator said. */
+export function repairPrompt(problem: string[]): string {
+  return [
+    "Your answer is not valid against the JSON Schema you were given:",
+    ...problem.map((p) => `- ${p}`),
+    "Answer again with only the corrected JSON value in one fenced ```json block.",
+  ].join("\n");
+}
+
+const FENCE = /```[ \t]*(?:json[c5]?)?[ \t]*\r?\n([\s\S]*?)\r?\n?```/gi;
+
+/**
+ * The JSON value in a final answer: the last fenced block (```json or plain ```), else the
+ * whole text; a problem when neither parses.
+ */
+export function extractJson(text: string): { ok: true; value: unknown } | { ok: false; errors: string[] } {
+  const blocks = [...text.matchAll(FENCE)].map((m) => m[1]!);
+  const candidate = blocks.at(-1) ?? text;
+  if (!candidate.trim()) return { ok: false, errors: ["the answer holds no JSON value"] };
+  try {
+    return { ok: true, value: JSON.parse(candidate) };
+  } catch (e) {
+    const where = blocks.length ? "the last fenced block" : "the answer";
+    return { ok: false, errors: [`${where} is not valid JSON: ${(e as Error).message}`] };
+  }
+}
+
+/** Check a final answer against a compiled schema. */
+export function readOutput(validator: OutputValidator, text: string): OutputResult {
+  const parsed = extractJson(text);
+  if (!parsed.ok) return { output: null, outputError: parsed.errors };
+  const checked = validator.check(parsed.value);
+  return checked.ok ? { output: parsed.value, outputError: null } : { output: null, outputError: checked.errors };
+}
+
+/**
+ * A turn's structured answer: the first answer checked, and when it is invalid one repair turn
+ * (`repair`, in the same session) checked again. Returns the last outcome and what it came to.
+ */
+export async function settleOutput(
+  validator: OutputValidator,
+  first: TurnOutcome,
+  repair: (prompt: string) => Promise<TurnOutcome>,
+  note: (data: BuilderEventData) => void,
+): Promise<{ outcome: TurnOutcome; result: OutputResult }> {
+  const failed = (o: TurnOutcome): OutputResult => ({
+    output: null,
+    outputError: [`the turn ended with ${o.error!.code} before a valid answer`],
+  });
+  if (first.error) return { outcome: first, result: failed(first) };
+  const result = readOutput(validator, first.summary);
+  if (result.outputError === null) return { outcome: first, result };
+  note({
+    kind: "log",
+    message: `the answer does not match outputSchema; one repair turn: ${result.outputError.join("; ")}`,
+  });
+  const again = await repair(repairPrompt(result.outputError));
+  if (again.error) return { outcome: again, result: failed(again) };
+  const second = readOutput(validator, again.summary);
+  note({
+    kind: "log",
+    message:
+      second.outputError === null
+        ? "the repaired answer matches outputSchema"
+        : `the answer is still invalid: ${second.outputError.join("; ")}`,
+  });
+  return { outcome: again, result: second };
+}

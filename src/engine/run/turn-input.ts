@@ -1,0 +1,23 @@
+/**
+ * What a run or message brings for its turn besides the prompt, checked before anything is
+ * stored or started: the output schema compiles (invalid_output_schema), the images are
+ * images (invalid_image) and the model sees them (model_without_vision).
+ */
+import { assertVision, checkImages } from "./images.ts";
+import { compileOutputSchema } from "./output.ts";
+import type { ImageInput, OutputSchema } from "./schema.ts";
+import type { TurnInput } from "./turn.ts";
+
+export function prepareTurnInput(
+  input: { outputSchema?: OutputSchema | undefined; images?: ImageInput[] | undefined },
+  modelId: string,
+  textOnlyModels: readonly string[],
+): TurnInput {
+  if (input.outputSchema) compileOutputSchema(input.outputSchema);
+  if (!input.images?.length) return input.outputSchema ? { outputSchema: input.outputSchema } : {};
+  assertVision(textOnlyModels, modelId);
+  return {
+    ...(input.outputSchema ? { outputSchema: input.outputSchema } : {}),
+    images: checkImages(input.images),
+  };
+}
