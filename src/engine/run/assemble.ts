@@ -20,6 +20,7 @@ import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
 import { createGrants } from "./grant.ts";
 import { createMessages } from "./message.ts";
+import { createOutputSchemas } from "./output.ts";
 import type { RunParts } from "./parts.ts";
 import { createLiveSessions } from "./sessions.ts";
 import { createTurns } from "./turn.ts";
@@ -75,7 +76,8 @@ export function assembleParts(deps: EngineDeps) {
   };
   const endings = createEndings(parts);
   const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
-  const turns = createTurns({ ...parts, setups, repositories, publisher, endings });
+  const outputs = createOutputSchemas();
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, outputs });
   const runs = createRunFactory({
     config,
     store,
@@ -89,5 +91,5 @@ export function assembleParts(deps: EngineDeps) {
   });
   const admission = createAdmission({ store, maxActive: config.maxActiveRunsPerKey });
   const messages = createMessages({ store, sessions, now, turns, runs, endings, publisher, admission });
-  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache };
+  return { ...parts, bus, state, parts, endings, turns, runs, admission, messages, envCache, outputs };
 }

@@ -27,34 +27,62 @@ export interface OutputValidator {
 /** What a turn's answer came to: the value, or null and why. */
 export type OutputResult = { output: unknown; outputError: null } | { output: null; outputError: string[] };
 
+/** Compiles output schemas: one validator instance per draft, made on first use. */
+export interface OutputSchemas {
+  /**
+   * Compile `schema`, or throw invalid_output_schema (over 64 KB, not a schema ajv accepts,
+   * an unresolvable `$ref`).
+   */
+  compile(schema: OutputSchema): OutputValidator;
+}
+
 /**
- * Compile `schema`, or throw invalid_output_schema (over 64 KB, not a schema ajv accepts, an
- * unresolvable `$ref`). A fresh validator per schema: ajv caches every schema it compiled.
+ * A new ajv per schema costs about 50 ms (its meta-schemas and formats compile again), so the
+ * instances are kept, and each schema is removed from ajv's cache once compiled (runs bring
+ * schemas of their own; the cache would grow with every one).
  */
-export function compileOutputSchema(schema: OutputSchema): OutputValidator {
-  const bytes = Buffer.byteLength(JSON.stringify(schema));
-  if (bytes > MAX_OUTPUT_SCHEMA_BYTES)
-    throw new EngineError(
-      "invalid_output_schema",
-      `outputSchema is ${bytes} bytes; at most ${MAX_OUTPUT_SCHEMA_BYTES}`,
-    );
-  const draft2020 = typeof schema.$schema === "string" && schema.$schema.includes("2020-12");
+export function createOutputSchemas(): OutputSchemas {
+  const instances: { draft7?: Ajv; draft2020?: Ajv2020 } = {};
   // strict off: schemas written for other tools carry keywords ajv does not know (x-*, examples).
   const options = { allErrors: true, strict: false, validateFormats: true } as const;
-  const ajv = draft2020 ? new Ajv2020(options) : new Ajv(options);
-  addFormats(ajv);
-  let validate: ValidateFunction;
-  try {
-    validate = ajv.compile(schema);
-  } catch (e) {
-    throw new EngineError("invalid_output_schema", `outputSchema is not a valid JSON Schema: ${(e as Error).message}`);
-  }
+  const instance = (draft2020: boolean): Ajv | Ajv2020 => {
+    if (draft2020) return (instances.draft2020 ??= withFormats(new Ajv2020(options)));
+    return (instances.draft7 ??= withFormats(new Ajv(options)));
+  };
   return {
-    check(value) {
-      if (validate(value)) return { ok: true };
-      return { ok: false, errors: describeErrors(validate.errors ?? []) };
+    compile(schema) {
+      const bytes = Buffer.byteLength(JSON.stringify(schema));
+      if (bytes > MAX_OUTPUT_SCHEMA_BYTES)
+        throw new EngineError(
+          "invalid_output_schema",
+          `outputSchema is ${bytes} bytes; at most ${MAX_OUTPUT_SCHEMA_BYTES}`,
+        );
+      const ajv = instance(typeof schema.$schema === "string" && schema.$schema.includes("2020-12"));
+      let validate: ValidateFunction;
+      try {
+        validate = ajv.compile(schema);
+      } catch (e) {
+        throw new EngineError(
+          "invalid_output_schema",
+          `outputSchema is not a valid JSON Schema: ${(e as Error).message}`,
+        );
+      } finally {
+        // By object and by its $id, so the next schema with the same $id compiles too.
+        ajv.removeSchema(schema);
+      }
+      return {
+        check(value) {
+          if (validate(value)) return { ok: true };
+          return { ok: false, errors: describeErrors(validate.errors ?? []) };
+        },
+      };
     },
   };
+}
+
+function withFormats<A extends Ajv | Ajv2020>(ajv: A): A {
+  addFormats(ajv);
+  return ajv;
 }
 
 function describeErrors(errors: ErrorObject[]): string[] {

@@ -4,16 +4,17 @@
  * images (invalid_image) and the model sees them (model_without_vision).
  */
 import { assertVision, checkImages } from "./images.ts";
-import { compileOutputSchema } from "./output.ts";
+import type { OutputSchemas } from "./output.ts";
 import type { ImageInput, OutputSchema } from "./schema.ts";
 import type { TurnInput } from "./turn.ts";
 
 export function prepareTurnInput(
+  outputs: OutputSchemas,
   input: { outputSchema?: OutputSchema | undefined; images?: ImageInput[] | undefined },
   modelId: string,
   textOnlyModels: readonly string[],
 ): TurnInput {
-  if (input.outputSchema) compileOutputSchema(input.outputSchema);
+  if (input.outputSchema) outputs.compile(input.outputSchema);
   if (!input.images?.length) return input.outputSchema ? { outputSchema: input.outputSchema } : {};
   assertVision(textOnlyModels, modelId);
   return {

@@ -18,7 +18,7 @@ import type { Endings } from "./end.ts";
 import { isTerminal, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
 import type { ImageDescription } from "./images.ts";
-import { compileOutputSchema, outputInstruction, settleOutput, type OutputResult } from "./output.ts";
+import { outputInstruction, settleOutput, type OutputResult, type OutputSchemas } from "./output.ts";
 import type { OutputSchema } from "./schema.ts";
 import type { Hold } from "./sessions.ts";
 import { boundSummary, storeSummary } from "./summary.ts";
@@ -47,6 +47,7 @@ export interface TurnDeps extends RunParts {
   repositories: RepositoryAccess;
   publisher: Publisher;
   endings: Endings;
+  outputs: OutputSchemas;
 }
 
 export function gitIn(sandbox: Sandbox): GitRunner {
@@ -203,7 +204,7 @@ export function createTurns(deps: TurnDeps): Turns {
     let outcome = await turn(schema ? `${prompt}\n\n${outputInstruction(schema)}` : prompt, images);
     // Every turn sets `output`: null when it had no schema.
     let output: OutputResult = { output: null, outputError: null };
-    if (schema) ({ outcome, result: output } = await settleOutput(compileOutputSchema(schema), outcome, turn, note));
+    if (schema) ({ outcome, result: output } = await settleOutput(deps.outputs.compile(schema), outcome, turn, note));
     let diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
     let summary = outcome.summary;
     const validation =
