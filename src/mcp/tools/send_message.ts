@@ -17,6 +17,7 @@ export const sendMessageTool = defineTool({
     "Use it after a turn ended (status idle) to ask for more changes or fixes. A run that is still working refuses it with error session_busy: wait (stream_events or get_run) and retry.",
     "If the run's session already ended or expired, Patchbay starts a chained run (a new run id, `chainedFrom` set) from the prior patch and conversation summary; use the returned id from then on.",
     "`endSession: true` (without a prompt) ends the session instead, like end_session. `wait: true` waits for the turn and returns summary, changedPaths and diffStats, with progress notifications when you pass a progressToken.",
+    "`outputSchema` asks this turn for a JSON answer valid against it (returned as `output`); `images` shows the model pictures with the prompt (as in start_run).",
     "Returns the run and `waited`.",
   ].join("\n\n"),
   input: SendMessageArgs,
