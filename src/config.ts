@@ -161,14 +161,17 @@ const SETTINGS = {
    * (reattached sandboxes keep calling it).
    */
   gatewayPort: setting("PATCHBAY_GATEWAY_PORT", z.coerce.number().int().min(0).max(65535).default(0)),
-  /** Largest model request body the gateway reads (413 beyond); OpenCode's are tens of KB, images add MBs. */
+  /**
+   * Largest model request body the gateway reads (413 beyond); OpenCode's are tens of KB, images
+   * add MBs (a message's images must fit in it, with 1 MiB to spare: run/images.ts).
+   */
   gatewayMaxBodyBytes: setting(
     "PATCHBAY_GATEWAY_MAX_BODY_BYTES",
     z.coerce
       .number()
       .int()
       .min(1024)
-      .default(8 * 1024 * 1024),
+      .default(32 * 1024 * 1024),
   ),
   /** Longest a model request body may take to arrive before the gateway answers 408. */
   gatewayBodyTimeoutMs: setting("PATCHBAY_GATEWAY_BODY_TIMEOUT_MS", intMs(30_000, 100)),

@@ -118,6 +118,7 @@ export function createEngine(deps: EngineDeps): Engine {
     envCache,
     outputs,
   } = assembleParts(deps);
+  const imageLimits = { textOnlyModels: config.textOnlyModels, maxModelRequestBytes: config.gatewayMaxBodyBytes };
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -146,7 +147,7 @@ export function createEngine(deps: EngineDeps): Engine {
     },
     async startRun(ownerId, rawInput, opts = {}) {
       const input = parseInput(CreateRunInput, rawInput);
-      const turnInput = prepareTurnInput(outputs, input, input.modelId ?? config.defaultModel, config.textOnlyModels);
+      const turnInput = prepareTurnInput(outputs, input, input.modelId ?? config.defaultModel, imageLimits);
       const run = await admission.serial(ownerId, async () => {
         // A replay of an idempotent request is not refused by the cap it already counts in.
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
@@ -167,9 +168,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const run = await ownedRun(ownerId, runId);
       if (input.endSession) return engine.endSession(ownerId, runId);
       refuseWhileClosing();
-      return view(
-        await messages.send(run, input, prepareTurnInput(outputs, input, run.modelId, config.textOnlyModels)),
-      );
+      return view(await messages.send(run, input, prepareTurnInput(outputs, input, run.modelId, imageLimits)));
     },
 
     async getRun(ownerId, runId, opts = {}) {

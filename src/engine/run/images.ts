@@ -50,6 +50,22 @@ export function checkImages(images: readonly ImageInput[]): { image: AgentImage;
   });
 }
 
+/** Room left in a model request for the prompt, the history and the tools besides the images. */
+const REQUEST_HEADROOM_BYTES = 1024 * 1024;
+
+/**
+ * Refuse images that cannot fit in one model request through the gateway (its body limit,
+ * PATCHBAY_GATEWAY_MAX_BODY_BYTES): the turn would fail with the gateway's 413 otherwise.
+ */
+export function assertFitsModelRequest(images: readonly ImageInput[], maxRequestBytes: number): void {
+  const total = images.reduce((n, i) => n + i.data.length, 0);
+  if (total + REQUEST_HEADROOM_BYTES > maxRequestBytes)
+    throw new EngineError(
+      "invalid_image",
+      `the images are ${total} bytes of base64; a model request on this server holds at most ${maxRequestBytes - REQUEST_HEADROOM_BYTES} of images (PATCHBAY_GATEWAY_MAX_BODY_BYTES less 1 MiB)`,
+    );
+}
+
 /** Refuse images for a model the catalog marks text-only (model_without_vision). */
 export function assertVision(textOnlyModels: readonly string[], modelId: string): void {
   if (textOnlyModels.includes(modelId))

@@ -3,7 +3,7 @@
  * stored or started: the output schema compiles (invalid_output_schema), the images are
  * images (invalid_image) and the model sees them (model_without_vision).
  */
-import { assertVision, checkImages } from "./images.ts";
+import { assertFitsModelRequest, assertVision, checkImages } from "./images.ts";
 import type { OutputSchemas } from "./output.ts";
 import type { ImageInput, OutputSchema } from "./schema.ts";
 import type { TurnInput } from "./turn.ts";
@@ -12,13 +12,12 @@ export function prepareTurnInput(
   outputs: OutputSchemas,
   input: { outputSchema?: OutputSchema | undefined; images?: ImageInput[] | undefined },
   modelId: string,
-  textOnlyModels: readonly string[],
+  limits: { textOnlyModels: readonly string[]; maxModelRequestBytes: number },
 ): TurnInput {
   if (input.outputSchema) outputs.compile(input.outputSchema);
   if (!input.images?.length) return input.outputSchema ? { outputSchema: input.outputSchema } : {};
-  assertVision(textOnlyModels, modelId);
-  return {
-    ...(input.outputSchema ? { outputSchema: input.outputSchema } : {}),
-    images: checkImages(input.images),
-  };
+  assertVision(limits.textOnlyModels, modelId);
+  const images = checkImages(input.images);
+  assertFitsModelRequest(input.images, limits.maxModelRequestBytes);
+  return { ...(input.outputSchema ? { outputSchema: input.outputSchema } : {}), images };
 }

@@ -3,7 +3,7 @@
  * checked, which schemas are refused, and which bytes count as which image.
  */
 import { describe, expect, it } from "vitest";
-import { checkImages } from "../../../src/engine/run/images.ts";
+import { assertFitsModelRequest, checkImages } from "../../../src/engine/run/images.ts";
 import { createOutputSchemas, extractJson, readOutput, repairPrompt } from "../../../src/engine/run/output.ts";
 
 const { compile: compileOutputSchema } = createOutputSchemas();
@@ -92,5 +92,17 @@ describe("images", () => {
     ];
     for (const img of cases)
       expect(() => checkImages([img]), img.data).toThrow(expect.objectContaining({ code: "invalid_image" }));
+  });
+
+  it("refuses images that together do not fit in one model request through the gateway", () => {
+    const img = (chars: number) => ({ mimeType: "image/png" as const, data: "A".repeat(chars) });
+    const limit = 8 * 1024 * 1024;
+    expect(() => assertFitsModelRequest([img(3 * 1024 * 1024), img(3 * 1024 * 1024)], limit)).not.toThrow();
+    expect(() => assertFitsModelRequest([img(4 * 1024 * 1024), img(4 * 1024 * 1024)], limit)).toThrow(
+      expect.objectContaining({
+        code: "invalid_image",
+        message: expect.stringMatching(/PATCHBAY_GATEWAY_MAX_BODY_BYTES/),
+      }),
+    );
   });
 });
