@@ -710,8 +710,8 @@ describe("model gateway under a hostile agent", () => {
     await using f = await setup([{ text: "still here" }], { bodyTimeoutMs: 3000, maxInFlightPerToken: 4 });
     const attacker = f.grant({ runId: "run_attacker" });
     const other = f.grant({ runId: "run_other" });
-    // Declared over the cap (32 MiB by default): refused before a byte of the body is read.
-    const huge = await stalledRequest(f.gw.port, attacker, 64 * 1024 * 1024, 1024);
+    // Declared over the cap: refused before a byte of the body is read.
+    const huge = await stalledRequest(f.gw.port, attacker, 32 * 1024 * 1024, 1024);
     expect(await huge.status).toBe(413);
     const stalled = await Promise.all(
       Array.from({ length: 20 }, () => stalledRequest(f.gw.port, attacker, 4 * 1024 * 1024, 64 * 1024)),
