@@ -171,7 +171,7 @@ const SETTINGS = {
       .number()
       .int()
       .min(1024)
-      .default(32 * 1024 * 1024),
+      .default(8 * 1024 * 1024),
   ),
   /** Longest a model request body may take to arrive before the gateway answers 408. */
   gatewayBodyTimeoutMs: setting("PATCHBAY_GATEWAY_BODY_TIMEOUT_MS", intMs(30_000, 100)),

@@ -139,6 +139,14 @@ describe("images", { timeout: LOADED.testMs }, () => {
     expect(big.json.error.code).toBe("invalid_image");
     expect(big.json.error.message).toMatch(/at most 10485760 decoded/);
 
+    // 6 MB is a valid image, but not one a model request through the gateway (8 MiB by default) can carry.
+    const sixMb = Buffer.alloc(6 * 1024 * 1024);
+    Buffer.from(PNG, "base64").copy(sixMb);
+    const unfit = await start([{ data: sixMb.toString("base64"), mimeType: "image/png" }]);
+    expect(unfit.status).toBe(400);
+    expect(unfit.json.error.code).toBe("invalid_image");
+    expect(unfit.json.error.message).toMatch(/PATCHBAY_GATEWAY_MAX_BODY_BYTES/);
+
     const viaMcp = (await client.callTool({
       name: "start_run",
       arguments: {

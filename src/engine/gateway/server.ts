@@ -27,7 +27,7 @@ export interface ModelGatewayOptions {
   host?: string;
   /** Port to listen on; default 0 (any free port). */
   port?: number;
-  /** Largest request body accepted, in bytes; default 32 MiB (OpenCode's requests are tens of KB; images add MBs). */
+  /** Largest request body accepted, in bytes; default 8 MiB (OpenCode's requests are tens of KB; images add MBs). */
   maxBodyBytes?: number;
   /** Longest a request body may take to arrive before the gateway answers 408 and closes; default 30 s. */
   bodyTimeoutMs?: number;
@@ -43,7 +43,7 @@ export interface ModelGatewayOptions {
 export const NO_MODEL_KEY_MESSAGE =
   "no model key configured for this run (set OPENROUTER_API_KEY or use billing.mode openrouter)";
 
-const DEFAULT_MAX_BODY = 32 * 1024 * 1024;
+const DEFAULT_MAX_BODY = 8 * 1024 * 1024;
 const DEFAULT_BODY_TIMEOUT_MS = 30_000;
 const DEFAULT_MAX_IN_FLIGHT = 4;
 /** The output limit Patchbay declares to OpenCode for every model (agent/opencode-config.ts). */
