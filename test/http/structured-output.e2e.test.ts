@@ -126,6 +126,14 @@ describe("structured output", { timeout: LOADED.testMs }, () => {
     expect(repair.lastUser).toMatch(/not valid against the JSON Schema/);
     expect(repair.lastUser).toContain("/title must be string");
     expect(repair.lastUser).toContain("/risk must be equal to one of the allowed values");
+    // One turn record (the repair is part of the turn), holding the answer too.
+    const turns = await h.pb.store.listTurns(started.json.id);
+    expect(turns).toHaveLength(1);
+    expect(turns[0]).toMatchObject({
+      prompt: "Write NOTES.md and describe the change.",
+      output: VALID,
+      outputError: null,
+    });
     // The same session: the repair request carries the first prompt and answer.
     expect(JSON.stringify(repair.body.messages)).toContain("Write NOTES.md and describe the change.");
     const events = (await api("GET", `${API}/runs/${started.json.id}?events=1`)).json.events as {
@@ -143,6 +151,8 @@ describe("structured output", { timeout: LOADED.testMs }, () => {
     expect(run.outputError).toEqual([expect.stringMatching(/the answer is not valid JSON/)]);
     expect(run.patch).toContain("NOTES.md");
     expect(h.model.agentRequests("test/so-invalid").at(-1)!.lastUser).toMatch(/not valid against the JSON Schema/);
+    const [turn] = await h.pb.store.listTurns(started.json.id);
+    expect(turn).toMatchObject({ status: "done", output: null, outputError: run.outputError });
   });
 
   it("refuses an invalid or oversized schema with 400 invalid_output_schema before starting anything", async () => {
