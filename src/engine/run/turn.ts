@@ -15,11 +15,10 @@ import type { Sandbox } from "../sandbox/sandbox.ts";
 import type { RunSession } from "../session/host.ts";
 import { validateTurn } from "../validation/validation.ts";
 import type { Endings } from "./end.ts";
-import { isTerminal, type RunRecord } from "./schema.ts";
+import { isTerminal, type OutputSchema, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
 import type { ImageDescription } from "./images.ts";
 import { outputInstruction, settleOutput, type OutputResult, type OutputSchemas } from "./output.ts";
-import type { OutputSchema } from "./schema.ts";
 import type { Hold } from "./sessions.ts";
 import { boundSummary, storeSummary } from "./summary.ts";
 
