@@ -5,7 +5,8 @@
  * text), checked with ajv, and an invalid answer gets one repair turn quoting the errors.
  * Why an instruction and not a tool: docs/ARCHITECTURE.md, bench/results/structured-output.md.
  */
-import { Ajv, type ErrorObject, type ValidateFunction } from "ajv";
+import { Worker } from "node:worker_threads";
+import { Ajv, type ErrorObject } from "ajv";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import * as addFormatsModule from "ajv-formats";
 import type { TurnOutcome } from "../agent/agent.ts";
@@ -18,10 +19,15 @@ const addFormats = addFormatsModule.default as unknown as (ajv: Ajv | Ajv2020) =
 
 /** Messages quoted to the model and stored in `outputError` are cut at this many. */
 const MAX_ERRORS = 20;
+/** Longest an answer's check may take (a worker thread, ended at the deadline). */
+const CHECK_TIMEOUT_MS = 10_000;
+// strict off: schemas written for other tools carry keywords ajv does not know (x-*, examples).
+const AJV_OPTIONS = { allErrors: true, strict: false, validateFormats: true } as const;
+const CHECKER = new URL("./output-check.mjs", import.meta.url);
 
 /** A compiled output schema: `check` answers the value or the validator's messages. */
 export interface OutputValidator {
-  check(value: unknown): { ok: true } | { ok: false; errors: string[] };
+  check(value: unknown): Promise<{ ok: true } | { ok: false; errors: string[] }>;
 }
 
 /** What a turn's answer came to: the value, or null and why. */
@@ -43,8 +49,7 @@ export interface OutputSchemas {
  */
 export function createOutputSchemas(): OutputSchemas {
   const instances: { draft7?: Ajv; draft2020?: Ajv2020 } = {};
-  // strict off: schemas written for other tools carry keywords ajv does not know (x-*, examples).
-  const options = { allErrors: true, strict: false, validateFormats: true } as const;
+  const options = AJV_OPTIONS;
   const instance = (draft2020: boolean): Ajv | Ajv2020 => {
     if (draft2020) return (instances.draft2020 ??= withFormats(new Ajv2020(options)));
     return (instances.draft7 ??= withFormats(new Ajv(options)));
@@ -57,10 +62,10 @@ export function createOutputSchemas(): OutputSchemas {
           "invalid_output_schema",
           `outputSchema is ${bytes} bytes; at most ${MAX_OUTPUT_SCHEMA_BYTES}`,
         );
-      const ajv = instance(typeof schema.$schema === "string" && schema.$schema.includes("2020-12"));
-      let validate: ValidateFunction;
+      const draft2020 = typeof schema.$schema === "string" && schema.$schema.includes("2020-12");
+      const ajv = instance(draft2020);
       try {
-        validate = ajv.compile(schema);
+        ajv.compile(schema);
       } catch (e) {
         throw new EngineError(
           "invalid_output_schema",
@@ -70,12 +75,7 @@ export function createOutputSchemas(): OutputSchemas {
         // By object and by its $id, so the next schema with the same $id compiles too.
         ajv.removeSchema(schema);
       }
-      return {
-        check(value) {
-          if (validate(value)) return { ok: true };
-          return { ok: false, errors: describeErrors(validate.errors ?? []) };
-        },
-      };
+      return { check: (value) => checkInWorker(schema, value, draft2020) };
     },
   };
 }
@@ -83,6 +83,39 @@ export function createOutputSchemas(): OutputSchemas {
 function withFormats<A extends Ajv | Ajv2020>(ajv: A): A {
   addFormats(ajv);
   return ajv;
+}
+
+/**
+ * Check `value` in a worker thread: ajv runs a schema's `pattern` keywords as JavaScript
+ * regular expressions, and a catastrophic one (`^(a+)+$` on a long answer) would stall the
+ * event loop of every run; the worker is ended at the deadline instead (~0.3 s a check).
+ */
+function checkInWorker(
+  schema: OutputSchema,
+  value: unknown,
+  draft2020: boolean,
+): Promise<{ ok: true } | { ok: false; errors: string[] }> {
+  return new Promise((resolve) => {
+    const worker = new Worker(CHECKER, { workerData: { schema, value, draft2020, options: AJV_OPTIONS } });
+    const done = (r: { ok: true } | { ok: false; errors: string[] }) => {
+      clearTimeout(timer);
+      void worker.terminate();
+      resolve(r);
+    };
+    const timer = setTimeout(
+      () =>
+        done({
+          ok: false,
+          errors: [`checking the answer took over ${CHECK_TIMEOUT_MS} ms (a pattern that backtracks?)`],
+        }),
+      CHECK_TIMEOUT_MS,
+    );
+    worker.once("message", (m: { ok: boolean; errors: ErrorObject[] }) =>
+      done(m.ok ? { ok: true } : { ok: false, errors: describeErrors(m.errors) }),
+    );
+    worker.once("error", (e) => done({ ok: false, errors: [`the answer could not be checked: ${e.message}`] }));
+    worker.once("exit", () => done({ ok: false, errors: ["the answer could not be checked"] }));
+  });
 }
 
 function describeErrors(errors: ErrorObject[]): string[] {
@@ -132,10 +165,10 @@ export function extractJson(text: string): { ok: true; value: unknown } | { ok: 
 }
 
 /** Check a final answer against a compiled schema. */
-export function readOutput(validator: OutputValidator, text: string): OutputResult {
+export async function readOutput(validator: OutputValidator, text: string): Promise<OutputResult> {
   const parsed = extractJson(text);
   if (!parsed.ok) return { output: null, outputError: parsed.errors };
-  const checked = validator.check(parsed.value);
+  const checked = await validator.check(parsed.value);
   return checked.ok ? { output: parsed.value, outputError: null } : { output: null, outputError: checked.errors };
 }
 
@@ -154,7 +187,7 @@ export async function settleOutput(
     outputError: [`the turn ended with ${o.error!.code} before a valid answer`],
   });
   if (first.error) return { outcome: first, result: failed(first) };
-  const result = readOutput(validator, first.summary);
+  const result = await readOutput(validator, first.summary);
   if (result.outputError === null) return { outcome: first, result };
   note({
     kind: "log",
@@ -162,7 +195,7 @@ export async function settleOutput(
   });
   const again = await repair(repairPrompt(result.outputError));
   if (again.error) return { outcome: again, result: failed(again) };
-  const second = readOutput(validator, again.summary);
+  const second = await readOutput(validator, again.summary);
   note({
     kind: "log",
     message:

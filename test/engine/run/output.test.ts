@@ -11,7 +11,7 @@ const { compile: compileOutputSchema } = createOutputSchemas();
 const SCHEMA = { type: "object", properties: { n: { type: "integer" } }, required: ["n"], additionalProperties: false };
 
 describe("structured output", () => {
-  it("takes the last fenced block, else the whole text", () => {
+  it("takes the last fenced block, else the whole text", async () => {
     expect(extractJson('first\n```json\n{"n": 1}\n```\nthen\n```json\n{"n": 2}\n```\n')).toEqual({
       ok: true,
       value: { n: 2 },
@@ -23,36 +23,55 @@ describe("structured output", () => {
     expect(extractJson("").ok).toBe(false);
   });
 
-  it("reports the validator's messages for an invalid value, and the value for a valid one", () => {
+  it("reports the validator's messages for an invalid value, and the value for a valid one", async () => {
     const v = compileOutputSchema(SCHEMA);
-    expect(readOutput(v, '```json\n{"n": 5}\n```')).toEqual({ output: { n: 5 }, outputError: null });
-    const bad = readOutput(v, '{"n": 1.5, "extra": true}');
+    expect(await readOutput(v, '```json\n{"n": 5}\n```')).toEqual({ output: { n: 5 }, outputError: null });
+    const bad = await readOutput(v, '{"n": 1.5, "extra": true}');
     expect(bad.output).toBeNull();
     expect(bad.outputError).toEqual(["/ must NOT have additional properties (extra)", "/n must be integer"]);
     expect(repairPrompt(bad.outputError!)).toContain("- /n must be integer");
   });
 
-  it("checks formats, and takes draft 2020-12 schemas by their $schema", () => {
+  it("checks formats, and takes draft 2020-12 schemas by their $schema", async () => {
     const email = compileOutputSchema({ type: "string", format: "email" });
-    expect(readOutput(email, '"a@b.example"').outputError).toBeNull();
-    expect(readOutput(email, '"nope"').outputError).toEqual(['/ must match format "email"']);
+    expect((await readOutput(email, '"a@b.example"')).outputError).toBeNull();
+    expect((await readOutput(email, '"nope"')).outputError).toEqual(['/ must match format "email"']);
     const tuple = compileOutputSchema({
       $schema: "https://json-schema.org/draft/2020-12/schema",
       type: "array",
       prefixItems: [{ type: "number" }],
     });
-    expect(readOutput(tuple, '["x"]').outputError).toEqual(["/0 must be number"]);
+    expect((await readOutput(tuple, '["x"]')).outputError).toEqual(["/0 must be number"]);
   });
 
-  it("compiles two schemas with the same $id one after the other (each leaves ajv's cache)", () => {
+  it("compiles two schemas with the same $id one after the other (each leaves ajv's cache)", async () => {
     const a = compileOutputSchema({ $id: "https://example.com/answer", type: "string" });
     const b = compileOutputSchema({ $id: "https://example.com/answer", type: "number" });
-    expect(readOutput(a, '"x"').outputError).toBeNull();
-    expect(readOutput(b, "1").outputError).toBeNull();
-    expect(readOutput(b, '"x"').outputError).toEqual(["/ must be number"]);
+    expect((await readOutput(a, '"x"')).outputError).toBeNull();
+    expect((await readOutput(b, "1")).outputError).toBeNull();
+    expect((await readOutput(b, '"x"')).outputError).toEqual(["/ must be number"]);
   });
 
-  it("refuses schemas it cannot compile and schemas over 64 KB", () => {
+  it(
+    "a backtracking pattern stalls only its checker, which is ended at the deadline",
+    { timeout: 60_000 },
+    async () => {
+      const v = compileOutputSchema({ type: "string", pattern: "^(a+)+$" });
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 100);
+      try {
+        const started = Date.now();
+        const r = await readOutput(v, JSON.stringify("a".repeat(40) + "!"));
+        expect(r.outputError).toEqual([expect.stringMatching(/took over 10000 ms/)]);
+        // The event loop kept turning meanwhile.
+        expect(ticks).toBeGreaterThan(((Date.now() - started) / 100) * 0.5);
+      } finally {
+        clearInterval(ticker);
+      }
+    },
+  );
+
+  it("refuses schemas it cannot compile and schemas over 64 KB", async () => {
     for (const schema of [{ type: "strnig" }, { $ref: "https://example.com/x.json" }, { minLength: -1 }])
       expect(() => compileOutputSchema(schema)).toThrow(expect.objectContaining({ code: "invalid_output_schema" }));
     const big = { description: "x".repeat(64 * 1024) };
@@ -66,7 +85,7 @@ describe("images", () => {
       "base64",
     );
 
-  it("knows each type by its magic number and describes it by type, size and sha256", () => {
+  it("knows each type by its magic number and describes it by type, size and sha256", async () => {
     const ok = [
       { mimeType: "image/png" as const, data: b64(0x89, "PNG\r\n\x1a\n", "rest") },
       { mimeType: "image/jpeg" as const, data: b64(0xff, 0xd8, 0xff, 0xe0, "rest") },
@@ -83,7 +102,7 @@ describe("images", () => {
     expect(JSON.stringify(checked.map((c) => c.description))).not.toContain(ok[0]!.data);
   });
 
-  it("refuses what its declared type does not match, and data that is not plain base64", () => {
+  it("refuses what its declared type does not match, and data that is not plain base64", async () => {
     const cases = [
       { mimeType: "image/png" as const, data: b64("GIF89a", "rest") },
       { mimeType: "image/jpeg" as const, data: b64("plain text") },
@@ -94,7 +113,7 @@ describe("images", () => {
       expect(() => checkImages([img]), img.data).toThrow(expect.objectContaining({ code: "invalid_image" }));
   });
 
-  it("refuses images that together do not fit in one model request through the gateway", () => {
+  it("refuses images that together do not fit in one model request through the gateway", async () => {
     const img = (chars: number) => ({ mimeType: "image/png" as const, data: "A".repeat(chars) });
     const limit = 8 * 1024 * 1024;
     expect(() => assertFitsModelRequest([img(3 * 1024 * 1024), img(3 * 1024 * 1024)], limit)).not.toThrow();
