@@ -108,6 +108,20 @@ const SETTINGS = {
           .readonly(),
       ),
   ),
+  /**
+   * Models that take no images (PATCHBAY_TEXT_ONLY_MODELS, comma-separated ids): a run or
+   * message with images on one is refused (model_without_vision). Every other id is assumed to
+   * see images: the upstream decides, and refuses what it cannot read.
+   */
+  textOnlyModels: setting(
+    "PATCHBAY_TEXT_ONLY_MODELS",
+    optionalString.transform((s): readonly string[] =>
+      (s ?? "")
+        .split(",")
+        .map((m) => m.trim())
+        .filter(Boolean),
+    ),
+  ),
   sessionTtlMs: setting("PATCHBAY_SESSION_TTL_MS", intMs(1_800_000, 1000)),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),
@@ -177,7 +191,10 @@ const SETTINGS = {
    * (reattached sandboxes keep calling it).
    */
   gatewayPort: setting("PATCHBAY_GATEWAY_PORT", z.coerce.number().int().min(0).max(65535).default(0)),
-  /** Largest model request body the gateway reads (413 beyond); OpenCode's are tens of KB, images add MBs. */
+  /**
+   * Largest model request body the gateway reads (413 beyond); OpenCode's are tens of KB, images
+   * add MBs (a message's images must fit in it, with 1 MiB to spare: run/images.ts).
+   */
   gatewayMaxBodyBytes: setting(
     "PATCHBAY_GATEWAY_MAX_BODY_BYTES",
     z.coerce

@@ -14,6 +14,12 @@ export const ERROR_CODES = [
   "unsupported_network_policy",
   /** A webhook URL that is not an absolute https URL (http when allowed), or names a private address. */
   "invalid_webhook_url",
+  /** `outputSchema` is not a JSON Schema the validator compiles, or is over 64 KB. */
+  "invalid_output_schema",
+  /** An image's bytes are not what its `mimeType` says (magic number), not base64, or over 10 MB. */
+  "invalid_image",
+  /** Images sent to a model the catalog marks text-only (PATCHBAY_TEXT_ONLY_MODELS). */
+  "model_without_vision",
   // lookups
   "run_not_found",
   "group_not_found",

@@ -24,6 +24,7 @@ import { webhookRoutes } from "./webhooks.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
+export { IMAGE_BODY_LIMIT } from "./routes.ts";
 import { runRoutes } from "./runs.ts";
 import type { SseOptions } from "./sse.ts";
 
@@ -155,7 +156,12 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
 
   const auth = createAuth(keys);
   const limiter = createRateLimit({ limit: config.rateLimitPerMin });
-  const json = express.json({ limit: BODY_LIMIT, strict: true, type: "application/json" });
+  const parsers = new Map<string, express.RequestHandler>();
+  const jsonParser = (limit = BODY_LIMIT) => {
+    let parser = parsers.get(limit);
+    if (!parser) parsers.set(limit, (parser = express.json({ limit, strict: true, type: "application/json" })));
+    return parser;
+  };
 
   let doc: Record<string, unknown> | undefined;
   const routes: RouteSpec[] = [
@@ -177,6 +183,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
       parseInput(spec.query ?? EmptyQuery, req.query, "query");
       next();
     };
+    const json = jsonParser(spec.bodyLimit);
     app[spec.method](spec.path, auth(spec.scope), limiter, requireJsonBody, json, validateQuery, async (req, res) => {
       await spec.handler(req, res);
     });

@@ -31,6 +31,9 @@ const STATUS: Record<HttpErrorCode, number> = {
   prompt_too_long: 400,
   unsupported_network_policy: 400,
   invalid_webhook_url: 400,
+  invalid_output_schema: 400,
+  invalid_image: 400,
+  model_without_vision: 400,
   // Named at run creation: the request is what is wrong (the route for one secret answers 404 itself).
   secret_not_found: 400,
   // A cursor past the end of the log is a bad request, not a missing resource: the run exists.

@@ -33,6 +33,12 @@ export function authErrors(missingScope: string): Record<401 | 403 | 429, Respon
   };
 }
 
+/**
+ * Largest body of the routes that take `images` (a run, a message): five images of 10 MB are
+ * about 70 MB of base64, plus a prompt and a 64 KB output schema. Every other route: 1 MB.
+ */
+export const IMAGE_BODY_LIMIT = "72mb";
+
 export interface RouteSpec {
   method: Method;
   /** Express path, with `:name` parameters. */
@@ -48,6 +54,8 @@ export interface RouteSpec {
   body?: z.ZodType;
   /** Whether a body is required (documented; the engine's schema decides what is valid). */
   bodyRequired?: boolean;
+  /** Largest body the route accepts (express `limit`); default BODY_LIMIT (1 MB). */
+  bodyLimit?: string;
   responses: Record<number, ResponseSpec>;
   handler: (req: Request, res: Response) => Promise<void> | void;
 }

@@ -10,7 +10,7 @@ import { CreateRunInput, MessageInput, ModelCatalog } from "../engine/run/schema
 import { RunView } from "../engine/run/view.ts";
 import { callerOf } from "./auth.ts";
 import { ErrorBody } from "./errors.ts";
-import { DecimalId, QueryFlag, type ResponseSpec, type RouteSpec } from "./routes.ts";
+import { DecimalId, IMAGE_BODY_LIMIT, QueryFlag, type ResponseSpec, type RouteSpec } from "./routes.ts";
 import { streamRunEvents, type SseOptions } from "./sse.ts";
 
 export const API_BASE = "/api/v1/coding-agent";
@@ -96,17 +96,21 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
       headers: { "Idempotency-Key": IdempotencyKey },
       body: CreateRunInput,
       bodyRequired: true,
+      // Images travel in the body (base64): these two routes take up to 72 MB, every other 1 MB.
+      bodyLimit: IMAGE_BODY_LIMIT,
       responses: {
         201: {
           description: "The run was started",
           schema: RunView,
           headers: { Location: "URL of the run", "Idempotency-Replayed": "true when an earlier run was returned" },
         },
-        400: err("Invalid body (the message names the field), unknown model, invalid ref, or no usable model key"),
+        400: err(
+          "Invalid body (the message names the field), unknown model, invalid ref, no usable model key, invalid_output_schema, invalid_image or model_without_vision",
+        ),
         402: err("`budget_exceeded`: the owner's daily cost cap is spent for today"),
         ...AUTH_ERRORS,
         409: err("Idempotency-Key reused with a different body"),
-        413: err("Body larger than 1 MB"),
+        413: err("Body larger than 72 MB"),
         415: err("Body is not application/json"),
       },
       async handler(req, res) {
@@ -193,6 +197,8 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
       params: RunIdParams,
       body: MessageInput,
       bodyRequired: true,
+      // Images travel in the body (base64): these two routes take up to 72 MB, every other 1 MB.
+      bodyLimit: IMAGE_BODY_LIMIT,
       responses: {
         200: { description: "Session ended (`endSession`)", schema: RunView },
         201: {
@@ -201,12 +207,12 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
           headers: { Location: "URL of the new run" },
         },
         202: { description: "The live session continues with a new turn", schema: RunView },
-        400: err("Invalid body"),
+        400: err("Invalid body, invalid_output_schema, invalid_image or model_without_vision"),
         402: err("`budget_exceeded`: the owner's daily cost cap is spent for today"),
         ...AUTH_ERRORS,
         404: err("No such run for this key"),
         409: { ...err("The run is busy with a turn"), headers: { "Retry-After": "Seconds to wait" } },
-        413: err("Body larger than 1 MB"),
+        413: err("Body larger than 72 MB"),
         415: err("Body is not application/json"),
       },
       async handler(req, res) {

@@ -33,6 +33,9 @@ export function describeRun(run: RunView): string {
   if (run.limits) parts.push(describeBudget(run));
   if (run.error?.code === "setup_failed" && run.setup?.outputTail)
     parts.push(`Setup output (tail):\n${run.setup.outputTail.slice(-1500)}`);
+  if (run.output !== null && run.output !== undefined)
+    parts.push(`Output (valid against outputSchema):\n${JSON.stringify(run.output).slice(0, 4000)}`);
+  if (run.outputError) parts.push(`Output invalid after a repair turn: ${run.outputError.join("; ")}`);
   if (run.draftPullRequest) parts.push(`Draft PR: ${run.draftPullRequest.url}`);
   if (run.summary) parts.push(`Summary:\n${run.summary}`);
   return parts.join("\n");

@@ -269,7 +269,8 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
 
   return {
     // The REST app may already have parsed the body; express.json() skips it then.
-    chain: [guard, opts.authenticate ?? bearerAuth, express.json({ limit: "4mb" }), route],
+    // start_run and send_message take images (base64): five of 10 MB are about 70 MB.
+    chain: [guard, opts.authenticate ?? bearerAuth, express.json({ limit: "72mb" }), route],
     sessionCount: () => [...sessions.held()].length,
     async close() {
       clearInterval(sweeper);

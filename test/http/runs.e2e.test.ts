@@ -343,7 +343,7 @@ describe("runs over HTTP", { timeout: LOADED.testMs }, () => {
     expect(page2.json.nextCursor).toBeNull();
     expect((await h.api("GET", `${API}/runs`, { key: h.keys.other })).json.runs).toEqual([]);
     const models = await h.api("GET", `${API}/models`);
-    expect(models.json).toEqual({ defaultModel: "anthropic/claude-sonnet-4.6", models: [] });
+    expect(models.json).toEqual({ defaultModel: "anthropic/claude-sonnet-4.6", models: [], textOnlyModels: [] });
   });
 
   it("a follow-up naming only publish.branch keeps the draft PR moving: a message's publish merges into the run's, live or chained", async () => {

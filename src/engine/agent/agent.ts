@@ -21,8 +21,17 @@ export interface AgentStartOptions {
   env?: Record<string, string>;
 }
 
+/** An image sent with a prompt (checked by the engine: type, size, magic number). */
+export interface AgentImage {
+  mimeType: string;
+  /** Base64, without a data: prefix. */
+  data: string;
+}
+
 export interface TurnOptions {
   prompt: string;
+  /** Images the model sees with the prompt. */
+  images?: readonly AgentImage[];
   kind: TaskKind;
   timeoutMs: number;
   onEvent: (event: BuilderEventData) => void;

@@ -15,6 +15,11 @@ export interface OpencodeConfigInput {
   extraModelIds?: readonly string[];
   /** Upper bound for a silent model stream before OpenCode gives up on it. */
   chunkTimeoutMs?: number;
+  /**
+   * Models that take no images. Every other model is declared with image input: without it
+   * OpenCode replaces an image part with an "ERROR: Cannot read" text before the model sees it.
+   */
+  textOnlyModels?: readonly string[];
 }
 
 export function buildOpencodeConfig(input: OpencodeConfigInput): Record<string, unknown> {
@@ -46,7 +51,16 @@ export function buildOpencodeConfig(input: OpencodeConfigInput): Record<string, 
         models: Object.fromEntries(
           [input.modelId, ...(input.extraModelIds ?? [])].map((id) => [
             id,
-            { name: id, tool_call: true, attachment: false, limit: { context: 200_000, output: 32_000 } },
+            {
+              name: id,
+              tool_call: true,
+              attachment: false,
+              modalities: {
+                input: input.textOnlyModels?.includes(id) ? ["text"] : ["text", "image"],
+                output: ["text"],
+              },
+              limit: { context: 200_000, output: 32_000 },
+            },
           ]),
         ),
       },

@@ -197,7 +197,16 @@ export async function openSession(input: OpenSessionInput): Promise<AgentSession
 
       const sent = await client.session.promptAsync({
         sessionID: sessionId,
-        parts: [{ type: "text", text: turn.prompt }],
+        parts: [
+          { type: "text", text: turn.prompt },
+          // Data URLs: the image travels with the prompt and never touches the workspace.
+          ...(turn.images ?? []).map((img, i) => ({
+            type: "file" as const,
+            mime: img.mimeType,
+            filename: `image-${i + 1}.${img.mimeType.slice("image/".length)}`,
+            url: `data:${img.mimeType};base64,${img.data}`,
+          })),
+        ],
         model: { providerID: PROVIDER_ID, modelID: input.modelId },
         agent: turn.kind === "plan" ? "plan" : "build",
         tools: turnTools(turn.kind),

@@ -50,6 +50,8 @@ export interface SharedOpencodeServerOptions {
   gateway: SharedGateway;
   /** Model ids the server lists; the first is its default. */
   models: readonly string[];
+  /** Models declared without image input (PATCHBAY_TEXT_ONLY_MODELS). */
+  textOnlyModels?: readonly string[];
   /** Path of the `opencode` binary; default: the one installed with Patchbay. */
   opencodeBin?: string;
   /** How long `opencode serve` may take to start listening. Default 60 s. */
@@ -179,6 +181,7 @@ export function createSharedOpencodeServer(opts: SharedOpencodeServerOptions): S
       modelToken: token,
       modelId: models[0]!,
       extraModelIds: models.slice(1),
+      ...(opts.textOnlyModels?.length ? { textOnlyModels: opts.textOnlyModels } : {}),
     });
     const t0 = Date.now();
     const { proc, baseUrl, headers } = await launchServer(sandbox, config, {

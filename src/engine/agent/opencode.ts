@@ -22,6 +22,8 @@ export interface OpencodeDriverOptions {
   opencodeBin?: string;
   /** How long `opencode serve` may take to start listening. Default 60 s. */
   startTimeoutMs?: number;
+  /** Models declared to OpenCode without image input (PATCHBAY_TEXT_ONLY_MODELS). */
+  textOnlyModels?: readonly string[];
   log?: Logger;
 }
 
@@ -79,6 +81,7 @@ export async function launchServer(
 export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): OpencodeDriver {
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
+  const textOnly = opts.textOnlyModels?.length ? { textOnlyModels: opts.textOnlyModels } : {};
   return {
     async attach(a: AgentAttachOptions): Promise<AgentSession> {
       const { sandbox, resume } = a;
@@ -150,6 +153,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
               modelBaseUrl: pre.modelBaseUrl,
               modelToken: start.modelToken,
               modelId: start.modelId,
+              ...textOnly,
             }),
           );
           try {
@@ -187,6 +191,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
         modelBaseUrl: start.modelBaseUrl,
         modelToken: start.modelToken,
         modelId: start.modelId,
+        ...textOnly,
       });
       const { proc, port, password, baseUrl, headers } = await launchServer(sandbox, config, {
         opencodeBin: opts.opencodeBin,

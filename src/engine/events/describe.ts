@@ -25,6 +25,8 @@ export function describeEvent(ev: RunEvent): string {
       return `${head} error ${d.code}: ${clip(d.message)}`;
     case "log":
       return `${head} log: ${clip(d.message)}`;
+    case "prompt.images":
+      return `${head} prompt images: ${d.images.map((i) => `${i.mimeType} ${i.bytes} B sha256:${i.sha256.slice(0, 12)}`).join(", ")}`;
     case "setup.started":
       return `${head} setup started: ${clip(d.commands.join(" && "))}`;
     case "setup.cached":

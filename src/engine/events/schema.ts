@@ -31,6 +31,11 @@ export const BuilderEventData = z.discriminatedUnion("kind", [
   }),
   z.object({ kind: z.literal("error"), code: z.string(), message: z.string() }),
   z.object({ kind: z.literal("log"), message: z.string() }),
+  /** Images sent with the turn's prompt, described (never stored whole). */
+  z.object({
+    kind: z.literal("prompt.images"),
+    images: z.array(z.object({ mimeType: z.string(), bytes: z.number().int(), sha256: z.string() })),
+  }),
   /** The environment's setup began (before the agent's first prompt); its commands, as declared. */
   z.object({ kind: z.literal("setup.started"), commands: z.array(z.string()) }),
   /** Setup's cached layer was restored instead of running its commands. */

@@ -24,6 +24,7 @@ import { createEndings } from "./end.ts";
 import { createGrants } from "./grant.ts";
 import { createGroups } from "./groups.ts";
 import { createMessages } from "./message.ts";
+import { createOutputSchemas } from "./output.ts";
 import type { RunParts } from "./parts.ts";
 import { createRunPublishing } from "./publishing.ts";
 import { createLiveSessions } from "./sessions.ts";
@@ -90,7 +91,8 @@ export function assembleParts(deps: EngineDeps) {
   };
   const endings = createEndings(parts);
   const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
-  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, budgets });
+  const outputs = createOutputSchemas();
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, budgets, outputs });
   const runs = createRunFactory({
     config,
     store,
@@ -121,5 +123,6 @@ export function assembleParts(deps: EngineDeps) {
     envCache,
     webhooks,
     budgets,
+    outputs,
   };
 }

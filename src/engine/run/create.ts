@@ -180,6 +180,9 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         },
         setup: null,
         ...(webhook ? { webhook } : {}),
+        ...(input.outputSchema ? { outputSchema: input.outputSchema } : {}),
+        output: null,
+        outputError: null,
         ...(extra.idempotencyKey
           ? { idempotencyKey: extra.idempotencyKey, idempotencyHash: idempotencyHash(input) }
           : {}),
@@ -230,6 +233,8 @@ export function createRunFactory(deps: RunFactoryDeps): RunFactory {
         ...(limits ? { limits } : {}),
         // The run's own secrets ended with its session (as its model key did); stored ones are named again.
         ...(prior.environment ? { environment: chainedEnvironment(prior.environment) } : {}),
+        // The run's schema carries over; a message's own is for its turn only (a turn input).
+        ...(prior.outputSchema ? { outputSchema: prior.outputSchema } : {}),
       };
       return { input, prompt: chainedPrompt(prior, turns, message.prompt!) };
     },

@@ -29,6 +29,7 @@ import {
 } from "./schema.ts";
 import type { GroupView } from "./group-schema.ts";
 import { createStreamSlots } from "./streams.ts";
+import { prepareTurnInput } from "./turn-input.ts";
 import { toRunView, type RunView } from "./view.ts";
 import { newWebhookSecret, type Webhooks } from "../webhooks/webhooks.ts";
 
@@ -130,7 +131,9 @@ export function createEngine(deps: EngineDeps): Engine {
     envCache,
     webhooks,
     budgets,
+    outputs,
   } = assembleParts(deps);
+  const imageLimits = { textOnlyModels: config.textOnlyModels, maxModelRequestBytes: config.gatewayMaxBodyBytes };
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -162,6 +165,7 @@ export function createEngine(deps: EngineDeps): Engine {
       const input = parseInput(CreateRunInput, rawInput);
       // Shown once, in this answer; a replay of the request does not show it again.
       let generatedSecret: string | undefined;
+      const turnInput = prepareTurnInput(outputs, input, input.modelId ?? config.defaultModel, imageLimits);
       const run = await admission.serial(ownerId, async () => {
         // A replay of an idempotent request is not refused by the cap it already counts in.
         const replayed = opts.idempotencyKey && (await runs.replay(ownerId, opts.idempotencyKey, input));
@@ -176,13 +180,14 @@ export function createEngine(deps: EngineDeps): Engine {
           return groups.start(ownerId, input, {
             ...opts,
             ...(generatedSecret ? { webhookSecret: generatedSecret } : {}),
+            turnInput,
           });
         const created = await runs.create(ownerId, input, {
           ...(generatedSecret ? { webhookSecret: generatedSecret } : {}),
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
         });
-        return turns.begin(created, input.prompt, sessions.acquire(created.id));
+        return turns.begin(created, input.prompt, sessions.acquire(created.id), undefined, turnInput);
       });
       const shown = view(run);
       return generatedSecret && shown.webhook
@@ -198,7 +203,7 @@ export function createEngine(deps: EngineDeps): Engine {
       if (input.endSession) return engine.endSession(ownerId, runId);
       refuseWhileClosing();
       await budgets.assertOwnerBelowCap(ownerId);
-      return view(await messages.send(run, input));
+      return view(await messages.send(run, input, prepareTurnInput(outputs, input, run.modelId, imageLimits)));
     },
 
     async getRun(ownerId, runId, opts = {}) {
@@ -278,7 +283,11 @@ export function createEngine(deps: EngineDeps): Engine {
     setOwnerLimits: (ownerId, input) =>
       budgets.setOwnerLimits(parseInput(OwnerId, ownerId, "owner"), parseInput(OwnerLimitsInput, input, "body")),
 
-    models: () => ({ defaultModel: config.defaultModel, models: [...config.models] }),
+    models: () => ({
+      defaultModel: config.defaultModel,
+      models: [...config.models],
+      textOnlyModels: [...config.textOnlyModels],
+    }),
     activeRunCount: (ownerId) => store.countActiveRuns(ownerId),
     async recover() {
       // Deliveries a previous process left go out first; recovery's own changes queue behind them.

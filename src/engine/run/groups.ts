@@ -17,6 +17,7 @@ import type { RunPublishing } from "./publishing.ts";
 import { isTerminal, type CreateRunInput, type RunRecord } from "./schema.ts";
 import type { Hold, LiveSessions } from "./sessions.ts";
 import type { Turns } from "./turn.ts";
+import type { TurnInput } from "./turn.ts";
 import type { RunWriter } from "./writer.ts";
 
 export interface Groups {
@@ -27,7 +28,13 @@ export interface Groups {
   start(
     ownerId: string,
     input: CreateRunInput,
-    opts: { idempotencyKey?: string; allowedRepositories?: readonly string[]; webhookSecret?: string },
+    opts: {
+      idempotencyKey?: string;
+      allowedRepositories?: readonly string[];
+      webhookSecret?: string;
+      /** The first turn's images and schema, checked once for all siblings. */
+      turnInput?: TurnInput;
+    },
   ): Promise<RunRecord>;
   /** The group with its siblings' current statuses; group_not_found for another owner's. */
   get(ownerId: string, groupId: string): Promise<GroupView>;
@@ -191,7 +198,10 @@ export function createGroups(deps: GroupDeps): Groups {
         settledAt: null,
       });
       const started: RunRecord[] = [];
-      for (const run of created) started.push(await deps.turns.begin(run, input.prompt, deps.sessions.acquire(run.id)));
+      for (const run of created)
+        started.push(
+          await deps.turns.begin(run, input.prompt, deps.sessions.acquire(run.id), undefined, opts.turnInput),
+        );
       return started[0]!;
     },
 

@@ -11,11 +11,11 @@ import type { RunFactory } from "./create.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
 import type { MessageInput, PublishState, PublishUpdate, RunRecord } from "./schema.ts";
-import type { Turns } from "./turn.ts";
+import type { TurnInput, Turns } from "./turn.ts";
 
 export interface Messages {
   /** Start the message's turn on `run` (idle or ended), or on a chained run; the run the turn is on. */
-  send(run: RunRecord, input: MessageInput): Promise<RunRecord>;
+  send(run: RunRecord, input: MessageInput, turnInput?: TurnInput): Promise<RunRecord>;
 }
 
 const busy = () =>
@@ -37,7 +37,7 @@ export function createMessages(
     !!run.sessionExpiresAt &&
     Date.parse(run.sessionExpiresAt) > deps.now().getTime();
 
-  async function continueSession(run: RunRecord, input: MessageInput): Promise<RunRecord> {
+  async function continueSession(run: RunRecord, input: MessageInput, turnInput: TurnInput): Promise<RunRecord> {
     const hold = sessions.acquire(run.id);
     try {
       const publish = input.publish ? mergePublish(run.publish, input.publish) : undefined;
@@ -55,7 +55,7 @@ export function createMessages(
         ...kindChange(run, input),
       };
       const updated = Object.keys(changes).length ? await store.updateRun(run.id, changes) : run;
-      return await turns.begin(updated, input.prompt!, hold);
+      return await turns.begin(updated, input.prompt!, hold, undefined, turnInput);
     } catch (e) {
       hold.release();
       throw e;
@@ -63,9 +63,9 @@ export function createMessages(
   }
 
   return {
-    async send(run, input) {
+    async send(run, input, turnInput = {}) {
       if (run.status === "queued" || run.status === "running") throw busy();
-      if (sessionLive(run)) return continueSession(run, input);
+      if (sessionLive(run)) return continueSession(run, input, turnInput);
       if (sessions.isHeld(run.id)) throw busy();
       // Expired or terminal: a chained run in a new sandbox, with the prior patch applied.
       return deps.admission.serial(run.ownerId, async () => {
@@ -75,7 +75,7 @@ export function createMessages(
         if (run.status === "idle") await deps.endings.finish(run, "completed");
         const prior = (await store.getRun(run.id))!;
         const next = await deps.runs.create(run.ownerId, chained.input, { chainedFrom: prior });
-        return turns.begin(next, chained.prompt, sessions.acquire(next.id), prior);
+        return turns.begin(next, chained.prompt, sessions.acquire(next.id), prior, turnInput);
       });
     },
   };

@@ -126,6 +126,39 @@ export const RunLimits = z
   .strict();
 export type RunLimits = z.infer<typeof RunLimits>;
 
+/** Largest `outputSchema`, as JSON text. */
+export const MAX_OUTPUT_SCHEMA_BYTES = 64 * 1024;
+/**
+ * A JSON Schema the turn's final answer must match (draft-07, or 2020-12 when its `$schema`
+ * says so). Checked here for size only; `run/output.ts` compiles it (invalid_output_schema).
+ */
+export const OutputSchema = z.record(z.string(), z.unknown()).meta({
+  description:
+    "A JSON Schema (draft-07, or 2020-12 by its `$schema`; at most 64 KB) the turn's final answer must be valid against: the value lands in the run's `output` (null with `outputError` when the answer is still invalid after one repair turn)",
+});
+export type OutputSchema = z.infer<typeof OutputSchema>;
+
+export const IMAGE_MIME_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"] as const;
+export const MAX_IMAGES = 5;
+export const MAX_IMAGE_BYTES = 10 * 1024 * 1024;
+/** An image for the model, base64 (no data: prefix); its bytes are checked in `run/images.ts`. */
+export const ImageInput = z
+  .object({
+    data: z
+      .string()
+      .min(1)
+      // 10 MB decoded is at most this much base64 (with padding); the decoded size is checked again.
+      .max(Math.ceil(MAX_IMAGE_BYTES / 3) * 4)
+      .describe("The image's bytes, base64 (no `data:` prefix); at most 10 MB decoded"),
+    mimeType: z.enum(IMAGE_MIME_TYPES).describe("Must match the bytes (checked by their magic number)"),
+  })
+  .strict();
+export type ImageInput = z.infer<typeof ImageInput>;
+export const ImagesInput = z.array(ImageInput).max(MAX_IMAGES, `at most ${MAX_IMAGES} images per message`).meta({
+  description:
+    "Images the model sees with the prompt (png, jpeg, gif, webp; at most 5, 10 MB each). A model the catalog marks text-only is refused (model_without_vision)",
+});
+
 /** Body of `POST /runs` and input of the `start_run` tool. Unknown fields are refused. */
 export const CreateRunInput = z
   .object({
@@ -175,6 +208,10 @@ export const CreateRunInput = z
       description:
         "A signed webhook (Standard Webhooks) for this run's status changes and finished turns; see `POST /api/v1/webhooks` for every run",
     }),
+
+    /** Applies to every turn of the run unless a message brings its own. */
+    outputSchema: OutputSchema.optional(),
+    images: ImagesInput.optional(),
   })
   .strict()
   .refine((b) => !(b.requirePlanApproval && b.taskKind === "plan"), {
@@ -218,6 +255,9 @@ export const MessageInput = z
       "Changes the run's limits: the fields named replace the run's, the others stay (raise a limit to continue a paused run)",
     ),
     endSession: z.boolean().optional(),
+    /** This turn's answer schema, instead of the run's. */
+    outputSchema: OutputSchema.optional(),
+    images: ImagesInput.optional(),
   })
   .strict()
   .refine((b) => b.endSession === true || !!b.prompt, {
@@ -230,6 +270,9 @@ export type MessageInput = z.infer<typeof MessageInput>;
 export const ModelCatalog = z.object({
   defaultModel: z.string().describe("The model a run uses when it names no modelId"),
   models: z.array(z.string()).describe("Allowed model ids; empty means any id the model provider serves is accepted"),
+  textOnlyModels: z
+    .array(z.string())
+    .describe("Model ids that take no images (PATCHBAY_TEXT_ONLY_MODELS); every other model is assumed to see them"),
 });
 export type ModelCatalog = z.infer<typeof ModelCatalog>;
 
@@ -360,6 +403,13 @@ export const RunRecord = z.object({
   setup: SetupState.nullable().optional(),
   /** The run's own webhook (its secret is sealed in the store's webhooks). */
   webhook: z.object({ id: z.string(), url: z.string() }).optional(),
+
+  /** The run's `outputSchema`, for every turn a message gives none. */
+  outputSchema: OutputSchema.optional(),
+  /** The last turn's structured answer (null when it had none or it was invalid); absent before any schema. */
+  output: z.unknown().optional(),
+  /** The validator's messages when the last turn's answer stayed invalid; null otherwise. */
+  outputError: z.array(z.string()).nullable().optional(),
   idempotencyKey: z.string().optional(),
   idempotencyHash: z.string().optional(),
   createdAt: z.string(),
@@ -378,6 +428,9 @@ export const TurnRecord = z.object({
   status: z.enum(["running", "done", "failed", "cancelled"]),
   summary: z.string().nullable(),
   error: RunError.nullable(),
+  /** The turn's structured answer (turns with an output schema). */
+  output: z.unknown().optional(),
+  outputError: z.array(z.string()).nullable().optional(),
   startedAt: z.string(),
   finishedAt: z.string().nullable(),
 });

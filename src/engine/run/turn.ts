@@ -5,7 +5,7 @@
  * with the work done so far kept as the patch. A turn its budget stopped (budget.ts) ends the
  * run `failed`, or leaves it `idle` with error `budget_exceeded` when its limits say `pause`.
  */
-import type { AgentSession } from "../agent/agent.ts";
+import type { AgentImage, AgentSession } from "../agent/agent.ts";
 import type { Setups } from "../environment/setup.ts";
 import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData } from "../events/schema.ts";
@@ -17,9 +17,11 @@ import type { RunSession } from "../session/host.ts";
 import { validateTurn } from "../validation/validation.ts";
 import type { BudgetStop, Budgets } from "./budget.ts";
 import type { Endings } from "./end.ts";
-import { isTerminal, type RunRecord } from "./schema.ts";
+import { isTerminal, type OutputSchema, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
 import { createRunPublishing } from "./publishing.ts";
+import type { ImageDescription } from "./images.ts";
+import { outputInstruction, settleOutput, type OutputResult, type OutputSchemas } from "./output.ts";
 import type { Hold } from "./sessions.ts";
 import { boundSummary, storeSummary } from "./summary.ts";
 
@@ -27,12 +29,19 @@ import { boundSummary, storeSummary } from "./summary.ts";
 export const RESUME_SECRET = "session";
 const SHUTDOWN_MESSAGE = "the server shut down while this turn was running; send the message again";
 
+/** What a turn brings besides its prompt (checked by the engine before the turn begins). */
+export interface TurnInput {
+  /** The answer's schema for this turn; default: the run's `outputSchema`. */
+  outputSchema?: OutputSchema;
+  images?: { image: AgentImage; description: ImageDescription }[];
+}
+
 export interface Turns {
   /**
    * Put a held run into `running` for a new turn and start it in the background. The turn
    * releases `hold` when the run is idle again (or ended).
    */
-  begin(run: RunRecord, prompt: string, hold: Hold, chainFrom?: RunRecord): Promise<RunRecord>;
+  begin(run: RunRecord, prompt: string, hold: Hold, chainFrom?: RunRecord, input?: TurnInput): Promise<RunRecord>;
 }
 
 export interface TurnDeps extends RunParts {
@@ -41,6 +50,7 @@ export interface TurnDeps extends RunParts {
   publisher: Publisher;
   endings: Endings;
   budgets: Budgets;
+  outputs: OutputSchemas;
 }
 
 export function gitIn(sandbox: Sandbox): GitRunner {
@@ -150,19 +160,27 @@ export function createTurns(deps: TurnDeps): Turns {
     prompt: string,
     signal: AbortSignal,
     budgetSignal: AbortSignal,
+    input: TurnInput,
   ) {
     const note = (data: BuilderEventData) => writer.note(run, data);
     // The run's time limit stops the agent's turn (not validation, which has its own limits).
     const agentSignal = AbortSignal.any([signal, budgetSignal]);
-    const turn = (p: string) =>
+    const turn = (p: string, images?: AgentImage[]) =>
       agent.runTurn({
         prompt: p,
+        ...(images?.length ? { images } : {}),
         kind: run.taskKind,
         timeoutMs: config.turnTimeoutMs,
         onEvent: note,
         signal: agentSignal,
       });
-    const outcome = await turn(prompt);
+    const images = input.images?.map((i) => i.image);
+    if (input.images?.length) note({ kind: "prompt.images", images: input.images.map((i) => i.description) });
+    const schema = input.outputSchema ?? run.outputSchema;
+    let outcome = await turn(schema ? `${prompt}\n\n${outputInstruction(schema)}` : prompt, images);
+    // Every turn sets `output`: null when it had no schema.
+    let output: OutputResult = { output: null, outputError: null };
+    if (schema) ({ outcome, result: output } = await settleOutput(deps.outputs.compile(schema), outcome, turn, note));
     let diff = await computeDiff(gitIn(sandbox), sandbox.workdir, run.baseSha!);
     let summary = outcome.summary;
     const validation =
@@ -185,10 +203,17 @@ export function createTurns(deps: TurnDeps): Turns {
               return diff.binaryPatch;
             },
           });
-    return { outcome, diff, summary, validation };
+    return { outcome, diff, summary, validation, output };
   }
 
-  async function execute(runId: string, prompt: string, abort: AbortController, hold: Hold, chainFrom?: RunRecord) {
+  async function execute(
+    runId: string,
+    prompt: string,
+    abort: AbortController,
+    hold: Hold,
+    chainFrom: RunRecord | undefined,
+    input: TurnInput,
+  ) {
     let run = (await store.getRun(runId))!;
     const note = (data: BuilderEventData) => writer.note(run, data);
     try {
@@ -202,7 +227,7 @@ export function createTurns(deps: TurnDeps): Turns {
       let stop: BudgetStop | undefined;
       let work_: Awaited<ReturnType<typeof work>>;
       try {
-        work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal, budget.signal);
+        work_ = await work(run, session.agent, session.sandbox, prompt, abort.signal, budget.signal, input);
       } finally {
         stop = await budget.end();
       }
@@ -224,11 +249,15 @@ export function createTurns(deps: TurnDeps): Turns {
         changedPaths: diff.changedPaths,
         diffStats: diff.diffStats,
         hasPatch: diff.patch.length > 0,
+        output: deps.environment.maskDeep(runId, work_.output.output),
+        outputError: work_.output.outputError?.map(mask) ?? null,
       };
       await store.updateTurn(runId, run.turnCount, {
         status: outcome.error ? (outcome.error.code === "cancelled" ? "cancelled" : "failed") : "done",
         summary: boundSummary(mask(outcome.summary)),
         error: outcome.error ? { ...outcome.error, message: mask(outcome.error.message) } : null,
+        output: results.output,
+        outputError: results.outputError ?? null,
         finishedAt: iso(),
       });
       if (run.status === "cancelled") return; // cancel() already finished the run
@@ -318,7 +347,7 @@ export function createTurns(deps: TurnDeps): Turns {
   }
 
   return {
-    async begin(run, prompt, hold, chainFrom) {
+    async begin(run, prompt, hold, chainFrom, input = {}) {
       const n = run.turnCount + 1;
       await store.addTurn({
         runId: run.id,
@@ -339,7 +368,7 @@ export function createTurns(deps: TurnDeps): Turns {
         startedAt: run.startedAt ?? iso(),
       });
       const abort = new AbortController();
-      const done = execute(run.id, prompt, abort, hold, chainFrom)
+      const done = execute(run.id, prompt, abort, hold, chainFrom, input)
         .catch((e: unknown) => log.error("turn crashed", { runId: run.id, error: e }))
         .finally(() => {
           // A turn that went idle released the run already; this is a no-op then.

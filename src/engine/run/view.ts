@@ -83,6 +83,17 @@ export const RunView = z.object({
   setup: SetupState.nullable().describe(
     "The environment's setup: run, restored from the cache, failed, or skipped (nothing to set up); null before the first turn reaches it",
   ),
+  output: z
+    .unknown()
+    .describe(
+      "The last turn's answer as a JSON value valid against its `outputSchema`; null when the turn had no schema or its answer stayed invalid (then `outputError` says why)",
+    ),
+  outputError: z
+    .array(z.string())
+    .nullable()
+    .describe(
+      "The validator's messages when the last turn's answer stayed invalid after its repair turn; null otherwise",
+    ),
   error: RunError.nullable().describe("Why the run or its last turn failed (`code`, `message`); null otherwise"),
   usage: Usage.describe(
     "Model tokens, cost (reported by the upstream, else from the catalog's prices) and agent time over all turns. " +
@@ -137,6 +148,8 @@ export function toRunView(
     draftPullRequest: r.draftPullRequest,
     validation: r.validation,
     setup: r.setup ?? null,
+    output: r.output ?? null,
+    outputError: r.outputError ?? null,
     error: r.error,
     usage: r.usage,
     limits: r.limits ?? null,

@@ -50,7 +50,8 @@ export async function createSessionHost(config: Config, deps: SessionHostDeps): 
 async function pickHost(config: Config, deps: SessionHostDeps, provider: SandboxProvider): Promise<PatchbaySessions> {
   const { gateway, log } = deps;
   const opencodeBin = config.opencodeBin ? { opencodeBin: config.opencodeBin } : {};
-  const driver = deps.agents ?? createOpencodeDriver({ ...opencodeBin, log });
+  const textOnlyModels = config.textOnlyModels;
+  const driver = deps.agents ?? createOpencodeDriver({ ...opencodeBin, textOnlyModels, log });
   const base = { provider, driver, gatewayPort: gateway.port, log };
   // Only the OpenCode driver can share a server or start one ahead of its run.
   if (deps.agents) return createColdSessionHost(base);
@@ -63,6 +64,7 @@ async function pickHost(config: Config, deps: SessionHostDeps, provider: Sandbox
       driver,
       gateway,
       models: config.models.length ? config.models : [config.defaultModel],
+      textOnlyModels,
       dataDir: config.dataDir,
       ...opencodeBin,
       log,

@@ -28,6 +28,8 @@ export interface SharedSessionHostOptions {
   gateway: SharedGateway;
   /** Model ids the shared server lists; the first is its default. */
   models: readonly string[];
+  /** Models declared without image input (PATCHBAY_TEXT_ONLY_MODELS). */
+  textOnlyModels?: readonly string[];
   /** Patchbay's data dir (the seed repository). */
   dataDir: string;
   /** Path of the `opencode` binary; default: the one installed with Patchbay. */
@@ -60,6 +62,7 @@ export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSess
     sandbox: serverSandbox,
     gateway: o.gateway,
     models: o.models,
+    ...(o.textOnlyModels ? { textOnlyModels: o.textOnlyModels } : {}),
     ...(o.opencodeBin ? { opencodeBin: o.opencodeBin } : {}),
     log,
   });

@@ -13,15 +13,17 @@ export const listModelsTool = defineTool({
   name: "list_models",
   title: "List models",
   description:
-    "List the model ids this Patchbay server accepts for start_run's modelId (OpenRouter-style ids such as anthropic/claude-sonnet-4.6), and the default model used when none is given. Returns defaultModel, models, and anyModel (true when the server accepts any id).",
+    "List the model ids this Patchbay server accepts for start_run's modelId (OpenRouter-style ids such as anthropic/claude-sonnet-4.6), and the default model used when none is given. Returns defaultModel, models, textOnlyModels (models that take no images) and anyModel (true when the server accepts any id).",
   input: ListModelsArgs,
   output: ListModelsResult,
   annotations: { readOnlyHint: true, idempotentHint: true, openWorldHint: false },
   scope: "read:builder",
   async run(_args, ctx) {
-    const { defaultModel, models } = ctx.engine.models();
-    const structured = { defaultModel, models, anyModel: models.length === 0 };
-    const text = `Default model: ${defaultModel}\n${models.length ? `Allowed: ${models.join(", ")}` : "Any model id is accepted."}`;
+    const { defaultModel, models, textOnlyModels } = ctx.engine.models();
+    const structured = { defaultModel, models, textOnlyModels, anyModel: models.length === 0 };
+    const text =
+      `Default model: ${defaultModel}\n${models.length ? `Allowed: ${models.join(", ")}` : "Any model id is accepted."}` +
+      (textOnlyModels.length ? `\nText-only (no images): ${textOnlyModels.join(", ")}` : "");
     return { structured, text };
   },
 });

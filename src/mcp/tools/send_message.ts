@@ -19,6 +19,7 @@ export const sendMessageTool = defineTool({
     "A run paused at a budget limit (idle, error budget_exceeded) continues when the message raises it: `limits: {maxTokens: ...}` replaces the fields it names.",
     '`taskKind: "code"` after a plan turn approves the plan: the same session continues with writing tools on (`taskKind: "plan"` makes turns read-only again).',
     "`endSession: true` (without a prompt) ends the session instead, like end_session. `wait: true` waits for the turn and returns summary, changedPaths and diffStats, with progress notifications when you pass a progressToken.",
+    "`outputSchema` asks this turn for a JSON answer valid against it (returned as `output`); `images` shows the model pictures with the prompt (as in start_run).",
     "Returns the run and `waited`.",
   ].join("\n\n"),
   input: SendMessageArgs,
