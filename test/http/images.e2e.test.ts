@@ -11,9 +11,9 @@ import type { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LOADED } from "../support/harness.ts";
-import { walkFiles } from "../support/http.ts";
+import { callApi, walkFiles } from "../support/http.ts";
 import { REPO_FILES, serveMcp, TURN_CALL, type McpHarness } from "../support/mcp.ts";
-import { pollUntilTurnOver, type HttpAnswer } from "../support/poll.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
 
 const API = "/api/v1/coding-agent";
 /** A real 1×1 PNG (OpenCode refuses image bytes it cannot decode) and a 1×1 GIF. */
@@ -28,15 +28,7 @@ let h: McpHarness;
 let key: string;
 let client: Client;
 
-async function api(method: string, p: string, body?: unknown): Promise<HttpAnswer & { text: string }> {
-  const res = await fetch(h.url.origin + p, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
-}
+const api = (method: string, p: string, body?: unknown) => callApi(h.url.origin, key, method, p, body);
 
 const start = (images: unknown, modelId = "test/vision") =>
   api("POST", `${API}/runs`, {

@@ -11,7 +11,7 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../helpers.ts";
 import { LOADED } from "../support/harness.ts";
-import { sandboxPids, walkFiles } from "../support/http.ts";
+import { callApi, sandboxPids, walkFiles } from "../support/http.ts";
 import { serveMcp, type McpHarness } from "../support/mcp.ts";
 
 const API = "/api/v1/coding-agent";
@@ -27,14 +27,9 @@ let endedRun: string;
 const transcript: string[] = [];
 
 async function api(method: string, p: string, body?: unknown, as = key) {
-  const res = await fetch(new URL(p, h.url), {
-    method,
-    headers: { Authorization: `Bearer ${as}`, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  transcript.push(text);
-  return { status: res.status, text, json: text ? JSON.parse(text) : undefined };
+  const answer = await callApi(h.url, as, method, p, body);
+  transcript.push(answer.text);
+  return answer;
 }
 
 function filesHolding(dir: string, needle: string, except?: string): string[] {

@@ -8,8 +8,9 @@ import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Step } from "../fixtures/scripted-model.ts";
 import { LOADED } from "../support/harness.ts";
+import { callApi } from "../support/http.ts";
 import { REPO_FILES, serveMcp, TURN_CALL, type McpHarness } from "../support/mcp.ts";
-import { pollUntilTurnOver, type HttpAnswer } from "../support/poll.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
 
 const API = "/api/v1/coding-agent";
 const SCHEMA = {
@@ -31,15 +32,7 @@ let h: McpHarness;
 let key: string;
 let client: Client;
 
-async function api(method: string, path: string, body?: unknown): Promise<HttpAnswer & { text: string }> {
-  const res = await fetch(h.url.origin + path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
-}
+const api = (method: string, p: string, body?: unknown) => callApi(h.url.origin, key, method, p, body);
 
 const settled = (id: string) =>
   pollUntilTurnOver(() => api("GET", `${API}/runs/${id}?patch=1`), {

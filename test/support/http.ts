@@ -12,7 +12,7 @@ import type { Patchbay } from "../../src/engine/index.ts";
 import { createHttpApp, createHttpServer, type HttpAppDeps } from "../../src/http/app.ts";
 import { processesUnder } from "../helpers.ts";
 import { LOADED, openHarness, type Harness, type HarnessOptions } from "./harness.ts";
-import { pollUntilTurnOver, type PollOptions } from "./poll.ts";
+import { pollUntilTurnOver, type HttpAnswer, type PollOptions } from "./poll.ts";
 
 export const API = "/api/v1/coding-agent";
 
@@ -271,3 +271,20 @@ export function walkFiles(dir: string): string[] {
 
 /** PIDs of every process working inside a run's sandbox. */
 export const sandboxPids = (dataDir: string, runId: string) => processesUnder(path.join(dataDir, "sandboxes", runId));
+
+/** A JSON request to a served Patchbay with a bearer key, as a client makes it; the answer's text kept. */
+export async function callApi(
+  origin: string | URL,
+  key: string,
+  method: string,
+  p: string,
+  body?: unknown,
+): Promise<HttpAnswer & { text: string }> {
+  const res = await fetch(new URL(p, origin), {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body === undefined ? {} : { "content-type": "application/json" }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  const text = await res.text();
+  return { status: res.status, headers: res.headers, text, json: text ? JSON.parse(text) : undefined };
+}
