@@ -21,8 +21,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { Low, type Adapter } from "lowdb";
-import * as z from "zod";
+import { Low } from "lowdb";
 import { EngineError } from "../errors.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import { GroupRecord } from "../run/group-schema.ts";
@@ -31,7 +30,6 @@ import { assertSafeRunId, createEventLogs } from "./event-log.ts";
 import { acquireDataDirLock } from "./lock.ts";
 import { NamedRecords } from "./named.ts";
 import { createPatchFiles } from "./patch-files.ts";
-import { writePrivateFile } from "./private-file.ts";
 import { createSummaryFiles } from "./summary-files.ts";
 import { firstAfter, listRuns, newer, runKey, type RunKey } from "./run-pages.ts";
 import {
@@ -43,42 +41,8 @@ import {
   type RunStore,
 } from "./store.ts";
 import { DeliveryRecord, WebhookRecord } from "../webhooks/schema.ts";
-import { DeliveryRecords, StoredDelivery } from "./delivery-records.ts";
-
-/** The shape of store.json. `version` lets a later release migrate old files. */
-const StoreFile = z.object({
-  version: z.literal(1),
-  runs: z.array(RunRecord),
-  turns: z.array(TurnRecord),
-  keys: z.array(ApiKeyRecord),
-  repositories: z.array(RepositoryRecord),
-  secrets: z.array(SecretRecord),
-  /** Absent in files written before owner secrets existed. */
-  ownerSecrets: z.array(OwnerSecretRecord).default([]),
-  /** Absent in files written before budgets existed. */
-  ownerBudgets: z.array(OwnerBudgetRecord).default([]),
-  /** Absent in files written before groups of attempts existed. */
-  groups: z.array(GroupRecord).default([]),
-  /** Absent in files written before webhooks existed. */
-  webhooks: z.array(WebhookRecord).default([]),
-  /** Without their bodies, which are files of their own (delivery-records.ts). */
-  deliveries: z.array(StoredDelivery).default([]),
-});
-type StoreFile = z.infer<typeof StoreFile>;
-
-const emptyStore = (): StoreFile => ({
-  version: 1,
-  runs: [],
-  turns: [],
-  keys: [],
-  repositories: [],
-  secrets: [],
-  ownerSecrets: [],
-  ownerBudgets: [],
-  groups: [],
-  webhooks: [],
-  deliveries: [],
-});
+import { DeliveryRecords } from "./delivery-records.ts";
+import { copy, emptyStore, PrivateJsonFile, scheduleWrites, StoreFile, valid } from "./lowdb-file.ts";
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
 
@@ -168,34 +132,17 @@ async function open(
     deliveries: deliveries.all(),
   });
 
-  // Write scheduling. `queued` is the write that will include a mutation made now; `last` is
-  // the newest write started or queued, which the next one waits for.
-  let queued: Promise<void> | undefined;
-  let last: Promise<void> = Promise.resolve();
+  const writes = scheduleWrites(async () => {
+    db.data = snapshot();
+    try {
+      await db.write();
+    } catch (e) {
+      log.error("store write failed", { file, err: e });
+      throw e;
+    }
+  });
+  const persist = writes.persist;
   let closed = false;
-
-  function persist(): Promise<void> {
-    if (queued) return queued;
-    const previous = last;
-    const write = (async () => {
-      // A failed write was already reported to its callers and logged; this write carries
-      // the whole state, so it retries that one's changes too.
-      await previous.then(noop, noop);
-      // Let the rest of this tick's mutations join this write.
-      await new Promise((r) => setImmediate(r));
-      queued = undefined;
-      db.data = snapshot();
-      try {
-        await db.write();
-      } catch (e) {
-        log.error("store write failed", { file, err: e });
-        throw e;
-      }
-    })();
-    queued = write;
-    last = write;
-    return write;
-  }
 
   function usable(): void {
     if (closed) throw new EngineError("shutting_down", "the store is closed");
@@ -482,65 +429,11 @@ async function open(
       if (closed) return;
       closed = true;
       try {
-        await last;
+        await writes.settled();
       } finally {
         await releaseLock();
       }
     },
   };
   return store;
-}
-
-function noop(): void {}
-
-/** Callers get copies: changing a returned record must not change the store behind its back. */
-function copy<T>(v: T): T {
-  return v === undefined ? v : structuredClone(v);
-}
-
-/**
- * Check a record before it is stored. A bad record written now would make store.json
- * refuse to load at the next start, so it is refused here, where the bug is.
- */
-function valid<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
-  const parsed = schema.safeParse(value);
-  if (parsed.success) return parsed.data;
-  const issue = parsed.error.issues[0]!;
-  throw new EngineError("internal", `refusing to store an invalid ${what}: ${issue.path.join(".")}: ${issue.message}`);
-}
-
-/**
- * lowdb adapter for store.json. Unlike lowdb's JSONFile (steno), it creates the file 0600
- * (the store holds key hashes and encrypted secrets) and fsyncs before the rename, so a
- * crash leaves the old file or the new one, never an empty one. Writes are serialised by
- * the store, so one temp name is enough.
- */
-class PrivateJsonFile implements Adapter<unknown> {
-  constructor(private readonly file: string) {}
-
-  async read(): Promise<unknown> {
-    let text: string;
-    try {
-      text = await fs.promises.readFile(this.file, "utf8");
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
-      throw e;
-    }
-    try {
-      return JSON.parse(text);
-    } catch (e) {
-      if (!(e instanceof SyntaxError)) throw e;
-      throw new EngineError(
-        "internal",
-        `store file ${this.file} is not valid JSON (${e.message}); restore it from a backup or move it away to start empty`,
-        {
-          file: this.file,
-        },
-      );
-    }
-  }
-
-  async write(data: unknown): Promise<void> {
-    await writePrivateFile(this.file, JSON.stringify(data, null, 2));
-  }
 }
