@@ -106,8 +106,9 @@ export function createSetups(deps: SetupDeps): Setups {
           continue;
         }
         const left = timeoutMs - elapsed();
-        const r = left > 0 ? await sandbox.exec(["sh", "-c", command], { env, timeoutMs: left }) : undefined;
+        const r = left > 0 ? await sandbox.exec(["sh", "-c", command], { env, timeoutMs: left, signal }) : undefined;
         output = keepTail(`${output}$ ${command}\n${r ? r.stdout + r.stderr : ""}`);
+        if (signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
         if (!r || r.timedOut) {
           output += `\n[setup killed after ${timeoutMs} ms]`;
           exitCode = null;

@@ -121,20 +121,15 @@ export function createTurns(deps: TurnDeps): Turns {
       signal: abort.signal,
       onLog: (message) => note({ kind: "log", message }),
       // Beside the agent's start: a restored layer or an install costs only what it takes beyond it.
+      // A cancel stops setup's command (its exec takes the signal); the sandbox is killed only
+      // once the agent's start beside it has settled too (agentIn), never under it.
       prepare: async (sandbox) => {
-        // The session is not the run's until both are done: a cancel stops a long install here.
-        const stop = () => void sandbox.kill().catch(() => undefined);
-        abort.signal.addEventListener("abort", stop, { once: true });
-        try {
-          run = await store.updateRun(run.id, {
-            baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
-            baseRef: run.baseRef ?? sandbox.baseRef,
-          });
-          // Before the prior patch: the cache is keyed by the files at the checked-out commit.
-          run = await deps.setups.prepare(run, sandbox, abort.signal);
-        } finally {
-          abort.signal.removeEventListener("abort", stop);
-        }
+        run = await store.updateRun(run.id, {
+          baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
+          baseRef: run.baseRef ?? sandbox.baseRef,
+        });
+        // Before the prior patch: the cache is keyed by the files at the checked-out commit.
+        run = await deps.setups.prepare(run, sandbox, abort.signal);
         if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
       },
     });

@@ -368,9 +368,13 @@ class HostSandbox implements WarmSandbox, Sandbox {
             timedOut = true;
             proc.signalGroup("SIGKILL");
           }, opts.timeoutMs);
+    const stop = () => proc.signalGroup("SIGKILL");
+    if (opts.signal?.aborted) stop();
+    else opts.signal?.addEventListener("abort", stop, { once: true });
     writeStdin(child, opts.stdin, this.log);
     const { code, signal } = await proc.exited;
     if (timer) clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", stop);
     // A command run to completion leaves nothing behind: whatever it put in the background
     // would otherwise outlive the call, unseen (bwrap's namespace takes it down already).
     proc.signalGroup("SIGKILL");

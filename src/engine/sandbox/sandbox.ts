@@ -60,6 +60,11 @@ export interface ExecOptions {
   maxOutputBytes?: number;
   stdin?: string;
   /**
+   * Stops the command (and everything it started) when aborted; the result then reads as
+   * killed. Providers that can (local, bwrap); others let the command run to its end.
+   */
+  signal?: AbortSignal;
+  /**
    * TCP ports a spawned server listens on inside the sandbox that the engine reaches with
    * `endpoint` (needed where the sandbox has a network of its own: bwrap model-only).
    */

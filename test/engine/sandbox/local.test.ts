@@ -227,6 +227,18 @@ describe("local sandbox: processes", () => {
     expect((await s.exec(["no-such-command-patchbay"])).exitCode).toBe(127);
   });
 
+  it("exec stops a command when its signal aborts (already aborted: at once), the sandbox living on", async () => {
+    const { create } = setup();
+    const s = await create();
+    const ac = new AbortController();
+    const running = s.exec(["sh", "-c", "sleep 3000"], { signal: ac.signal });
+    ac.abort();
+    const res = await running;
+    expect(res.exitCode).toBe(128 + 9);
+    expect((await s.exec(["sh", "-c", "sleep 3000"], { signal: ac.signal })).exitCode).toBe(128 + 9);
+    expect(await s.exec(["echo", "alive"])).toMatchObject({ exitCode: 0, stdout: "alive\n" });
+  });
+
   it("exec kills the whole process group at the timeout", async () => {
     const { create } = setup();
     const s = await create();
