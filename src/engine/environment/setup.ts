@@ -28,9 +28,10 @@ import type { SetupSpec, SetupState } from "./schema.ts";
 export interface Setups {
   /**
    * Make the run's fresh workspace ready (run or restore its setup) and store the outcome on
-   * the run, which is returned. Throws EngineError `setup_failed`.
+   * the run, which is returned. Throws EngineError `setup_failed`. `workspaceReady` is called
+   * once a restored layer is in place, or before setup's commands run (session/host.ts).
    */
-  prepare(run: RunRecord, sandbox: Sandbox, signal: AbortSignal): Promise<RunRecord>;
+  prepare(run: RunRecord, sandbox: Sandbox, signal: AbortSignal, workspaceReady?: () => void): Promise<RunRecord>;
   /** The snapshot the run's sandbox should start from (providers with snapshots), if any. */
   baseFor(run: RunRecord): Promise<string | undefined>;
 }
@@ -62,7 +63,7 @@ export function createSetups(deps: SetupDeps): Setups {
   return {
     baseFor: (run) => cache.baseFor(run.repository.fullName),
 
-    async prepare(run, sandbox, signal) {
+    async prepare(run, sandbox, signal, workspaceReady = () => undefined) {
       const plan = await planFor(run, sandbox);
       if (!plan?.spec.cache) await cache.restore(null, sandbox); // a snapshot's layer this run has no use for
       if (!plan) return store.updateRun(run.id, { setup: state({ status: "skipped" }) });
@@ -83,6 +84,7 @@ export function createSetups(deps: SetupDeps): Setups {
           })
         : null;
       if (key && (await restore(key, spec, sandbox, run))) {
+        workspaceReady();
         // The restored paths are what setup added (a fresh checkout has none of them untracked).
         await excludeEntries(sandbox, spec.cache!.paths);
         await emit({ kind: "setup.cached", key });
@@ -92,6 +94,7 @@ export function createSetups(deps: SetupDeps): Setups {
         return store.updateRun(run.id, { setup: state({ status: "cached", cached: true, key, durationMs }) });
       }
 
+      workspaceReady();
       const before = await untracked(sandbox);
       // The host's proxy and TLS roots (an install must get through the same proxy as our git).
       const env = { ...deps.config.hostProxyEnv, ...(await environment.env(run)), CI: "1" };

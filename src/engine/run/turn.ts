@@ -123,13 +123,13 @@ export function createTurns(deps: TurnDeps): Turns {
       // Beside the agent's start: a restored layer or an install costs only what it takes beyond it.
       // A cancel stops setup's command (its exec takes the signal); the sandbox is killed only
       // once the agent's start beside it has settled too (agentIn), never under it.
-      prepare: async (sandbox) => {
+      prepare: async (sandbox, workspaceReady) => {
         run = await store.updateRun(run.id, {
           baseSha: chainFrom?.baseSha ?? sandbox.baseSha,
           baseRef: run.baseRef ?? sandbox.baseRef,
         });
         // Before the prior patch: the cache is keyed by the files at the checked-out commit.
-        run = await deps.setups.prepare(run, sandbox, abort.signal);
+        run = await deps.setups.prepare(run, sandbox, abort.signal, workspaceReady);
         if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
       },
     });

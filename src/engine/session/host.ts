@@ -49,8 +49,16 @@ export interface SessionOpenOptions {
    * beside the agent's start; `open` resolves when both are done and fails when either does
    * (the session is then closed). Never called for a session taken back after a restart.
    */
-  prepare?: (sandbox: Sandbox) => Promise<void>;
+  prepare?: PrepareWorkspace;
 }
+
+/**
+ * The run's setup on its new sandbox. It calls `workspaceReady` once the workspace holds what
+ * the agent should find from its start (a restored layer), or before work the agent can run
+ * beside (a setup's commands); a host whose agent server is already running opens the agent
+ * in the run's directory only then (session/run-session.ts `agentIn`).
+ */
+export type PrepareWorkspace = (sandbox: Sandbox, workspaceReady: () => void) => Promise<void>;
 
 /** A run's sandbox and agent, opened together and ended together. */
 export interface RunSession {

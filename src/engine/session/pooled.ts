@@ -159,6 +159,7 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
             signal: opts.signal,
           }),
         opts.prepare,
+        true,
       ).catch((e: unknown) => {
         fill();
         throw e;

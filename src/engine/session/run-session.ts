@@ -5,7 +5,7 @@
 import type { AgentSession } from "../agent/agent.ts";
 import type { Logger } from "../log.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
-import type { RunSession } from "./host.ts";
+import type { PrepareWorkspace, RunSession } from "./host.ts";
 
 export interface PairOptions {
   sandbox: Sandbox;
@@ -65,25 +65,36 @@ export function pairSession(o: PairOptions): RunSession {
  * fails, both are let finish, the agent is closed and the sandbox killed, and the failure is
  * thrown (prepare's first: a setup that failed says more than the agent it was waiting for).
  * A sandbox with snapshots runs prepare first: setup's snapshot must hold no agent.
+ *
+ * `gated` (an agent server already running, pooled): `start` opens the agent in the run's
+ * directory, which makes OpenCode build its instance there (~1 s of CPU). Beside a restore
+ * that unpacks thousands of files both slow down several-fold (bench/environment.ts), so
+ * `start` waits until prepare says the workspace is ready (`workspaceReady`: after a
+ * restore, before a setup's commands) or ends.
  */
 export async function agentIn(
   sandbox: Sandbox,
   start: () => Promise<AgentSession>,
-  prepare?: (sandbox: Sandbox) => Promise<void>,
+  prepare?: PrepareWorkspace,
+  gated = false,
 ): Promise<AgentSession> {
   if (prepare && sandbox.snapshots) {
     // Setup's snapshot is taken before any agent runs in the sandbox: first prepare, then start.
     try {
-      await prepare(sandbox);
+      await prepare(sandbox, () => undefined);
     } catch (e) {
       await sandbox.kill().catch(() => undefined);
       throw e;
     }
     prepare = undefined;
   }
-  const [agent, prepared] = await Promise.allSettled([start(), prepare ? prepare(sandbox) : Promise.resolve()]);
-  if (agent.status === "fulfilled" && prepared.status === "fulfilled") return agent.value;
+  let ready!: () => void;
+  const workspaceReady = new Promise<void>((resolve) => (ready = resolve));
+  const prepared = prepare ? prepare(sandbox, ready).finally(ready) : Promise.resolve();
+  if (!prepare || !gated) ready();
+  const [agent, done] = await Promise.allSettled([workspaceReady.then(start), prepared]);
+  if (agent.status === "fulfilled" && done.status === "fulfilled") return agent.value;
   if (agent.status === "fulfilled") await agent.value.close().catch(() => undefined);
   await sandbox.kill().catch(() => undefined);
-  throw prepared.status === "rejected" ? prepared.reason : (agent as PromiseRejectedResult).reason;
+  throw done.status === "rejected" ? done.reason : (agent as PromiseRejectedResult).reason;
 }
