@@ -161,15 +161,66 @@ export interface CheckoutResult {
  */
 export async function checkoutFromMirror(opts: CheckoutOptions): Promise<CheckoutResult> {
   const { run, workdir } = opts;
-  const at = { cwd: workdir, signal: opts.signal };
-  const must = (args: string[], what: string) => gitOrThrow(run, args, { ...at, code: "sandbox_failed", what });
   await gitOrThrow(run, ["clone", "--quiet", "--no-checkout", "--", opts.mirrorDir, workdir], {
     signal: opts.signal,
     code: "sandbox_failed",
     what: `could not create a workspace for ${opts.fullName}`,
   });
-  await must(["remote", "set-url", "origin", opts.cloneUrl], "could not set the workspace's remote");
+  const at = { cwd: workdir, signal: opts.signal, code: "sandbox_failed" as const };
+  await gitOrThrow(run, ["remote", "set-url", "origin", opts.cloneUrl], {
+    ...at,
+    what: "could not set the workspace's remote",
+  });
+  const target = await checkOutRef(opts, false);
+  await gitOrThrow(run, ["config", "user.name", PATCHBAY_IDENTITY.name], {
+    ...at,
+    what: "could not configure the workspace",
+  });
+  await gitOrThrow(run, ["config", "user.email", PATCHBAY_IDENTITY.email], {
+    ...at,
+    what: "could not configure the workspace",
+  });
+  return target;
+}
 
+/**
+ * Bring a checkout made by {@link checkoutFromMirror} (and never worked in: a warm pool's
+ * repository entry) to `ref` of the mirror as it is now: its branches and tags fetched from
+ * the mirror on the local disk, the default branch followed, then `ref` checked out as a
+ * fresh checkout would have it, with nothing else left in the tree. Only moves what differs.
+ */
+export async function updateFromMirror(opts: CheckoutOptions): Promise<CheckoutResult> {
+  const { run, workdir } = opts;
+  const at = { cwd: workdir, signal: opts.signal, code: "sandbox_failed" as const };
+  const what = `could not update the workspace of ${opts.fullName}`;
+  await gitOrThrow(
+    run,
+    [
+      "fetch",
+      "--quiet",
+      "--prune",
+      "--",
+      opts.mirrorDir,
+      "+refs/heads/*:refs/remotes/origin/*",
+      "+refs/tags/*:refs/tags/*",
+    ],
+    { ...at, what },
+  );
+  const head = await run(["symbolic-ref", "--quiet", "HEAD"], { cwd: opts.mirrorDir, signal: opts.signal });
+  const branch = head.exitCode === 0 ? head.stdout.trim().replace(/^refs\/heads\//, "") : "";
+  if (branch)
+    await gitOrThrow(run, ["symbolic-ref", "refs/remotes/origin/HEAD", `refs/remotes/origin/${branch}`], {
+      ...at,
+      what,
+    });
+  return checkOutRef(opts, true);
+}
+
+/** Resolve `opts.ref` (the default branch when unset) in the checkout and check it out; `force` discards what the tree holds. */
+async function checkOutRef(opts: CheckoutOptions, force: boolean): Promise<CheckoutResult> {
+  const { run, workdir } = opts;
+  const at = { cwd: workdir, signal: opts.signal };
+  const must = (args: string[], what: string) => gitOrThrow(run, args, { ...at, code: "sandbox_failed", what });
   const resolve = async (rev: string): Promise<string | undefined> => {
     const res = await run(["rev-parse", "--verify", "--quiet", "--end-of-options", `${rev}^{commit}`], at);
     return res.exitCode === 0 ? res.stdout.trim() : undefined;
@@ -187,21 +238,21 @@ export async function checkoutFromMirror(opts: CheckoutOptions): Promise<Checkou
     target = await resolveRef(ref, opts.fullName, resolve);
   }
 
+  const f = force ? ["--force"] : [];
   if (target.kind === "branch") {
     // A local branch named like the ref, tracking it: what a developer would have after
     // `git clone -b`, so an agent's `git status` and `git log` read naturally.
     await must(
-      ["checkout", "--quiet", "-B", target.baseRef, "--track", `refs/remotes/origin/${target.baseRef}`],
+      ["checkout", "--quiet", ...f, "-B", target.baseRef, "--track", `refs/remotes/origin/${target.baseRef}`],
       `could not check out ${target.baseRef}`,
     );
   } else {
     await must(
-      ["-c", "advice.detachedHead=false", "checkout", "--quiet", "--detach", target.baseSha],
+      ["-c", "advice.detachedHead=false", "checkout", "--quiet", ...f, "--detach", target.baseSha],
       `could not check out ${target.baseRef}`,
     );
   }
-  await must(["config", "user.name", PATCHBAY_IDENTITY.name], "could not configure the workspace");
-  await must(["config", "user.email", PATCHBAY_IDENTITY.email], "could not configure the workspace");
+  if (force) await must(["clean", "--quiet", "-ffdx"], `could not clean the workspace of ${opts.fullName}`);
   return target;
 }
 

@@ -15,7 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import { EngineError } from "../errors.ts";
 import { createHostGit, validateRef, type GitRunner } from "../git/git.ts";
-import { checkoutFromMirror, createMirrorCache } from "../git/mirror.ts";
+import { checkoutFromMirror, updateFromMirror, createMirrorCache } from "../git/mirror.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import {
@@ -139,9 +139,20 @@ export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor
     return sandbox;
   };
 
-  /** Check the run's repository out into a prepared sandbox's (empty) workspace. */
+  /**
+   * Check the run's repository out into a prepared sandbox's (empty) workspace, or bring a
+   * sandbox that already holds it (a warm pool's repository entry) to the run's ref.
+   */
   const adopt = async (sandbox: HostSandbox, c: SandboxCreateOptions): Promise<Sandbox> => {
-    if (sandbox.id !== c.runId) {
+    const held = sandbox.repository;
+    if (held !== undefined && held !== c.repository.fullName)
+      throw new EngineError("sandbox_failed", `this sandbox holds ${held}, not ${c.repository.fullName}`);
+    // A repository entry on a flavor whose processes see host paths (local) keeps its
+    // directory: OpenCode keys its instance by the real path of the workdir, so a rename
+    // would make it build the instance again. Its id stays the pool's name.
+    const keepName = held !== undefined && flavor.hostPaths;
+    if (keepName && c.ref !== undefined) await validateRef(hostGit, c.ref);
+    if (sandbox.id !== c.runId && !keepName) {
       checkId(c.runId);
       if (c.ref !== undefined) await validateRef(hostGit, c.ref);
       // Open files and working directories follow a rename (bwrap's bind mounts too), so the
@@ -165,11 +176,19 @@ export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor
     const { ref, signal } = c;
     const workdir = path.join(sandbox.root, "repo");
     const checkout = await mirrors.withMirror({ fullName, cloneUrl, credential: c.credential, signal }, (mirrorDir) =>
-      checkoutFromMirror({ run: checkoutGit, mirrorDir, workdir, cloneUrl, fullName, ref, signal }),
+      (held ? updateFromMirror : checkoutFromMirror)({
+        run: checkoutGit,
+        mirrorDir,
+        workdir,
+        cloneUrl,
+        fullName,
+        ref,
+        signal,
+      }),
     );
     flavor.handOver?.(workdir);
     if (c.signal?.aborted) throw new EngineError("cancelled", "sandbox creation was cancelled");
-    sandbox.setBase(checkout.baseSha, checkout.baseRef);
+    sandbox.setBase(checkout.baseSha, checkout.baseRef, fullName);
     log.info("sandbox created", {
       sandbox: c.runId,
       repository: c.repository.fullName,
@@ -238,6 +257,7 @@ class HostSandbox implements WarmSandbox, Sandbox {
   private _root: string;
   private _baseSha = "";
   private _baseRef = "";
+  private _repository: string | undefined;
   private log: Logger;
   /** Links left at the directory's former paths (see {@link HostFlavor.hostPaths}). */
   private readonly links: string[] = [];
@@ -281,9 +301,15 @@ class HostSandbox implements WarmSandbox, Sandbox {
     this.log = this.init.log.child({ sandbox: id });
   }
 
-  setBase(sha: string, ref: string): void {
+  setBase(sha: string, ref: string, repository: string): void {
     this._baseSha = sha;
     this._baseRef = ref;
+    this._repository = repository;
+  }
+
+  /** The repository checked out in the workspace, once there is one. */
+  get repository(): string | undefined {
+    return this._repository;
   }
 
   adopt(c: SandboxCreateOptions): Promise<Sandbox> {

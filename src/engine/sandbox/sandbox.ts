@@ -213,6 +213,9 @@ export interface WarmSandbox extends Omit<Sandbox, "baseSha" | "baseRef"> {
   /**
    * Check the run's repository out into the empty workspace; the sandbox then belongs to
    * `opts.runId` and is returned as a full Sandbox. Throws like `SandboxProvider.create`.
+   * Host providers (`local`, `bwrap`) may be asked again: a sandbox adopted under its own id
+   * (a warm pool's repository entry) is then renamed after the run and brought to its ref
+   * (fetched from the mirror; only what differs moves); another repository is refused.
    */
   adopt(opts: SandboxCreateOptions): Promise<Sandbox>;
 }
