@@ -38,6 +38,13 @@ const optionalString = z
   .string()
   .optional()
   .transform((s) => (s && s.trim() !== "" ? s : undefined));
+/** A comma-separated list (blank entries dropped). */
+const commaList = optionalString.transform((s): readonly string[] =>
+  (s ?? "")
+    .split(",")
+    .map((m) => m.trim())
+    .filter(Boolean),
+);
 
 const flag = z
   .enum(["0", "1", "true", "false", ""])
@@ -74,15 +81,7 @@ const SETTINGS = {
    * Allowed model ids (PATCHBAY_MODELS, comma-separated); empty means any. The default model
    * is always allowed (added by the schema below).
    */
-  models: setting(
-    "PATCHBAY_MODELS",
-    optionalString.transform((s): readonly string[] =>
-      (s ?? "")
-        .split(",")
-        .map((m) => m.trim())
-        .filter(Boolean),
-    ),
-  ),
+  models: setting("PATCHBAY_MODELS", commaList),
   /**
    * The catalog's prices (PATCHBAY_MODEL_PRICES, JSON: model id -> US dollars per million
    * input and output tokens), for budgets when the upstream reports no cost.
@@ -113,15 +112,7 @@ const SETTINGS = {
    * message with images on one is refused (model_without_vision). Every other id is assumed to
    * see images: the upstream decides, and refuses what it cannot read.
    */
-  textOnlyModels: setting(
-    "PATCHBAY_TEXT_ONLY_MODELS",
-    optionalString.transform((s): readonly string[] =>
-      (s ?? "")
-        .split(",")
-        .map((m) => m.trim())
-        .filter(Boolean),
-    ),
-  ),
+  textOnlyModels: setting("PATCHBAY_TEXT_ONLY_MODELS", commaList),
   sessionTtlMs: setting("PATCHBAY_SESSION_TTL_MS", intMs(1_800_000, 1000)),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),
@@ -141,6 +132,18 @@ const SETTINGS = {
    * when unset: `serve` keeps 1 for local/bwrap and 0 for e2b; one-shot commands keep none.
    */
   warmPoolSize: setting("PATCHBAY_WARM_POOL_SIZE", z.coerce.number().int().min(0).max(32).optional()),
+  /**
+   * Repositories (owner/name, comma-separated) the warm pool keeps checked out with OpenCode's
+   * instance built, whether or not runs came; without it, the repositories runs come back to.
+   */
+  warmRepos: setting(
+    "PATCHBAY_WARM_REPOS",
+    commaList.pipe(
+      z
+        .array(z.string().regex(/^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})\/[A-Za-z0-9._-]{1,100}$/, "must be owner/name"))
+        .readonly(),
+    ),
+  ),
   /**
    * local only: one `opencode serve` for every run (each run a session in its own directory)
    * instead of one per run; trades the little isolation `local` has for memory.

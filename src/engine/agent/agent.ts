@@ -19,6 +19,12 @@ export interface AgentStartOptions {
   signal?: AbortSignal;
   /** The run's secrets: the server's process environment (its shell commands inherit it), never its config. */
   env?: Record<string, string>;
+  /**
+   * The directory the agent works in when it is not `sandbox.workdir`'s current path: a warm
+   * pool's repository entry keeps the path its OpenCode instance was built for (a renamed
+   * local sandbox leaves a link there), so the instance is not built again.
+   */
+  directory?: string;
 }
 
 /** An image sent with a prompt (checked by the engine: type, size, magic number). */

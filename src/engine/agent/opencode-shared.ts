@@ -32,6 +32,7 @@ import type { AgentSession, AgentStartOptions } from "./agent.ts";
 import { launchServer } from "./opencode.ts";
 import { abortQuietly, createSession, openSession } from "./opencode-session.ts";
 import { buildOpencodeConfig } from "./opencode-config.ts";
+import { warmUpOpencode, withWarmupModel } from "./opencode-warmup.ts";
 
 /** What the shared server needs from the model gateway (`ModelGateway` has it). */
 export interface SharedGateway {
@@ -58,6 +59,8 @@ export interface SharedOpencodeServerOptions {
   startTimeoutMs?: number;
   /** Bound on each OpenCode call that ends a run's session. Default 5 s. */
   releaseTimeoutMs?: number;
+  /** List the warm-up model too, for {@link SharedOpencodeServer.prebuild}. */
+  warmable?: boolean;
   log?: Logger;
 }
 
@@ -72,6 +75,12 @@ export interface SharedOpencodeServer {
    * running. The session's `close()` releases the run's part; the server runs on.
    */
   open(opts: Omit<AgentStartOptions, "modelBaseUrl">): Promise<AgentSession>;
+  /**
+   * Start the server (when it is not running) and build OpenCode's instance for `directory`
+   * ahead of its run, with the first prompt's lazy work done (a throw-away prompt; needs
+   * `warmable`). Never throws for the warm-up itself; throws when the server cannot start.
+   */
+  prebuild(directory: string, signal?: AbortSignal): Promise<void>;
   /** Stop the server and revoke its token. Sessions still open crash. */
   close(): Promise<void>;
 }
@@ -176,13 +185,14 @@ export function createSharedOpencodeServer(opts: SharedOpencodeServerOptions): S
   const startServer = async (): Promise<RunningServer> => {
     const sandbox = await opts.sandbox();
     token ??= gateway.issueSharedToken({ parentOf });
-    const config = buildOpencodeConfig({
+    const listed = buildOpencodeConfig({
       modelBaseUrl: `${sandbox.engineUrl(gateway.port)}/v1`,
       modelToken: token,
       modelId: models[0]!,
       extraModelIds: models.slice(1),
       ...(opts.textOnlyModels?.length ? { textOnlyModels: opts.textOnlyModels } : {}),
     });
+    const config = opts.warmable ? withWarmupModel(listed) : listed;
     const t0 = Date.now();
     const { proc, baseUrl, headers } = await launchServer(sandbox, config, {
       opencodeBin: opts.opencodeBin,
@@ -226,18 +236,30 @@ export function createSharedOpencodeServer(opts: SharedOpencodeServerOptions): S
 
     serves: (modelId) => models.includes(modelId),
 
+    async prebuild(directory, signal) {
+      const srv = await abortable(server(), signal);
+      await warmUpOpencode({
+        client: createOpencodeClient({ baseUrl: srv.baseUrl, headers: srv.headers }),
+        directory,
+        keepInstance: true,
+        log,
+        ...(signal ? { signal } : {}),
+      });
+    },
+
     async open(start): Promise<AgentSession> {
       // Other runs may wait for the same start: a run's cancel stops its wait, not the start.
       const srv = await abortable(server(), start.signal);
       const { sandbox } = start;
+      const workdir = start.directory ?? sandbox.workdir;
       const alog = log.child({ sandbox: sandbox.id });
-      const client = createOpencodeClient({ baseUrl: srv.baseUrl, directory: sandbox.workdir, headers: srv.headers });
+      const client = createOpencodeClient({ baseUrl: srv.baseUrl, directory: workdir, headers: srv.headers });
       const created = AbortSignal.timeout(startTimeoutMs);
       const sessionId = await createSession(client, start.signal ? AbortSignal.any([start.signal, created]) : created);
       const part: RunPart = new RunPart({
         client,
         sessionId,
-        workdir: sandbox.workdir,
+        workdir,
         runToken: start.modelToken,
         sharedToken: token!,
         gateway,
@@ -252,7 +274,7 @@ export function createSharedOpencodeServer(opts: SharedOpencodeServerOptions): S
           client,
           // The server's exit crashes the run's turn; closing the session releases only its part.
           hold: { pid: undefined, exited: srv.proc.exited, release: () => part.release() },
-          workdir: sandbox.workdir,
+          workdir,
           modelId: start.modelId,
           watchdogMs: start.watchdogMs,
           log: alog,

@@ -41,6 +41,8 @@ export interface WarmUpOptions {
   client: OpencodeClient;
   /** Directory the throw-away session works in; its instance is disposed afterwards. */
   directory: string;
+  /** Keep the directory's instance (a repository entry of the warm pool: its run works there). */
+  keepInstance?: boolean;
   /** Upper bound for the whole warm-up. Default 30 s. */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -48,7 +50,7 @@ export interface WarmUpOptions {
 }
 
 /**
- * Run the throw-away prompt, then delete its session and dispose its directory's instance.
+ * Run the throw-away prompt, then delete its session and (unless kept) dispose its directory's instance.
  * Never throws: a server that cannot be warmed is still a started server, and the run's own
  * first prompt does the same work.
  */
@@ -81,6 +83,7 @@ export async function warmUpOpencode(opts: WarmUpOptions): Promise<void> {
     // Bounded on their own: a server that ignored the prompt's abort should not hold the pool.
     const cleanup = AbortSignal.any([...(opts.signal ? [opts.signal] : []), AbortSignal.timeout(5000)]);
     if (sessionID) await client.session.delete({ sessionID, directory }, { signal: cleanup }).catch(() => undefined);
-    await client.instance.dispose({ directory }, { signal: cleanup }).catch(() => undefined);
+    if (!opts.keepInstance)
+      await client.instance.dispose({ directory }, { signal: cleanup }).catch(() => undefined);
   }
 }

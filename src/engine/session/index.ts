@@ -11,6 +11,7 @@ import { createColdSessionHost } from "./cold.ts";
 import type { SessionHost } from "./host.ts";
 import { createPooledSessionHost, type WarmPool } from "./pooled.ts";
 import { createSharedSessionHost } from "./shared.ts";
+import { createWarmRepos } from "./warm-repos.ts";
 
 export type { RunSession, SessionHost, SessionOpenOptions } from "./host.ts";
 export { SessionResume } from "./host.ts";
@@ -71,6 +72,19 @@ async function pickHost(config: Config, deps: SessionHostDeps, provider: Sandbox
     });
   }
   const poolSize = config.warmPoolSize ?? deps.defaultWarmPoolSize ?? 0;
-  if (poolSize > 0) return createPooledSessionHost({ ...base, size: poolSize });
+  if (poolSize > 0) {
+    const repos = createWarmRepos({
+      provider,
+      gateway,
+      models: config.models.length ? config.models : [config.defaultModel],
+      textOnlyModels,
+      ...opencodeBin,
+      pinned: config.warmRepos,
+      size: poolSize,
+      cloneUrlOf: (fullName) => `${config.gitBaseUrl}/${fullName}.git`,
+      log,
+    });
+    return createPooledSessionHost({ ...base, size: poolSize, repos });
+  }
   return createColdSessionHost(base);
 }

@@ -18,6 +18,7 @@ import { creationError, type Sandbox, type SandboxProvider, type WarmSandbox } f
 import { createColdSessionHost, sandboxOptions } from "./cold.ts";
 import type { SessionHost, SessionOpenOptions } from "./host.ts";
 import { agentIn, pairSession } from "./run-session.ts";
+import type { RepoEntry, WarmRepos } from "./warm-repos.ts";
 
 /** Options for {@link createPooledSessionHost}. */
 export interface PooledSessionHostOptions {
@@ -30,12 +31,16 @@ export interface PooledSessionHostOptions {
   log?: Logger;
   /** Wait after a failed fill before trying again. Default 5 s. */
   retryDelayMs?: number;
+  /** Repository entries (`warm-repos.ts`): repositories checked out with their instance built. Host providers only. */
+  repos?: WarmRepos;
 }
 
 /** The pool's state, for benchmarks and tests. */
 export interface WarmPool {
-  /** Entries ready to hand out now. */
+  /** Entries ready to hand out now (repository entries included). */
   readonly available: number;
+  /** Repositories with an entry ready now. */
+  readonly repositories: readonly string[];
   /** Resolves once `size` entries are ready (or the pool closed). */
   ready(): Promise<void>;
 }
@@ -59,6 +64,10 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
   const size = supported ? o.size : 0;
   if (!supported) log.warn("the warm pool is not available for this sandbox provider", { provider: provider.name });
   const idle: Entry[] = [];
+  const repos = supported && provider.name !== "e2b" ? o.repos : undefined;
+  const repoIdle = new Map<string, RepoEntry>();
+  const repoFilling = new Set<string>();
+  const entries = () => idle.length + filling + repoIdle.size + repoFilling.size;
   const inFlight = new Set<Promise<void>>();
   /** Runs that took an entry and whose first turn has not ended: the refill waits for it. */
   const refillAfterTurn = new Set<string>();
@@ -69,7 +78,7 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
   let retryTimer: NodeJS.Timeout | undefined;
 
   const notify = () => {
-    if (idle.length < size) return;
+    if (idle.length + repoIdle.size < size) return;
     for (const f of waiters.splice(0)) f();
   };
 
@@ -88,34 +97,90 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
     }
   };
 
+  /** Count a making in flight until it settles; a failure retries later. */
+  const track = (what: string, make: () => Promise<void>, done: () => void): void => {
+    const t0 = Date.now();
+    const p = make().then(
+      () => log.info(`warm ${what} ready`, { ms: Date.now() - t0, available: idle.length + repoIdle.size }),
+      (e: unknown) => {
+        if (stop.signal.aborted) return;
+        log.warn(`could not start a warm ${what}; retrying later`, { error: e });
+        retryTimer ??= setTimeout(() => {
+          retryTimer = undefined;
+          fill();
+        }, retryDelayMs);
+        retryTimer.unref();
+      },
+    );
+    const tracked = p.finally(() => {
+      done();
+      inFlight.delete(tracked);
+      notify();
+    });
+    inFlight.add(tracked);
+  };
+
   const fill = (): void => {
     if (!started || stop.signal.aborted) return;
-    while (idle.length + filling < size) {
+    if (repos) {
+      const wanted = repos.wanted();
+      // A repository runs no longer come back to gives its slot up.
+      for (const [name, entry] of repoIdle)
+        if (!wanted.includes(name)) {
+          repoIdle.delete(name);
+          void repos.discard(entry);
+        }
+      for (const name of wanted) {
+        if (repoIdle.has(name) || repoFilling.has(name) || entries() >= size) continue;
+        repoFilling.add(name);
+        track(
+          `repository entry (${name})`,
+          async () => {
+            const entry = await repos.make(name, stop.signal);
+            if (stop.signal.aborted) return repos.discard(entry);
+            repoIdle.set(name, entry);
+          },
+          () => repoFilling.delete(name),
+        );
+      }
+    }
+    while (entries() < size) {
       filling++;
-      const t0 = Date.now();
-      const p = makeEntry().then(
-        async (entry) => {
+      track(
+        "sandbox",
+        async () => {
+          const entry = await makeEntry();
           if (stop.signal.aborted) return entry.sandbox.kill();
           idle.push(entry);
-          log.info("warm sandbox ready", { ms: Date.now() - t0, available: idle.length });
         },
-        (e: unknown) => {
-          if (stop.signal.aborted) return;
-          log.warn("could not start a warm sandbox; retrying later", { error: e });
-          retryTimer ??= setTimeout(() => {
-            retryTimer = undefined;
-            fill();
-          }, retryDelayMs);
-          retryTimer.unref();
-        },
+        () => filling--,
       );
-      const tracked = p.finally(() => {
-        filling--;
-        inFlight.delete(tracked);
-        notify();
-      });
-      inFlight.add(tracked);
     }
+  };
+
+  /** A run on a repository with an entry: its ref checked out there, its session on the built instance. */
+  const openOnRepository = async (entry: RepoEntry, opts: SessionOpenOptions) => {
+    opts.onLog?.(`preparing sandbox (${provider.name}) for ${entry.fullName}: already checked out`);
+    let sandbox: Sandbox;
+    try {
+      sandbox = await entry.sandbox.adopt(sandboxOptions(opts));
+    } catch (e) {
+      await repos!.discard(entry).catch(() => undefined);
+      fill();
+      throw creationError(e, opts.signal);
+    }
+    log.debug("run took a repository entry", { runId: opts.runId, repository: entry.fullName, sandbox: sandbox.id });
+    opts.onLog?.("starting agent");
+    const start = { modelToken: opts.token, modelId: opts.modelId, watchdogMs: opts.watchdogMs, signal: opts.signal };
+    const agent = await agentIn(sandbox, () => repos!.open(entry, sandbox, start), opts.prepare, true).catch(
+      async (e: unknown) => {
+        await entry.server.close().catch(() => undefined);
+        fill();
+        throw e;
+      },
+    );
+    refillAfterTurn.add(opts.runId);
+    return pairSession({ sandbox, agent, token: opts.token, reattachable, log, onClose: () => refill(opts.runId) });
   };
 
   /** The run's refill, once: after its first turn, or when its session ends before one. */
@@ -127,10 +192,16 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
     provider: provider.name,
 
     async open(opts) {
+      repos?.note(opts.repository, opts.credential);
       // A warm server started before its run: its environment holds no secrets and its
       // sandbox shares the host's network. Such runs open cold (a restart would cost what the
       // pool saves), and the entry stays for the next run.
       if (needsOwnServer(opts)) return cold.open(opts);
+      const repoEntry = repos?.serves(opts.modelId) ? repoIdle.get(opts.repository.fullName) : undefined;
+      if (repoEntry) {
+        repoIdle.delete(repoEntry.fullName);
+        return openOnRepository(repoEntry, opts);
+      }
       const entry = idle.shift();
       if (!entry) {
         fill();
@@ -194,6 +265,8 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
         if (retryTimer) clearTimeout(retryTimer);
         await Promise.allSettled([...inFlight]);
         await Promise.allSettled(idle.splice(0).map((e) => e.sandbox.kill()));
+        await Promise.allSettled([...repoIdle.values()].map((e) => repos!.discard(e)));
+        repoIdle.clear();
         for (const f of waiters.splice(0)) f();
       }
       await cold.close();
@@ -201,10 +274,13 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
 
     warmPool: {
       get available() {
-        return idle.length;
+        return idle.length + repoIdle.size;
+      },
+      get repositories() {
+        return [...repoIdle.keys()];
       },
       ready() {
-        if (idle.length >= size || stop.signal.aborted) return Promise.resolve();
+        if (idle.length + repoIdle.size >= size || stop.signal.aborted) return Promise.resolve();
         return new Promise((resolve) => waiters.push(resolve));
       },
     },
