@@ -110,7 +110,7 @@ function renderHeader(el, run) {
   );
 }
 
-const fact = (name, ...value) => [h("dt", {}, name), h("dd", {}, ...value)];
+const fact = (name, ...value) => h("div", {}, h("dt", {}, name), h("dd", {}, ...value));
 
 function renderActions(el, run, reload) {
   const act = (label, body, path, confirmText) => {

@@ -10,6 +10,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dashboardRouter } from "../../src/http/dashboard/router.ts";
+import { createDashboardSessions } from "../../src/http/dashboard/sessions.ts";
 import { launchChromium } from "../support/browser.ts";
 import { LOADED } from "../support/harness.ts";
 import { API, serveHarness, type HttpHarness } from "../support/http.ts";
@@ -74,6 +76,24 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     }
   });
 
+  it("its router holds only the page, its assets and the session exchange (the API's route inventory does not see it)", () => {
+    const router = dashboardRouter({ keys: h.pb.keys, sessions: createDashboardSessions() }) as unknown as {
+      stack: { route?: { path: string; methods: Record<string, boolean> } }[];
+    };
+    const routes = router.stack.flatMap((l) =>
+      l.route ? Object.keys(l.route.methods).map((m) => `${m} ${l.route!.path}`) : [],
+    );
+    expect(routes.sort()).toEqual(
+      [
+        "get /",
+        "get /dashboard/*file",
+        "post /dashboard/session",
+        "get /dashboard/session",
+        "delete /dashboard/session",
+      ].sort(),
+    );
+  });
+
   it("refuses a wrong key and signs in with a right one for an HttpOnly, SameSite=Strict cookie", async () => {
     await page.goto(`${h.base}/`);
     await page.getByLabel("API key").fill("pb_wrong-key-00000000000000000000000000000000");
@@ -118,8 +138,11 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     expect(await noXss()).toBeUndefined();
     expect(pageErrors).toEqual([]);
 
-    fs.mkdirSync(path.join(ROOT, "docs"), { recursive: true });
-    await page.screenshot({ path: path.join(ROOT, "docs/dashboard.png"), fullPage: false });
+    // The README's picture: `DASHBOARD_SCREENSHOT=docs/dashboard.png npx vitest run test/http/dashboard.e2e.test.ts`.
+    const shot = await page.screenshot({ fullPage: true });
+    expect(shot.length).toBeGreaterThan(10_000);
+    const target = process.env.DASHBOARD_SCREENSHOT;
+    if (target) fs.writeFileSync(path.resolve(ROOT, target), shot);
   });
 
   it("answers a cookie-only write without the CSRF token 403, and one with it as the key's scopes allow", async () => {
@@ -168,6 +191,37 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     await page.locator(".d2h-file-name", { hasText: "hello.js" }).first().waitFor();
     expect(await pageWidth()).toBeLessThanOrEqual(390);
     await page.setViewportSize({ width: 1280, height: 900 });
+  });
+
+  it("sign-in takes JSON only and a key that may read; revoking the key ends its sessions", async () => {
+    const signIn = (body: string, type = "application/json") =>
+      fetch(`${h.base}/dashboard/session`, { method: "POST", headers: { "content-type": type }, body });
+    // A cross-site form can send only form types: it can never sign a browser in.
+    expect((await signIn(`key=${h.keys.rw}`, "application/x-www-form-urlencoded")).status).toBe(415);
+    expect((await signIn(JSON.stringify({ key: h.keys.admin }))).status).toBe(403);
+    expect((await signIn(JSON.stringify({ key: h.keys.revoked }))).status).toBe(401);
+    const key = await h.pb.keys.create({ name: "dash", scopes: ["read:builder"], ownerId: "owner-a" });
+    const res = await signIn(JSON.stringify({ key: key.key }));
+    expect(res.status).toBe(201);
+    const setCookie = res.headers.getSetCookie().join("\n");
+    expect(setCookie).toMatch(/HttpOnly/);
+    expect(setCookie).toMatch(/SameSite=Strict/);
+    expect(JSON.stringify(await res.json())).not.toContain(key.key);
+    const cookie = /^(patchbay_session=[^;]+)/.exec(setCookie)![1]!;
+    const list = () => fetch(`${h.base}${API}/runs`, { headers: { cookie } });
+    expect((await list()).status).toBe(200);
+    // Its scopes hold: a read-only key's session cannot write even with the token.
+    const { csrfToken } = (await (await fetch(`${h.base}/dashboard/session`, { headers: { cookie } })).json()) as {
+      csrfToken: string;
+    };
+    const write = await fetch(`${h.base}${API}/runs/${runId}/cancel`, {
+      method: "POST",
+      headers: { cookie, "x-csrf-token": csrfToken, "content-type": "application/json" },
+      body: "{}",
+    });
+    expect(write.status).toBe(403);
+    await h.pb.keys.revoke(key.record.id);
+    expect((await list()).status).toBe(401);
   });
 
   it("signs out: the page asks for a key again and the old cookie opens nothing", async () => {
