@@ -5,7 +5,14 @@ import { fill, h } from "./dom.js";
 /** Render `patch` into `target` (an empty patch says so). */
 export function renderDiff(target, patch, runId) {
   if (!patch) return fill(target, h("p", { class: "muted" }, "No changes yet."));
-  let format = localStorage.getItem("patchbay.diffFormat") === "line-by-line" ? "line-by-line" : "side-by-side";
+  // Side by side where there is room for it; unified on a phone, unless the user chose.
+  const saved = localStorage.getItem("patchbay.diffFormat");
+  let format =
+    saved === "line-by-line" || saved === "side-by-side"
+      ? saved
+      : matchMedia("(max-width: 760px)").matches
+        ? "line-by-line"
+        : "side-by-side";
   const view = h("div", { class: "diff-view" });
   const draw = () => {
     // Diff2HtmlUI comes from the classic script in index.html; it writes its own escaped markup.

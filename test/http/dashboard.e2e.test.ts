@@ -21,6 +21,8 @@ const MODEL = "anthropic/claude-sonnet-4.6";
 /** Markup in run data: if any of it runs, `window.__xss` is set. */
 const XSS_PROMPT = 'Add a greeting <script>window.__xss="prompt"</script><img src=x onerror="window.__xss=\'prompt\'">';
 const XSS_TEXT = "Added hello.js <img src=x onerror=\"window.__xss='text'\">";
+/** A path that is markup if a renderer forgets to escape it (`/` only makes directories). */
+const XSS_PATH = "<img/src=x/onerror=window.__xss='name'>.js";
 const XSS_LINE = '// <script>window.__xss="diff"</script><img src=x onerror="window.__xss=\'diff\'">';
 
 let h: HttpHarness;
@@ -37,6 +39,7 @@ beforeAll(async () => {
       {
         toolCalls: [
           { name: "write", args: { filePath: "hello.js", content: `export const hello = () => "hi";\n${XSS_LINE}\n` } },
+          { name: "write", args: { filePath: XSS_PATH, content: "1\n" } },
         ],
       },
       { text: XSS_TEXT },
@@ -133,6 +136,8 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     const added = page.locator(".d2h-ins", { hasText: 'export const hello = () => "hi";' }).first();
     await added.waitFor();
     await page.locator(".d2h-ins", { hasText: "<script>" }).first().waitFor();
+    await page.locator(".d2h-file-name", { hasText: XSS_PATH }).first().waitFor();
+    await page.locator(".events .ev-edited", { hasText: XSS_PATH }).first().waitFor();
     expect(await page.locator(".turns .prompt").first().textContent()).toBe(XSS_PROMPT);
     expect(await page.locator("main img, main script").count()).toBe(0);
     expect(await noXss()).toBeUndefined();
@@ -173,7 +178,12 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     await end.waitFor({ timeout: LOADED.turnWaitMs });
     await end.click();
     await page.locator(".run-header .status-completed").waitFor({ timeout: LOADED.turnWaitMs });
-    expect((await h.api("GET", `${API}/runs/${runId}`)).json).toMatchObject({ status: "completed", turnCount: 2 });
+    const run = (await h.api("GET", `${API}/runs/${runId}?turns=1`)).json;
+    expect(run).toMatchObject({ status: "completed", turnCount: 2 });
+    expect(run.turns.map((t: { n: number; prompt: string }) => [t.n, t.prompt])).toEqual([
+      [1, XSS_PROMPT],
+      [2, "Now say goodbye."],
+    ]);
   });
 
   it("lists the run with its status, repository, model and turns, and filters by status; readable at 390 px", async () => {
