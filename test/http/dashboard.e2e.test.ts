@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { dashboardRouter } from "../../src/http/dashboard/router.ts";
 import { createDashboardSessions } from "../../src/http/dashboard/sessions.ts";
 import { launchChromium } from "../support/browser.ts";
+import { startCutProxy, type CutProxy } from "../support/cut-proxy.ts";
 import { LOADED } from "../support/harness.ts";
 import { API, serveHarness, type HttpHarness } from "../support/http.ts";
 
@@ -30,6 +31,7 @@ let browser: Browser;
 let context: BrowserContext;
 let page: Page;
 let runId: string;
+let proxy: CutProxy | undefined;
 const pageErrors: string[] = [];
 
 beforeAll(async () => {
@@ -57,6 +59,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
+  await proxy?.close();
   await h?.close();
 }, LOADED.hookMs);
 
@@ -169,6 +172,18 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
   });
 
   it("sends a follow-up that runs a second turn in the same session, then ends the session", async () => {
+    // From here the page goes through a forwarder that drops every connection on `cut()`.
+    proxy = await startCutProxy({ host: "127.0.0.1", port: Number(new URL(h.base).port) });
+    await page.goto(`${proxy.base}/#/runs/${runId}`);
+    await page.locator(".events .ev-status", { hasText: "Turn 1: idle" }).waitFor();
+    // EventSource reconnects by itself, naming the last event it saw (the proxy cannot tell:
+    // chromium may send it on a connection that carried another request first).
+    const resumed = page.waitForRequest(
+      async (r) => r.url().includes("/stream") && (await r.allHeaders())["last-event-id"] !== undefined,
+      { timeout: 60_000 },
+    );
+    proxy.cut();
+    expect(Number((await (await resumed).allHeaders())["last-event-id"])).toBeGreaterThan(0);
     await page.getByLabel("Message to the agent").fill("Now say goodbye.");
     await page.getByRole("button", { name: "Send" }).click();
     await page.locator(".events .ev-agent", { hasText: "Follow-up done." }).waitFor({ timeout: LOADED.turnWaitMs });
@@ -178,7 +193,15 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     await end.waitFor({ timeout: LOADED.turnWaitMs });
     await end.click();
     await page.locator(".run-header .status-completed").waitFor({ timeout: LOADED.turnWaitMs });
-    const run = (await h.api("GET", `${API}/runs/${runId}?turns=1`)).json;
+    const run = (await h.api("GET", `${API}/runs/${runId}?turns=1&events=1`)).json;
+    // Across the cut, nothing was lost or shown twice: every status change once, in order.
+    const shown = await page.evaluate<string[]>(
+      "[...document.querySelectorAll('.events .ev-status')].map((e) => e.textContent)",
+    );
+    const logged = run.events
+      .filter((e: { type: string }) => e.type === "run.status")
+      .map((e: { turn: number; data: { status: string } }) => `Turn ${e.turn}: ${e.data.status}`);
+    expect(shown).toEqual(logged);
     expect(run).toMatchObject({ status: "completed", turnCount: 2 });
     expect(run.turns.map((t: { n: number; prompt: string }) => [t.n, t.prompt])).toEqual([
       [1, XSS_PROMPT],
