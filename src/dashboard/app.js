@@ -42,6 +42,7 @@ function signInView() {
     } catch (e) {
       input.value = "";
       error.textContent = e instanceof ApiError ? e.message : "could not reach Patchbay";
+      input.focus();
     }
   });
   fill(main, form);

@@ -107,8 +107,9 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     await expect.poll(() => page.getByRole("alert").textContent()).toContain("invalid or revoked API key");
     expect(await sessionCookie()).toBeUndefined();
 
-    await page.getByLabel("API key").fill(h.keys.rw);
-    await page.getByRole("button", { name: "Sign in" }).click();
+    // By keyboard: the field is focused on load, Enter submits.
+    await page.keyboard.type(h.keys.rw);
+    await page.keyboard.press("Enter");
     await page.getByRole("heading", { name: "Runs" }).waitFor();
     const cookie = await sessionCookie();
     expect(cookie).toMatchObject({ httpOnly: true, sameSite: "Strict", path: "/" });
