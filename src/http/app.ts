@@ -5,7 +5,9 @@
  * Every route comes from the route table (`runRoutes`, `keyRoutes`, `secretRoutes`, `webhookRoutes`, `metaRoutes`) and is
  * registered as: scope check -> per-key rate limit -> JSON-only body -> body parser (1 MB)
  * -> query validation -> handler. Unknown paths answer 404, known paths with another
- * method 405 (with `Allow`), and every error is JSON via the one error middleware.
+ * method 405 (with `Allow`), and every error is JSON via the one error middleware. The
+ * dashboard (`dashboard/router.ts`) is one router beside the table: a page, its assets and
+ * the sign-in exchange, not API routes.
  */
 import http from "node:http";
 import express from "express";
@@ -14,6 +16,8 @@ import type { Config } from "../config.ts";
 import type { Engine, KeyService, Logger } from "../engine/index.ts";
 import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
+import { dashboardRouter } from "./dashboard/router.ts";
+import { createDashboardSessions, type DashboardSessionsOptions } from "./dashboard/sessions.ts";
 import { environmentRoutes } from "./environments.ts";
 import { groupRoutes } from "./groups.ts";
 import { ErrorBody, errorHandler, sendError } from "./errors.ts";
@@ -66,6 +70,8 @@ export interface HttpAppDeps {
   isReady?: () => boolean | Promise<boolean>;
   /** Version shown in the OpenAPI document. Default 0.1.0. */
   version?: string;
+  /** Dashboard session lifetimes (tests shorten them). */
+  dashboardSessions?: DashboardSessionsOptions;
 }
 
 const EmptyQuery = z.object({}).strict();
@@ -154,7 +160,10 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     next();
   });
 
-  const auth = createAuth(keys);
+  // The dashboard (at `/`) signs in with a key for a session cookie, which the API routes accept too.
+  const sessions = createDashboardSessions(deps.dashboardSessions);
+  app.use(dashboardRouter({ keys, sessions }));
+  const auth = createAuth(keys, sessions);
   const limiter = createRateLimit({ limit: config.rateLimitPerMin });
   const parsers = new Map<string, express.RequestHandler>();
   const jsonParser = (limit = BODY_LIMIT) => {

@@ -9,7 +9,7 @@ import { isEngineError, type ErrorCode, type Logger } from "../engine/index.ts";
 
 /** Codes the HTTP layer answers with on its own (before the engine is reached). */
 export type HttpOnlyCode =
-  "invalid_json" | "payload_too_large" | "unsupported_media_type" | "not_found" | "method_not_allowed";
+  "invalid_json" | "payload_too_large" | "unsupported_media_type" | "not_found" | "method_not_allowed" | "csrf_failed";
 
 export type HttpErrorCode = ErrorCode | HttpOnlyCode;
 
@@ -44,6 +44,8 @@ const STATUS: Record<HttpErrorCode, number> = {
   invalid_json: 400,
   unauthorized: 401,
   forbidden: 403,
+  // A dashboard session's write without its CSRF token.
+  csrf_failed: 403,
   run_not_found: 404,
   group_not_found: 404,
   repository_not_found: 404,

@@ -36,6 +36,7 @@ export const GetRunQuery = z
       description: "Include `patch` (unified diff against the base) when a turn has finished",
     }),
     events: QueryFlag.optional().meta({ description: "Include `events`, the run's whole event log" }),
+    turns: QueryFlag.optional().meta({ description: "Include `turns`: each turn's prompt, kind, status and summary" }),
     fullSummary: QueryFlag.optional().meta({
       description: "`summary` whole, however long (by default it is cut at 16 KB and `summaryTruncated` says so)",
     }),
@@ -160,7 +161,7 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
       summary: "Get a run",
       description:
         "Status, summary, changed paths, diff stats, usage and validation of a run. `?patch=1` adds `patch` (null until a turn has finished or when nothing changed); " +
-        "`?events=1` adds the event log; `?fullSummary=1` gives `summary` whole when `summaryTruncated` (cut at 16 KB). Poll until `status` is `idle` or terminal. Another owner's run answers 404.",
+        "`?events=1` adds the event log; `?turns=1` the turns with their prompts; `?fullSummary=1` gives `summary` whole when `summaryTruncated` (cut at 16 KB). Poll until `status` is `idle` or terminal. Another owner's run answers 404.",
       params: RunIdParams,
       query: GetRunQuery,
       responses: {
@@ -177,6 +178,7 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
             patch: q.patch === true,
             events: q.events === true,
             fullSummary: q.fullSummary === true,
+            turns: q.turns === true,
           }),
         );
       },

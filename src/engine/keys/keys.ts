@@ -47,6 +47,11 @@ export interface KeyService {
   create(input: CreateKeyInput): Promise<CreatedKey>;
   /** The key's record if it is valid and not revoked, else undefined. */
   verify(key: string): Promise<ApiKeyRecord | undefined>;
+  /**
+   * The record of the key whose sha256 (hex) is `hash`, if it is not revoked: a dashboard
+   * session holds its key's hash, never the key, and re-checks it on every request.
+   */
+  verifyHash(hash: string): Promise<ApiKeyRecord | undefined>;
   list(): Promise<ApiKeyRecord[]>;
   /** Revoke a key; revoking twice keeps the first time. Throws `key_not_found`. */
   revoke(id: string): Promise<ApiKeyRecord>;
@@ -63,6 +68,22 @@ export interface KeyServiceOptions {
 }
 
 export function createKeyService({ store, defaultOwnerId, clock = () => new Date() }: KeyServiceOptions): KeyService {
+  async function verifyDigest(digest: Buffer): Promise<ApiKeyRecord | undefined> {
+    const record = await store.findKeyByHash(digest.toString("hex"));
+    if (!record) return undefined;
+    // The lookup found it by hash; compare the full digest anyway, in constant time, so a
+    // store that matched loosely (another backend, a prefix index) can never let a key in.
+    const stored = Buffer.from(record.hash, "hex");
+    if (stored.length !== digest.length || !crypto.timingSafeEqual(stored, digest)) return undefined;
+    if (record.revokedAt) return undefined;
+    const now = clock();
+    const lastUsed = record.lastUsedAt ? Date.parse(record.lastUsedAt) : Number.NEGATIVE_INFINITY;
+    if (now.getTime() - lastUsed >= LAST_USED_RESOLUTION_MS) {
+      return (await store.updateKey(record.id, { lastUsedAt: now.toISOString() })) ?? record;
+    }
+    return record;
+  }
+
   return {
     async create(input) {
       const parsed = CreateKeyInput.safeParse(input);
@@ -91,20 +112,12 @@ export function createKeyService({ store, defaultOwnerId, clock = () => new Date
 
     async verify(key) {
       if (typeof key !== "string" || !key.startsWith(KEY_PREFIX) || key.length > MAX_KEY_LENGTH) return undefined;
-      const digest = crypto.createHash("sha256").update(key).digest();
-      const record = await store.findKeyByHash(digest.toString("hex"));
-      if (!record) return undefined;
-      // The lookup found it by hash; compare the full digest anyway, in constant time, so a
-      // store that matched loosely (another backend, a prefix index) can never let a key in.
-      const stored = Buffer.from(record.hash, "hex");
-      if (stored.length !== digest.length || !crypto.timingSafeEqual(stored, digest)) return undefined;
-      if (record.revokedAt) return undefined;
-      const now = clock();
-      const lastUsed = record.lastUsedAt ? Date.parse(record.lastUsedAt) : Number.NEGATIVE_INFINITY;
-      if (now.getTime() - lastUsed >= LAST_USED_RESOLUTION_MS) {
-        return (await store.updateKey(record.id, { lastUsedAt: now.toISOString() })) ?? record;
-      }
-      return record;
+      return verifyDigest(crypto.createHash("sha256").update(key).digest());
+    },
+
+    async verifyHash(hash) {
+      if (!/^[0-9a-f]{64}$/.test(hash)) return undefined;
+      return verifyDigest(Buffer.from(hash, "hex"));
     },
 
     list: () => store.listKeys(),

@@ -41,6 +41,8 @@ export interface GetRunOptions {
   events?: boolean;
   /** The whole summary, however long (the view's is cut at 16 KB). */
   fullSummary?: boolean;
+  /** Each turn's prompt, kind, status and summary, oldest first. */
+  turns?: boolean;
 }
 
 export interface StartRunOptions {
@@ -215,6 +217,7 @@ export function createEngine(deps: EngineDeps): Engine {
             ? ((await store.getPatch(runId)) ?? null)
             : null;
       if (opts.events) extra.events = await store.readEvents(runId, 0);
+      if (opts.turns) extra.turns = await store.listTurns(runId);
       if (opts.fullSummary && run.summaryTruncated) {
         const whole = await store.getSummary(runId);
         if (whole !== undefined) extra.fullSummary = whole;

@@ -21,7 +21,21 @@ import {
   ValidationMode,
   ValidationResult,
   type RunRecord,
+  type TurnRecord,
 } from "./schema.ts";
+
+/** One turn of a run as `?turns=1` shows it. */
+export const TurnView = z.object({
+  n: z.number().int().describe("The turn's number, from 1"),
+  prompt: z.string().describe("The prompt the turn was given (secrets masked)"),
+  taskKind: TaskKind.describe("`code` or `plan`"),
+  status: z.enum(["running", "done", "failed", "cancelled"]),
+  summary: z.string().nullable().describe("The agent's final text of the turn; null until it ends"),
+  error: RunError.nullable(),
+  startedAt: z.string().describe("ISO 8601"),
+  finishedAt: z.string().nullable().describe("ISO 8601; null while the turn runs"),
+});
+export type TurnView = z.infer<typeof TurnView>;
 
 export const RunView = z.object({
   id: z.string().describe("Run id (`run_…`)"),
@@ -75,6 +89,7 @@ export const RunView = z.object({
     .optional()
     .describe("Unified diff against the base; only when asked for (`?patch=1`), null until a turn has finished"),
   events: z.array(RunEvent).optional().describe("The run's whole event log; only when asked for (`?events=1`)"),
+  turns: z.array(TurnView).optional().describe("The run's turns, oldest first; only when asked for (`?turns=1`)"),
   publish: PublishState.describe("Publishing settings and the last publish's outcome"),
   draftPullRequest: DraftPullRequest.nullable().describe(
     "The draft pull request when `publish.mode` is `draft_pr` and a publish succeeded; else null",
@@ -120,7 +135,7 @@ export type RunView = z.infer<typeof RunView>;
 export function toRunView(
   r: RunRecord,
   now: Date,
-  extra: { patch?: string | null; events?: RunEvent[]; fullSummary?: string } = {},
+  extra: { patch?: string | null; events?: RunEvent[]; turns?: TurnRecord[]; fullSummary?: string } = {},
 ): RunView {
   const sessionActive = r.status === "idle" && !!r.sessionExpiresAt && Date.parse(r.sessionExpiresAt) > now.getTime();
   return {
@@ -144,6 +159,7 @@ export function toRunView(
     diffStats: r.diffStats,
     ...(extra.patch !== undefined ? { patch: extra.patch } : {}),
     ...(extra.events !== undefined ? { events: extra.events } : {}),
+    ...(extra.turns !== undefined ? { turns: extra.turns.map((t) => toTurnView(t, r)) } : {}),
     publish: r.publish,
     draftPullRequest: r.draftPullRequest,
     validation: r.validation,
@@ -159,5 +175,18 @@ export function toRunView(
     updatedAt: r.updatedAt,
     startedAt: r.startedAt,
     finishedAt: r.finishedAt,
+  };
+}
+
+function toTurnView(t: TurnRecord, r: RunRecord): TurnView {
+  return {
+    n: t.n,
+    prompt: t.prompt,
+    taskKind: t.taskKind ?? r.taskKind,
+    status: t.status,
+    summary: t.summary,
+    error: t.error,
+    startedAt: t.startedAt,
+    finishedAt: t.finishedAt,
   };
 }

@@ -110,6 +110,19 @@ describe("API keys", () => {
     });
   });
 
+  it("verifies by hash as by key (a dashboard session's re-check): unknown, malformed and revoked hashes refused", async () => {
+    await withStore(async (store) => {
+      const keys = createKeyService({ store, defaultOwnerId: "local" });
+      const { key, record } = await keys.create({ name: "dash" });
+      expect(record.hash).toBe(hashKey(key));
+      expect((await keys.verifyHash(record.hash))?.id).toBe(record.id);
+      for (const bad of ["", "zz", record.hash.toUpperCase(), record.hash.slice(1), hashKey("pb_other")])
+        expect(await keys.verifyHash(bad)).toBeUndefined();
+      await keys.revoke(record.id);
+      expect(await keys.verifyHash(record.hash)).toBeUndefined();
+    });
+  });
+
   it("records lastUsedAt at most once a minute", async () => {
     await withStore(async (store) => {
       let now = new Date("2026-01-01T00:00:00.000Z");

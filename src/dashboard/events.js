@@ -1,0 +1,90 @@
+// A run's live event stream over the API's SSE route. EventSource sends the session cookie and,
+// on reconnect, Last-Event-ID, so the server resumes exactly after the last event shown.
+import { API } from "./api.js";
+import { h } from "./dom.js";
+
+/**
+ * Follow `runId`'s events into `list`; `onStatus(data)` hears every `run.status`.
+ * Returns a function that closes the stream.
+ */
+export function followEvents(runId, list, onStatus) {
+  const tools = new Map();
+  let lastId = 0;
+  const source = new EventSource(`${API}/runs/${encodeURIComponent(runId)}/stream`);
+  const add = (ev, el) => {
+    if (!el) return;
+    el.dataset.eventId = String(ev.id);
+    list.append(el);
+    list.scrollTop = list.scrollHeight;
+  };
+  const handle = (type, msg) => {
+    const ev = JSON.parse(msg.data);
+    // A reconnect that raced the stream's end may repeat what was shown; ids are ordered.
+    if (ev.id <= lastId) return;
+    lastId = ev.id;
+    if (type === "run.status") {
+      add(
+        ev,
+        h(
+          "li",
+          { class: "ev ev-status" },
+          `Turn ${ev.turn}: ${ev.data.status}`,
+          ev.data.error ? ` — ${ev.data.error.message}` : "",
+        ),
+      );
+      onStatus(ev.data);
+      return;
+    }
+    const d = ev.data;
+    if (d.kind === "tool") {
+      const label = `${d.tool}${d.title ? `: ${d.title}` : ""} (${d.status})`;
+      const prior = tools.get(d.callId);
+      const el = h(
+        "li",
+        { class: `ev ev-tool tool-${d.status}` },
+        h("span", { class: "ev-kind" }, "tool"),
+        label,
+        d.error ? h("pre", {}, d.error) : null,
+      );
+      if (prior) prior.replaceWith(el);
+      tools.set(d.callId, el);
+      if (!prior) add(ev, el);
+      return;
+    }
+    add(ev, describe(d));
+  };
+  source.addEventListener("builder.event", (m) => handle("builder.event", m));
+  source.addEventListener("run.status", (m) => handle("run.status", m));
+  return () => source.close();
+}
+
+function describe(d) {
+  const kind = (k, ...rest) =>
+    h("li", { class: `ev ev-${k.replace(/\W/g, "-")}` }, h("span", { class: "ev-kind" }, k), ...rest);
+  switch (d.kind) {
+    case "text":
+      return kind("agent", h("p", { class: "agent-text" }, d.text));
+    case "reasoning":
+      return kind("thinking", h("details", {}, h("summary", {}, "Reasoning"), h("p", {}, d.text)));
+    case "file.edited":
+      return kind("edited", h("code", {}, d.path));
+    case "error":
+      return kind("error", `${d.code}: ${d.message}`);
+    case "log":
+      return kind("log", d.message);
+    case "setup.started":
+      return kind("setup", `started: ${d.commands.join(" && ")}`);
+    case "setup.cached":
+      return kind("setup", "restored from the cache");
+    case "setup.finished":
+      return kind("setup", `${d.status} in ${Math.round(d.durationMs)} ms`);
+    case "prompt.images":
+      return kind("images", `${d.images.length} image(s) with the prompt`);
+    case "step":
+      return d.phase === "finish" && d.tokens
+        ? kind("step", `${d.tokens.input} in / ${d.tokens.output} out tokens`)
+        : null;
+    default:
+      return kind(String(d.kind), "");
+  }
+}
