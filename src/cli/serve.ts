@@ -4,7 +4,7 @@ import type { Config } from "../config.ts";
 import { openPatchbay, type Patchbay } from "../engine/index.ts";
 import { createHttpApp, createHttpServer } from "../http/app.ts";
 import { createMcpMount } from "../http/mcp-mount.ts";
-import { createMetricsServer } from "../http/metrics.ts";
+import { metricsListener } from "../http/metrics.ts";
 
 /**
  * `local` isolates nothing: an agent can read Patchbay's environment, the data dir and other
@@ -89,7 +89,7 @@ export async function serve(config: Config): Promise<void> {
 
 /** The unauthenticated `/metrics` listener PATCHBAY_METRICS_ADDR asks for. */
 async function listenMetrics(pb: Patchbay, addr: { host: string; port: number }): Promise<http.Server> {
-  const server = createMetricsServer(pb.metrics);
+  const server = http.createServer(metricsListener(pb.metrics));
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(addr.port, addr.host, resolve);

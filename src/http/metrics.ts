@@ -29,9 +29,9 @@ export function metricsRoutes(metrics: HttpMetrics | undefined): RouteSpec[] {
   ]);
 }
 
-/** A listener serving only `GET /metrics`, unauthenticated (PATCHBAY_METRICS_ADDR). Not yet listening. */
-export function createMetricsServer(metrics: Pick<PatchbayMetrics, "render" | "contentType">): http.Server {
-  return http.createServer((req, res) => {
+/** A request listener serving only `GET /metrics`, unauthenticated (PATCHBAY_METRICS_ADDR). */
+export function metricsListener(metrics: Pick<PatchbayMetrics, "render" | "contentType">): http.RequestListener {
+  return (req, res) => {
     const path = (req.url ?? "/").split("?")[0];
     if (req.method !== "GET" || path !== "/metrics") {
       res.writeHead(404, { "content-type": "application/json" });
@@ -48,5 +48,5 @@ export function createMetricsServer(metrics: Pick<PatchbayMetrics, "render" | "c
         res.end(JSON.stringify({ error: { code: "internal", message: String((e as Error).message) } }));
       },
     );
-  });
+  };
 }
