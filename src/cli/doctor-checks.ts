@@ -117,15 +117,18 @@ export async function checkOpencode(config: Config, scratch: string): Promise<Ch
 /** bubblewrap can make this set-up's sandboxes (the provider's own start-up probes). */
 export async function checkBwrap(config: Config, scratch: string): Promise<CheckOutcome> {
   if (config.sandbox !== "bwrap") return skip(`PATCHBAY_SANDBOX=${config.sandbox}`);
-  const dataDir = fs.mkdtempSync(path.join(scratch, "bwrap-"));
+  const dataDir = searchableTempDir(scratch, "bwrap-");
   try {
     const provider = await createSandboxProvider({ ...config, dataDir }, silentLogger);
     await provider.close?.();
     return pass("bubblewrap sandboxes work");
   } catch (e) {
+    const detail = message(e);
     return fail(
-      message(e),
-      "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or use PATCHBAY_SANDBOX=local",
+      detail,
+      /cannot reach/.test(detail)
+        ? "make the data dir and the opencode binary reachable by PATCHBAY_SANDBOX_UID (chmod o+x on their parent directories)"
+        : "install bubblewrap (apt-get install bubblewrap) and allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or use PATCHBAY_SANDBOX=local",
     );
   } finally {
     fs.rmSync(dataDir, { recursive: true, force: true });
@@ -260,8 +263,21 @@ export async function checkGitHub(config: Config): Promise<CheckOutcome> {
   return skip("no GitHub credentials: public repositories only, no draft pull requests");
 }
 
-/** A scratch directory under the OS temp dir (or `base`), removed by the caller. */
-export function scratchDir(base = os.tmpdir()): string {
+/**
+ * A new directory under `base` that other users may pass through but not list (0711): a bwrap
+ * sandbox's user must reach what is under it, as it reaches the data dir.
+ */
+export function searchableTempDir(base: string, prefix: string): string {
   fs.mkdirSync(base, { recursive: true });
-  return fs.mkdtempSync(path.join(base, "patchbay-doctor-"));
+  const dir = fs.mkdtempSync(path.join(base, prefix));
+  fs.chmodSync(dir, 0o711);
+  return dir;
+}
+
+/**
+ * The doctor's scratch directory, removed by the caller: under the data dir for bwrap (its
+ * sandboxes must reach it as they reach the data dir), else under the OS temp dir.
+ */
+export function scratchDir(config: Config, base?: string): string {
+  return searchableTempDir(base ?? (config.sandbox === "bwrap" ? config.dataDir : os.tmpdir()), "patchbay-doctor-");
 }

@@ -20,6 +20,7 @@ import {
   checkNode,
   checkOpencode,
   scratchDir,
+  searchableTempDir,
   type CheckOutcome,
   type DoctorDeps,
 } from "./doctor-checks.ts";
@@ -57,7 +58,7 @@ async function smokeRepository(config: Config, root: string): Promise<string> {
 export async function smokeRun(config: Config, scratch: string): Promise<CheckOutcome> {
   if (config.sandbox === "e2b")
     return { status: "skip", detail: "e2b VMs reach the model gateway only through PATCHBAY_PUBLIC_GATEWAY_URL" };
-  const root = fs.mkdtempSync(path.join(scratch, "smoke-"));
+  const root = searchableTempDir(scratch, "smoke-");
   const model = await startSmokeModel();
   const started = Date.now();
   try {
@@ -117,7 +118,7 @@ export async function runDoctor(
   config: Config,
   opts: DoctorDeps & { smoke?: boolean; onResult?: (r: CheckResult) => void } = {},
 ): Promise<CheckResult[]> {
-  const scratch = scratchDir(opts.scratchDir);
+  const scratch = scratchDir(config, opts.scratchDir);
   const results: CheckResult[] = [];
   type Check = [string, () => CheckOutcome | Promise<CheckOutcome>];
   const checks: Check[] = [

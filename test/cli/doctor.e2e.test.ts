@@ -5,6 +5,7 @@
  * E2B stand-in refuses, an old Node.
  */
 import { execFile } from "node:child_process";
+import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -148,7 +149,17 @@ describe("patchbay doctor", { timeout: LOADED.testMs }, () => {
     expect((await checkGitHub(config(gh))).status).toBe("skip");
     expect((await checkBwrap(config(), tempDir("bwrap"))).status).toBe("skip");
     // Selected: the provider's own probes run (bubblewrap works on this machine, as the sandbox tests need).
-    expect((await checkBwrap(config({ PATCHBAY_SANDBOX: "bwrap" }), tempDir("bwrap"))).status).toBe("pass");
+    const dataDir = tempDir("bwrap-data");
+    fs.chmodSync(dataDir, 0o711);
+    const bwrap = config({ PATCHBAY_SANDBOX: "bwrap", PATCHBAY_DATA_DIR: dataDir });
+    expect(await checkBwrap(bwrap, dataDir)).toMatchObject({ status: "pass" });
+    // A data dir the sandbox's user cannot pass through: the provider's probe says so, and the fix names it.
+    fs.chmodSync(dataDir, 0o700);
+    if (process.getuid?.() === 0)
+      expect(await checkBwrap(bwrap, dataDir)).toMatchObject({
+        status: "fail",
+        fix: expect.stringContaining("PATCHBAY_SANDBOX_UID"),
+      });
     expect(checkNode("18.19.0")).toMatchObject({ status: "fail", fix: expect.stringContaining("Node 20") });
   });
 });
