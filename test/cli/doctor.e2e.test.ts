@@ -1,8 +1,8 @@
 /**
  * `patchbay doctor`: a passing set-up end to end (the CLI, its smoke run on the real OpenCode),
  * and each check failing with its fix: no git on PATH, a data dir another Patchbay holds, a
- * model endpoint answering 401, a GitHub token the GitHub stand-in refuses, an E2B key the
- * E2B stand-in refuses, an old Node.
+ * model endpoint answering 401, a GitHub token or App the GitHub stand-in refuses, an E2B key
+ * the E2B stand-in refuses, an old Node.
  */
 import { execFile } from "node:child_process";
 import fs from "node:fs";
@@ -20,7 +20,9 @@ import {
   checkModel,
   checkNode,
 } from "../../src/cli/doctor-checks.ts";
+import { generateKeyPairSync } from "node:crypto";
 import { e2bCloud } from "../fixtures/e2b-cloud.ts";
+import { startGitHubApiStub } from "../fixtures/github-api-stub.ts";
 import { tempDir } from "../helpers.ts";
 import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
 import { listen } from "../support/http.ts";
@@ -141,6 +143,26 @@ describe("patchbay doctor", { timeout: LOADED.testMs }, () => {
     const good = await checkE2b(config({ PATCHBAY_SANDBOX: "e2b", E2B_API_KEY: "e2b_good" }), cloud.sdk);
     expect(good.status).toBe("pass");
     expect((await checkE2b(config(), cloud.sdk)).status).toBe("skip");
+  });
+
+  it("passes a GitHub App the stand-in accepts and fails one signed with another key", async () => {
+    const pem = () =>
+      generateKeyPairSync("rsa", {
+        modulusLength: 2048,
+        privateKeyEncoding: { type: "pkcs8", format: "pem" },
+        publicKeyEncoding: { type: "spki", format: "pem" },
+      });
+    const app = pem();
+    const stub = await startGitHubApiStub({ appId: "4242", appPublicKey: app.publicKey, repositories: [] });
+    try {
+      const env = { PATCHBAY_GITHUB_API_URL: stub.baseUrl, GITHUB_APP_ID: "4242" };
+      const good = await checkGitHub(config({ ...env, GITHUB_APP_PRIVATE_KEY: app.privateKey }));
+      expect(good).toMatchObject({ status: "pass", detail: expect.stringContaining("patchbay-stub") });
+      const bad = await checkGitHub(config({ ...env, GITHUB_APP_PRIVATE_KEY: pem().privateKey }));
+      expect(bad).toMatchObject({ status: "fail", fix: expect.stringContaining("GITHUB_APP_PRIVATE_KEY") });
+    } finally {
+      await stub.close();
+    }
   });
 
   it("checks GitHub tokens and bwrap only where they apply, and an old Node fails", async () => {
