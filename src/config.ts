@@ -213,6 +213,27 @@ const SETTINGS = {
   /** Cap on a model request's output tokens: `max_tokens` and the like are clamped to it. */
   gatewayMaxTokens: setting("PATCHBAY_GATEWAY_MAX_TOKENS", z.coerce.number().int().min(1).default(32_000)),
   host: setting("PATCHBAY_HOST", z.string().min(1).default("127.0.0.1")),
+  /**
+   * `host:port` of a second listener that serves only `GET /metrics`, without a key (for a
+   * Prometheus scraper on a private network). Unset: `/metrics` on the API, admin key only.
+   */
+  metricsAddr: setting(
+    "PATCHBAY_METRICS_ADDR",
+    optionalString
+      .refine((s) => s === undefined || /^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/.test(s), "must be host:port")
+      .transform((s) => {
+        if (s === undefined) return undefined;
+        const i = s.lastIndexOf(":");
+        return { host: s.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(s.slice(i + 1)) };
+      }),
+  ),
+  /** The Patchbay server `patchbay run`/`runs` talk to (remote mode); `--server` wins. */
+  server: setting(
+    "PATCHBAY_SERVER",
+    optionalString.refine((s) => s === undefined || /^https?:\/\//.test(s), "must be an http(s):// URL"),
+  ),
+  /** The API key for PATCHBAY_SERVER; `--key` wins. */
+  apiKey: setting("PATCHBAY_API_KEY", optionalString),
   port: setting("PORT", z.coerce.number().int().min(0).max(65535).default(8787)),
   /**
    * The instance's user: owner of runs started without an API key (`patchbay mcp`, `patchbay run`)

@@ -9,6 +9,7 @@ import { createModelGateway } from "./gateway/server.ts";
 import type { ModelGateway } from "./gateway/gateway.ts";
 import { createKeyService, type KeyService } from "./keys/keys.ts";
 import { createLogger, type Logger } from "./log.ts";
+import { createMetrics, type PatchbayMetrics } from "./metrics/metrics.ts";
 import { createEngine, type Engine } from "./run/engine.ts";
 import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
@@ -24,6 +25,7 @@ export type { FollowOptions, FollowUntil, RunFollow } from "./run/follow.ts";
 export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";
 export type { Logger } from "./log.ts";
+export type { PatchbayMetrics } from "./metrics/metrics.ts";
 export { createLogger } from "./log.ts";
 
 export interface Patchbay {
@@ -33,6 +35,8 @@ export interface Patchbay {
   store: RunStore;
   gateway: ModelGateway;
   log: Logger;
+  /** Prometheus metrics of this instance (its own registry), served at `/metrics`. */
+  metrics: PatchbayMetrics;
   /** Runs' sandboxes and agents: `warmPool` and `sharedAgent` when they run (benchmarks, tests). */
   sessions: PatchbaySessions;
   /** Stop every session and process, flush and unlock the store. */
@@ -55,6 +59,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   log.redact(config.githubAppPrivateKey);
   log.redact(config.e2bApiKey);
   const store = await createLowdbStore({ dataDir: config.dataDir, log });
+  const metrics = createMetrics();
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
     const secrets = createSecretBox(
@@ -70,6 +75,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       bodyTimeoutMs: config.gatewayBodyTimeoutMs,
       maxInFlightPerToken: config.gatewayMaxInFlight,
       maxTokens: config.gatewayMaxTokens,
+      observer: metrics.gateway,
       log,
     });
     cleanups.unshift(() => gateway.close());
@@ -82,7 +88,16 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       defaultWarmPoolSize: opts.defaultWarmPoolSize,
     });
     cleanups.unshift(() => sessions.close());
-    const engine = createEngine({ config, store, host: sessions, gateway, secrets, log });
+    const engine = createEngine({ config, store, host: sessions, gateway, secrets, log, metrics });
+    metrics.setSources({
+      activeRuns: async () => {
+        const counts: Record<string, number> = {};
+        for (const run of await store.runsByStatus(["queued", "running", "idle"]))
+          counts[run.status] = (counts[run.status] ?? 0) + 1;
+        return counts;
+      },
+      warmPool: () => sessions.warmPool?.available ?? 0,
+    });
     cleanups.unshift(() => engine.close());
     // Before serving: settle what a previous process left, then start the host (reap, pool fill).
     await engine.recover();
@@ -95,6 +110,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       store,
       gateway,
       log,
+      metrics,
       sessions,
       close: () =>
         (closed ??= (async () => {

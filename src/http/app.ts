@@ -29,6 +29,7 @@ import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
 export { IMAGE_BODY_LIMIT } from "./routes.ts";
+import { metricsRoutes, type HttpMetrics } from "./metrics.ts";
 import { runRoutes } from "./runs.ts";
 import type { SseOptions } from "./sse.ts";
 
@@ -72,6 +73,8 @@ export interface HttpAppDeps {
   version?: string;
   /** Dashboard session lifetimes (tests shorten them). */
   dashboardSessions?: DashboardSessionsOptions;
+  /** The instance's metrics: served at `/metrics` (admin), and counting SSE subscribers. */
+  metrics?: HttpMetrics;
 }
 
 const EmptyQuery = z.object({}).strict();
@@ -143,9 +146,37 @@ export function metaRoutes(
   ];
 }
 
+/** Every route of the app, the OpenAPI document's among them (built from this same list). */
+export function apiRoutes(
+  deps: Pick<HttpAppDeps, "engine" | "keys" | "sse" | "isReady" | "version" | "metrics">,
+): RouteSpec[] {
+  const { engine, keys } = deps;
+  let doc: Record<string, unknown> | undefined;
+  const routes: RouteSpec[] = [
+    ...runRoutes({
+      engine,
+      sse: { ...deps.sse, ...(deps.metrics ? { subscriber: deps.metrics.sseSubscriber } : {}) },
+    }),
+    ...groupRoutes({ engine }),
+    ...keyRoutes({ keys }),
+    ...secretRoutes({ engine }),
+    ...webhookRoutes({ engine }),
+    ...environmentRoutes({ engine }),
+    ...ownerRoutes({ engine }),
+    ...metricsRoutes(deps.metrics),
+    ...metaRoutes(() => (doc ??= openApiDocument(routes, deps.version)), deps.isReady ?? (() => true)),
+  ];
+  return routes;
+}
+
+/** The OpenAPI document of a route list (the served one, and the typed client's source: client/api.ts). */
+export function openApiDocument(routes: readonly RouteSpec[], version = "0.1.0"): Record<string, unknown> {
+  return buildOpenApi(routes, { version });
+}
+
 /** Build the express app. */
 export function createHttpApp(deps: HttpAppDeps): express.Express {
-  const { engine, keys, log, config } = deps;
+  const { keys, log, config } = deps;
   const app = express();
   app.disable("x-powered-by");
   // `simple` (node:querystring): flat string or string[] values, no nested objects to smuggle.
@@ -172,20 +203,7 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
     return parser;
   };
 
-  let doc: Record<string, unknown> | undefined;
-  const routes: RouteSpec[] = [
-    ...runRoutes({ engine, ...(deps.sse ? { sse: deps.sse } : {}) }),
-    ...groupRoutes({ engine }),
-    ...keyRoutes({ keys }),
-    ...secretRoutes({ engine }),
-    ...webhookRoutes({ engine }),
-    ...environmentRoutes({ engine }),
-    ...ownerRoutes({ engine }),
-    ...metaRoutes(
-      () => (doc ??= buildOpenApi(routes, { version: deps.version ?? "0.1.0" })),
-      deps.isReady ?? (() => true),
-    ),
-  ];
+  const routes = apiRoutes(deps);
 
   for (const spec of routes) {
     const validateQuery: express.RequestHandler = (req, _res, next) => {

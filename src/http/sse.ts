@@ -16,6 +16,8 @@ export interface SseOptions {
   heartbeatMs?: number;
   /** Reconnect delay suggested to EventSource clients (`retry:`). Default 3000. */
   retryMs?: number;
+  /** Counts an open stream (metrics); returns the function that stops counting it. */
+  subscriber?: () => () => void;
 }
 
 /** Format one event as an SSE frame. Event names and ids are checked so a frame can never be split. */
@@ -79,6 +81,7 @@ export async function streamRunEvents(
   res.on("error", stop);
   const open = () => !res.writableEnded && !res.destroyed;
   // A socket that is not draining is alive enough; a keepalive would only pile up behind it.
+  const unsubscribed = opts.subscriber?.();
   const heartbeat = setInterval(() => open() && !res.writableNeedDrain && res.write(": keepalive\n\n"), heartbeatMs);
   heartbeat.unref();
   try {
@@ -88,6 +91,7 @@ export async function streamRunEvents(
     }
   } finally {
     clearInterval(heartbeat);
+    unsubscribed?.();
     res.end();
   }
 }

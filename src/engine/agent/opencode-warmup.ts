@@ -83,7 +83,6 @@ export async function warmUpOpencode(opts: WarmUpOptions): Promise<void> {
     // Bounded on their own: a server that ignored the prompt's abort should not hold the pool.
     const cleanup = AbortSignal.any([...(opts.signal ? [opts.signal] : []), AbortSignal.timeout(5000)]);
     if (sessionID) await client.session.delete({ sessionID, directory }, { signal: cleanup }).catch(() => undefined);
-    if (!opts.keepInstance)
-      await client.instance.dispose({ directory }, { signal: cleanup }).catch(() => undefined);
+    if (!opts.keepInstance) await client.instance.dispose({ directory }, { signal: cleanup }).catch(() => undefined);
   }
 }

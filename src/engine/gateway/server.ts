@@ -12,7 +12,8 @@
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { silentLogger, type Logger } from "../log.ts";
-import type { ModelGateway } from "./gateway.ts";
+import type { GatewayObserver } from "../metrics/metrics.ts";
+import type { GatewayGrant, ModelGateway } from "./gateway.ts";
 import { createUpstreamProxy, finishAborted, GatewayAbort, sendError } from "./proxy.ts";
 import { createTokenRegistry } from "./registry.ts";
 import { InvalidRequest, rewriteBody, type ForwardBody } from "./request.ts";
@@ -37,6 +38,8 @@ export interface ModelGatewayOptions {
   maxTokens?: number;
   /** OpenRouter app attribution headers; default referer `https://github.com/patchbay`, title `Patchbay`. */
   attribution?: { referer: string; title: string };
+  /** Told each upstream answer's status and reported usage, by model (metrics). */
+  observer?: GatewayObserver;
 }
 
 /** The message an agent surfaces when a run has no model key; kept stable for callers to match. */
@@ -191,9 +194,10 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
         key,
         res,
         signal: controller.signal,
-        grant,
+        grant: observed(grant, body?.model),
         log: rlog,
       });
+      opts.observer?.upstream(body?.model, status);
       rlog.info("gateway request", { model: body?.model, stream: body?.stream, status, ms: Date.now() - started });
     } finally {
       release();
@@ -201,6 +205,19 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
       revoked.removeEventListener("abort", onRevoked);
       allInFlight.delete(controller);
     }
+  }
+
+  /** The grant, with its usage also told to the observer under the request's model. */
+  function observed(grant: GatewayGrant, model: string | undefined): GatewayGrant {
+    const observer = opts.observer;
+    if (!observer) return grant;
+    return {
+      ...grant,
+      onUsage(usage) {
+        grant.onUsage(usage);
+        observer.usage(model, usage);
+      },
+    };
   }
 
   await new Promise<void>((resolve, reject) => {

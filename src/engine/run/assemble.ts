@@ -12,6 +12,8 @@ import { createEventBus } from "../events/bus.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import { createRepositoryAccess, type RepositoryAccess } from "../github/access.ts";
 import type { Logger } from "../log.ts";
+import type { PatchbayMetrics } from "../metrics/metrics.ts";
+import { observeRuns } from "../metrics/runs.ts";
 import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
@@ -47,6 +49,8 @@ export interface EngineDeps {
   publisher?: Publisher;
   /** Setup's cache of layers. Default: `<dataDir>/cache/env`, bounded by PATCHBAY_ENV_CACHE_MAX_BYTES. */
   envCache?: EnvironmentCache;
+  /** The instance's metrics: runs, turns and webhook deliveries are counted into them. */
+  metrics?: PatchbayMetrics;
 }
 
 /** Every part of the engine, wired from its deps. */
@@ -55,10 +59,21 @@ export function assembleParts(deps: EngineDeps) {
   const now = deps.now ?? (() => new Date());
   const bus = createEventBus({ onListenerError: (error) => log.warn("an event listener failed", { error }) });
   const environment = createRunSecrets({ store, box: deps.secrets, log });
+  const { metrics } = deps;
   // Subscribed before any part can change a status (recovery's changes are delivered too).
-  const webhooks = createWebhooks({ config, store, bus, box: deps.secrets, log, now });
+  const webhooks = createWebhooks({
+    config,
+    store,
+    bus,
+    box: deps.secrets,
+    log,
+    now,
+    ...(metrics ? { onAttempt: metrics.webhookAttempt } : {}),
+  });
+  if (metrics) observeRuns(bus, metrics);
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
   const sessions = createLiveSessions({ gateway: deps.gateway, log });
+  metrics?.setSources({ liveSessions: () => sessions.runIds().length });
   const state = { closing: false, draining: false };
   const closing = () => state.closing;
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });

@@ -25,6 +25,8 @@ export interface DeliveryQueuesDeps {
   target(delivery: DeliveryRecord): Promise<{ url: string; secret: string } | undefined>;
   /** Replace the sender (tests of the schedule). */
   send?: typeof sendWebhook;
+  /** Told each attempt's outcome once it is stored (metrics). */
+  onAttempt?: (outcome: "delivered" | "failed" | "retry") => void;
 }
 
 export interface DeliveryQueues {
@@ -131,6 +133,7 @@ export function createDeliveryQueues(deps: DeliveryQueuesDeps): DeliveryQueues {
         willRetry: settled.status === "pending",
       });
     await store.putDelivery(settled);
+    deps.onAttempt?.(settled.status === "pending" ? "retry" : settled.status);
   }
 
   function kick({ runId, webhookId }: Pick<DeliveryRecord, "runId" | "webhookId">): void {

@@ -72,6 +72,7 @@ export interface WebhooksDeps {
   now: () => Date;
   /** Replace the sender (tests). */
   send?: DeliveryQueuesDeps["send"];
+  onAttempt?: DeliveryQueuesDeps["onAttempt"];
 }
 
 /** A Standard Webhooks secret: `whsec_` + base64 of 32 random bytes. */
@@ -96,6 +97,7 @@ export function createWebhooks(deps: WebhooksDeps): WebhooksPart {
     timeoutMs: config.webhookTimeoutMs,
     policy,
     ...(deps.send ? { send: deps.send } : {}),
+    ...(deps.onAttempt ? { onAttempt: deps.onAttempt } : {}),
     async target(d) {
       const hook = await store.getWebhook(d.webhookId);
       if (!hook) return undefined;
