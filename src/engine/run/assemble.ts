@@ -21,6 +21,7 @@ import { createAdmission } from "./admission.ts";
 import { createBudgets } from "./budget.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
+import { createHibernation } from "./hibernation.ts";
 import { createGrants } from "./grant.ts";
 import { createGroups } from "./groups.ts";
 import { createMessages } from "./message.ts";
@@ -58,7 +59,7 @@ export function assembleParts(deps: EngineDeps) {
   // Subscribed before any part can change a status (recovery's changes are delivered too).
   const webhooks = createWebhooks({ config, store, bus, box: deps.secrets, log, now });
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
-  const sessions = createLiveSessions({ gateway: deps.gateway, log });
+  const sessions = createLiveSessions({ gateway: deps.gateway, host: deps.host, log });
   const state = { closing: false, draining: false };
   const closing = () => state.closing;
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
@@ -90,9 +91,10 @@ export function assembleParts(deps: EngineDeps) {
     closing,
   };
   const endings = createEndings(parts);
+  const hibernation = createHibernation({ ...parts, endings });
   const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
   const outputs = createOutputSchemas();
-  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, budgets, outputs });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, hibernation, budgets, outputs });
   const runs = createRunFactory({
     config,
     store,
@@ -115,6 +117,7 @@ export function assembleParts(deps: EngineDeps) {
     state,
     parts,
     endings,
+    hibernation,
     turns,
     runs,
     admission,

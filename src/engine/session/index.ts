@@ -13,7 +13,7 @@ import { createPooledSessionHost, type WarmPool } from "./pooled.ts";
 import { createSharedSessionHost } from "./shared.ts";
 
 export type { RunSession, SessionHost, SessionOpenOptions } from "./host.ts";
-export { SessionResume } from "./host.ts";
+export { HibernatedSession, SessionResume } from "./host.ts";
 export type { WarmPool } from "./pooled.ts";
 
 export interface SessionHostDeps {

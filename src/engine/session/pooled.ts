@@ -171,12 +171,15 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
         agent,
         token: opts.token,
         reattachable,
+        hibernatable: cold.hibernatable,
         log,
         onClose: () => refill(opts.runId),
       });
     },
 
     ...(cold.reattach ? { reattach: cold.reattach } : {}),
+    // A hibernated run wakes cold in its own kept sandbox: a pool entry has nothing it needs.
+    ...(cold.wake ? { wake: cold.wake, discard: cold.discard } : {}),
 
     turnEnded: refill,
 
