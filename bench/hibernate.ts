@@ -16,7 +16,7 @@ import { createLogger, openPatchbay } from "../src/engine/index.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { median, row, type BenchModule, type Row } from "./harness.ts";
 import { baseline, hasBwrap, type Timing } from "./startup.ts";
-import { benchRepository, benchTempDir, processTree, rssMb } from "./support.ts";
+import { benchEnv, benchRepository, benchTempDir, processTree, rssMb } from "./support.ts";
 
 const RUNS = 3;
 const FILES = 300;
@@ -45,12 +45,7 @@ async function sessions(
 ): Promise<Sample[]> {
   const dataDir = fs.mkdtempSync(path.join(root, `${sandbox}-`));
   const config = loadConfig({
-    PATH: process.env.PATH,
-    PATCHBAY_DATA_DIR: dataDir,
-    PATCHBAY_SANDBOX: sandbox,
-    PATCHBAY_GIT_BASE_URL: gitBase,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-    OPENROUTER_API_KEY: "sk-bench",
+    ...benchEnv({ dataDir, sandbox, gitBase, modelBaseUrl: model.baseUrl }),
     // Hibernated when the benchmark asks (engine.hibernate), not on a timer.
     PATCHBAY_HIBERNATE_AFTER_MS: "0",
     PATCHBAY_LOG_LEVEL: "warn",

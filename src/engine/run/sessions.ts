@@ -120,6 +120,14 @@ export function createLiveSessions(deps: {
     return s;
   };
 
+  /** A run holds a running session or a hibernated one, never both. */
+  const place = (runId: string, session: RunSession | null, hibernated: HibernatedSession | null, token: string) => {
+    const s = slot(runId);
+    s.session = session;
+    s.hibernated = hibernated;
+    s.token = token;
+  };
+
   const settle = async (runId: string): Promise<void> => {
     for (let p = slots.get(runId)?.hibernating; p; p = slots.get(runId)?.hibernating) await p;
   };
@@ -150,19 +158,9 @@ export function createLiveSessions(deps: {
     },
     isHeld: (runId) => !!slots.get(runId)?.held,
     get: (runId) => slots.get(runId)?.session ?? undefined,
-    bind(runId, session, token) {
-      const s = slot(runId);
-      s.session = session;
-      s.hibernated = null;
-      s.token = token;
-    },
+    bind: (runId, session, token) => place(runId, session, null, token),
     hibernated: (runId) => slots.get(runId)?.hibernated ?? undefined,
-    keepHibernated(runId, hibernated, token) {
-      const s = slot(runId);
-      s.session = null;
-      s.hibernated = hibernated;
-      s.token = token;
-    },
+    keepHibernated: (runId, hibernated, token) => place(runId, null, hibernated, token),
     hibernating(runId, attempt) {
       const s = slot(runId);
       const p = attempt.then(

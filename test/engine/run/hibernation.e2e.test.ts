@@ -9,7 +9,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { RunView } from "../../../src/engine/index.ts";
-import { opencodeUnder, waitFor } from "../../helpers.ts";
+import { bwrapWorks, opencodeUnder, waitFor } from "../../helpers.ts";
 import { LOADED, startFixtures, type Fixtures } from "../../support/harness.ts";
 import { openTestPatchbay, type TestPatchbay } from "../../support/patchbay.ts";
 
@@ -29,6 +29,8 @@ beforeAll(async () => {
         "test/nap": [write("ONE.md", "one"), write("TWO.md", "two"), write("THREE.md", "three")],
         "test/nap-end": [write("ONE.md", "one")],
         "test/nap-race": [write("ONE.md", "one"), write("TWO.md", "two")],
+        "test/nap-bwrap-open": [write("ONE.md", "one"), write("TWO.md", "two")],
+        "test/nap-bwrap-model-only": [write("ONE.md", "one"), write("TWO.md", "two")],
       },
     },
   });
@@ -58,6 +60,20 @@ async function untilHibernated(pb: TestPatchbay, runId: string): Promise<RunView
   );
 }
 
+/** A run on `pb` whose first turn has ended idle. */
+async function startIdle(pb: TestPatchbay, modelId: string, network?: "open" | "model-only"): Promise<RunView> {
+  const run = await pb.engine.startRun(OWNER, {
+    repository: "acme/web",
+    prompt: "write one",
+    modelId,
+    validationMode: "minimal",
+    ...(network ? { environment: { network } } : {}),
+  });
+  const idle = await pb.engine.waitForTurn(OWNER, run.id);
+  expect(idle.status).toBe("idle");
+  return idle;
+}
+
 /** The model's requests for one follow-up turn (not OpenCode's side requests, such as titles). */
 function turnRequests(since: number) {
   return fx.model.requests.slice(since).filter((r) => !r.side);
@@ -67,13 +83,7 @@ describe("hibernation (local, real OpenCode)", { timeout: LOADED.testMs }, () =>
   it("an idle session hibernates with no OpenCode left, wakes on a follow-up with its history, and survives a restart", async () => {
     const a = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "1000" });
     const dataDir = a.dataDir;
-    const run = await a.engine.startRun(OWNER, {
-      repository: "acme/web",
-      prompt: "write one",
-      modelId: "test/nap",
-      validationMode: "minimal",
-    });
-    expect((await a.engine.waitForTurn(OWNER, run.id)).status).toBe("idle");
+    const run = await startIdle(a, "test/nap");
 
     const napping = await untilHibernated(a, run.id);
     expect(napping).toMatchObject({ status: "idle", sessionActive: true, hibernated: true });
@@ -122,32 +132,16 @@ describe("hibernation (local, real OpenCode)", { timeout: LOADED.testMs }, () =>
 
   it("endSession and expiry end a hibernated session and delete what it kept", async () => {
     const pb = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "0" });
-    const start = () =>
-      pb.engine.startRun(OWNER, {
-        repository: "acme/web",
-        prompt: "write one",
-        modelId: "test/nap-end",
-        validationMode: "minimal",
-      });
-    const one = await start();
-    expect((await pb.engine.waitForTurn(OWNER, one.id)).status).toBe("idle");
+    const one = await startIdle(pb, "test/nap-end");
     expect(await pb.engine.hibernate(OWNER, one.id)).toMatchObject({ status: "idle", hibernated: true });
     const ended = await pb.engine.endSession(OWNER, one.id);
     expect(ended).toMatchObject({ status: "completed", hibernated: false, changedPaths: ["ONE.md"] });
     expect(fs.existsSync(sandboxOf(pb.dataDir, one.id))).toBe(false);
 
-    // Expiry: a second Patchbay whose sessions expire a second after a turn.
-    const short = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "0", PATCHBAY_SESSION_TTL_MS: "4000" });
-    const two = await short.engine.startRun(OWNER, {
-      repository: "acme/web",
-      prompt: "write one",
-      modelId: "test/nap-end",
-      validationMode: "minimal",
-    });
-    expect((await short.engine.waitForTurn(OWNER, two.id)).status).toBe("idle");
-    const napping = await short.engine.hibernate(OWNER, two.id);
-    // On a loaded machine the session may expire before it hibernates; either way it must end.
-    if (napping.status === "idle") expect(napping.hibernated).toBe(true);
+    // Expiry: a second Patchbay whose sessions expire 30 s after a turn (time enough to hibernate on a loaded machine).
+    const short = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "0", PATCHBAY_SESSION_TTL_MS: "30000" });
+    const two = await startIdle(short, "test/nap-end");
+    expect(await short.engine.hibernate(OWNER, two.id)).toMatchObject({ status: "idle", hibernated: true });
     const expired = await waitFor(
       async () => {
         const r = await short.engine.getRun(OWNER, two.id);
@@ -161,13 +155,7 @@ describe("hibernation (local, real OpenCode)", { timeout: LOADED.testMs }, () =>
 
   it("a message that arrives as hibernation starts waits for it and then wakes the session", async () => {
     const pb = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "0" });
-    const run = await pb.engine.startRun(OWNER, {
-      repository: "acme/web",
-      prompt: "write one",
-      modelId: "test/nap-race",
-      validationMode: "minimal",
-    });
-    expect((await pb.engine.waitForTurn(OWNER, run.id)).status).toBe("idle");
+    const run = await startIdle(pb, "test/nap-race");
     const seen = fx.model.requests.length;
     const napping = pb.engine.hibernate(OWNER, run.id);
     await new Promise((r) => setImmediate(r)); // the hibernation holds the run now
@@ -182,4 +170,25 @@ describe("hibernation (local, real OpenCode)", { timeout: LOADED.testMs }, () =>
     expect(opencodeUnder(sandboxOf(pb.dataDir, run.id))).toHaveLength(1);
     await pb.engine.endSession(OWNER, run.id);
   });
+
+  it.skipIf(!bwrapWorks())(
+    "bwrap: a session from the warm pool and a model-only one hibernate and wake with their history",
+    async () => {
+      const pb = await open({ PATCHBAY_SANDBOX: "bwrap", PATCHBAY_WARM_POOL_SIZE: "1" });
+      await pb.sessions.warmPool!.ready();
+      // open: taken from the pool (its directory renamed after the run); model-only: cold, its network bridged.
+      for (const network of ["open", "model-only"] as const) {
+        const run = await startIdle(pb, `test/nap-bwrap-${network}`, network);
+        expect(await pb.engine.hibernate(OWNER, run.id)).toMatchObject({ status: "idle", hibernated: true });
+        expect(fs.readdirSync(path.join(pb.dataDir, "sandboxes")).filter((d) => d === run.id)).toEqual([run.id]);
+        const seen = fx.model.requests.length;
+        await pb.engine.sendMessage(OWNER, run.id, { prompt: "write two" });
+        const done = await pb.engine.waitForTurn(OWNER, run.id);
+        expect(done).toMatchObject({ status: "idle", error: null, changedPaths: ["ONE.md", "TWO.md"] });
+        expect(JSON.stringify(turnRequests(seen)[0]!.body.messages)).toContain("write one");
+        expect((await pb.engine.endSession(OWNER, run.id)).status).toBe("completed");
+        expect(fs.existsSync(sandboxOf(pb.dataDir, run.id))).toBe(false);
+      }
+    },
+  );
 });
