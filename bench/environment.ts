@@ -23,6 +23,7 @@ import { createLocalProvider } from "../src/engine/sandbox/local.ts";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { makeRepo } from "../test/helpers.ts";
 import { median, row, type BenchModule, type Row } from "./harness.ts";
+import { benchEnv } from "./support.ts";
 
 const REPS = 3;
 const DEPENDENCIES = { lodash: "4.17.21", semver: "7.6.3", ms: "2.1.3", picocolors: "1.1.1", yargs: "17.7.2" };
@@ -94,12 +95,7 @@ async function measureProvider(
   const label = `${sandbox}, ${host}`;
   const dataDir = fs.mkdtempSync(path.join(root, `data-${sandbox}-${host}-`));
   const config = loadConfig({
-    PATH: process.env.PATH,
-    PATCHBAY_DATA_DIR: dataDir,
-    PATCHBAY_SANDBOX: sandbox,
-    PATCHBAY_GIT_BASE_URL: gitBase,
-    PATCHBAY_OPENROUTER_BASE_URL: model.baseUrl,
-    OPENROUTER_API_KEY: "sk-bench",
+    ...benchEnv({ dataDir, sandbox, gitBase, modelBaseUrl: model.baseUrl }),
     PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "100",
     ...proxyEnv,
   });

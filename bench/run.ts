@@ -9,6 +9,7 @@ import { apiLoad } from "./api-load.ts";
 import { concurrency } from "./concurrency.ts";
 import { followUp } from "./follow-up.ts";
 import { gatewayAbuse } from "./gateway-abuse.ts";
+import { hibernate } from "./hibernate.ts";
 import { sseFanout } from "./sse-fanout.ts";
 import { sharedAgent } from "./shared-agent.ts";
 import { eventAppend } from "./event-append.ts";
@@ -31,6 +32,7 @@ const MODULES: BenchModule[] = [
   gatewayAbuse,
   streamMemory,
   environment,
+  hibernate,
 ];
 
 async function main(): Promise<void> {

@@ -36,7 +36,7 @@ const RUNS = 3;
 type Mode = "cold" | "warm" | "shared" | "repeat";
 const FILES = 300;
 
-interface Timing {
+export interface Timing {
   /** Until the run's checkout is ready (baseline: the `git clone`). */
   sandboxMs: number;
   firstRequestMs: number;
@@ -55,7 +55,7 @@ const script = (model: ScriptedModel, id: string) =>
  * every start (mark OpenCode's plugin package installed, see opencode-home.ts). Snapshots are
  * off in both (the generated config), and both run after one unmeasured start warmed the binary.
  */
-type Floor = "naive" | "tuned";
+export type Floor = "naive" | "tuned";
 
 /** The host as the one thing skipPluginInstall uses of a sandbox: `exec`, here with the floor's HOME. */
 function hostExec(home: string): Sandbox {
@@ -72,7 +72,13 @@ function hostExec(home: string): Sandbox {
 }
 
 /** The floor: clone, start OpenCode by hand, prompt once. */
-async function baseline(model: ScriptedModel, gitBase: string, root: string, floor: Floor, n: number): Promise<Timing> {
+export async function baseline(
+  model: ScriptedModel,
+  gitBase: string,
+  root: string,
+  floor: Floor,
+  n: number,
+): Promise<Timing> {
   const modelId = `bench/baseline-${floor}-${n}`;
   script(model, modelId);
   const dir = path.join(root, `baseline-${floor}-${n}`);
@@ -198,7 +204,7 @@ async function ownerOf(pb: Awaited<ReturnType<typeof openPatchbay>>, runId: stri
   return (await pb.store.getRun(runId))?.ownerId;
 }
 
-function hasBwrap(): boolean {
+export function hasBwrap(): boolean {
   return process.platform === "linux" && ["/usr/bin/bwrap", "/usr/local/bin/bwrap"].some((p) => fs.existsSync(p));
 }
 

@@ -53,3 +53,20 @@ export function rssMb(pids: readonly number[]): number {
 export function processTree(dir: string): number[] {
   return [...new Set(descendants(processesUnder(dir)))];
 }
+
+/** A Patchbay's environment for a benchmark: its data dir and provider, the bench repository and the scripted model. */
+export function benchEnv(o: {
+  dataDir: string;
+  sandbox: "local" | "bwrap";
+  gitBase: string;
+  modelBaseUrl: string;
+}): Record<string, string | undefined> {
+  return {
+    PATH: process.env.PATH,
+    PATCHBAY_DATA_DIR: o.dataDir,
+    PATCHBAY_SANDBOX: o.sandbox,
+    PATCHBAY_GIT_BASE_URL: o.gitBase,
+    PATCHBAY_OPENROUTER_BASE_URL: o.modelBaseUrl,
+    OPENROUTER_API_KEY: "sk-bench",
+  };
+}

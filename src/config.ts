@@ -114,6 +114,11 @@ const SETTINGS = {
    */
   textOnlyModels: setting("PATCHBAY_TEXT_ONLY_MODELS", commaList),
   sessionTtlMs: setting("PATCHBAY_SESSION_TTL_MS", intMs(1_800_000, 1000)),
+  /**
+   * Idle time after which a warm session hibernates: its agent server stops (local, bwrap) or
+   * its VM pauses (e2b), its files and OpenCode session kept; a message wakes it. 0: never.
+   */
+  hibernateAfterMs: setting("PATCHBAY_HIBERNATE_AFTER_MS", intMs(120_000, 0)),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),
   /** Longest the OpenCode event stream may stay silent before the driver re-reads the session. */

@@ -100,3 +100,13 @@ export function processesUnder(dir: string, command?: RegExp): number[] {
 export function opencodeUnder(dir: string): number[] {
   return processesUnder(dir, /opencode/);
 }
+
+/** Whether bubblewrap runs here with the namespaces the `bwrap` provider needs (suites skip, not fail, without). */
+export function bwrapWorks(): boolean {
+  try {
+    execFileSync("bwrap", ["--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "true"], { stdio: "pipe" });
+    return true;
+  } catch {
+    return false;
+  }
+}

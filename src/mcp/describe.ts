@@ -18,7 +18,9 @@ export function describeRun(run: RunView): string {
   if (run.status === "idle")
     parts.push(
       run.sessionActive
-        ? `The session is warm until ${run.sessionExpiresAt}: send_message continues it.`
+        ? run.hibernated
+          ? `The session is hibernated (nothing runs) until ${run.sessionExpiresAt}: send_message wakes and continues it.`
+          : `The session is warm until ${run.sessionExpiresAt}: send_message continues it.`
         : "The session has expired.",
     );
   if (run.diffStats)

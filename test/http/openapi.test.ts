@@ -67,6 +67,7 @@ describe("the OpenAPI document", () => {
       "status",
       "sessionActive",
       "sessionExpiresAt",
+      "hibernated",
       "turnCount",
       "repository",
       "modelId",

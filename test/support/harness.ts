@@ -103,6 +103,8 @@ export async function startFixtures(opts: FixtureOptions = {}): Promise<Fixtures
       PATCHBAY_TURN_TIMEOUT_MS: String(LOADED.turnTimeoutMs),
       // Idle sessions must outlive a slow suite's pauses between turns.
       PATCHBAY_SESSION_TTL_MS: "600000",
+      // A slow suite's pauses must not hibernate the sessions it inspects; hibernation's own tests turn it on.
+      PATCHBAY_HIBERNATE_AFTER_MS: "0",
       PATCHBAY_WATCHDOG_MS: "2000",
     },
     close,

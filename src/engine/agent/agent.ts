@@ -25,6 +25,11 @@ export interface AgentStartOptions {
    * local sandbox leaves a link there), so the instance is not built again.
    */
   directory?: string;
+  /**
+   * Continue this session, which an earlier server in the same sandbox left in the sandbox's
+   * home (a hibernated run), instead of opening a new one (drivers with `continuesSessions`).
+   */
+  sessionId?: string;
 }
 
 /** An image sent with a prompt (checked by the engine: type, size, magic number). */
@@ -113,6 +118,8 @@ export interface PrestartedAgent {
 
 export interface AgentDriver {
   start(opts: AgentStartOptions): Promise<AgentSession>;
+  /** True when `start` can continue a session an earlier server left (`AgentStartOptions.sessionId`). */
+  readonly continuesSessions?: boolean;
   /** Take over a server and session an earlier Patchbay process started (drivers that can). */
   attach?(opts: AgentAttachOptions): Promise<AgentSession>;
   /** Start a server ahead of its run; {@link PrestartedAgent.open} binds it (drivers that can). */

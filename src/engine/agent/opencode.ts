@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { createOpencodeClient } from "@opencode-ai/sdk/v2";
+import { createOpencodeClient, type OpencodeClient } from "@opencode-ai/sdk/v2";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
@@ -35,6 +35,13 @@ export function bundledOpencodeBin(): string {
 
 /** The OpenCode driver: starts, takes over and prestarts servers. */
 export type OpencodeDriver = Required<AgentDriver>;
+
+/** Fails with agent_failed unless the server holds `sessionId` (its history is the agent's memory). */
+async function assertSession(client: OpencodeClient, sessionId: string, signal: AbortSignal): Promise<void> {
+  const found = await client.session.get({ sessionID: sessionId }, { signal });
+  if (!found.data)
+    throw new EngineError("agent_failed", `the OpenCode session ${sessionId} is gone: ${JSON.stringify(found.error)}`);
+}
 
 /** A started `opencode serve`, listening, and how to reach it. */
 export interface LaunchedServer {
@@ -83,6 +90,9 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   const textOnly = opts.textOnlyModels?.length ? { textOnlyModels: opts.textOnlyModels } : {};
   return {
+    // A new server in the same home reads the session from OpenCode's store (opencode.db).
+    continuesSessions: true,
+
     async attach(a: AgentAttachOptions): Promise<AgentSession> {
       const { sandbox, resume } = a;
       if (!sandbox.reconnect)
@@ -94,13 +104,8 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
         headers: basicAuth(resume.password),
       });
       const signal = a.signal ?? AbortSignal.timeout(startTimeoutMs);
-      // The server answers and still has the run's session (its history is the agent's memory).
-      const found = await client.session.get({ sessionID: resume.sessionId }, { signal });
-      if (!found.data)
-        throw new EngineError(
-          "agent_failed",
-          `the OpenCode session ${resume.sessionId} is gone: ${JSON.stringify(found.error)}`,
-        );
+      // The server answers and still has the run's session.
+      await assertSession(client, resume.sessionId, signal);
       // A turn the dead process was running has no one to report it: stop it.
       await abortQuietly(client, resume.sessionId, log, signal);
       return openSession({
@@ -202,6 +207,8 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
       });
       const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
       try {
+        if (start.sessionId)
+          await assertSession(client, start.sessionId, start.signal ?? AbortSignal.timeout(startTimeoutMs));
         return await openSession({
           client,
           hold: ownServer(proc),
@@ -210,6 +217,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
           watchdogMs: start.watchdogMs,
           log: alog,
           server: { port, password },
+          ...(start.sessionId ? { sessionId: start.sessionId } : {}),
         });
       } catch (e) {
         await proc.kill();

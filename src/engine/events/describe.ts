@@ -33,6 +33,10 @@ export function describeEvent(ev: RunEvent): string {
       return `${head} setup restored from cache ${d.key.slice(0, 12)}`;
     case "setup.finished":
       return `${head} setup ${d.status} in ${Math.round(d.durationMs)} ms${d.exitCode ? ` (exit ${d.exitCode})` : d.exitCode === null ? " (no exit code)" : ""}`;
+    case "session.hibernated":
+      return `${head} session hibernated after ${Math.round(d.idleMs / 1000)} s idle`;
+    case "session.resumed":
+      return `${head} session resumed in ${Math.round(d.wakeMs)} ms`;
   }
 }
 

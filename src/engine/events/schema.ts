@@ -47,6 +47,10 @@ export const BuilderEventData = z.discriminatedUnion("kind", [
     /** The failing command's exit code (0 when every command passed or the cache served; null: timed out or never started). */
     exitCode: z.number().int().nullable(),
   }),
+  /** The idle session hibernated: its agent server stopped (or its VM paused), its files and history kept. */
+  z.object({ kind: z.literal("session.hibernated"), idleMs: z.number() }),
+  /** A message woke the hibernated session: the same agent session continues; how long the wake took. */
+  z.object({ kind: z.literal("session.resumed"), wakeMs: z.number(), hibernatedMs: z.number().optional() }),
 ]);
 export type BuilderEventData = z.infer<typeof BuilderEventData>;
 

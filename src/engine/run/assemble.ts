@@ -23,6 +23,7 @@ import { createAdmission } from "./admission.ts";
 import { createBudgets } from "./budget.ts";
 import { createRunFactory } from "./create.ts";
 import { createEndings } from "./end.ts";
+import { createHibernation } from "./hibernation.ts";
 import { createGrants } from "./grant.ts";
 import { createGroups } from "./groups.ts";
 import { createMessages } from "./message.ts";
@@ -72,8 +73,11 @@ export function assembleParts(deps: EngineDeps) {
   });
   if (metrics) observeRuns(bus, metrics);
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
-  const sessions = createLiveSessions({ gateway: deps.gateway, log });
-  metrics?.setSources({ liveSessions: () => sessions.runIds().length });
+  const sessions = createLiveSessions({ gateway: deps.gateway, host: deps.host, log });
+  metrics?.setSources({
+    liveSessions: () => sessions.runIds().filter((id) => !sessions.hibernated(id)).length,
+    hibernatedSessions: () => sessions.runIds().filter((id) => sessions.hibernated(id)).length,
+  });
   const state = { closing: false, draining: false };
   const closing = () => state.closing;
   const repositories = deps.repositories ?? createRepositoryAccess(config, store, { log });
@@ -105,9 +109,10 @@ export function assembleParts(deps: EngineDeps) {
     closing,
   };
   const endings = createEndings(parts);
+  const hibernation = createHibernation({ ...parts, endings });
   const setups = createSetups({ config, store, writer, cache: envCache, environment, log });
   const outputs = createOutputSchemas();
-  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, budgets, outputs });
+  const turns = createTurns({ ...parts, setups, repositories, publisher, endings, hibernation, budgets, outputs });
   const runs = createRunFactory({
     config,
     store,
@@ -130,6 +135,7 @@ export function assembleParts(deps: EngineDeps) {
     state,
     parts,
     endings,
+    hibernation,
     turns,
     runs,
     admission,

@@ -71,6 +71,8 @@ export function createEndings(
   async function expire(runId: string): Promise<void> {
     // Shutting down: close() hands the session over or ends it.
     if (deps.closing()) return;
+    // A hibernation in progress holds the run: expiry comes after it, never instead of it.
+    await sessions.settle(runId);
     const run = await store.getRun(runId);
     if (!run || run.status !== "idle" || sessions.isHeld(runId)) return;
     if (run.sessionExpiresAt && Date.parse(run.sessionExpiresAt) > deps.now().getTime()) {

@@ -82,6 +82,11 @@ export interface Engine {
   follow(ownerId: string, runId: string, opts?: FollowOptions): Promise<RunFollow>;
   endSession(ownerId: string, runId: string): Promise<RunView>;
   cancel(ownerId: string, runId: string): Promise<RunView>;
+  /**
+   * Hibernate an idle run's session now instead of after PATCHBAY_HIBERNATE_AFTER_MS (tests,
+   * benchmarks, operators); nothing happens when it is not idle or its host cannot.
+   */
+  hibernate(ownerId: string, runId: string): Promise<RunView>;
   /** Resolves once the run is no longer queued or running (idle or terminal). */
   waitForTurn(ownerId: string, runId: string, signal?: AbortSignal): Promise<RunView>;
   models(): ModelCatalog;
@@ -125,6 +130,7 @@ export function createEngine(deps: EngineDeps): Engine {
     state,
     parts,
     endings,
+    hibernation,
     turns,
     runs,
     admission,
@@ -246,6 +252,9 @@ export function createEngine(deps: EngineDeps): Engine {
     follow: (ownerId, runId, opts = {}) => followRun(following, ownerId, runId, opts),
 
     async endSession(ownerId, runId) {
+      await ownedRun(ownerId, runId);
+      // A hibernation in progress holds the run: the ending waits for it, then ends what it kept.
+      await sessions.settle(runId);
       const run = await ownedRun(ownerId, runId);
       if (isTerminal(run.status)) return view(run);
       if (run.status !== "idle" || sessions.isHeld(runId)) {
@@ -265,6 +274,12 @@ export function createEngine(deps: EngineDeps): Engine {
       const run = await ownedRun(ownerId, runId);
       if (isTerminal(run.status)) return view(run);
       return view(await sessions.track(endings.cancel(run)));
+    },
+
+    async hibernate(ownerId, runId) {
+      await ownedRun(ownerId, runId);
+      await hibernation.hibernate(runId);
+      return view(await ownedRun(ownerId, runId));
     },
 
     async waitForTurn(ownerId, runId, signal) {
@@ -295,7 +310,7 @@ export function createEngine(deps: EngineDeps): Engine {
     async recover() {
       // Deliveries a previous process left go out first; recovery's own changes queue behind them.
       await webhooks.start();
-      await recover({ ...parts, endings });
+      await recover({ ...parts, endings, hibernation });
     },
 
     async drain(graceMs) {

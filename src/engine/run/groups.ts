@@ -124,6 +124,8 @@ export function createGroups(deps: GroupDeps): Groups {
   /** The best run stops holding back: it publishes now if asked, and on its later turns as any run. */
   async function publishBest(best: RunRecord): Promise<void> {
     let hold: Hold | undefined;
+    // A hibernation holds the run only for a moment (and no turn follows it): wait, then hold.
+    await deps.sessions.settle(best.id);
     try {
       if (!isTerminal(best.status)) hold = deps.sessions.acquire(best.id);
     } catch {

@@ -33,7 +33,7 @@ export function createMessages(
   const { store, sessions, turns } = deps;
   const sessionLive = (run: RunRecord) =>
     run.status === "idle" &&
-    sessions.get(run.id) !== undefined &&
+    (sessions.get(run.id) !== undefined || sessions.hibernated(run.id) !== undefined) &&
     !!run.sessionExpiresAt &&
     Date.parse(run.sessionExpiresAt) > deps.now().getTime();
 
@@ -65,6 +65,9 @@ export function createMessages(
   return {
     async send(run, input, turnInput = {}) {
       if (run.status === "queued" || run.status === "running") throw busy();
+      // A message that arrives while the session hibernates waits for it, then wakes it;
+      // from here to the turn's hold nothing awaits, so no new hibernation slips between.
+      await sessions.settle(run.id);
       if (sessionLive(run)) return continueSession(run, input, turnInput);
       if (sessions.isHeld(run.id)) throw busy();
       // Expired or terminal: a chained run in a new sandbox, with the prior patch applied.

@@ -8,6 +8,7 @@ import { EngineError } from "../errors.ts";
 import { computeDiff } from "../git/git.ts";
 import { SessionResume, type RunSession } from "../session/host.ts";
 import type { Endings } from "./end.ts";
+import type { Hibernation } from "./hibernation.ts";
 import type { RunParts } from "./parts.ts";
 import type { RunRecord, RunStatus } from "./schema.ts";
 import { gitIn, maskedDiff, RESUME_SECRET } from "./turn.ts";
@@ -20,6 +21,7 @@ const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
 
 export interface RecoveryDeps extends RunParts {
   endings: Endings;
+  hibernation: Hibernation;
 }
 
 /** Settle what a previous process left, then start the session host (reap orphans, fill pools). */
@@ -27,8 +29,13 @@ export async function recover(deps: RecoveryDeps): Promise<void> {
   const { store, writer, log } = deps;
   const reattached = new Set<string>();
   const leftOver = await store.runsByStatus(ACTIVE);
+  // Nothing of a hibernated session was running: it is kept as it is, for every provider.
+  for (const run of leftOver.filter((r) => r.status === "idle" && r.hibernated))
+    if (await deps.hibernation.restore(run)) reattached.add(run.id);
   // Queued runs never had a sandbox; running ones on a host whose sessions outlive us did.
-  const resumable = leftOver.filter((r) => r.status === "idle" || (r.status === "running" && r.baseSha));
+  const resumable = leftOver.filter(
+    (r) => !reattached.has(r.id) && (r.status === "idle" || (r.status === "running" && r.baseSha)),
+  );
   for (let i = 0; i < resumable.length; i += REATTACH_BATCH) {
     const batch = resumable.slice(i, i + REATTACH_BATCH);
     const ok = await Promise.all(batch.map((r) => reattach(deps, r)));

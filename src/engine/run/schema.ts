@@ -384,6 +384,8 @@ export const RunRecord = z.object({
   billingMode: z.enum(["managed", "openrouter"]),
   turnCount: z.number().int(),
   sessionExpiresAt: z.string().nullable(),
+  /** The idle session is hibernated (nothing runs; a message wakes it); absent or false otherwise. */
+  hibernated: z.boolean().optional(),
   /** At most 16 KB (run/summary.ts); the whole text is in the store's summary file when this was cut. */
   summary: z.string().nullable(),
   summaryTruncated: z.boolean().optional(),

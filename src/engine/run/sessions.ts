@@ -7,7 +7,7 @@
 import { EngineError } from "../errors.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import type { Logger } from "../log.ts";
-import type { RunSession } from "../session/host.ts";
+import type { HibernatedSession, RunSession, SessionHost } from "../session/host.ts";
 
 /** A turn in flight: how to stop it and when it has unwound. */
 export interface TurnHandle {
@@ -24,9 +24,14 @@ export interface Hold {
 interface Slot {
   /** The sandbox and agent, once the run's first turn opened them. */
   session: RunSession | null;
+  /** What a hibernated session kept (then `session` is null): a message wakes it. */
+  hibernated: HibernatedSession | null;
+  /** A hibernation attempt in progress: endings and messages wait for it. */
+  hibernating: Promise<void> | null;
   token: string | null;
   turn: TurnHandle | null;
   expiry: NodeJS.Timeout | null;
+  nap: NodeJS.Timeout | null;
   /** The transition holding the run: messages and endSession are refused meanwhile. */
   held: Hold | null;
 }
@@ -37,8 +42,16 @@ export interface LiveSessions {
   isHeld(runId: string): boolean;
   /** The run's open session, if any. */
   get(runId: string): RunSession | undefined;
-  /** Record the session (and the token it calls the gateway with) a turn opened or a restart took back. */
+  /** Record the session (and the token it calls the gateway with) a turn opened or woke, or a restart took back. */
   bind(runId: string, session: RunSession, token: string): void;
+  /** What the run's hibernated session kept, if it is hibernated. */
+  hibernated(runId: string): HibernatedSession | undefined;
+  /** Record that the run's session hibernated (or was hibernated when this process started). */
+  keepHibernated(runId: string, hibernated: HibernatedSession, token: string): void;
+  /** Record a hibernation attempt in progress (it holds the run) until `attempt` settles. */
+  hibernating(runId: string, attempt: Promise<void>): void;
+  /** Resolves once no hibernation of the run is in progress (an ending or message then acquires at once). */
+  settle(runId: string): Promise<void>;
   /** Record the token issued for a session being opened, so an ending revokes it. */
   bindToken(runId: string, token: string): void;
   /** Record the turn in flight; forgotten once it has unwound. */
@@ -48,12 +61,18 @@ export interface LiveSessions {
   turns(): TurnHandle[];
   /** Call `onExpire` after `delayMs` (replacing an earlier timer); a timer never holds the process open. */
   armExpiry(runId: string, delayMs: number, onExpire: () => void): void;
-  disarmExpiry(runId: string): void;
-  /** Forget the run and stop its session: the token is revoked, the agent and sandbox closed. */
+  /** Call `onIdle` after `delayMs` of idleness (replacing an earlier timer); never holds the process open. */
+  armHibernation(runId: string, delayMs: number, onIdle: () => void): void;
+  /** A turn starts: neither expiry nor hibernation fires meanwhile. */
+  disarmTimers(runId: string): void;
+  /**
+   * Forget the run and stop its session: the token is revoked, the agent and sandbox closed
+   * (a hibernated one's kept sandbox deleted), after any hibernation in progress.
+   */
   end(runId: string): Promise<void>;
   /**
    * Forget the run and leave its session running for a later process (sessions that can
-   * detach); ends it instead when it cannot be handed over.
+   * detach; a hibernated one as it is); ends it instead when it cannot be handed over.
    */
   handOver(runId: string): Promise<void>;
   /** Runs this process holds anything for. */
@@ -64,14 +83,31 @@ export interface LiveSessions {
   settled(): Promise<void>;
 }
 
-export function createLiveSessions(deps: { gateway: Pick<ModelGateway, "revokeToken">; log: Logger }): LiveSessions {
-  const { gateway, log } = deps;
+export function createLiveSessions(deps: {
+  gateway: Pick<ModelGateway, "revokeToken">;
+  host: Pick<SessionHost, "discard">;
+  log: Logger;
+}): LiveSessions {
+  const { gateway, host, log } = deps;
   const slots = new Map<string, Slot>();
   const endings = new Set<Promise<unknown>>();
 
   const slot = (runId: string): Slot => {
     let s = slots.get(runId);
-    if (!s) slots.set(runId, (s = { session: null, token: null, turn: null, expiry: null, held: null }));
+    if (!s)
+      slots.set(
+        runId,
+        (s = {
+          session: null,
+          hibernated: null,
+          hibernating: null,
+          token: null,
+          turn: null,
+          expiry: null,
+          nap: null,
+          held: null,
+        }),
+      );
     return s;
   };
 
@@ -80,7 +116,26 @@ export function createLiveSessions(deps: { gateway: Pick<ModelGateway, "revokeTo
     if (!s) return undefined;
     slots.delete(runId);
     if (s.expiry) clearTimeout(s.expiry);
+    if (s.nap) clearTimeout(s.nap);
     return s;
+  };
+
+  /** A run holds a running session or a hibernated one, never both. */
+  const place = (runId: string, session: RunSession | null, hibernated: HibernatedSession | null, token: string) => {
+    const s = slot(runId);
+    s.session = session;
+    s.hibernated = hibernated;
+    s.token = token;
+  };
+
+  const settle = async (runId: string): Promise<void> => {
+    for (let p = slots.get(runId)?.hibernating; p; p = slots.get(runId)?.hibernating) await p;
+  };
+
+  const timer = (delayMs: number, fire: () => void): NodeJS.Timeout => {
+    const t = setTimeout(fire, Math.max(0, delayMs));
+    t.unref();
+    return t;
   };
 
   return {
@@ -103,11 +158,21 @@ export function createLiveSessions(deps: { gateway: Pick<ModelGateway, "revokeTo
     },
     isHeld: (runId) => !!slots.get(runId)?.held,
     get: (runId) => slots.get(runId)?.session ?? undefined,
-    bind(runId, session, token) {
+    bind: (runId, session, token) => place(runId, session, null, token),
+    hibernated: (runId) => slots.get(runId)?.hibernated ?? undefined,
+    keepHibernated: (runId, hibernated, token) => place(runId, null, hibernated, token),
+    hibernating(runId, attempt) {
       const s = slot(runId);
-      s.session = session;
-      s.token = token;
+      const p = attempt.then(
+        () => undefined,
+        () => undefined,
+      );
+      s.hibernating = p;
+      void p.then(() => {
+        if (slots.get(runId)?.hibernating === p) slots.get(runId)!.hibernating = null;
+      });
     },
+    settle,
     bindToken(runId, token) {
       slot(runId).token = token;
     },
@@ -124,25 +189,36 @@ export function createLiveSessions(deps: { gateway: Pick<ModelGateway, "revokeTo
       const s = slots.get(runId);
       if (!s) return;
       if (s.expiry) clearTimeout(s.expiry);
-      s.expiry = setTimeout(onExpire, Math.max(0, delayMs));
-      s.expiry.unref();
+      s.expiry = timer(delayMs, onExpire);
     },
-    disarmExpiry(runId) {
+    armHibernation(runId, delayMs, onIdle) {
       const s = slots.get(runId);
-      if (s?.expiry) clearTimeout(s.expiry);
-      if (s) s.expiry = null;
+      if (!s) return;
+      if (s.nap) clearTimeout(s.nap);
+      s.nap = timer(delayMs, onIdle);
+    },
+    disarmTimers(runId) {
+      const s = slots.get(runId);
+      if (!s) return;
+      for (const t of [s.expiry, s.nap]) if (t) clearTimeout(t);
+      s.expiry = s.nap = null;
     },
     async end(runId) {
+      await settle(runId);
       const s = forget(runId);
       if (!s) return;
       if (s.token) gateway.revokeToken(s.token);
       try {
         await s.session?.close();
+        if (s.hibernated) await host.discard?.(runId, s.hibernated);
       } catch (e) {
         log.warn("session did not close cleanly", { runId, error: e });
       }
     },
     async handOver(runId) {
+      await settle(runId);
+      // Nothing of a hibernated session runs: the next start keeps it as it is.
+      if (slots.get(runId)?.hibernated) return void forget(runId);
       const s = slots.get(runId);
       if (!s?.session?.detach || !s.session.resume || s.held) return this.end(runId);
       forget(runId);

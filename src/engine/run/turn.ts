@@ -17,6 +17,7 @@ import type { RunSession } from "../session/host.ts";
 import { validateTurn } from "../validation/validation.ts";
 import type { BudgetStop, Budgets } from "./budget.ts";
 import type { Endings } from "./end.ts";
+import type { Hibernation } from "./hibernation.ts";
 import { isTerminal, type OutputSchema, type RunRecord } from "./schema.ts";
 import type { RunParts } from "./parts.ts";
 import { createRunPublishing } from "./publishing.ts";
@@ -49,6 +50,7 @@ export interface TurnDeps extends RunParts {
   repositories: RepositoryAccess;
   publisher: Publisher;
   endings: Endings;
+  hibernation: Hibernation;
   budgets: Budgets;
   outputs: OutputSchemas;
 }
@@ -213,6 +215,7 @@ export function createTurns(deps: TurnDeps): Turns {
     const note = (data: BuilderEventData) => writer.note(run, data);
     try {
       let session = sessions.get(runId);
+      if (!session && sessions.hibernated(runId)) session = await deps.hibernation.wake(run, abort.signal);
       if (!session) {
         ({ session, run } = await open(run, abort, note, chainFrom));
         // Setup (which has network) runs before this; from here on the agent reaches the model only.
@@ -301,6 +304,7 @@ export function createTurns(deps: TurnDeps): Turns {
     hold.release();
     await idle;
     deps.endings.scheduleExpiry(run.id, expiresAt);
+    deps.hibernation.schedule(run.id);
   }
 
   /** Close a model-only sandbox's network; a sandbox that cannot is never run with the policy. */
@@ -355,7 +359,7 @@ export function createTurns(deps: TurnDeps): Turns {
         startedAt: iso(),
         finishedAt: null,
       });
-      sessions.disarmExpiry(run.id);
+      sessions.disarmTimers(run.id);
       const updated = await writer.setStatus(run, "running", {
         turnCount: n,
         sessionExpiresAt: null,

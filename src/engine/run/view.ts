@@ -50,6 +50,11 @@ export const RunView = z.object({
     .string()
     .nullable()
     .describe("When an idle session ends on its own (ISO 8601); null while no session is warm"),
+  hibernated: z
+    .boolean()
+    .describe(
+      "True while the idle session is hibernated: its agent server is stopped (or its VM paused) with its files and history kept; a message wakes it and continues the same session",
+    ),
   turnCount: z.number().int().describe("Number of user turns on this run"),
   repository: RepositoryRef.describe("The repository: full name, owner, name and GitHub's id when known"),
   modelId: z.string().describe("The model the run uses"),
@@ -143,6 +148,7 @@ export function toRunView(
     status: r.status,
     sessionActive,
     sessionExpiresAt: r.sessionExpiresAt,
+    hibernated: sessionActive && r.hibernated === true,
     turnCount: r.turnCount,
     repository: r.repository,
     modelId: r.modelId,

@@ -19,6 +19,7 @@ import {
   checkScratchName,
   type ExecOptions,
   type ExecResult,
+  type KeptSandbox,
   type ProcessHandle,
   type Sandbox,
   type SandboxResume,
@@ -114,6 +115,27 @@ export class E2bSandbox implements Sandbox {
     await Promise.allSettled([...this.procs].map((p) => p.detach()));
     this.onGone();
     this.log.info("e2b sandbox left running for the next start", { sandboxId: this.handle.sandboxId });
+  }
+
+  readonly hibernation = "memory" as const;
+
+  /**
+   * Pause the VM (E2B persistence: memory and files kept, billing stops) and let go of it;
+   * its processes are detached, not killed, and run on where they were once it resumes
+   * (`Sandbox.connect`, the provider's `wake`).
+   */
+  async hibernate(): Promise<KeptSandbox> {
+    this.alive();
+    this.detached = true;
+    clearInterval(this.warmTimer);
+    await Promise.allSettled([...this.procs].map((p) => p.detach()));
+    try {
+      await this.handle.pause();
+    } finally {
+      this.onGone();
+    }
+    this.log.info("e2b sandbox paused", { sandboxId: this.handle.sandboxId });
+    return this.resumeInfo();
   }
 
   /** Push the VM's end out: a command means the session is in use. */

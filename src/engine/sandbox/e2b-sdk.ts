@@ -34,6 +34,8 @@ export interface E2bSandboxHandle {
   /** Replace the VM's egress rules (E2B's network controls); the SDK's `updateNetwork`. */
   updateNetwork?(network: E2bNetworkRules): Promise<void>;
   setTimeout(timeoutMs: number): Promise<void>;
+  /** Pause the VM keeping its memory and files (E2B persistence); `E2bSdk.connect` resumes it. */
+  pause(): Promise<unknown>;
   kill(): Promise<unknown>;
 }
 

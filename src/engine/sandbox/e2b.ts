@@ -29,6 +29,7 @@ import { E2B_PATHS, E2bSandbox } from "./e2b-sandbox.ts";
 import { e2bSdk, type E2bSandboxHandle, type E2bSdk } from "./e2b-sdk.ts";
 import {
   fillOrKill,
+  type KeptSandbox,
   type Sandbox,
   type SandboxCreateOptions,
   type SandboxProvider,
@@ -163,7 +164,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
     return sandbox;
   };
 
-  return {
+  const provider: SandboxProvider = {
     name: "e2b",
 
     async create(c: SandboxCreateOptions): Promise<Sandbox> {
@@ -224,6 +225,21 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       return sandbox;
     },
 
+    // Connecting to a paused VM resumes it, memory and all: its OpenCode server runs on.
+    wake(runId: string, kept: KeptSandbox): Promise<Sandbox> {
+      if (kept.provider !== "e2b") throw new EngineError("sandbox_failed", `run ${runId} was not hibernated on e2b`);
+      return provider.connect!(runId, kept);
+    },
+
+    async discard(runId: string, kept: KeptSandbox): Promise<void> {
+      if (kept.provider !== "e2b") return;
+      try {
+        await sdk.kill(kept.sandboxId, { apiKey: opts.apiKey });
+      } catch (e) {
+        if (!/not.?found|404/i.test((e as Error).message)) throw e;
+      }
+    },
+
     async reap(liveRunIds: ReadonlySet<string>): Promise<void> {
       // A warm VM keeps the metadata it was made with: ours are known by VM id as well.
       const ours = new Set([...live.values()].map((s) => s.sandboxId));
@@ -251,4 +267,5 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       await Promise.all([...live.values()].map((s) => s.kill()));
     },
   };
+  return provider;
 }

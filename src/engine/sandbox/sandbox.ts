@@ -143,6 +143,23 @@ export const SandboxResume = z.object({
 });
 export type SandboxResume = z.infer<typeof SandboxResume>;
 
+/**
+ * What a hibernated sandbox keeps and how it is reached again ({@link SandboxProvider.wake}):
+ * a host sandbox's directory (its processes stopped), or a paused e2b VM (memory and files).
+ * Stored sealed with the run, so any later process can wake or discard it.
+ */
+export const KeptSandbox = z.discriminatedUnion("provider", [
+  SandboxResume,
+  z.object({
+    provider: z.enum(["local", "bwrap"]),
+    baseSha: z.string(),
+    baseRef: z.string(),
+    /** Made with `network: model-only`: woken with only the gateway bridged in again. */
+    modelOnly: z.boolean().optional(),
+  }),
+]);
+export type KeptSandbox = z.infer<typeof KeptSandbox>;
+
 export interface Sandbox {
   readonly id: string;
   readonly provider: "local" | "bwrap" | "e2b";
@@ -201,6 +218,16 @@ export interface Sandbox {
    * its run (`create`), where nothing but setup has run before its agent starts.
    */
   readonly snapshots?: SandboxSnapshots;
+  /**
+   * What {@link hibernate} keeps: `memory` (the VM is paused, its processes resume as they
+   * were: e2b) or `files` (its processes stop: host sandboxes). Absent: it cannot hibernate.
+   */
+  readonly hibernation?: "memory" | "files";
+  /**
+   * Stop the sandbox and keep it on the provider's side (a host sandbox's directory, a paused
+   * VM), letting go of it in this process; {@link SandboxProvider.wake} reaches it again.
+   */
+  hibernate?(): Promise<KeptSandbox>;
   /** Stop every process and delete the sandbox. Idempotent. */
   kill(): Promise<void>;
 }
@@ -231,6 +258,10 @@ export interface SandboxProvider {
    * Throws EngineError sandbox_failed when it is gone.
    */
   connect?(runId: string, resume: SandboxResume): Promise<Sandbox>;
+  /** A hibernated sandbox again, running (providers whose sandboxes hibernate); sandbox_failed when it is gone. */
+  wake?(runId: string, kept: KeptSandbox, opts?: { network?: SandboxNetwork }): Promise<Sandbox>;
+  /** Delete a hibernated sandbox (one already gone is not an error). */
+  discard?(runId: string, kept: KeptSandbox): Promise<void>;
   /** Kill sandboxes no live run owns (after a restart). */
   reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
   /** Delete a snapshot a sandbox of this provider took (one already gone is not an error). */

@@ -18,6 +18,8 @@ export interface ColdSessionHostOptions {
   /** Port of the model gateway on the engine's loopback. */
   gatewayPort: number;
   log?: Logger;
+  /** Offer hibernation (default true, where the provider and driver can). A shared server's runs cannot. */
+  hibernate?: boolean;
 }
 
 /** A cold host, plus what the hosts built on it reuse. */
@@ -25,8 +27,12 @@ export interface ColdSessionHost extends SessionHost {
   /** Open a session whose sandbox is made cold and whose agent `start` gives. */
   openWith(opts: SessionOpenOptions, start: (sandbox: Sandbox) => Promise<AgentSession>): Promise<RunSession>;
   /** Start options for the run's agent in `sandbox`. */
-  agentOptions(sandbox: Sandbox, opts: SessionOpenOptions): AgentStartOptions;
+  agentOptions(sandbox: Sandbox, opts: AgentOptionsInput): AgentStartOptions;
+  /** Whether its sessions hibernate (the pooled host pairs its own with the same answer). */
+  readonly hibernatable: boolean;
 }
+
+type AgentOptionsInput = Pick<SessionOpenOptions, "token" | "modelId" | "watchdogMs" | "signal" | "env">;
 
 /** The provider's options for the run's sandbox. */
 export function sandboxOptions(opts: SessionOpenOptions): SandboxCreateOptions {
@@ -46,9 +52,14 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
   const log = o.log ?? silentLogger;
   // Sessions are worth taking back only where both halves can be reached again.
   const reattachable = provider.connect !== undefined && driver.attach !== undefined;
+  // A hibernated session wakes in its kept sandbox with a server that continues its session.
+  const hibernatable = o.hibernate !== false && provider.wake !== undefined && driver.continuesSessions === true;
+  const pair = (sandbox: Sandbox, agent: AgentSession, token: string) =>
+    pairSession({ sandbox, agent, token, reattachable, hibernatable, log });
 
   const host: ColdSessionHost = {
     provider: provider.name,
+    hibernatable,
 
     agentOptions: (sandbox, opts) => ({
       sandbox,
@@ -68,7 +79,7 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
       });
       opts.onLog?.("starting agent");
       const agent = await agentIn(sandbox, () => start(sandbox), opts.prepare);
-      return pairSession({ sandbox, agent, token: opts.token, reattachable, log });
+      return pair(sandbox, agent, opts.token);
     },
 
     open: (opts) => host.openWith(opts, (sandbox) => driver.start(host.agentOptions(sandbox, opts))),
@@ -86,7 +97,36 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
                 signal: r.signal,
               }),
             );
-            return pairSession({ sandbox, agent, token: resume.token, reattachable, log });
+            return pair(sandbox, agent, resume.token);
+          },
+        }
+      : {}),
+
+    ...(hibernatable
+      ? {
+          async wake(runId, h, w) {
+            const network =
+              w.network === "model-only" ? { policy: "model-only" as const, gatewayPort: o.gatewayPort } : undefined;
+            const sandbox = await provider.wake!(runId, h.sandbox, network ? { network } : {});
+            const agent = await agentIn(sandbox, () =>
+              h.server && driver.attach
+                ? driver.attach({
+                    sandbox,
+                    resume: h.server,
+                    modelId: w.modelId,
+                    watchdogMs: w.watchdogMs,
+                    signal: w.signal,
+                  })
+                : driver.start({ ...host.agentOptions(sandbox, { ...w, token: h.token }), sessionId: h.sessionId }),
+            );
+            return pair(sandbox, agent, h.token);
+          },
+          async discard(runId, h) {
+            try {
+              await provider.discard?.(runId, h.sandbox);
+            } catch (e) {
+              log.warn("could not delete a hibernated sandbox", { runId, error: e });
+            }
           },
         }
       : {}),

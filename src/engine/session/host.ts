@@ -8,7 +8,7 @@
 import * as z from "zod";
 import { AgentResume, type AgentSession } from "../agent/agent.ts";
 import type { NetworkPolicy } from "../environment/schema.ts";
-import { SandboxResume, type GitCredential, type Sandbox } from "../sandbox/sandbox.ts";
+import { KeptSandbox, SandboxResume, type GitCredential, type Sandbox } from "../sandbox/sandbox.ts";
 
 /**
  * What a later Patchbay process needs to take a session over (hosts whose sandboxes outlive
@@ -16,6 +16,30 @@ import { SandboxResume, type GitCredential, type Sandbox } from "../sandbox/sand
  */
 export const SessionResume = z.object({ sandbox: SandboxResume, agent: AgentResume, token: z.string() });
 export type SessionResume = z.infer<typeof SessionResume>;
+
+/**
+ * A hibernated session: nothing of it runs, everything it needs to continue is kept (the
+ * sandbox's files with OpenCode's session store, or a paused VM with its server in memory).
+ * Stored sealed with the run (the gateway token), so a restarted Patchbay keeps it too.
+ */
+export const HibernatedSession = z.object({
+  sandbox: KeptSandbox,
+  /** The OpenCode session the next server continues. */
+  sessionId: z.string(),
+  /** The server itself, when the sandbox kept it in memory (a paused VM): taken back as after a restart. */
+  server: AgentResume.optional(),
+  token: z.string(),
+});
+export type HibernatedSession = z.infer<typeof HibernatedSession>;
+
+export interface SessionWakeOptions {
+  modelId: string;
+  /** The run's secrets, for a new agent server's environment (as at `open`). */
+  env?: Record<string, string>;
+  network?: NetworkPolicy;
+  watchdogMs: number;
+  signal: AbortSignal;
+}
 
 export interface SessionOpenOptions {
   runId: string;
@@ -70,6 +94,11 @@ export interface RunSession {
   close(): Promise<void>;
   /** Leave it running for a later process to reattach (e2b only). */
   detach?(): Promise<void>;
+  /**
+   * Stop it and keep what it needs to continue (hosts that can; {@link SessionHost.wake}).
+   * The session is then over in this process, as after `close`, but nothing is deleted.
+   */
+  hibernate?(): Promise<HibernatedSession>;
 }
 
 export interface SessionReattachOptions {
@@ -84,6 +113,10 @@ export interface SessionHost {
   open(opts: SessionOpenOptions): Promise<RunSession>;
   /** Take back a session an earlier process left (throws when it cannot). Hosts that can only. */
   reattach?(runId: string, resume: SessionResume, opts: SessionReattachOptions): Promise<RunSession>;
+  /** A hibernated session running again, the same agent session continued (hosts whose sessions hibernate). */
+  wake?(runId: string, hibernated: HibernatedSession, opts: SessionWakeOptions): Promise<RunSession>;
+  /** Delete what a hibernated session kept (its sandbox). Never throws. */
+  discard?(runId: string, hibernated: HibernatedSession): Promise<void>;
   /** After a turn of a run ends (the machine is quieter): a pooled host refills here. */
   turnEnded?(runId: string): void;
   /** Kill sandboxes no live run owns (after a restart), then start background work (pool fill). */

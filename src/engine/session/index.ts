@@ -14,7 +14,7 @@ import { createSharedSessionHost } from "./shared.ts";
 import { createWarmRepos } from "./warm-repos.ts";
 
 export type { RunSession, SessionHost, SessionOpenOptions } from "./host.ts";
-export { SessionResume } from "./host.ts";
+export { HibernatedSession, SessionResume } from "./host.ts";
 export type { WarmPool } from "./pooled.ts";
 
 export interface SessionHostDeps {

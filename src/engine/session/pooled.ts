@@ -180,7 +180,16 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
       },
     );
     refillAfterTurn.add(opts.runId);
-    return pairSession({ sandbox, agent, token: opts.token, reattachable, log, onClose: () => refill(opts.runId) });
+    return pairSession({
+      sandbox,
+      agent,
+      token: opts.token,
+      reattachable,
+      // Its server goes with it; it wakes cold in its kept sandbox, as any pooled run.
+      hibernatable: cold.hibernatable,
+      log,
+      onClose: () => refill(opts.runId),
+    });
   };
 
   /** The run's refill, once: after its first turn, or when its session ends before one. */
@@ -243,12 +252,15 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
         agent,
         token: opts.token,
         reattachable,
+        hibernatable: cold.hibernatable,
         log,
         onClose: () => refill(opts.runId),
       });
     },
 
     ...(cold.reattach ? { reattach: cold.reattach } : {}),
+    // A hibernated run wakes cold in its own kept sandbox: a pool entry has nothing it needs.
+    ...(cold.wake ? { wake: cold.wake, discard: cold.discard } : {}),
 
     turnEnded: refill,
 

@@ -5,7 +5,7 @@
 import type { AgentSession } from "../agent/agent.ts";
 import type { Logger } from "../log.ts";
 import type { Sandbox } from "../sandbox/sandbox.ts";
-import type { PrepareWorkspace, RunSession } from "./host.ts";
+import type { HibernatedSession, PrepareWorkspace, RunSession } from "./host.ts";
 
 export interface PairOptions {
   sandbox: Sandbox;
@@ -15,13 +15,16 @@ export interface PairOptions {
   /** Whether the host can take this session back after a restart (it then offers `resume`). */
   reattachable: boolean;
   log: Logger;
-  /** Called once, when the session closes (not when it is detached: Patchbay is shutting down). */
+  /** Called once, when the session closes or hibernates (not when it is detached: Patchbay is shutting down). */
   onClose?: () => void;
+  /** Whether the host can wake this session after `hibernate` (it then offers `hibernate`). */
+  hibernatable?: boolean;
 }
 
 export function pairSession(o: PairOptions): RunSession {
   const { sandbox, agent, log } = o;
   let closing: Promise<void> | undefined;
+  let hibernating: Promise<HibernatedSession> | undefined;
   const canDetach = o.reattachable && sandbox.detach !== undefined && agent.detach !== undefined;
   return {
     sandbox,
@@ -47,6 +50,22 @@ export function pairSession(o: PairOptions): RunSession {
         }
       })());
     },
+    ...(o.hibernatable && sandbox.hibernate
+      ? {
+          hibernate() {
+            return (hibernating ??= (async () => {
+              o.onClose?.();
+              // A paused VM keeps the server in memory: let go of it and take it back on wake.
+              // Otherwise the server stops; the next one reads the session from the sandbox's home.
+              const server = sandbox.hibernation === "memory" && agent.detach ? agent.resume : undefined;
+              if (server) await agent.detach!();
+              else await agent.close();
+              const kept = await sandbox.hibernate!();
+              return { sandbox: kept, sessionId: agent.sessionId, ...(server ? { server } : {}), token: o.token };
+            })());
+          },
+        }
+      : {}),
     ...(canDetach
       ? {
           async detach() {

@@ -45,7 +45,8 @@ export interface SharedSessionHost extends SessionHost {
 export function createSharedSessionHost(o: SharedSessionHostOptions): SharedSessionHost {
   const log = o.log ?? silentLogger;
   const { provider, driver } = o;
-  const cold = createColdSessionHost({ provider, driver, gatewayPort: o.gateway.port, log });
+  // Runs on the shared server do not hibernate: its memory is every run's (docs/ARCHITECTURE.md).
+  const cold = createColdSessionHost({ provider, driver, gatewayPort: o.gateway.port, log, hibernate: false });
   let home: Promise<Sandbox> | undefined;
   /** The server's sandbox: made once, made again after a failed attempt. */
   const serverSandbox = (): Promise<Sandbox> =>

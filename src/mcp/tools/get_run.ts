@@ -19,7 +19,7 @@ export const getRunTool = defineTool({
   name: "get_run",
   title: "Get a run",
   description: [
-    "Get a run's current state: status (queued, running, idle, completed, failed, cancelled), whether its session is still warm (sessionActive, sessionExpiresAt), the agent's summary of the last turn, changedPaths, diffStats, error, draft pull request and token usage.",
+    "Get a run's current state: status (queued, running, idle, completed, failed, cancelled), whether its session is still warm (sessionActive, sessionExpiresAt) or hibernated (hibernated: nothing runs, a message wakes it), the agent's summary of the last turn, changedPaths, diffStats, error, draft pull request and token usage.",
     "Use it to check on a run you started without wait, or before send_message. For the diff use get_patch; for the activity log use stream_events. A summary over 16 KB is cut (summaryTruncated: true); pass fullSummary: true for all of it.",
   ].join("\n\n"),
   input: GetRunArgs,

@@ -38,6 +38,10 @@ beforeAll(async () => {
             { text: "Wrote MORE." },
           ],
         ],
+        "test/e2b-nap": ["FIRST", "SECOND", "THIRD"].map((name) => [
+          { toolCalls: [{ name: "write", args: { filePath: `${name}.md`, content: `${name}\n` } }] },
+          { text: `Wrote ${name}.` },
+        ]),
         "test/e2b": [
           [
             { toolCalls: [{ name: "write", args: { filePath: "FIRST.md", content: "one\n" } }] },
@@ -88,6 +92,8 @@ async function e2bSetup() {
     PATCHBAY_GATEWAY_PORT: String(gatewayPort),
     PATCHBAY_PUBLIC_GATEWAY_URL: `http://127.0.0.1:${gatewayPort}`,
     PATCHBAY_WATCHDOG_MS: "2000",
+    // Hibernation is asked for where a test wants it (engine.hibernate).
+    PATCHBAY_HIBERNATE_AFTER_MS: "0",
   };
   const cloud = e2bCloud(cloudDir);
   clouds.push(cloud);
@@ -296,6 +302,60 @@ describe("reattach after a restart (e2b)", { timeout: LOADED.testMs }, () => {
       expect(after.summary).toBe("Wrote MORE.");
       await b.engine.endSession(OWNER, runId);
       expect(cloud.alive().size).toBe(0);
+    } finally {
+      await b.close();
+    }
+  });
+
+  it("hibernation pauses the VM with its OpenCode in memory; a follow-up resumes the same server, also after a restart", async () => {
+    const { cloud, open } = await e2bSetup();
+    const a = await open();
+    const run = await a.engine.startRun(OWNER, {
+      repository: "acme/web",
+      prompt: "write first",
+      modelId: "test/e2b-nap",
+      validationMode: "minimal",
+    });
+    expect((await a.engine.waitForTurn(OWNER, run.id)).status).toBe("idle");
+    const [vm] = [...cloud.alive().keys()];
+    const [server] = cloud.processes(vm!);
+    let seen = fx.model.requests.length;
+    try {
+      expect(await a.engine.hibernate(OWNER, run.id)).toMatchObject({ status: "idle", hibernated: true });
+      expect(cloud.paused(vm!)).toBe(true);
+      expect(cloud.processes(vm!)).toEqual([server]); // kept in the VM's memory, stopped
+
+      await a.engine.sendMessage(OWNER, run.id, { prompt: "write second" });
+      const second = await a.engine.waitForTurn(OWNER, run.id);
+      expect(second).toMatchObject({ status: "idle", hibernated: false, changedPaths: ["FIRST.md", "SECOND.md"] });
+      expect(cloud.paused(vm!)).toBe(false);
+      expect(cloud.processes(vm!)).toEqual([server]); // the same OpenCode server, resumed
+      expect(JSON.stringify(fx.model.requests.slice(seen).find((r) => !r.side)!.body.messages)).toContain(
+        "write first",
+      );
+      await a.engine.hibernate(OWNER, run.id);
+    } finally {
+      await a.close();
+    }
+    expect(cloud.paused(vm!)).toBe(true);
+
+    const b = await open();
+    try {
+      // Recovery keeps it paused: nothing is resumed (or billed) until a message needs it.
+      expect(await b.engine.getRun(OWNER, run.id)).toMatchObject({ status: "idle", hibernated: true });
+      expect(cloud.paused(vm!)).toBe(true);
+      seen = fx.model.requests.length;
+      await b.engine.sendMessage(OWNER, run.id, { prompt: "write third" });
+      const third = await b.engine.waitForTurn(OWNER, run.id);
+      expect(third).toMatchObject({ status: "idle", changedPaths: ["FIRST.md", "SECOND.md", "THIRD.md"] });
+      const history = JSON.stringify(fx.model.requests.slice(seen).find((r) => !r.side)!.body.messages);
+      expect(history).toContain("write second");
+      expect(cloud.processes(vm!)).toEqual([server]);
+
+      await b.engine.hibernate(OWNER, run.id);
+      expect((await b.engine.endSession(OWNER, run.id)).status).toBe("completed");
+      expect(cloud.alive().size).toBe(0);
+      await waitFor(() => cloud.processes(vm!).length === 0, { what: "the paused VM's OpenCode to be killed" });
     } finally {
       await b.close();
     }

@@ -311,5 +311,24 @@ for (const c of CASES) {
       expect(left).not.toContain(warmId);
       await expect(adopted!.exec(["true"])).rejects.toMatchObject({ code: "sandbox_failed" });
     });
+
+    it("hibernate stops every process and keeps the files; wake reaches them again; discard deletes them", async () => {
+      const sleeper = other.spawn(["sleep", "600"]);
+      const held = descendants(other.pids?.() ?? []).filter(alive);
+      expect(held.length).toBeGreaterThan(0);
+      expect(other.hibernation).toBe("files");
+      const kept = await other.hibernate!();
+      await sleeper.exited;
+      await waitFor(() => held.every((p) => !alive(p)), { what: "every sandbox process to exit", timeoutMs: 60_000 });
+      await expect(other.exec(["true"])).rejects.toMatchObject({ code: "sandbox_failed" });
+      expect(kept).toMatchObject({ provider: c.name, baseSha: other.baseSha });
+
+      const woken = await provider.wake!(other.id, kept);
+      expect(woken.baseSha).toBe(other.baseSha);
+      expect((await woken.exec(["cat", "OTHER_SECRET.md"])).stdout).toBe(SECRET);
+      await provider.discard!(other.id, kept);
+      expect(fs.existsSync(path.join(dataDir, "sandboxes", other.id))).toBe(false);
+      await expect(provider.wake!(other.id, kept)).rejects.toMatchObject({ code: "sandbox_failed" });
+    });
   });
 }

@@ -4,21 +4,11 @@
  * completes through the model gateway. The same call in an `open` run connects, so the probe
  * is a real one.
  */
-import { execFileSync } from "node:child_process";
 import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { bwrapWorks } from "../../helpers.ts";
 import { LOADED } from "../../support/harness.ts";
 import { API, serveHarness, type HttpHarness } from "../../support/http.ts";
-
-function bwrapWorks(): boolean {
-  try {
-    execFileSync("bwrap", ["--ro-bind", "/", "/", "--unshare-pid", "--unshare-net", "true"], { stdio: "pipe" });
-    return true;
-  } catch {
-    // No bwrap, or no namespaces here: skipped, not failed.
-    return false;
-  }
-}
 
 /** A node one-liner the agent runs: tries each port on 127.0.0.1 and prints what happened. */
 function probe(ports: number[]): string {

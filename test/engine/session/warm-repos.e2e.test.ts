@@ -126,6 +126,16 @@ for (const sandbox of ["local", "bwrap"] as const) {
         expect(opencodeLog(sandboxDir, /message="disposing instance"/)).toEqual([]);
         expect(opencodeLog(sandboxDir, /message=created .*title="Patchbay run"/)).toHaveLength(1);
 
+        // It hibernates (its server with it; on local the kept directory takes the run's name)
+        // and a follow-up wakes it: the model sees the earlier turn.
+        expect(await pb.engine.hibernate(OWNER, run.id)).toMatchObject({ status: "idle", hibernated: true });
+        model.script(modelId, [[{ text: "second turn" }]]);
+        await pb.engine.sendMessage(OWNER, run.id, { prompt: "and now?" });
+        const woken = await pb.engine.waitForTurn(OWNER, run.id);
+        expect(woken).toMatchObject({ status: "idle", hibernated: false });
+        const second = model.agentRequests(modelId).at(-1)!;
+        expect(JSON.stringify(second.body)).toContain("look around");
+
         await pb.engine.endSession(OWNER, run.id);
         // The pinned repository gets an entry again.
         await waitFor(() => pb.sessions.warmPool!.repositories.includes("acme/repeat"), {
