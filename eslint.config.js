@@ -1,7 +1,7 @@
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-  { ignores: ["node_modules/**", "data/**", "bench/results/**", "coverage/**"] },
+  { ignores: ["node_modules/**", "data/**", "bench/results/**", "coverage/**", "src/dashboard/vendor/**"] },
   ...tseslint.configs.recommended,
   {
     rules: {

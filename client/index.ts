@@ -2,14 +2,15 @@
  * A typed client for Patchbay's REST API (`patchbay/client`). `api` is openapi-fetch over the
  * generated types (client/api.ts), for every route; the methods below are the run round trip
  * with errors thrown as PatchbayApiError, plus `follow` (the event stream, resumed with
- * Last-Event-ID after a dropped connection) and `waitForTurn`.
+ * Last-Event-ID after a dropped connection) and `waitForTurn`. It runs in Node and in browsers
+ * (fetch and streams only): the dashboard loads a bundle of it (npm run dashboard:build).
  */
 import createClient, { type Client } from "openapi-fetch";
 import type { components, paths } from "./api.ts";
 import { apiError, followRun, PatchbayApiError, type FollowOptions, type RunEvent } from "./sse.ts";
 
 export type { components, paths } from "./api.ts";
-export { PatchbayApiError, type FollowOptions, type RunEvent } from "./sse.ts";
+export { apiError, PatchbayApiError, type FollowOptions, type RunEvent } from "./sse.ts";
 
 export type RunView = components["schemas"]["RunView"];
 export type CreateRunInput = components["schemas"]["CreateRunInput"];
@@ -20,8 +21,12 @@ export type RunWithPatch = RunView & { patch?: string | null };
 export interface PatchbayClientOptions {
   /** The server's origin, e.g. `http://127.0.0.1:8787` (no trailing path). */
   baseUrl: string;
-  /** A Patchbay API key (`pb_…`). */
-  apiKey: string;
+  /**
+   * A Patchbay API key (`pb_…`), sent as a bearer token. Absent in a browser signed in to the
+   * dashboard: same-origin requests carry its session cookie (writes then need `X-CSRF-Token`,
+   * which a middleware on `api` adds).
+   */
+  apiKey?: string;
   /** Replace fetch (tests, proxies). Default: the global one. */
   fetch?: typeof fetch;
 }
@@ -30,7 +35,7 @@ export interface PatchbayClient {
   /** openapi-fetch over every route, typed from the OpenAPI document. */
   readonly api: Client<paths>;
   startRun(input: CreateRunInput, opts?: { idempotencyKey?: string }): Promise<RunView>;
-  getRun(id: string, opts?: { patch?: boolean; fullSummary?: boolean }): Promise<RunWithPatch>;
+  getRun(id: string, opts?: { patch?: boolean; fullSummary?: boolean; turns?: boolean }): Promise<RunWithPatch>;
   listRuns(opts?: { limit?: number; cursor?: string }): Promise<{ runs: RunView[]; nextCursor: string | null }>;
   /** A follow-up (`status` 202), a chained run (201), or `{endSession: true}` (200). */
   sendMessage(id: string, input: MessageInput): Promise<{ status: number; run: RunView }>;
@@ -48,8 +53,11 @@ export interface PatchbayClient {
 const RUNS = "/api/v1/coding-agent/runs";
 const turnOver = (status: string) => status !== "queued" && status !== "running";
 
-/** What openapi-fetch answers: data, or an error with its response. */
-async function unwrap<T>(call: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
+/**
+ * What openapi-fetch answers: data, or a PatchbayApiError. For routes without a method here:
+ * `await unwrap(client.api.GET("/api/v1/coding-agent/models"))`.
+ */
+export async function unwrap<T>(call: Promise<{ data?: T; error?: unknown; response: Response }>): Promise<T> {
   const { data, error, response } = await call;
   if (error !== undefined || data === undefined) {
     const body = error as { error?: { code?: string; message?: string; details?: unknown } } | undefined;
@@ -62,8 +70,9 @@ async function unwrap<T>(call: Promise<{ data?: T; error?: unknown; response: Re
 
 export function createPatchbayClient(opts: PatchbayClientOptions): PatchbayClient {
   const baseUrl = opts.baseUrl.replace(/\/+$/, "");
-  const fetchImpl = opts.fetch ?? globalThis.fetch;
-  const headers = { authorization: `Bearer ${opts.apiKey}` };
+  // Called through a wrapper: a browser's fetch throws when called as another object's method.
+  const fetchImpl: typeof fetch = opts.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  const headers: Record<string, string> = opts.apiKey ? { authorization: `Bearer ${opts.apiKey}` } : {};
   const api = createClient<paths>({ baseUrl, headers, fetch: fetchImpl });
   const flag = (on: boolean | undefined) => (on ? ("1" as const) : undefined);
 
@@ -78,7 +87,7 @@ export function createPatchbayClient(opts: PatchbayClientOptions): PatchbayClien
       );
     },
     getRun(id, o = {}) {
-      const query = { patch: flag(o.patch), fullSummary: flag(o.fullSummary) };
+      const query = { patch: flag(o.patch), fullSummary: flag(o.fullSummary), turns: flag(o.turns) };
       return unwrap(api.GET(`${RUNS}/{id}`, { params: { path: { id }, query } }));
     },
     async listRuns(o = {}) {

@@ -1,7 +1,8 @@
-// A run's live event stream over the API's SSE route. EventSource sends the session cookie and,
-// on reconnect, Last-Event-ID, so the server resumes exactly after the last event shown.
-import { API } from "./api.js";
-import { h } from "./dom.js";
+// A run's live event stream: the typed client's follow(), which reads the API's SSE route with
+// fetch (the session cookie goes along, same-origin) and, after a dropped connection, resumes
+// with Last-Event-ID, so the server replays exactly what came after the last event shown.
+import { client, noticeSignedOut } from "./api.js";
+import { h, toast } from "./dom.js";
 
 /**
  * Follow `runId`'s events into `list`; `onStatus(data)` hears every `run.status`.
@@ -9,20 +10,15 @@ import { h } from "./dom.js";
  */
 export function followEvents(runId, list, onStatus) {
   const tools = new Map();
-  let lastId = 0;
-  const source = new EventSource(`${API}/runs/${encodeURIComponent(runId)}/stream`);
+  const stop = new AbortController();
   const add = (ev, el) => {
     if (!el) return;
     el.dataset.eventId = String(ev.id);
     list.append(el);
     list.scrollTop = list.scrollHeight;
   };
-  const handle = (type, msg) => {
-    const ev = JSON.parse(msg.data);
-    // A reconnect that raced the stream's end may repeat what was shown; ids are ordered.
-    if (ev.id <= lastId) return;
-    lastId = ev.id;
-    if (type === "run.status") {
+  const show = (ev) => {
+    if (ev.type === "run.status") {
       add(
         ev,
         h(
@@ -53,9 +49,17 @@ export function followEvents(runId, list, onStatus) {
     }
     add(ev, describe(d));
   };
-  source.addEventListener("builder.event", (m) => handle("builder.event", m));
-  source.addEventListener("run.status", (m) => handle("run.status", m));
-  return () => source.close();
+  // Like EventSource, it keeps reconnecting while the page is open (a server restart); the
+  // client skips what a resumed stream repeats, so each event is shown once, in order.
+  void (async () => {
+    try {
+      for await (const ev of client.follow(runId, { signal: stop.signal, maxReconnects: Infinity })) show(ev);
+    } catch (e) {
+      noticeSignedOut(e);
+      if (!stop.signal.aborted) toast(`Live events stopped: ${e.message}`);
+    }
+  })();
+  return () => stop.abort();
 }
 
 function describe(d) {

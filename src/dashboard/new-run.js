@@ -1,6 +1,6 @@
 // The new run form: repository, prompt, model from the catalog, ref, task kind, validation
 // mode and publishing. On success it opens the run.
-import { API, api } from "./api.js";
+import { client, unwrap } from "./api.js";
 import { fill, h } from "./dom.js";
 
 export function newRunView(main) {
@@ -86,7 +86,7 @@ export function newRunView(main) {
       ...(ref.value.trim() ? { baseRef: ref.value.trim() } : {}),
     };
     try {
-      const run = await api("POST", `${API}/runs`, body);
+      const run = await client.startRun(body);
       location.hash = `#/runs/${run.id}`;
     } catch (e) {
       error.textContent = e.message;
@@ -97,7 +97,7 @@ export function newRunView(main) {
   repository.focus();
 
   let stopped = false;
-  api("GET", `${API}/models`)
+  unwrap(client.api.GET("/api/v1/coding-agent/models"))
     .then((catalog) => {
       if (stopped) return;
       fill(

@@ -1,6 +1,6 @@
 // One run: header and actions, its prompt and turns, the live event stream, the diff,
 // validation, and the follow-up box. The run is re-read whenever its status changes.
-import { API, ApiError, api } from "./api.js";
+import { ApiError, client } from "./api.js";
 import { renderDiff } from "./diff.js";
 import { age, fill, h, statusBadge, toast, usageText } from "./dom.js";
 import { followEvents } from "./events.js";
@@ -45,7 +45,7 @@ export function runView(main, runId) {
     (loading = loading.then(async () => {
       if (stopped) return;
       try {
-        const run = await api("GET", `${API}/runs/${encodeURIComponent(runId)}?patch=1&turns=1`);
+        const run = await client.getRun(runId, { patch: true, turns: true });
         if (stopped) return;
         renderHeader(header, run);
         renderActions(actions, run, load);
@@ -113,13 +113,13 @@ function renderHeader(el, run) {
 const fact = (name, ...value) => h("div", {}, h("dt", {}, name), h("dd", {}, ...value));
 
 function renderActions(el, run, reload) {
-  const act = (label, body, path, confirmText) => {
+  const act = (label, call, confirmText) => {
     const b = h("button", { type: "button" }, label);
     b.addEventListener("click", async () => {
       if (confirmText && !window.confirm(confirmText)) return;
       b.disabled = true;
       try {
-        await api("POST", `${API}/runs/${encodeURIComponent(run.id)}/${path}`, body);
+        await call(run.id);
         toast(`${label}: done`);
       } catch (e) {
         toast(`${label} failed: ${e.message}`);
@@ -130,10 +130,10 @@ function renderActions(el, run, reload) {
   };
   fill(
     el,
-    run.status === "idle" ? act("End session", { endSession: true }, "messages") : null,
+    run.status === "idle" ? act("End session", client.endSession) : null,
     TERMINAL.has(run.status)
       ? null
-      : act("Cancel run", {}, "cancel", "Cancel this run? The agent stops and the run keeps its patch so far."),
+      : act("Cancel run", client.cancel, "Cancel this run? The agent stops and the run keeps its patch so far."),
   );
 }
 
@@ -188,7 +188,7 @@ function followUpForm(runId) {
     ev.preventDefault();
     button.disabled = true;
     try {
-      const run = await api("POST", `${API}/runs/${encodeURIComponent(runId)}/messages`, { prompt: text.value });
+      const { run } = await client.sendMessage(runId, { prompt: text.value });
       text.value = "";
       if (run.id !== runId) location.hash = `#/runs/${run.id}`;
     } catch (e) {

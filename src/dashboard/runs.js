@@ -1,6 +1,6 @@
 // The runs list: status, repository, model, turns, age, tokens and cost, PR link; filtered
 // by status; refreshed every few seconds while shown.
-import { API, api } from "./api.js";
+import { client } from "./api.js";
 import { age, fill, h, statusBadge, usageText } from "./dom.js";
 
 const FILTERS = ["all", "active", "queued", "running", "idle", "completed", "failed", "cancelled"];
@@ -54,7 +54,7 @@ export function runsView(main) {
   let stopped = false;
   const load = async () => {
     try {
-      runs = (await api("GET", `${API}/runs?limit=100`)).runs;
+      runs = (await client.listRuns({ limit: 100 })).runs;
       updated.textContent = `Updated ${new Date().toLocaleTimeString()}`;
       render();
     } catch (e) {

@@ -80,6 +80,11 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     for (const src of html.matchAll(/(?:src|href)="(\/dashboard\/[^"]+)"/g)) {
       expect((await fetch(`${h.base}${src[1]}`)).status, src[1]).toBe(200);
     }
+    // The typed client's committed browser bundle, which api.js imports.
+    const bundle = await fetch(`${h.base}/dashboard/vendor/patchbay-client.js`);
+    expect(bundle.status).toBe(200);
+    expect(bundle.headers.get("content-type")).toContain("text/javascript");
+    expect(await bundle.text()).toContain("function createPatchbayClient");
   });
 
   it("its router holds only the page, its assets and the session exchange (the API's route inventory does not see it)", () => {
@@ -177,10 +182,13 @@ describe("the dashboard", { timeout: LOADED.testMs }, () => {
     proxy = await startCutProxy({ host: "127.0.0.1", port: Number(new URL(h.base).port) });
     await page.goto(`${proxy.base}/#/runs/${runId}`);
     await page.locator(".events .ev-status", { hasText: "Turn 1: idle" }).waitFor();
-    // EventSource reconnects by itself, naming the last event it saw (the proxy cannot tell:
-    // chromium may send it on a connection that carried another request first).
+    // The typed client's follow() reconnects by itself, naming the last event it saw (the proxy
+    // cannot tell: chromium may send it on a connection that carried another request first).
     const resumed = page.waitForRequest(
-      async (r) => r.url().includes("/stream") && (await r.allHeaders())["last-event-id"] !== undefined,
+      async (r) =>
+        r.url().includes("/stream") &&
+        r.resourceType() === "fetch" &&
+        (await r.allHeaders())["last-event-id"] !== undefined,
       { timeout: 60_000 },
     );
     proxy.cut();

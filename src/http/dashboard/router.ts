@@ -1,6 +1,7 @@
 /**
  * The dashboard: a page at `/` made of plain ES modules and CSS (`src/dashboard/`, no build
- * step), diff2html's browser bundle served from its npm package, and the sign-in exchange
+ * step at install or start: the typed client's browser bundle in `vendor/` is committed),
+ * diff2html's browser bundle served from its npm package, and the sign-in exchange
  * (`/dashboard/session`). Everything is served from this process, so it works offline, under
  * a Content-Security-Policy that allows only this origin's own scripts and styles.
  *
@@ -51,13 +52,18 @@ interface Asset {
   type: string;
 }
 
-/** The dashboard's files and diff2html's bundle, read once (a few hundred KB). */
+/**
+ * The dashboard's files (its modules, and in `vendor/` the typed client's committed browser
+ * bundle) and diff2html's bundle, read once (a few hundred KB).
+ */
 function loadAssets(): Map<string, Asset> {
   const assets = new Map<string, Asset>();
-  for (const name of fs.readdirSync(WEB_DIR)) {
-    const type = TYPES[path.extname(name)];
-    if (type && name !== "index.html")
-      assets.set(`/dashboard/${name}`, { body: fs.readFileSync(path.join(WEB_DIR, name)), type });
+  for (const dir of ["", "vendor/"]) {
+    for (const name of fs.readdirSync(path.join(WEB_DIR, dir))) {
+      const type = TYPES[path.extname(name)];
+      if (type && name !== "index.html")
+        assets.set(`/dashboard/${dir}${name}`, { body: fs.readFileSync(path.join(WEB_DIR, dir, name)), type });
+    }
   }
   const d2h = path.dirname(createRequire(import.meta.url).resolve("diff2html/package.json"));
   assets.set("/dashboard/vendor/diff2html-ui.js", {
