@@ -496,6 +496,8 @@ export interface components {
       sessionActive: boolean;
       /** @description When an idle session ends on its own (ISO 8601); null while no session is warm */
       sessionExpiresAt: string | null;
+      /** @description True while the idle session is hibernated: its agent server is stopped (or its VM paused) with its files and history kept; a message wakes it and continues the same session */
+      hibernated: boolean;
       /** @description Number of user turns on this run */
       turnCount: number;
       /** @description The repository: full name, owner, name and GitHub's id when known */
@@ -638,6 +640,17 @@ export interface components {
                   status: "succeeded" | "cached" | "failed";
                   durationMs: number;
                   exitCode: number | null;
+                }
+              | {
+                  /** @constant */
+                  kind: "session.hibernated";
+                  idleMs: number;
+                }
+              | {
+                  /** @constant */
+                  kind: "session.resumed";
+                  wakeMs: number;
+                  hibernatedMs?: number;
                 };
           }
         | {
@@ -861,6 +874,17 @@ export interface components {
                 status: "succeeded" | "cached" | "failed";
                 durationMs: number;
                 exitCode: number | null;
+              }
+            | {
+                /** @constant */
+                kind: "session.hibernated";
+                idleMs: number;
+              }
+            | {
+                /** @constant */
+                kind: "session.resumed";
+                wakeMs: number;
+                hibernatedMs?: number;
               };
         }
       | {
@@ -1089,6 +1113,8 @@ export interface operations {
               sessionActive: boolean;
               /** @description When an idle session ends on its own (ISO 8601); null while no session is warm */
               sessionExpiresAt: string | null;
+              /** @description True while the idle session is hibernated: its agent server is stopped (or its VM paused) with its files and history kept; a message wakes it and continues the same session */
+              hibernated: boolean;
               /** @description Number of user turns on this run */
               turnCount: number;
               /** @description The repository: full name, owner, name and GitHub's id when known */
@@ -1231,6 +1257,17 @@ export interface operations {
                           status: "succeeded" | "cached" | "failed";
                           durationMs: number;
                           exitCode: number | null;
+                        }
+                      | {
+                          /** @constant */
+                          kind: "session.hibernated";
+                          idleMs: number;
+                        }
+                      | {
+                          /** @constant */
+                          kind: "session.resumed";
+                          wakeMs: number;
+                          hibernatedMs?: number;
                         };
                   }
                 | {
