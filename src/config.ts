@@ -61,6 +61,17 @@ const SETTINGS = {
       .default("./data")
       .transform((p) => path.resolve(p)),
   ),
+  /**
+   * A PostgreSQL database (`postgres://user:pass@host:5432/db`) for the store instead of the
+   * embedded one in the data dir: what several replicas share. Needs PATCHBAY_SECRET_KEY.
+   */
+  databaseUrl: setting(
+    "PATCHBAY_DATABASE_URL",
+    optionalString.refine(
+      (s) => s === undefined || /^postgres(ql)?:\/\//.test(s),
+      "must be a postgres:// or postgresql:// URL",
+    ),
+  ),
   sandbox: setting("PATCHBAY_SANDBOX", z.enum(["local", "bwrap", "e2b"]).default("local")),
   gitBaseUrl: setting("PATCHBAY_GIT_BASE_URL", url("https://github.com")),
   githubApiUrl: setting("PATCHBAY_GITHUB_API_URL", url("https://api.github.com")),
@@ -322,6 +333,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     const shown = env[variable] === undefined ? "" : ` (got ${JSON.stringify(redact(variable, env[variable]!))})`;
     throw new ConfigError(variable, `invalid ${variable}: ${issue.message}${shown}`);
   }
+  if (parsed.data.databaseUrl && !parsed.data.secretKey)
+    throw new ConfigError(
+      "PATCHBAY_SECRET_KEY",
+      "PATCHBAY_SECRET_KEY must be set with PATCHBAY_DATABASE_URL: every replica seals and opens secrets with the same key",
+    );
   return Object.freeze({ ...parsed.data, ...overrides });
 }
 

@@ -14,6 +14,7 @@ import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
 import { createLowdbStore } from "./store/lowdb.ts";
+import { createPostgresStore } from "./store/pg/postgres.ts";
 import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
@@ -54,7 +55,10 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   log.redact(config.githubToken);
   log.redact(config.githubAppPrivateKey);
   log.redact(config.e2bApiKey);
-  const store = await createLowdbStore({ dataDir: config.dataDir, log });
+  log.redact(config.databaseUrl ? passwordOf(config.databaseUrl) : undefined);
+  const store = config.databaseUrl
+    ? await createPostgresStore({ url: config.databaseUrl, log })
+    : await createLowdbStore({ dataDir: config.dataDir, log });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
     const secrets = createSecretBox(
@@ -104,5 +108,14 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   } catch (e) {
     for (const c of cleanups) await c().catch(() => undefined);
     throw e;
+  }
+}
+
+/** The password in a database URL, so the logger never prints it. */
+function passwordOf(url: string): string | undefined {
+  try {
+    return decodeURIComponent(new URL(url).password) || undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -9,6 +9,7 @@ import { createEnvironmentCache, type EnvironmentCache } from "../environment/ca
 import { createRunSecrets } from "../environment/secrets.ts";
 import { createSetups } from "../environment/setup.ts";
 import { createEventBus } from "../events/bus.ts";
+import { relayRemoteEvents, type EventSource } from "../events/relay.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import { createRepositoryAccess, type RepositoryAccess } from "../github/access.ts";
 import type { Logger } from "../log.ts";
@@ -58,6 +59,11 @@ export function assembleParts(deps: EngineDeps) {
   // Subscribed before any part can change a status (recovery's changes are delivered too).
   const webhooks = createWebhooks({ config, store, bus, box: deps.secrets, log, now });
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
+  // A store shared by replicas tells of their appends: followers here hear them live.
+  const source = store as Partial<EventSource>;
+  const stopRelay = source.watchEvents
+    ? relayRemoteEvents({ source: source as EventSource, store, bus, log })
+    : () => undefined;
   const sessions = createLiveSessions({ gateway: deps.gateway, log });
   const state = { closing: false, draining: false };
   const closing = () => state.closing;
@@ -112,6 +118,7 @@ export function assembleParts(deps: EngineDeps) {
   return {
     ...parts,
     bus,
+    stopRelay,
     state,
     parts,
     endings,

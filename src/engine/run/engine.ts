@@ -119,6 +119,7 @@ export function createEngine(deps: EngineDeps): Engine {
     store,
     now,
     bus,
+    stopRelay,
     sessions,
     state,
     parts,
@@ -313,6 +314,7 @@ export function createEngine(deps: EngineDeps): Engine {
       await sessions.settled();
       await Promise.allSettled(sessions.runIds().map((id) => sessions.handOver(id)));
       await webhooks.close();
+      stopRelay();
     },
   };
   return engine;
