@@ -102,8 +102,13 @@ async function serve(config: Config): Promise<void> {
     log: pb.log,
     config,
     mountMcp: mcp.mount,
-    // Load balancers stop sending traffic as soon as a drain starts.
-    isReady: () => !stopping,
+    ...(pb.counters ? { rateCounters: pb.counters } : {}),
+    // Load balancers stop sending traffic as soon as a drain starts, or the database is lost.
+    isReady: async () => {
+      if (stopping) return false;
+      const store = await pb.storeReady();
+      return store.ok || { reason: store.reason };
+    },
   });
   const server = createHttpServer(app);
   await new Promise<void>((resolve, reject) => {

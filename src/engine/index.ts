@@ -14,7 +14,8 @@ import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
 import { createLowdbStore } from "./store/lowdb.ts";
-import { createPostgresStore } from "./store/pg/postgres.ts";
+import type { WindowCounters } from "./store/pg/counters.ts";
+import { createPostgresStore, isPostgresStore } from "./store/pg/postgres.ts";
 import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
@@ -25,6 +26,7 @@ export type { FollowOptions, FollowUntil, RunFollow } from "./run/follow.ts";
 export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";
 export type { Logger } from "./log.ts";
+export type { WindowCounters } from "./store/pg/counters.ts";
 export { createLogger } from "./log.ts";
 
 export interface Patchbay {
@@ -36,6 +38,10 @@ export interface Patchbay {
   log: Logger;
   /** Runs' sandboxes and agents: `warmPool` and `sharedAgent` when they run (benchmarks, tests). */
   sessions: PatchbaySessions;
+  /** Request-rate counters every replica shares (with PATCHBAY_DATABASE_URL). */
+  counters?: WindowCounters;
+  /** Whether the store answers; the reason when it does not (`/readyz`). */
+  storeReady(): Promise<{ ok: true } | { ok: false; reason: string }>;
   /** Stop every session and process, flush and unlock the store. */
   close(): Promise<void>;
 }
@@ -100,6 +106,8 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       gateway,
       log,
       sessions,
+      ...(isPostgresStore(store) ? { counters: store.counters } : {}),
+      storeReady: async () => (isPostgresStore(store) ? store.ping() : { ok: true }),
       close: () =>
         (closed ??= (async () => {
           for (const c of cleanups) await c();

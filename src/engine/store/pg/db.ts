@@ -49,7 +49,8 @@ export interface DbOptions {
 }
 
 export function createDb(opts: DbOptions): Db {
-  const pool = new pg.Pool({ connectionString: opts.url, max: opts.max ?? 10 });
+  // A lost database must answer readiness checks and requests with an error, not hang them.
+  const pool = new pg.Pool({ connectionString: opts.url, max: opts.max ?? 10, connectionTimeoutMillis: 10_000 });
   pool.on("error", (e) => opts.onError?.(e));
   let closed = false;
   const usable = () => {

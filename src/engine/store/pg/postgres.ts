@@ -14,7 +14,9 @@ import { RunRecord, TurnRecord, type RunStatus } from "../../run/schema.ts";
 import { valid } from "../lowdb-file.ts";
 import { decodeCursor, encodeCursor } from "../run-pages.ts";
 import { RunPatch, type RunStore } from "../store.ts";
+import { createWindowCounters, type WindowCounters } from "./counters.ts";
 import { createDb, type Db } from "./db.ts";
+import { createExclusive } from "./exclusive.ts";
 import { createEventWatch } from "./listen.ts";
 import { migrate } from "./migrate.ts";
 import { createRecords } from "./records.ts";
@@ -36,6 +38,10 @@ export interface PostgresStore extends RunStore {
   purgeFinishedBefore(cutoffIso: string, limit: number): Promise<string[]>;
   /** The pool and its helpers, for the parts built on the same database (replicas, MCP sessions). */
   readonly db: Db;
+  /** Request-rate counters every replica shares. */
+  readonly counters: WindowCounters;
+  /** Run `work` while no other replica runs work for `key` (advisory lock). */
+  exclusive<T>(key: string, work: () => Promise<T>): Promise<T>;
 }
 
 export interface PostgresStoreOptions {
@@ -66,6 +72,7 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
   const watch = createEventWatch({ url: opts.url, replicaId, log });
   await watch.ready;
   const usable = db.usable;
+  const locks = createExclusive(opts.url);
 
   async function deleteRuns(ids: string[]): Promise<void> {
     if (!ids.length) return;
@@ -88,6 +95,11 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     kind: "postgres",
     replicaId,
     db,
+    counters: createWindowCounters(db),
+    async exclusive(key, work) {
+      usable();
+      return locks.exclusive(key, work);
+    },
     ...createRecords(db),
 
     // --- runs
@@ -252,6 +264,7 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
       closedOnce = true;
       await writes.settled();
       await watch.close();
+      await locks.close();
       await db.close();
     },
   };
