@@ -117,6 +117,11 @@ async function serve(config: Config): Promise<void> {
   });
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.port;
+  if (pb.engine.replicas) {
+    const replicaUrl = config.replicaUrl ?? `http://${config.host}:${port}`;
+    await pb.engine.replicas.advertise(replicaUrl);
+    pb.log.info("replica registered", { replica: pb.engine.replicas.replicaId, url: replicaUrl });
+  }
   pb.log.info("patchbay listening", {
     url: `http://${config.host}:${port}`,
     sandbox: config.sandbox,

@@ -72,6 +72,18 @@ const SETTINGS = {
       "must be a postgres:// or postgresql:// URL",
     ),
   ),
+  /**
+   * Runs one replica holds at once (running or idle; with PATCHBAY_DATABASE_URL): a new run
+   * past it stays `queued` until a replica with room takes it. Unset: no bound.
+   */
+  maxActiveRuns: setting("PATCHBAY_MAX_ACTIVE_RUNS", z.coerce.number().int().min(1).optional()),
+  /** Where the other replicas reach this one (handoffs); default `http://PATCHBAY_HOST:PORT`. */
+  replicaUrl: setting(
+    "PATCHBAY_REPLICA_URL",
+    optionalString.refine((s) => s === undefined || /^https?:\/\//.test(s), "must be an http(s):// URL"),
+  ),
+  /** How long a replica's lease on its runs lasts without a heartbeat: a dead replica's runs are taken over after it. */
+  leaseMs: setting("PATCHBAY_LEASE_MS", intMs(15_000, 1000)),
   sandbox: setting("PATCHBAY_SANDBOX", z.enum(["local", "bwrap", "e2b"]).default("local")),
   gitBaseUrl: setting("PATCHBAY_GIT_BASE_URL", url("https://github.com")),
   githubApiUrl: setting("PATCHBAY_GITHUB_API_URL", url("https://api.github.com")),

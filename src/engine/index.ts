@@ -27,6 +27,7 @@ export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";
 export type { Logger } from "./log.ts";
 export type { WindowCounters } from "./store/pg/counters.ts";
+export { HANDOFF_HEADER, HANDOFF_PATH } from "./run/replicas.ts";
 export { createLogger } from "./log.ts";
 
 export interface Patchbay {
@@ -63,7 +64,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   log.redact(config.e2bApiKey);
   log.redact(config.databaseUrl ? passwordOf(config.databaseUrl) : undefined);
   const store = config.databaseUrl
-    ? await createPostgresStore({ url: config.databaseUrl, log })
+    ? await createPostgresStore({ url: config.databaseUrl, log, leaseMs: config.leaseMs })
     : await createLowdbStore({ dataDir: config.dataDir, log });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
@@ -92,7 +93,15 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       defaultWarmPoolSize: opts.defaultWarmPoolSize,
     });
     cleanups.unshift(() => sessions.close());
-    const engine = createEngine({ config, store, host: sessions, gateway, secrets, log });
+    const engine = createEngine({
+      config,
+      store,
+      host: sessions,
+      gateway,
+      secrets,
+      log,
+      ...(isPostgresStore(store) ? { registry: store.replicas } : {}),
+    });
     cleanups.unshift(() => engine.close());
     // Before serving: settle what a previous process left, then start the host (reap, pool fill).
     await engine.recover();

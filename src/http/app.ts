@@ -21,6 +21,7 @@ import { keyRoutes } from "./keys.ts";
 import { ownerRoutes } from "./owners.ts";
 import { secretRoutes } from "./secrets.ts";
 import { webhookRoutes } from "./webhooks.ts";
+import { mountHandoff } from "./handoff.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
@@ -199,6 +200,9 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
       await spec.handler(req, res);
     });
   }
+
+  // Replicas hand each other requests about the runs whose sessions they hold.
+  mountHandoff(app, engine, log);
 
   // /mcp is held to the same per-key request rate as every other authenticated route.
   deps.mountMcp?.(app, (scope) => {

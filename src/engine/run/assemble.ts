@@ -16,6 +16,7 @@ import type { Logger } from "../log.ts";
 import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
+import type { ReplicaRegistry } from "../store/pg/replicas.ts";
 import type { RunStore } from "../store/store.ts";
 import { createWebhooks } from "../webhooks/webhooks.ts";
 import { createAdmission } from "./admission.ts";
@@ -48,6 +49,8 @@ export interface EngineDeps {
   publisher?: Publisher;
   /** Setup's cache of layers. Default: `<dataDir>/cache/env`, bounded by PATCHBAY_ENV_CACHE_MAX_BYTES. */
   envCache?: EnvironmentCache;
+  /** Leases and the run queue when replicas share the store (Postgres); absent: one process. */
+  registry?: ReplicaRegistry;
 }
 
 /** Every part of the engine, wired from its deps. */

@@ -20,6 +20,7 @@ import { createExclusive } from "./exclusive.ts";
 import { createEventWatch } from "./listen.ts";
 import { migrate } from "./migrate.ts";
 import { createRecords } from "./records.ts";
+import { createReplicaRegistry, type ReplicaRegistry } from "./replicas.ts";
 import { createRunWrites } from "./run-writes.ts";
 
 const ACTIVE: readonly RunStatus[] = ["queued", "running", "idle"];
@@ -40,6 +41,8 @@ export interface PostgresStore extends RunStore {
   readonly db: Db;
   /** Request-rate counters every replica shares. */
   readonly counters: WindowCounters;
+  /** Leases, the queue of runs waiting for room, and where each replica is reached. */
+  readonly replicas: ReplicaRegistry;
   /** Run `work` while no other replica runs work for `key` (advisory lock). */
   exclusive<T>(key: string, work: () => Promise<T>): Promise<T>;
 }
@@ -53,6 +56,8 @@ export interface PostgresStoreOptions {
   replicaId?: string;
   /** Connections in the pool (default 10). */
   poolSize?: number;
+  /** How long a replica's lease on a run lasts without a heartbeat (default 15 s). */
+  leaseMs?: number;
 }
 
 /** Open the store at `url`, migrating its schema first. Throws when the database cannot be reached. */
@@ -66,7 +71,8 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     max: opts.poolSize ?? 10,
     onError: (e) => log.warn("lost a database connection", { error: e }),
   });
-  const writes = createRunWrites({ pool: db.pool, now, replicaId });
+  const leaseMs = opts.leaseMs ?? 15_000;
+  const writes = createRunWrites({ pool: db.pool, now, replicaId, leaseMs });
   // Listening before the store is used: a follower that subscribes and then reads the log
   // misses no other replica's event committed after that read.
   const watch = createEventWatch({ url: opts.url, replicaId, log });
@@ -96,6 +102,7 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     replicaId,
     db,
     counters: createWindowCounters(db),
+    replicas: createReplicaRegistry(db, replicaId, leaseMs),
     async exclusive(key, work) {
       usable();
       return locks.exclusive(key, work);

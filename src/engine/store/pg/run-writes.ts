@@ -47,9 +47,22 @@ export interface RunWrites {
 export interface RunWritesOptions {
   pool: pg.Pool;
   now: () => Date;
-  /** Sent in each NOTIFY, so a replica can skip what it appended itself. */
+  /** Sent in each NOTIFY, so a replica can skip what it appended itself; the lease owner it sets. */
   replicaId: string;
+  /** How long a lease taken by a status change lasts before a heartbeat must extend it. */
+  leaseMs: number;
 }
+
+/**
+ * A status change moves the run's lease: the replica that makes a run running or idle is the
+ * one holding its session; a finished run has none; queued keeps what it had.
+ */
+const LEASED_UPDATE = `UPDATE runs SET status = $2, data = $3,
+    lease_owner = CASE WHEN $2 IN ('running', 'idle') THEN $4
+                       WHEN $2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_owner END,
+    lease_until = CASE WHEN $2 IN ('running', 'idle') THEN now() + $5 * interval '1 millisecond'
+                       WHEN $2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_until END
+  WHERE id = $1`;
 
 /** Ops one transaction takes at most: bounds a transaction's length under a flood of appends. */
 const MAX_BATCH = 200;
@@ -116,11 +129,10 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
           i++;
           continue;
         }
-        await client.query("UPDATE runs SET status = $2, data = $3 WHERE id = $1", [
-          runId,
-          next.status,
-          JSON.stringify(next),
-        ]);
+        if (op.patch.status === undefined)
+          await client.query("UPDATE runs SET data = $2 WHERE id = $1", [runId, JSON.stringify(next)]);
+        else
+          await client.query(LEASED_UPDATE, [runId, next.status, JSON.stringify(next), opts.replicaId, opts.leaseMs]);
         if (op.kind === "transition" && event) {
           const id = await nextIds(client, runId, 1);
           const stored = { ...event, id };

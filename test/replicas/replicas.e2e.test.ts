@@ -1,0 +1,260 @@
+/**
+ * Three real `patchbay serve` replicas on one Postgres database, behind a round-robin proxy
+ * with no sticky sessions: the REST flow with follow-ups handed to the replica that holds the
+ * session, SSE resumed on another replica with Last-Event-ID, Idempotency-Key and the request
+ * rate held across replicas, runs placed by capacity, and kill -9 of the replica running a
+ * turn (its run settled by another, no event lost or repeated).
+ */
+import { randomBytes } from "node:crypto";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tempDir, waitFor } from "../helpers.ts";
+import { startRoundRobin, type RoundRobin } from "../fixtures/round-robin.ts";
+import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
+import { parseSse } from "../support/http.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
+import { createTestDatabase, type TestDatabase } from "../support/postgres.ts";
+import { API, follow, startServe, type ServeChild } from "../support/serve.ts";
+
+let fx: Fixtures;
+let db: TestDatabase;
+let lb: RoundRobin;
+const replicas: ServeChild[] = [];
+let key: string;
+
+const RATE_LIMIT = 400;
+const body = (modelId: string, prompt = "write notes") => ({
+  repository: "acme/web",
+  prompt,
+  modelId,
+  validationMode: "minimal",
+});
+
+/** Through the proxy: each call may land on any replica. */
+async function viaLb(
+  method: string,
+  p: string,
+  o: { body?: unknown; headers?: Record<string, string>; key?: string } = {},
+) {
+  const headers: Record<string, string> = { authorization: `Bearer ${o.key ?? key}`, ...o.headers };
+  if (o.body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(lb.url + p, {
+    method,
+    headers,
+    ...(o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
+  });
+  const text = await res.text();
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  return { status: res.status, headers: res.headers, json: (text ? JSON.parse(text) : undefined) as any };
+}
+
+async function leaseOf(runId: string): Promise<string | null> {
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ lease_owner: string | null }>("SELECT lease_owner FROM runs WHERE id = $1", [
+      runId,
+    ]);
+    return rows[0]?.lease_owner ?? null;
+  } finally {
+    await c.end();
+  }
+}
+
+/** The replica (index) whose lease the run is on (each logs its replica id when it registers). */
+async function replicaIndexOf(runId: string): Promise<number> {
+  const owner = await waitFor(() => leaseOf(runId), { what: "the run's lease" });
+  const i = replicas.findIndex((r) => r.stderr().includes(owner));
+  expect(i).toBeGreaterThanOrEqual(0);
+  return i;
+}
+
+beforeAll(async () => {
+  fx = await startFixtures({
+    repos: { "acme/web": { "README.md": "# web\n" } },
+    model: {
+      scripts: {
+        "test/ok": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "notes\n" } }] },
+            { text: "Wrote NOTES.md." },
+          ],
+        ],
+        "test/hang": [[{ hang: true }]],
+      },
+    },
+  });
+  db = await createTestDatabase();
+  const randomKey = randomBytes(32).toString("base64");
+  const env = (i: number) => ({
+    ...fx.env,
+    PATCHBAY_DATA_DIR: tempDir(`replica${i}`),
+    PATCHBAY_DATABASE_URL: db.url,
+    PATCHBAY_SECRET_KEY: randomKey,
+    PATCHBAY_LEASE_MS: "3000",
+    PATCHBAY_MAX_ACTIVE_RUNS: "2",
+    PATCHBAY_RATE_LIMIT_PER_MIN: String(RATE_LIMIT),
+    PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "50",
+    // One OpenCode server per replica, shared by its runs: three in all, whatever the run count.
+    PATCHBAY_SHARED_AGENT: "1",
+    PATCHBAY_WARM_POOL_SIZE: "0",
+  });
+  // The first start on an empty database creates the admin key; the others find it.
+  replicas.push(await startServe(env(0)));
+  key = replicas[0]!.adminKey!;
+  replicas.push(...(await Promise.all([1, 2].map((i) => startServe(env(i))))));
+  lb = await startRoundRobin(replicas.map((r) => r.url));
+}, LOADED.hookMs);
+
+afterAll(async () => {
+  await lb?.close();
+  for (const r of replicas) await r.stop();
+  await db?.drop();
+  await fx?.close();
+}, LOADED.hookMs);
+
+describe("three replicas on one database behind a round-robin proxy", { timeout: LOADED.testMs }, () => {
+  it("every replica is ready and reports the database", async () => {
+    for (const r of replicas) expect((await r.api("GET", "/readyz")).json).toEqual({ ready: true });
+  });
+
+  it("the REST flow: start, a follow-up and an endSession on whichever replica, answered as on one machine", async () => {
+    const started = await viaLb("POST", `${API}/runs`, { body: body("test/ok") });
+    expect(started.status).toBe(201);
+    const id = started.json.id as string;
+    const idle = await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the first turn",
+    });
+    expect(idle.status).toBe("idle");
+    const owner = await replicaIndexOf(id);
+    // A follow-up sent straight to another replica is handed to the owner.
+    const other = replicas[(owner + 1) % 3]!;
+    const message = await other.api("POST", `${API}/runs/${id}/messages`, {
+      key,
+      body: { prompt: "One more thing." },
+    });
+    expect(message.status).toBe(202);
+    expect(message.json).toMatchObject({ id, status: "running", turnCount: 2 });
+    // While it runs, a second follow-up on a third replica gets the one-machine 409, or lands after the turn.
+    const again = await replicas[(owner + 2) % 3]!.api("POST", `${API}/runs/${id}/messages`, {
+      key,
+      body: { prompt: "And another." },
+    });
+    expect([202, 409]).toContain(again.status);
+    if (again.status === 409) expect(again.json.error.code).toBe("session_busy");
+    await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), { timeoutMs: LOADED.turnWaitMs, what: "turn 2" });
+    const patch = await viaLb("GET", `${API}/runs/${id}/patch`);
+    expect(patch.status).toBe(200);
+    expect(patch.json.patch).toContain("NOTES.md");
+    const ended = await other.api("POST", `${API}/runs/${id}/messages`, { key, body: { endSession: true } });
+    expect(ended.status).toBe(200);
+    expect(ended.json.status).toBe("completed");
+    expect(await leaseOf(id)).toBeNull();
+  });
+
+  it("a client cut off from one replica resumes on another with Last-Event-ID and misses nothing", async () => {
+    const seen = fx.model.nextRequest("test/hang");
+    const started = await viaLb("POST", `${API}/runs`, { body: body("test/hang", "hang") });
+    await seen;
+    const id = started.json.id as string;
+    const owner = await replicaIndexOf(id);
+    const a = replicas[(owner + 1) % 3]!;
+    const b = replicas[(owner + 2) % 3]!;
+    const first = follow(a.url, key, id);
+    await waitFor(() => first.frames().length >= 2, { what: "frames on the first replica" });
+    first.stop();
+    await first.done;
+    const kept = first.frames();
+    const lastId = kept.at(-1)!.id!;
+    // The rest of the run happens while no one listens, on the owner.
+    const second = (async () => {
+      const res = await fetch(`${b.url}${API}/runs/${id}/stream`, {
+        headers: { authorization: `Bearer ${key}`, "last-event-id": lastId },
+      });
+      return parseSse(await res.text()).filter((f) => f.id !== undefined);
+    })();
+    const cancelled = await a.api("POST", `${API}/runs/${id}/cancel`, { key });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.json.status).toBe("cancelled");
+    const rest = await second;
+    const log = (await viaLb("GET", `${API}/runs/${id}?events=1`)).json.events as { id: number }[];
+    expect([...kept, ...rest].map((f) => Number(f.id))).toEqual(log.map((e) => e.id));
+  });
+
+  it("an Idempotency-Key replayed on every replica at once makes one run, and the request rate holds across replicas", async () => {
+    const answers = await Promise.all(
+      replicas.map((r) =>
+        r.api("POST", `${API}/runs`, { key, body: body("test/ok"), headers: { "idempotency-key": "same-one" } }),
+      ),
+    );
+    const ids = new Set(answers.map((a) => a.json.id));
+    expect(answers.map((a) => a.status).every((s) => s === 201 || s === 200)).toBe(true);
+    expect(ids.size).toBe(1);
+    const [id] = [...ids] as [string];
+    await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), { timeoutMs: LOADED.turnWaitMs, what: "the run" });
+    await viaLb("POST", `${API}/runs/${id}/messages`, { body: { endSession: true } });
+
+    const fresh = await viaLb("POST", "/api/v1/keys", { body: { name: "rate", scopes: ["read:builder"] } });
+    expect(fresh.status).toBe(201);
+    let ok = 0;
+    let limited = 0;
+    for (let i = 0; i < RATE_LIMIT + 30 && limited < 5; i++) {
+      const r = await viaLb("GET", `${API}/runs?limit=1`, { key: fresh.json.key });
+      if (r.status === 200) ok++;
+      else if (r.status === 429) limited++;
+    }
+    expect(ok).toBe(RATE_LIMIT);
+    expect(limited).toBeGreaterThan(0);
+  });
+
+  it("runs past every replica's room wait queued, and start when a replica frees one", async () => {
+    const hangs: string[] = [];
+    for (let i = 0; i < 7; i++) {
+      const r = await viaLb("POST", `${API}/runs`, { body: body("test/hang", `hang ${i}`) });
+      expect(r.status).toBe(201);
+      hangs.push(r.json.id);
+    }
+    // Three replicas with room for two each: six run, one waits.
+    await waitFor(
+      async () => {
+        const runs = await Promise.all(hangs.map(async (id) => (await viaLb("GET", `${API}/runs/${id}`)).json.status));
+        return runs.filter((s) => s === "running").length === 6 && runs.filter((s) => s === "queued").length === 1;
+      },
+      { timeoutMs: LOADED.turnWaitMs, what: "six running and one queued" },
+    );
+    const counts = [0, 0, 0];
+    const statuses = await Promise.all(hangs.map(async (id) => (await viaLb("GET", `${API}/runs/${id}`)).json.status));
+    const running = hangs.filter((_, i) => statuses[i] === "running");
+    for (const id of running) counts[await replicaIndexOf(id)]!++;
+    expect(counts).toEqual([2, 2, 2]);
+    const queued = hangs[statuses.indexOf("queued")]!;
+    await viaLb("POST", `${API}/runs/${running[0]}/cancel`);
+    await waitFor(async () => (await viaLb("GET", `${API}/runs/${queued}`)).json.status === "running", {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the queued run to start",
+    });
+    for (const id of hangs) await viaLb("POST", `${API}/runs/${id}/cancel`);
+  });
+
+  it("kill -9 of the replica running a turn: another settles the run (server_restart), no event lost or repeated", async () => {
+    const seen = fx.model.nextRequest("test/hang");
+    const started = await viaLb("POST", `${API}/runs`, { body: body("test/hang", "hang before the crash") });
+    await seen;
+    const id = started.json.id as string;
+    const owner = await replicaIndexOf(id);
+    const watcher = replicas[(owner + 1) % 3]!;
+    const stream = follow(watcher.url, key, id);
+    await waitFor(() => stream.frames().length >= 2, { what: "the stream to replay" });
+    replicas[owner]!.proc.kill("SIGKILL");
+    lb.drop(owner);
+    await stream.done;
+    const run = (await watcher.api("GET", `${API}/runs/${id}?events=1`, { key })).json;
+    expect(run.status).toBe("failed");
+    expect(run.error.code).toBe("server_restart");
+    const log = (run.events as { id: number }[]).map((e) => e.id);
+    expect(log).toEqual(Array.from({ length: log.length }, (_, i) => i + 1));
+    expect(stream.frames().map((f) => Number(f.id))).toEqual(log);
+    expect(await leaseOf(id)).toBeNull();
+  });
+});
