@@ -15,6 +15,7 @@ import { eventAppend } from "./event-append.ts";
 import { environment } from "./environment.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { machineSpeed, toTable, writeResult, type BenchModule } from "./harness.ts";
+import { replicas } from "./replicas.ts";
 import { startup } from "./startup.ts";
 import { streamMemory } from "./stream-memory.ts";
 
@@ -31,6 +32,7 @@ const MODULES: BenchModule[] = [
   gatewayAbuse,
   streamMemory,
   environment,
+  replicas,
 ];
 
 async function main(): Promise<void> {

@@ -6,6 +6,8 @@
  * turn (its run settled by another, no event lost or repeated).
  */
 import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tempDir, waitFor } from "../helpers.ts";
@@ -91,7 +93,7 @@ beforeAll(async () => {
     PATCHBAY_DATA_DIR: tempDir(`replica${i}`),
     PATCHBAY_DATABASE_URL: db.url,
     PATCHBAY_SECRET_KEY: randomKey,
-    PATCHBAY_LEASE_MS: "3000",
+    PATCHBAY_LEASE_MS: "5000",
     PATCHBAY_MAX_ACTIVE_RUNS: "2",
     PATCHBAY_RATE_LIMIT_PER_MIN: String(RATE_LIMIT),
     PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "50",
@@ -107,6 +109,9 @@ beforeAll(async () => {
 }, LOADED.hookMs);
 
 afterAll(async () => {
+  // What each replica logged, for a failure's post-mortem.
+  const logs = tempDir("replica-logs");
+  replicas.forEach((r, i) => fs.writeFileSync(path.join(logs, `replica${i}.log`), r.stderr()));
   await lb?.close();
   for (const r of replicas) await r.stop();
   await db?.drop();
@@ -144,7 +149,7 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
     expect([202, 409]).toContain(again.status);
     if (again.status === 409) expect(again.json.error.code).toBe("session_busy");
     await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), { timeoutMs: LOADED.turnWaitMs, what: "turn 2" });
-    const patch = await viaLb("GET", `${API}/runs/${id}/patch`);
+    const patch = await viaLb("GET", `${API}/runs/${id}?patch=1`);
     expect(patch.status).toBe(200);
     expect(patch.json.patch).toContain("NOTES.md");
     const ended = await other.api("POST", `${API}/runs/${id}/messages`, { key, body: { endSession: true } });

@@ -27,9 +27,9 @@ export interface ReplicaRegistry {
   /** Take up to `limit` queued runs, oldest first, leased to this replica. */
   claimQueued(limit: number): Promise<{ runId: string; input: unknown }[]>;
   /**
-   * Take over the active runs whose lease ran out (their replica died) or that no replica
-   * leases (a previous single process left them); queued runs still in the queue stay there.
-   * Returns their ids, now leased to this replica.
+   * Take over the active runs of replicas that stopped answering (no heartbeat for a lease
+   * period; never this replica's own, however late its heartbeat) or that no replica leases;
+   * queued runs still in the queue stay there. Returns their ids, now leased to this replica.
    */
   takeOrphans(): Promise<string[]>;
   /** Leave the registry (clean shutdown): the leases go with it. */
@@ -59,8 +59,8 @@ export function createReplicaRegistry(db: Db, replicaId: string, leaseMs: number
     async ownerElsewhere(runId) {
       const [row] = await db.rows<Peer>(
         `SELECT p.id, p.url FROM runs r JOIN replicas p ON p.id = r.lease_owner
-          WHERE r.id = $1 AND r.lease_owner <> $2 AND r.lease_until > now()`,
-        [runId, replicaId],
+          WHERE r.id = $1 AND r.lease_owner <> $2 AND p.heartbeat_at > now() - $3::interval`,
+        [runId, replicaId, lease],
       );
       return row;
     },
@@ -94,7 +94,8 @@ export function createReplicaRegistry(db: Db, replicaId: string, leaseMs: number
           WHERE id IN (
             SELECT id FROM runs r
              WHERE r.status IN ('queued', 'running', 'idle')
-               AND (r.lease_owner IS NULL OR r.lease_until < now())
+               AND (r.lease_owner IS NULL OR (r.lease_owner <> $1 AND NOT EXISTS (
+                     SELECT 1 FROM replicas p WHERE p.id = r.lease_owner AND p.heartbeat_at > now() - $2::interval)))
                AND NOT EXISTS (SELECT 1 FROM run_queue q WHERE q.run_id = r.id)
              FOR UPDATE SKIP LOCKED)
           RETURNING id`,
@@ -103,6 +104,7 @@ export function createReplicaRegistry(db: Db, replicaId: string, leaseMs: number
       return rows.map((r) => r.id);
     },
     async leave() {
+      // Gone at once: the others take over what this replica left (the restart path).
       await db.count("DELETE FROM replicas WHERE id = $1", [replicaId]);
     },
   };
