@@ -94,7 +94,13 @@ async function serve(config: Config): Promise<void> {
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);
   }
   await warnIfLocalIsShared(pb, config);
-  const mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: config.host, dataDir: config.dataDir });
+  const mcp = createMcpMount({
+    engine: pb.engine,
+    log: pb.log,
+    host: config.host,
+    dataDir: config.dataDir,
+    ...(pb.mcpSessions ? { sharedRecords: pb.mcpSessions } : {}),
+  });
   let stopping = false;
   const app = createHttpApp({
     engine: pb.engine,

@@ -15,6 +15,7 @@ import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
 import { createLowdbStore } from "./store/lowdb.ts";
 import type { WindowCounters } from "./store/pg/counters.ts";
+import { createSharedDocuments, type SharedDocuments } from "./store/pg/documents.ts";
 import { createPostgresStore, isPostgresStore } from "./store/pg/postgres.ts";
 import type { RunStore } from "./store/store.ts";
 
@@ -27,6 +28,7 @@ export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";
 export type { Logger } from "./log.ts";
 export type { WindowCounters } from "./store/pg/counters.ts";
+export type { SharedDocuments } from "./store/pg/documents.ts";
 export { HANDOFF_HEADER, HANDOFF_PATH } from "./run/replicas.ts";
 export { createLogger } from "./log.ts";
 
@@ -41,6 +43,8 @@ export interface Patchbay {
   sessions: PatchbaySessions;
   /** Request-rate counters every replica shares (with PATCHBAY_DATABASE_URL). */
   counters?: WindowCounters;
+  /** MCP session records every replica shares (with PATCHBAY_DATABASE_URL). */
+  mcpSessions?: SharedDocuments;
   /** Whether the store answers; the reason when it does not (`/readyz`). */
   storeReady(): Promise<{ ok: true } | { ok: false; reason: string }>;
   /** Stop every session and process, flush and unlock the store. */
@@ -115,7 +119,9 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       gateway,
       log,
       sessions,
-      ...(isPostgresStore(store) ? { counters: store.counters } : {}),
+      ...(isPostgresStore(store)
+        ? { counters: store.counters, mcpSessions: createSharedDocuments(store.db, "mcp_sessions") }
+        : {}),
       storeReady: async () => (isPostgresStore(store) ? store.ping() : { ok: true }),
       close: () =>
         (closed ??= (async () => {
