@@ -18,12 +18,13 @@ import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
 import { parseSse } from "../support/http.ts";
 import { pollUntilTurnOver } from "../support/poll.ts";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.ts";
-import { API, follow, startServe, type ServeChild } from "../support/serve.ts";
+import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
 
 let fx: Fixtures;
 let db: TestDatabase;
 let lb: RoundRobin;
 const replicas: ServeChild[] = [];
+const dataDirs: string[] = [];
 let key: string;
 
 const RATE_LIMIT = 400;
@@ -92,10 +93,11 @@ beforeAll(async () => {
   const randomKey = randomBytes(32).toString("base64");
   const env = (i: number) => ({
     ...fx.env,
-    PATCHBAY_DATA_DIR: tempDir(`replica${i}`),
+    PATCHBAY_DATA_DIR: (dataDirs[i] = tempDir(`replica${i}`)),
     PATCHBAY_DATABASE_URL: db.url,
     PATCHBAY_SECRET_KEY: randomKey,
-    PATCHBAY_LEASE_MS: "5000",
+    // Generous: a replica on a loaded CI machine may stall for seconds, and must not look dead.
+    PATCHBAY_LEASE_MS: "15000",
     PATCHBAY_MAX_ACTIVE_RUNS: "2",
     PATCHBAY_RATE_LIMIT_PER_MIN: String(RATE_LIMIT),
     PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "50",
@@ -119,6 +121,15 @@ afterAll(async () => {
   replicas.forEach((r, i) => fs.writeFileSync(path.join(logs, `replica${i}.log`), r.stderr()));
   await lb?.close();
   for (const r of replicas) await r.stop();
+  // The OpenCode server a killed replica left: no later start on its data dir reaps it here.
+  for (const dir of dataDirs)
+    for (const pid of opencodeUnder(dir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e; // it ended meanwhile
+      }
+    }
   await db?.drop();
   await fx?.close();
 }, LOADED.hookMs);
