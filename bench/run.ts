@@ -16,6 +16,7 @@ import { eventAppend } from "./event-append.ts";
 import { environment } from "./environment.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { machineSpeed, toTable, writeResult, type BenchModule } from "./harness.ts";
+import { replicas } from "./replicas.ts";
 import { startup } from "./startup.ts";
 import { streamMemory } from "./stream-memory.ts";
 
@@ -33,6 +34,7 @@ const MODULES: BenchModule[] = [
   streamMemory,
   environment,
   hibernate,
+  replicas,
 ];
 
 async function main(): Promise<void> {

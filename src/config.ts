@@ -68,6 +68,29 @@ const SETTINGS = {
       .default("./data")
       .transform((p) => path.resolve(p)),
   ),
+  /**
+   * A PostgreSQL database (`postgres://user:pass@host:5432/db`) for the store instead of the
+   * embedded one in the data dir: what several replicas share. Needs PATCHBAY_SECRET_KEY.
+   */
+  databaseUrl: setting(
+    "PATCHBAY_DATABASE_URL",
+    optionalString.refine(
+      (s) => s === undefined || /^postgres(ql)?:\/\//.test(s),
+      "must be a postgres:// or postgresql:// URL",
+    ),
+  ),
+  /**
+   * Runs one replica holds at once (running or idle; with PATCHBAY_DATABASE_URL): a new run
+   * past it stays `queued` until a replica with room takes it. Unset: no bound.
+   */
+  maxActiveRuns: setting("PATCHBAY_MAX_ACTIVE_RUNS", z.coerce.number().int().min(1).optional()),
+  /** Where the other replicas reach this one (handoffs); default `http://PATCHBAY_HOST:PORT`. */
+  replicaUrl: setting(
+    "PATCHBAY_REPLICA_URL",
+    optionalString.refine((s) => s === undefined || /^https?:\/\//.test(s), "must be an http(s):// URL"),
+  ),
+  /** How long a replica's lease on its runs lasts without a heartbeat: a dead replica's runs are taken over after it. */
+  leaseMs: setting("PATCHBAY_LEASE_MS", intMs(15_000, 1000)),
   sandbox: setting("PATCHBAY_SANDBOX", z.enum(["local", "bwrap", "e2b"]).default("local")),
   gitBaseUrl: setting("PATCHBAY_GIT_BASE_URL", url("https://github.com")),
   githubApiUrl: setting("PATCHBAY_GITHUB_API_URL", url("https://api.github.com")),
@@ -351,6 +374,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, overrides: Part
     const shown = env[variable] === undefined ? "" : ` (got ${JSON.stringify(redact(variable, env[variable]!))})`;
     throw new ConfigError(variable, `invalid ${variable}: ${issue.message}${shown}`);
   }
+  if (parsed.data.databaseUrl && !parsed.data.secretKey)
+    throw new ConfigError(
+      "PATCHBAY_SECRET_KEY",
+      "PATCHBAY_SECRET_KEY must be set with PATCHBAY_DATABASE_URL: every replica seals and opens secrets with the same key",
+    );
   return Object.freeze({ ...parsed.data, ...overrides });
 }
 

@@ -30,7 +30,13 @@ export async function serve(config: Config): Promise<void> {
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);
   }
   await warnIfLocalIsShared(pb, config);
-  const mcp = createMcpMount({ engine: pb.engine, log: pb.log, host: config.host, dataDir: config.dataDir });
+  const mcp = createMcpMount({
+    engine: pb.engine,
+    log: pb.log,
+    host: config.host,
+    dataDir: config.dataDir,
+    ...(pb.mcpSessions ? { sharedRecords: pb.mcpSessions } : {}),
+  });
   let stopping = false;
   const app = createHttpApp({
     engine: pb.engine,
@@ -40,7 +46,13 @@ export async function serve(config: Config): Promise<void> {
     mountMcp: mcp.mount,
     metrics: pb.metrics,
     // Load balancers stop sending traffic as soon as a drain starts.
-    isReady: () => !stopping,
+    ...(pb.counters ? { rateCounters: pb.counters } : {}),
+    // Load balancers stop sending traffic as soon as a drain starts, or the database is lost.
+    isReady: async () => {
+      if (stopping) return false;
+      const store = await pb.storeReady();
+      return store.ok || { reason: store.reason };
+    },
   });
   const server = createHttpServer(app);
   await new Promise<void>((resolve, reject) => {
@@ -49,6 +61,11 @@ export async function serve(config: Config): Promise<void> {
   });
   const addr = server.address();
   const port = typeof addr === "object" && addr ? addr.port : config.port;
+  if (pb.engine.replicas) {
+    const replicaUrl = config.replicaUrl ?? `http://${config.host}:${port}`;
+    await pb.engine.replicas.advertise(replicaUrl);
+    pb.log.info("replica registered", { replica: pb.engine.replicas.replicaId, url: replicaUrl });
+  }
   const metricsServer = config.metricsAddr ? await listenMetrics(pb, config.metricsAddr) : undefined;
   pb.log.info("patchbay listening", {
     url: `http://${config.host}:${port}`,

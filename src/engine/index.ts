@@ -15,6 +15,9 @@ import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
 import { createLowdbStore } from "./store/lowdb.ts";
+import type { WindowCounters } from "./store/pg/counters.ts";
+import { createSharedDocuments, type SharedDocuments } from "./store/pg/documents.ts";
+import { createPostgresStore, isPostgresStore } from "./store/pg/postgres.ts";
 import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
@@ -26,6 +29,9 @@ export type { RunView } from "./run/view.ts";
 export type { KeyService } from "./keys/keys.ts";
 export type { Logger } from "./log.ts";
 export type { PatchbayMetrics } from "./metrics/metrics.ts";
+export type { WindowCounters } from "./store/pg/counters.ts";
+export type { SharedDocuments } from "./store/pg/documents.ts";
+export { HANDOFF_HEADER, HANDOFF_PATH } from "./run/replicas.ts";
 export { createLogger } from "./log.ts";
 
 export interface Patchbay {
@@ -39,6 +45,12 @@ export interface Patchbay {
   metrics: PatchbayMetrics;
   /** Runs' sandboxes and agents: `warmPool` and `sharedAgent` when they run (benchmarks, tests). */
   sessions: PatchbaySessions;
+  /** Request-rate counters every replica shares (with PATCHBAY_DATABASE_URL). */
+  counters?: WindowCounters;
+  /** MCP session records every replica shares (with PATCHBAY_DATABASE_URL). */
+  mcpSessions?: SharedDocuments;
+  /** Whether the store answers; the reason when it does not (`/readyz`). */
+  storeReady(): Promise<{ ok: true } | { ok: false; reason: string }>;
   /** Stop every session and process, flush and unlock the store. */
   close(): Promise<void>;
 }
@@ -58,7 +70,10 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   log.redact(config.githubToken);
   log.redact(config.githubAppPrivateKey);
   log.redact(config.e2bApiKey);
-  const store = await createLowdbStore({ dataDir: config.dataDir, log });
+  log.redact(config.databaseUrl ? passwordOf(config.databaseUrl) : undefined);
+  const store = config.databaseUrl
+    ? await createPostgresStore({ url: config.databaseUrl, log, leaseMs: config.leaseMs })
+    : await createLowdbStore({ dataDir: config.dataDir, log });
   const metrics = createMetrics();
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
@@ -88,7 +103,16 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       defaultWarmPoolSize: opts.defaultWarmPoolSize,
     });
     cleanups.unshift(() => sessions.close());
-    const engine = createEngine({ config, store, host: sessions, gateway, secrets, log, metrics });
+    const engine = createEngine({
+      config,
+      store,
+      host: sessions,
+      gateway,
+      secrets,
+      log,
+      metrics,
+      ...(isPostgresStore(store) ? { registry: store.replicas } : {}),
+    });
     metrics.setSources({
       activeRuns: async () => {
         const counts: Record<string, number> = {};
@@ -112,6 +136,10 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       log,
       metrics,
       sessions,
+      ...(isPostgresStore(store)
+        ? { counters: store.counters, mcpSessions: createSharedDocuments(store.db, "mcp_sessions") }
+        : {}),
+      storeReady: async () => (isPostgresStore(store) ? store.ping() : { ok: true }),
       close: () =>
         (closed ??= (async () => {
           for (const c of cleanups) await c();
@@ -120,5 +148,14 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   } catch (e) {
     for (const c of cleanups) await c().catch(() => undefined);
     throw e;
+  }
+}
+
+/** The password in a database URL, so the logger never prints it. */
+function passwordOf(url: string): string | undefined {
+  try {
+    return decodeURIComponent(new URL(url).password) || undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -13,7 +13,7 @@ import http from "node:http";
 import express from "express";
 import * as z from "zod";
 import type { Config } from "../config.ts";
-import type { Engine, KeyService, Logger } from "../engine/index.ts";
+import type { Engine, KeyService, Logger, WindowCounters } from "../engine/index.ts";
 import { parseInput } from "../engine/parse.ts";
 import { createAuth, type AuthMiddlewareFactory, type ScopedMiddleware } from "./auth.ts";
 import { dashboardRouter } from "./dashboard/router.ts";
@@ -25,6 +25,7 @@ import { keyRoutes } from "./keys.ts";
 import { ownerRoutes } from "./owners.ts";
 import { secretRoutes } from "./secrets.ts";
 import { webhookRoutes } from "./webhooks.ts";
+import { mountHandoff } from "./handoff.ts";
 import { createRateLimit } from "./limits.ts";
 import { buildOpenApi, renderDocsPage } from "./openapi.ts";
 import { pathMatcher, requireJsonBody, type RouteSpec } from "./routes.ts";
@@ -67,8 +68,10 @@ export interface HttpAppDeps {
   mountMcp?: (app: express.Express, auth: AuthMiddlewareFactory) => void;
   /** SSE heartbeat and retry hint (tests shorten the heartbeat). */
   sse?: SseOptions;
+  /** Request-rate counters shared by replicas (Patchbay.counters); default: in memory. */
+  rateCounters?: WindowCounters;
   /** Readiness for `/readyz`; default ready. */
-  isReady?: () => boolean | Promise<boolean>;
+  isReady?: () => Readiness | Promise<Readiness>;
   /** Version shown in the OpenAPI document. Default 0.1.0. */
   version?: string;
   /** Dashboard session lifetimes (tests shorten them). */
@@ -77,6 +80,9 @@ export interface HttpAppDeps {
   metrics?: HttpMetrics;
 }
 
+/** Ready, draining (false), or unable to work, and why (the database is gone). */
+export type Readiness = boolean | { reason: string };
+
 const EmptyQuery = z.object({}).strict();
 /** Every route refuses query parameters it does not declare. */
 const UNKNOWN_QUERY = { description: "Unknown query parameter", schema: ErrorBody };
@@ -84,7 +90,7 @@ const UNKNOWN_QUERY = { description: "Unknown query parameter", schema: ErrorBod
 /** The public routes: health, readiness, the OpenAPI document and its HTML rendering. */
 export function metaRoutes(
   getDoc: () => Record<string, unknown>,
-  isReady: () => boolean | Promise<boolean>,
+  isReady: () => Readiness | Promise<Readiness>,
 ): RouteSpec[] {
   const ok = z.object({ ok: z.literal(true) });
   return [
@@ -106,15 +112,18 @@ export function metaRoutes(
       scope: "public",
       tag: "meta",
       summary: "Readiness",
-      description: "Answers 200 when the engine accepts runs, 503 while starting or shutting down.",
+      description:
+        "Answers 200 when the engine accepts runs, 503 while starting or shutting down, or when the database (PATCHBAY_DATABASE_URL) does not answer (`storage_failed`, with the reason).",
       responses: {
         200: { description: "Ready", schema: z.object({ ready: z.literal(true) }) },
         400: UNKNOWN_QUERY,
         503: { description: "Not ready", schema: ErrorBody },
       },
       async handler(_req, res) {
-        if (await isReady()) res.json({ ready: true });
-        else sendError(res, "shutting_down", "not ready");
+        const ready = await isReady();
+        if (ready === true) res.json({ ready: true });
+        else if (ready === false) sendError(res, "shutting_down", "not ready");
+        else sendError(res, "storage_failed", ready.reason);
       },
     },
     {
@@ -195,7 +204,10 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
   const sessions = createDashboardSessions(deps.dashboardSessions);
   app.use(dashboardRouter({ keys, sessions }));
   const auth = createAuth(keys, sessions);
-  const limiter = createRateLimit({ limit: config.rateLimitPerMin });
+  const limiter = createRateLimit({
+    limit: config.rateLimitPerMin,
+    ...(deps.rateCounters ? { counters: deps.rateCounters } : {}),
+  });
   const parsers = new Map<string, express.RequestHandler>();
   const jsonParser = (limit = BODY_LIMIT) => {
     let parser = parsers.get(limit);
@@ -215,6 +227,9 @@ export function createHttpApp(deps: HttpAppDeps): express.Express {
       await spec.handler(req, res);
     });
   }
+
+  // Replicas hand each other requests about the runs whose sessions they hold.
+  mountHandoff(app, deps.engine, log);
 
   // /mcp is held to the same per-key request rate as every other authenticated route.
   deps.mountMcp?.(app, (scope) => {

@@ -3,7 +3,8 @@
  * API key id): 429 with `Retry-After`. The active-run cap is the engine's (run/admission.ts).
  */
 import type { RequestHandler } from "express";
-import { rateLimit } from "express-rate-limit";
+import { rateLimit, type Store } from "express-rate-limit";
+import type { WindowCounters } from "../engine/index.ts";
 import { callerOf } from "./auth.ts";
 import { sendError } from "./errors.ts";
 
@@ -12,12 +13,33 @@ export interface RateLimitOptions {
   limit: number;
   /** Default 60 000 (the limit is configured per minute). */
   windowMs?: number;
+  /** Counters shared by replicas (Postgres); default: this process's memory. */
+  counters?: WindowCounters;
+}
+
+/** express-rate-limit's Store over counters every replica shares. */
+function sharedStore(counters: WindowCounters, windowMs: number): Store {
+  return {
+    localKeys: false,
+    prefix: "http:",
+    async increment(key) {
+      const c = await counters.increment(`http:${key}`, windowMs);
+      return { totalHits: c.hits, resetTime: c.resetAt };
+    },
+    async get(key) {
+      const c = await counters.get(`http:${key}`);
+      return c && { totalHits: c.hits, resetTime: c.resetAt };
+    },
+    decrement: (key) => counters.decrement(`http:${key}`),
+    resetKey: (key) => counters.reset(`http:${key}`),
+  };
 }
 
 /** Counts requests per API key. Must run after authentication; public routes are not counted. */
-export function createRateLimit({ limit, windowMs = 60_000 }: RateLimitOptions): RequestHandler {
+export function createRateLimit({ limit, windowMs = 60_000, counters }: RateLimitOptions): RequestHandler {
   return rateLimit({
     windowMs,
+    ...(counters ? { store: sharedStore(counters, windowMs) } : {}),
     limit,
     standardHeaders: "draft-7",
     legacyHeaders: false,

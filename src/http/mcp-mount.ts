@@ -9,7 +9,7 @@
  */
 import path from "node:path";
 import type express from "express";
-import type { Engine, Logger } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
 import { createMcpHttpHandler, type McpHttpOptions } from "../mcp/http.ts";
 import type { AuthMiddlewareFactory } from "./auth.ts";
 
@@ -18,6 +18,8 @@ export interface McpMountDeps {
   log: Logger;
   /** The data dir: MCP sessions and their event log live in `<dataDir>/mcp`. */
   dataDir: string;
+  /** MCP session records shared by replicas (Patchbay.mcpSessions); default: files in the data dir. */
+  sharedRecords?: SharedDocuments;
   /** The address the app binds to (`config.host`); picks the Host allow-list. */
   host?: string;
   /** Further handler options (allowed hosts/origins, idle timeout, event log bounds, retry). */
@@ -42,6 +44,7 @@ export function createMcpMount(deps: McpMountDeps): McpMount {
         stateDir: path.join(deps.dataDir, "mcp"),
         authenticate: auth("read:builder"),
         ...(deps.host ? { host: deps.host } : {}),
+        ...(deps.sharedRecords ? { sharedRecords: deps.sharedRecords } : {}),
         ...deps.options,
       });
       close = () => handler.close();

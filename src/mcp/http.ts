@@ -17,7 +17,7 @@ import {
   LATEST_PROTOCOL_VERSION,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "@modelcontextprotocol/sdk/types.js";
-import type { Engine, Logger } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
 import { ProtocolCode } from "./errors.ts";
 import type { McpEventLogOptions } from "./event-store.ts";
 import { createStreamResumer } from "./resume.ts";
@@ -46,6 +46,8 @@ export interface McpHttpOptions {
   log: Logger;
   /** Where sessions and the event log live, so they outlive the process: `<dataDir>/mcp`. */
   stateDir: string;
+  /** Session records every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
+  sharedRecords?: SharedDocuments;
   /**
    * Authenticates a request: sets `res.locals.caller` ({keyId, ownerId, scopes}) or answers
    * 401/403 itself. The REST app's `auth("read:builder")` fits. Give this or `verifyKey`.
@@ -134,6 +136,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     retryMs: opts.retryMs ?? 1000,
     resolveCaller: callerFromAuthInfo,
     ...(opts.eventLog ? { eventLog: opts.eventLog } : {}),
+    ...(opts.sharedRecords ? { sharedRecords: opts.sharedRecords } : {}),
   });
   const resumer = createStreamResumer({ engine, records: sessions.records, log });
 

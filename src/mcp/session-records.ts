@@ -13,7 +13,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { RequestId } from "@modelcontextprotocol/sdk/types.js";
-import type { Logger } from "../engine/index.ts";
+import type { Logger, SharedDocuments } from "../engine/index.ts";
 import { readIfExists, writePrivateFile } from "../engine/store/private-file.ts";
 
 /** A tool call that waits on a turn, until its answer is written. */
@@ -138,4 +138,38 @@ export function createSessionRecords(opts: { dir: string; idleMs: number; log: L
     },
     delete: remove,
   };
+}
+
+/**
+ * Session records shared by replicas (PATCHBAY_DATABASE_URL): the same records in the database,
+ * read each time (another replica may have changed one), so a request may reach any replica.
+ */
+export function createSharedSessionRecords(opts: { docs: SharedDocuments; idleMs: number }): SessionRecords {
+  const { docs, idleMs } = opts;
+  const expired = (r: SessionRecord) =>
+    Date.parse(r.lastSeenAt) + (r.calls.length > 0 ? Math.max(idleMs, PENDING_KEPT_MS) : idleMs) < Date.now();
+  const records: SessionRecords = {
+    async get(id) {
+      if (!SESSION_ID.test(id)) return undefined;
+      const r = (await docs.get(id)) as SessionRecord | undefined;
+      if (!r || !expired(r)) return r;
+      await docs.delete(id);
+      return undefined;
+    },
+    put: (r) => docs.put(r.id, r),
+    async update(id, change) {
+      const r = await records.get(id);
+      if (!r) return;
+      change(r);
+      await docs.put(id, r);
+    },
+    async touch(id) {
+      const r = await records.get(id);
+      if (!r || Date.now() - Date.parse(r.lastSeenAt) < TOUCH_EVERY_MS) return;
+      r.lastSeenAt = new Date().toISOString();
+      await docs.put(id, r);
+    },
+    delete: (id) => docs.delete(id),
+  };
+  return records;
 }

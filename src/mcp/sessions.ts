@@ -20,10 +20,15 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import type { RequestId } from "@modelcontextprotocol/sdk/types.js";
-import type { Engine, Logger } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
 import { createMcpEventLog, type McpEventLogOptions, type SessionEventStore } from "./event-store.ts";
 import { createMcpServer, type McpServerOptions } from "./server.ts";
-import { createSessionRecords, type SessionRecord, type SessionRecords } from "./session-records.ts";
+import {
+  createSessionRecords,
+  createSharedSessionRecords,
+  type SessionRecord,
+  type SessionRecords,
+} from "./session-records.ts";
 import type { CallTracker } from "./tool.ts";
 import { sendWebResponse, toWebRequest } from "./web-bridge.ts";
 
@@ -53,6 +58,8 @@ export interface McpSessionsOptions {
   eventLog?: McpEventLogOptions;
   retryMs: number;
   resolveCaller: NonNullable<McpServerOptions["resolveCaller"]>;
+  /** Session records every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
+  sharedRecords?: SharedDocuments;
 }
 
 export interface McpSessions {
@@ -98,7 +105,9 @@ export function requestsOf(body: unknown): PendingRequest[] {
 
 export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
   const { engine, log } = opts;
-  const records = createSessionRecords({ dir: path.join(opts.stateDir, "sessions"), idleMs: opts.idleMs, log });
+  const records = opts.sharedRecords
+    ? createSharedSessionRecords({ docs: opts.sharedRecords, idleMs: opts.idleMs })
+    : createSessionRecords({ dir: path.join(opts.stateDir, "sessions"), idleMs: opts.idleMs, log });
   const eventLog = createMcpEventLog(path.join(opts.stateDir, "events"), { ...opts.eventLog, log });
   const held = new Map<string, McpSession>();
   const reviving = new Map<string, Promise<McpSession | undefined>>();

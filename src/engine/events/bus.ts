@@ -20,6 +20,8 @@ export interface EventBus {
   subscribe(runId: string, listener: (event: RunEvent) => void): () => void;
   /** Every status change of every run. Returns the unsubscribe function. */
   onStatus(listener: (change: StatusChange) => void): () => void;
+  /** Runs with at least one live subscriber (what a relay of other replicas' events feeds). */
+  followed(): string[];
 }
 
 const STATUS = Symbol("status");
@@ -58,5 +60,6 @@ export function createEventBus(opts: EventBusOptions = {}): EventBus {
       emitter.on(STATUS, guarded);
       return () => emitter.off(STATUS, guarded);
     },
+    followed: () => emitter.eventNames().filter((n): n is string => typeof n === "string"),
   };
 }

@@ -3,7 +3,8 @@
  * past the active-run cap (PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY) — for every front alike, since
  * the check lives here and not in REST. Serialising the check with the creation means two
  * concurrent requests cannot both take the last slot, nor two requests with one
- * Idempotency-Key both create a run.
+ * Idempotency-Key both create a run. With a store shared by replicas (Postgres), the order
+ * holds across them: each admission also takes the owner's advisory lock.
  */
 import { EngineError } from "../errors.ts";
 import { createSerialQueues } from "../serial.ts";
@@ -22,10 +23,17 @@ export interface Admission {
   assertBelowCap(ownerId: string, count?: number): Promise<void>;
 }
 
+/** A store shared by replicas serialises an owner's admissions across them too. */
+interface ExclusiveStore {
+  exclusive<T>(key: string, work: () => Promise<T>): Promise<T>;
+}
+
 export function createAdmission(deps: { store: RunStore; maxActive: number }): Admission {
   const queues = createSerialQueues();
+  const shared = (deps.store as Partial<ExclusiveStore>).exclusive ? (deps.store as unknown as ExclusiveStore) : null;
   return {
-    serial: (ownerId, create) => queues(ownerId, create),
+    serial: (ownerId, create) =>
+      queues(ownerId, shared ? () => shared.exclusive(`admission:${ownerId}`, create) : create),
     async assertBelowCap(ownerId, count = 1) {
       const active = await deps.store.countActiveRuns(ownerId);
       if (active + count > deps.maxActive) {

@@ -9,6 +9,7 @@ import { createEnvironmentCache, type EnvironmentCache } from "../environment/ca
 import { createRunSecrets } from "../environment/secrets.ts";
 import { createSetups } from "../environment/setup.ts";
 import { createEventBus } from "../events/bus.ts";
+import { relayRemoteEvents, type EventSource } from "../events/relay.ts";
 import type { ModelGateway } from "../gateway/gateway.ts";
 import { createRepositoryAccess, type RepositoryAccess } from "../github/access.ts";
 import type { Logger } from "../log.ts";
@@ -17,6 +18,7 @@ import { observeRuns } from "../metrics/runs.ts";
 import { createPublisher, type Publisher } from "../publish/publish.ts";
 import type { SecretBox } from "../secrets/secrets.ts";
 import type { SessionHost } from "../session/host.ts";
+import type { ReplicaRegistry } from "../store/pg/replicas.ts";
 import type { RunStore } from "../store/store.ts";
 import { createWebhooks } from "../webhooks/webhooks.ts";
 import { createAdmission } from "./admission.ts";
@@ -52,6 +54,8 @@ export interface EngineDeps {
   envCache?: EnvironmentCache;
   /** The instance's metrics: runs, turns and webhook deliveries are counted into them. */
   metrics?: PatchbayMetrics;
+  /** Leases and the run queue when replicas share the store (Postgres); absent: one process. */
+  registry?: ReplicaRegistry;
 }
 
 /** Every part of the engine, wired from its deps. */
@@ -73,6 +77,11 @@ export function assembleParts(deps: EngineDeps) {
   });
   if (metrics) observeRuns(bus, metrics);
   const writer = createRunWriter({ store, bus, log, now, mask: environment.maskDeep });
+  // A store shared by replicas tells of their appends: followers here hear them live.
+  const source = store as Partial<EventSource>;
+  const stopRelay = source.watchEvents
+    ? relayRemoteEvents({ source: source as EventSource, store, bus, log })
+    : () => undefined;
   const sessions = createLiveSessions({ gateway: deps.gateway, host: deps.host, log });
   metrics?.setSources({
     liveSessions: () => sessions.runIds().filter((id) => !sessions.hibernated(id)).length,
@@ -132,6 +141,7 @@ export function assembleParts(deps: EngineDeps) {
   return {
     ...parts,
     bus,
+    stopRelay,
     state,
     parts,
     endings,

@@ -18,7 +18,8 @@ import type { ReadEventsOptions } from "../store/store.ts";
 import { assembleParts, type EngineDeps } from "./assemble.ts";
 import { OwnerId, OwnerLimitsInput, type OwnerLimits } from "./budget.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
-import { recover } from "./recovery.ts";
+import { recover, takeOver } from "./recovery.ts";
+import { createReplicas, type HandoffRequest, type Replicas } from "./replicas.ts";
 import {
   CreateRunInput,
   isTerminal,
@@ -108,6 +109,10 @@ export interface Engine {
   setOwnerLimits(ownerId: string, input: unknown): Promise<OwnerLimits>;
   /** Settle the runs a previous process left and start the session host. Call once, before serving. */
   recover(): Promise<void>;
+  /** Replicas sharing the store: handoffs between them (absent for one process). */
+  readonly replicas?: Pick<Replicas, "replicaId" | "advertise" | "verify">;
+  /** A request another replica handed over: answered here, never handed on. */
+  handoff(req: HandoffRequest): Promise<RunView>;
   /**
    * Start shutting down: refuse new runs and turns (shutting_down), and wait up to `graceMs`
    * for the turns in flight to finish. `close` then stops whatever is left.
@@ -126,6 +131,7 @@ export function createEngine(deps: EngineDeps): Engine {
     store,
     now,
     bus,
+    stopRelay,
     sessions,
     state,
     parts,
@@ -154,12 +160,66 @@ export function createEngine(deps: EngineDeps): Engine {
     if (state.closing || state.draining)
       throw new EngineError("shutting_down", "the server is shutting down; try again shortly");
   }
+  const replicas = deps.registry
+    ? createReplicas({
+        registry: deps.registry,
+        sessions,
+        log: deps.log,
+        maxActiveRuns: config.maxActiveRuns,
+        secretKey: config.secretKey ?? "",
+        accepting: () => !state.closing && !state.draining,
+        takeOver: async (ids) => void (await takeOver({ ...parts, endings, hibernation }, ids)),
+        async begin(runId, input) {
+          const run = await store.getRun(runId);
+          // Cancelled (or taken over) while it waited: nothing to start.
+          if (!run || run.status !== "queued") return;
+          const parsed = parseInput(CreateRunInput, input);
+          const turnInput = prepareTurnInput(outputs, parsed, run.modelId, imageLimits);
+          await turns.begin(run, parsed.prompt, sessions.acquire(runId), undefined, turnInput);
+        },
+      })
+    : undefined;
+  /** Here, or on the replica whose session the run is (same answers either way). */
+  const routed = (req: HandoffRequest, local: () => Promise<RunView>) =>
+    replicas ? replicas.route(req, local) : local();
   const following = {
     store,
     subscribe: bus.subscribe,
     ownedRun,
     slots: createStreamSlots({ max: config.maxStreamsPerKey }),
   };
+
+  async function sendHere(ownerId: string, runId: string, input: MessageInput): Promise<RunView> {
+    const run = await ownedRun(ownerId, runId);
+    if (input.endSession) return endHere(ownerId, runId);
+    refuseWhileClosing();
+    await budgets.assertOwnerBelowCap(ownerId);
+    return view(await messages.send(run, input, prepareTurnInput(outputs, input, run.modelId, imageLimits)));
+  }
+  async function endHere(ownerId: string, runId: string): Promise<RunView> {
+    await ownedRun(ownerId, runId);
+    // A hibernation in progress holds the run: the ending waits for it, then ends what it kept.
+    await sessions.settle(runId);
+    const run = await ownedRun(ownerId, runId);
+    if (isTerminal(run.status)) return view(run);
+    if (run.status !== "idle" || sessions.isHeld(runId)) {
+      throw new EngineError("session_busy", "the run is busy with a turn; cancel it or wait until it is idle", {
+        retryAfterSeconds: 5,
+      });
+    }
+    const hold = sessions.acquire(runId);
+    try {
+      return view(await sessions.track(endings.finish(run, "completed")));
+    } finally {
+      hold.release();
+    }
+  }
+
+  async function cancelHere(ownerId: string, runId: string): Promise<RunView> {
+    const run = await ownedRun(ownerId, runId);
+    if (isTerminal(run.status)) return view(run);
+    return view(await sessions.track(endings.cancel(run)));
+  }
 
   const engine: Engine = {
     bus,
@@ -195,6 +255,11 @@ export function createEngine(deps: EngineDeps): Engine {
           ...(opts.idempotencyKey ? { idempotencyKey: opts.idempotencyKey } : {}),
           ...(opts.allowedRepositories ? { allowedRepositories: opts.allowedRepositories } : {}),
         });
+        // Replicas: a replica without room leaves the run queued for one that has.
+        if (replicas && !replicas.hasRoom()) {
+          await replicas.enqueue(created.id, input);
+          return created;
+        }
         return turns.begin(created, input.prompt, sessions.acquire(created.id), undefined, turnInput);
       });
       const shown = view(run);
@@ -203,16 +268,13 @@ export function createEngine(deps: EngineDeps): Engine {
         : shown;
     },
 
-    getGroup: (ownerId, groupId) => groups.get(ownerId, groupId),
-
     async sendMessage(ownerId, runId, rawInput) {
       const input = parseInput(MessageInput, rawInput);
-      const run = await ownedRun(ownerId, runId);
-      if (input.endSession) return engine.endSession(ownerId, runId);
-      refuseWhileClosing();
-      await budgets.assertOwnerBelowCap(ownerId);
-      return view(await messages.send(run, input, prepareTurnInput(outputs, input, run.modelId, imageLimits)));
+      await ownedRun(ownerId, runId);
+      return routed({ op: "message", ownerId, runId, input }, () => sendHere(ownerId, runId, input));
     },
+
+    getGroup: (ownerId, groupId) => groups.get(ownerId, groupId),
 
     async getRun(ownerId, runId, opts = {}) {
       const run = await ownedRun(ownerId, runId);
@@ -251,30 +313,8 @@ export function createEngine(deps: EngineDeps): Engine {
 
     follow: (ownerId, runId, opts = {}) => followRun(following, ownerId, runId, opts),
 
-    async endSession(ownerId, runId) {
-      await ownedRun(ownerId, runId);
-      // A hibernation in progress holds the run: the ending waits for it, then ends what it kept.
-      await sessions.settle(runId);
-      const run = await ownedRun(ownerId, runId);
-      if (isTerminal(run.status)) return view(run);
-      if (run.status !== "idle" || sessions.isHeld(runId)) {
-        throw new EngineError("session_busy", "the run is busy with a turn; cancel it or wait until it is idle", {
-          retryAfterSeconds: 5,
-        });
-      }
-      const hold = sessions.acquire(runId);
-      try {
-        return view(await sessions.track(endings.finish(run, "completed")));
-      } finally {
-        hold.release();
-      }
-    },
-
-    async cancel(ownerId, runId) {
-      const run = await ownedRun(ownerId, runId);
-      if (isTerminal(run.status)) return view(run);
-      return view(await sessions.track(endings.cancel(run)));
-    },
+    endSession: (ownerId, runId) => routed({ op: "end", ownerId, runId }, () => endHere(ownerId, runId)),
+    cancel: (ownerId, runId) => routed({ op: "cancel", ownerId, runId }, () => cancelHere(ownerId, runId)),
 
     async hibernate(ownerId, runId) {
       await ownedRun(ownerId, runId);
@@ -310,7 +350,17 @@ export function createEngine(deps: EngineDeps): Engine {
     async recover() {
       // Deliveries a previous process left go out first; recovery's own changes queue behind them.
       await webhooks.start();
-      await recover({ ...parts, endings, hibernation });
+      // Replicas: only runs whose replica is gone (lease run out) are this one's to settle.
+      await recover(
+        { ...parts, endings, hibernation },
+        deps.registry ? { orphans: await deps.registry.takeOrphans() } : undefined,
+      );
+      replicas?.start();
+    },
+    ...(replicas ? { replicas } : {}),
+    async handoff(req) {
+      if (req.op === "message") return sendHere(req.ownerId, req.runId, parseInput(MessageInput, req.input));
+      return req.op === "end" ? endHere(req.ownerId, req.runId) : cancelHere(req.ownerId, req.runId);
     },
 
     async drain(graceMs) {
@@ -331,6 +381,8 @@ export function createEngine(deps: EngineDeps): Engine {
       await sessions.settled();
       await Promise.allSettled(sessions.runIds().map((id) => sessions.handOver(id)));
       await webhooks.close();
+      await replicas?.close();
+      stopRelay();
     },
   };
   return engine;

@@ -24,11 +24,41 @@ export interface RecoveryDeps extends RunParts {
   hibernation: Hibernation;
 }
 
-/** Settle what a previous process left, then start the session host (reap orphans, fill pools). */
-export async function recover(deps: RecoveryDeps): Promise<void> {
-  const { store, writer, log } = deps;
+/**
+ * Settle what a previous process left, then start the session host (reap orphans, fill pools).
+ * With replicas (`orphans`: the runs this one took over), only those are settled, and no
+ * active run's sandbox is reaped: it may be another live replica's.
+ */
+export async function recover(deps: RecoveryDeps, shared?: { orphans: string[] }): Promise<void> {
+  const reattached = shared
+    ? await takeOver(deps, shared.orphans)
+    : await settle(deps, await deps.store.runsByStatus(ACTIVE));
+  const keep = shared ? new Set((await deps.store.runsByStatus(ACTIVE)).map((r) => r.id)) : reattached;
+  // Sandboxes a killed predecessor left belong to no run now. A failure here (E2B's API down
+  // for a moment) must not fail the start: that would kill the sessions just taken back.
+  try {
+    await deps.host.start(keep);
+  } catch (e) {
+    deps.log.warn("could not reap sandboxes a previous process left; the next start tries again", { error: e });
+  }
+}
+
+/**
+ * Runs a dead replica held (their lease ran out, and this replica took it): settled as after a
+ * restart. Returns the ids of those whose session was taken back.
+ */
+export async function takeOver(deps: RecoveryDeps, runIds: readonly string[]): Promise<Set<string>> {
+  const runs = await Promise.all(runIds.map((id) => deps.store.getRun(id)));
+  return settle(
+    deps,
+    runs.filter((r): r is RunRecord => !!r && ACTIVE.includes(r.status)),
+  );
+}
+
+/** Reattach what can be, end the rest (idle: completed; queued or running: failed, server_restart). */
+async function settle(deps: RecoveryDeps, leftOver: RunRecord[]): Promise<Set<string>> {
+  const { store, writer } = deps;
   const reattached = new Set<string>();
-  const leftOver = await store.runsByStatus(ACTIVE);
   // Nothing of a hibernated session was running: it is kept as it is, for every provider.
   for (const run of leftOver.filter((r) => r.status === "idle" && r.hibernated))
     if (await deps.hibernation.restore(run)) reattached.add(run.id);
@@ -53,13 +83,7 @@ export async function recover(deps: RecoveryDeps): Promise<void> {
       await store.deleteSecrets(run.id);
     }
   }
-  // Sandboxes a killed predecessor left belong to no run now. A failure here (E2B's API down
-  // for a moment) must not fail the start: that would kill the sessions just taken back.
-  try {
-    await deps.host.start(reattached);
-  } catch (e) {
-    log.warn("could not reap sandboxes a previous process left; the next start tries again", { error: e });
-  }
+  return reattached;
 }
 
 /** Take one run's session back; false when it cannot (nothing saved, expired, gone, too slow). */

@@ -49,14 +49,12 @@ export function listRuns(owned: readonly RunKey[], opts: ListRunsOptions, get: (
   const more = start + opts.limit < owned.length;
   return {
     runs: page,
-    nextCursor:
-      more && lastRun
-        ? Buffer.from(JSON.stringify({ c: lastRun.createdAt, i: lastRun.id })).toString("base64url")
-        : null,
+    nextCursor: more && lastRun ? encodeCursor(lastRun) : null,
   };
 }
 
-function decodeCursor(cursor: string): z.infer<typeof Cursor> {
+/** The run a `nextCursor` names; throws invalid_request for anything else. */
+export function decodeCursor(cursor: string): z.infer<typeof Cursor> {
   let json: unknown;
   try {
     json = JSON.parse(Buffer.from(cursor, "base64url").toString("utf8"));
@@ -68,4 +66,9 @@ function decodeCursor(cursor: string): z.infer<typeof Cursor> {
   if (!parsed.success)
     throw new EngineError("invalid_request", "invalid cursor: pass back the nextCursor of a previous page");
   return parsed.data;
+}
+
+/** The cursor of the page after `last`. */
+export function encodeCursor(last: RunKey): string {
+  return Buffer.from(JSON.stringify({ c: last.createdAt, i: last.id })).toString("base64url");
 }

@@ -6,14 +6,17 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import pg from "pg";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { NewRunEvent, RunEvent } from "../../../src/engine/events/schema.ts";
 import type { GroupRecord } from "../../../src/engine/run/group-schema.ts";
 import type { RunRecord } from "../../../src/engine/run/schema.ts";
 import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createPostgresStore } from "../../../src/engine/store/pg/postgres.ts";
 import type { ApiKeyRecord, RunStore } from "../../../src/engine/store/store.ts";
 import type { DeliveryRecord, WebhookRecord } from "../../../src/engine/webhooks/schema.ts";
 import { tempDir } from "../../helpers.ts";
+import { createTestDatabase, emptyDatabase, type TestDatabase } from "../../support/postgres.ts";
 import { runRecord, turnRecord } from "./fixtures.ts";
 
 /** A store opened for one test. */
@@ -762,6 +765,45 @@ describeStoreContract("lowdb", async ({ now }) => {
     async cleanup() {
       await store.close();
       fs.rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+});
+
+// One database for the file, emptied for each test: creating and migrating one per test costs
+// about a second each on a loaded machine.
+let sharedDb: Promise<TestDatabase> | undefined;
+afterAll(async () => {
+  await (await sharedDb)?.drop();
+});
+
+describeStoreContract("postgres", async ({ now }) => {
+  const db = await (sharedDb ??= createTestDatabase());
+  await emptyDatabase(db.url);
+  const open = () => createPostgresStore({ url: db.url, now });
+  let store: RunStore = await open();
+  return {
+    store,
+    async reopen() {
+      await store.close();
+      return (store = await open());
+    },
+    async crashDuringAppend(runId) {
+      // A transaction that appended the next event and never committed: its connection dies.
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      await c.query("BEGIN");
+      await c.query("UPDATE run_event_heads SET last_id = last_id + 1 WHERE run_id = $1", [runId]);
+      await c.query(
+        "INSERT INTO run_events (run_id, id, data) SELECT $1, last_id, '{}' FROM run_event_heads WHERE run_id = $1",
+        [runId],
+      );
+      await store.close();
+      await c.query("SELECT pg_terminate_backend(pg_backend_pid())").catch(() => undefined);
+      await c.end().catch(() => undefined);
+      return (store = await open());
+    },
+    async cleanup() {
+      await store.close();
     },
   };
 });

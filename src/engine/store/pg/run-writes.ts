@@ -1,0 +1,245 @@
+/**
+ * Writes to one run's record and event log in Postgres: event appends, run updates and
+ * transitions (a run update and its event). Calls for one run go through one lane in call
+ * order; what queued up while a transaction ran is written in the next one, together, so a
+ * busy run costs one commit per batch and not per event.
+ *
+ * Event ids come from the run's row in `run_event_heads`: a transaction takes its row lock
+ * with the increment and keeps it until it commits, so appends from every replica get ids
+ * 1..n with no gap or duplicate, and commit in id order (a reader never sees event n+1
+ * before event n). Each batch that appended ends with one NOTIFY (channel `patchbay_events`,
+ * sent at commit) naming the run and its last id, so followers on other replicas wake.
+ */
+import type pg from "pg";
+import { EngineError } from "../../errors.ts";
+import { RunEvent, type NewRunEvent } from "../../events/schema.ts";
+import { RunRecord } from "../../run/schema.ts";
+import { valid } from "../lowdb-file.ts";
+
+export const EVENTS_CHANNEL = "patchbay_events";
+
+type Op =
+  | { kind: "append"; event: NewRunEvent; done: Settle<RunEvent> }
+  | { kind: "update"; patch: Partial<RunRecord>; done: Settle<RunRecord> }
+  | {
+      kind: "transition";
+      patch: Partial<RunRecord>;
+      build: (run: RunRecord) => NewRunEvent;
+      done: Settle<{ run: RunRecord; event: RunEvent }>;
+    };
+interface Settle<T> {
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+export interface RunWrites {
+  append(runId: string, event: NewRunEvent): Promise<RunEvent>;
+  update(runId: string, patch: Partial<RunRecord>): Promise<RunRecord>;
+  transition(
+    runId: string,
+    patch: Partial<RunRecord>,
+    build: (run: RunRecord) => NewRunEvent,
+  ): Promise<{ run: RunRecord; event: RunEvent }>;
+  /** Resolves when every write queued so far has settled. */
+  settled(): Promise<void>;
+}
+
+export interface RunWritesOptions {
+  pool: pg.Pool;
+  now: () => Date;
+  /** Sent in each NOTIFY, so a replica can skip what it appended itself; the lease owner it sets. */
+  replicaId: string;
+  /** How long a lease taken by a status change lasts before a heartbeat must extend it. */
+  leaseMs: number;
+}
+
+/**
+ * A status change moves the run's lease: the replica that makes a run running or idle is the
+ * one holding its session; a finished run has none; queued keeps what it had.
+ */
+const LEASED_UPDATE = `UPDATE runs SET status = $2, data = $3,
+    lease_owner = CASE WHEN $2 IN ('running', 'idle') THEN $4
+                       WHEN $2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_owner END,
+    lease_until = CASE WHEN $2 IN ('running', 'idle') THEN now() + $5 * interval '1 millisecond'
+                       WHEN $2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_until END
+  WHERE id = $1`;
+
+/** Ops one transaction takes at most: bounds a transaction's length under a flood of appends. */
+const MAX_BATCH = 200;
+
+export function createRunWrites(opts: RunWritesOptions): RunWrites {
+  const lanes = new Map<string, { queue: Op[]; running: Promise<void> }>();
+
+  function enqueue<T>(runId: string, make: (done: Settle<T>) => Op): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      let lane = lanes.get(runId);
+      const op = make({ resolve, reject });
+      if (lane) {
+        lane.queue.push(op);
+        return;
+      }
+      lane = { queue: [op], running: Promise.resolve() };
+      lanes.set(runId, lane);
+      lane.running = drain(runId, lane.queue);
+    });
+  }
+
+  async function drain(runId: string, queue: Op[]): Promise<void> {
+    // Let the calls of this tick join the first batch.
+    await Promise.resolve();
+    while (queue.length) {
+      const batch = queue.splice(0, MAX_BATCH);
+      await writeBatch(runId, batch);
+    }
+    lanes.delete(runId);
+  }
+
+  async function writeBatch(runId: string, batch: Op[]): Promise<void> {
+    const results: (() => void)[] = [];
+    let client: pg.PoolClient | undefined;
+    try {
+      client = await opts.pool.connect();
+      await client.query("BEGIN");
+      let lastId = 0;
+      for (let i = 0; i < batch.length;) {
+        const op = batch[i]!;
+        if (op.kind === "append") {
+          // Consecutive appends: one increment and one insert for all of them.
+          let j = i;
+          while (j < batch.length && batch[j]!.kind === "append") j++;
+          const appends = batch.slice(i, j) as Extract<Op, { kind: "append" }>[];
+          const events = await appendEvents(client, runId, appends, results);
+          if (events) lastId = events;
+          i = j;
+          continue;
+        }
+        const run = await lockedRun(client, runId);
+        if (!run) {
+          op.done.reject(new EngineError("run_not_found", `run ${runId} not found`, { runId }));
+          i++;
+          continue;
+        }
+        let next: RunRecord;
+        let event: RunEvent | undefined;
+        try {
+          next = valid(RunRecord, { ...run, ...op.patch, id: runId }, "run");
+          if (op.kind === "transition") event = checkedEvent(runId, op.build(structuredClone(next)), 0, opts.now());
+        } catch (e) {
+          op.done.reject(e);
+          i++;
+          continue;
+        }
+        if (op.patch.status === undefined)
+          await client.query("UPDATE runs SET data = $2 WHERE id = $1", [runId, JSON.stringify(next)]);
+        else
+          await client.query(LEASED_UPDATE, [runId, next.status, JSON.stringify(next), opts.replicaId, opts.leaseMs]);
+        if (op.kind === "transition" && event) {
+          const id = await nextIds(client, runId, 1);
+          const stored = { ...event, id };
+          await insertEvents(client, runId, [stored]);
+          lastId = id;
+          results.push(() => op.done.resolve({ run: structuredClone(next), event: stored }));
+        } else if (op.kind === "update") {
+          results.push(() => op.done.resolve(structuredClone(next)));
+        }
+        i++;
+      }
+      if (lastId)
+        await client.query("SELECT pg_notify($1, $2)", [
+          EVENTS_CHANNEL,
+          JSON.stringify({ r: runId, id: lastId, s: opts.replicaId }),
+        ]);
+      await client.query("COMMIT");
+      for (const settle of results) settle();
+    } catch (e) {
+      if (client) await client.query("ROLLBACK").catch(() => undefined);
+      const error = e instanceof EngineError ? e : storeError(runId, e);
+      for (const op of batch) op.done.reject(error);
+    } finally {
+      client?.release();
+    }
+  }
+
+  /** Appends a run of consecutive append ops; returns the last id stored (0: none). */
+  async function appendEvents(
+    client: pg.PoolClient,
+    runId: string,
+    appends: Extract<Op, { kind: "append" }>[],
+    results: (() => void)[],
+  ): Promise<number> {
+    const at = opts.now();
+    const ok: { op: (typeof appends)[number]; event: RunEvent }[] = [];
+    for (const op of appends) {
+      try {
+        ok.push({ op, event: checkedEvent(runId, op.event, 0, at) });
+      } catch (e) {
+        op.done.reject(e);
+      }
+    }
+    if (!ok.length) return 0;
+    const last = await nextIds(client, runId, ok.length);
+    const stored = ok.map((o, k) => ({ op: o.op, event: { ...o.event, id: last - ok.length + 1 + k } }));
+    await insertEvents(
+      client,
+      runId,
+      stored.map((s) => s.event),
+    );
+    for (const s of stored) results.push(() => s.op.done.resolve(s.event));
+    return last;
+  }
+
+  return {
+    append: (runId, event) => enqueue(runId, (done) => ({ kind: "append", event, done })),
+    update: (runId, patch) => enqueue(runId, (done) => ({ kind: "update", patch, done })),
+    transition: (runId, patch, build) => enqueue(runId, (done) => ({ kind: "transition", patch, build, done })),
+    async settled() {
+      while (lanes.size) await Promise.allSettled([...lanes.values()].map((l) => l.running));
+    },
+  };
+}
+
+/** Reserve `count` ids; returns the last. Holds the run's head row lock until commit. */
+async function nextIds(client: pg.PoolClient, runId: string, count: number): Promise<number> {
+  const { rows } = await client.query<{ last_id: string }>(
+    `INSERT INTO run_event_heads (run_id, last_id) VALUES ($1, $2)
+     ON CONFLICT (run_id) DO UPDATE SET last_id = run_event_heads.last_id + $2
+     RETURNING last_id`,
+    [runId, count],
+  );
+  return Number(rows[0]!.last_id);
+}
+
+async function insertEvents(client: pg.PoolClient, runId: string, events: RunEvent[]): Promise<void> {
+  await client.query(
+    `INSERT INTO run_events (run_id, id, data)
+     SELECT $1, e.id, e.data FROM unnest($2::bigint[], $3::json[]) AS e(id, data)`,
+    [runId, events.map((e) => e.id), events.map((e) => JSON.stringify(e))],
+  );
+}
+
+async function lockedRun(client: pg.PoolClient, runId: string): Promise<RunRecord | undefined> {
+  const { rows } = await client.query<{ data: RunRecord }>("SELECT data FROM runs WHERE id = $1 FOR UPDATE", [runId]);
+  return rows[0]?.data;
+}
+
+/** The event as it will be stored (its id filled in later); throws internal when it fails the schema. */
+function checkedEvent(runId: string, event: NewRunEvent, id: number, at: Date): RunEvent {
+  // A placeholder id of 1 passes the schema; the real one replaces it.
+  const parsed = RunEvent.safeParse({ ...event, id: id || 1, runId, at: at.toISOString() });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new EngineError(
+      "internal",
+      `refusing to store an invalid ${event.type} event for run ${runId}: ${issue?.path.join(".")}: ${issue?.message}`,
+    );
+  }
+  return parsed.data;
+}
+
+/** A database failure, as the engine reports a store that cannot write. */
+export function storeError(runId: string | undefined, e: unknown): EngineError {
+  const message = e instanceof Error ? e.message : String(e);
+  return new EngineError("internal", `the database refused a write${runId ? ` for run ${runId}` : ""}: ${message}`, {
+    ...(runId ? { runId } : {}),
+  });
+}

@@ -1,0 +1,329 @@
+/**
+ * Three real `patchbay serve` replicas on one Postgres database, behind a round-robin proxy
+ * with no sticky sessions: the REST flow with follow-ups handed to the replica that holds the
+ * session, SSE resumed on another replica with Last-Event-ID, Idempotency-Key and the request
+ * rate held across replicas, runs placed by capacity, and kill -9 of the replica running a
+ * turn (its run settled by another, no event lost or repeated).
+ */
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tempDir, waitFor } from "../helpers.ts";
+import { startRoundRobin, type RoundRobin } from "../fixtures/round-robin.ts";
+import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
+import { parseSse } from "../support/http.ts";
+import { pollUntilTurnOver } from "../support/poll.ts";
+import { createTestDatabase, type TestDatabase } from "../support/postgres.ts";
+import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
+
+let fx: Fixtures;
+let db: TestDatabase;
+let lb: RoundRobin;
+const replicas: ServeChild[] = [];
+const dataDirs: string[] = [];
+let key: string;
+
+const RATE_LIMIT = 400;
+const body = (modelId: string, prompt = "write notes") => ({
+  repository: "acme/web",
+  prompt,
+  modelId,
+  validationMode: "minimal",
+});
+
+/** Through the proxy: each call may land on any replica. */
+async function viaLb(
+  method: string,
+  p: string,
+  o: { body?: unknown; headers?: Record<string, string>; key?: string } = {},
+) {
+  const headers: Record<string, string> = { authorization: `Bearer ${o.key ?? key}`, ...o.headers };
+  if (o.body !== undefined) headers["content-type"] = "application/json";
+  const res = await fetch(lb.url + p, {
+    method,
+    headers,
+    ...(o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
+  });
+  const text = await res.text();
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  return { status: res.status, headers: res.headers, json: (text ? JSON.parse(text) : undefined) as any };
+}
+
+async function leaseOf(runId: string): Promise<string | null> {
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ lease_owner: string | null }>("SELECT lease_owner FROM runs WHERE id = $1", [
+      runId,
+    ]);
+    return rows[0]?.lease_owner ?? null;
+  } finally {
+    await c.end();
+  }
+}
+
+/** The replica (index) whose lease the run is on (each logs its replica id when it registers). */
+async function replicaIndexOf(runId: string): Promise<number> {
+  const owner = await waitFor(() => leaseOf(runId), { what: "the run's lease" });
+  const i = replicas.findIndex((r) => r.stderr().includes(owner));
+  expect(i).toBeGreaterThanOrEqual(0);
+  return i;
+}
+
+beforeAll(async () => {
+  fx = await startFixtures({
+    repos: { "acme/web": { "README.md": "# web\n" } },
+    model: {
+      scripts: {
+        "test/ok": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "NOTES.md", content: "notes\n" } }] },
+            { text: "Wrote NOTES.md." },
+          ],
+        ],
+        "test/hang": [[{ hang: true }]],
+      },
+    },
+  });
+  db = await createTestDatabase();
+  const randomKey = randomBytes(32).toString("base64");
+  const env = (i: number) => ({
+    ...fx.env,
+    PATCHBAY_DATA_DIR: (dataDirs[i] = tempDir(`replica${i}`)),
+    PATCHBAY_DATABASE_URL: db.url,
+    PATCHBAY_SECRET_KEY: randomKey,
+    // Generous: a replica on a loaded CI machine may stall for seconds, and must not look dead.
+    PATCHBAY_LEASE_MS: "15000",
+    PATCHBAY_MAX_ACTIVE_RUNS: "2",
+    PATCHBAY_RATE_LIMIT_PER_MIN: String(RATE_LIMIT),
+    PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "50",
+    // One OpenCode server per replica, shared by its runs: three in all, whatever the run count.
+    PATCHBAY_SHARED_AGENT: "1",
+    // The shared server serves the models it lists; a run of any other gets a server of its own.
+    PATCHBAY_DEFAULT_MODEL: "test/ok",
+    PATCHBAY_MODELS: "test/ok,test/hang",
+    PATCHBAY_WARM_POOL_SIZE: "0",
+  });
+  // The first start on an empty database creates the admin key; the others find it.
+  replicas.push(await startServe(env(0)));
+  key = replicas[0]!.adminKey!;
+  replicas.push(...(await Promise.all([1, 2].map((i) => startServe(env(i))))));
+  lb = await startRoundRobin(replicas.map((r) => r.url));
+}, LOADED.hookMs);
+
+afterAll(async () => {
+  // What each replica logged, for a failure's post-mortem.
+  const logs = tempDir("replica-logs");
+  replicas.forEach((r, i) => fs.writeFileSync(path.join(logs, `replica${i}.log`), r.stderr()));
+  await lb?.close();
+  for (const r of replicas) await r.stop();
+  // The OpenCode server a killed replica left: no later start on its data dir reaps it here.
+  for (const dir of dataDirs)
+    for (const pid of opencodeUnder(dir)) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e; // it ended meanwhile
+      }
+    }
+  await db?.drop();
+  await fx?.close();
+}, LOADED.hookMs);
+
+describe("three replicas on one database behind a round-robin proxy", { timeout: LOADED.testMs }, () => {
+  it("every replica is ready and reports the database", async () => {
+    for (const r of replicas) expect((await r.api("GET", "/readyz")).json).toEqual({ ready: true });
+  });
+
+  it("the REST flow: start, a follow-up and an endSession on whichever replica, answered as on one machine", async () => {
+    const started = await viaLb("POST", `${API}/runs`, { body: body("test/ok") });
+    expect(started.status).toBe(201);
+    const id = started.json.id as string;
+    const idle = await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the first turn",
+    });
+    expect(idle.status).toBe("idle");
+    const owner = await replicaIndexOf(id);
+    // A follow-up sent straight to another replica is handed to the owner.
+    const other = replicas[(owner + 1) % 3]!;
+    const message = await other.api("POST", `${API}/runs/${id}/messages`, {
+      key,
+      body: { prompt: "One more thing." },
+    });
+    expect(message.status).toBe(202);
+    expect(message.json).toMatchObject({ id, status: "running", turnCount: 2 });
+    // While it runs, a second follow-up on a third replica gets the one-machine 409, or lands after the turn.
+    const again = await replicas[(owner + 2) % 3]!.api("POST", `${API}/runs/${id}/messages`, {
+      key,
+      body: { prompt: "And another." },
+    });
+    expect([202, 409]).toContain(again.status);
+    if (again.status === 409) expect(again.json.error.code).toBe("session_busy");
+    await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), { timeoutMs: LOADED.turnWaitMs, what: "turn 2" });
+    const patch = await viaLb("GET", `${API}/runs/${id}?patch=1`);
+    expect(patch.status).toBe(200);
+    expect(patch.json.patch).toContain("NOTES.md");
+    const ended = await other.api("POST", `${API}/runs/${id}/messages`, { key, body: { endSession: true } });
+    expect(ended.status).toBe(200);
+    expect(ended.json.status).toBe("completed");
+    expect(await leaseOf(id)).toBeNull();
+  });
+
+  it("a client cut off from one replica resumes on another with Last-Event-ID and misses nothing", async () => {
+    const seen = fx.model.nextRequest("test/hang");
+    const started = await viaLb("POST", `${API}/runs`, { body: body("test/hang", "hang") });
+    await seen;
+    const id = started.json.id as string;
+    const owner = await replicaIndexOf(id);
+    const a = replicas[(owner + 1) % 3]!;
+    const b = replicas[(owner + 2) % 3]!;
+    const first = follow(a.url, key, id);
+    await waitFor(() => first.frames().length >= 2, { what: "frames on the first replica" });
+    first.stop();
+    await first.done;
+    const kept = first.frames();
+    const lastId = kept.at(-1)!.id!;
+    // The rest of the run happens while no one listens, on the owner.
+    const second = (async () => {
+      const res = await fetch(`${b.url}${API}/runs/${id}/stream`, {
+        headers: { authorization: `Bearer ${key}`, "last-event-id": lastId },
+      });
+      return parseSse(await res.text()).filter((f) => f.id !== undefined);
+    })();
+    const cancelled = await a.api("POST", `${API}/runs/${id}/cancel`, { key });
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.json.status).toBe("cancelled");
+    const rest = await second;
+    const log = (await viaLb("GET", `${API}/runs/${id}?events=1`)).json.events as { id: number }[];
+    expect([...kept, ...rest].map((f) => Number(f.id))).toEqual(log.map((e) => e.id));
+  });
+
+  it("an MCP client drives start_run, stream_events and send_message through the proxy, with no sticky session", async () => {
+    const client = new Client({ name: "replicas-test", version: "1.0.0" });
+    const transport = new StreamableHTTPClientTransport(new URL(`${lb.url}/mcp`), {
+      requestInit: { headers: { Authorization: `Bearer ${key}` } },
+    });
+    const firstPick = lb.picks.length;
+    await client.connect(transport);
+    try {
+      const started = await client.callTool({
+        name: "start_run",
+        arguments: { ...body("test/ok"), wait: true },
+      });
+      expect(started.isError).toBeFalsy();
+      const run = started.structuredContent as { id: string; status: string };
+      expect(run.status).toBe("idle");
+      const events = await client.callTool({ name: "stream_events", arguments: { runId: run.id, after: 0 } });
+      expect(events.isError).toBeFalsy();
+      expect((events.structuredContent as { events: unknown[] }).events.length).toBeGreaterThan(0);
+      const more = await client.callTool({
+        name: "send_message",
+        arguments: { runId: run.id, prompt: "again", wait: true },
+      });
+      expect(more.isError).toBeFalsy();
+      expect(more.structuredContent).toMatchObject({ id: run.id, turnCount: 2, status: "idle" });
+      const ended = await client.callTool({ name: "send_message", arguments: { runId: run.id, endSession: true } });
+      expect(ended.structuredContent).toMatchObject({ status: "completed" });
+      // One session, its requests spread over every replica by the proxy.
+      expect(new Set(lb.picks.slice(firstPick)).size).toBe(3);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("an Idempotency-Key replayed on every replica at once makes one run, and the request rate holds across replicas", async () => {
+    const answers = await Promise.all(
+      replicas.map((r) =>
+        r.api("POST", `${API}/runs`, { key, body: body("test/ok"), headers: { "idempotency-key": "same-one" } }),
+      ),
+    );
+    const ids = new Set(answers.map((a) => a.json.id));
+    expect(answers.map((a) => a.status).every((s) => s === 201 || s === 200)).toBe(true);
+    expect(ids.size).toBe(1);
+    const [id] = [...ids] as [string];
+    await pollUntilTurnOver(() => viaLb("GET", `${API}/runs/${id}`), { timeoutMs: LOADED.turnWaitMs, what: "the run" });
+    await viaLb("POST", `${API}/runs/${id}/messages`, { body: { endSession: true } });
+
+    const fresh = await viaLb("POST", "/api/v1/keys", { body: { name: "rate", scopes: ["read:builder"] } });
+    expect(fresh.status).toBe(201);
+    let ok = 0;
+    let limited = 0;
+    for (let i = 0; i < RATE_LIMIT + 30 && limited < 5; i++) {
+      const r = await viaLb("GET", `${API}/runs?limit=1`, { key: fresh.json.key });
+      if (r.status === 200) ok++;
+      else if (r.status === 429) limited++;
+    }
+    expect(ok).toBe(RATE_LIMIT);
+    expect(limited).toBeGreaterThan(0);
+  });
+
+  it("runs past every replica's room wait queued, and start when a replica frees one", async () => {
+    const hangs: string[] = [];
+    try {
+      await placeAndFree(hangs);
+    } finally {
+      for (const id of hangs) await viaLb("POST", `${API}/runs/${id}/cancel`);
+    }
+  });
+
+  async function placeAndFree(hangs: string[]): Promise<void> {
+    for (let i = 0; i < 7; i++) {
+      const r = await viaLb("POST", `${API}/runs`, { body: body("test/hang", `hang ${i}`) });
+      expect(r.status).toBe(201);
+      hangs.push(r.json.id);
+    }
+    // Three replicas with room for two each (runs an earlier test left idle count too): each
+    // fills up to two, and what does not fit waits queued.
+    const held = async () => {
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      try {
+        const { rows } = await c.query<{ owner: string; n: string }>(
+          "SELECT lease_owner AS owner, count(*) AS n FROM runs WHERE status IN ('running', 'idle') GROUP BY lease_owner",
+        );
+        return rows.map((r) => Number(r.n));
+      } finally {
+        await c.end();
+      }
+    };
+    await waitFor(async () => (await held()).join() === "2,2,2", {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "every replica holding two runs",
+    });
+    const statuses = await Promise.all(hangs.map(async (id) => (await viaLb("GET", `${API}/runs/${id}`)).json.status));
+    expect(statuses.filter((st) => st === "queued").length).toBeGreaterThanOrEqual(1);
+    const running = hangs.filter((_, i) => statuses[i] === "running");
+    const queued = hangs[statuses.indexOf("queued")]!;
+    await viaLb("POST", `${API}/runs/${running[0]}/cancel`);
+    await waitFor(async () => (await viaLb("GET", `${API}/runs/${queued}`)).json.status === "running", {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the queued run to start",
+    });
+  }
+
+  it("kill -9 of the replica running a turn: another settles the run (server_restart), no event lost or repeated", async () => {
+    const seen = fx.model.nextRequest("test/hang");
+    const started = await viaLb("POST", `${API}/runs`, { body: body("test/hang", "hang before the crash") });
+    await seen;
+    const id = started.json.id as string;
+    const owner = await replicaIndexOf(id);
+    const watcher = replicas[(owner + 1) % 3]!;
+    const stream = follow(watcher.url, key, id);
+    await waitFor(() => stream.frames().length >= 2, { what: "the stream to replay" });
+    replicas[owner]!.proc.kill("SIGKILL");
+    lb.drop(owner);
+    await stream.done;
+    const run = (await watcher.api("GET", `${API}/runs/${id}?events=1`, { key })).json;
+    expect(run.status).toBe("failed");
+    expect(run.error.code).toBe("server_restart");
+    const log = (run.events as { id: number }[]).map((e) => e.id);
+    expect(log).toEqual(Array.from({ length: log.length }, (_, i) => i + 1));
+    expect(stream.frames().map((f) => Number(f.id))).toEqual(log);
+    expect(await leaseOf(id)).toBeNull();
+  });
+});
