@@ -1,7 +1,6 @@
 /**
- * Seeding a data dir for load benchmarks. Runs and keys go through the store API in bulk
- * (validated as the server would; creations issued in one tick so lowdb writes store.json
- * once). Events are written as JSONL files directly, one write per run, in the exact line
+ * Seeding a data dir for load benchmarks. Runs and keys go through the store API
+ * (validated as the server would). Events are written as JSONL files directly, one write per run, in the exact line
  * format the store appends (checked against the schema), since a million appendFileSync
  * calls would take longer than the benchmark.
  */
@@ -10,7 +9,7 @@ import path from "node:path";
 import { RunEvent, type NewRunEvent } from "../src/engine/events/schema.ts";
 import { createKeyService } from "../src/engine/keys/keys.ts";
 import type { RunRecord } from "../src/engine/run/schema.ts";
-import { createLowdbStore } from "../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 
 export interface SeedOptions {
   dataDir: string;
@@ -79,7 +78,7 @@ export function sampleRun(i: number, ownerId: string, createdAt: Date): RunRecor
 export async function seedStore(opts: SeedOptions): Promise<Seeded> {
   const started = Date.now();
   const ownerId = opts.ownerId ?? "owner-bench";
-  const store = await createLowdbStore({ dataDir: opts.dataDir });
+  const store = await createSqliteStore({ dataDir: opts.dataDir });
   try {
     const { key } = await createKeyService({ store, defaultOwnerId: ownerId }).create({
       name: "bench",
@@ -88,8 +87,7 @@ export async function seedStore(opts: SeedOptions): Promise<Seeded> {
     });
     const t0 = Date.now() - opts.runs * 1000;
     const runs = Array.from({ length: opts.runs }, (_, i) => sampleRun(i, ownerId, new Date(t0 + i * 1000)));
-    // Issued in one tick: the store batches them into a single write of store.json.
-    await Promise.all(runs.map((r) => store.createRun(r)));
+    for (const r of runs) await store.createRun(r);
     const perRun = Math.floor(opts.events / opts.runs);
     const at = new Date(t0).toISOString();
     let n = 0;

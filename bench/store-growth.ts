@@ -5,7 +5,7 @@
  * offset index. The 1k figures are the baseline.
  */
 import fs from "node:fs";
-import { createLowdbStore } from "../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule, type Row } from "./harness.ts";
 import { benchTempDir } from "./support.ts";
@@ -39,7 +39,7 @@ export const storeGrowth: BenchModule = {
   async run() {
     const dataDir = benchTempDir("growth");
     try {
-      let store = await createLowdbStore({ dataDir });
+      let store = await createSqliteStore({ dataDir });
       const run = sampleRun(1, "owner-bench", new Date());
       await store.createRun(run);
       // JIT warm-up on another run, so compilation is not mistaken for growth.
@@ -61,7 +61,7 @@ export const storeGrowth: BenchModule = {
 
       // After a restart nothing is indexed: the first read of a 1M log reaches back only as far as it needs.
       const t = process.hrtime.bigint();
-      store = await createLowdbStore({ dataDir });
+      store = await createSqliteStore({ dataDir });
       const openUs = usSince(t);
       const t2 = process.hrtime.bigint();
       await store.readEvents(run.id, (await store.lastEventId(run.id)) - TAIL, TAIL);

@@ -100,3 +100,15 @@ export function processesUnder(dir: string, command?: RegExp): number[] {
 export function opencodeUnder(dir: string): number[] {
   return processesUnder(dir, /opencode/);
 }
+
+/**
+ * What the embedded store's database holds on disk (store.db and its WAL) as text, for
+ * checks that a secret never reaches it: records are JSON, stored as UTF-8 in the pages.
+ */
+export function storeDbText(dataDir: string): string {
+  return ["store.db", "store.db-wal"]
+    .map((f) => path.join(dataDir, f))
+    .filter((f) => fs.existsSync(f))
+    .map((f) => fs.readFileSync(f).toString("utf8"))
+    .join("\n");
+}

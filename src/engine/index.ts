@@ -13,7 +13,7 @@ import { createEngine, type Engine } from "./run/engine.ts";
 import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
-import { createLowdbStore } from "./store/lowdb.ts";
+import { createSqliteStore } from "./store/sqlite.ts";
 import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
@@ -54,7 +54,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   log.redact(config.githubToken);
   log.redact(config.githubAppPrivateKey);
   log.redact(config.e2bApiKey);
-  const store = await createLowdbStore({ dataDir: config.dataDir, log });
+  const store = await createSqliteStore({ dataDir: config.dataDir, log });
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {
     const secrets = createSecretBox(
