@@ -123,6 +123,12 @@ const SETTINGS = {
     ),
   ),
   sessionTtlMs: setting("PATCHBAY_SESSION_TTL_MS", intMs(1_800_000, 1000)),
+  /**
+   * Days a finished run (completed, failed, cancelled, or idle with its session ended) is kept
+   * after its last update: then its record, turns, events, patch and summary are deleted.
+   * Unset: kept for ever. Fractions allowed (0.5 = 12 hours).
+   */
+  retentionDays: setting("PATCHBAY_RETENTION_DAYS", z.coerce.number().positive().max(36_500).optional()),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),
   /** Longest the OpenCode event stream may stay silent before the driver re-reads the session. */
