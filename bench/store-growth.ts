@@ -2,7 +2,8 @@
  * Store growth: the cost of appending an event and of reading a run (its record plus the
  * last 100 events, what a reconnecting client asks for) when the run's log holds 1k, 100k
  * and 1M events. Both should stay flat: appends are O(1) on a JSONL file and reads use the
- * offset index. The 1k figures are the baseline.
+ * offset index. The 1k figures are the baseline. Then the same in runs (store-runs.ts):
+ * a status write and the two run reads at 1,000 and at 100,000 runs.
  */
 import fs from "node:fs";
 import { createSqliteStore } from "../src/engine/store/sqlite.ts";
@@ -10,6 +11,7 @@ import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule, type Row } from "./harness.ts";
 import { benchTempDir } from "./support.ts";
 import { sampleEvent, sampleRun } from "./seed.ts";
+import { runGrowthRows } from "./store-runs.ts";
 
 const CHECKPOINTS = [1_000, 100_000, 1_000_000];
 const SAMPLE = 1_000;
@@ -95,6 +97,7 @@ export const storeGrowth: BenchModule = {
           `store open took ${(openUs / 1000).toFixed(1)} ms`,
         ),
       );
+      rows.push(...(await runGrowthRows()));
       return { name: "store-growth", rows };
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
