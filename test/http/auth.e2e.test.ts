@@ -316,9 +316,9 @@ describe("the error contract", { timeout: LOADED.testMs }, () => {
     const notFound = await h.api("GET", "/api/v1/nope");
     expect(notFound.status).toBe(404);
     expect(notFound.json.error.code).toBe("not_found");
-    const wrong = await h.api("DELETE", `${API}/runs/${runId}`);
+    const wrong = await h.api("PUT", `${API}/runs/${runId}`);
     expect(wrong.status).toBe(405);
-    expect(wrong.headers.get("allow")).toBe("GET, HEAD");
+    expect(wrong.headers.get("allow")).toBe("GET, DELETE, HEAD");
     expect(wrong.json.error.code).toBe("method_not_allowed");
     const malformed = await h.api("POST", `${API}/runs`, {
       raw: '{"repository": "acme/web",',

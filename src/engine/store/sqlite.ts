@@ -156,6 +156,10 @@ function open(dataDir: string, log: Logger, now: () => Date, releaseLock: () => 
       usable();
       return statuses.flatMap((s) => q.byStatus.all(s).map((r) => run(r)!));
     },
+    async runsUpdatedSince(sinceIso) {
+      usable();
+      return q.updatedSince.all(sinceIso).map((r) => run(r)!);
+    },
     async findRunByIdempotencyKey(ownerId, key) {
       usable();
       return run(q.byIdempotencyKey.get(ownerId, key));
@@ -281,6 +285,7 @@ function queries(db: Db) {
        ORDER BY created_at DESC, id DESC LIMIT @limit`,
     ),
     byStatus: db.prepare<[string], Row>("SELECT data FROM runs WHERE status = ?"),
+    updatedSince: db.prepare<[string], Row>("SELECT data FROM runs WHERE updated_at >= ? ORDER BY updated_at"),
     byIdempotencyKey: db.prepare<[string, string], Row>(
       "SELECT data FROM runs WHERE owner_id = ? AND idempotency_key = ? LIMIT 1",
     ),

@@ -103,6 +103,8 @@ export interface RunStore {
   listRuns(ownerId: string, opts: ListRunsOptions): Promise<RunPage>;
   /** Runs in any of the given statuses (all owners), for recovery and reaping. */
   runsByStatus(statuses: readonly RunRecord["status"][]): Promise<RunRecord[]>;
+  /** Runs (all owners, any status) last updated at or after `sinceIso`: what a restart reconciles. */
+  runsUpdatedSince(sinceIso: string): Promise<RunRecord[]>;
   findRunByIdempotencyKey(ownerId: string, key: string): Promise<RunRecord | undefined>;
   countActiveRuns(ownerId: string): Promise<number>;
   /**

@@ -173,6 +173,17 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         expect((await store.runsByStatus(["queued", "idle"])).map((r) => r.id).sort()).toEqual(["run_0", "run_2"]);
       });
 
+      it("finds the runs updated since a time, of every owner and status", async () => {
+        await store.createRun(runRecord({ id: "run_old", updatedAt: "2026-01-01T00:00:00.000Z", status: "completed" }));
+        await store.createRun(runRecord({ id: "run_new", updatedAt: "2026-01-03T00:00:00.000Z", status: "failed" }));
+        await store.createRun(runRecord({ id: "run_b", ownerId: "own_b", updatedAt: "2026-01-02T00:00:00.000Z" }));
+        const since = async (t: string) => (await store.runsUpdatedSince(t)).map((r) => r.id).sort();
+        expect(await since("2026-01-02T00:00:00.000Z")).toEqual(["run_b", "run_new"]);
+        await store.updateRun("run_old", { updatedAt: "2026-01-04T00:00:00.000Z" });
+        expect(await since("2026-01-02T00:00:00.000Z")).toEqual(["run_b", "run_new", "run_old"]);
+        expect(await since("2027-01-01T00:00:00.000Z")).toEqual([]);
+      });
+
       it("finds a run by its owner's idempotency key, never another owner's", async () => {
         await store.createRun(runRecord({ id: "run_1", idempotencyKey: "idem-1", idempotencyHash: "h1" }));
         await store.createRun(runRecord({ id: "run_2", ownerId: "own_b", idempotencyKey: "idem-2" }));
