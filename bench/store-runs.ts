@@ -30,9 +30,13 @@ interface Point {
   seedMs: number;
 }
 
+/**
+ * Runs a minute apart, the newest two days old: the same (empty) last day at both sizes, so
+ * what a start reads of recent runs (webhooks' reconcile, 24 h) does not grow with the store.
+ */
 const runsOf = (n: number) => {
-  const t0 = Date.now() - n * 1000;
-  return Array.from({ length: n }, (_, i) => sampleRun(i, OWNER, new Date(t0 + i * 1000)));
+  const t0 = Date.now() - 2 * 86_400_000 - n * 60_000;
+  return Array.from({ length: n }, (_, i) => sampleRun(i, OWNER, new Date(t0 + i * 60_000)));
 };
 
 /** Mean of `count` status writes, each awaited (what a run's transition costs). */
@@ -72,7 +76,7 @@ async function measureNew(n: number): Promise<Point> {
         PATCHBAY_DATA_DIR: dataDir,
         PATCHBAY_WARM_POOL_SIZE: "0",
         PORT: "0",
-        PATCHBAY_LOG_LEVEL: "warn",
+        PATCHBAY_LOG_LEVEL: "info",
         PATCHBAY_RATE_LIMIT_PER_MIN: "10000000",
       },
     });
