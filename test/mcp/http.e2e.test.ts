@@ -430,7 +430,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
 
     it("a read-only key can read but start_run answers a forbidden tool error", async () => {
       const { client: ro } = await h.connect(readKey);
-      expect((await ro.listTools()).tools.length).toBe(10);
+      expect((await ro.listTools()).tools.length).toBe(11);
       expect((await call(ro, "get_run", { runId })).structuredContent).toMatchObject({ id: runId });
       expect(errorCodeOf(await call(ro, "start_run", { repository: "acme/web", prompt: "x" }))).toBe("forbidden");
       expect(errorCodeOf(await call(ro, "cancel_run", { runId }))).toBe("forbidden");
@@ -486,7 +486,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
         ).status,
       ).toBe(404);
       // The rightful owner's session still works.
-      expect((await client.listTools()).tools.length).toBe(10);
+      expect((await client.listTools()).tools.length).toBe(11);
     });
   });
 });
