@@ -24,7 +24,14 @@ interface Latency {
   non2xx: number;
 }
 
-async function load(url: string, paths: () => string, apiKey: string, connections: number): Promise<Latency> {
+/** `RATE` requests/s of `paths()` for `durationS` from this process; latencies from autocannon's timings. */
+export async function load(
+  url: string,
+  paths: () => string,
+  apiKey: string,
+  connections: number,
+  durationS = DURATION_S,
+): Promise<Latency> {
   // autocannon's own histogram has 1 ms resolution; its response event carries hrtime-based ms.
   const times: number[] = [];
   const result = await new Promise<autocannon.Result>((resolve, reject) => {
@@ -33,7 +40,7 @@ async function load(url: string, paths: () => string, apiKey: string, connection
         url,
         connections,
         overallRate: RATE,
-        duration: DURATION_S,
+        duration: durationS,
         headers: { authorization: `Bearer ${apiKey}` },
         requests: [{ setupRequest: (req) => ({ ...req, path: paths() }) }],
       },

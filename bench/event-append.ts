@@ -5,7 +5,7 @@
  */
 import fs from "node:fs";
 import type { NewRunEvent } from "../src/engine/events/schema.ts";
-import { createLowdbStore } from "../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule } from "./harness.ts";
 import { benchTempDir } from "./support.ts";
@@ -46,7 +46,7 @@ export const eventAppend: BenchModule = {
   async run() {
     const dataDir = benchTempDir("append");
     try {
-      let store = await createLowdbStore({ dataDir });
+      let store = await createSqliteStore({ dataDir });
       // Warm up on another run first, so JIT compilation is not mistaken for growth.
       for (let i = 0; i < 5 * WINDOW; i++) await store.appendEvent("run_warmup", event(i));
       const perAppend: number[] = [];
@@ -69,7 +69,7 @@ export const eventAppend: BenchModule = {
 
       // Cold: a restarted process knows no offsets. Resuming near the end of the big log reads
       // the file backwards only as far as needed, so even the first read stays cheap.
-      store = await createLowdbStore({ dataDir });
+      store = await createSqliteStore({ dataDir });
       const smallCold = await timeRead(store, "run_small", 0);
       let t = process.hrtime.bigint();
       await store.readEvents("run_big", TOTAL - WINDOW, WINDOW);

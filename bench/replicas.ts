@@ -1,7 +1,7 @@
 /**
  * The shared Postgres store against the embedded one, and events across replicas:
  * - the store calls behind `GET /runs/{id}` and `GET /runs?limit=20` with 100,000 runs of one
- *   owner, p99 over 2,000 calls each, Postgres vs lowdb;
+ *   owner, p99 over 2,000 calls each, Postgres vs the embedded store (SQLite);
  * - an event appended through one store (replica A) until another store on the same
  *   database (replica B) has read it back after its NOTIFY (what B's relay does before its SSE
  *   writes the frame), p50/p99, against the same replica (append until the appender has it).
@@ -13,7 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import type { RunRecord } from "../src/engine/run/schema.ts";
-import { createLowdbStore } from "../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 import { createPostgresStore } from "../src/engine/store/pg/postgres.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { row, type BenchModule } from "./harness.ts";
@@ -68,10 +68,10 @@ export const replicas: BenchModule = {
     const url = Object.assign(new URL(ADMIN_URL), { pathname: `/${name}` }).toString();
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-replicas-"));
     try {
-      const lowdb = await createLowdbStore({ dataDir });
-      await Promise.all(runs.map((r) => lowdb.createRun(r)));
-      const embedded = await readLatency(lowdb, runs);
-      await lowdb.close();
+      const embedded0 = await createSqliteStore({ dataDir });
+      await Promise.all(runs.map((r) => embedded0.createRun(r)));
+      const embedded = await readLatency(embedded0, runs);
+      await embedded0.close();
 
       const a = await createPostgresStore({ url });
       const b = await createPostgresStore({ url });
@@ -115,13 +115,19 @@ export const replicas: BenchModule = {
       return {
         name: "replicas",
         rows: [
-          row("getRun p99 (GET /runs/{id})", embedded.get, shared.get, "ms", "baseline lowdb, value Postgres"),
+          row(
+            "getRun p99 (GET /runs/{id})",
+            embedded.get,
+            shared.get,
+            "ms",
+            "baseline the embedded store (SQLite), value Postgres",
+          ),
           row(
             "listRuns limit 20 p99 (GET /runs?limit=20)",
             embedded.list,
             shared.list,
             "ms",
-            "baseline lowdb, value Postgres",
+            "baseline the embedded store (SQLite), value Postgres",
           ),
           row("event latency p50", pct(same, 0.5), pct(cross, 0.5), "ms", "baseline same replica, value A -> B"),
           row("event latency p99", pct(same, 0.99), pct(cross, 0.99), "ms", "baseline same replica, value A -> B"),

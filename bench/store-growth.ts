@@ -2,14 +2,16 @@
  * Store growth: the cost of appending an event and of reading a run (its record plus the
  * last 100 events, what a reconnecting client asks for) when the run's log holds 1k, 100k
  * and 1M events. Both should stay flat: appends are O(1) on a JSONL file and reads use the
- * offset index. The 1k figures are the baseline.
+ * offset index. The 1k figures are the baseline. Then the same in runs (store-runs.ts):
+ * a status write and the two run reads at 1,000 and at 100,000 runs.
  */
 import fs from "node:fs";
-import { createLowdbStore } from "../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { mean, median, row, usSince, type BenchModule, type Row } from "./harness.ts";
 import { benchTempDir } from "./support.ts";
 import { sampleEvent, sampleRun } from "./seed.ts";
+import { runGrowthRows } from "./store-runs.ts";
 
 const CHECKPOINTS = [1_000, 100_000, 1_000_000];
 const SAMPLE = 1_000;
@@ -39,7 +41,7 @@ export const storeGrowth: BenchModule = {
   async run() {
     const dataDir = benchTempDir("growth");
     try {
-      let store = await createLowdbStore({ dataDir });
+      let store = await createSqliteStore({ dataDir });
       const run = sampleRun(1, "owner-bench", new Date());
       await store.createRun(run);
       // JIT warm-up on another run, so compilation is not mistaken for growth.
@@ -61,7 +63,7 @@ export const storeGrowth: BenchModule = {
 
       // After a restart nothing is indexed: the first read of a 1M log reaches back only as far as it needs.
       const t = process.hrtime.bigint();
-      store = await createLowdbStore({ dataDir });
+      store = await createSqliteStore({ dataDir });
       const openUs = usSince(t);
       const t2 = process.hrtime.bigint();
       await store.readEvents(run.id, (await store.lastEventId(run.id)) - TAIL, TAIL);
@@ -95,6 +97,7 @@ export const storeGrowth: BenchModule = {
           `store open took ${(openUs / 1000).toFixed(1)} ms`,
         ),
       );
+      rows.push(...(await runGrowthRows()));
       return { name: "store-growth", rows };
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });

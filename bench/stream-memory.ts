@@ -2,9 +2,10 @@
  * Stalled SSE readers (issue 12, finding 4): a run whose agent said 50 MB of text (300 steps
  * of 100 KB, then a 20 MB answer), and 20 clients that request its stream and never read.
  * Reports the server's RSS with them connected against its RSS before they came (same run),
- * and what the text left in store.json and in the largest event. The server is
+ * and what the text left in the run and turn records and in the largest event. The server is
  * `bench/stream-memory-server.ts` in its own process; the clients are raw sockets here.
  */
+import Database from "better-sqlite3";
 import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -40,7 +41,7 @@ export const streamMemory: BenchModule = {
           .status;
         if (status === "failed") throw new Error("the bench run failed");
       }
-      const storeJson = fs.statSync(path.join(dataDir, "store.json")).size;
+      const records = storedRecordBytes(dataDir, id);
       const log = fs.readFileSync(path.join(dataDir, "events", `${id}.jsonl`), "utf8").split("\n");
       const largestEvent = Math.max(...log.map((l) => Buffer.byteLength(l)));
       const logBytes = log.reduce((n, l) => n + Buffer.byteLength(l) + 1, 0);
@@ -68,7 +69,7 @@ export const streamMemory: BenchModule = {
             `log ${(logBytes / 1e6).toFixed(1)} MB`,
           ),
           row("largest stored event (20 MB answer)", 20 * 1024 * 1024, largestEvent, "B"),
-          row("store.json after the run", 2 * 20 * 1024 * 1024, storeJson, "B", "baseline: answer on run + turn"),
+          row("run + turn records after the run", 2 * 20 * 1024 * 1024, records, "B", "baseline: answer on run + turn"),
         ],
       };
     } finally {
@@ -78,3 +79,16 @@ export const streamMemory: BenchModule = {
     }
   },
 };
+
+/** The bytes of a run's record and its turns' in store.db (read beside the server: WAL allows readers). */
+function storedRecordBytes(dataDir: string, runId: string): number {
+  const db = new Database(path.join(dataDir, "store.db"), { readonly: true });
+  try {
+    const q = "SELECT coalesce(sum(length(data)), 0) AS n FROM";
+    const run = db.prepare(`${q} runs WHERE id = ?`).get(runId) as { n: number };
+    const turns = db.prepare(`${q} turns WHERE run_id = ?`).get(runId) as { n: number };
+    return run.n + turns.n;
+  } finally {
+    db.close();
+  }
+}

@@ -142,6 +142,12 @@ const SETTINGS = {
    * its VM pauses (e2b), its files and OpenCode session kept; a message wakes it. 0: never.
    */
   hibernateAfterMs: setting("PATCHBAY_HIBERNATE_AFTER_MS", intMs(120_000, 0)),
+  /**
+   * Days a finished run (completed, failed, cancelled, or idle with its session ended) is kept
+   * after its last update: then its record, turns, events, patch and summary are deleted.
+   * Unset: kept for ever. Fractions allowed (0.5 = 12 hours).
+   */
+  retentionDays: setting("PATCHBAY_RETENTION_DAYS", z.coerce.number().positive().max(36_500).optional()),
   /** Longest a single turn may run before it is ended as failed. */
   turnTimeoutMs: setting("PATCHBAY_TURN_TIMEOUT_MS", intMs(1_800_000, 1000)),
   /** Longest the OpenCode event stream may stay silent before the driver re-reads the session. */

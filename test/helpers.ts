@@ -110,3 +110,15 @@ export function bwrapWorks(): boolean {
     return false;
   }
 }
+
+/**
+ * What the embedded store's database holds on disk (store.db and its WAL) as text, for
+ * checks that a secret never reaches it: records are JSON, stored as UTF-8 in the pages.
+ */
+export function storeDbText(dataDir: string): string {
+  return ["store.db", "store.db-wal"]
+    .map((f) => path.join(dataDir, f))
+    .filter((f) => fs.existsSync(f))
+    .map((f) => fs.readFileSync(f).toString("utf8"))
+    .join("\n");
+}

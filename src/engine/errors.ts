@@ -37,6 +37,8 @@ export const ERROR_CODES = [
   // state conflicts
   "session_busy",
   "session_ended",
+  /** DELETE of a run that is queued, running, or idle with its session open: cancel it or end its session first. */
+  "run_active",
   "idempotency_conflict",
   // auth and limits
   "unauthorized",

@@ -14,10 +14,10 @@ import { createEngine, type Engine } from "./run/engine.ts";
 import type { SandboxProvider } from "./sandbox/sandbox.ts";
 import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
-import { createLowdbStore } from "./store/lowdb.ts";
 import type { WindowCounters } from "./store/pg/counters.ts";
 import { createSharedDocuments, type SharedDocuments } from "./store/pg/documents.ts";
 import { createPostgresStore, isPostgresStore } from "./store/pg/postgres.ts";
+import { createSqliteStore } from "./store/sqlite.ts";
 import type { RunStore } from "./store/store.ts";
 
 export { EngineError, isEngineError, type ErrorCode } from "./errors.ts";
@@ -73,7 +73,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
   log.redact(config.databaseUrl ? passwordOf(config.databaseUrl) : undefined);
   const store = config.databaseUrl
     ? await createPostgresStore({ url: config.databaseUrl, log, leaseMs: config.leaseMs })
-    : await createLowdbStore({ dataDir: config.dataDir, log });
+    : await createSqliteStore({ dataDir: config.dataDir, log });
   const metrics = createMetrics();
   const cleanups: (() => Promise<void>)[] = [() => store.close()];
   try {

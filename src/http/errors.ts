@@ -57,6 +57,7 @@ const STATUS: Record<HttpErrorCode, number> = {
   method_not_allowed: 405,
   session_busy: 409,
   session_ended: 409,
+  run_active: 409,
   idempotency_conflict: 409,
   payload_too_large: 413,
   unsupported_media_type: 415,

@@ -1,6 +1,6 @@
 /**
  * The run routes of the Coding Agent API (`/api/v1/coding-agent`): the reference's five
- * plus cancel and the model catalog. Handlers only parse, call the engine facade and answer.
+ * plus cancel, delete and the model catalog. Handlers only parse, call the engine facade and answer.
  */
 import * as z from "zod";
 import type { Engine } from "../engine/index.ts";
@@ -296,6 +296,29 @@ export function runRoutes({ engine, sse }: RunRoutesDeps): RouteSpec[] {
         const { ownerId } = callerOf(res);
         if (req.body !== undefined) parseInput(CancelInput, req.body, "body");
         res.json(await engine.cancel(ownerId, String(req.params.id)));
+      },
+    },
+    {
+      method: "delete",
+      path: `${API_BASE}/runs/:id`,
+      scope: "write:builder",
+      tag: "runs",
+      summary: "Delete a finished run",
+      description:
+        "Deletes a finished run (completed, failed, cancelled, or idle with its session ended) for good: its record, turns, event log, patch, summary, secrets, its own webhook and its deliveries. " +
+        "Afterwards every route answers 404 for it. A run that is queued, running, or idle with its session open answers 409 `run_active`: cancel it or end its session first. " +
+        "Another owner's run answers 404. With `PATCHBAY_RETENTION_DAYS` set, finished runs are deleted the same way once that old.",
+      params: RunIdParams,
+      responses: {
+        204: { description: "Deleted" },
+        ...AUTH_ERRORS,
+        404: err("No such run for this key"),
+        409: err("`run_active`: the run is queued, running, or idle with its session open"),
+      },
+      async handler(req, res) {
+        const { ownerId } = callerOf(res);
+        await engine.deleteRun(ownerId, String(req.params.id));
+        res.status(204).end();
       },
     },
     {

@@ -14,6 +14,7 @@ import { registerPrompts } from "./prompts.ts";
 import { isResourceUri, registerRunResources } from "./resources.ts";
 import type { CallTracker, McpCaller, McpScope, PatchbayTool, ToolExtra } from "./tool.ts";
 import { cancelRunTool } from "./tools/cancel_run.ts";
+import { deleteRunTool } from "./tools/delete_run.ts";
 import { endSessionTool } from "./tools/end_session.ts";
 import { getGroupTool } from "./tools/get_group.ts";
 import { getPatchTool } from "./tools/get_patch.ts";
@@ -34,6 +35,7 @@ export const TOOLS: readonly PatchbayTool[] = [
   listRunsTool,
   endSessionTool,
   cancelRunTool,
+  deleteRunTool,
   listModelsTool,
   getGroupTool,
 ] as unknown as readonly PatchbayTool[];

@@ -83,6 +83,10 @@ const MATRIX: Record<string, Case> = {
     path: () => `${API}/runs/${runId}/stream`,
     expect: { readOnly: 200, otherOwner: 404 },
   },
+  "delete /api/v1/coding-agent/runs/:id": {
+    path: () => `${API}/runs/${runId}`,
+    expect: { readOnly: 403, otherOwner: 404 },
+  },
   "post /api/v1/coding-agent/runs/:id/cancel": {
     path: () => `${API}/runs/${runId}/cancel`,
     expect: { readOnly: 403, otherOwner: 404 },
@@ -151,7 +155,7 @@ describe("authorization", { timeout: LOADED.testMs }, () => {
   it("every route declares a scope, and the matrix covers every route of the app", () => {
     const app = createHttpApp({ engine: h.pb.engine, keys: h.pb.keys, log: h.pb.log, config: h.pb.config });
     const routes = declaredRoutes(app);
-    expect(routes.length).toBe(27);
+    expect(routes.length).toBe(28);
     for (const r of routes) expect(r.scope, `${r.method} ${r.path} has no declared scope`).toBeDefined();
     expect(routes.map((r) => `${r.method} ${r.path}`).sort()).toEqual(Object.keys(MATRIX).sort());
   });
@@ -312,9 +316,9 @@ describe("the error contract", { timeout: LOADED.testMs }, () => {
     const notFound = await h.api("GET", "/api/v1/nope");
     expect(notFound.status).toBe(404);
     expect(notFound.json.error.code).toBe("not_found");
-    const wrong = await h.api("DELETE", `${API}/runs/${runId}`);
+    const wrong = await h.api("PUT", `${API}/runs/${runId}`);
     expect(wrong.status).toBe(405);
-    expect(wrong.headers.get("allow")).toBe("GET, HEAD");
+    expect(wrong.headers.get("allow")).toBe("GET, DELETE, HEAD");
     expect(wrong.json.error.code).toBe("method_not_allowed");
     const malformed = await h.api("POST", `${API}/runs`, {
       raw: '{"repository": "acme/web",',

@@ -42,8 +42,8 @@ describe("environments (admin)", () => {
     const again = await h.api("DELETE", `/api/v1/environments/${older}`, { key: h.keys.admin });
     expect(again.status).toBe(404);
     expect(again.json.error.code).toBe("environment_not_found");
-    const hostile = await h.api("DELETE", "/api/v1/environments/..%2F..%2Fstore.json", { key: h.keys.admin });
+    const hostile = await h.api("DELETE", "/api/v1/environments/..%2F..%2Fstore.db", { key: h.keys.admin });
     expect(hostile.status).toBe(404);
-    expect(fs.existsSync(path.join(h.pb.dataDir, "store.json"))).toBe(true);
+    expect(fs.existsSync(path.join(h.pb.dataDir, "store.db"))).toBe(true);
   });
 });

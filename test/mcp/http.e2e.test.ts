@@ -88,12 +88,13 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
-  it("lists the ten tools with input and output schemas and the right annotations", async () => {
+  it("lists the eleven tools with input and output schemas and the right annotations", async () => {
     const { tools } = await client.listTools();
     const byName = new Map(tools.map((t) => [t.name, t]));
     expect([...byName.keys()].sort()).toEqual(
       [
         "cancel_run",
+        "delete_run",
         "end_session",
         "get_group",
         "get_patch",
@@ -136,7 +137,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     );
     for (const read of ["get_run", "list_runs", "get_patch", "stream_events", "list_models", "get_group"])
       expect(byName.get(read)!.annotations?.readOnlyHint, read).toBe(true);
-    for (const destructive of ["cancel_run", "end_session"])
+    for (const destructive of ["cancel_run", "end_session", "delete_run"])
       expect(byName.get(destructive)!.annotations?.destructiveHint, destructive).toBe(true);
     expect(byName.get("stream_events")!.inputSchema.properties!["waitMs"]).toMatchObject({ maximum: 30000 });
   });
@@ -342,6 +343,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
     const again = await call(client, "end_session", { runId });
     expect(again.structuredContent).toMatchObject({ status: "completed" });
     expect(errorCodeOf(await call(client, "cancel_run", { runId: "run_nope" }))).toBe("run_not_found");
+    expect(errorCodeOf(await call(client, "delete_run", { runId: "run_nope" }))).toBe("run_not_found");
     const listed = (await call(client, "list_runs", { limit: 10 })).structuredContent as {
       runs: { id: string; status: string }[];
     };
@@ -428,7 +430,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
 
     it("a read-only key can read but start_run answers a forbidden tool error", async () => {
       const { client: ro } = await h.connect(readKey);
-      expect((await ro.listTools()).tools.length).toBe(10);
+      expect((await ro.listTools()).tools.length).toBe(11);
       expect((await call(ro, "get_run", { runId })).structuredContent).toMatchObject({ id: runId });
       expect(errorCodeOf(await call(ro, "start_run", { repository: "acme/web", prompt: "x" }))).toBe("forbidden");
       expect(errorCodeOf(await call(ro, "cancel_run", { runId }))).toBe("forbidden");
@@ -484,7 +486,7 @@ describe("MCP over Streamable HTTP", { timeout: LOADED.testMs }, () => {
         ).status,
       ).toBe(404);
       // The rightful owner's session still works.
-      expect((await client.listTools()).tools.length).toBe(10);
+      expect((await client.listTools()).tools.length).toBe(11);
     });
   });
 });

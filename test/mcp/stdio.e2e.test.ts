@@ -65,11 +65,12 @@ afterAll(async () => {
 }, LOADED.hookMs);
 
 describe("patchbay mcp (stdio)", { timeout: LOADED.testMs }, () => {
-  it("lists the ten tools with input and output schemas", async () => {
+  it("lists the eleven tools with input and output schemas", async () => {
     const { tools } = await client.listTools();
     expect(tools.map((t) => t.name).sort()).toEqual(
       [
         "cancel_run",
+        "delete_run",
         "end_session",
         "get_group",
         "get_patch",
@@ -218,7 +219,7 @@ describe("the MCP Inspector CLI against patchbay mcp", { timeout: LOADED.testMs 
   it("lists the tools and calls list_models", async () => {
     const listed = JSON.parse((await inspector(["--method", "tools/list"])).stdout) as { tools: { name: string }[] };
     expect(listed.tools.map((t) => t.name)).toContain("start_run");
-    expect(listed.tools).toHaveLength(10);
+    expect(listed.tools).toHaveLength(11);
     const called = JSON.parse(
       (await inspector(["--method", "tools/call", "--tool-name", "list_models"])).stdout,
     ) as CallToolResult;

@@ -1,15 +1,13 @@
 /**
  * Issue 12, finding 4: a model that answers megabytes of text, and clients that request a
  * run's stream and never read it. Before the fix a 20 MB answer was a 20 MB event and twice
- * that in store.json (run and turn), and each stalled stream buffered the whole replay in the
+ * that in the store (run and turn), and each stalled stream buffered the whole replay in the
  * server (`res.write` without backpressure), with no limit on how many a key opened.
  * Real OpenCode, scripted model, the real app on a server whose sockets the test can see.
  */
-import fs from "node:fs";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import net from "node:net";
-import path from "node:path";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MAX_EVENT_TEXT_BYTES } from "../../src/engine/events/bound.ts";
@@ -73,7 +71,7 @@ const api = (p: string, init: RequestInit = {}) =>
   fetch(base + p, { ...init, headers: { authorization: `Bearer ${key}`, ...init.headers } });
 
 describe("big text and stalled readers", { timeout: LOADED.testMs }, () => {
-  it("a 1.5 MB answer: events hold at most 64 KB of text, store.json stays small, the whole summary is one request away", async () => {
+  it("a 1.5 MB answer: events hold at most 64 KB of text, the run and turn records stay small, the whole summary is one request away", async () => {
     const created = await api(`${API}/runs`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -91,8 +89,9 @@ describe("big text and stalled readers", { timeout: LOADED.testMs }, () => {
     for (const e of events) expect(Buffer.byteLength(JSON.stringify(e))).toBeLessThan(MAX_EVENT_TEXT_BYTES * 1.1);
     expect(texts.at(-1)).toMatch(/^line 0 of a very long answer\n[\s\S]*… \[truncated \d+ bytes\]$/);
 
-    // Before: the answer twice (run and turn), 3 MB. Now a summary is at most 16 KB in it.
-    expect(fs.statSync(path.join(h.pb.dataDir, "store.json")).size).toBeLessThan(128 * 1024);
+    // Before: the answer twice (run and turn), 3 MB. Now a summary is at most 16 KB in each record.
+    const records = [await h.pb.store.getRun(runId), ...(await h.pb.store.listTurns(runId))];
+    expect(Buffer.byteLength(JSON.stringify(records))).toBeLessThan(64 * 1024);
 
     const view = (await (await api(`${API}/runs/${runId}`)).json()) as { summary: string; summaryTruncated: boolean };
     expect(view.summaryTruncated).toBe(true);

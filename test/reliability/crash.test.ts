@@ -9,7 +9,7 @@
 import fs from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLowdbStore } from "../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../src/engine/store/sqlite.ts";
 import type { RunRecord } from "../../src/engine/run/schema.ts";
 import { tempDir, waitFor } from "../helpers.ts";
 import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
@@ -86,7 +86,7 @@ describe("kill -9 of patchbay serve", { timeout: LOADED.testMs }, () => {
 
     // queued: a run accepted just before the kill, before its turn started. The window is
     // microseconds in serve, so the record is written as such a crash leaves it.
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     const queuedRun = (await store.getRun(running.json.id))!;
     const queued: RunRecord = {
       ...queuedRun,

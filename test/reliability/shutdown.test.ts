@@ -6,7 +6,7 @@
  * it had as its patch); then every OpenCode process is gone and the process exits 0.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createLowdbStore } from "../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../src/engine/store/sqlite.ts";
 import { tempDir, waitFor } from "../helpers.ts";
 import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
 import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
@@ -95,7 +95,7 @@ describe("SIGTERM drains patchbay serve", { timeout: LOADED.testMs }, () => {
     expect(statuses.at(-1)).toBe("idle");
     expect(opencodeUnder(dataDir)).toEqual([]);
 
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     try {
       const slowRun = (await store.getRun(slow.id))!;
       expect(slowRun.status).toBe("idle");

@@ -1,6 +1,6 @@
 /**
  * The e2e test harness: local git repositories and the scripted model (`startFixtures`), and a
- * real Patchbay on them (lowdb store, local sandbox, real OpenCode) in one call
+ * real Patchbay on them (embedded store, local sandbox, real OpenCode) in one call
  * (`openHarness`), closed in one call. Variants on top of it: the served HTTP app
  * (./http.ts), a `patchbay serve` child process (./serve.ts), MCP clients (./mcp.ts).
  */

@@ -1,4 +1,4 @@
-/** Opens a real Patchbay (lowdb store, local sandbox, real OpenCode) on temp dirs for tests. */
+/** Opens a real Patchbay (embedded store, local sandbox, real OpenCode) on temp dirs for tests. */
 import { loadConfig, type Config } from "../../src/config.ts";
 import { createLogger, openPatchbay, type Patchbay } from "../../src/engine/index.ts";
 import { tempDir } from "../helpers.ts";

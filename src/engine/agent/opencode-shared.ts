@@ -61,6 +61,12 @@ export interface SharedOpencodeServerOptions {
   releaseTimeoutMs?: number;
   /** List the warm-up model too, for {@link SharedOpencodeServer.prebuild}. */
   warmable?: boolean;
+  /**
+   * The server serves one run and stops with it (a warm pool's repository entry): releasing
+   * the run's part stops its turn but keeps its session in the sandbox's home (a hibernated
+   * run continues it) and leaves the instance and processes to the server's and sandbox's end.
+   */
+  dedicated?: boolean;
   log?: Logger;
 }
 
@@ -102,6 +108,8 @@ interface RunPartInit {
   onReleased: () => void;
   /** Bound on each OpenCode call of `release`. */
   timeoutMs: number;
+  /** See {@link SharedOpencodeServerOptions.dedicated}. */
+  dedicated: boolean;
   log: Logger;
 }
 
@@ -143,6 +151,7 @@ class RunPart {
       this.bound.clear();
       const signal = () => AbortSignal.timeout(this.o.timeoutMs);
       await abortQuietly(client, sessionId, log, signal());
+      if (this.o.dedicated) return;
       await client.session
         .delete({ sessionID: sessionId, directory: workdir }, { signal: signal() })
         .catch((e: unknown) => log.warn("could not delete the run's OpenCode session", { error: e }));
@@ -265,6 +274,7 @@ export function createSharedOpencodeServer(opts: SharedOpencodeServerOptions): S
         gateway,
         onReleased: () => parts.delete(part),
         timeoutMs: releaseTimeoutMs,
+        dedicated: opts.dedicated === true,
         log: alog,
       });
       part.bind(sessionId);

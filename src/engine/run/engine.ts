@@ -20,6 +20,7 @@ import { OwnerId, OwnerLimitsInput, type OwnerLimits } from "./budget.ts";
 import { assertCursor, followRun, type FollowOptions, type RunFollow } from "./follow.ts";
 import { recover, takeOver } from "./recovery.ts";
 import { createReplicas, type HandoffRequest, type Replicas } from "./replicas.ts";
+import { createRetention, isFinished } from "./retention.ts";
 import {
   CreateRunInput,
   isTerminal,
@@ -88,6 +89,11 @@ export interface Engine {
    * benchmarks, operators); nothing happens when it is not idle or its host cannot.
    */
   hibernate(ownerId: string, runId: string): Promise<RunView>;
+  /**
+   * Delete a finished run with its events, patch, summary, turns, secrets, webhooks and
+   * deliveries. run_active while it is queued, running, or idle with its session open.
+   */
+  deleteRun(ownerId: string, runId: string): Promise<void>;
   /** Resolves once the run is no longer queued or running (idle or terminal). */
   waitForTurn(ownerId: string, runId: string, signal?: AbortSignal): Promise<RunView>;
   models(): ModelCatalog;
@@ -148,6 +154,7 @@ export function createEngine(deps: EngineDeps): Engine {
     outputs,
   } = assembleParts(deps);
   const imageLimits = { textOnlyModels: config.textOnlyModels, maxModelRequestBytes: config.gatewayMaxBodyBytes };
+  const retention = createRetention({ store, days: config.retentionDays, now, log: deps.log });
   const view = (run: RunRecord, extra: Parameters<typeof toRunView>[2] = {}) => toRunView(run, now(), extra);
 
   async function ownedRun(ownerId: string, runId: string): Promise<RunRecord> {
@@ -322,6 +329,24 @@ export function createEngine(deps: EngineDeps): Engine {
       return view(await ownedRun(ownerId, runId));
     },
 
+    async deleteRun(ownerId, runId) {
+      const run = await ownedRun(ownerId, runId);
+      if (!isFinished(run, now()) || sessions.isHeld(runId) || sessions.get(runId)) {
+        throw new EngineError(
+          "run_active",
+          `run ${runId} is ${run.status === "idle" ? "idle with its session open" : run.status}: cancel it or end its session first`,
+          { runId, status: run.status },
+        );
+      }
+      // Held while it goes, so a message cannot start a turn on it meanwhile; then forgotten.
+      sessions.acquire(runId);
+      try {
+        await store.deleteRun(runId);
+      } finally {
+        await sessions.end(runId);
+      }
+    },
+
     async waitForTurn(ownerId, runId, signal) {
       const run = await ownedRun(ownerId, runId);
       if (run.status !== "queued" && run.status !== "running") return view(run);
@@ -356,6 +381,7 @@ export function createEngine(deps: EngineDeps): Engine {
         deps.registry ? { orphans: await deps.registry.takeOrphans() } : undefined,
       );
       replicas?.start();
+      retention.start();
     },
     ...(replicas ? { replicas } : {}),
     async handoff(req) {
@@ -375,6 +401,7 @@ export function createEngine(deps: EngineDeps): Engine {
 
     async close() {
       state.closing = true;
+      await retention.stop();
       const inFlight = sessions.turns();
       for (const t of inFlight) t.abort.abort();
       await Promise.allSettled(inFlight.map((t) => t.done));

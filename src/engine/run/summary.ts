@@ -1,6 +1,6 @@
 /**
- * A turn's summary as stored: store.json keeps at most MAX_SUMMARY_BYTES of it (on the run
- * and on the turn), since lowdb rewrites that file on every write; the whole text of the
+ * A turn's summary as stored: the run and turn records keep at most MAX_SUMMARY_BYTES of it,
+ * so records stay small (every read of a run parses its record); the whole text of the
  * run's last summary goes to the store's summary file, served by `getRun(..., {fullSummary})`.
  */
 import { boundText } from "../events/bound.ts";

@@ -119,6 +119,7 @@ export function createWarmRepos(o: WarmReposOptions): WarmRepos {
           ...(o.textOnlyModels?.length ? { textOnlyModels: o.textOnlyModels } : {}),
           ...(o.opencodeBin ? { opencodeBin: o.opencodeBin } : {}),
           warmable: true,
+          dedicated: true,
           log,
         });
         await server.prebuild(sandbox.workdir, signal);

@@ -1,7 +1,7 @@
 /**
  * Per-run event logs: one append-only JSONL file per run, `<dir>/<runId>.jsonl`, one event
- * per line. Kept out of the lowdb JSON because a lowdb write re-serialises the whole file:
- * here an append costs the same at event 10 and at event 100,000.
+ * per line. Kept out of the database: an append to a file is cheaper than a committed insert
+ * (docs/ARCHITECTURE.md), and costs the same at event 10 and at event 100,000.
  *
  * Crash safety: a kill -9 mid-append can leave a torn last line. The first time a run's log
  * is opened in a process, bytes after the last newline are cut off (so the next append does
@@ -24,6 +24,8 @@ export interface EventLogs {
   /** At most `limit` events after `after`, and at most `maxBytes` of lines (the first event always). */
   read(runId: string, after: number, limit: number, maxBytes: number): Promise<RunEvent[]>;
   lastId(runId: string): number;
+  /** Delete the run's log and forget it: a later append starts again at id 1. */
+  remove(runId: string): void;
 }
 
 export interface EventLogsOptions {
@@ -211,6 +213,12 @@ export function createEventLogs(opts: EventLogsOptions): EventLogs {
     lastId(runId) {
       assertSafeRunId(runId);
       return open(runId).lastId;
+    },
+
+    remove(runId) {
+      assertSafeRunId(runId);
+      runs.delete(runId);
+      fs.rmSync(path.join(opts.dir, `${runId}.jsonl`), { force: true });
     },
   };
 }

@@ -1,6 +1,6 @@
 /**
  * The data-dir lock: one Patchbay process owns a data dir, because two writers on one
- * lowdb file lose updates. `<dataDir>/patchbay.lock` is created exclusively and holds the
+ * store lose updates. `<dataDir>/patchbay.lock` is created exclusively and holds the
  * owner's pid and start time. A lock whose owner is gone (kill -9, crash, reboot) is taken
  * over at once: liveness is checked by pid, not by mtime age, so a restart is never refused.
  */

@@ -2,8 +2,9 @@
  * Per-run patch files: `<dir>/<runId>.json` holds both forms of a run's patch, the text diff
  * people read and the binary-safe one `git apply` takes, so one atomic replace writes both
  * and a reader never sees one form new and the other old. Kept out of store.json: a patch
- * may be megabytes, and lowdb rewrites that whole file on every write.
+ * may be megabytes, and the database holds small records.
  */
+import fs from "node:fs";
 import path from "node:path";
 import { EngineError } from "../errors.ts";
 import { assertSafeRunId } from "./event-log.ts";
@@ -13,6 +14,8 @@ import { RunPatch } from "./store.ts";
 export interface PatchFiles {
   put(runId: string, patch: RunPatch): Promise<void>;
   get(runId: string): Promise<RunPatch | undefined>;
+  /** Delete the run's patch, in either layout. */
+  remove(runId: string): void;
 }
 
 /** Patch files in `dir`, which must exist. */
@@ -48,6 +51,12 @@ export function createPatchFiles(dir: string): PatchFiles {
         );
       }
       return parsed.data;
+    },
+
+    remove(runId) {
+      assertSafeRunId(runId);
+      for (const name of [`${runId}.json`, `${runId}.diff`, `${runId}_bin.diff`])
+        fs.rmSync(path.join(dir, name), { force: true });
     },
   };
 }

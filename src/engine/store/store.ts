@@ -1,7 +1,7 @@
 /**
  * The store: runs, turns, API keys, repositories, per-run and owner secrets, patches, and the
- * per-run event logs. `createLowdbStore` (lowdb JSON + append-only JSONL event logs) is the
- * embedded default; other backends implement the same interface, and every method returns a
+ * per-run event logs. `createSqliteStore` (SQLite for records + append-only JSONL event logs)
+ * is the embedded default; other backends implement the same interface, and every method returns a
  * promise so that one talking to a database can. test/engine/store/contract.test.ts is the
  * suite every implementation must pass.
  */
@@ -103,8 +103,22 @@ export interface RunStore {
   listRuns(ownerId: string, opts: ListRunsOptions): Promise<RunPage>;
   /** Runs in any of the given statuses (all owners), for recovery and reaping. */
   runsByStatus(statuses: readonly RunRecord["status"][]): Promise<RunRecord[]>;
+  /** Runs (all owners, any status) last updated at or after `sinceIso`: what a restart reconciles. */
+  runsUpdatedSince(sinceIso: string): Promise<RunRecord[]>;
   findRunByIdempotencyKey(ownerId: string, key: string): Promise<RunRecord | undefined>;
   countActiveRuns(ownerId: string): Promise<number>;
+  /**
+   * Delete a run and everything kept for it: its turns, events, patch, summary, secrets, its
+   * own webhooks (those with its `runId`) and their deliveries. False when there was no such
+   * run. The caller decides whether the run may go (the engine refuses a live one).
+   */
+  deleteRun(id: string): Promise<boolean>;
+  /**
+   * Delete (as `deleteRun`) at most `limit` finished runs last updated before `cutoffIso`,
+   * oldest first: completed, failed, cancelled, and idle ones whose session has ended
+   * (`sessionExpiresAt` null or past). Returns their ids; fewer than `limit` means none is left.
+   */
+  purgeFinishedBefore(cutoffIso: string, limit: number): Promise<string[]>;
 
   // groups of sibling attempts
   createGroup(group: GroupRecord): Promise<void>;
@@ -135,7 +149,7 @@ export interface RunStore {
     event: (run: RunRecord) => NewRunEvent,
   ): Promise<{ run: RunRecord; event: RunEvent }>;
 
-  // patches (kept out of the JSON store; may be large)
+  // patches (kept out of the records; may be large)
   /** Store a run's patch, replacing the previous one: both forms together, as one record. */
   putPatch(runId: string, patch: RunPatch): Promise<void>;
   /** The text diff users read. */
@@ -143,7 +157,7 @@ export interface RunStore {
   /** The binary-safe diff `git apply` takes (chained runs start from it). */
   getBinaryPatch(runId: string): Promise<string | undefined>;
 
-  // whole summaries (kept out of the JSON store; the run record holds a bounded one)
+  // whole summaries (kept out of the records; the run record holds a bounded one)
   /** Store the whole final text of the run's last turn, replacing the previous one. */
   putSummary(runId: string, text: string): Promise<void>;
   getSummary(runId: string): Promise<string | undefined>;

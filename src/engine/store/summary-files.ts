@@ -1,8 +1,9 @@
 /**
  * Per-run summary files: `<dir>/<runId>.txt` holds the whole final text of a run's last turn
  * when it is longer than the bound store.json keeps (run/summary.ts). Kept out of store.json
- * for the reason patches are: lowdb rewrites that whole file on every write.
+ * for the reason patches are: the database holds small records.
  */
+import fs from "node:fs";
 import path from "node:path";
 import { assertSafeRunId } from "./event-log.ts";
 import { readIfExists, writePrivateFile } from "./private-file.ts";
@@ -10,6 +11,7 @@ import { readIfExists, writePrivateFile } from "./private-file.ts";
 export interface SummaryFiles {
   put(runId: string, text: string): Promise<void>;
   get(runId: string): Promise<string | undefined>;
+  remove(runId: string): void;
 }
 
 /** Summary files in `dir`, which must exist. */
@@ -22,6 +24,10 @@ export function createSummaryFiles(dir: string): SummaryFiles {
     async get(runId) {
       assertSafeRunId(runId);
       return readIfExists(path.join(dir, `${runId}.txt`));
+    },
+    remove(runId) {
+      assertSafeRunId(runId);
+      fs.rmSync(path.join(dir, `${runId}.txt`), { force: true });
     },
   };
 }

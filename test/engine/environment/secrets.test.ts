@@ -15,7 +15,7 @@ import {
 } from "../../../src/engine/environment/secrets.ts";
 import { createLogger } from "../../../src/engine/log.ts";
 import { createSecretBox } from "../../../src/engine/secrets/secrets.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import type { RunStore } from "../../../src/engine/store/store.ts";
 import { tempDir } from "../../helpers.ts";
 import { runRecord } from "../store/fixtures.ts";
@@ -50,7 +50,7 @@ describe("run secrets", () => {
 
   beforeEach(async () => {
     dir = tempDir("env-secrets");
-    store = await createLowdbStore({ dataDir: dir });
+    store = await createSqliteStore({ dataDir: dir });
     secrets = createRunSecrets({ store, box, log });
   });
   afterEach(async () => {

@@ -12,7 +12,7 @@ import { loadConfig } from "../../../src/config.ts";
 import { computeDiff, createHostGit, credentialEnv } from "../../../src/engine/git/git.ts";
 import { createRepositoryAccess } from "../../../src/engine/github/access.ts";
 import { createPublisher } from "../../../src/engine/publish/publish.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import { tempDir } from "../../helpers.ts";
 
 const repo = process.env.PATCHBAY_LIVE_GITHUB_REPO;
@@ -27,7 +27,7 @@ describe.skipIf(!repo || !token)("live GitHub (PATCHBAY_LIVE_GITHUB_REPO + GITHU
       ...(process.env.PATCHBAY_GITHUB_API_URL ? { PATCHBAY_GITHUB_API_URL: process.env.PATCHBAY_GITHUB_API_URL } : {}),
       ...(process.env.PATCHBAY_GIT_BASE_URL ? { PATCHBAY_GIT_BASE_URL: process.env.PATCHBAY_GIT_BASE_URL } : {}),
     });
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     const access = createRepositoryAccess(config, store);
     const publisher = createPublisher({ access, config });
     const hostGit = createHostGit();

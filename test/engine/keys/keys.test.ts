@@ -1,15 +1,13 @@
-import fs from "node:fs";
-import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { repositoryAllowed } from "../../../src/engine/keys/allow-list.ts";
 import { createKeyService, hashKey } from "../../../src/engine/keys/keys.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import type { RunStore } from "../../../src/engine/store/store.ts";
-import { tempDir } from "../../helpers.ts";
+import { storeDbText, tempDir } from "../../helpers.ts";
 
 async function withStore(fn: (store: RunStore, dataDir: string) => Promise<void>): Promise<void> {
   const dataDir = tempDir("keys");
-  const store = await createLowdbStore({ dataDir });
+  const store = await createSqliteStore({ dataDir });
   try {
     await fn(store, dataDir);
   } finally {
@@ -60,10 +58,10 @@ describe("API keys", () => {
     expect(repositoryAllowed(undefined, "anyone/anything")).toBe(true);
   });
 
-  it("stores only the key's hash: the plaintext never appears in store.json", async () => {
+  it("stores only the key's hash: the plaintext never appears in the store's database", async () => {
     await withStore(async (store, dataDir) => {
       const { key, record } = await createKeyService({ store, defaultOwnerId: "local" }).create({ name: "ci" });
-      const json = fs.readFileSync(path.join(dataDir, "store.json"), "utf8");
+      const json = storeDbText(dataDir);
       expect(json).not.toContain(key);
       expect(json).not.toContain(key.slice(record.prefix.length));
       expect(json).toContain(hashKey(key));

@@ -13,7 +13,7 @@ import { computeDiff, createHostGit, credentialEnv } from "../../../src/engine/g
 import { createRepositoryAccess, type RepositoryAccess } from "../../../src/engine/github/access.ts";
 import { createPublisher, type Publisher, type PublishRequest } from "../../../src/engine/publish/publish.ts";
 import type { RepositoryRef } from "../../../src/engine/run/schema.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import type { RunStore } from "../../../src/engine/store/store.ts";
 import { startGitHttpServer, type GitHttpServer } from "../../fixtures/git-http-server.ts";
 import { startGitHubApiStub, type GitHubApiStub } from "../../fixtures/github-api-stub.ts";
@@ -68,7 +68,7 @@ beforeAll(async () => {
     // As pasted into an .env file: one line with literal "\n".
     GITHUB_APP_PRIVATE_KEY: privateKey.replace(/\n/g, "\\n"),
   });
-  store = await createLowdbStore({ dataDir });
+  store = await createSqliteStore({ dataDir });
   access = createRepositoryAccess(config, store, { maxRateLimitWaitSeconds: 5 });
   publisher = createPublisher({ access, config });
   web = (await access.resolve({ fullName: "acme/web" })).ref;
@@ -157,7 +157,7 @@ describe("repository access", () => {
       repositories: [{ id: 7, fullName: "acme/web" }],
       tokens: ["ghp_personal0123456789"],
     });
-    const tokenStore = await createLowdbStore({ dataDir: tempDir("gh-token-data") });
+    const tokenStore = await createSqliteStore({ dataDir: tempDir("gh-token-data") });
     try {
       const tokenAccess = createRepositoryAccess(
         loadConfig({
@@ -185,7 +185,7 @@ describe("repository access", () => {
 
   it("with neither App nor token: no API calls, no credential, and publishing is refused", async () => {
     const publicStub = await startGitHubApiStub({ repositories: [] });
-    const publicStore = await createLowdbStore({ dataDir: tempDir("gh-public-data") });
+    const publicStore = await createSqliteStore({ dataDir: tempDir("gh-public-data") });
     try {
       const cfg = loadConfig({ PATCHBAY_DATA_DIR: tempDir("x"), PATCHBAY_GITHUB_API_URL: publicStub.baseUrl });
       const publicAccess = createRepositoryAccess(cfg, publicStore);

@@ -1,5 +1,5 @@
 /**
- * Budgets against the real lowdb store: how usage becomes cost (reported, priced by the
+ * Budgets against the real embedded store: how usage becomes cost (reported, priced by the
  * catalog, or unknown), when a run's model calls are refused, the owner's UTC day, and the
  * time limit's stop. The gateway's side is in test/http/budgets.e2e.test.ts.
  */
@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../../src/config.ts";
 import { silentLogger } from "../../../src/engine/log.ts";
 import { createBudgets, mergeLimits, type Budgets } from "../../../src/engine/run/budget.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import type { RunStore } from "../../../src/engine/store/store.ts";
 import { tempDir } from "../../helpers.ts";
 import { runRecord } from "../store/fixtures.ts";
@@ -17,7 +17,7 @@ let budgets: Budgets;
 let clock: Date;
 
 beforeEach(async () => {
-  store = await createLowdbStore({ dataDir: tempDir("budget") });
+  store = await createSqliteStore({ dataDir: tempDir("budget") });
   clock = new Date("2026-03-01T23:59:00.000Z");
   budgets = createBudgets({
     config: { modelPrices: { "priced/model": { inputPerMTok: 2, outputPerMTok: 10 } } },

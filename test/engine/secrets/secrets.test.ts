@@ -3,8 +3,8 @@ import fs from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { createSecretBox, loadOrCreateSecretKey, SECRET_KEY_FILE } from "../../../src/engine/secrets/secrets.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
-import { tempDir } from "../../helpers.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
+import { storeDbText, tempDir } from "../../helpers.ts";
 
 const PLAINTEXT = "sk-or-v1-0123456789abcdef-very-secret";
 
@@ -45,13 +45,13 @@ describe("per-run secrets", () => {
     );
   });
 
-  it("the plaintext never reaches store.json", async () => {
+  it("the plaintext never reaches the store's database", async () => {
     const dataDir = tempDir("secrets");
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     try {
       const box = createSecretBox(loadOrCreateSecretKey({ dataDir }));
       await store.putSecret(box.seal("run_1", "openrouter", PLAINTEXT));
-      const json = fs.readFileSync(path.join(dataDir, "store.json"), "utf8");
+      const json = storeDbText(dataDir);
       expect(json).toContain("openrouter");
       expect(json).not.toContain(PLAINTEXT);
       expect(box.open((await store.getSecret("run_1", "openrouter"))!)).toBe(PLAINTEXT);

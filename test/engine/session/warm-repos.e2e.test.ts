@@ -132,6 +132,7 @@ for (const sandbox of ["local", "bwrap"] as const) {
         model.script(modelId, [[{ text: "second turn" }]]);
         await pb.engine.sendMessage(OWNER, run.id, { prompt: "and now?" });
         const woken = await pb.engine.waitForTurn(OWNER, run.id);
+        expect(woken.error).toBeNull();
         expect(woken).toMatchObject({ status: "idle", hibernated: false });
         const second = model.agentRequests(modelId).at(-1)!;
         expect(JSON.stringify(second.body)).toContain("look around");

@@ -1,8 +1,8 @@
 /**
  * The RunStore contract: one suite every store implementation passes unchanged. Add an
  * implementation with one more `describeStoreContract(...)` call at the bottom of this file.
- * What only one implementation does (lowdb's files, modes and torn-line repair) is tested
- * next to it (lowdb.test.ts, events.test.ts).
+ * What only one implementation does (the embedded store's files, modes, migration and
+ * torn-line repair) is tested next to it (sqlite.test.ts, migrate.test.ts, events.test.ts).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -11,8 +11,8 @@ import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { NewRunEvent, RunEvent } from "../../../src/engine/events/schema.ts";
 import type { GroupRecord } from "../../../src/engine/run/group-schema.ts";
 import type { RunRecord } from "../../../src/engine/run/schema.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
 import { createPostgresStore } from "../../../src/engine/store/pg/postgres.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import type { ApiKeyRecord, RunStore } from "../../../src/engine/store/store.ts";
 import type { DeliveryRecord, WebhookRecord } from "../../../src/engine/webhooks/schema.ts";
 import { tempDir } from "../../helpers.ts";
@@ -174,6 +174,17 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
         await store.updateRun("run_1", { status: "completed" });
         expect(await store.countActiveRuns("own_a")).toBe(2);
         expect((await store.runsByStatus(["queued", "idle"])).map((r) => r.id).sort()).toEqual(["run_0", "run_2"]);
+      });
+
+      it("finds the runs updated since a time, of every owner and status", async () => {
+        await store.createRun(runRecord({ id: "run_old", updatedAt: "2026-01-01T00:00:00.000Z", status: "completed" }));
+        await store.createRun(runRecord({ id: "run_new", updatedAt: "2026-01-03T00:00:00.000Z", status: "failed" }));
+        await store.createRun(runRecord({ id: "run_b", ownerId: "own_b", updatedAt: "2026-01-02T00:00:00.000Z" }));
+        const since = async (t: string) => (await store.runsUpdatedSince(t)).map((r) => r.id).sort();
+        expect(await since("2026-01-02T00:00:00.000Z")).toEqual(["run_b", "run_new"]);
+        await store.updateRun("run_old", { updatedAt: "2026-01-04T00:00:00.000Z" });
+        expect(await since("2026-01-02T00:00:00.000Z")).toEqual(["run_b", "run_new", "run_old"]);
+        expect(await since("2027-01-01T00:00:00.000Z")).toEqual([]);
       });
 
       it("finds a run by its owner's idempotency key, never another owner's", async () => {
@@ -706,6 +717,109 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
       });
     });
 
+    describe("deleting runs", () => {
+      const secret = (runId: string) => ({ runId, name: "openrouter", iv: "aXY=", tag: "dGFn", data: "c2VhbGVk" });
+      /** A run with something of every kind kept for it. */
+      async function fullRun(id: string, over: Partial<RunRecord> = {}): Promise<void> {
+        await store.createRun(runRecord({ id, ...over }));
+        await store.addTurn(turnRecord({ runId: id, n: 1 }));
+        await store.appendEvent(id, text(`${id} event`));
+        await store.putPatch(id, { text: `${id} text\n`, binary: `${id} binary\n` });
+        await store.putSummary(id, `${id} summary`);
+        await store.putSecret(secret(id));
+        await store.putWebhook({
+          id: `wh_${id}`,
+          ownerId: "own_a",
+          runId: id,
+          url: "https://hooks.example.com/x",
+          events: ["run.status"],
+          secret: { iv: "aXY=", tag: "dGFn", data: "c2VhbGVk" },
+          createdAt: NOW,
+        });
+        await store.putDelivery({
+          id: `msg_${id}`,
+          runId: id,
+          ownerId: "own_a",
+          webhookId: `wh_${id}`,
+          url: "https://hooks.example.com/x",
+          seq: 1,
+          type: "run.status",
+          body: "{}",
+          status: "pending",
+          attempts: [],
+          nextAttemptAt: null,
+          createdAt: NOW,
+        });
+      }
+      async function expectGone(id: string): Promise<void> {
+        expect(await store.getRun(id)).toBeUndefined();
+        expect(await store.listTurns(id)).toEqual([]);
+        expect(await store.lastEventId(id)).toBe(0);
+        expect(await store.readEvents(id)).toEqual([]);
+        expect(await store.getPatch(id)).toBeUndefined();
+        expect(await store.getBinaryPatch(id)).toBeUndefined();
+        expect(await store.getSummary(id)).toBeUndefined();
+        expect(await store.getSecret(id, "openrouter")).toBeUndefined();
+        expect(await store.getWebhook(`wh_${id}`)).toBeUndefined();
+        expect(await store.listDeliveries(id)).toEqual([]);
+        expect(await store.getDelivery(`msg_${id}`)).toBeUndefined();
+      }
+      async function expectKept(id: string): Promise<void> {
+        expect(await store.getRun(id)).toMatchObject({ id });
+        expect(await store.listTurns(id)).toHaveLength(1);
+        expect((await store.readEvents(id)).map(textOf)).toEqual([`${id} event`]);
+        expect(await store.getBinaryPatch(id)).toBe(`${id} binary\n`);
+        expect(await store.getSummary(id)).toBe(`${id} summary`);
+        expect(await store.getSecret(id, "openrouter")).toBeDefined();
+        expect(await store.getWebhook(`wh_${id}`)).toBeDefined();
+        expect((await store.listDeliveries(id)).map((d) => d.id)).toEqual([`msg_${id}`]);
+      }
+
+      it("deletes a run with its turns, events, patch, summary, secrets, webhooks and deliveries, and nothing else", async () => {
+        await fullRun("run_1", { status: "completed" });
+        await fullRun("run_2", { status: "completed" });
+        expect(await store.deleteRun("run_1")).toBe(true);
+        await expectGone("run_1");
+        await expectKept("run_2");
+        expect((await store.listRuns("own_a", { limit: 10 })).runs.map((r) => r.id)).toEqual(["run_2"]);
+        expect((await store.pendingDeliveries()).map((d) => d.id)).toEqual(["msg_run_2"]);
+        expect(await store.deleteRun("run_1")).toBe(false);
+        store = await restarted();
+        await expectGone("run_1");
+        await expectKept("run_2");
+        // The id is free again; a new log starts at 1.
+        await store.createRun(runRecord({ id: "run_1" }));
+        expect((await store.appendEvent("run_1", text("new"))).id).toBe(1);
+      });
+
+      it("purges finished runs last updated before the cutoff, oldest first, at most `limit` at a time", async () => {
+        const old = (d: number) => `2026-01-0${d}T00:00:00.000Z`;
+        await fullRun("run_done", { status: "completed", updatedAt: old(1) });
+        await fullRun("run_failed", { status: "failed", updatedAt: old(2) });
+        await fullRun("run_cancelled", { status: "cancelled", updatedAt: old(3) });
+        // idle with its session over (expired, or none) is finished; idle with a session still open is not.
+        await fullRun("run_idle_ended", { status: "idle", sessionExpiresAt: old(1), updatedAt: old(4) });
+        await fullRun("run_idle_live", {
+          status: "idle",
+          sessionExpiresAt: "2999-01-01T00:00:00.000Z",
+          updatedAt: old(1),
+        });
+        await fullRun("run_running", { status: "running", updatedAt: old(1) });
+        await fullRun("run_queued", { status: "queued", updatedAt: old(1) });
+        await fullRun("run_recent", { status: "completed", updatedAt: "2026-02-01T00:00:00.000Z" });
+        const cutoff = "2026-01-15T00:00:00.000Z";
+
+        expect(await store.purgeFinishedBefore(cutoff, 2)).toEqual(["run_done", "run_failed"]);
+        expect((await store.purgeFinishedBefore(cutoff, 10)).sort()).toEqual(["run_cancelled", "run_idle_ended"]);
+        expect(await store.purgeFinishedBefore(cutoff, 10)).toEqual([]);
+        for (const id of ["run_done", "run_failed", "run_cancelled", "run_idle_ended"]) await expectGone(id);
+        for (const id of ["run_idle_live", "run_running", "run_queued", "run_recent"]) await expectKept(id);
+        store = await restarted();
+        expect(await store.purgeFinishedBefore(cutoff, 10)).toEqual([]);
+        await expectKept("run_recent");
+      });
+    });
+
     describe("summaries", () => {
       it("keeps a run's whole summary, megabytes of any text, replaced by the next and across a reopen", async () => {
         expect(await store.getSummary("run_1")).toBeUndefined();
@@ -747,20 +861,20 @@ function describeStoreContract(name: string, open: (opts: StoreOpenOptions) => P
   });
 }
 
-describeStoreContract("lowdb", async ({ now }) => {
+describeStoreContract("sqlite (embedded)", async ({ now }) => {
   const dataDir = tempDir("contract");
-  let store = await createLowdbStore({ dataDir, now });
+  let store = await createSqliteStore({ dataDir, now });
   return {
     store,
     async reopen() {
       await store.close();
-      return (store = await createLowdbStore({ dataDir, now }));
+      return (store = await createSqliteStore({ dataDir, now }));
     },
     async crashDuringAppend(runId) {
       await store.close();
       // What kill -9 halfway through appendFileSync leaves: the start of a line, no newline.
       fs.appendFileSync(path.join(dataDir, "events", `${runId}.jsonl`), `{"id":999,"runId":"${runId}","at":"2026-01-0`);
-      return (store = await createLowdbStore({ dataDir, now }));
+      return (store = await createSqliteStore({ dataDir, now }));
     },
     async cleanup() {
       await store.close();

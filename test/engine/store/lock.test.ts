@@ -3,18 +3,18 @@ import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import { LOCK_FILE } from "../../../src/engine/store/lock.ts";
 import { tempDir } from "../../helpers.ts";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
-const storeModule = path.join(repoRoot, "src/engine/store/lowdb.ts");
+const storeModule = path.join(repoRoot, "src/engine/store/sqlite.ts");
 
 /** Start another Node process that opens the store in `dataDir` and then waits forever. */
 async function holdStoreInChild(dataDir: string): Promise<ChildProcess> {
   const script = `
-    import { createLowdbStore } from ${JSON.stringify(storeModule)};
-    const store = await createLowdbStore({ dataDir: ${JSON.stringify(dataDir)} });
+    import { createSqliteStore } from ${JSON.stringify(storeModule)};
+    const store = await createSqliteStore({ dataDir: ${JSON.stringify(dataDir)} });
     await store.appendEvent("run_1", { type: "run.status", turn: 0, data: { status: "queued", turn: 0 } });
     process.stdout.write("ready\\n");
     setInterval(() => {}, 1000);
@@ -42,9 +42,9 @@ async function killHard(child: ChildProcess): Promise<void> {
 describe("data-dir lock", () => {
   it("a second store on the same data dir is refused with store_locked while the first is open", async () => {
     const dataDir = tempDir("lock");
-    const first = await createLowdbStore({ dataDir });
+    const first = await createSqliteStore({ dataDir });
     try {
-      await expect(createLowdbStore({ dataDir })).rejects.toMatchObject({
+      await expect(createSqliteStore({ dataDir })).rejects.toMatchObject({
         code: "store_locked",
         message: expect.stringContaining(`pid ${process.pid}`),
       });
@@ -53,7 +53,7 @@ describe("data-dir lock", () => {
     }
     // Closing released it.
     expect(fs.existsSync(path.join(dataDir, LOCK_FILE))).toBe(false);
-    const again = await createLowdbStore({ dataDir });
+    const again = await createSqliteStore({ dataDir });
     await again.close();
   });
 
@@ -61,7 +61,7 @@ describe("data-dir lock", () => {
     const dataDir = tempDir("lock");
     const child = await holdStoreInChild(dataDir);
     try {
-      const refused = createLowdbStore({ dataDir });
+      const refused = createSqliteStore({ dataDir });
       await expect(refused).rejects.toMatchObject({ code: "store_locked" });
       await expect(refused).rejects.toThrow(
         `data dir ${dataDir} is in use by another Patchbay process (pid ${child.pid}); stop it or set PATCHBAY_DATA_DIR to another directory`,
@@ -70,7 +70,7 @@ describe("data-dir lock", () => {
       await killHard(child);
       // The lock file is still there (nobody released it), but its owner is dead.
       expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8")).pid).toBe(child.pid);
-      const store = await createLowdbStore({ dataDir });
+      const store = await createSqliteStore({ dataDir });
       try {
         expect(JSON.parse(fs.readFileSync(path.join(dataDir, LOCK_FILE), "utf8")).pid).toBe(process.pid);
         // And the dead process's data is ours now.
@@ -95,7 +95,7 @@ describe("data-dir lock", () => {
         token: "old",
       }),
     );
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     try {
       expect(JSON.parse(fs.readFileSync(file, "utf8")).token).not.toBe("old");
     } finally {
@@ -106,13 +106,13 @@ describe("data-dir lock", () => {
   it("an empty lock file (crash between create and write) is taken over", async () => {
     const dataDir = tempDir("lock");
     fs.writeFileSync(path.join(dataDir, LOCK_FILE), "");
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     await store.close();
   });
 
   it("the lock file is created 0600 in a 0700 data dir", async () => {
     const dataDir = path.join(tempDir("lock"), "fresh");
-    const store = await createLowdbStore({ dataDir });
+    const store = await createSqliteStore({ dataDir });
     try {
       expect(fs.statSync(dataDir).mode & 0o777).toBe(0o700);
       expect(fs.statSync(path.join(dataDir, LOCK_FILE)).mode & 0o777).toBe(0o600);

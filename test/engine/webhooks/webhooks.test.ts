@@ -12,11 +12,11 @@ import { silentLogger } from "../../../src/engine/log.ts";
 import { createRunWriter } from "../../../src/engine/run/writer.ts";
 import type { RunRecord } from "../../../src/engine/run/schema.ts";
 import { createSecretBox } from "../../../src/engine/secrets/secrets.ts";
-import { createLowdbStore } from "../../../src/engine/store/lowdb.ts";
+import { createSqliteStore } from "../../../src/engine/store/sqlite.ts";
 import type { RunStore } from "../../../src/engine/store/store.ts";
 import { createWebhooks, newWebhookSecret, type WebhooksPart } from "../../../src/engine/webhooks/webhooks.ts";
 import { startWebhookReceiver, type WebhookReceiver } from "../../fixtures/webhook-receiver.ts";
-import { tempDir, waitFor } from "../../helpers.ts";
+import { storeDbText, tempDir, waitFor } from "../../helpers.ts";
 import { runRecord } from "../store/fixtures.ts";
 
 const KEY = randomBytes(32);
@@ -41,7 +41,7 @@ afterEach(async () => {
 });
 
 async function rig(dataDir: string, over: Partial<typeof config> = {}): Promise<Rig> {
-  const store = await createLowdbStore({ dataDir });
+  const store = await createSqliteStore({ dataDir });
   const bus = createEventBus();
   const now = () => new Date();
   const hooks = createWebhooks({
@@ -196,13 +196,13 @@ describe("webhooks", () => {
     const run = await turn(first, await runWithHook(first, rx.url, secret), 1);
     await waitFor(() => rx.received.length >= 2, { what: "failing attempts" });
     await first.close();
-    const stored = fs.readFileSync(path.join(dataDir, "store.json"), "utf8");
+    const stored = storeDbText(dataDir);
     expect(stored).toContain(rx.url);
     expect(stored).not.toContain(secret);
     expect(stored).not.toContain(secret.slice("whsec_".length));
-    // store.json keeps each delivery's small record; its body (the run's view) is a file of its own.
+    // The database keeps each delivery's small record; its body (the run's view) is a file of its own.
     expect(stored).not.toContain('"body"');
-    expect(stored).toContain('"deliveries"');
+    expect(stored).toContain('"attempts"');
     expect(fs.readdirSync(path.join(dataDir, "deliveries")).length).toBe(3);
 
     rx.mode = "ok";

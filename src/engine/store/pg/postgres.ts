@@ -11,8 +11,8 @@ import { EngineError } from "../../errors.ts";
 import type { RunEvent } from "../../events/schema.ts";
 import { silentLogger, type Logger } from "../../log.ts";
 import { RunRecord, TurnRecord, type RunStatus } from "../../run/schema.ts";
-import { valid } from "../lowdb-file.ts";
-import { decodeCursor, encodeCursor } from "../run-pages.ts";
+import { valid } from "../sqlite-tables.ts";
+import { encodeCursor, pageStart } from "../run-pages.ts";
 import { RunPatch, type RunStore } from "../store.ts";
 import { createWindowCounters, type WindowCounters } from "./counters.ts";
 import { createDb, type Db } from "./db.ts";
@@ -93,6 +93,8 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
         "deliveries",
       ])
         await q.count(`DELETE FROM ${table} WHERE run_id = ANY($1)`, [ids]);
+      // The runs' own webhooks (a per-run webhook names its run); owners' webhooks stay.
+      await q.count("DELETE FROM webhooks WHERE data->>'runId' = ANY($1)", [ids]);
       await q.count("DELETE FROM runs WHERE id = ANY($1)", [ids]);
     });
   }
@@ -137,14 +139,12 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
       return writes.transition(id, patch, event);
     },
     async listRuns(ownerId, opts) {
-      if (!Number.isInteger(opts.limit) || opts.limit < 1)
-        throw new EngineError("invalid_request", `limit must be a positive integer (got ${opts.limit})`);
-      const after = opts.cursor === undefined ? undefined : decodeCursor(opts.cursor);
+      const { after } = pageStart(opts);
       const runs = await db.many<RunRecord>(
         `SELECT data FROM runs WHERE owner_id = $1
            AND ($2::text IS NULL OR (created_at, id) < ($2::text COLLATE "C", $3::text COLLATE "C"))
          ORDER BY created_at DESC, id DESC LIMIT $4`,
-        [ownerId, after?.c ?? null, after?.i ?? null, opts.limit + 1],
+        [ownerId, after?.createdAt ?? null, after?.id ?? null, opts.limit + 1],
       );
       const page = runs.slice(0, opts.limit);
       return { runs: page, nextCursor: runs.length > opts.limit ? encodeCursor(page.at(-1)!) : null };
@@ -164,6 +164,8 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
       await deleteRuns([id]);
       return existed;
     },
+    runsUpdatedSince: (sinceIso) =>
+      db.many(`SELECT data FROM runs WHERE (data->>'updatedAt') COLLATE "C" >= $1 ORDER BY id`, [sinceIso]),
     async purgeFinishedBefore(cutoffIso, limit) {
       const rows = await db.rows<{ id: string }>(
         `SELECT id FROM runs

@@ -6,7 +6,7 @@
 import { EngineError } from "../../errors.ts";
 import { GroupRecord } from "../../run/group-schema.ts";
 import { DeliveryRecord, WebhookRecord } from "../../webhooks/schema.ts";
-import { valid } from "../lowdb-file.ts";
+import { valid } from "../sqlite-tables.ts";
 import { ApiKeyRecord, OwnerBudgetRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord } from "../store.ts";
 import type { RunStore } from "../store.ts";
 import type { Db } from "./db.ts";

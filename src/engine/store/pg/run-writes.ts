@@ -14,7 +14,7 @@ import type pg from "pg";
 import { EngineError } from "../../errors.ts";
 import { RunEvent, type NewRunEvent } from "../../events/schema.ts";
 import { RunRecord } from "../../run/schema.ts";
-import { valid } from "../lowdb-file.ts";
+import { valid } from "../sqlite-tables.ts";
 
 export const EVENTS_CHANNEL = "patchbay_events";
 
