@@ -41,7 +41,11 @@ export interface paths {
     get: operations["getRunsById"];
     put?: never;
     post?: never;
-    delete?: never;
+    /**
+     * Delete a finished run
+     * @description Deletes a finished run (completed, failed, cancelled, or idle with its session ended) for good: its record, turns, event log, patch, summary, secrets, its own webhook and its deliveries. Afterwards every route answers 404 for it. A run that is queued, running, or idle with its session open answers 409 `run_active`: cancel it or end its session first. Another owner's run answers 404. With `PATCHBAY_RETENTION_DAYS` set, finished runs are deleted the same way once that old.
+     */
+    delete: operations["deleteRunsById"];
     options?: never;
     head?: never;
     patch?: never;
@@ -432,7 +436,7 @@ export interface paths {
     };
     /**
      * Readiness
-     * @description Answers 200 when the engine accepts runs, 503 while starting or shutting down.
+     * @description Answers 200 when the engine accepts runs, 503 while starting or shutting down, or when the database (PATCHBAY_DATABASE_URL) does not answer (`storage_failed`, with the reason).
      */
     get: operations["getReadyz"];
     put?: never;
@@ -1615,6 +1619,74 @@ export interface operations {
       };
       /** @description No such run for this key */
       404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description Rate limit or active-run cap reached */
+      429: {
+        headers: {
+          /** @description Seconds to wait */
+          "Retry-After"?: string;
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+    };
+  };
+  deleteRunsById: {
+    parameters: {
+      query?: never;
+      header?: never;
+      path: {
+        /** @description Run id (`run_…`) */
+        id: string;
+      };
+      cookie?: never;
+    };
+    requestBody?: never;
+    responses: {
+      /** @description Deleted */
+      204: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content?: never;
+      };
+      /** @description Missing, invalid or revoked API key */
+      401: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description The key lacks the route's scope, or (creating a run) its repository allow-list excludes the repository */
+      403: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description No such run for this key */
+      404: {
+        headers: {
+          [name: string]: unknown;
+        };
+        content: {
+          "application/json": components["schemas"]["Error"];
+        };
+      };
+      /** @description `run_active`: the run is queued, running, or idle with its session open */
+      409: {
         headers: {
           [name: string]: unknown;
         };
