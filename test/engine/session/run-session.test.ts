@@ -30,10 +30,11 @@ async function sandbox(): Promise<Sandbox> {
   return s;
 }
 
-/** A start that records what the workspace held when it ran. */
+/** A start that records what the workspace held when it ran, then leaves a `started` mark. */
 function recordingStart(s: Sandbox, log: string[]) {
   return async () => {
     log.push(`start saw layer=${fs.existsSync(path.join(s.workdir, "deps", "layer.txt"))}`);
+    fs.writeFileSync(path.join(s.workdir, "started"), "");
     return { close: async () => undefined } as unknown as AgentSession;
   };
 }
@@ -65,9 +66,17 @@ describe("agentIn", () => {
   it("ungated (cold): the agent's start runs beside prepare from the beginning", async () => {
     const s = await sandbox();
     const log: string[] = [];
-    await agentIn(s, recordingStart(s, log), restoreThenMore(log));
-    expect(log[0]).toBe("start saw layer=false");
-    expect(log).toContain("prepare done");
+    // Its layer appears only once the agent's start has run: had start waited for prepare, this would hang.
+    const besideStart = async (sb: Sandbox) => {
+      const r = await sb.exec(
+        ["sh", "-c", "while [ ! -e started ]; do sleep 0.05; done; mkdir -p deps && echo x > deps/layer.txt"],
+        { timeoutMs: 60_000 },
+      );
+      expect(r.exitCode).toBe(0);
+      log.push("prepare done");
+    };
+    await agentIn(s, recordingStart(s, log), besideStart);
+    expect(log).toEqual(["start saw layer=false", "prepare done"]);
   });
 
   it("a failing prepare fails the open, closes the agent and kills the sandbox", async () => {
