@@ -11,7 +11,7 @@
  * run's repository out into it) with a server from `driver.prestart()` (the gateway URL but
  * no token and no model; `open` binds it to the run).
  */
-import type { AgentDriver, PrestartedAgent } from "../agent/agent.ts";
+import type { AgentDriver, AgentSession, PrestartedAgent } from "../agent/agent.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
 import { creationError, type Sandbox, type SandboxProvider, type WarmSandbox } from "../sandbox/sandbox.ts";
@@ -179,13 +179,21 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
         throw e;
       },
     );
+    return pairTaken(sandbox, agent, opts);
+  };
+
+  /**
+   * A run's session on a taken entry, refilled after the run's first turn: OpenCode builds the
+   * run's directory on its first prompt (~1 s of CPU), and a server starting beside it would
+   * slow exactly that. It hibernates like a cold one and wakes cold in its kept sandbox.
+   */
+  const pairTaken = (sandbox: Sandbox, agent: AgentSession, opts: SessionOpenOptions) => {
     refillAfterTurn.add(opts.runId);
     return pairSession({
       sandbox,
       agent,
       token: opts.token,
       reattachable,
-      // Its server goes with it; it wakes cold in its kept sandbox, as any pooled run.
       hibernatable: cold.hibernatable,
       log,
       onClose: () => refill(opts.runId),
@@ -244,18 +252,7 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
         fill();
         throw e;
       });
-      // Refilled after the run's first turn: OpenCode builds the run's directory on its first
-      // prompt (~1 s of CPU), and a server starting beside it would slow exactly that.
-      refillAfterTurn.add(opts.runId);
-      return pairSession({
-        sandbox,
-        agent,
-        token: opts.token,
-        reattachable,
-        hibernatable: cold.hibernatable,
-        log,
-        onClose: () => refill(opts.runId),
-      });
+      return pairTaken(sandbox, agent, opts);
     },
 
     ...(cold.reattach ? { reattach: cold.reattach } : {}),
