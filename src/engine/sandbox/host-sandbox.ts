@@ -8,7 +8,16 @@ import os from "node:os";
 import path from "node:path";
 import { EngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { descendants, freeLoopbackPort, GroupProcess, isAlive, removeTree, Tail, writeStdin } from "./process.ts";
+import {
+  descendants,
+  freeLoopbackPort,
+  GroupProcess,
+  isAlive,
+  killStrays,
+  removeTree,
+  Tail,
+  writeStdin,
+} from "./process.ts";
 import { copyIntoScratch, copyOutOfScratch, type IsolatedNetwork } from "./host-command.ts";
 import type { HostFlavor } from "./host.ts";
 import type {
@@ -261,10 +270,14 @@ export class HostSandbox implements WarmSandbox, Sandbox {
   /** Every process gone, the host side of its network closed; the directory too when `remove`. */
   private async stop(remove: boolean): Promise<void> {
     const inside = descendants(this.pids());
-    await Promise.all([...this.procs].map((p) => p.kill()));
+    const procs = [...this.procs];
     this.procs.clear();
-    // A process that left its group (setsid) is not reached by the group's signals.
+    await Promise.all(procs.map((p) => p.end()));
+    // A process that left its group (setsid) is not reached by the group's signals, nor one
+    // that left our tree too (bwrap's inner process, orphaned while bwrap was starting).
     for (const pid of inside.filter(isAlive)) signal(pid, this.log);
+    killStrays([this._root, ...this.links], this.log);
+    await Promise.all(procs.map((p) => p.kill()));
     // PDEATHSIG and a PID namespace's teardown are asynchronous: wait until every process
     // that was inside is really gone before the directory goes.
     const deadline = Date.now() + 5000;

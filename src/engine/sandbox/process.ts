@@ -27,9 +27,12 @@ export function writeStdin(child: ChildProcess, stdin: string | undefined, log: 
 export class GroupProcess implements ProcessHandle {
   readonly pid: number | undefined;
   readonly exited: Promise<{ code: number | null; signal: string | null }>;
+  /** The process itself has ended (its output may still be open, held by what it started). */
+  private readonly ended: Promise<void>;
   running = true;
   spawnError: Error | undefined;
   private readonly listeners: ((chunk: string, stream: "stdout" | "stderr") => void)[] = [];
+  private ending: Promise<void> | undefined;
   private killing: Promise<void> | undefined;
 
   constructor(
@@ -47,6 +50,10 @@ export class GroupProcess implements ProcessHandle {
         for (const l of this.listeners) l(chunk, stream);
       });
     }
+    this.ended = new Promise((resolve) => {
+      child.once("exit", () => resolve());
+      child.once("error", () => resolve());
+    });
     this.exited = new Promise((resolve) => {
       child.on("error", (e) => {
         this.spawnError = e;
@@ -75,17 +82,46 @@ export class GroupProcess implements ProcessHandle {
     }
   }
 
-  kill(): Promise<void> {
-    this.killing ??= (async () => {
+  /** SIGTERM, SIGKILL after the grace period; resolves once the process itself has ended. */
+  end(): Promise<void> {
+    this.ending ??= (async () => {
       this.signalGroup("SIGTERM");
       const timer = setTimeout(() => this.signalGroup("SIGKILL"), this.graceMs);
-      await this.exited;
+      await this.ended;
       clearTimeout(timer);
       // The leader is gone; children that ignored SIGTERM may still hold the group.
       this.signalGroup("SIGKILL");
     })();
+    return this.ending;
+  }
+
+  /**
+   * `end`, then wait for the output to close. A process that left the group (setsid, or
+   * bwrap's inner process orphaned before its PDEATHSIG was set) may hold it open: the
+   * sandbox kills those by where they run; after a bounded wait the output is closed here.
+   */
+  kill(): Promise<void> {
+    this.killing ??= (async () => {
+      await this.end();
+      if (await settles(this.exited, OUTPUT_CLOSE_WAIT_MS)) return;
+      this.log.warn("a process's output stayed open after it ended; closing it", { pid: this.pid });
+      this.child.stdout?.destroy();
+      this.child.stderr?.destroy();
+      await this.exited;
+    })();
     return this.killing;
   }
+}
+
+/** How long a kill waits for a process's output to close once the process has ended. */
+const OUTPUT_CLOSE_WAIT_MS = 2000;
+
+function settles(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    p.then(() => true),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /** Keeps the last `cap` characters of a stream. */
@@ -142,13 +178,17 @@ export function chownTree(dir: string, user: { uid: number; gid: number }): void
 }
 
 /**
- * After a restart the processes of an orphaned sandbox are no longer ours to track: find
- * them by working directory under the sandbox (Linux `/proc`) and kill them.
+ * Kill the processes of a sandbox that are no longer ours to track (after a restart, or one
+ * that left its group): found by working directory under one of `roots`, or by a command
+ * line naming a path under one (bwrap's binds; inside its mount namespace the working
+ * directory reads differently). Linux `/proc`.
  */
-export function killStrays(root: string, log: Logger): void {
+export function killStrays(roots: string | readonly string[], log: Logger): void {
+  const under = (typeof roots === "string" ? [roots] : roots).map((r) => path.resolve(r));
+  const within = (p: string) => under.some((r) => p === r || p.startsWith(r + path.sep));
   let pids: string[];
   try {
-    pids = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e));
+    pids = fs.readdirSync("/proc").filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid);
   } catch (e) {
     // No /proc (macOS): nothing to look at; the directory is still removed.
     log.debug("cannot list processes", { error: e });
@@ -156,14 +196,16 @@ export function killStrays(root: string, log: Logger): void {
   }
   for (const pid of pids) {
     let cwd: string;
+    let args: string[];
     try {
       cwd = fs.readlinkSync(`/proc/${pid}/cwd`);
+      args = fs.readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
     } catch (e) {
       // Gone meanwhile, or another user's process: neither is one of ours.
       if (["ENOENT", "EACCES", "ESRCH"].includes((e as NodeJS.ErrnoException).code ?? "")) continue;
       throw e;
     }
-    if (cwd !== root && !cwd.startsWith(root + path.sep)) continue;
+    if (!within(cwd) && !args.some(within)) continue;
     try {
       process.kill(Number(pid), "SIGKILL");
       log.info("killed stray sandbox process", { pid: Number(pid) });

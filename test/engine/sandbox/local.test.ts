@@ -278,6 +278,23 @@ describe("local sandbox: processes", () => {
     expect(s.pids?.()).toEqual([]);
   });
 
+  it("kill ends even when a process left the group holding the output, and kills that one too", async () => {
+    const { create } = setup();
+    const s = await create();
+    // setsid takes the sleeper out of the group (as bwrap's --new-session does to its inner
+    // process); it keeps the output pipe open, so the group's end alone never closes it.
+    const proc = s.spawn(["sh", "-c", "setsid sleep 600 & echo child=$!; sleep 600"]);
+    let out = "";
+    proc.onOutput((chunk) => (out += chunk));
+    const child = Number((await waitFor(() => /child=(\d+)/.exec(out), { what: "the child pid" }))[1]);
+    await waitFor(() => fs.readFileSync(`/proc/${child}/cmdline`, "utf8").startsWith("sleep"), {
+      what: "setsid to exec sleep",
+    });
+    await s.kill();
+    await proc.exited;
+    await waitFor(() => !alive(child), { what: "the escaped process to die", timeoutMs: 10_000 });
+  });
+
   it("pids() lists a spawned process only while it runs", async () => {
     const { create } = setup();
     const s = await create();
