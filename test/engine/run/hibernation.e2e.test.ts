@@ -138,8 +138,8 @@ describe("hibernation (local, real OpenCode)", { timeout: LOADED.testMs }, () =>
     expect(ended).toMatchObject({ status: "completed", hibernated: false, changedPaths: ["ONE.md"] });
     expect(fs.existsSync(sandboxOf(pb.dataDir, one.id))).toBe(false);
 
-    // Expiry: a second Patchbay whose sessions expire 30 s after a turn (time enough to hibernate on a loaded machine).
-    const short = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "0", PATCHBAY_SESSION_TTL_MS: "30000" });
+    // Expiry: a second Patchbay whose sessions expire 12 s after a turn (time enough to hibernate on a loaded machine).
+    const short = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "0", PATCHBAY_SESSION_TTL_MS: "12000" });
     const two = await startIdle(short, "test/nap-end");
     expect(await short.engine.hibernate(OWNER, two.id)).toMatchObject({ status: "idle", hibernated: true });
     const expired = await waitFor(
