@@ -2,7 +2,8 @@
  * The MCP sessions of the Streamable HTTP front, and how they outlive the process.
  *
  * Each session is the SDK's Web standard transport (`web-bridge.ts` speaks Node to it) bound to
- * its own McpServer, with its view of the event log (`event-store.ts`) for resumable streams.
+ * its own McpServer, with its view of the event log for resumable streams (`event-store.ts` in
+ * the data dir, or `shared-event-store.ts` in the database replicas share).
  * Its record (`session-records.ts`) is written when `initialize` is answered; a request naming
  * a session this process does not hold revives it from that record: a new transport whose id
  * is the session's, handed the session's `initialize` (and `notifications/initialized`) again
@@ -11,7 +12,8 @@
  * and the McpServer learns the client's info and capabilities as it did the first time.
  *
  * A session ends (its record deleted, its streams forgotten) on DELETE and when idle; a
- * shutdown closes the transports but keeps the records, so the next process serves them.
+ * shutdown closes the transports but keeps the records and streams, so the next process (or
+ * another replica) serves them.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
@@ -20,7 +22,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import type { RequestId } from "@modelcontextprotocol/sdk/types.js";
-import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments, SharedMcpEvents } from "../engine/index.ts";
 import { createMcpEventLog, type McpEventLogOptions, type SessionEventStore } from "./event-store.ts";
 import { createMcpServer, type McpServerOptions } from "./server.ts";
 import {
@@ -29,6 +31,7 @@ import {
   type SessionRecord,
   type SessionRecords,
 } from "./session-records.ts";
+import { createSharedEventLog } from "./shared-event-store.ts";
 import type { CallTracker } from "./tool.ts";
 import { sendWebResponse, toWebRequest } from "./web-bridge.ts";
 
@@ -60,6 +63,8 @@ export interface McpSessionsOptions {
   resolveCaller: NonNullable<McpServerOptions["resolveCaller"]>;
   /** Session records every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
   sharedRecords?: SharedDocuments;
+  /** The event log every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
+  sharedEvents?: SharedMcpEvents;
 }
 
 export interface McpSessions {
@@ -108,7 +113,9 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
   const records = opts.sharedRecords
     ? createSharedSessionRecords({ docs: opts.sharedRecords, idleMs: opts.idleMs })
     : createSessionRecords({ dir: path.join(opts.stateDir, "sessions"), idleMs: opts.idleMs, log });
-  const eventLog = createMcpEventLog(path.join(opts.stateDir, "events"), { ...opts.eventLog, log });
+  const eventLog = opts.sharedEvents
+    ? createSharedEventLog(opts.sharedEvents, { ...opts.eventLog, log })
+    : createMcpEventLog(path.join(opts.stateDir, "events"), { ...opts.eventLog, log });
   const held = new Map<string, McpSession>();
   const reviving = new Map<string, Promise<McpSession | undefined>>();
   /** The session and requests of the POST being handled, for the first frame of a stream. */
@@ -171,10 +178,12 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       held.delete(sid);
       dispose();
       if (!shuttingDown) {
-        events.dispose();
+        await events.dispose();
         await records.delete(sid);
       }
       await server.close();
+      // After the server: a call it aborted writes nothing more, so its streams are another's to answer.
+      if (shuttingDown) await events.release();
     };
     // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
     transport.onclose = () =>
@@ -259,7 +268,7 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
     async close() {
       shuttingDown = true;
       await Promise.allSettled([...held.values()].map((s) => s.close()));
-      eventLog.close();
+      await eventLog.close();
     },
   };
 }

@@ -1,15 +1,17 @@
 /**
  * Three real `patchbay serve` replicas on one Postgres database, behind a round-robin proxy
  * with no sticky sessions: the REST flow with follow-ups handed to the replica that holds the
- * session, SSE resumed on another replica with Last-Event-ID, Idempotency-Key and the request
- * rate held across replicas, runs placed by capacity, and kill -9 of the replica running a
- * turn (its run settled by another, no event lost or repeated).
+ * session, SSE resumed on another replica with Last-Event-ID, an MCP call's stream cut off from
+ * one replica and resumed on another, Idempotency-Key and the request rate held across
+ * replicas, runs placed by capacity, and kill -9 of the replica running a turn (its run
+ * settled by another, no event lost or repeated).
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tempDir, waitFor } from "../helpers.ts";
@@ -86,6 +88,14 @@ beforeAll(async () => {
           ],
         ],
         "test/hang": [[{ hang: true }]],
+        // Two writes (progress notifications), the second late enough to come after a cut, then a hang.
+        "test/resume": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "ONE.md", content: "one\n" } }] },
+            { toolCalls: [{ name: "write", args: { filePath: "TWO.md", content: "two\n" } }], delayMs: 1500 },
+            { hang: true },
+          ],
+        ],
       },
     },
   });
@@ -105,7 +115,7 @@ beforeAll(async () => {
     PATCHBAY_SHARED_AGENT: "1",
     // The shared server serves the models it lists; a run of any other gets a server of its own.
     PATCHBAY_DEFAULT_MODEL: "test/ok",
-    PATCHBAY_MODELS: "test/ok,test/hang",
+    PATCHBAY_MODELS: "test/ok,test/hang,test/resume",
     PATCHBAY_WARM_POOL_SIZE: "0",
   });
   // The first start on an empty database creates the admin key; the others find it.
@@ -231,6 +241,83 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
       expect(ended.structuredContent).toMatchObject({ status: "completed" });
       // One session, its requests spread over every replica by the proxy.
       expect(new Set(lb.picks.slice(firstPick)).size).toBe(3);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it("an MCP call's stream cut off from one replica resumes on another: what the first stored after the cut arrives once", async () => {
+    // Every request goes to replica A, but a resume (GET with Last-Event-ID) to B, once let through.
+    const [A, B] = [replicas[0]!, replicas[1]!];
+    let call: AbortController | undefined;
+    let letResumeThrough!: () => void;
+    const resumeLetThrough = new Promise<void>((r) => (letResumeThrough = r));
+    const resumes: { url: string; status: number }[] = [];
+    const routed: FetchLike = async (url, init) => {
+      const resuming = init?.method === "GET" && new Headers(init.headers).has("last-event-id");
+      const target = new URL(new URL(url).pathname, resuming ? B.url : A.url);
+      const own = new AbortController();
+      init?.signal?.addEventListener("abort", () => own.abort());
+      if (typeof init?.body === "string" && init.body.includes('"tools/call"')) call = own;
+      if (resuming) await resumeLetThrough;
+      const res = await fetch(target, { ...init, signal: own.signal });
+      if (resuming) resumes.push({ url: target.origin, status: res.status });
+      return res;
+    };
+    const client = new Client({ name: "replicas-resume", version: "1.0.0" });
+    const transport = new StreamableHTTPClientTransport(new URL(`${lb.url}/mcp`), {
+      requestInit: { headers: { Authorization: `Bearer ${key}` } },
+      fetch: routed,
+    });
+    await client.connect(transport);
+    try {
+      const progress: number[] = [];
+      const ids: string[] = [];
+      let firstProgress!: () => void;
+      const progressed = new Promise<void>((r) => (firstProgress = r));
+      const result = client.callTool(
+        { name: "start_run", arguments: { ...body("test/resume", "two notes"), wait: true } },
+        undefined,
+        {
+          timeout: LOADED.turnWaitMs,
+          onprogress: (p) => {
+            progress.push(p.progress);
+            firstProgress();
+          },
+          onresumptiontoken: (id) => void ids.push(id),
+        },
+      );
+      await progressed;
+      // The connection to A drops; the client reconnects with the last id it holds.
+      call!.abort();
+      const cursor = ids.at(-1)!;
+      // A goes on: the second write, then the model hangs; all stored while no client listens.
+      await waitFor(() => fx.model.agentRequests("test/resume").length >= 3, { what: "the hanging step" });
+      letResumeThrough();
+      await waitFor(() => resumes.length > 0, { what: "the resume on B" });
+      expect(resumes[0]).toEqual({ url: B.url, status: 200 });
+      // B now waits on A's stream: the result A stores once the run is cancelled reaches the client through B.
+      const runs = await viaLb("GET", `${API}/runs?limit=1`);
+      const run = runs.json.runs[0] as { id: string; modelId: string };
+      expect(run.modelId).toBe("test/resume");
+      expect((await viaLb("POST", `${API}/runs/${run.id}/cancel`)).status).toBe(200);
+      const done = await result;
+      expect(done.isError).toBeFalsy();
+      expect(done.structuredContent).toMatchObject({ id: run.id, status: "cancelled", waited: true });
+      // Every frame of the stream reached the client once, in order, the later ones through B.
+      const streamKey = cursor.split("-")[0]!;
+      const c = new pg.Client({ connectionString: db.url });
+      await c.connect();
+      const stored = await c
+        .query<{ seq: string }>("SELECT seq FROM mcp_events WHERE stream_key = $1 ORDER BY seq", [streamKey])
+        .finally(() => c.end());
+      const seqs = stored.rows.map((r) => Number(r.seq));
+      expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
+      expect(ids).toEqual(seqs.map((n) => `${streamKey}-${n}`));
+      expect(ids.indexOf(cursor)).toBeLessThan(ids.length - 1);
+      // Progress counts 1..n: none lost, none repeated.
+      expect(progress.length).toBeGreaterThanOrEqual(2);
+      expect(progress).toEqual(Array.from({ length: progress.length }, (_, i) => i + 1));
     } finally {
       await client.close();
     }
