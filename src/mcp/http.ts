@@ -266,7 +266,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       for (const s of sessions.held()) {
         if (s.inFlight === 0 && now - s.lastSeen > sessionIdleMs) {
           log.debug("MCP session idle, closing", { sessionId: s.id.slice(0, 8) });
-          void s.close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+          void sessions.expire(s).catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
         }
       }
     },

@@ -13,7 +13,9 @@
  *
  * A session ends (its record deleted, its streams forgotten) on DELETE and when idle; a
  * shutdown closes the transports but keeps the records and streams, so the next process (or
- * another replica) serves them.
+ * another replica) serves them. With records replicas share, a replica's copy of a session may
+ * sit idle while another replica serves it: the idle sweep then only closes the copy, and a
+ * copy whose record is gone (DELETE on another replica) ends at its next request.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
@@ -50,6 +52,8 @@ export interface McpSession {
   handle(req: IncomingMessage, res: ServerResponse, body: unknown, auth: AuthInfo): Promise<void>;
   /** End the session: its record and streams go. */
   close(): Promise<void>;
+  /** Close this process's transport only; the session (record and streams) lives on for others. */
+  leave(): Promise<void>;
 }
 
 export interface McpSessionsOptions {
@@ -74,6 +78,8 @@ export interface McpSessions {
   /** The session `id` of `keyId`, held or revived from its record; undefined when unknown, ended or another key's. */
   find(id: string, keyId: string): Promise<McpSession | undefined>;
   held(): IterableIterator<McpSession>;
+  /** A held session idle past the limit here: end it, or only leave it when another replica still uses it. */
+  expire(session: McpSession): Promise<void>;
   /** Close every transport, keeping the records (shutdown). */
   close(): Promise<void>;
 }
@@ -172,19 +178,21 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       },
     });
     let closed = false;
-    const close = async () => {
+    /** Close the transport; `end` the session too (record and streams), or leave it to others. */
+    const finish = async (end: boolean) => {
       if (closed) return;
       closed = true;
       held.delete(sid);
       dispose();
-      if (!shuttingDown) {
+      if (end) {
         await events.dispose();
         await records.delete(sid);
       }
       await server.close();
       // After the server: a call it aborted writes nothing more, so its streams are another's to answer.
-      if (shuttingDown) await events.release();
+      if (!end) await events.release();
     };
+    const close = () => finish(!shuttingDown);
     // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
     transport.onclose = () =>
       void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
@@ -205,6 +213,7 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
         await sendWebResponse(response, res);
       },
       close,
+      leave: () => finish(false),
     };
     await connect(transport);
     return session;
@@ -252,7 +261,13 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
     open: (keyId, init) => create(randomUUID(), keyId, init, false),
     async find(id, keyId) {
       const live = held.get(id);
-      if (live) return live.keyId === keyId ? live : undefined;
+      if (live && live.keyId !== keyId) return undefined;
+      if (live && opts.sharedRecords && !(await records.get(id))) {
+        // Ended on another replica (DELETE, idle): this copy goes too, with what it wrote since.
+        await live.close();
+        return undefined;
+      }
+      if (live) return live;
       // By id and key: another key's request must not share (and so fail) this key's revival.
       const at = `${id} ${keyId}`;
       let pending = reviving.get(at);
@@ -265,6 +280,11 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       return s?.keyId === keyId ? s : undefined;
     },
     held: () => held.values(),
+    async expire(session) {
+      // Shared records: the session ends only when its record, which every replica touches, is idle too.
+      if (opts.sharedRecords && (await records.get(session.id))) return session.leave();
+      await session.close();
+    },
     async close() {
       shuttingDown = true;
       await Promise.allSettled([...held.values()].map((s) => s.close()));

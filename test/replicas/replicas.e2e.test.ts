@@ -318,6 +318,28 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
       // Progress counts 1..n: none lost, none repeated.
       expect(progress.length).toBeGreaterThanOrEqual(2);
       expect(progress).toEqual(Array.from({ length: progress.length }, (_, i) => i + 1));
+
+      // The session ends on A (DELETE): B, which revived it to serve the resume, lets it go too.
+      const sid = transport.sessionId!;
+      await transport.terminateSession();
+      const ping = await fetch(`${B.url}/mcp`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${key}`,
+          accept: "application/json, text/event-stream",
+          "content-type": "application/json",
+          "mcp-session-id": sid,
+          "mcp-protocol-version": transport.protocolVersion!,
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+      });
+      expect(ping.status).toBe(404);
+      const left = new pg.Client({ connectionString: db.url });
+      await left.connect();
+      const streams = await left
+        .query("SELECT key FROM mcp_streams WHERE session_id = $1", [sid])
+        .finally(() => left.end());
+      expect(streams.rows).toEqual([]);
     } finally {
       await client.close();
     }
