@@ -76,6 +76,47 @@ async function replicaIndexOf(runId: string): Promise<number> {
   return i;
 }
 
+/**
+ * An MCP client whose requests all go to replica `a` and whose resumes (GET with Last-Event-ID)
+ * go to `b`, once `resumesWait` settles; `cut()` drops the connection of its last tool call.
+ */
+async function splitMcpClient(a: ServeChild, b: ServeChild, resumesWait: Promise<void> = Promise.resolve()) {
+  let call: AbortController | undefined;
+  const resumes: { url: string; status: number }[] = [];
+  const routed: FetchLike = async (url, init) => {
+    const resuming = init?.method === "GET" && new Headers(init.headers).has("last-event-id");
+    const target = new URL(new URL(url).pathname, resuming ? b.url : a.url);
+    const own = new AbortController();
+    init?.signal?.addEventListener("abort", () => own.abort());
+    if (typeof init?.body === "string" && init.body.includes('"tools/call"')) call = own;
+    if (resuming) await resumesWait;
+    const res = await fetch(target, { ...init, signal: own.signal });
+    if (resuming) resumes.push({ url: target.origin, status: res.status });
+    return res;
+  };
+  const client = new Client({ name: "replicas-resume", version: "1.0.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(`${lb.url}/mcp`), {
+    requestInit: { headers: { Authorization: `Bearer ${key}` } },
+    fetch: routed,
+  });
+  await client.connect(transport);
+  return { client, transport, resumes, cut: () => call!.abort() };
+}
+
+/** The stored frames' ids of the MCP stream `key`, in order. */
+async function streamIds(streamKey: string): Promise<string[]> {
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ seq: string }>("SELECT seq FROM mcp_events WHERE stream_key = $1 ORDER BY seq", [
+      streamKey,
+    ]);
+    return rows.map((r) => `${streamKey}-${r.seq}`);
+  } finally {
+    await c.end();
+  }
+}
+
 beforeAll(async () => {
   fx = await startFixtures({
     repos: { "acme/web": { "README.md": "# web\n" } },
@@ -249,27 +290,9 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
   it("an MCP call's stream cut off from one replica resumes on another: what the first stored after the cut arrives once", async () => {
     // Every request goes to replica A, but a resume (GET with Last-Event-ID) to B, once let through.
     const [A, B] = [replicas[0]!, replicas[1]!];
-    let call: AbortController | undefined;
     let letResumeThrough!: () => void;
     const resumeLetThrough = new Promise<void>((r) => (letResumeThrough = r));
-    const resumes: { url: string; status: number }[] = [];
-    const routed: FetchLike = async (url, init) => {
-      const resuming = init?.method === "GET" && new Headers(init.headers).has("last-event-id");
-      const target = new URL(new URL(url).pathname, resuming ? B.url : A.url);
-      const own = new AbortController();
-      init?.signal?.addEventListener("abort", () => own.abort());
-      if (typeof init?.body === "string" && init.body.includes('"tools/call"')) call = own;
-      if (resuming) await resumeLetThrough;
-      const res = await fetch(target, { ...init, signal: own.signal });
-      if (resuming) resumes.push({ url: target.origin, status: res.status });
-      return res;
-    };
-    const client = new Client({ name: "replicas-resume", version: "1.0.0" });
-    const transport = new StreamableHTTPClientTransport(new URL(`${lb.url}/mcp`), {
-      requestInit: { headers: { Authorization: `Bearer ${key}` } },
-      fetch: routed,
-    });
-    await client.connect(transport);
+    const { client, transport, resumes, cut } = await splitMcpClient(A, B, resumeLetThrough);
     try {
       const progress: number[] = [];
       const ids: string[] = [];
@@ -289,7 +312,7 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
       );
       await progressed;
       // The connection to A drops; the client reconnects with the last id it holds.
-      call!.abort();
+      cut();
       const cursor = ids.at(-1)!;
       // A goes on: the second write, then the model hangs; all stored while no client listens.
       await waitFor(() => fx.model.agentRequests("test/resume").length >= 3, { what: "the hanging step" });
@@ -305,15 +328,11 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
       expect(done.isError).toBeFalsy();
       expect(done.structuredContent).toMatchObject({ id: run.id, status: "cancelled", waited: true });
       // Every frame of the stream reached the client once, in order, the later ones through B.
-      const streamKey = cursor.split("-")[0]!;
-      const c = new pg.Client({ connectionString: db.url });
-      await c.connect();
-      const stored = await c
-        .query<{ seq: string }>("SELECT seq FROM mcp_events WHERE stream_key = $1 ORDER BY seq", [streamKey])
-        .finally(() => c.end());
-      const seqs = stored.rows.map((r) => Number(r.seq));
-      expect(seqs).toEqual(Array.from({ length: seqs.length }, (_, i) => i + 1));
-      expect(ids).toEqual(seqs.map((n) => `${streamKey}-${n}`));
+      const stored = await streamIds(cursor.split("-")[0]!);
+      expect(stored.map((id) => Number(id.split("-")[1]))).toEqual(
+        Array.from({ length: stored.length }, (_, i) => i + 1),
+      );
+      expect(ids).toEqual(stored);
       expect(ids.indexOf(cursor)).toBeLessThan(ids.length - 1);
       // Progress counts 1..n: none lost, none repeated.
       expect(progress.length).toBeGreaterThanOrEqual(2);
@@ -442,5 +461,52 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
     expect(log).toEqual(Array.from({ length: log.length }, (_, i) => i + 1));
     expect(stream.frames().map((f) => Number(f.id))).toEqual(log);
     expect(await leaseOf(id)).toBeNull();
+  });
+
+  it("kill -9 of the replica writing an MCP call's stream: the client resumes on another, which answers the call once the writer is gone", async () => {
+    // After the kill above, two replicas are left: A writes the call's stream, then dies.
+    const live = replicas.filter((r) => r.proc.exitCode === null && r.proc.signalCode === null);
+    expect(live).toHaveLength(2);
+    const [A, B] = live as [ServeChild, ServeChild];
+    const { client, transport, resumes } = await splitMcpClient(A, B);
+    try {
+      const ids: string[] = [];
+      const seen = fx.model.nextRequest("test/hang");
+      const result = client.callTool(
+        { name: "start_run", arguments: { ...body("test/hang", "hang for an MCP client"), wait: true } },
+        undefined,
+        { timeout: LOADED.turnWaitMs, onresumptiontoken: (id) => void ids.push(id) },
+      );
+      await seen;
+      // The call waits on its run (recorded, so another replica can answer with it), which runs on A.
+      const sid = transport.sessionId!;
+      const runId = await waitFor(
+        async () => {
+          const c = new pg.Client({ connectionString: db.url });
+          await c.connect();
+          const { rows } = await c
+            .query<{ data: { calls: { runId?: string }[] } }>("SELECT data FROM mcp_sessions WHERE id = $1", [sid])
+            .finally(() => c.end());
+          return rows[0]?.data.calls[0]?.runId;
+        },
+        { what: "the call's run in its session record" },
+      );
+      expect(await replicaIndexOf(runId)).toBe(replicas.indexOf(A));
+      A.proc.kill("SIGKILL");
+      lb.drop(replicas.indexOf(A));
+      // B serves the resume, waits out A's lease, and answers with the run as the takeover leaves it.
+      const done = await result;
+      expect(resumes[0]).toEqual({ url: B.url, status: 200 });
+      expect(done.isError).toBeFalsy();
+      expect(done.structuredContent).toMatchObject({
+        id: runId,
+        status: "failed",
+        error: { code: "server_restart" },
+        waited: true,
+      });
+      expect(ids).toEqual(await streamIds(ids[0]!.split("-")[0]!));
+    } finally {
+      await client.close();
+    }
   });
 });
