@@ -36,6 +36,7 @@ export async function serve(config: Config): Promise<void> {
     host: config.host,
     dataDir: config.dataDir,
     ...(pb.mcpSessions ? { sharedRecords: pb.mcpSessions } : {}),
+    ...(pb.mcpEvents ? { sharedEvents: pb.mcpEvents } : {}),
   });
   let stopping = false;
   const app = createHttpApp({

@@ -16,6 +16,7 @@ import { createSessionHost, type PatchbaySessions } from "./session/index.ts";
 import { createSecretBox, loadOrCreateSecretKey } from "./secrets/secrets.ts";
 import type { WindowCounters } from "./store/pg/counters.ts";
 import { createSharedDocuments, type SharedDocuments } from "./store/pg/documents.ts";
+import { createSharedMcpEvents, type SharedMcpEvents } from "./store/pg/mcp-events.ts";
 import { createPostgresStore, isPostgresStore } from "./store/pg/postgres.ts";
 import { createSqliteStore } from "./store/sqlite.ts";
 import type { RunStore } from "./store/store.ts";
@@ -31,6 +32,7 @@ export type { Logger } from "./log.ts";
 export type { PatchbayMetrics } from "./metrics/metrics.ts";
 export type { WindowCounters } from "./store/pg/counters.ts";
 export type { SharedDocuments } from "./store/pg/documents.ts";
+export type { SharedMcpEvents, StreamWait } from "./store/pg/mcp-events.ts";
 export { HANDOFF_HEADER, HANDOFF_PATH } from "./run/replicas.ts";
 export { createLogger } from "./log.ts";
 
@@ -49,6 +51,8 @@ export interface Patchbay {
   counters?: WindowCounters;
   /** MCP session records every replica shares (with PATCHBAY_DATABASE_URL). */
   mcpSessions?: SharedDocuments;
+  /** The MCP event log (stream resumption) every replica shares (with PATCHBAY_DATABASE_URL). */
+  mcpEvents?: SharedMcpEvents;
   /** Whether the store answers; the reason when it does not (`/readyz`). */
   storeReady(): Promise<{ ok: true } | { ok: false; reason: string }>;
   /** Stop every session and process, flush and unlock the store. */
@@ -126,6 +130,20 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
     // Before serving: settle what a previous process left, then start the host (reap, pool fill).
     await engine.recover();
     const keys = createKeyService({ store, defaultOwnerId: config.localOwner });
+    const shared = isPostgresStore(store)
+      ? {
+          counters: store.counters,
+          mcpSessions: createSharedDocuments(store.db, "mcp_sessions"),
+          mcpEvents: createSharedMcpEvents({
+            db: store.db,
+            url: config.databaseUrl!,
+            replicaId: store.replicaId,
+            leaseMs: store.replicas.leaseMs,
+            log,
+          }),
+        }
+      : {};
+    if (shared.mcpEvents) cleanups.unshift(() => shared.mcpEvents.close());
     let closed: Promise<void> | undefined;
     return {
       config,
@@ -136,9 +154,7 @@ export async function openPatchbay(config: Config, opts: OpenOptions = {}): Prom
       log,
       metrics,
       sessions,
-      ...(isPostgresStore(store)
-        ? { counters: store.counters, mcpSessions: createSharedDocuments(store.db, "mcp_sessions") }
-        : {}),
+      ...shared,
       storeReady: async () => (isPostgresStore(store) ? store.ping() : { ok: true }),
       close: () =>
         (closed ??= (async () => {

@@ -9,7 +9,7 @@
  */
 import path from "node:path";
 import type express from "express";
-import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments, SharedMcpEvents } from "../engine/index.ts";
 import { createMcpHttpHandler, type McpHttpOptions } from "../mcp/http.ts";
 import type { AuthMiddlewareFactory } from "./auth.ts";
 
@@ -20,6 +20,8 @@ export interface McpMountDeps {
   dataDir: string;
   /** MCP session records shared by replicas (Patchbay.mcpSessions); default: files in the data dir. */
   sharedRecords?: SharedDocuments;
+  /** The MCP event log shared by replicas (Patchbay.mcpEvents); default: files in the data dir. */
+  sharedEvents?: SharedMcpEvents;
   /** The address the app binds to (`config.host`); picks the Host allow-list. */
   host?: string;
   /** Further handler options (allowed hosts/origins, idle timeout, event log bounds, retry). */
@@ -45,6 +47,7 @@ export function createMcpMount(deps: McpMountDeps): McpMount {
         authenticate: auth("read:builder"),
         ...(deps.host ? { host: deps.host } : {}),
         ...(deps.sharedRecords ? { sharedRecords: deps.sharedRecords } : {}),
+        ...(deps.sharedEvents ? { sharedEvents: deps.sharedEvents } : {}),
         ...deps.options,
       });
       close = () => handler.close();

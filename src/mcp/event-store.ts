@@ -15,15 +15,16 @@
  *
  * Each session sees the log through its own view, which hands out ids (`<stream key>-<seq>`,
  * the key random) and replays only that session's streams: a cursor from another session is
- * unknown there. Streams read back at start are `inherited`: their calls belonged to a process
- * that is gone, and `resume.ts` answers them.
+ * unknown there. Streams read back at start are foreign to every view: their calls belonged to
+ * a process that is gone, and `resume.ts` answers them. (With a database shared by replicas,
+ * `shared-event-store.ts` is the log instead, behind the same interfaces.)
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import type { EventStore, StreamId, EventId } from "@modelcontextprotocol/sdk/server/streamableHttp.js";
 import type { JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
-import type { Logger } from "../engine/index.ts";
+import type { Logger, StreamWait } from "../engine/index.ts";
 import { storageFailed } from "../engine/store/private-file.ts";
 
 export interface McpEventLogOptions {
@@ -43,8 +44,11 @@ export interface StreamHooks {
   answered?(requestId: RequestId): Promise<void>;
 }
 
-/** A stream a previous process wrote, as `resume.ts` needs it. */
-export interface InheritedStream {
+/**
+ * A stream of the session that this view's transport does not write, as `resume.ts` needs it:
+ * one a previous process wrote, or (with a shared log) one another replica writes or wrote.
+ */
+export interface ForeignStream {
   id: StreamId;
   /** The requests of the POST that opened it (absent when that frame was dropped for the bounds). */
   requestIds: readonly RequestId[];
@@ -52,22 +56,37 @@ export interface InheritedStream {
   answered: ReadonlySet<RequestId>;
 }
 
+export type { StreamWait };
+
 /** One session's view of the log: the SDK's EventStore, and more for resumption. */
 export interface SessionEventStore extends EventStore {
-  /** The inherited stream `eventId` is a resumable cursor on, if it is one. */
-  inherited(eventId: EventId): InheritedStream | undefined;
+  /** The foreign stream `eventId` is a resumable cursor on, if it is one. */
+  foreign(eventId: EventId): Promise<ForeignStream | undefined>;
+  /**
+   * Wait until the stream `eventId` is on has a frame after it, or no live process writes it
+   * any more (`orphaned`: its answers are then `resume.ts`'s to write).
+   */
+  next(eventId: EventId, signal: AbortSignal): Promise<StreamWait>;
+  /** Write `message`, a response, on the foreign stream `eventId` is on (once per request); its id. */
+  storeAnswer(eventId: EventId, message: JSONRPCMessage & { id: RequestId }): Promise<EventId>;
   /** Run `fn` with nothing stored (replaying a session's `initialize` to a new transport). */
   muted<T>(fn: () => Promise<T>): Promise<T>;
-  /** Forget the session's streams (they can no longer be resumed). */
-  dispose(): void;
+  /** The session ended: its streams go (they can no longer be resumed). */
+  dispose(): Promise<void>;
+  /** The transport closed but the session lives on (shutdown): what it wrote is left to other processes. */
+  release(): Promise<void>;
 }
 
 export interface McpEventLog {
   /** The EventStore of session `sessionId`; ids it hands out are unknown to every other session. */
   forSession(sessionId: string, hooks?: StreamHooks): SessionEventStore;
+  close(): Promise<void>;
+}
+
+/** The log in the data dir. */
+export interface FileMcpEventLog extends McpEventLog {
   /** What the log holds now, on disk (tests, metrics). */
   size(): { events: number; bytes: number; streams: number; segments: number };
-  close(): void;
 }
 
 interface Frame {
@@ -110,11 +129,12 @@ interface Line {
 const EVENT_ID = /^([0-9a-f]{12})-(\d+)$/;
 const SEGMENT = /^(\d{10})\.jsonl$/;
 
-const isResponse = (m: JSONRPCMessage): m is JSONRPCMessage & { id: RequestId } =>
+/** Whether a frame is a JSON-RPC response (a result or an error). */
+export const isResponse = (m: JSONRPCMessage): m is JSONRPCMessage & { id: RequestId } =>
   "id" in m && ("result" in m || "error" in m);
 
 /** Open (and read back) the log in `dir`, creating it. */
-export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?: Logger } = {}): McpEventLog {
+export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?: Logger } = {}): FileMcpEventLog {
   const maxEvents = opts.maxEvents ?? 10_000;
   const maxBytes = opts.maxBytes ?? 16 * 1024 * 1024;
   const segEvents = Math.max(1, Math.ceil(maxEvents / 16));
@@ -256,11 +276,19 @@ export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?
         const stream = m && !disposed ? bySession.get(sessionId)?.get(m[1]!) : undefined;
         if (!stream) return undefined;
         const seq = Number(m![2]);
-        if (seq < stream.droppedThrough || seq >= stream.nextSeq) return undefined;
+        // Ids start at 1: 0 would name the place before the priming frame, which is never sent.
+        if (seq < 1 || seq < stream.droppedThrough || seq >= stream.nextSeq) return undefined;
         return { stream, seq };
       };
 
       const live = new Map<StreamId, Stream>();
+
+      const store = (stream: Stream, message: JSONRPCMessage, first: boolean): EventId => {
+        live.set(stream.id, stream);
+        const frame = { seq: stream.nextSeq++, message };
+        append(stream, frame, first);
+        return `${stream.key}-${frame.seq}`;
+      };
 
       return {
         async storeEvent(streamId, message) {
@@ -289,11 +317,9 @@ export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?
             streams += 1;
             await hooks.opened?.(streamId, stream.requestIds);
           }
-          live.set(streamId, stream);
-          const frame = { seq: stream.nextSeq++, message };
-          append(stream, frame, first);
+          const id = store(stream, message, first);
           if (isResponse(message)) await hooks.answered?.(message.id);
-          return `${stream.key}-${frame.seq}`;
+          return id;
         },
 
         async getStreamIdForEventId(eventId) {
@@ -311,11 +337,31 @@ export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?
           return at.stream.id;
         },
 
-        inherited(eventId) {
+        async foreign(eventId) {
           const at = locate(eventId);
           if (!at?.stream.inherited) return undefined;
           const { id, requestIds, answered } = at.stream;
-          return { id, requestIds, answered };
+          return { id, requestIds, answered: new Set(answered) };
+        },
+
+        async next(eventId) {
+          // A process that is gone wrote the stream: nothing more comes unless it is here now.
+          const at = locate(eventId);
+          if (!at) return "gone";
+          return at.stream.frames.some((f) => f.seq > at.seq) ? "more" : "orphaned";
+        },
+
+        async storeAnswer(eventId, message) {
+          const at = locate(eventId);
+          if (!at) throw new Error(`event ${eventId} cannot be answered here`);
+          // Once per request: a second answer (two resumes at once) is the first one.
+          if (at.stream.answered.has(message.id)) {
+            const frame = at.stream.frames.find((f) => isResponse(f.message) && f.message.id === message.id);
+            if (frame) return `${at.stream.key}-${frame.seq}`;
+          }
+          const id = store(at.stream, message, false);
+          await hooks.answered?.(message.id);
+          return id;
         },
 
         async muted(fn) {
@@ -327,16 +373,20 @@ export function createMcpEventLog(dir: string, opts: McpEventLogOptions & { log?
           }
         },
 
-        dispose() {
+        async dispose() {
           // The frames stay on disk until their segment goes; nothing can name them any more.
           disposed = true;
           for (const stream of [...(bySession.get(sessionId)?.values() ?? [])]) forget(stream);
           live.clear();
         },
+
+        async release() {
+          // A later process reads them back as inherited.
+        },
       };
     },
     size: () => ({ events, bytes, streams, segments: segments.length }),
-    close() {
+    async close() {
       for (const seg of segments) {
         if (seg.fd === undefined) continue;
         fs.closeSync(seg.fd);

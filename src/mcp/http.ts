@@ -7,8 +7,9 @@
  * it: the same id presented with another key answers 404, exactly like an unknown id, so a
  * session's existence does not leak. Each session has its own McpServer (the SDK binds one
  * server to one transport); the engine behind them is shared. Sessions and their streams are
- * kept under the data dir and outlive the process (`sessions.ts`): a known session id is served
- * after a restart, and a stream a previous process opened is resumed by `resume.ts`.
+ * kept under the data dir, or in the database replicas share, and outlive the process
+ * (`sessions.ts`): a known session id is served after a restart or by another replica, and a
+ * stream a previous process or another replica opened is resumed by `resume.ts`.
  */
 import express from "express";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
@@ -17,7 +18,7 @@ import {
   LATEST_PROTOCOL_VERSION,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "@modelcontextprotocol/sdk/types.js";
-import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments, SharedMcpEvents } from "../engine/index.ts";
 import { ProtocolCode } from "./errors.ts";
 import type { McpEventLogOptions } from "./event-store.ts";
 import { createStreamResumer } from "./resume.ts";
@@ -48,6 +49,8 @@ export interface McpHttpOptions {
   stateDir: string;
   /** Session records every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
   sharedRecords?: SharedDocuments;
+  /** The event log every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
+  sharedEvents?: SharedMcpEvents;
   /**
    * Authenticates a request: sets `res.locals.caller` ({keyId, ownerId, scopes}) or answers
    * 401/403 itself. The REST app's `auth("read:builder")` fits. Give this or `verifyKey`.
@@ -137,6 +140,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     resolveCaller: callerFromAuthInfo,
     ...(opts.eventLog ? { eventLog: opts.eventLog } : {}),
     ...(opts.sharedRecords ? { sharedRecords: opts.sharedRecords } : {}),
+    ...(opts.sharedEvents ? { sharedEvents: opts.sharedEvents } : {}),
   });
   const resumer = createStreamResumer({ engine, records: sessions.records, log });
 
@@ -230,13 +234,13 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
     }
     const header = req.headers["last-event-id"];
     const cursor = req.method === "GET" && typeof header === "string" ? header : undefined;
-    const inherited = cursor === undefined ? undefined : session.events.inherited(cursor);
-    if (cursor !== undefined && inherited && inherited.id !== "_GET_stream") {
-      // A stream a previous process opened: the SDK's transport has no request to answer on it.
-      if (inherited.requestIds.length === 0 && inherited.answered.size === 0)
+    const foreign = cursor === undefined ? undefined : await session.events.foreign(cursor);
+    if (cursor !== undefined && foreign && foreign.id !== "_GET_stream") {
+      // A stream a previous process, or another replica, opened: this transport has no request on it.
+      if (foreign.requestIds.length === 0 && foreign.answered.size === 0)
         return rpcError(res, 400, -32000, "this stream cannot be resumed: its start was dropped from the event log");
       track(session, res);
-      const target = { sessionId: session.id, ownerId: caller.ownerId, events: session.events, stream: inherited };
+      const target = { sessionId: session.id, ownerId: caller.ownerId, events: session.events, stream: foreign };
       return resumer.serve(target, cursor, res);
     }
     return handle(session, req, res, auth);
@@ -262,7 +266,7 @@ export function createMcpHttpHandler(opts: McpHttpOptions): McpHttpHandler {
       for (const s of sessions.held()) {
         if (s.inFlight === 0 && now - s.lastSeen > sessionIdleMs) {
           log.debug("MCP session idle, closing", { sessionId: s.id.slice(0, 8) });
-          void s.close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
+          void sessions.expire(s).catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
         }
       }
     },

@@ -1,10 +1,13 @@
 /**
- * Resuming a stream a previous process opened: a client whose `start_run` / `send_message`
- * with `wait` was in flight when Patchbay died reconnects (GET with `Last-Event-ID`) to the new
- * process. The SDK's transport cannot answer it (the request was made to another transport, so
- * it has no place to send a response to), so Patchbay serves that stream itself: it replays
- * what the log holds after the cursor, then answers every request of the stream not answered
- * yet, with its original id, and ends the stream.
+ * Resuming a stream another transport opened: a client whose `start_run` / `send_message` with
+ * `wait` was in flight when Patchbay died reconnects (GET with `Last-Event-ID`) to the new
+ * process, or a client cut off from one replica reconnects to another. The SDK's transport
+ * cannot serve it (the request was made to another transport, so it has no place to send a
+ * response to), so Patchbay serves that stream itself: it replays what the log holds after the
+ * cursor, and then, while a live process still writes the stream (another replica whose call
+ * goes on), sends each frame that process stores as it comes. Once no live process writes it,
+ * it answers every request of the stream not answered yet, with its original id, and ends the
+ * stream.
  *
  * - A call waiting on a run (its run id was recorded before the wait began) gets the run's
  *   turn result, as the tool would have returned it: recovery has settled the run by then
@@ -20,7 +23,7 @@ import type { EventId } from "@modelcontextprotocol/sdk/server/streamableHttp.js
 import type { CallToolResult, JSONRPCMessage, RequestId } from "@modelcontextprotocol/sdk/types.js";
 import { EngineError, type Engine, type Logger } from "../engine/index.ts";
 import { ProtocolCode, toolError } from "./errors.ts";
-import type { InheritedStream, SessionEventStore } from "./event-store.ts";
+import { isResponse, type ForeignStream, type SessionEventStore } from "./event-store.ts";
 import { followFromNow } from "./follow.ts";
 import type { SessionRecords } from "./session-records.ts";
 import { turnOutput } from "./wait.ts";
@@ -31,11 +34,11 @@ export interface ResumeTarget {
   sessionId: string;
   ownerId: string;
   events: SessionEventStore;
-  stream: InheritedStream;
+  stream: ForeignStream;
 }
 
 export interface StreamResumer {
-  /** Serve `GET` with `Last-Event-ID: lastEventId` on an inherited stream to `res`. */
+  /** Serve `GET` with `Last-Event-ID: lastEventId` on a foreign stream to `res`. */
   serve(target: ResumeTarget, lastEventId: EventId, res: ServerResponse): Promise<void>;
 }
 
@@ -88,15 +91,16 @@ export function createStreamResumer(deps: { engine: Engine; records: SessionReco
     return { content: [{ type: "text", text }], structuredContent: structured as Record<string, unknown> };
   }
 
-  function answer(t: ResumeTarget): Promise<void> {
+  /** Answer the requests of the stream `eventId` is on that `answered` lacks. */
+  function answer(t: ResumeTarget, eventId: EventId, answered: ReadonlySet<RequestId>): Promise<void> {
     const key = `${t.sessionId} ${t.stream.id}`;
     let done = answering.get(key);
     if (!done) {
       done = (async () => {
         for (const id of t.stream.requestIds) {
-          if (t.stream.answered.has(id)) continue;
+          if (answered.has(id)) continue;
           const message = await answerOf(t, id);
-          await t.events.storeEvent(t.stream.id, message);
+          await t.events.storeAnswer(eventId, message as JSONRPCMessage & { id: RequestId });
           log.info("answered an MCP call a previous process left", { sessionId: t.sessionId.slice(0, 8), id });
         }
       })();
@@ -119,35 +123,39 @@ export function createStreamResumer(deps: { engine: Engine; records: SessionReco
       });
       res.flushHeaders();
       let cursor = lastEventId;
+      const answered = new Set(t.stream.answered);
       const replay = () =>
         t.events.replayEventsAfter(cursor, {
           send: async (id, message) => {
             if (res.destroyed) return;
             res.write(`event: message\nid: ${id}\ndata: ${JSON.stringify(message)}\n\n`);
             cursor = id;
+            if (isResponse(message)) answered.add(message.id);
           },
         });
-      await replay();
-      if (t.stream.requestIds.some((id) => !t.stream.answered.has(id))) {
-        // A comment now and then, as the SDK's streams do, so idle timeouts on the way keep it open.
-        const keepAlive = setInterval(() => res.destroyed || res.write(": keepalive\n\n"), KEEP_ALIVE_MS);
-        try {
-          await answer(t);
-        } catch (e) {
-          log.error("could not answer an MCP call a previous process left", { error: e });
-          res.destroy();
-          return;
-        } finally {
-          clearInterval(keepAlive);
-        }
-        try {
+      const unanswered = () => t.stream.requestIds.some((id) => !answered.has(id));
+      const gone = new AbortController();
+      res.once("close", () => gone.abort());
+      // A comment now and then, as the SDK's streams do, so idle timeouts on the way keep it open.
+      const keepAlive = setInterval(() => res.destroyed || res.write(": keepalive\n\n"), KEEP_ALIVE_MS);
+      try {
+        await replay();
+        while (unanswered() && !res.destroyed) {
+          const state = await t.events.next(cursor, gone.signal);
+          if (state === "aborted") return;
+          // The session ended meanwhile: nothing more will come.
+          if (state === "gone") break;
+          if (state === "orphaned") await answer(t, cursor, answered);
           await replay();
-        } catch (e) {
-          // Dropped for the bounds meanwhile: the client reconnects and gets what is left.
-          log.warn("could not replay an answered MCP stream", { error: e });
-          res.destroy();
-          return;
         }
+      } catch (e) {
+        // Dropped for the bounds meanwhile, or the answer could not be written: the client
+        // reconnects and gets what is left.
+        log.warn("could not resume an MCP stream", { error: e });
+        res.destroy();
+        return;
+      } finally {
+        clearInterval(keepAlive);
       }
       res.end();
     },

@@ -2,7 +2,8 @@
  * The MCP sessions of the Streamable HTTP front, and how they outlive the process.
  *
  * Each session is the SDK's Web standard transport (`web-bridge.ts` speaks Node to it) bound to
- * its own McpServer, with its view of the event log (`event-store.ts`) for resumable streams.
+ * its own McpServer, with its view of the event log for resumable streams (`event-store.ts` in
+ * the data dir, or `shared-event-store.ts` in the database replicas share).
  * Its record (`session-records.ts`) is written when `initialize` is answered; a request naming
  * a session this process does not hold revives it from that record: a new transport whose id
  * is the session's, handed the session's `initialize` (and `notifications/initialized`) again
@@ -11,7 +12,10 @@
  * and the McpServer learns the client's info and capabilities as it did the first time.
  *
  * A session ends (its record deleted, its streams forgotten) on DELETE and when idle; a
- * shutdown closes the transports but keeps the records, so the next process serves them.
+ * shutdown closes the transports but keeps the records and streams, so the next process (or
+ * another replica) serves them. With records replicas share, a replica's copy of a session may
+ * sit idle while another replica serves it: the idle sweep then only closes the copy, and a
+ * copy whose record is gone (DELETE on another replica) ends at its next request.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import { randomUUID } from "node:crypto";
@@ -20,7 +24,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import type { AuthInfo } from "@modelcontextprotocol/sdk/server/auth/types.js";
 import { WebStandardStreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js";
 import type { RequestId } from "@modelcontextprotocol/sdk/types.js";
-import type { Engine, Logger, SharedDocuments } from "../engine/index.ts";
+import type { Engine, Logger, SharedDocuments, SharedMcpEvents } from "../engine/index.ts";
 import { createMcpEventLog, type McpEventLogOptions, type SessionEventStore } from "./event-store.ts";
 import { createMcpServer, type McpServerOptions } from "./server.ts";
 import {
@@ -29,6 +33,7 @@ import {
   type SessionRecord,
   type SessionRecords,
 } from "./session-records.ts";
+import { createSharedEventLog } from "./shared-event-store.ts";
 import type { CallTracker } from "./tool.ts";
 import { sendWebResponse, toWebRequest } from "./web-bridge.ts";
 
@@ -47,6 +52,8 @@ export interface McpSession {
   handle(req: IncomingMessage, res: ServerResponse, body: unknown, auth: AuthInfo): Promise<void>;
   /** End the session: its record and streams go. */
   close(): Promise<void>;
+  /** Close this process's transport only; the session (record and streams) lives on for others. */
+  leave(): Promise<void>;
 }
 
 export interface McpSessionsOptions {
@@ -60,6 +67,8 @@ export interface McpSessionsOptions {
   resolveCaller: NonNullable<McpServerOptions["resolveCaller"]>;
   /** Session records every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
   sharedRecords?: SharedDocuments;
+  /** The event log every replica shares (PATCHBAY_DATABASE_URL); default: files in `stateDir`. */
+  sharedEvents?: SharedMcpEvents;
 }
 
 export interface McpSessions {
@@ -69,6 +78,8 @@ export interface McpSessions {
   /** The session `id` of `keyId`, held or revived from its record; undefined when unknown, ended or another key's. */
   find(id: string, keyId: string): Promise<McpSession | undefined>;
   held(): IterableIterator<McpSession>;
+  /** A held session idle past the limit here: end it, or only leave it when another replica still uses it. */
+  expire(session: McpSession): Promise<void>;
   /** Close every transport, keeping the records (shutdown). */
   close(): Promise<void>;
 }
@@ -108,7 +119,9 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
   const records = opts.sharedRecords
     ? createSharedSessionRecords({ docs: opts.sharedRecords, idleMs: opts.idleMs })
     : createSessionRecords({ dir: path.join(opts.stateDir, "sessions"), idleMs: opts.idleMs, log });
-  const eventLog = createMcpEventLog(path.join(opts.stateDir, "events"), { ...opts.eventLog, log });
+  const eventLog = opts.sharedEvents
+    ? createSharedEventLog(opts.sharedEvents, { ...opts.eventLog, log })
+    : createMcpEventLog(path.join(opts.stateDir, "events"), { ...opts.eventLog, log });
   const held = new Map<string, McpSession>();
   const reviving = new Map<string, Promise<McpSession | undefined>>();
   /** The session and requests of the POST being handled, for the first frame of a stream. */
@@ -165,17 +178,21 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       },
     });
     let closed = false;
-    const close = async () => {
+    /** Close the transport; `end` the session too (record and streams), or leave it to others. */
+    const finish = async (end: boolean) => {
       if (closed) return;
       closed = true;
       held.delete(sid);
       dispose();
-      if (!shuttingDown) {
-        events.dispose();
+      if (end) {
+        await events.dispose();
         await records.delete(sid);
       }
       await server.close();
+      // After the server: a call it aborted writes nothing more, so its streams are another's to answer.
+      if (!end) await events.release();
     };
+    const close = () => finish(!shuttingDown);
     // DELETE /mcp, idle expiry and shutdown all end here; the runs live on.
     transport.onclose = () =>
       void close().catch((e: unknown) => log.warn("MCP session did not close cleanly", { error: e }));
@@ -196,6 +213,7 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
         await sendWebResponse(response, res);
       },
       close,
+      leave: () => finish(false),
     };
     await connect(transport);
     return session;
@@ -243,7 +261,13 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
     open: (keyId, init) => create(randomUUID(), keyId, init, false),
     async find(id, keyId) {
       const live = held.get(id);
-      if (live) return live.keyId === keyId ? live : undefined;
+      if (live && live.keyId !== keyId) return undefined;
+      if (live && opts.sharedRecords && !(await records.get(id))) {
+        // Ended on another replica (DELETE, idle): this copy goes too, with what it wrote since.
+        await live.close();
+        return undefined;
+      }
+      if (live) return live;
       // By id and key: another key's request must not share (and so fail) this key's revival.
       const at = `${id} ${keyId}`;
       let pending = reviving.get(at);
@@ -256,10 +280,15 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       return s?.keyId === keyId ? s : undefined;
     },
     held: () => held.values(),
+    async expire(session) {
+      // Shared records: the session ends only when its record, which every replica touches, is idle too.
+      if (opts.sharedRecords && (await records.get(session.id))) return session.leave();
+      await session.close();
+    },
     async close() {
       shuttingDown = true;
       await Promise.allSettled([...held.values()].map((s) => s.close()));
-      eventLog.close();
+      await eventLog.close();
     },
   };
 }

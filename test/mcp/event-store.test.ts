@@ -106,17 +106,20 @@ describe("MCP event log", () => {
     const after = second.forSession(S1);
     expect(second.size()).toMatchObject({ events: 3, streams: 2 });
     expect((await replay(after, priming)).sent).toEqual([[progress, note(1)]]);
-    expect(after.inherited(priming)).toMatchObject({ id: "post-1", requestIds: [7] });
-    expect([...after.inherited(priming)!.answered]).toEqual([]);
-    // The answer goes on the same stream, after what the dead process wrote.
-    const answer = await after.storeEvent("post-1", { jsonrpc: "2.0", id: 7, result: {} });
+    expect(await after.foreign(priming)).toMatchObject({ id: "post-1", requestIds: [7] });
+    expect([...(await after.foreign(priming))!.answered]).toEqual([]);
+    expect(await after.next(priming, new AbortController().signal)).toBe("more");
+    expect(await after.next(progress, new AbortController().signal)).toBe("orphaned");
+    // The answer goes on the same stream, after what the dead process wrote, once.
+    const answer = await after.storeAnswer(priming, { jsonrpc: "2.0", id: 7, result: {} });
+    expect(await after.storeAnswer(progress, { jsonrpc: "2.0", id: 7, result: { again: true } })).toBe(answer);
     expect((await replay(after, progress)).sent).toEqual([[answer, { jsonrpc: "2.0", id: 7, result: {} }]]);
-    expect([...after.inherited(priming)!.answered]).toEqual([7]);
+    expect([...(await after.foreign(priming))!.answered]).toEqual([7]);
     // Another session's cursor is still unknown here.
-    expect(after.inherited("ffffffffffff-1")).toBeUndefined();
-    // A stream this process opens is not inherited.
+    expect(await after.foreign("ffffffffffff-1")).toBeUndefined();
+    // A stream this process opens is not foreign.
     const fresh = await after.storeEvent("post-3", note(3));
-    expect(after.inherited(fresh)).toBeUndefined();
+    expect(await after.foreign(fresh)).toBeUndefined();
   });
 
   it("a closed session's streams are forgotten at once, and muted frames are not stored", async () => {
@@ -125,7 +128,7 @@ describe("MCP event log", () => {
     const b = log.forSession(S2);
     const id = await a.storeEvent("s", note(1));
     const kept = await b.storeEvent("s", note(2));
-    a.dispose();
+    await a.dispose();
     expect(log.size()).toMatchObject({ streams: 1 });
     expect(await a.getStreamIdForEventId!(id)).toBeUndefined();
     expect(await b.getStreamIdForEventId!(kept)).toBe("s");

@@ -1,15 +1,17 @@
 /**
  * Three real `patchbay serve` replicas on one Postgres database, behind a round-robin proxy
  * with no sticky sessions: the REST flow with follow-ups handed to the replica that holds the
- * session, SSE resumed on another replica with Last-Event-ID, Idempotency-Key and the request
- * rate held across replicas, runs placed by capacity, and kill -9 of the replica running a
- * turn (its run settled by another, no event lost or repeated).
+ * session, SSE resumed on another replica with Last-Event-ID, an MCP call's stream cut off from
+ * one replica and resumed on another, Idempotency-Key and the request rate held across
+ * replicas, runs placed by capacity, and kill -9 of the replica running a turn (its run
+ * settled by another, no event lost or repeated).
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
+import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tempDir, waitFor } from "../helpers.ts";
@@ -74,6 +76,47 @@ async function replicaIndexOf(runId: string): Promise<number> {
   return i;
 }
 
+/**
+ * An MCP client whose requests all go to replica `a` and whose resumes (GET with Last-Event-ID)
+ * go to `b`, once `resumesWait` settles; `cut()` drops the connection of its last tool call.
+ */
+async function splitMcpClient(a: ServeChild, b: ServeChild, resumesWait: Promise<void> = Promise.resolve()) {
+  let call: AbortController | undefined;
+  const resumes: { url: string; status: number }[] = [];
+  const routed: FetchLike = async (url, init) => {
+    const resuming = init?.method === "GET" && new Headers(init.headers).has("last-event-id");
+    const target = new URL(new URL(url).pathname, resuming ? b.url : a.url);
+    const own = new AbortController();
+    init?.signal?.addEventListener("abort", () => own.abort());
+    if (typeof init?.body === "string" && init.body.includes('"tools/call"')) call = own;
+    if (resuming) await resumesWait;
+    const res = await fetch(target, { ...init, signal: own.signal });
+    if (resuming) resumes.push({ url: target.origin, status: res.status });
+    return res;
+  };
+  const client = new Client({ name: "replicas-resume", version: "1.0.0" });
+  const transport = new StreamableHTTPClientTransport(new URL(`${lb.url}/mcp`), {
+    requestInit: { headers: { Authorization: `Bearer ${key}` } },
+    fetch: routed,
+  });
+  await client.connect(transport);
+  return { client, transport, resumes, cut: () => call!.abort() };
+}
+
+/** The stored frames' ids of the MCP stream `key`, in order. */
+async function streamIds(streamKey: string): Promise<string[]> {
+  const c = new pg.Client({ connectionString: db.url });
+  await c.connect();
+  try {
+    const { rows } = await c.query<{ seq: string }>("SELECT seq FROM mcp_events WHERE stream_key = $1 ORDER BY seq", [
+      streamKey,
+    ]);
+    return rows.map((r) => `${streamKey}-${r.seq}`);
+  } finally {
+    await c.end();
+  }
+}
+
 beforeAll(async () => {
   fx = await startFixtures({
     repos: { "acme/web": { "README.md": "# web\n" } },
@@ -86,6 +129,14 @@ beforeAll(async () => {
           ],
         ],
         "test/hang": [[{ hang: true }]],
+        // Two writes (progress notifications), the second late enough to come after a cut, then a hang.
+        "test/resume": [
+          [
+            { toolCalls: [{ name: "write", args: { filePath: "ONE.md", content: "one\n" } }] },
+            { toolCalls: [{ name: "write", args: { filePath: "TWO.md", content: "two\n" } }], delayMs: 1500 },
+            { hang: true },
+          ],
+        ],
       },
     },
   });
@@ -105,7 +156,7 @@ beforeAll(async () => {
     PATCHBAY_SHARED_AGENT: "1",
     // The shared server serves the models it lists; a run of any other gets a server of its own.
     PATCHBAY_DEFAULT_MODEL: "test/ok",
-    PATCHBAY_MODELS: "test/ok,test/hang",
+    PATCHBAY_MODELS: "test/ok,test/hang,test/resume",
     PATCHBAY_WARM_POOL_SIZE: "0",
   });
   // The first start on an empty database creates the admin key; the others find it.
@@ -236,6 +287,83 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
     }
   });
 
+  it("an MCP call's stream cut off from one replica resumes on another: what the first stored after the cut arrives once", async () => {
+    // Every request goes to replica A, but a resume (GET with Last-Event-ID) to B, once let through.
+    const [A, B] = [replicas[0]!, replicas[1]!];
+    let letResumeThrough!: () => void;
+    const resumeLetThrough = new Promise<void>((r) => (letResumeThrough = r));
+    const { client, transport, resumes, cut } = await splitMcpClient(A, B, resumeLetThrough);
+    try {
+      const progress: number[] = [];
+      const ids: string[] = [];
+      let firstProgress!: () => void;
+      const progressed = new Promise<void>((r) => (firstProgress = r));
+      const result = client.callTool(
+        { name: "start_run", arguments: { ...body("test/resume", "two notes"), wait: true } },
+        undefined,
+        {
+          timeout: LOADED.turnWaitMs,
+          onprogress: (p) => {
+            progress.push(p.progress);
+            firstProgress();
+          },
+          onresumptiontoken: (id) => void ids.push(id),
+        },
+      );
+      await progressed;
+      // The connection to A drops; the client reconnects with the last id it holds.
+      cut();
+      const cursor = ids.at(-1)!;
+      // A goes on: the second write, then the model hangs; all stored while no client listens.
+      await waitFor(() => fx.model.agentRequests("test/resume").length >= 3, { what: "the hanging step" });
+      letResumeThrough();
+      await waitFor(() => resumes.length > 0, { what: "the resume on B" });
+      expect(resumes[0]).toEqual({ url: B.url, status: 200 });
+      // B now waits on A's stream: the result A stores once the run is cancelled reaches the client through B.
+      const runs = await viaLb("GET", `${API}/runs?limit=1`);
+      const run = runs.json.runs[0] as { id: string; modelId: string };
+      expect(run.modelId).toBe("test/resume");
+      expect((await viaLb("POST", `${API}/runs/${run.id}/cancel`)).status).toBe(200);
+      const done = await result;
+      expect(done.isError).toBeFalsy();
+      expect(done.structuredContent).toMatchObject({ id: run.id, status: "cancelled", waited: true });
+      // Every frame of the stream reached the client once, in order, the later ones through B.
+      const stored = await streamIds(cursor.split("-")[0]!);
+      expect(stored.map((id) => Number(id.split("-")[1]))).toEqual(
+        Array.from({ length: stored.length }, (_, i) => i + 1),
+      );
+      expect(ids).toEqual(stored);
+      expect(ids.indexOf(cursor)).toBeLessThan(ids.length - 1);
+      // Progress counts 1..n: none lost, none repeated.
+      expect(progress.length).toBeGreaterThanOrEqual(2);
+      expect(progress).toEqual(Array.from({ length: progress.length }, (_, i) => i + 1));
+
+      // The session ends on A (DELETE): B, which revived it to serve the resume, lets it go too.
+      const sid = transport.sessionId!;
+      await transport.terminateSession();
+      const ping = await fetch(`${B.url}/mcp`, {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${key}`,
+          accept: "application/json, text/event-stream",
+          "content-type": "application/json",
+          "mcp-session-id": sid,
+          "mcp-protocol-version": transport.protocolVersion!,
+        },
+        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "ping" }),
+      });
+      expect(ping.status).toBe(404);
+      const left = new pg.Client({ connectionString: db.url });
+      await left.connect();
+      const streams = await left
+        .query("SELECT key FROM mcp_streams WHERE session_id = $1", [sid])
+        .finally(() => left.end());
+      expect(streams.rows).toEqual([]);
+    } finally {
+      await client.close();
+    }
+  });
+
   it("an Idempotency-Key replayed on every replica at once makes one run, and the request rate holds across replicas", async () => {
     const answers = await Promise.all(
       replicas.map((r) =>
@@ -333,5 +461,52 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
     expect(log).toEqual(Array.from({ length: log.length }, (_, i) => i + 1));
     expect(stream.frames().map((f) => Number(f.id))).toEqual(log);
     expect(await leaseOf(id)).toBeNull();
+  });
+
+  it("kill -9 of the replica writing an MCP call's stream: the client resumes on another, which answers the call once the writer is gone", async () => {
+    // After the kill above, two replicas are left: A writes the call's stream, then dies.
+    const live = replicas.filter((r) => r.proc.exitCode === null && r.proc.signalCode === null);
+    expect(live).toHaveLength(2);
+    const [A, B] = live as [ServeChild, ServeChild];
+    const { client, transport, resumes } = await splitMcpClient(A, B);
+    try {
+      const ids: string[] = [];
+      const seen = fx.model.nextRequest("test/hang");
+      const result = client.callTool(
+        { name: "start_run", arguments: { ...body("test/hang", "hang for an MCP client"), wait: true } },
+        undefined,
+        { timeout: LOADED.turnWaitMs, onresumptiontoken: (id) => void ids.push(id) },
+      );
+      await seen;
+      // The call waits on its run (recorded, so another replica can answer with it), which runs on A.
+      const sid = transport.sessionId!;
+      const runId = await waitFor(
+        async () => {
+          const c = new pg.Client({ connectionString: db.url });
+          await c.connect();
+          const { rows } = await c
+            .query<{ data: { calls: { runId?: string }[] } }>("SELECT data FROM mcp_sessions WHERE id = $1", [sid])
+            .finally(() => c.end());
+          return rows[0]?.data.calls[0]?.runId;
+        },
+        { what: "the call's run in its session record" },
+      );
+      expect(await replicaIndexOf(runId)).toBe(replicas.indexOf(A));
+      A.proc.kill("SIGKILL");
+      lb.drop(replicas.indexOf(A));
+      // B serves the resume, waits out A's lease, and answers with the run as the takeover leaves it.
+      const done = await result;
+      expect(resumes[0]).toEqual({ url: B.url, status: 200 });
+      expect(done.isError).toBeFalsy();
+      expect(done.structuredContent).toMatchObject({
+        id: runId,
+        status: "failed",
+        error: { code: "server_restart" },
+        waited: true,
+      });
+      expect(ids).toEqual(await streamIds(ids[0]!.split("-")[0]!));
+    } finally {
+      await client.close();
+    }
   });
 });

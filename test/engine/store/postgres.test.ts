@@ -29,7 +29,13 @@ describe("Postgres store shared by replicas", () => {
     await c.connect();
     const { rows } = await c.query<{ name: string }>("SELECT name FROM patchbay_migrations");
     await c.end();
-    expect(rows.map((r) => r.name)).toEqual(["0001_store", "0002_replicas", "0003_mcp_sessions", "0004_runs_updated"]);
+    expect(rows.map((r) => r.name)).toEqual([
+      "0001_store",
+      "0002_replicas",
+      "0003_mcp_sessions",
+      "0004_runs_updated",
+      "0005_mcp_events",
+    ]);
     expect(new Set(stores.map((s) => s.replicaId)).size).toBe(3);
   });
 
