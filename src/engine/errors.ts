@@ -84,6 +84,11 @@ export const ERROR_CODES = [
   "store_locked",
   /** The data dir refused a write (disk full, read-only, gone). */
   "storage_failed",
+  /**
+   * Replicas: this replica stalled past its lease on the run and another took the run over;
+   * the write was refused (nothing written) and the run's session here is being stopped.
+   */
+  "lease_lost",
 ] as const;
 
 export type ErrorCode = (typeof ERROR_CODES)[number];

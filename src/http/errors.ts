@@ -79,6 +79,8 @@ const STATUS: Record<HttpErrorCode, number> = {
   shutting_down: 503,
   store_locked: 503,
   storage_failed: 503,
+  // Another replica took the run over; retried, the request reaches the run's new owner.
+  lease_lost: 503,
   sandbox_failed: 503,
   agent_failed: 500,
   // The repository's own setup failed: its output tail is on the run.

@@ -3,8 +3,9 @@
  * with no sticky sessions: the REST flow with follow-ups handed to the replica that holds the
  * session, SSE resumed on another replica with Last-Event-ID, an MCP call's stream cut off from
  * one replica and resumed on another, Idempotency-Key and the request rate held across
- * replicas, runs placed by capacity, and kill -9 of the replica running a turn (its run
- * settled by another, no event lost or repeated).
+ * replicas, runs placed by capacity, a replica stopped (SIGSTOP) past its lease while running
+ * a turn (its run taken over, and fenced off from it once it wakes), and kill -9 of the
+ * replica running a turn (its run settled by another, no event lost or repeated).
  */
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
@@ -18,7 +19,7 @@ import { tempDir, waitFor } from "../helpers.ts";
 import { startRoundRobin, type RoundRobin } from "../fixtures/round-robin.ts";
 import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
 import { parseSse } from "../support/http.ts";
-import { pollUntilTurnOver } from "../support/poll.ts";
+import { pollHttp, pollUntilTurnOver } from "../support/poll.ts";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.ts";
 import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
 
@@ -441,6 +442,61 @@ describe("three replicas on one database behind a round-robin proxy", { timeout:
       what: "the queued run to start",
     });
   }
+
+  it("a replica stopped past its lease while running a turn: another takes the run over (server_restart), and once woken it writes nothing more for the run and stops its agent", async () => {
+    const seen = fx.model.nextRequest("test/hang");
+    // A secret gives the run an OpenCode server of its own, in its sandbox (not the replica's shared one).
+    const started = await viaLb("POST", `${API}/runs`, {
+      body: { ...body("test/hang", "hang before the stall"), environment: { secrets: { STALL_TOKEN: "stall-1234" } } },
+    });
+    expect(started.status).toBe(201);
+    await seen;
+    const id = started.json.id as string;
+    const owner = await replicaIndexOf(id);
+    const stalled = replicas[owner]!;
+    const other = replicas[(owner + 1) % 3]!;
+    const sandbox = path.join(dataDirs[owner]!, "sandboxes", id);
+    expect(opencodeUnder(sandbox)).not.toEqual([]);
+    const runOf = async () => (await other.api("GET", `${API}/runs/${id}?events=1`, { key })).json;
+    lb.drop(owner);
+    stalled.proc.kill("SIGSTOP");
+    let taken: { status: string; error: { code: string }; updatedAt: string; events: { id: number; type: string }[] };
+    try {
+      taken = await pollHttp(
+        () => other.api("GET", `${API}/runs/${id}?events=1`, { key }),
+        (run: typeof taken) => (run.status === "failed" ? run : undefined),
+        { timeoutMs: LOADED.turnWaitMs, what: "another replica to take the stopped replica's run over" },
+      );
+    } finally {
+      stalled.proc.kill("SIGCONT");
+    }
+    expect(taken.error.code).toBe("server_restart");
+    expect(await leaseOf(id)).toBeNull();
+    // Woken, it learns it lost the run (its heartbeat, or a write refused), says so once, and stops the run's agent.
+    const lostLines = () =>
+      stalled
+        .stderr()
+        .split("\n")
+        .filter((l) => l.includes("another replica took over a run") && l.includes(id));
+    await waitFor(() => lostLines().length > 0, {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the woken replica to find it lost the run",
+    });
+    await waitFor(() => opencodeUnder(sandbox).length === 0, {
+      timeoutMs: LOADED.turnWaitMs,
+      what: "the woken replica to stop the run's agent",
+    });
+    lb.restore(owner);
+    expect((await stalled.api("GET", "/readyz")).json).toEqual({ ready: true });
+    // The run and its log are exactly as the taker left them: nothing appended after its ending.
+    const after = await runOf();
+    expect([after.status, after.error, after.updatedAt]).toEqual([taken.status, taken.error, taken.updatedAt]);
+    expect(after.events).toEqual(taken.events);
+    const ids = taken.events.map((e) => e.id);
+    expect(ids).toEqual(Array.from({ length: ids.length }, (_, i) => i + 1));
+    expect(taken.events.at(-1)).toMatchObject({ type: "run.status", data: { status: "failed" } });
+    expect(lostLines()).toHaveLength(1);
+  });
 
   it("kill -9 of the replica running a turn: another settles the run (server_restart), no event lost or repeated", async () => {
     const seen = fx.model.nextRequest("test/hang");

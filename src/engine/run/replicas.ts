@@ -3,11 +3,14 @@
  * alive, places queued runs on it while it has room (PATCHBAY_MAX_ACTIVE_RUNS), takes over
  * the runs of replicas that died, and hands a request about a run whose session another
  * replica holds (a message, a cancel, an endSession) to that replica, answering with what it
- * answered (the same view, or the same error code).
+ * answered (the same view, or the same error code). When this replica stalled past its lease
+ * and another took one of its runs (a write refused, or the heartbeat found it), it stops that
+ * run's session here without writing anything more for it: the new owner has settled it.
  */
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { EngineError, type ErrorCode } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { leaseLost } from "../store/pg/leases.ts";
 import type { Peer, ReplicaRegistry } from "../store/pg/replicas.ts";
 import type { LiveSessions } from "./sessions.ts";
 import type { RunView } from "./view.ts";
@@ -58,6 +61,8 @@ export interface ReplicasDeps {
 
 export const HANDOFF_PATH = "/internal/v1/handoff";
 export const HANDOFF_HEADER = "x-patchbay-replica-token";
+const LOST_MESSAGE =
+  "another replica took over a run while this one did not answer; stopping its session here, writing nothing more for it";
 /** Longest a handoff may take: a cancel waits for its turn to unwind. */
 const HANDOFF_TIMEOUT_MS = 60_000;
 
@@ -72,6 +77,16 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
   const starting = new Set<string>();
 
   const held = () => [...new Set([...sessions.runIds(), ...starting])];
+
+  const stopLost = registry.onLeaseLost((runId) => {
+    log.warn(LOST_MESSAGE, { runId });
+    void sessions
+      .abandon(runId, leaseLost(runId))
+      .catch((e: unknown) =>
+        log.warn("could not stop the session of a run another replica took over", { runId, error: e }),
+      )
+      .then(() => registry.letGo(runId));
+  });
   const hasRoom = () => deps.maxActiveRuns === undefined || held().length < deps.maxActiveRuns;
 
   async function place(): Promise<void> {
@@ -83,7 +98,11 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
         starting.add(runId);
         void deps
           .begin(runId, input)
-          .catch((e: unknown) => log.warn("could not start a queued run", { runId, error: e }))
+          .catch((e: unknown) => {
+            // Taken over meanwhile: already logged once, and its session stopped.
+            if (!(e instanceof EngineError && e.code === "lease_lost"))
+              log.warn("could not start a queued run", { runId, error: e });
+          })
           .finally(() => starting.delete(runId));
       }
     } finally {
@@ -132,7 +151,13 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
     replicaId: registry.replicaId,
     advertise: (url) => registry.register(url),
     start() {
-      every(Math.max(250, Math.floor(registry.leaseMs / 3)), () => registry.heartbeat(held()), "heartbeat");
+      // Five beats a lease: a replica whose event loop or database stalls for a few seconds
+      // misses one or two, never the lease.
+      every(
+        Math.max(200, Math.floor(registry.leaseMs / 5)),
+        async () => void (await registry.heartbeat()),
+        "heartbeat",
+      );
       every(deps.placementMs ?? 500, place, "placement");
       every(
         Math.max(500, Math.floor(registry.leaseMs / 2)),
@@ -161,6 +186,7 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
     async close() {
       closed = true;
       for (const t of timers) clearInterval(t);
+      stopLost();
       await registry.leave().catch((e: unknown) => log.warn("could not leave the replica registry", { error: e }));
     },
   };

@@ -75,6 +75,12 @@ export interface LiveSessions {
    * detach; a hibernated one as it is); ends it instead when it cannot be handed over.
    */
   handOver(runId: string): Promise<void>;
+  /**
+   * Another replica took the run over: stop the turn in flight (aborted with `reason`), then
+   * forget the run and let go of its session without ending the run — a sandbox that outlives
+   * this process (e2b) is left to the new owner, a local one closed, a hibernated one kept.
+   */
+  abandon(runId: string, reason: Error): Promise<void>;
   /** Runs this process holds anything for. */
   runIds(): string[];
   /** Track a session ending (endSession, cancel, expiry) so `settled()` waits for it. */
@@ -227,6 +233,23 @@ export function createLiveSessions(deps: {
         log.info("left an idle run's sandbox running for the next start", { runId });
       } catch (e) {
         log.warn("could not hand an idle run over; it ends at the next start", { runId, error: e });
+      }
+    },
+    async abandon(runId, reason) {
+      const turn = slots.get(runId)?.turn;
+      if (turn) {
+        turn.abort.abort(reason);
+        await turn.done;
+      }
+      await settle(runId);
+      const s = forget(runId);
+      if (!s) return;
+      if (s.token) gateway.revokeToken(s.token);
+      try {
+        if (s.session?.detach) await s.session.detach();
+        else await s.session?.close();
+      } catch (e) {
+        log.warn("the session of a run another replica took over did not close cleanly", { runId, error: e });
       }
     },
     runIds: () => [...slots.keys()],

@@ -7,7 +7,7 @@
  */
 import type { AgentImage, AgentSession } from "../agent/agent.ts";
 import type { Setups } from "../environment/setup.ts";
-import { EngineError, toEngineError, type ErrorCode } from "../errors.ts";
+import { EngineError, isEngineError, toEngineError, type ErrorCode } from "../errors.ts";
 import type { BuilderEventData } from "../events/schema.ts";
 import { applyPatch, computeDiff, type DiffResult, type GitRunner } from "../git/git.ts";
 import type { RepositoryAccess } from "../github/access.ts";
@@ -54,6 +54,13 @@ export interface TurnDeps extends RunParts {
   budgets: Budgets;
   outputs: OutputSchemas;
 }
+
+/**
+ * Another replica took the run over (replicas.ts aborted the turn with lease_lost, or a write
+ * was refused with it): the new owner has settled the run, so this turn writes nothing more.
+ */
+const takenOver = (abort: AbortController, e?: unknown): boolean =>
+  [abort.signal.reason, e].some((x) => isEngineError(x) && x.code === "lease_lost");
 
 export function gitIn(sandbox: Sandbox): GitRunner {
   return (args, opts) => sandbox.exec(["git", ...args], opts);
@@ -229,6 +236,7 @@ export function createTurns(deps: TurnDeps): Turns {
       } finally {
         stop = await budget.end();
       }
+      if (takenOver(abort)) return;
       const mask = (text: string) => deps.environment.mask(text, run);
       // A cancel or a shutdown outranks the budget: their endings are the ones asked for.
       const overBudget = stop && !abort.signal.aborted && !deps.closing() ? stop : undefined;
@@ -286,6 +294,7 @@ export function createTurns(deps: TurnDeps): Turns {
       await idle(run, results, null, hold);
       log.info("turn finished", { runId, turn: run.turnCount, changedPaths: diff.changedPaths.length });
     } catch (e) {
+      if (takenOver(abort, e)) return;
       await fail(run, e, abort);
     }
   }
@@ -368,7 +377,9 @@ export function createTurns(deps: TurnDeps): Turns {
       });
       const abort = new AbortController();
       const done = execute(run.id, prompt, abort, hold, chainFrom, input)
-        .catch((e: unknown) => log.error("turn crashed", { runId: run.id, error: e }))
+        .catch((e: unknown) => {
+          if (!takenOver(abort, e)) log.error("turn crashed", { runId: run.id, error: e });
+        })
         .finally(() => {
           // A turn that went idle released the run already; this is a no-op then.
           hold.release();

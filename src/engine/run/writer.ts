@@ -9,6 +9,7 @@
 import { boundEvent } from "../events/bound.ts";
 import type { EventBus } from "../events/bus.ts";
 import type { BuilderEventData, NewRunEvent, RunEvent } from "../events/schema.ts";
+import { isEngineError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { RunStore } from "../store/store.ts";
 import { isTerminal, type RunRecord, type RunStatus } from "./schema.ts";
@@ -40,9 +41,11 @@ export function createRunWriter(deps: RunWriterDeps): RunWriter {
       return stored;
     },
     note(run, data) {
-      writer
-        .emit(run.id, { type: "builder.event", turn: run.turnCount, data })
-        .catch((e: unknown) => log.warn("could not record an event", { runId: run.id, error: e }));
+      writer.emit(run.id, { type: "builder.event", turn: run.turnCount, data }).catch((e: unknown) => {
+        // Another replica took the run over: logged once where its session is stopped.
+        if (!(isEngineError(e) && e.code === "lease_lost"))
+          log.warn("could not record an event", { runId: run.id, error: e });
+      });
     },
     async setStatus(run, status, fields = {}) {
       const t = now().toISOString();

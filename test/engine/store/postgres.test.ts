@@ -1,10 +1,13 @@
 /**
  * What only the shared Postgres store does, beyond the contract suite (contract.test.ts):
- * replicas starting together, appenders on several replicas, NOTIFY between them, retention.
+ * replicas starting together, appenders on several replicas, NOTIFY between them, retention,
+ * and fencing: the writes of a replica that lost a run's lease to another are refused.
  */
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EngineError } from "../../../src/engine/errors.ts";
 import type { NewRunEvent, RunEvent } from "../../../src/engine/events/schema.ts";
+import type { RunRecord } from "../../../src/engine/run/schema.ts";
 import { createPostgresStore, type PostgresStore } from "../../../src/engine/store/pg/postgres.ts";
 import { createTestDatabase, type TestDatabase } from "../../support/postgres.ts";
 import { runRecord, turnRecord } from "./fixtures.ts";
@@ -35,6 +38,7 @@ describe("Postgres store shared by replicas", () => {
       "0003_mcp_sessions",
       "0004_runs_updated",
       "0005_mcp_events",
+      "0006_lease_epoch",
     ]);
     expect(new Set(stores.map((s) => s.replicaId)).size).toBe(3);
   });
@@ -110,5 +114,101 @@ describe("Postgres store shared by replicas", () => {
     for (const kept of ["run_warm", "run_new", "run_live"]) expect(await a.getRun(kept)).toBeDefined();
     expect(await a.deleteRun("run_new")).toBe(true);
     expect(await a.deleteRun("run_new")).toBe(false);
+  });
+
+  describe("fencing: a replica that lost a run's lease", () => {
+    /** Two replicas of their own: `stalled` never registers, so the other takes its runs as a dead replica's. */
+    let stalled: PostgresStore;
+    let taker: PostgresStore;
+    const lost: string[] = [];
+    const status = (r: RunRecord): NewRunEvent => ({
+      type: "run.status",
+      turn: r.turnCount,
+      data: { status: r.status, turn: r.turnCount },
+    });
+    const refused = (p: Promise<unknown>) =>
+      expect(p).rejects.toSatisfy((e) => e instanceof EngineError && e.code === "lease_lost");
+    beforeAll(async () => {
+      stalled = await createPostgresStore({ url: db.url });
+      taker = await createPostgresStore({ url: db.url });
+      stores.push(stalled, taker);
+      stalled.replicas.onLeaseLost((runId) => lost.push(runId));
+      await taker.replicas.register("http://127.0.0.1:1");
+    });
+
+    it("has its writes and appends refused once another replica took the run, leaving the run and its log as the new owner left them", async () => {
+      await stalled.createRun(runRecord({ id: "run_fenced", status: "running", turnCount: 1 }));
+      await stalled.appendEvent("run_fenced", text("before the stall"));
+      // The taker settles the run as a take-over does: failed, server_restart.
+      expect(await taker.replicas.takeOrphans()).toContain("run_fenced");
+      await taker.transition(
+        "run_fenced",
+        { status: "failed", error: { code: "server_restart", message: "taken over" } },
+        status,
+      );
+      const run = await taker.getRun("run_fenced");
+      const events = await taker.readEvents("run_fenced");
+      const heard: [string, number][] = [];
+      const stopWatch = taker.watchEvents((runId, id) => heard.push([runId, id]));
+      try {
+        // What the stalled replica had pending when it woke: one batch, refused whole.
+        const late = [
+          stalled.appendEvent("run_fenced", text("after the stall")),
+          stalled.updateRun("run_fenced", { summary: "stale" }),
+          stalled.transition("run_fenced", { status: "idle" }, status),
+          stalled.appendEvent("run_fenced", text("after the stall, again")),
+        ];
+        for (const settled of await Promise.allSettled(late)) {
+          expect(settled.status).toBe("rejected");
+          expect(settled.status === "rejected" && (settled.reason as EngineError).code).toBe("lease_lost");
+        }
+        // And whatever it writes later, to the run, its turns, its patch or its secrets.
+        await refused(stalled.appendEvent("run_fenced", text("later")));
+        await refused(stalled.updateTurn("run_fenced", 1, { status: "cancelled" }));
+        await refused(stalled.putPatch("run_fenced", { text: "stale patch", binary: "stale patch" }));
+        await refused(stalled.putSummary("run_fenced", "stale summary"));
+        await refused(stalled.deleteSecrets("run_fenced"));
+        expect(await taker.getRun("run_fenced")).toEqual(run);
+        expect(await taker.readEvents("run_fenced")).toEqual(events);
+        expect(await taker.lastEventId("run_fenced")).toBe(events.length);
+        expect(await taker.getPatch("run_fenced")).toBeUndefined();
+        expect(events.map((e) => e.id)).toEqual([1, 2]);
+        // No NOTIFY for what was refused: the stalled replica's next commit is the first the taker hears.
+        const marker = await stalled.appendEvent("run_marker", text("marker"));
+        await expect.poll(() => heard, { timeout: 30_000 }).toContainEqual(["run_marker", marker.id]);
+        expect(heard.filter(([runId]) => runId === "run_fenced")).toEqual([]);
+      } finally {
+        stopWatch();
+      }
+      expect(lost.filter((id) => id === "run_fenced")).toEqual(["run_fenced"]);
+    });
+
+    it("learns from its heartbeat which runs it lost when no write is pending, once, and not those it finished itself", async () => {
+      await stalled.createRun(runRecord({ id: "run_hb_lost", status: "running", turnCount: 1 }));
+      await stalled.createRun(runRecord({ id: "run_hb_done", status: "running", turnCount: 1 }));
+      await stalled.transition("run_hb_done", { status: "completed" }, status);
+      const taken = await taker.replicas.takeOrphans();
+      expect(taken).toContain("run_hb_lost");
+      expect(taken).not.toContain("run_hb_done");
+      expect(await stalled.replicas.heartbeat()).toEqual(["run_hb_lost"]);
+      expect(await stalled.replicas.heartbeat()).toEqual([]);
+      expect(lost.filter((id) => id.startsWith("run_hb"))).toEqual(["run_hb_lost"]);
+      // Once its session here is gone, the run is forgotten: a later request here is not fenced.
+      await stalled.replicas.letGo("run_hb_lost");
+      await stalled.appendEvent("run_hb_lost", text("a request served here later"));
+    });
+
+    it("holds a run it created until it starts or queues it: no take-over loop takes it for an orphan meanwhile", async () => {
+      await stalled.replicas.register("http://127.0.0.1:2");
+      await stalled.createRun(runRecord({ id: "run_created", status: "queued" }));
+      expect(await taker.replicas.takeOrphans()).not.toContain("run_created");
+      // Queued for any replica: leased to none until one claims it.
+      await stalled.replicas.enqueue("run_created", { prompt: "p" });
+      expect(await taker.replicas.takeOrphans()).not.toContain("run_created");
+      expect((await taker.replicas.claimQueued(10)).map((c) => c.runId)).toEqual(["run_created"]);
+      await taker.transition("run_created", { status: "running" }, status);
+      // The creator let it go when it queued it: its heartbeat does not count it lost.
+      expect(await stalled.replicas.heartbeat()).toEqual([]);
+    });
   });
 });

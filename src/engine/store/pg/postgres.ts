@@ -4,7 +4,9 @@
  * record a json value checked by its zod schema before it is written; one run's writes go
  * through one lane per process (run-writes.ts), and event ids stay 1..n across processes by
  * the run's head row lock. Appends are announced with NOTIFY (`watchEvents`), so a follower on
- * any replica hears of another replica's event when it commits.
+ * any replica hears of another replica's event when it commits. A run's writes from the
+ * replica that leased it are fenced (leases.ts): once another replica took the run, they are
+ * refused with `lease_lost`, each in the transaction that would have written it.
  */
 import { randomUUID } from "node:crypto";
 import { EngineError } from "../../errors.ts";
@@ -15,8 +17,9 @@ import { valid } from "../sqlite-tables.ts";
 import { encodeCursor, pageStart } from "../run-pages.ts";
 import { RunPatch, type RunStore } from "../store.ts";
 import { createWindowCounters, type WindowCounters } from "./counters.ts";
-import { createDb, type Db } from "./db.ts";
+import { createDb, type Db, type Queries } from "./db.ts";
 import { createExclusive } from "./exclusive.ts";
+import { checkLease, createLeaseBook } from "./leases.ts";
 import { createEventWatch } from "./listen.ts";
 import { migrate } from "./migrate.ts";
 import { createRecords } from "./records.ts";
@@ -56,7 +59,7 @@ export interface PostgresStoreOptions {
   replicaId?: string;
   /** Connections in the pool (default 10). */
   poolSize?: number;
-  /** How long a replica's lease on a run lasts without a heartbeat (default 15 s). */
+  /** How long a replica's lease on a run lasts without a heartbeat (default 15 s; PATCHBAY_LEASE_MS). */
   leaseMs?: number;
 }
 
@@ -72,7 +75,14 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     onError: (e) => log.warn("lost a database connection", { error: e }),
   });
   const leaseMs = opts.leaseMs ?? 15_000;
-  const writes = createRunWrites({ pool: db.pool, now, replicaId, leaseMs });
+  const leases = createLeaseBook();
+  const writes = createRunWrites({ pool: db.pool, now, replicaId, leaseMs, leases });
+  /** A run's write in one transaction, refused (lease_lost) when this replica leased the run and lost it. */
+  const leased = <T>(runId: string, write: (q: Queries) => Promise<T>): Promise<T> =>
+    db.tx(async (q) => {
+      await checkLease(q, leases, runId);
+      return write(q);
+    });
   // Listening before the store is used: a follower that subscribes and then reads the log
   // misses no other replica's event committed after that read.
   const watch = createEventWatch({ url: opts.url, replicaId, log });
@@ -104,20 +114,24 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     replicaId,
     db,
     counters: createWindowCounters(db),
-    replicas: createReplicaRegistry(db, replicaId, leaseMs),
+    replicas: createReplicaRegistry(db, { replicaId, leaseMs, leases, settledRun: (id) => writes.settledRun(id) }),
     async exclusive(key, work) {
       usable();
       return locks.exclusive(key, work);
     },
-    ...createRecords(db),
+    ...createRecords(db, leased),
 
     // --- runs
     async createRun(run) {
       usable();
       const record = valid(RunRecord, run, "run");
+      // Leased to this replica from the start: until it starts the run (or queues it for any
+      // replica), no take-over loop may take it for a dead replica's.
+      const active = ACTIVE.includes(record.status);
       const n = await db.count(
-        `INSERT INTO runs (id, owner_id, status, created_at, idempotency_key, data)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
+        `INSERT INTO runs (id, owner_id, status, created_at, idempotency_key, data, lease_owner, lease_until, lease_epoch)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7::text IS NULL THEN NULL ELSE now() + $8 * interval '1 millisecond' END, $9)
+         ON CONFLICT DO NOTHING`,
         [
           record.id,
           record.ownerId,
@@ -125,9 +139,13 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
           record.createdAt,
           record.idempotencyKey ?? null,
           JSON.stringify(record),
+          active ? replicaId : null,
+          leaseMs,
+          active ? 1 : 0,
         ],
       );
       if (!n) throw new EngineError("internal", `run ${run.id} already exists`);
+      if (active) leases.hold(record.id, 1);
     },
     getRun: (id) => db.one("SELECT data FROM runs WHERE id = $1", [id]),
     async updateRun(id, patch) {
@@ -162,6 +180,7 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     async deleteRun(id) {
       const existed = (await db.rows("SELECT 1 FROM runs WHERE id = $1", [id])).length > 0;
       await deleteRuns([id]);
+      leases.release(id);
       return existed;
     },
     runsUpdatedSince: (sinceIso) =>
@@ -182,15 +201,17 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     // --- turns
     async addTurn(turn) {
       const record = valid(TurnRecord, turn, "turn");
-      const n = await db.count("INSERT INTO turns (run_id, n, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [
-        record.runId,
-        record.n,
-        JSON.stringify(record),
-      ]);
+      const n = await leased(record.runId, (q) =>
+        q.count("INSERT INTO turns (run_id, n, data) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING", [
+          record.runId,
+          record.n,
+          JSON.stringify(record),
+        ]),
+      );
       if (!n) throw new EngineError("internal", `run ${turn.runId} already has turn ${turn.n}`);
     },
     async updateTurn(runId, n, patch) {
-      await db.tx(async (q) => {
+      await leased(runId, async (q) => {
         const current = await q.one<TurnRecord>("SELECT data FROM turns WHERE run_id = $1 AND n = $2 FOR UPDATE", [
           runId,
           n,
@@ -240,18 +261,22 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     // --- patches and whole summaries
     async putPatch(runId, patch) {
       const record = valid(RunPatch, patch, "patch");
-      await db.count(
-        "INSERT INTO patches (run_id, data) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET data = EXCLUDED.data",
-        [runId, JSON.stringify(record)],
+      await leased(runId, (q) =>
+        q.count(
+          "INSERT INTO patches (run_id, data) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET data = EXCLUDED.data",
+          [runId, JSON.stringify(record)],
+        ),
       );
     },
     getPatch: async (runId) => (await db.one<RunPatch>("SELECT data FROM patches WHERE run_id = $1", [runId]))?.text,
     getBinaryPatch: async (runId) =>
       (await db.one<RunPatch>("SELECT data FROM patches WHERE run_id = $1", [runId]))?.binary,
     async putSummary(runId, text) {
-      await db.count(
-        "INSERT INTO summaries (run_id, data) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET data = EXCLUDED.data",
-        [runId, JSON.stringify(text)],
+      await leased(runId, (q) =>
+        q.count(
+          "INSERT INTO summaries (run_id, data) VALUES ($1, $2) ON CONFLICT (run_id) DO UPDATE SET data = EXCLUDED.data",
+          [runId, JSON.stringify(text)],
+        ),
       );
     },
     getSummary: (runId) => db.one("SELECT data FROM summaries WHERE run_id = $1", [runId]),

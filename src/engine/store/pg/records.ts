@@ -9,7 +9,10 @@ import { DeliveryRecord, WebhookRecord } from "../../webhooks/schema.ts";
 import { valid } from "../sqlite-tables.ts";
 import { ApiKeyRecord, OwnerBudgetRecord, OwnerSecretRecord, RepositoryRecord, SecretRecord } from "../store.ts";
 import type { RunStore } from "../store.ts";
-import type { Db } from "./db.ts";
+import type { Db, Queries } from "./db.ts";
+
+/** Runs `write` for a run, fenced by the run's lease when this replica leased it (postgres.ts). */
+export type LeasedWrite = <T>(runId: string, write: (q: Queries) => Promise<T>) => Promise<T>;
 
 type RecordMethods = Pick<
   RunStore,
@@ -44,7 +47,7 @@ type RecordMethods = Pick<
 
 const byName = <T extends { name: string }>(a: T, b: T) => a.name.localeCompare(b.name);
 
-export function createRecords(db: Db): RecordMethods {
+export function createRecords(db: Db, leased: LeasedWrite = (_runId, write) => write(db)): RecordMethods {
   return {
     // --- groups
     async createGroup(group) {
@@ -108,15 +111,17 @@ export function createRecords(db: Db): RecordMethods {
     // --- a run's secrets and an owner's
     async putSecret(secret) {
       const record = valid(SecretRecord, secret, "secret");
-      await db.count(
-        `INSERT INTO run_secrets (run_id, name, data) VALUES ($1, $2, $3)
-         ON CONFLICT (run_id, name) DO UPDATE SET data = EXCLUDED.data`,
-        [record.runId, record.name, JSON.stringify(record)],
+      await leased(record.runId, (q) =>
+        q.count(
+          `INSERT INTO run_secrets (run_id, name, data) VALUES ($1, $2, $3)
+           ON CONFLICT (run_id, name) DO UPDATE SET data = EXCLUDED.data`,
+          [record.runId, record.name, JSON.stringify(record)],
+        ),
       );
     },
     getSecret: (runId, name) => db.one("SELECT data FROM run_secrets WHERE run_id = $1 AND name = $2", [runId, name]),
     async deleteSecrets(runId) {
-      await db.count("DELETE FROM run_secrets WHERE run_id = $1", [runId]);
+      await leased(runId, (q) => q.count("DELETE FROM run_secrets WHERE run_id = $1", [runId]));
     },
     async putOwnerSecret(secret) {
       const record = valid(OwnerSecretRecord, secret, "owner secret");

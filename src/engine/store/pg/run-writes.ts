@@ -9,12 +9,18 @@
  * 1..n with no gap or duplicate, and commit in id order (a reader never sees event n+1
  * before event n). Each batch that appended ends with one NOTIFY (channel `patchbay_events`,
  * sent at commit) naming the run and its last id, so followers on other replicas wake.
+ *
+ * Every batch first locks the run's row (one lock order, run then head, on every replica) and,
+ * when this replica leased the run, checks the lease epoch it was given (leases.ts): a replica
+ * that stalled past its lease and lost the run has the whole batch refused with `lease_lost`,
+ * nothing written and nothing announced.
  */
 import type pg from "pg";
 import { EngineError } from "../../errors.ts";
 import { RunEvent, type NewRunEvent } from "../../events/schema.ts";
-import { RunRecord } from "../../run/schema.ts";
+import { isTerminal, RunRecord, type RunStatus } from "../../run/schema.ts";
 import { valid } from "../sqlite-tables.ts";
+import { assertLease, leaseLost, type LeaseBook } from "./leases.ts";
 
 export const EVENTS_CHANNEL = "patchbay_events";
 
@@ -42,6 +48,8 @@ export interface RunWrites {
   ): Promise<{ run: RunRecord; event: RunEvent }>;
   /** Resolves when every write queued so far has settled. */
   settled(): Promise<void>;
+  /** Resolves when every write queued so far for the run has settled. */
+  settledRun(runId: string): Promise<void>;
 }
 
 export interface RunWritesOptions {
@@ -51,18 +59,25 @@ export interface RunWritesOptions {
   replicaId: string;
   /** How long a lease taken by a status change lasts before a heartbeat must extend it. */
   leaseMs: number;
+  /** The runs this replica leased: their writes are fenced, and status changes update it. */
+  leases: LeaseBook;
 }
 
 /**
  * A status change moves the run's lease: the replica that makes a run running or idle is the
- * one holding its session; a finished run has none; queued keeps what it had.
+ * one holding its session; a finished run has none; queued keeps what it had. When the change
+ * comes from a replica other than the holder, the lease changed hands: its epoch grows, and
+ * the old holder's writes are refused from then on.
  */
 const LEASED_UPDATE = `UPDATE runs SET status = $2, data = $3,
+    lease_epoch = CASE WHEN $2 <> 'queued' AND lease_owner IS DISTINCT FROM $4 THEN lease_epoch + 1
+                       ELSE lease_epoch END,
     lease_owner = CASE WHEN $2 IN ('running', 'idle') THEN $4
                        WHEN $2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_owner END,
     lease_until = CASE WHEN $2 IN ('running', 'idle') THEN now() + $5 * interval '1 millisecond'
                        WHEN $2 IN ('completed', 'failed', 'cancelled') THEN NULL ELSE lease_until END
-  WHERE id = $1`;
+  WHERE id = $1
+  RETURNING lease_epoch`;
 
 /** Ops one transaction takes at most: bounds a transaction's length under a flood of appends. */
 const MAX_BATCH = 200;
@@ -96,10 +111,14 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
 
   async function writeBatch(runId: string, batch: Op[]): Promise<void> {
     const results: (() => void)[] = [];
+    // The last status change's lease: applied to the book once the batch commits.
+    let leased: { status: RunStatus; epoch: number } | undefined;
     let client: pg.PoolClient | undefined;
     try {
+      if (opts.leases.fence(runId) === "lost") throw leaseLost(runId);
       client = await opts.pool.connect();
       await client.query("BEGIN");
+      let run = await lockedRun(client, runId, opts.leases);
       let lastId = 0;
       for (let i = 0; i < batch.length;) {
         const op = batch[i]!;
@@ -113,7 +132,6 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
           i = j;
           continue;
         }
-        const run = await lockedRun(client, runId);
         if (!run) {
           op.done.reject(new EngineError("run_not_found", `run ${runId} not found`, { runId }));
           i++;
@@ -131,8 +149,17 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
         }
         if (op.patch.status === undefined)
           await client.query("UPDATE runs SET data = $2 WHERE id = $1", [runId, JSON.stringify(next)]);
-        else
-          await client.query(LEASED_UPDATE, [runId, next.status, JSON.stringify(next), opts.replicaId, opts.leaseMs]);
+        else {
+          const { rows } = await client.query<{ lease_epoch: string }>(LEASED_UPDATE, [
+            runId,
+            next.status,
+            JSON.stringify(next),
+            opts.replicaId,
+            opts.leaseMs,
+          ]);
+          leased = { status: next.status, epoch: Number(rows[0]!.lease_epoch) };
+        }
+        run = next;
         if (op.kind === "transition" && event) {
           const id = await nextIds(client, runId, 1);
           const stored = { ...event, id };
@@ -150,6 +177,8 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
           JSON.stringify({ r: runId, id: lastId, s: opts.replicaId }),
         ]);
       await client.query("COMMIT");
+      if (leased?.status === "running" || leased?.status === "idle") opts.leases.hold(runId, leased.epoch);
+      else if (leased && isTerminal(leased.status)) opts.leases.release(runId);
       for (const settle of results) settle();
     } catch (e) {
       if (client) await client.query("ROLLBACK").catch(() => undefined);
@@ -195,6 +224,9 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
     async settled() {
       while (lanes.size) await Promise.allSettled([...lanes.values()].map((l) => l.running));
     },
+    async settledRun(runId) {
+      for (let lane = lanes.get(runId); lane; lane = lanes.get(runId)) await lane.running.catch(() => undefined);
+    },
   };
 }
 
@@ -217,8 +249,17 @@ async function insertEvents(client: pg.PoolClient, runId: string, events: RunEve
   );
 }
 
-async function lockedRun(client: pg.PoolClient, runId: string): Promise<RunRecord | undefined> {
-  const { rows } = await client.query<{ data: RunRecord }>("SELECT data FROM runs WHERE id = $1 FOR UPDATE", [runId]);
+/**
+ * Lock the run's row for the batch and read it; when this replica leased the run, the epoch
+ * must still be the one it was given, else the batch is refused (`lease_lost`) and the run
+ * marked lost. Appends to a run with no row (none in the engine; tests) are not fenced.
+ */
+async function lockedRun(client: pg.PoolClient, runId: string, leases: LeaseBook): Promise<RunRecord | undefined> {
+  const { rows } = await client.query<{ data: RunRecord; lease_epoch: string }>(
+    "SELECT data, lease_epoch FROM runs WHERE id = $1 FOR UPDATE",
+    [runId],
+  );
+  assertLease(leases, runId, rows[0] ? Number(rows[0].lease_epoch) : undefined);
   return rows[0]?.data;
 }
 
