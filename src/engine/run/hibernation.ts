@@ -11,6 +11,7 @@ import { HibernatedSession, type RunSession } from "../session/host.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
 import type { RunRecord } from "./schema.ts";
+import { sealResume } from "./turn.ts";
 
 /** The sealed secret that holds what a hibernated session kept (its gateway token among it). */
 export const HIBERNATION_SECRET = "hibernation";
@@ -78,6 +79,8 @@ export function createHibernation(deps: RunParts & { endings: Endings }): Hibern
         signal,
       });
       sessions.bind(run.id, session, kept.token);
+      // Its server may be a new one (it called another replica's gateway): reached differently.
+      await sealResume(deps, run.id, session);
       await store.updateRun(run.id, { hibernated: false });
       await writer.emit(run.id, {
         type: "builder.event",

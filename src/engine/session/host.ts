@@ -103,6 +103,10 @@ export interface RunSession {
 
 export interface SessionReattachOptions {
   modelId: string;
+  /** The run's secrets, for an agent server started anew (one that called another replica's gateway). */
+  env?: Record<string, string>;
+  /** `model-only`: the sandbox's egress is held to this process's gateway again. */
+  network?: NetworkPolicy;
   watchdogMs: number;
   signal: AbortSignal;
 }
