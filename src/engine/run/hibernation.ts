@@ -96,6 +96,11 @@ export function createHibernation(deps: RunParts & { endings: Endings }): Hibern
       if (!sealed) return false;
       try {
         const kept = HibernatedSession.parse(JSON.parse(deps.secrets.open(sealed)) as unknown);
+        // A host sandbox kept on another replica's machine (that replica died): ended as a restart ends it.
+        if (host.keeps && !host.keeps(run.id, kept)) {
+          log.info("a hibernated session's sandbox is not on this machine; ending the run", { runId: run.id });
+          return false;
+        }
         // The woken agent still has the run's secrets: what it reports is masked as before.
         await deps.environment.env(run);
         deps.gateway.restoreToken(kept.token, deps.grants.grantFor(run));

@@ -263,6 +263,11 @@ export interface SandboxProvider {
   wake?(runId: string, kept: KeptSandbox, opts?: { network?: SandboxNetwork }): Promise<Sandbox>;
   /** Delete a hibernated sandbox (one already gone is not an error). */
   discard?(runId: string, kept: KeptSandbox): Promise<void>;
+  /**
+   * Whether `wake` can reach this hibernated sandbox from here: a host sandbox lives in the
+   * data dir of the replica that made it, not on another replica's machine. Absent: it can.
+   */
+  keeps?(runId: string, kept: KeptSandbox): boolean;
   /** Kill sandboxes no live run owns (after a restart). */
   reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
   /** Delete a snapshot a sandbox of this provider took (one already gone is not an error). */

@@ -124,6 +124,7 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
             );
             return pair(sandbox, agent, h.token);
           },
+          keeps: (runId, h) => provider.keeps?.(runId, h.sandbox) ?? true,
           async discard(runId, h) {
             try {
               await provider.discard?.(runId, h.sandbox);

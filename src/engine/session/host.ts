@@ -121,6 +121,8 @@ export interface SessionHost {
   wake?(runId: string, hibernated: HibernatedSession, opts: SessionWakeOptions): Promise<RunSession>;
   /** Delete what a hibernated session kept (its sandbox). Never throws. */
   discard?(runId: string, hibernated: HibernatedSession): Promise<void>;
+  /** Whether `wake` can reach what it kept from this process (not another replica's machine). */
+  keeps?(runId: string, hibernated: HibernatedSession): boolean;
   /** After a turn of a run ends (the machine is quieter): a pooled host refills here. */
   turnEnded?(runId: string): void;
   /** Kill sandboxes no live run owns (after a restart), then start background work (pool fill). */
