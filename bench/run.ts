@@ -17,6 +17,7 @@ import { environment } from "./environment.ts";
 import { storeGrowth } from "./store-growth.ts";
 import { machineSpeed, toTable, writeResult, type BenchModule } from "./harness.ts";
 import { replicas } from "./replicas.ts";
+import { replicasHttp } from "./replicas-http.ts";
 import { startup } from "./startup.ts";
 import { streamMemory } from "./stream-memory.ts";
 
@@ -35,6 +36,7 @@ const MODULES: BenchModule[] = [
   environment,
   hibernate,
   replicas,
+  replicasHttp,
 ];
 
 async function main(): Promise<void> {

@@ -1,7 +1,7 @@
 /** `patchbay serve`: REST, `/mcp`, health routes and `/metrics`, until a signal drains it. */
 import http from "node:http";
 import type { Config } from "../config.ts";
-import { openPatchbay, type Patchbay } from "../engine/index.ts";
+import { openPatchbay, type OpenOptions, type Patchbay } from "../engine/index.ts";
 import { createHttpApp, createHttpServer } from "../http/app.ts";
 import { createMcpMount } from "../http/mcp-mount.ts";
 import { metricsListener } from "../http/metrics.ts";
@@ -21,10 +21,11 @@ async function warnIfLocalIsShared(pb: Patchbay, config: Config): Promise<void> 
   }
 }
 
-export async function serve(config: Config): Promise<void> {
+/** Serve until a signal drains it. `parts` replaces engine parts (tests: the E2B stand-in). */
+export async function serve(config: Config, parts: Pick<OpenOptions, "sandboxes"> = {}): Promise<void> {
   // A long-running server keeps one sandbox warm (~600 MB) to cut a run's start-up by about a
   // second; E2B sandboxes cost money while they wait, so none there unless asked for.
-  const pb = await openPatchbay(config, { defaultWarmPoolSize: config.sandbox === "e2b" ? 0 : 1 });
+  const pb = await openPatchbay(config, { ...parts, defaultWarmPoolSize: config.sandbox === "e2b" ? 0 : 1 });
   if (!(await pb.keys.hasAnyKey())) {
     const { key } = await pb.keys.create({ name: "admin", scopes: ["read:builder", "write:builder", "admin"] });
     process.stderr.write(`\nCreated the first API key (admin). It is shown once; keep it:\n\n  ${key}\n\n`);

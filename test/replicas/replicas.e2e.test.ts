@@ -7,27 +7,27 @@
  * a turn (its run taken over, and fenced off from it once it wakes), and kill -9 of the
  * replica running a turn (its run settled by another, no event lost or repeated).
  */
-import { randomBytes } from "node:crypto";
-import fs from "node:fs";
-import path from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StreamableHTTPClientTransport } from "@modelcontextprotocol/sdk/client/streamableHttp.js";
 import type { FetchLike } from "@modelcontextprotocol/sdk/shared/transport.js";
+import path from "node:path";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { tempDir, waitFor } from "../helpers.ts";
-import { startRoundRobin, type RoundRobin } from "../fixtures/round-robin.ts";
+import { waitFor } from "../helpers.ts";
+import type { RoundRobin } from "../fixtures/round-robin.ts";
 import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
 import { parseSse } from "../support/http.ts";
 import { pollHttp, pollUntilTurnOver } from "../support/poll.ts";
-import { createTestDatabase, type TestDatabase } from "../support/postgres.ts";
-import { API, follow, opencodeUnder, startServe, type ServeChild } from "../support/serve.ts";
+import type { TestDatabase } from "../support/postgres.ts";
+import { API, follow, opencodeUnder, type ServeChild } from "../support/serve.ts";
+import { startCluster, type Cluster } from "./cluster.ts";
 
 let fx: Fixtures;
+let cluster: Cluster;
 let db: TestDatabase;
 let lb: RoundRobin;
-const replicas: ServeChild[] = [];
-const dataDirs: string[] = [];
+let replicas: ServeChild[];
+let dataDirs: string[];
 let key: string;
 
 const RATE_LIMIT = 400;
@@ -39,43 +39,10 @@ const body = (modelId: string, prompt = "write notes") => ({
 });
 
 /** Through the proxy: each call may land on any replica. */
-async function viaLb(
-  method: string,
-  p: string,
-  o: { body?: unknown; headers?: Record<string, string>; key?: string } = {},
-) {
-  const headers: Record<string, string> = { authorization: `Bearer ${o.key ?? key}`, ...o.headers };
-  if (o.body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(lb.url + p, {
-    method,
-    headers,
-    ...(o.body !== undefined ? { body: JSON.stringify(o.body) } : {}),
-  });
-  const text = await res.text();
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  return { status: res.status, headers: res.headers, json: (text ? JSON.parse(text) : undefined) as any };
-}
-
-async function leaseOf(runId: string): Promise<string | null> {
-  const c = new pg.Client({ connectionString: db.url });
-  await c.connect();
-  try {
-    const { rows } = await c.query<{ lease_owner: string | null }>("SELECT lease_owner FROM runs WHERE id = $1", [
-      runId,
-    ]);
-    return rows[0]?.lease_owner ?? null;
-  } finally {
-    await c.end();
-  }
-}
-
-/** The replica (index) whose lease the run is on (each logs its replica id when it registers). */
-async function replicaIndexOf(runId: string): Promise<number> {
-  const owner = await waitFor(() => leaseOf(runId), { what: "the run's lease" });
-  const i = replicas.findIndex((r) => r.stderr().includes(owner));
-  expect(i).toBeGreaterThanOrEqual(0);
-  return i;
-}
+const viaLb: Cluster["viaLb"] = (method, p, o) => cluster.viaLb(method, p, o);
+const leaseOf = (runId: string) => cluster.leaseOf(runId);
+/** The replica (index) whose lease the run is on. */
+const replicaIndexOf = (runId: string) => cluster.replicaIndexOf(runId);
 
 /**
  * An MCP client whose requests all go to replica `a` and whose resumes (GET with Last-Event-ID)
@@ -141,48 +108,28 @@ beforeAll(async () => {
       },
     },
   });
-  db = await createTestDatabase();
-  const randomKey = randomBytes(32).toString("base64");
-  const env = (i: number) => ({
-    ...fx.env,
-    PATCHBAY_DATA_DIR: (dataDirs[i] = tempDir(`replica${i}`)),
-    PATCHBAY_DATABASE_URL: db.url,
-    PATCHBAY_SECRET_KEY: randomKey,
-    // Generous: a replica on a loaded CI machine may stall for seconds, and must not look dead.
-    PATCHBAY_LEASE_MS: "15000",
-    PATCHBAY_MAX_ACTIVE_RUNS: "2",
-    PATCHBAY_RATE_LIMIT_PER_MIN: String(RATE_LIMIT),
-    PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "50",
-    // One OpenCode server per replica, shared by its runs: three in all, whatever the run count.
-    PATCHBAY_SHARED_AGENT: "1",
-    // The shared server serves the models it lists; a run of any other gets a server of its own.
-    PATCHBAY_DEFAULT_MODEL: "test/ok",
-    PATCHBAY_MODELS: "test/ok,test/hang,test/resume",
-    PATCHBAY_WARM_POOL_SIZE: "0",
+  cluster = await startCluster({
+    count: 3,
+    env: () => ({
+      ...fx.env,
+      // Generous: a replica on a loaded CI machine may stall for seconds, and must not look dead.
+      PATCHBAY_LEASE_MS: "15000",
+      PATCHBAY_MAX_ACTIVE_RUNS: "2",
+      PATCHBAY_RATE_LIMIT_PER_MIN: String(RATE_LIMIT),
+      PATCHBAY_MAX_ACTIVE_RUNS_PER_KEY: "50",
+      // One OpenCode server per replica, shared by its runs: three in all, whatever the run count.
+      PATCHBAY_SHARED_AGENT: "1",
+      // The shared server serves the models it lists; a run of any other gets a server of its own.
+      PATCHBAY_DEFAULT_MODEL: "test/ok",
+      PATCHBAY_MODELS: "test/ok,test/hang,test/resume",
+      PATCHBAY_WARM_POOL_SIZE: "0",
+    }),
   });
-  // The first start on an empty database creates the admin key; the others find it.
-  replicas.push(await startServe(env(0)));
-  key = replicas[0]!.adminKey!;
-  replicas.push(...(await Promise.all([1, 2].map((i) => startServe(env(i))))));
-  lb = await startRoundRobin(replicas.map((r) => r.url));
+  ({ db, lb, replicas, key, dataDirs } = cluster);
 }, LOADED.hookMs);
 
 afterAll(async () => {
-  // What each replica logged, for a failure's post-mortem.
-  const logs = tempDir("replica-logs");
-  replicas.forEach((r, i) => fs.writeFileSync(path.join(logs, `replica${i}.log`), r.stderr()));
-  await lb?.close();
-  for (const r of replicas) await r.stop();
-  // The OpenCode server a killed replica left: no later start on its data dir reaps it here.
-  for (const dir of dataDirs)
-    for (const pid of opencodeUnder(dir)) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ESRCH") throw e; // it ended meanwhile
-      }
-    }
-  await db?.drop();
+  await cluster?.close();
   await fx?.close();
 }, LOADED.hookMs);
 

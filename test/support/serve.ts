@@ -29,9 +29,15 @@ export interface ServeChild {
   stop(ms?: number): Promise<void>;
 }
 
-/** Start `node bin/patchbay.mjs serve` on a free port; resolves once it listens. */
-export async function startServe(env: Record<string, string>): Promise<ServeChild> {
-  const proc = spawn(process.execPath, ["bin/patchbay.mjs", "serve"], {
+/**
+ * Start `node bin/patchbay.mjs serve` on a free port; resolves once it listens. `argv` runs
+ * another entry that serves (a fixture that replaces an engine part, e.g. the E2B stand-in).
+ */
+export async function startServe(
+  env: Record<string, string>,
+  argv: string[] = ["bin/patchbay.mjs", "serve"],
+): Promise<ServeChild> {
+  const proc = spawn(process.execPath, argv, {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",

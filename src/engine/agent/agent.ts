@@ -67,6 +67,11 @@ export const AgentResume = z.object({
   port: z.number(),
   password: z.string(),
   sessionId: z.string(),
+  /**
+   * The model base URL the server was started with (its config holds it). Absent in records
+   * made before it was kept: such a server is taken over as it is.
+   */
+  modelBaseUrl: z.string().optional(),
 });
 export type AgentResume = z.infer<typeof AgentResume>;
 
@@ -76,6 +81,12 @@ export interface AgentAttachOptions {
   modelId: string;
   watchdogMs: number;
   signal?: AbortSignal;
+  /**
+   * How this process starts the run's server (its gateway URL, the run's token and secrets).
+   * A server that calls another gateway URL (a replica that took the run over reaches its own
+   * gateway elsewhere) is stopped, and one started with these continues its session.
+   */
+  rebind?: AgentStartOptions;
 }
 
 /** A started agent: one OpenCode server and one session, reused across turns. */

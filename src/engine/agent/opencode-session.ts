@@ -63,8 +63,8 @@ interface OpenSessionInput {
   modelId: string;
   watchdogMs: number;
   log: Logger;
-  /** How the server is reached, for `AgentSession.resume` (absent: the session cannot be taken over). */
-  server?: { port: number; password: string };
+  /** How the server is reached and what it calls, for `AgentSession.resume` (absent: the session cannot be taken over). */
+  server?: { port: number; password: string; modelBaseUrl?: string };
   /** An existing session to continue (attach); a new one is created otherwise. */
   sessionId?: string;
   /**

@@ -89,6 +89,42 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
   const log = opts.log ?? silentLogger;
   const startTimeoutMs = opts.startTimeoutMs ?? 60_000;
   const textOnly = opts.textOnlyModels?.length ? { textOnlyModels: opts.textOnlyModels } : {};
+  async function startAgent(start: AgentStartOptions): Promise<AgentSession> {
+    const { sandbox } = start;
+    const alog = log.child({ sandbox: sandbox.id });
+    const config = buildOpencodeConfig({
+      modelBaseUrl: start.modelBaseUrl,
+      modelToken: start.modelToken,
+      modelId: start.modelId,
+      ...textOnly,
+    });
+    const { proc, port, password, baseUrl, headers } = await launchServer(sandbox, config, {
+      opencodeBin: opts.opencodeBin,
+      startTimeoutMs,
+      log: alog,
+      ...(start.signal ? { signal: start.signal } : {}),
+      ...(start.env ? { env: start.env } : {}),
+    });
+    const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
+    try {
+      if (start.sessionId)
+        await assertSession(client, start.sessionId, start.signal ?? AbortSignal.timeout(startTimeoutMs));
+      return await openSession({
+        client,
+        hold: ownServer(proc),
+        workdir: sandbox.workdir,
+        modelId: start.modelId,
+        watchdogMs: start.watchdogMs,
+        log: alog,
+        server: { port, password, modelBaseUrl: start.modelBaseUrl },
+        ...(start.sessionId ? { sessionId: start.sessionId } : {}),
+      });
+    } catch (e) {
+      await proc.kill();
+      throw e;
+    }
+  }
+
   return {
     // A new server in the same home reads the session from OpenCode's store (opencode.db).
     continuesSessions: true,
@@ -108,6 +144,17 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
       await assertSession(client, resume.sessionId, signal);
       // A turn the dead process was running has no one to report it: stop it.
       await abortQuietly(client, resume.sessionId, log, signal);
+      if (a.rebind && resume.modelBaseUrl !== undefined && resume.modelBaseUrl !== a.rebind.modelBaseUrl) {
+        // Its config names a gateway this process does not serve (a dead replica's). A server
+        // started here reads the session from OpenCode's store in the sandbox's home.
+        await proc.kill();
+        log.info("the agent's server called another gateway; started one that continues its session", {
+          sandbox: sandbox.id,
+          from: resume.modelBaseUrl,
+          to: a.rebind.modelBaseUrl,
+        });
+        return startAgent({ ...a.rebind, sessionId: resume.sessionId });
+      }
       return openSession({
         client,
         hold: ownServer(proc),
@@ -115,7 +162,11 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
         modelId: a.modelId,
         watchdogMs: a.watchdogMs,
         log: log.child({ sandbox: sandbox.id }),
-        server: { port: resume.port, password: resume.password },
+        server: {
+          port: resume.port,
+          password: resume.password,
+          ...(resume.modelBaseUrl !== undefined ? { modelBaseUrl: resume.modelBaseUrl } : {}),
+        },
         sessionId: resume.sessionId,
       });
     },
@@ -178,7 +229,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
               modelId: start.modelId,
               watchdogMs: start.watchdogMs,
               log: log.child({ sandbox: start.sandbox.id }),
-              server: { port, password },
+              server: { port, password, modelBaseUrl: pre.modelBaseUrl },
             });
           } catch (e) {
             await proc.kill();
@@ -189,41 +240,7 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
       };
     },
 
-    async start(start: AgentStartOptions): Promise<AgentSession> {
-      const { sandbox } = start;
-      const alog = log.child({ sandbox: sandbox.id });
-      const config = buildOpencodeConfig({
-        modelBaseUrl: start.modelBaseUrl,
-        modelToken: start.modelToken,
-        modelId: start.modelId,
-        ...textOnly,
-      });
-      const { proc, port, password, baseUrl, headers } = await launchServer(sandbox, config, {
-        opencodeBin: opts.opencodeBin,
-        startTimeoutMs,
-        log: alog,
-        ...(start.signal ? { signal: start.signal } : {}),
-        ...(start.env ? { env: start.env } : {}),
-      });
-      const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
-      try {
-        if (start.sessionId)
-          await assertSession(client, start.sessionId, start.signal ?? AbortSignal.timeout(startTimeoutMs));
-        return await openSession({
-          client,
-          hold: ownServer(proc),
-          workdir: sandbox.workdir,
-          modelId: start.modelId,
-          watchdogMs: start.watchdogMs,
-          log: alog,
-          server: { port, password },
-          ...(start.sessionId ? { sessionId: start.sessionId } : {}),
-        });
-      } catch (e) {
-        await proc.kill();
-        throw e;
-      }
-    },
+    start: startAgent,
   };
 }
 

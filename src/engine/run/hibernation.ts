@@ -11,6 +11,7 @@ import { HibernatedSession, type RunSession } from "../session/host.ts";
 import type { Endings } from "./end.ts";
 import type { RunParts } from "./parts.ts";
 import type { RunRecord } from "./schema.ts";
+import { sealResume } from "./turn.ts";
 
 /** The sealed secret that holds what a hibernated session kept (its gateway token among it). */
 export const HIBERNATION_SECRET = "hibernation";
@@ -78,6 +79,8 @@ export function createHibernation(deps: RunParts & { endings: Endings }): Hibern
         signal,
       });
       sessions.bind(run.id, session, kept.token);
+      // Its server may be a new one (it called another replica's gateway): reached differently.
+      await sealResume(deps, run.id, session);
       await store.updateRun(run.id, { hibernated: false });
       await writer.emit(run.id, {
         type: "builder.event",
@@ -93,6 +96,11 @@ export function createHibernation(deps: RunParts & { endings: Endings }): Hibern
       if (!sealed) return false;
       try {
         const kept = HibernatedSession.parse(JSON.parse(deps.secrets.open(sealed)) as unknown);
+        // A host sandbox kept on another replica's machine (that replica died): ended as a restart ends it.
+        if (host.keeps && !host.keeps(run.id, kept)) {
+          log.info("a hibernated session's sandbox is not on this machine; ending the run", { runId: run.id });
+          return false;
+        }
         // The woken agent still has the run's secrets: what it reports is masked as before.
         await deps.environment.env(run);
         deps.gateway.restoreToken(kept.token, deps.grants.grantFor(run));

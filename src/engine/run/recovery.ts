@@ -11,7 +11,7 @@ import type { Endings } from "./end.ts";
 import type { Hibernation } from "./hibernation.ts";
 import type { RunParts } from "./parts.ts";
 import type { RunRecord, RunStatus } from "./schema.ts";
-import { gitIn, maskedDiff, RESUME_SECRET } from "./turn.ts";
+import { gitIn, maskedDiff, RESUME_SECRET, sealResume } from "./turn.ts";
 
 /** Longest a restart waits to take one run's session back before ending the run. */
 const REATTACH_TIMEOUT_MS = 30_000;
@@ -98,8 +98,13 @@ async function reattach(deps: RecoveryDeps, run: RunRecord): Promise<boolean> {
   let taken: RunSession | undefined;
   try {
     const resume = SessionResume.parse(JSON.parse(deps.secrets.open(sealed)) as unknown);
+    // The agent still has the run's secrets (a server started anew gets them): what it reports
+    // from now on is masked as before.
+    const env = await deps.environment.env(run);
     const attempt = host.reattach(run.id, resume, {
       modelId: run.modelId,
+      ...(Object.keys(env).length ? { env } : {}),
+      network: run.environment?.network ?? "open",
       watchdogMs: deps.config.watchdogMs,
       signal,
     });
@@ -116,10 +121,10 @@ async function reattach(deps: RecoveryDeps, run: RunRecord): Promise<boolean> {
       );
       throw new EngineError("sandbox_failed", `reattaching took over ${REATTACH_TIMEOUT_MS} ms`);
     }
-    // The agent still has the run's secrets: what it reports from now on is masked as before.
-    await deps.environment.env(run);
     deps.gateway.restoreToken(resume.token, deps.grants.grantFor(run));
     deps.sessions.bind(run.id, taken, resume.token);
+    // A server started anew (it called another replica's gateway) is reached differently.
+    await sealResume(deps, run.id, taken);
     await deps.writer.emit(run.id, {
       type: "builder.event",
       turn: run.turnCount,

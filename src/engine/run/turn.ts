@@ -28,6 +28,19 @@ import { boundSummary, storeSummary } from "./summary.ts";
 
 /** The sealed secret a later process reattaches a session with (sessions that outlive us). */
 export const RESUME_SECRET = "session";
+
+/**
+ * Seal what a later process needs to take the session over (the agent's password and the
+ * gateway token are in it); again whenever its server may have changed (taken over, woken).
+ */
+export async function sealResume(
+  parts: Pick<RunParts, "store" | "secrets">,
+  runId: string,
+  session: RunSession,
+): Promise<void> {
+  if (session.resume)
+    await parts.store.putSecret(parts.secrets.seal(runId, RESUME_SECRET, JSON.stringify(session.resume)));
+}
 const SHUTDOWN_MESSAGE = "the server shut down while this turn was running; send the message again";
 
 /** What a turn brings besides its prompt (checked by the engine before the turn begins). */
@@ -149,10 +162,7 @@ export function createTurns(deps: TurnDeps): Turns {
       if (prior) await applyPatch(gitIn(sandbox), sandbox.workdir, prior);
     }
     if (abort.signal.aborted) throw new EngineError("cancelled", "the run was cancelled");
-    // Sealed like the model key: it holds the agent's password and the gateway token.
-    if (session.resume) {
-      await store.putSecret(deps.secrets.seal(run.id, RESUME_SECRET, JSON.stringify(session.resume)));
-    }
+    await sealResume(deps, run.id, session);
     return { session, run };
   }
 

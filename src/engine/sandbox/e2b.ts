@@ -10,8 +10,9 @@
  *   - a VM lives a whole turn plus the idle session TTL past its last command, so an idle
  *     session stays warm until its expiry and no longer; `kill` ends it at endSession,
  *     cancel and expiry;
- *   - a VM outlives the Patchbay process that made it: after a restart `connect` reaches it
- *     again by id (`Sandbox.connect`), so an idle run keeps its session;
+ *   - a VM outlives the Patchbay process that made it: after a restart, or on the replica that
+ *     takes its run over, `connect` reaches it again by id (`Sandbox.connect`), so the run
+ *     keeps its session;
  *   - a warm pool may keep VMs ready (`prepare`, opt-in: an idle VM is billed): made under
  *     a `warm_` id with an empty workspace, pushing their own end out while they wait, and
  *     given the run's repository by `adopt`.
@@ -32,6 +33,7 @@ import {
   type KeptSandbox,
   type Sandbox,
   type SandboxCreateOptions,
+  type SandboxNetwork,
   type SandboxProvider,
   type SandboxResume,
   type WarmSandbox,
@@ -207,7 +209,7 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       });
     },
 
-    async connect(runId: string, resume: SandboxResume): Promise<Sandbox> {
+    async connect(runId: string, resume: SandboxResume, o: { network?: SandboxNetwork } = {}): Promise<Sandbox> {
       let handle: E2bSandboxHandle;
       try {
         // Connecting pushes the VM's end out as a command would (the session is in use again).
@@ -221,14 +223,24 @@ export function createE2bProvider(opts: E2bProviderOptions): SandboxProvider {
       const sandbox: E2bSandbox = new E2bSandbox(handle, runId, settings, () => live.delete(sandbox.id));
       sandbox.setBase(resume.baseSha, resume.baseRef);
       live.set(runId, sandbox);
+      if (o.network) {
+        // The VM's egress named the gateway of the process that made it; this one's may be elsewhere.
+        sandbox.holdToModelOnly();
+        try {
+          await sandbox.restrictNetwork();
+        } catch (e) {
+          await sandbox.kill();
+          throw e;
+        }
+      }
       log.info("e2b sandbox reattached", { runId, sandboxId: resume.sandboxId });
       return sandbox;
     },
 
     // Connecting to a paused VM resumes it, memory and all: its OpenCode server runs on.
-    wake(runId: string, kept: KeptSandbox): Promise<Sandbox> {
+    wake(runId: string, kept: KeptSandbox, o?: { network?: SandboxNetwork }): Promise<Sandbox> {
       if (kept.provider !== "e2b") throw new EngineError("sandbox_failed", `run ${runId} was not hibernated on e2b`);
-      return provider.connect!(runId, kept);
+      return provider.connect!(runId, kept, o);
     },
 
     async discard(runId: string, kept: KeptSandbox): Promise<void> {

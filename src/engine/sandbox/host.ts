@@ -224,6 +224,9 @@ export function createHostProvider(opts: HostProviderOptions, flavor: HostFlavor
       return sandbox;
     },
 
+    keeps: (runId, kept) =>
+      kept.provider === flavor.name && SANDBOX_ID.test(runId) && fs.existsSync(path.join(sandboxesDir, runId, "repo")),
+
     async discard(runId: string): Promise<void> {
       const sandbox = live.get(runId);
       if (sandbox) return sandbox.kill();

@@ -254,14 +254,20 @@ export interface SandboxProvider {
   /** Make a sandbox with an empty workspace for a warm pool (providers that can). */
   prepare?(): Promise<WarmSandbox>;
   /**
-   * Reach a live sandbox an earlier Patchbay process made for `runId` (after a restart).
+   * Reach a live sandbox an earlier Patchbay process made for `runId` (after a restart, or on
+   * another replica). With `network`, its egress is held to this process's gateway again.
    * Throws EngineError sandbox_failed when it is gone.
    */
-  connect?(runId: string, resume: SandboxResume): Promise<Sandbox>;
+  connect?(runId: string, resume: SandboxResume, opts?: { network?: SandboxNetwork }): Promise<Sandbox>;
   /** A hibernated sandbox again, running (providers whose sandboxes hibernate); sandbox_failed when it is gone. */
   wake?(runId: string, kept: KeptSandbox, opts?: { network?: SandboxNetwork }): Promise<Sandbox>;
   /** Delete a hibernated sandbox (one already gone is not an error). */
   discard?(runId: string, kept: KeptSandbox): Promise<void>;
+  /**
+   * Whether `wake` can reach this hibernated sandbox from here: a host sandbox lives in the
+   * data dir of the replica that made it, not on another replica's machine. Absent: it can.
+   */
+  keeps?(runId: string, kept: KeptSandbox): boolean;
   /** Kill sandboxes no live run owns (after a restart). */
   reap?(liveRunIds: ReadonlySet<string>): Promise<void>;
   /** Delete a snapshot a sandbox of this provider took (one already gone is not an error). */

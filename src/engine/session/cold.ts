@@ -7,7 +7,8 @@
 import type { AgentDriver, AgentSession, AgentStartOptions } from "../agent/agent.ts";
 import type { Logger } from "../log.ts";
 import { silentLogger } from "../log.ts";
-import type { Sandbox, SandboxCreateOptions, SandboxProvider } from "../sandbox/sandbox.ts";
+import type { NetworkPolicy } from "../environment/schema.ts";
+import type { Sandbox, SandboxCreateOptions, SandboxNetwork, SandboxProvider } from "../sandbox/sandbox.ts";
 import type { RunSession, SessionHost, SessionOpenOptions } from "./host.ts";
 import { agentIn, pairSession } from "./run-session.ts";
 
@@ -56,6 +57,8 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
   const hibernatable = o.hibernate !== false && provider.wake !== undefined && driver.continuesSessions === true;
   const pair = (sandbox: Sandbox, agent: AgentSession, token: string) =>
     pairSession({ sandbox, agent, token, reattachable, hibernatable, log });
+  const networkFor = (policy: NetworkPolicy | undefined): { network?: SandboxNetwork } =>
+    policy === "model-only" ? { network: { policy: "model-only", gatewayPort: o.gatewayPort } } : {};
 
   const host: ColdSessionHost = {
     provider: provider.name,
@@ -73,10 +76,7 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
 
     async openWith(opts, start) {
       opts.onLog?.(`preparing sandbox (${provider.name}) for ${opts.repository.fullName}`);
-      const sandbox = await provider.create({
-        ...sandboxOptions(opts),
-        ...(opts.network === "model-only" ? { network: { policy: "model-only", gatewayPort: o.gatewayPort } } : {}),
-      });
+      const sandbox = await provider.create({ ...sandboxOptions(opts), ...networkFor(opts.network) });
       opts.onLog?.("starting agent");
       const agent = await agentIn(sandbox, () => start(sandbox), opts.prepare);
       return pair(sandbox, agent, opts.token);
@@ -87,7 +87,7 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
     ...(reattachable
       ? {
           async reattach(runId, resume, r) {
-            const sandbox = await provider.connect!(runId, resume.sandbox);
+            const sandbox = await provider.connect!(runId, resume.sandbox, networkFor(r.network));
             const agent = await agentIn(sandbox, () =>
               driver.attach!({
                 sandbox,
@@ -95,6 +95,8 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
                 modelId: r.modelId,
                 watchdogMs: r.watchdogMs,
                 signal: r.signal,
+                // Taken over by a replica whose gateway is reached at another URL: a server of its own.
+                rebind: host.agentOptions(sandbox, { ...r, token: resume.token }),
               }),
             );
             return pair(sandbox, agent, resume.token);
@@ -105,9 +107,8 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
     ...(hibernatable
       ? {
           async wake(runId, h, w) {
-            const network =
-              w.network === "model-only" ? { policy: "model-only" as const, gatewayPort: o.gatewayPort } : undefined;
-            const sandbox = await provider.wake!(runId, h.sandbox, network ? { network } : {});
+            const sandbox = await provider.wake!(runId, h.sandbox, networkFor(w.network));
+            const here = host.agentOptions(sandbox, { ...w, token: h.token });
             const agent = await agentIn(sandbox, () =>
               h.server && driver.attach
                 ? driver.attach({
@@ -116,11 +117,14 @@ export function createColdSessionHost(o: ColdSessionHostOptions): ColdSessionHos
                     modelId: w.modelId,
                     watchdogMs: w.watchdogMs,
                     signal: w.signal,
+                    // Paused by a replica whose gateway is reached at another URL: a server of its own.
+                    rebind: here,
                   })
-                : driver.start({ ...host.agentOptions(sandbox, { ...w, token: h.token }), sessionId: h.sessionId }),
+                : driver.start({ ...here, sessionId: h.sessionId }),
             );
             return pair(sandbox, agent, h.token);
           },
+          keeps: (runId, h) => provider.keeps?.(runId, h.sandbox) ?? true,
           async discard(runId, h) {
             try {
               await provider.discard?.(runId, h.sandbox);

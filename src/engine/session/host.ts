@@ -103,6 +103,10 @@ export interface RunSession {
 
 export interface SessionReattachOptions {
   modelId: string;
+  /** The run's secrets, for an agent server started anew (one that called another replica's gateway). */
+  env?: Record<string, string>;
+  /** `model-only`: the sandbox's egress is held to this process's gateway again. */
+  network?: NetworkPolicy;
   watchdogMs: number;
   signal: AbortSignal;
 }
@@ -117,6 +121,8 @@ export interface SessionHost {
   wake?(runId: string, hibernated: HibernatedSession, opts: SessionWakeOptions): Promise<RunSession>;
   /** Delete what a hibernated session kept (its sandbox). Never throws. */
   discard?(runId: string, hibernated: HibernatedSession): Promise<void>;
+  /** Whether `wake` can reach what it kept from this process (not another replica's machine). */
+  keeps?(runId: string, hibernated: HibernatedSession): boolean;
   /** After a turn of a run ends (the machine is quieter): a pooled host refills here. */
   turnEnded?(runId: string): void;
   /** Kill sandboxes no live run owns (after a restart), then start background work (pool fill). */

@@ -257,7 +257,7 @@ export function createPooledSessionHost(o: PooledSessionHostOptions): PooledSess
 
     ...(cold.reattach ? { reattach: cold.reattach } : {}),
     // A hibernated run wakes cold in its own kept sandbox: a pool entry has nothing it needs.
-    ...(cold.wake ? { wake: cold.wake, discard: cold.discard } : {}),
+    ...(cold.wake ? { wake: cold.wake, discard: cold.discard, keeps: cold.keeps } : {}),
 
     turnEnded: refill,
 

@@ -28,6 +28,7 @@ beforeAll(async () => {
       scripts: {
         "test/nap": [write("ONE.md", "one"), write("TWO.md", "two"), write("THREE.md", "three")],
         "test/nap-end": [write("ONE.md", "one")],
+        "test/nap-away": [write("ONE.md", "one")],
         "test/nap-race": [write("ONE.md", "one"), write("TWO.md", "two")],
         "test/nap-bwrap-open": [write("ONE.md", "one"), write("TWO.md", "two")],
         "test/nap-bwrap-model-only": [write("ONE.md", "one"), write("TWO.md", "two")],
@@ -128,6 +129,21 @@ describe("hibernation (local, real OpenCode)", { timeout: LOADED.testMs }, () =>
     expect(ended.status).toBe("completed");
     expect(opencodeUnder(sandboxOf(dataDir, run.id))).toEqual([]);
     expect(fs.existsSync(sandboxOf(dataDir, run.id))).toBe(false);
+  });
+
+  it("a hibernated session whose sandbox is not on this machine (another replica's) ends completed at the start, its work kept", async () => {
+    const a = await open({ PATCHBAY_HIBERNATE_AFTER_MS: "1000" });
+    const dataDir = a.dataDir;
+    const run = await startIdle(a, "test/nap-away");
+    await untilHibernated(a, run.id);
+    await a.close();
+    // What a replica on another machine finds: the run in the store, its sandbox in no data dir of its own.
+    fs.renameSync(sandboxOf(dataDir, run.id), path.join(dataDir, "elsewhere"));
+
+    const b = await open({ PATCHBAY_DATA_DIR: dataDir, PATCHBAY_HIBERNATE_AFTER_MS: "0" });
+    const back = await b.engine.getRun(OWNER, run.id);
+    expect(back).toMatchObject({ status: "completed", sessionActive: false, changedPaths: ["ONE.md"] });
+    expect(await b.store.getSecret(run.id, "hibernation")).toBeUndefined();
   });
 
   it("endSession and expiry end a hibernated session and delete what it kept", async () => {

@@ -182,6 +182,43 @@ describe("e2b provider (SDK stand-in)", () => {
     await expect(second.connect!("run_r1", resume)).rejects.toMatchObject({ code: "sandbox_failed" });
   });
 
+  it("a model-only run's VM connected by another replica holds its egress to that replica's gateway", async () => {
+    const root = tempDir("e2b-cloud");
+    const repo = makeRepo(tempDir("remote"), "acme/cloud", { "README.md": "# cloud\n" });
+    const providerAt = (gateway: string, cloud: ReturnType<typeof e2bCloud>) =>
+      createE2bProvider({
+        apiKey: "e2b_test_key",
+        publicGatewayUrl: gateway,
+        sessionTtlMs: 60_000,
+        turnTimeoutMs: 120_000,
+        sdk: cloud.sdk,
+        log: silentLogger,
+      });
+    const network = { policy: "model-only" as const, gatewayPort: 4000 };
+    const made = await providerAt("https://a.patchbay.example.com/gateway", e2bCloud(root)).create({
+      runId: "run_m1",
+      ownerId: "o",
+      repository: { fullName: "acme/cloud", cloneUrl: `${repo.baseUrl}/acme/cloud.git` },
+      network,
+    });
+    await made.restrictNetwork!();
+
+    const cloud = e2bCloud(root);
+    const again = await providerAt("https://b.patchbay.example.com/gateway", cloud).connect!(
+      "run_m1",
+      made.resumeInfo!(),
+      { network },
+    );
+    expect(cloud.calls.filter((c) => c.op === "updateNetwork")).toEqual([
+      {
+        sandboxId: "sbx1",
+        op: "updateNetwork",
+        args: { allowOut: ["b.patchbay.example.com"], denyOut: ["0.0.0.0/0"] },
+      },
+    ]);
+    await again.kill();
+  });
+
   it("reap kills the Patchbay sandboxes no live run owns, found by metadata", async () => {
     const { provider, sdk, alive, cloneUrl } = setup();
     // Left by a previous process (not created through this provider instance).
