@@ -178,6 +178,8 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       },
     });
     let closed = false;
+    /** Settles once an ending session's record is gone (a DELETE answers only then). */
+    let ended: Promise<void> | undefined;
     /** Close the transport; `end` the session too (record and streams), or leave it to others. */
     const finish = async (end: boolean) => {
       if (closed) return;
@@ -185,8 +187,8 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
       held.delete(sid);
       dispose();
       if (end) {
-        await events.dispose();
-        await records.delete(sid);
+        ended = events.dispose().then(() => records.delete(sid));
+        await ended;
       }
       await server.close();
       // After the server: a call it aborted writes nothing more, so its streams are another's to answer.
@@ -210,6 +212,8 @@ export function createMcpSessions(opts: McpSessionsOptions): McpSessions {
         const response = await current.run({ sessionId: sid, requests }, () =>
           transport.handleRequest(toWebRequest(req), { parsedBody: body, authInfo: auth }),
         );
+        // Another replica asked next must already find the session gone (its record deleted).
+        if (req.method === "DELETE") await ended?.catch(() => undefined);
         await sendWebResponse(response, res);
       },
       close,

@@ -175,6 +175,15 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
     async route(req, local) {
       if (sessions.get(req.runId) || sessions.isHeld(req.runId)) return local();
       const peer = await registry.ownerElsewhere(req.runId);
+      if (peer === "stale") {
+        // Served here now, a session still held by a dead replica would be lost (ended, and a
+        // message chained); the takeover loop reattaches it within half a lease.
+        throw new EngineError(
+          "session_busy",
+          "the replica running this run's session stopped answering; another is taking it over, retry shortly",
+          { retryAfterSeconds: Math.ceil(registry.leaseMs / 2000) + 1 },
+        );
+      }
       return peer ? forward(peer, req) : local();
     },
     hasRoom,

@@ -183,6 +183,22 @@ describe("Postgres store shared by replicas", () => {
       expect(lost.filter((id) => id === "run_fenced")).toEqual(["run_fenced"]);
     });
 
+    it("names the run's holder to the others: stale while it waits to be taken over, then the taker", async () => {
+      await stalled.createRun(runRecord({ id: "run_holder", status: "running", turnCount: 1 }));
+      // Its holder never heartbeats: a request there now must wait for the take-over, not serve it.
+      expect(await taker.replicas.ownerElsewhere("run_holder")).toBe("stale");
+      expect(await taker.replicas.takeOrphans()).toContain("run_holder");
+      expect(await taker.replicas.ownerElsewhere("run_holder")).toBeUndefined();
+      expect(await stalled.replicas.ownerElsewhere("run_holder")).toEqual({
+        id: taker.replicas.replicaId,
+        url: "http://127.0.0.1:1",
+      });
+      await taker.transition("run_holder", { status: "completed" }, status);
+      expect(await stalled.replicas.ownerElsewhere("run_holder")).toBeUndefined();
+      expect(await stalled.replicas.heartbeat()).toEqual(["run_holder"]);
+      await stalled.replicas.letGo("run_holder");
+    });
+
     it("learns from its heartbeat which runs it lost when no write is pending, once, and not those it finished itself", async () => {
       await stalled.createRun(runRecord({ id: "run_hb_lost", status: "running", turnCount: 1 }));
       await stalled.createRun(runRecord({ id: "run_hb_done", status: "running", turnCount: 1 }));

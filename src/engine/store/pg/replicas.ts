@@ -34,8 +34,11 @@ export interface ReplicaRegistry {
    * refused), it is forgotten, and a later request here about it is served as any other.
    */
   letGo(runId: string): Promise<void>;
-  /** The live replica other than this one that holds the run's session, if any. */
-  ownerElsewhere(runId: string): Promise<Peer | undefined>;
+  /**
+   * The replica other than this one that holds the run's session, if any: a live one, or
+   * `"stale"` when its holder stopped answering and the run waits to be taken over.
+   */
+  ownerElsewhere(runId: string): Promise<Peer | "stale" | undefined>;
   /** Queue a created run's first turn until a replica has room. */
   enqueue(runId: string, input: unknown): Promise<void>;
   /** Take up to `limit` queued runs, oldest first, leased to this replica. */
@@ -106,12 +109,14 @@ export function createReplicaRegistry(db: Db, opts: ReplicaRegistryOptions): Rep
       leases.forget(runId);
     },
     async ownerElsewhere(runId) {
-      const [row] = await db.rows<Peer>(
-        `SELECT p.id, p.url FROM runs r JOIN replicas p ON p.id = r.lease_owner
-          WHERE r.id = $1 AND r.lease_owner <> $2 AND p.heartbeat_at > now() - $3::interval`,
+      const [row] = await db.rows<{ id: string | null; url: string | null; live: boolean | null }>(
+        `SELECT p.id, p.url, p.heartbeat_at > now() - $3::interval AS live
+           FROM runs r LEFT JOIN replicas p ON p.id = r.lease_owner
+          WHERE r.id = $1 AND r.lease_owner IS NOT NULL AND r.lease_owner <> $2`,
         [runId, replicaId, lease],
       );
-      return row;
+      if (!row) return undefined;
+      return row.live && row.id && row.url ? { id: row.id, url: row.url } : "stale";
     },
     async enqueue(runId, input) {
       // Queued for whichever replica has room: leased to none until one claims it.
