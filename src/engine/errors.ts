@@ -82,7 +82,10 @@ export const ERROR_CODES = [
   "internal",
   // infrastructure
   "store_locked",
-  /** The data dir refused a write (disk full, read-only, gone). */
+  /**
+   * The data dir refused a write (disk full, read-only, gone), or the database
+   * (PATCHBAY_DATABASE_URL) does not answer.
+   */
   "storage_failed",
   /**
    * Replicas: this replica stalled past its lease on the run and another took the run over;

@@ -1,24 +1,39 @@
 /**
  * A TCP forwarder a test can cut: every connection through it is destroyed on `cut()`, as a
- * dropped network would, while new connections still go through. It also counts the
- * connections whose request named a `Last-Event-ID` (a resuming SSE client).
+ * dropped network would, while new connections still go through unless the cut refuses them
+ * too (a lost database: every new connection reset at once) until `restore()`. It also counts
+ * the connections whose request named a `Last-Event-ID` (a resuming SSE client) and those it
+ * refused.
  */
 import net from "node:net";
 
 export interface CutProxy {
   /** `http://127.0.0.1:<port>`: the target's origin, through the proxy. */
   base: string;
-  /** Destroy every open connection (both sides). */
-  cut(): void;
+  port: number;
+  /** Destroy every open connection (both sides); with `refuse`, reset every new one until `restore()`. */
+  cut(opts?: { refuse?: boolean }): void;
+  /** Let new connections through again after a refusing cut. */
+  restore(): void;
   /** Connections so far whose first bytes carried a `Last-Event-ID` header. */
   resumes(): number;
+  /** Connections reset so far because a cut refused them. */
+  refused(): number;
   close(): Promise<void>;
 }
 
 export async function startCutProxy(target: { host: string; port: number }): Promise<CutProxy> {
   const open = new Set<net.Socket>();
   let resumes = 0;
+  let refusing = false;
+  let refused = 0;
   const server = net.createServer((client) => {
+    if (refusing) {
+      refused += 1;
+      client.on("error", () => undefined);
+      client.resetAndDestroy();
+      return;
+    }
     const upstream = net.connect(target);
     for (const s of [client, upstream]) {
       open.add(s);
@@ -38,10 +53,16 @@ export async function startCutProxy(target: { host: string; port: number }): Pro
   const { port } = server.address() as net.AddressInfo;
   return {
     base: `http://127.0.0.1:${port}`,
-    cut() {
+    port,
+    cut(opts = {}) {
+      if (opts.refuse) refusing = true;
       for (const s of open) s.destroy();
     },
+    restore() {
+      refusing = false;
+    },
     resumes: () => resumes,
+    refused: () => refused,
     close() {
       for (const s of open) s.destroy();
       return new Promise<void>((resolve) => server.close(() => resolve()));

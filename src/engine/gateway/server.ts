@@ -11,6 +11,7 @@
  */
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
+import { isEngineError } from "../errors.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import type { GatewayObserver } from "../metrics/metrics.ts";
 import type { GatewayGrant, ModelGateway } from "./gateway.ts";
@@ -77,6 +78,9 @@ export async function createModelGateway(opts: ModelGatewayOptions): Promise<Mod
 
   const server = http.createServer((req, res) => {
     handle(req, res).catch((e: unknown) => {
+      // The store does not answer (a lost database, logged once by the store): the agent is told to wait.
+      if (isEngineError(e) && e.code === "storage_failed")
+        return sendError(res, 503, e.message, "server_error", "storage_failed");
       // Last resort: a bug in the handler must cost one request, never the server.
       log.error("gateway request failed", { err: e });
       if (!res.headersSent) sendError(res, 500, "internal gateway error", "server_error", "internal");

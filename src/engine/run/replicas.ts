@@ -116,7 +116,11 @@ export function createReplicas(deps: ReplicasDeps): Replicas {
       if (busy || closed) return;
       busy = true;
       void work()
-        .catch((e: unknown) => log.warn(`replica ${what} failed; retrying`, { error: e }))
+        .catch((e: unknown) => {
+          // A lost database is logged once by the store; each try that finds it still gone is not news.
+          if (!(e instanceof EngineError && e.code === "storage_failed"))
+            log.warn(`replica ${what} failed; retrying`, { error: e });
+        })
         .finally(() => (busy = false));
     }, ms);
     t.unref();

@@ -5,6 +5,7 @@
  * with the work done so far kept as the patch. A turn its budget stopped (budget.ts) ends the
  * run `failed`, or leaves it `idle` with error `budget_exceeded` when its limits say `pause`.
  */
+import { setTimeout as sleep } from "node:timers/promises";
 import type { AgentImage, AgentSession } from "../agent/agent.ts";
 import type { Setups } from "../environment/setup.ts";
 import { EngineError, isEngineError, toEngineError, type ErrorCode } from "../errors.ts";
@@ -305,7 +306,24 @@ export function createTurns(deps: TurnDeps): Turns {
       log.info("turn finished", { runId, turn: run.turnCount, changedPaths: diff.changedPaths.length });
     } catch (e) {
       if (takenOver(abort, e)) return;
-      await fail(run, e, abort);
+      await failOnceStored(run, e, abort);
+    }
+  }
+
+  /**
+   * `fail`, retried while the database does not answer: a turn that lost it ends its run
+   * (failed, `storage_failed`) once it is back, instead of leaving it `running` for good.
+   */
+  async function failOnceStored(run: RunRecord, e: unknown, abort: AbortController): Promise<void> {
+    for (let waitMs = 500; ; waitMs = Math.min(waitMs * 2, 5_000)) {
+      try {
+        return await fail(run, e, abort);
+      } catch (f) {
+        if (!(isEngineError(f) && f.code === "storage_failed") || deps.closing() || abort.signal.aborted) throw f;
+        if (waitMs === 500) log.info("this turn's end waits for the database to answer again", { runId: run.id });
+        // A cancel or shutdown cuts the wait short: the next try is the last.
+        await sleep(waitMs, undefined, { signal: abort.signal }).catch(() => undefined);
+      }
     }
   }
 

@@ -42,8 +42,9 @@ export function createRunWriter(deps: RunWriterDeps): RunWriter {
     },
     note(run, data) {
       writer.emit(run.id, { type: "builder.event", turn: run.turnCount, data }).catch((e: unknown) => {
-        // Another replica took the run over: logged once where its session is stopped.
-        if (!(isEngineError(e) && e.code === "lease_lost"))
+        // Another replica took the run over: logged once where its session is stopped. The
+        // database is gone: logged once by the store, not once per event of every run.
+        if (!(isEngineError(e) && (e.code === "lease_lost" || e.code === "storage_failed")))
           log.warn("could not record an event", { runId: run.id, error: e });
       });
     },

@@ -13,6 +13,7 @@
 import pg from "pg";
 import type { Logger } from "../../log.ts";
 import type { Db } from "./db.ts";
+import { isConnectionError } from "./health.ts";
 
 /** One frame of a stream. */
 export interface StoredFrame {
@@ -111,6 +112,12 @@ export function createSharedMcpEvents(opts: SharedMcpEventsOptions): SharedMcpEv
   let listener: Promise<pg.Client | undefined> | undefined;
   let closed = false;
 
+  // A lost database is the store's health's one warning, not one per wait that tries to listen.
+  const note = (msg: string, error: unknown) => {
+    if (isConnectionError(error)) db.health.failed(error);
+    else log.warn(msg, { error });
+  };
+
   const wake = (key: string) => {
     for (const w of waiters.get(key) ?? []) w();
   };
@@ -129,7 +136,7 @@ export function createSharedMcpEvents(opts: SharedMcpEventsOptions): SharedMcpEv
       if (n.channel === CHANNEL && n.payload) wake(n.payload);
     });
     c.on("error", (e) => {
-      log.warn("lost the MCP event notification connection", { error: e });
+      note("lost the MCP event notification connection", e);
       lost();
     });
     c.on("end", lost);
@@ -140,7 +147,7 @@ export function createSharedMcpEvents(opts: SharedMcpEventsOptions): SharedMcpEv
         return c;
       } catch (e) {
         // Readers still look again every recheckMs; the next wait tries to listen again.
-        log.warn("could not listen for MCP events of other replicas", { error: e });
+        note("could not listen for MCP events of other replicas", e);
         lost();
         return undefined;
       }

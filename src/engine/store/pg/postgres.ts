@@ -19,6 +19,7 @@ import { RunPatch, type RunStore } from "../store.ts";
 import { createWindowCounters, type WindowCounters } from "./counters.ts";
 import { createDb, type Db, type Queries } from "./db.ts";
 import { createExclusive } from "./exclusive.ts";
+import { createDatabaseHealth, databaseUnavailable } from "./health.ts";
 import { checkLease, createLeaseBook } from "./leases.ts";
 import { createEventWatch } from "./listen.ts";
 import { migrate } from "./migrate.ts";
@@ -69,14 +70,11 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
   const now = opts.now ?? (() => new Date());
   const replicaId = opts.replicaId ?? `rep_${randomUUID().slice(0, 8)}`;
   await migrate(opts.url, log);
-  const db = createDb({
-    url: opts.url,
-    max: opts.poolSize ?? 10,
-    onError: (e) => log.warn("lost a database connection", { error: e }),
-  });
+  const health = createDatabaseHealth(log);
+  const db = createDb({ url: opts.url, max: opts.poolSize ?? 10, health });
   const leaseMs = opts.leaseMs ?? 15_000;
   const leases = createLeaseBook();
-  const writes = createRunWrites({ pool: db.pool, now, replicaId, leaseMs, leases });
+  const writes = createRunWrites({ db, now, replicaId, leaseMs, leases });
   /** A run's write in one transaction, refused (lease_lost) when this replica leased the run and lost it. */
   const leased = <T>(runId: string, write: (q: Queries) => Promise<T>): Promise<T> =>
     db.tx(async (q) => {
@@ -85,10 +83,10 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     });
   // Listening before the store is used: a follower that subscribes and then reads the log
   // misses no other replica's event committed after that read.
-  const watch = createEventWatch({ url: opts.url, replicaId, log });
+  const watch = createEventWatch({ url: opts.url, replicaId, log, health });
   await watch.ready;
   const usable = db.usable;
-  const locks = createExclusive(opts.url);
+  const locks = createExclusive(opts.url, health);
 
   async function deleteRuns(ids: string[]): Promise<void> {
     if (!ids.length) return;
@@ -286,10 +284,10 @@ export async function createPostgresStore(opts: PostgresStoreOptions): Promise<P
     },
     async ping() {
       try {
-        await db.pool.query("SELECT 1");
+        await db.rows("SELECT 1");
         return { ok: true };
       } catch (e) {
-        return { ok: false, reason: `the database does not answer: ${e instanceof Error ? e.message : String(e)}` };
+        return { ok: false, reason: e instanceof EngineError ? e.message : databaseUnavailable(e).message };
       }
     },
 

@@ -20,6 +20,7 @@ import { EngineError } from "../../errors.ts";
 import { RunEvent, type NewRunEvent } from "../../events/schema.ts";
 import { isTerminal, RunRecord, type RunStatus } from "../../run/schema.ts";
 import { valid } from "../sqlite-tables.ts";
+import type { Db, HeldClient } from "./db.ts";
 import { assertLease, leaseLost, type LeaseBook } from "./leases.ts";
 
 export const EVENTS_CHANNEL = "patchbay_events";
@@ -53,7 +54,8 @@ export interface RunWrites {
 }
 
 export interface RunWritesOptions {
-  pool: pg.Pool;
+  /** Connections for the batches' transactions, and the database's health they report to. */
+  db: Pick<Db, "hold" | "health">;
   now: () => Date;
   /** Sent in each NOTIFY, so a replica can skip what it appended itself; the lease owner it sets. */
   replicaId: string;
@@ -113,10 +115,11 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
     const results: (() => void)[] = [];
     // The last status change's lease: applied to the book once the batch commits.
     let leased: { status: RunStatus; epoch: number } | undefined;
-    let client: pg.PoolClient | undefined;
+    let held: HeldClient | undefined;
     try {
       if (opts.leases.fence(runId) === "lost") throw leaseLost(runId);
-      client = await opts.pool.connect();
+      held = await opts.db.hold();
+      const { client } = held;
       await client.query("BEGIN");
       let run = await lockedRun(client, runId, opts.leases);
       let lastId = 0;
@@ -177,15 +180,18 @@ export function createRunWrites(opts: RunWritesOptions): RunWrites {
           JSON.stringify({ r: runId, id: lastId, s: opts.replicaId }),
         ]);
       await client.query("COMMIT");
+      opts.db.health.answered();
       if (leased?.status === "running" || leased?.status === "idle") opts.leases.hold(runId, leased.epoch);
       else if (leased && isTerminal(leased.status)) opts.leases.release(runId);
       for (const settle of results) settle();
     } catch (e) {
-      if (client) await client.query("ROLLBACK").catch(() => undefined);
-      const error = e instanceof EngineError ? e : storeError(runId, e);
+      if (held) await held.client.query("ROLLBACK").catch(() => undefined);
+      // A database that did not answer is storage_failed (noted once by the health); anything else it refused, internal.
+      const failure = opts.db.health.failure(e);
+      const error = failure instanceof EngineError ? failure : storeError(runId, failure);
       for (const op of batch) op.done.reject(error);
     } finally {
-      client?.release();
+      held?.release();
     }
   }
 
