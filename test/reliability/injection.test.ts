@@ -131,12 +131,13 @@ describe.each(["local", "bwrap"] as const)("prompt injection, %s sandbox", { tim
         );
         const view = JSON.parse(run.text) as {
           status: string;
+          error: unknown;
           summary: string;
           patch: string | null;
           draftPullRequest: unknown;
           publish: unknown;
         };
-        expect(view.status).toBe("idle");
+        expect(view.status, JSON.stringify(view.error)).toBe("idle");
         // The model did obey: it ran the commands and put their output in the patch and summary.
         expect(view.summary).toContain("Findings:");
         expect(view.patch).toContain("LEAK.txt");

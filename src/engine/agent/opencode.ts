@@ -71,19 +71,29 @@ export async function launchServer(
   const bin = sandbox.binaryPath?.("opencode") ?? o.opencodeBin ?? bundledOpencodeBin();
   const password = randomBytes(24).toString("base64url");
   // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
-  const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, o.log)]);
-  const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
-    env: { ...o.env, ...opencodeEnv(config, password) },
-    ports: [port],
-  });
-  try {
-    await waitListening(proc, o.startTimeoutMs, o.signal);
-    return { proc, port, password, baseUrl: await sandbox.endpoint(port), headers: basicAuth(password) };
-  } catch (e) {
-    await proc.kill();
-    throw e;
+  await skipPluginInstall(sandbox, o.log);
+  for (let attempt = 1; ; attempt++) {
+    // A port free when asked may be taken by another process before OpenCode binds it (many
+    // servers start at once on a busy host): OpenCode then exits with a ServeError; try another.
+    const port = await sandbox.freePort();
+    const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
+      env: { ...o.env, ...opencodeEnv(config, password) },
+      ports: [port],
+    });
+    try {
+      await waitListening(proc, o.startTimeoutMs, o.signal);
+      return { proc, port, password, baseUrl: await sandbox.endpoint(port), headers: basicAuth(password) };
+    } catch (e) {
+      await proc.kill();
+      const taken = e instanceof EngineError && /before listening: [\s\S]*ServeError/.test(e.message);
+      if (!taken || attempt >= PORT_ATTEMPTS) throw e;
+      o.log.warn("opencode serve could not bind its port; trying another", { port, attempt });
+    }
   }
 }
+
+/** Starts of `opencode serve` tried when the port it was given is taken meanwhile. */
+const PORT_ATTEMPTS = 3;
 
 export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): OpencodeDriver {
   const log = opts.log ?? silentLogger;

@@ -9,6 +9,7 @@
  * (`prepare` then `adopt`) starts a second server once the first is gone.
  */
 import fs from "node:fs";
+import net from "node:net";
 import path from "node:path";
 import { createOpencodeClient } from "@opencode-ai/sdk/v2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -259,11 +260,25 @@ for (const c of CASES) {
         modelToken: "warm-token",
         modelId: warmModel,
       });
-      server = await launchServer(warm, config, {
-        opencodeBin: undefined,
-        startTimeoutMs: 120_000,
-        log: silentLogger,
-      });
+      // Another process takes the first port the start is given before OpenCode binds it (many
+      // servers starting at once on a busy host): the start tries another.
+      const squatter = net.createServer();
+      await new Promise<void>((resolve) => squatter.listen(0, "127.0.0.1", resolve));
+      const taken = (squatter.address() as net.AddressInfo).port;
+      const free = warm.freePort.bind(warm);
+      let asked = 0;
+      warm.freePort = () => (asked++ === 0 ? Promise.resolve(taken) : free());
+      try {
+        server = await launchServer(warm, config, {
+          opencodeBin: undefined,
+          startTimeoutMs: 120_000,
+          log: silentLogger,
+        });
+      } finally {
+        await new Promise((resolve) => squatter.close(resolve));
+      }
+      expect(asked).toBe(2);
+      expect(server.port).not.toBe(taken);
 
       const runId = `run_${c.name}_warm`;
       adopted = await warm.adopt({
