@@ -66,12 +66,17 @@ export async function launchServer(
     signal?: AbortSignal;
     /** The run's secrets; OpenCode's own variables are set after them and win. */
     env?: Record<string, string>;
+    /** The home an earlier server of this sandbox prepared (a woken session): nothing to do there. */
+    homePrepared?: boolean;
   },
 ): Promise<LaunchedServer> {
   const bin = sandbox.binaryPath?.("opencode") ?? o.opencodeBin ?? bundledOpencodeBin();
   const password = randomBytes(24).toString("base64url");
   // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
-  const [port] = await Promise.all([sandbox.freePort(), skipPluginInstall(sandbox, o.log)]);
+  const [port] = await Promise.all([
+    sandbox.freePort(),
+    o.homePrepared ? undefined : skipPluginInstall(sandbox, o.log),
+  ]);
   const proc = sandbox.spawn([bin, "serve", `--hostname=${sandbox.listenHost ?? "127.0.0.1"}`, `--port=${port}`], {
     env: { ...o.env, ...opencodeEnv(config, password) },
     ports: [port],
@@ -204,6 +209,8 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
         log: alog,
         ...(start.signal ? { signal: start.signal } : {}),
         ...(start.env ? { env: start.env } : {}),
+        // A session to continue lives in a home the server that began it prepared.
+        ...(start.sessionId ? { homePrepared: true } : {}),
       });
       const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
       try {
