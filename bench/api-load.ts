@@ -16,7 +16,9 @@ const EVENTS = 1_000_000;
 const RATE = 200;
 const DURATION_S = 10;
 
-interface Latency {
+export interface Latency {
+  /** Every response's latency (ms), sorted: for pooling several loads into one percentile. */
+  times: number[];
   p50: number;
   p99: number;
   rps: number;
@@ -51,6 +53,7 @@ export async function load(
   times.sort((a, b) => a - b);
   const pct = (p: number) => times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))] ?? Number.NaN;
   return {
+    times,
     p50: pct(50),
     p99: pct(99),
     rps: result.requests.average,
@@ -125,7 +128,8 @@ export const apiLoad: BenchModule = {
           row("server RSS after load vs before", rssBefore, rssAfter, "MB"),
         );
         if (failures.some((l) => l.errors + l.non2xx > 0)) {
-          throw new Error(`requests failed under load: ${JSON.stringify(failures)}`);
+          const counts = failures.map(({ errors, non2xx, rps }) => ({ errors, non2xx, rps }));
+          throw new Error(`requests failed under load: ${JSON.stringify(counts)}`);
         }
         return { name: "api-load", rows };
       } finally {

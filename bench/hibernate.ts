@@ -7,7 +7,9 @@
  * request on a hibernated session (a new `opencode serve` continuing the stored session), on
  * an awake one, and from a new run's start to its first request (cold start-up). The baseline
  * is the same hand-driven floor as bench/startup.ts (tuned: clone + opencode serve + prompt),
- * measured in the same process before and after.
+ * measured in the same process right before each measured session: on a machine shared with
+ * other jobs the load changes from minute to minute, and floors taken minutes away from the
+ * wakes (before and after all sessions, as this bench did) compared two different loads.
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -18,11 +20,13 @@ import { median, row, type BenchModule, type Row } from "./harness.ts";
 import { baseline, hasBwrap, type Timing } from "./startup.ts";
 import { benchEnv, benchRepository, benchTempDir, processTree, rssMb } from "./support.ts";
 
-const RUNS = 3;
+const RUNS = 5;
 const FILES = 300;
 const OWNER = "bench";
 
 interface Sample {
+  /** The hand-driven floor, measured right before this session. */
+  floor: Timing;
   coldFirstMs: number;
   awakeRssMb: number;
   hibernatedRssMb: number;
@@ -42,6 +46,7 @@ async function sessions(
   gitBase: string,
   root: string,
   sandbox: "local" | "bwrap",
+  floor: () => Promise<Timing>,
 ): Promise<Sample[]> {
   const dataDir = fs.mkdtempSync(path.join(root, `${sandbox}-`));
   const config = loadConfig({
@@ -67,6 +72,7 @@ async function sessions(
         const run = await pb.engine.waitForTurn(OWNER, id);
         if (run.status !== "idle") throw new Error(`run ${id} ended ${run.status}: ${JSON.stringify(run.error)}`);
       };
+      const floorNow = n > 0 ? await floor() : undefined;
       let id = "";
       const coldFirst = await timed(async () => {
         id = (
@@ -91,8 +97,9 @@ async function sessions(
       const ownDeltaMb = process.memoryUsage().rss / 2 ** 20 - own;
       const wake = await timed(() => pb.engine.sendMessage(OWNER, id, { prompt: "write three" }));
       await until(id);
-      if (n > 0)
+      if (floorNow)
         samples.push({
+          floor: floorNow,
           coldFirstMs: await coldFirst,
           awakeRssMb,
           hibernatedRssMb,
@@ -117,20 +124,19 @@ export const hibernate: BenchModule = {
     try {
       const gitBase = benchRepository(path.join(root, "remote"), "acme/bench", FILES, 20);
       await baseline(model, gitBase, root, "tuned", -1); // warms the binary, unmeasured
-      const floor: Timing[] = [];
-      const floors = async (from: number) => {
-        for (let n = from; n < from + RUNS; n++) floor.push(await baseline(model, gitBase, root, "tuned", n));
-      };
-      await floors(0);
+      let floors = 0;
+      const floor = () => baseline(model, gitBase, root, "tuned", floors++);
       const measured: { sandbox: "local" | "bwrap"; s: Sample[] }[] = [];
       for (const sandbox of hasBwrap() ? (["local", "bwrap"] as const) : (["local"] as const))
-        measured.push({ sandbox, s: await sessions(model, gitBase, root, sandbox) });
-      await floors(RUNS);
-      const firstFloor = median(floor.map((t) => t.firstRequestMs));
-      const rssFloor = median(floor.map((t) => t.rssMb));
-      const floorNote = `baseline: tuned floor of bench/startup.ts (median of ${2 * RUNS}: clone + opencode serve + prompt)`;
+        measured.push({ sandbox, s: await sessions(model, gitBase, root, sandbox, floor) });
       for (const { sandbox, s } of measured) {
         const m = (f: (x: Sample) => number) => median(s.map(f));
+        const firstFloor = m((x) => x.floor.firstRequestMs);
+        const rssFloor = m((x) => x.floor.rssMb);
+        const floorNote = `baseline: tuned floor of bench/startup.ts (clone + opencode serve + prompt), measured right before each session`;
+        // Each session against its own floor: the spread says how much the load moved.
+        const paired = s.map((x) => x.wakeFirstMs / x.floor.firstRequestMs).sort((a, b) => a - b);
+        const pairedNote = `each wake / its floor: ${paired.map((r) => r.toFixed(2)).join(", ")}`;
         const note = `median of ${RUNS}`;
         rows.push(
           row(
@@ -159,7 +165,7 @@ export const hibernate: BenchModule = {
             firstFloor,
             m((x) => x.wakeFirstMs),
             "ms",
-            `${note}; ${floorNote}; limit 1.0×`,
+            `${note}; ${floorNote}; ${pairedNote}; limit 1.0×`,
           ),
           row(
             `${sandbox}: follow-up on a hibernated session vs a cold run's start`,

@@ -66,12 +66,14 @@ export async function launchServer(
     signal?: AbortSignal;
     /** The run's secrets; OpenCode's own variables are set after them and win. */
     env?: Record<string, string>;
+    /** The home an earlier server of this sandbox prepared (a woken session): nothing to do there. */
+    homePrepared?: boolean;
   },
 ): Promise<LaunchedServer> {
   const bin = sandbox.binaryPath?.("opencode") ?? o.opencodeBin ?? bundledOpencodeBin();
   const password = randomBytes(24).toString("base64url");
   // Spares the fresh home OpenCode's npm install of a plugin package nothing loads (see opencode-home.ts).
-  await skipPluginInstall(sandbox, o.log);
+  if (!o.homePrepared) await skipPluginInstall(sandbox, o.log);
   for (let attempt = 1; ; attempt++) {
     // A port free when asked may be taken by another process before OpenCode binds it (many
     // servers start at once on a busy host): OpenCode then exits with a ServeError; try another.
@@ -114,6 +116,8 @@ export function createOpencodeDriver(opts: OpencodeDriverOptions = {}): Opencode
       log: alog,
       ...(start.signal ? { signal: start.signal } : {}),
       ...(start.env ? { env: start.env } : {}),
+      // A session to continue lives in a home the server that began it prepared.
+      ...(start.sessionId ? { homePrepared: true } : {}),
     });
     const client = createOpencodeClient({ baseUrl, directory: sandbox.workdir, headers });
     try {
