@@ -44,6 +44,10 @@ export function row(metric: string, baseline: number, value: number, unit: strin
 export const mean = (xs: readonly number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /** Median, which shrugs off a GC pause in a short series. */
+/** The `p` quantile (0..1) of `xs`, nearest rank. */
+export const pct = (xs: readonly number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
+
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const mid = s.length >> 1;

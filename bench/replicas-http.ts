@@ -25,7 +25,7 @@ import os from "node:os";
 import path from "node:path";
 import pg from "pg";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
-import { row, type BenchModule, type Row } from "./harness.ts";
+import { pct, row, type BenchModule, type Row } from "./harness.ts";
 import { startServerProcess, type ServerProcess } from "./server-process.ts";
 import { benchRepository, benchTempDir } from "./support.ts";
 
@@ -38,8 +38,6 @@ const CLIENTS = 6;
 const TURNS = 150;
 const MODEL = "bench/ok";
 
-const pct = (xs: number[], p: number) =>
-  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 /** The machine's 1-minute load average (other agents share it): said with each measurement. */
 const load = () => os.loadavg()[0]!.toFixed(1);
 

@@ -16,7 +16,7 @@ import type { RunRecord } from "../src/engine/run/schema.ts";
 import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 import { createPostgresStore } from "../src/engine/store/pg/postgres.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
-import { row, type BenchModule } from "./harness.ts";
+import { pct, row, type BenchModule } from "./harness.ts";
 import { sampleEvent, sampleRun } from "./seed.ts";
 
 const ADMIN_URL = process.env.PATCHBAY_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -24,9 +24,6 @@ const RUNS = 100_000;
 const CALLS = 2_000;
 const EVENTS = 500;
 const OWNER = "own_bench";
-
-const pct = (xs: number[], p: number) =>
-  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * p))]!;
 
 async function timed(n: number, call: (i: number) => Promise<unknown>): Promise<number[]> {
   const out: number[] = [];
