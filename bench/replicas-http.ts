@@ -23,13 +23,11 @@ import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import pg from "pg";
 import { startScriptedModel, type ScriptedModel } from "../test/fixtures/scripted-model.ts";
 import { pct, row, type BenchModule, type Row } from "./harness.ts";
 import { startServerProcess, type ServerProcess } from "./server-process.ts";
-import { benchRepository, benchTempDir } from "./support.ts";
+import { benchDatabase, benchRepository, benchTempDir } from "./support.ts";
 
-const ADMIN_URL = process.env.PATCHBAY_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const API = "/api/v1/coding-agent";
 const RUNS = 30;
 const ADMISSIONS = 90;
@@ -41,24 +39,13 @@ const MODEL = "bench/ok";
 /** The machine's 1-minute load average (other agents share it): said with each measurement. */
 const load = () => os.loadavg()[0]!.toFixed(1);
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
 /** Replicas on a fresh database; `close` stops them and drops it. */
 async function startReplicas(
   n: number,
   base: { root: string; gitBase: string; model: ScriptedModel },
 ): Promise<{ replicas: ServerProcess[]; key: string; close(): Promise<void> }> {
-  const name = `patchbay_bench_${randomBytes(5).toString("hex")}`;
-  await admin(`CREATE DATABASE ${name}`);
-  const url = Object.assign(new URL(ADMIN_URL), { pathname: `/${name}` }).toString();
+  const db = await benchDatabase();
+  const url = db.url;
   const secretKey = randomBytes(32).toString("base64");
   const replicas: ServerProcess[] = [];
   const start = (i: number) =>
@@ -84,7 +71,7 @@ async function startReplicas(
     });
   const close = async () => {
     await Promise.all(replicas.map((r) => r.stop()));
-    await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await db.drop();
   };
   try {
     // The first start on an empty database creates the admin key; the others find it.

@@ -7,19 +7,17 @@
  *   writes the frame), p50/p99, against the same replica (append until the appender has it).
  * Needs the local Postgres (PATCHBAY_BENCH_DATABASE_URL, default trust auth on 127.0.0.1).
  */
-import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import pg from "pg";
 import type { RunRecord } from "../src/engine/run/schema.ts";
 import { createSqliteStore } from "../src/engine/store/sqlite.ts";
 import { createPostgresStore } from "../src/engine/store/pg/postgres.ts";
 import type { RunStore } from "../src/engine/store/store.ts";
 import { pct, row, type BenchModule } from "./harness.ts";
 import { sampleEvent, sampleRun } from "./seed.ts";
+import { benchDatabase } from "./support.ts";
 
-const ADMIN_URL = process.env.PATCHBAY_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const RUNS = 100_000;
 const CALLS = 2_000;
 const EVENTS = 500;
@@ -40,16 +38,6 @@ function seedRuns(): RunRecord[] {
   return Array.from({ length: RUNS }, (_, i) => sampleRun(i, OWNER, new Date(start + i * 1000)));
 }
 
-async function admin(sql: string): Promise<void> {
-  const c = new pg.Client({ connectionString: ADMIN_URL });
-  await c.connect();
-  try {
-    await c.query(sql);
-  } finally {
-    await c.end();
-  }
-}
-
 async function readLatency(store: RunStore, runs: RunRecord[]): Promise<{ get: number; list: number }> {
   const get = await timed(CALLS, (i) => store.getRun(runs[(i * 7919) % runs.length]!.id));
   const list = await timed(CALLS, () => store.listRuns(OWNER, { limit: 20 }));
@@ -60,9 +48,8 @@ export const replicas: BenchModule = {
   name: "replicas",
   async run() {
     const runs = seedRuns();
-    const name = `patchbay_bench_${randomBytes(5).toString("hex")}`;
-    await admin(`CREATE DATABASE ${name}`);
-    const url = Object.assign(new URL(ADMIN_URL), { pathname: `/${name}` }).toString();
+    const db = await benchDatabase();
+    const url = db.url;
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "bench-replicas-"));
     try {
       const embedded0 = await createSqliteStore({ dataDir });
@@ -132,7 +119,7 @@ export const replicas: BenchModule = {
       };
     } finally {
       fs.rmSync(dataDir, { recursive: true, force: true });
-      await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await db.drop();
     }
   },
 };

@@ -1,10 +1,12 @@
 /**
- * What several benchmark modules need: a repository to clone (the tests' own `makeRepo`), and
- * the memory of the processes a session holds.
+ * What several benchmark modules need: a repository to clone (the tests' own `makeRepo`), the
+ * memory of the processes a session holds, and a database of their own on the local Postgres.
  */
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import pg from "pg";
 import { descendants } from "../src/engine/sandbox/process.ts";
 import { makeRepo, processesUnder } from "../test/helpers.ts";
 
@@ -68,5 +70,27 @@ export function benchEnv(o: {
     PATCHBAY_GIT_BASE_URL: o.gitBase,
     PATCHBAY_OPENROUTER_BASE_URL: o.modelBaseUrl,
     OPENROUTER_API_KEY: "sk-bench",
+  };
+}
+
+const PG_ADMIN_URL = process.env.PATCHBAY_BENCH_DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
+
+async function pgAdmin(sql: string): Promise<void> {
+  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await c.connect();
+  try {
+    await c.query(sql);
+  } finally {
+    await c.end();
+  }
+}
+
+/** A fresh database on the local Postgres (PATCHBAY_BENCH_DATABASE_URL, default trust auth); `drop` removes it. */
+export async function benchDatabase(): Promise<{ url: string; drop(): Promise<void> }> {
+  const name = `patchbay_bench_${randomBytes(5).toString("hex")}`;
+  await pgAdmin(`CREATE DATABASE ${name}`);
+  return {
+    url: Object.assign(new URL(PG_ADMIN_URL), { pathname: `/${name}` }).toString(),
+    drop: () => pgAdmin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`),
   };
 }
