@@ -24,7 +24,8 @@ import { createMcpServer, type PatchbayMcpServer } from "../../src/mcp/server.ts
 import { tempDir, waitFor } from "../helpers.ts";
 import { startCutProxy, type CutProxy } from "../support/cut-proxy.ts";
 import { LOADED, startFixtures, type Fixtures } from "../support/harness.ts";
-import { API, callApi, parseSse, serveApp } from "../support/http.ts";
+import { API, callApi, serveApp } from "../support/http.ts";
+import { follow } from "../support/serve.ts";
 import { pollHttp, pollUntilTurnOver } from "../support/poll.ts";
 import { openTestPatchbay, type TestPatchbay } from "../support/patchbay.ts";
 import { createTestDatabase, type TestDatabase } from "../support/postgres.ts";
@@ -48,38 +49,21 @@ const REQUEST_BOUND_MS = 30_000;
 const api = (method: string, p: string, body?: unknown) => callApi(served.base, key, method, p, body);
 const text = (t: string): NewRunEvent => ({ type: "builder.event", turn: 1, data: { kind: "text", text: t } });
 
-/** The SSE stream of a run, read in the background: frames so far, and whether it ended. */
+/** The SSE stream of a run, read in the background: its text events so far, and whether it ended. */
 function openStream(runId: string) {
-  const ac = new AbortController();
-  const state = { raw: "", ended: false, error: undefined as unknown };
-  const done = (async () => {
-    const res = await fetch(`${served.base}${API}/runs/${runId}/stream`, {
-      headers: { authorization: `Bearer ${key}` },
-      signal: ac.signal,
-    });
-    const reader = res.body!.getReader();
-    const dec = new TextDecoder();
-    for (;;) {
-      const { value, done: end } = await reader.read();
-      if (end) break;
-      state.raw += dec.decode(value, { stream: true });
-    }
-    state.ended = true;
-  })().catch((e: unknown) => {
-    if (!ac.signal.aborted) state.error = e;
-    state.ended = true;
-  });
+  const s = follow(served.base, key, runId);
   return {
-    state,
+    ended: s.ended,
     texts: () =>
-      parseSse(state.raw)
+      s
+        .frames()
         .filter((f) => f.event === "builder.event" && f.data)
         .map((f) => (JSON.parse(f.data!) as { data: { kind: string; text?: string } }).data)
         .filter((d) => d.kind === "text")
         .map((d) => d.text),
     async close() {
-      ac.abort();
-      await done;
+      s.stop();
+      await s.done;
     },
   };
 }
@@ -278,7 +262,7 @@ describe("a replica that loses its database", { timeout: LOADED.testMs }, () => 
       .map((l) => l.msg);
     expect(warned.filter((m) => m === "lost the database")).toHaveLength(1);
     expect(warned.filter((m) => m !== "could not record usage")).toEqual(["lost the database"]);
-    expect(stream.state.ended).toBe(false);
+    expect(stream.ended()).toBe(false);
   });
 
   it("restored: ready again, hears other replicas again, ends the cut-off turn's run and places the queued one", async () => {
@@ -294,7 +278,7 @@ describe("a replica that loses its database", { timeout: LOADED.testMs }, () => 
     await waitFor(() => stream.texts().includes("after the cut 1"), { what: "the follower to hear the first append" });
     await other.appendEvent(held, text("after the cut 2"));
     await waitFor(() => stream.texts().includes("after the cut 2"), { what: "the follower to hear the second append" });
-    expect(stream.state.error).toBeUndefined();
+    expect(stream.ended()).toBe(false);
 
     // The turn that ended while the database was gone: its run failed, and says why.
     const lost = await pollHttp(

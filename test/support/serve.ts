@@ -110,9 +110,10 @@ export function follow(
   url: string,
   key: string,
   runId: string,
-): { frames: () => SseFrame[]; stop: () => void; done: Promise<void> } {
+): { frames: () => SseFrame[]; ended: () => boolean; stop: () => void; done: Promise<void> } {
   const ac = new AbortController();
   let raw = "";
+  let ended = false;
   const done = (async () => {
     try {
       const res = await fetch(`${url}${API}/runs/${runId}/stream`, {
@@ -130,7 +131,14 @@ export function follow(
       // Aborted by stop(), or the server died under it (the crash test kills it on purpose).
       if (ac.signal.aborted || (e instanceof TypeError && /terminated|fetch failed/.test(e.message))) return;
       throw e;
+    } finally {
+      ended = true;
     }
   })();
-  return { frames: () => parseSse(raw).filter((f) => f.id !== undefined), stop: () => ac.abort(), done };
+  return {
+    frames: () => parseSse(raw).filter((f) => f.id !== undefined),
+    ended: () => ended,
+    stop: () => ac.abort(),
+    done,
+  };
 }
